@@ -1,0 +1,17 @@
+//! The contracts: gRPC services between Ursa's control plane and its node
+//! daemons, generated at build time from the `.proto` files beside this crate
+//! (protox compiles them, tonic/prost generate the Rust), so no system
+//! `protoc` is needed.
+//!
+//! This crate depends on nothing of ours. `control` uses the clients;
+//! `netd`, `blockd` and the compute agent implement the servers. Every call is
+//! idempotent and keyed by the resource's UUID, so retries are always safe.
+//!
+//! - [`node::v1`]: what every daemon serves: its name, version and the
+//!   kernel capabilities it found.
+
+pub mod node {
+    pub mod v1 {
+        tonic::include_proto!("ursa.node.v1");
+    }
+}
