@@ -1,1 +1,24 @@
-//! placeholder
+//! Ursa's control plane: the OpenStack REST APIs and the `ursa` binary.
+//!
+//! A request flows one way: [`api`] (HTTP: body limits, tracing, extractors)
+//! → a service's handlers (parse, check policy) → the service (state and
+//! rules, e.g. [`identity::Identity`]) → [`store`] for durability. Errors of
+//! every layer are one type, [`error::Error`], turned into OpenStack's error
+//! body in exactly one place.
+//!
+//! - [`identity`]: Keystone v3 (domains, projects, users, groups, roles,
+//!   assignments, application credentials, catalog, tokens, policy).
+//! - [`store`]: SQLite (embedded, the default) or PostgreSQL, behind one
+//!   interface, with migrations.
+//! - [`server`]: `ursa up`: state directory, bootstrap, the HTTP listener,
+//!   `clouds.yaml`/`openrc`, clean shutdown.
+//!
+//! Compute, network, volume and image APIs join here as their own modules
+//! and drive the node daemons (`netd`, `blockd`) through the gRPC clients in
+//! `ursa-proto`.
+
+pub mod api;
+pub mod error;
+pub mod identity;
+pub mod server;
+pub mod store;

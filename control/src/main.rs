@@ -1,1 +1,95 @@
-fn main(){}
+//! The `ursa` command: `ursa up` runs a single-node cloud; `ursa keys
+//! rotate` rotates the token keys of a state directory.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use ursa_control::identity::password::Cost;
+use ursa_control::identity::token::KeyRepo;
+use ursa_control::server::{default_state_dir, up, UpOptions};
+
+#[derive(Parser)]
+#[command(name = "ursa", version, about = "Ursa: an OpenStack-compatible cloud")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a single-node cloud until Ctrl-C or SIGTERM.
+    Up {
+        /// Where the store, token keys, clouds.yaml and openrc live.
+        #[arg(long, env = "URSA_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// Address of the one HTTP listener.
+        #[arg(long, env = "URSA_BIND", default_value = "127.0.0.1:5000")]
+        bind: SocketAddr,
+        /// The admin's password; generated (and kept in the state directory) if absent.
+        #[arg(long, env = "URSA_ADMIN_PASSWORD")]
+        admin_password: Option<String>,
+        /// `postgres://…` to share state between controllers; SQLite in the state directory otherwise.
+        #[arg(long, env = "URSA_DATABASE_URL")]
+        database_url: Option<String>,
+        /// The URL clients reach this listener at, if not the bind address.
+        #[arg(long, env = "URSA_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Token lifetime in seconds.
+        #[arg(long, env = "URSA_TOKEN_TTL", default_value_t = 3600)]
+        token_ttl: u64,
+        /// argon2id memory cost in KiB (OWASP minimum: 19456).
+        #[arg(long, env = "URSA_ARGON2_MEMORY_KIB", default_value_t = Cost::default().memory_kib)]
+        argon2_memory_kib: u32,
+        /// argon2id iterations (OWASP minimum at 19 MiB: 2).
+        #[arg(long, env = "URSA_ARGON2_ITERATIONS", default_value_t = Cost::default().iterations)]
+        argon2_iterations: u32,
+    },
+    /// Manage token keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Add a new primary key; keep at most --max-active keys. Live tokens stay
+    /// valid while their key is kept.
+    Rotate {
+        #[arg(long, env = "URSA_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        max_active: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("URSA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Up { state_dir, bind, admin_password, database_url, public_url, token_ttl, argon2_memory_kib, argon2_iterations } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(up(UpOptions {
+                state_dir: state_dir.unwrap_or_else(default_state_dir),
+                bind,
+                database_url,
+                admin_password,
+                public_url,
+                token_ttl: Duration::from_secs(token_ttl),
+                password_cost: Cost { memory_kib: argon2_memory_kib, iterations: argon2_iterations },
+            }))
+        }
+        Cmd::Keys { cmd: KeysCmd::Rotate { state_dir, max_active } } => {
+            let dir = state_dir.unwrap_or_else(default_state_dir).join("keys");
+            let id = KeyRepo::new(&dir).rotate(max_active)?;
+            println!("new primary token key {id} in {}", dir.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The HTTP front: one listener serving every service. Identity answers at
+//! the root (`/v3`, like Keystone on port 5000); later services mount under
+//! their own prefix (`/compute/v2.1`, `/network/v2.0`, …) and are advertised
+//! through the catalog.
+//!
+//! This module owns what every request shares: the body limit (1 MiB, 413
+//! beyond), a `tracing` span per request, the typed extractors that turn a
+//! body or a token into Rust values with OpenStack-shaped errors, and the
+//! 404/405 fallbacks.
+
+use crate::error::Error;
+use crate::identity::policy::Caller;
+use crate::identity::Identity;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub identity: Identity,
+    /// Base URL clients reach us at, without a trailing slash
+    /// (e.g. `http://127.0.0.1:5000`).
+    pub base_url: String,
+}
+
+impl AppState {
+    pub fn v3(&self) -> String {
+        format!("{}/v3", self.base_url)
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    crate::identity::api::routes()
+        .fallback(|| async { Error::NotFound("The resource could not be found.".into()) })
+        .method_not_allowed_fallback(|| async {
+            Error::MethodNotAllowed("The method is not allowed for the requested URL.".into())
+        })
+        .layer(axum::middleware::from_fn(shape_errors))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+/// Gives plain-text errors from the layers below (the body limit's 413)
+/// Keystone's JSON shape.
+async fn shape_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && resp.headers().get("content-type").map(|v| v.as_bytes()) != Some(b"application/json")
+    {
+        return Error::PayloadTooLarge("Request is too large.".into()).into_response();
+    }
+    resp
+}
+
+/// A JSON body, parsed into `T`, with a 400 that says what is wrong.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge("Request is too large.".into())
+            } else {
+                Error::BadRequest(format!("Could not read the request body: {e}"))
+            }
+        })?;
+        parse_body(&bytes).map(Body)
+    }
+}
+
+/// Parses a JSON request body; the error names the path of the bad field.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.is_empty() {
+        return Err(Error::BadRequest("The request body is empty; a JSON object is expected.".into()));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            Error::BadRequest(format!("Invalid input: {inner}"))
+        } else {
+            Error::BadRequest(format!("Invalid input for field '{path}': {inner}"))
+        }
+    })
+}
+
+/// The authenticated caller (`X-Auth-Token`), or 401.
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let token = auth_token(parts).ok_or_else(|| {
+            Error::Unauthorized("The request you have made requires authentication.".into())
+        })?;
+        let caller = state.identity.caller(token)?;
+        tracing::Span::current().record("user", caller.user_id.as_str());
+        Ok(Auth(caller))
+    }
+}
+
+pub fn auth_token(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// An empty answer with a status (204 for deletes, 200 for HEAD checks).
+pub fn empty(status: StatusCode) -> Response {
+    status.into_response()
+}

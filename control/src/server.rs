@@ -1,0 +1,185 @@
+//! `ursa up`: one process that serves a single-node cloud.
+//!
+//! It prepares the state directory (store, token keys, the admin password
+//! when generated), bootstraps identity, writes `clouds.yaml` and `openrc`
+//! there, prints the openrc block on standard output once the listener is
+//! ready, and serves until SIGINT or SIGTERM, then drains and closes the
+//! store.
+
+use crate::api::{self, AppState};
+use crate::identity::bootstrap::Bootstrap;
+use crate::identity::token::{KeyRepo, TokenCodec};
+use crate::identity::{password, Identity, Settings};
+use crate::store::Store;
+use anyhow::Context;
+use rand::distributions::{Alphanumeric, DistString};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `ursa up` needs to know.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub state_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub database_url: Option<String>,
+    pub admin_password: Option<String>,
+    pub public_url: Option<String>,
+    pub token_ttl: Duration,
+    pub password_cost: password::Cost,
+}
+
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PROJECT: &str = "admin";
+
+/// The default state directory: `/var/lib/ursa` for root, else
+/// `$XDG_DATA_HOME/ursa` (or `~/.local/share/ursa`).
+pub fn default_state_dir() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/ursa");
+    }
+    if let Ok(x) = std::env::var("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("ursa");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".local/share/ursa")
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn admin_password(dir: &Path, given: Option<String>) -> anyhow::Result<String> {
+    let file = dir.join("admin-password");
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    if let Ok(p) = std::fs::read_to_string(&file) {
+        return Ok(p.trim().to_string());
+    }
+    let p = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
+    write_private(&file, &format!("{p}\n"))?;
+    Ok(p)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The `OS_*` environment for the admin.
+pub fn openrc(auth_url: &str, password: &str) -> String {
+    format!(
+        "export OS_AUTH_URL={auth_url}\nexport OS_IDENTITY_API_VERSION=3\nexport OS_USERNAME={ADMIN_USER}\n\
+         export OS_PASSWORD='{password}'\nexport OS_PROJECT_NAME={ADMIN_PROJECT}\nexport OS_USER_DOMAIN_NAME=Default\n\
+         export OS_PROJECT_DOMAIN_NAME=Default\nexport OS_REGION_NAME=RegionOne\nexport OS_INTERFACE=public\n"
+    )
+}
+
+fn clouds_yaml(auth_url: &str, password: &str) -> String {
+    format!(
+        "clouds:\n  ursa:\n    auth:\n      auth_url: {auth_url}\n      username: {ADMIN_USER}\n      password: '{password}'\n\
+         \x20     project_name: {ADMIN_PROJECT}\n      user_domain_name: Default\n      project_domain_name: Default\n\
+         \x20   region_name: RegionOne\n    interface: public\n    identity_api_version: 3\n"
+    )
+}
+
+/// Runs the cloud until SIGINT/SIGTERM.
+pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let dir = &opts.state_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let url = opts.database_url.clone().unwrap_or_else(|| Store::sqlite_url(dir));
+    let store = Store::open(&url).await.with_context(|| format!("opening the store at {url}"))?;
+    let codec = TokenCodec::open(KeyRepo::new(dir.join("keys")))?;
+    let identity = Identity::open(
+        store.clone(),
+        codec.clone(),
+        Settings { token_ttl: opts.token_ttl, password_cost: opts.password_cost },
+    )
+    .await?;
+
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .with_context(|| format!("binding {}", opts.bind))?;
+    let local = listener.local_addr()?;
+    let base_url = opts.public_url.clone().unwrap_or_else(|| {
+        let host = if local.ip().is_unspecified() { "127.0.0.1".to_string() } else { local.ip().to_string() };
+        format!("http://{host}:{}", local.port())
+    });
+    let base_url = base_url.trim_end_matches('/').to_string();
+    let auth_url = format!("{base_url}/v3");
+    let password = admin_password(dir, opts.admin_password.clone())?;
+    Bootstrap {
+        admin_user: ADMIN_USER,
+        admin_project: ADMIN_PROJECT,
+        admin_password: &password,
+        identity_url: &auth_url,
+    }
+    .run(&identity)
+    .await?;
+    write_private(&dir.join("openrc"), &openrc(&auth_url, &password))?;
+    write_private(&dir.join("clouds.yaml"), &clouds_yaml(&auth_url, &password))?;
+
+    let background = spawn_background(identity.clone(), codec);
+    let app = api::router(AppState { identity, base_url: base_url.clone() });
+
+    tracing::info!(%local, %auth_url, state_dir = %dir.display(), "ursa is serving");
+    eprintln!("Ursa is up: identity at {auth_url}");
+    eprintln!("State directory: {} (clouds.yaml and openrc are there)", dir.display());
+    eprintln!("Admin: user {ADMIN_USER}, project {ADMIN_PROJECT}, password {password}");
+    let mut out = std::io::stdout().lock();
+    out.write_all(openrc(&auth_url, &password).as_bytes())?;
+    out.flush()?;
+    drop(out);
+
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    background.abort();
+    store.close().await;
+    eprintln!("Ursa stopped cleanly.");
+    Ok(())
+}
+
+/// Key reloads, revocation pruning and, with a shared database, picking up
+/// other controllers' changes.
+fn spawn_background(identity: Identity, codec: TokenCodec) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            codec.refresh();
+            if let Err(e) = identity.sync_from_store().await {
+                tracing::warn!(error = %e, "could not check the store for changes");
+            }
+            if n % 1800 == 0 {
+                match identity.prune_revocations().await {
+                    Ok(k) if k > 0 => tracing::info!(pruned = k, "expired revocations removed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "revocation pruning failed"),
+                }
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,286 @@
+//! Persistent state: one interface over SQLite (the default, embedded) and
+//! PostgreSQL (for several controllers), chosen by the URL.
+//!
+//! The control plane keeps its working state in memory and treats the store
+//! as the durable record of every change. The store therefore speaks in
+//! documents: each object is a row `(kind, id, scope, name, body)` where
+//! `body` is the object's JSON and `(kind, scope, name)` is unique, which is
+//! how "a user name is unique within its domain" is enforced by the database
+//! itself even with several controllers. Relations (role assignments, group
+//! membership, implied roles) are documents too, with a composite id.
+//!
+//! Changes are applied as a batch of [`Op`]s in one transaction, and every
+//! batch bumps a revision counter so that other controllers sharing a
+//! PostgreSQL database can notice that they must reload.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A `(kind, scope, name)` that must be unique already exists.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database could not be reached or refused the statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored body is not valid JSON (the row was damaged outside Ursa).
+    #[error("corrupt document {kind}/{id}: {source}")]
+    Corrupt {
+        kind: String,
+        id: String,
+        source: serde_json::Error,
+    },
+    /// The URL names no supported database.
+    #[error("unsupported store URL {0:?}: use sqlite:PATH or postgres://…")]
+    BadUrl(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One stored document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc {
+    pub kind: String,
+    pub id: String,
+    /// The namespace that `name` is unique in (a domain id, a user id, …).
+    pub scope: String,
+    pub name: String,
+    pub body: serde_json::Value,
+}
+
+/// One change. A batch of them is applied atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Insert or replace the document with this kind and id.
+    Put(Doc),
+    /// Remove the document (no error if absent).
+    Delete { kind: String, id: String },
+}
+
+impl Op {
+    pub fn put(
+        kind: &str,
+        id: &str,
+        scope: &str,
+        name: &str,
+        body: impl serde::Serialize,
+    ) -> Op {
+        Op::Put(Doc {
+            kind: kind.to_string(),
+            id: id.to_string(),
+            scope: scope.to_string(),
+            name: name.to_string(),
+            body: serde_json::to_value(body).expect("documents serialize to JSON"),
+        })
+    }
+
+    pub fn delete(kind: &str, id: &str) -> Op {
+        Op::Delete {
+            kind: kind.to_string(),
+            id: id.to_string(),
+        }
+    }
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The store handle; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and runs migrations.
+    /// `url` is `sqlite:PATH` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                // Create the file and use WAL so readers never block the writer.
+                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+                // Touch the file through the sqlite driver, then reach it through Any.
+                let conn = sqlx::SqlitePool::connect_with(opts).await?;
+                conn.close().await;
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA busy_timeout = 5000")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = FULL")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Backend::Postgres => AnyPoolOptions::new().max_connections(8).connect(url).await?,
+        };
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The SQLite URL for a state directory.
+    pub fn sqlite_url(state_dir: &Path) -> String {
+        format!("sqlite:{}", state_dir.join("ursa.db").display())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies a batch atomically and bumps the revision. A unique-name
+    /// violation rolls the whole batch back and returns [`StoreError::Conflict`].
+    pub async fn apply(&self, ops: &[Op]) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        for op in ops {
+            match op {
+                Op::Put(d) => {
+                    let body = d.body.to_string();
+                    let r = sqlx::query(
+                        "INSERT INTO documents (kind, id, scope, name, body) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (kind, id) DO UPDATE SET scope = excluded.scope, name = excluded.name, body = excluded.body",
+                    )
+                    .bind(&d.kind)
+                    .bind(&d.id)
+                    .bind(&d.scope)
+                    .bind(&d.name)
+                    .bind(body)
+                    .execute(&mut *tx)
+                    .await;
+                    if let Err(e) = r {
+                        if is_unique_violation(&e) {
+                            return Err(StoreError::Conflict(format!(
+                                "{} named {:?} already exists",
+                                d.kind, d.name
+                            )));
+                        }
+                        return Err(e.into());
+                    }
+                }
+                Op::Delete { kind, id } => {
+                    sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
+                        .bind(kind)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let rev: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        tx.commit().await?;
+        Ok(rev)
+    }
+
+    /// Every document of one kind.
+    pub async fn list(&self, kind: &str) -> Result<Vec<Doc>> {
+        let rows = sqlx::query(
+            "SELECT kind, id, scope, name, body FROM documents WHERE kind = $1 ORDER BY id",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_doc).collect()
+    }
+
+    /// Every document, for loading the in-memory state at start.
+    pub async fn load_all(&self) -> Result<(i64, Vec<Doc>)> {
+        let mut tx = self.pool.begin().await?;
+        let rev: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let rows = sqlx::query("SELECT kind, id, scope, name, body FROM documents ORDER BY kind, id")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((rev, rows.iter().map(row_to_doc).collect::<Result<_>>()?))
+    }
+
+    /// One document.
+    pub async fn get(&self, kind: &str, id: &str) -> Result<Option<Doc>> {
+        let row = sqlx::query(
+            "SELECT kind, id, scope, name, body FROM documents WHERE kind = $1 AND id = $2",
+        )
+        .bind(kind)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(row_to_doc).transpose()
+    }
+
+    /// The revision: bumped by every applied batch.
+    pub async fn revision(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn row_to_doc(r: &AnyRow) -> Result<Doc> {
+    let kind: String = r.try_get(0)?;
+    let id: String = r.try_get(1)?;
+    let body: String = r.try_get(4)?;
+    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+        kind: kind.clone(),
+        id: id.clone(),
+        source,
+    })?;
+    Ok(Doc {
+        scope: r.try_get(2)?,
+        name: r.try_get(3)?,
+        kind,
+        id,
+        body,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
+                || db.message().contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}
