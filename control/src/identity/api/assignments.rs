@@ -44,13 +44,13 @@ fn actor(a: A, id: String) -> Actor {
 macro_rules! grant_routes {
     ($r:expr, $prefix:literal, $t:expr, $a:expr) => {
         $r.route(
-            concat!($prefix, "/roles"),
+            concat!("/v3", $prefix, "/roles"),
             get(|s: State<AppState>, au: Auth, Path((t, a)): Path<(String, String)>| async move {
                 list_grants(s, au, target($t, t), actor($a, a), false).await
             }),
         )
         .route(
-            concat!($prefix, "/roles/{role}"),
+            concat!("/v3", $prefix, "/roles/{role}"),
             put(|s: State<AppState>, au: Auth, Path((t, a, r)): Path<(String, String, String)>| async move {
                 grant(s, au, Assignment { actor: actor($a, a), target: target($t, t), role_id: r, inherited: false }, true).await
             })
@@ -85,13 +85,13 @@ macro_rules! grant_routes {
 macro_rules! system_routes {
     ($r:expr, $prefix:literal, $a:expr) => {
         $r.route(
-            concat!($prefix, "/roles"),
+            concat!("/v3", $prefix, "/roles"),
             get(|s: State<AppState>, au: Auth, Path(a): Path<String>| async move {
                 list_grants(s, au, Target::System, actor($a, a), false).await
             }),
         )
         .route(
-            concat!($prefix, "/roles/{role}"),
+            concat!("/v3", $prefix, "/roles/{role}"),
             put(|s: State<AppState>, au: Auth, Path((a, r)): Path<(String, String)>| async move {
                 grant(s, au, Assignment { actor: actor($a, a), target: Target::System, role_id: r, inherited: false }, true).await
             })
@@ -107,12 +107,12 @@ macro_rules! system_routes {
 
 pub fn routes() -> Router<AppState> {
     let r = Router::new();
-    let r = grant_routes!(r, "/v3/projects/{target}/users/{actor}", T::Project, A::User);
-    let r = grant_routes!(r, "/v3/projects/{target}/groups/{actor}", T::Project, A::Group);
-    let r = grant_routes!(r, "/v3/domains/{target}/users/{actor}", T::Domain, A::User);
-    let r = grant_routes!(r, "/v3/domains/{target}/groups/{actor}", T::Domain, A::Group);
-    let r = system_routes!(r, "/v3/system/users/{actor}", A::User);
-    let r = system_routes!(r, "/v3/system/groups/{actor}", A::Group);
+    let r = grant_routes!(r, "/projects/{target}/users/{actor}", T::Project, A::User);
+    let r = grant_routes!(r, "/projects/{target}/groups/{actor}", T::Project, A::Group);
+    let r = grant_routes!(r, "/domains/{target}/users/{actor}", T::Domain, A::User);
+    let r = grant_routes!(r, "/domains/{target}/groups/{actor}", T::Domain, A::Group);
+    let r = system_routes!(r, "/system/users/{actor}", A::User);
+    let r = system_routes!(r, "/system/groups/{actor}", A::Group);
     r.route("/v3/role_assignments", get(list_assignments))
 }
 
@@ -281,6 +281,10 @@ fn expand(m: &Model, effective: bool) -> Vec<Row> {
                 let mut implied = std::collections::BTreeSet::from([a.role_id.clone()]);
                 m.expand_implied(&mut implied);
                 for r in implied {
+                    // Domain-specific roles never reach a token; only what they imply does.
+                    if m.roles.get(&r).is_none_or(|x| x.domain_id.is_some()) {
+                        continue;
+                    }
                     if r == a.role_id {
                         rows.push(base.clone());
                     } else {

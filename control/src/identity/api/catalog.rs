@@ -29,7 +29,7 @@ pub struct Spec {
     /// Query parameters that filter by equality on the field of that name.
     pub filters: &'static [&'static str],
     /// Checks (and completes) a body; `old` is the stored document on update.
-    pub validate: fn(&Model, &mut Map<String, Value>, Option<&Value>) -> Result<()>,
+    pub validate: fn(&Model, &mut Map<String, Value>, Option<&Value>) -> Result<Vec<Op>>,
     /// Who may read one document.
     pub may_read: fn(&Caller, &Value) -> bool,
     /// Who may create, change or delete one document.
@@ -72,15 +72,16 @@ fn opt_bool_field(b: &mut Map<String, Value>, f: &str, old: Option<&Value>) -> R
     }
 }
 
-fn validate_service(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<()> {
+fn validate_service(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
     req_str(b, "type", old)?;
     if b.get("type").and_then(Value::as_str).is_some_and(|t| t.len() > 255) {
         return Err(Error::BadRequest("'type' is longer than 255 characters.".into()));
     }
-    opt_bool_field(b, "enabled", old)
+    opt_bool_field(b, "enabled", old)?;
+    Ok(vec![])
 }
 
-fn validate_endpoint(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<()> {
+fn validate_endpoint(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
     req_str(b, "service_id", old)?;
     req_str(b, "interface", old)?;
     req_str(b, "url", old)?;
@@ -94,13 +95,19 @@ fn validate_endpoint(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>)
             return Err(Error::BadRequest("'interface' must be public, internal or admin.".into()));
         }
     }
-    // Keystone accepts `region` (old) and `region_id`, and returns both.
+    // Keystone accepts `region` (old, creating the region if it is new) and
+    // `region_id` (which must exist), and returns both.
+    let mut ops = vec![];
+    let legacy = !b.contains_key("region_id");
     let region = b.get("region_id").or_else(|| b.get("region")).cloned();
     if let Some(r) = region {
         if !r.is_null() {
             let rid = r.as_str().ok_or_else(|| Error::BadRequest("'region_id' must be a string.".into()))?;
             if m.doc("region", rid).is_none() {
-                return Err(Error::BadRequest(format!("Region {rid} does not exist.")));
+                if !legacy {
+                    return Err(Error::BadRequest(format!("Region {rid} does not exist.")));
+                }
+                ops.push(Op::put("region", rid, "", rid, json!({"id": rid, "description": "", "parent_region_id": null})));
             }
         }
         b.insert("region_id".into(), r.clone());
@@ -109,10 +116,11 @@ fn validate_endpoint(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>)
         b.insert("region_id".into(), Value::Null);
         b.insert("region".into(), Value::Null);
     }
-    opt_bool_field(b, "enabled", old)
+    opt_bool_field(b, "enabled", old)?;
+    Ok(ops)
 }
 
-fn validate_region(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<()> {
+fn validate_region(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
     if let Some(p) = b.get("parent_region_id") {
         if let Some(p) = p.as_str() {
             if m.doc("region", p).is_none() {
@@ -130,15 +138,16 @@ fn validate_region(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -
     if old.is_none() && !b.contains_key("description") {
         b.insert("description".into(), json!(""));
     }
-    Ok(())
+    Ok(vec![])
 }
 
-fn validate_policy(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<()> {
+fn validate_policy(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
     req_str(b, "blob", old)?;
-    req_str(b, "type", old)
+    req_str(b, "type", old)?;
+    Ok(vec![])
 }
 
-fn validate_endpoint_group(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<()> {
+fn validate_endpoint_group(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
     req_str(b, "name", old)?;
     match b.get("filters") {
         Some(Value::Object(f)) => {
@@ -147,14 +156,14 @@ fn validate_endpoint_group(_: &Model, b: &mut Map<String, Value>, old: Option<&V
                     return Err(Error::BadRequest(format!("Invalid endpoint group filter {k}.")));
                 }
             }
-            Ok(())
+            Ok(vec![])
         }
-        None if old.is_some() => Ok(()),
+        None if old.is_some() => Ok(vec![]),
         _ => Err(Error::BadRequest("'filters' must be an object.".into())),
     }
 }
 
-fn validate_consumer(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<()> {
+fn validate_consumer(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
     if old.is_some() && b.contains_key("secret") {
         return Err(Error::BadRequest("A consumer's secret cannot be changed.".into()));
     }
@@ -162,7 +171,7 @@ fn validate_consumer(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>)
         b.insert("secret".into(), json!(Alphanumeric.sample_string(&mut rand::thread_rng(), 32)));
         b.entry("description").or_insert(Value::Null);
     }
-    Ok(())
+    Ok(vec![])
 }
 
 pub const SERVICES: Spec = Spec {
@@ -327,12 +336,13 @@ async fn create(spec: &'static Spec, State(state): State<AppState>, Auth(c): Aut
     let doc = state
         .identity
         .change(|m| {
-            (spec.validate)(m, &mut b, None)?;
+            let mut ops = (spec.validate)(m, &mut b, None)?;
             if m.doc(spec.kind, &id).is_some() {
                 return Err(Error::Conflict(format!("Duplicate ID, {id}.")));
             }
             let doc = Value::Object(b);
-            Ok((vec![Op::put(spec.kind, &id, "", &id, &doc)], doc))
+            ops.push(Op::put(spec.kind, &id, "", &id, &doc));
+            Ok((ops, doc))
         })
         .await?;
     let mut out = present(&state, spec, &doc);
@@ -360,12 +370,13 @@ async fn update(spec: &'static Spec, State(state): State<AppState>, Auth(c): Aut
         .change(|m| {
             let old = found(m, spec, &id)?;
             enforce((spec.may_write)(&c, old), &format!("update_{}", spec.member))?;
-            (spec.validate)(m, &mut b, Some(old))?;
+            let mut ops = (spec.validate)(m, &mut b, Some(old))?;
             let mut doc = old.clone();
             if let Some(o) = doc.as_object_mut() {
                 o.extend(b);
             }
-            Ok((vec![Op::put(spec.kind, &id, "", &id, &doc)], doc))
+            ops.push(Op::put(spec.kind, &id, "", &id, &doc));
+            Ok((ops, doc))
         })
         .await?;
     Ok(Json(json!({spec.member: present(&state, spec, &doc)})))

@@ -314,16 +314,17 @@ async fn tag_check(State(state): State<AppState>, Auth(c): Auth, Path((id, tag))
     }
 }
 
-async fn tag_add(State(state): State<AppState>, Auth(c): Auth, Path((id, tag)): Path<(String, String)>) -> Result<(StatusCode, Json<Value>)> {
+async fn tag_add(State(state): State<AppState>, Auth(c): Auth, Path((id, tag)): Path<(String, String)>) -> Result<StatusCode> {
     let tag = check_tag(&tag)?;
-    let tags = edit_tags(&state, &c, &id, |t| {
+    // 201 with an empty body, as the API working group's tag guideline says.
+    edit_tags(&state, &c, &id, |t| {
         if !t.contains(&tag) {
             t.push(tag);
         }
         Ok(())
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({"tags": tags}))))
+    Ok(StatusCode::CREATED)
 }
 
 async fn tag_remove(State(state): State<AppState>, Auth(c): Auth, Path((id, tag)): Path<(String, String)>) -> Result<StatusCode> {

@@ -106,7 +106,7 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
         .identity
         .change(|m| {
             if m.domain(&u.domain_id).is_none() {
-                return Err(Error::BadRequest(format!("Domain {} does not exist.", u.domain_id)));
+                return Err(Error::not_found("domain", &u.domain_id));
             }
             if m.user_by_name(&u.domain_id, &u.name).is_some() {
                 return Err(Error::Conflict(format!("Duplicate entry found with name {} in domain {}.", u.name, u.domain_id)));
@@ -278,7 +278,7 @@ fn ac_json(m: &Model, ac: &AppCred) -> Value {
     json!({
         "id": ac.id, "name": ac.name, "description": ac.description, "user_id": ac.user_id,
         "project_id": ac.project_id, "unrestricted": ac.unrestricted, "access_rules": [],
-        "expires_at": ac.expires_at.map(timestamp),
+        "expires_at": ac.expires_at.map(|t| timestamp(t).trim_end_matches('Z').to_string()),
         "roles": ac.role_ids.iter().filter_map(|r| m.roles.get(r))
             .map(|r| json!({"id": r.id, "name": r.name, "domain_id": r.domain_id})).collect::<Vec<_>>(),
     })
