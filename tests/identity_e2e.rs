@@ -1,1 +1,409 @@
+//! End to end through the real `ursa` binary: restart and SIGTERM, token
+//! keys rotation, bad input, policy isolation, and the PostgreSQL store.
 
+mod common;
+
+use common::{assert_keystone_error, Cloud};
+use serde_json::{json, Value};
+
+fn create(cloud: &Cloud, token: &str, path: &str, key: &str, body: Value) -> String {
+    let (st, b) = cloud.call("POST", path, token, Some(json!({ key: body })));
+    assert_eq!(st, 201, "{path}: {b}");
+    b[key]["id"].as_str().unwrap().to_string()
+}
+
+/// A project with a member user; returns (project id, user id).
+fn project_with_member(cloud: &Cloud, admin: &str, name: &str) -> (String, String) {
+    let p = create(
+        cloud,
+        admin,
+        "/projects",
+        "project",
+        json!({"name": name, "domain_id": "default"}),
+    );
+    let u = create(
+        cloud,
+        admin,
+        "/users",
+        "user",
+        json!({"name": format!("{name}-user"), "domain_id": "default", "password": "pw-of-member"}),
+    );
+    let (_, roles) = cloud.call("GET", "/roles?name=member", admin, None);
+    let member = roles["roles"][0]["id"].as_str().unwrap().to_string();
+    let (st, _) = cloud.call(
+        "PUT",
+        &format!("/projects/{p}/users/{u}/roles/{member}"),
+        admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    (p, u)
+}
+
+#[test]
+fn restart_keeps_state_tokens_and_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "first-pw");
+    let admin = cloud.admin_token();
+    let (p, _u) = project_with_member(&cloud, &admin, "restart-p");
+    let live = cloud
+        .token("restart-p-user", "pw-of-member", Some("restart-p"))
+        .unwrap();
+    let revoked = cloud
+        .token("restart-p-user", "pw-of-member", Some("restart-p"))
+        .unwrap();
+    let st = cloud
+        .http()
+        .delete(format!("{}/auth/tokens", cloud.url))
+        .header("X-Auth-Token", &admin)
+        .header("X-Subject-Token", &revoked)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(st, 204);
+    assert_eq!(cloud.validate(&admin, &revoked), 404);
+
+    let status = cloud.stop();
+    assert!(status.success(), "ursa exits 0 on SIGTERM: {status:?}");
+
+    // Same state directory, no password given: the admin keeps the old one.
+    let again = Cloud::start_with(dir.path(), "first-pw", &[]);
+    let admin2 = again.admin_token();
+    assert_eq!(
+        again.validate(&admin2, &live),
+        200,
+        "unexpired token survives restart"
+    );
+    assert_eq!(
+        again.validate(&admin2, &admin),
+        200,
+        "admin token survives restart"
+    );
+    assert_eq!(
+        again.validate(&admin2, &revoked),
+        404,
+        "revoked token stays revoked"
+    );
+    let (st, b) = again.call("GET", &format!("/projects/{p}"), &admin2, None);
+    assert_eq!(
+        (st, b["project"]["name"].as_str()),
+        (200, Some("restart-p"))
+    );
+    let (_, ra) = again.call(
+        "GET",
+        &format!("/role_assignments?scope.project.id={p}"),
+        &admin2,
+        None,
+    );
+    assert_eq!(
+        ra["role_assignments"].as_array().unwrap().len(),
+        1,
+        "assignment kept: {ra}"
+    );
+    assert!(again
+        .token("restart-p-user", "pw-of-member", Some("restart-p"))
+        .is_ok());
+}
+
+#[test]
+fn key_rotation_keeps_live_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "pw");
+    let before = cloud.admin_token();
+    for _ in 0..2 {
+        let out = std::process::Command::new(common::ursa_bin())
+            .args(["keys", "rotate", "--state-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The server rereads the key directory within its 2 s tick.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let after = cloud.admin_token();
+    assert_ne!(
+        before[..8],
+        after[..8],
+        "new tokens name the new primary key"
+    );
+    assert_eq!(
+        cloud.validate(&after, &before),
+        200,
+        "token from before rotation still valid"
+    );
+    assert_eq!(cloud.validate(&before, &after), 200);
+}
+
+#[test]
+fn bad_input_gets_keystone_errors_never_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "pw");
+    let admin = cloud.admin_token();
+    let http = cloud.http();
+    let raw = |method: reqwest::Method, path: &str, body: Vec<u8>| {
+        let r = http
+            .request(method, format!("{}{}", cloud.url, path))
+            .header("X-Auth-Token", &admin)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let st = r.status().as_u16();
+        (
+            st,
+            serde_json::from_str::<Value>(&r.text().unwrap()).unwrap_or(Value::Null),
+        )
+    };
+    // Malformed JSON.
+    let (st, b) = raw(
+        reqwest::Method::POST,
+        "/projects",
+        b"{\"project\": {\"name\": ".to_vec(),
+    );
+    assert_keystone_error(st, &b, 400);
+    let (st, b) = raw(reqwest::Method::POST, "/auth/tokens", b"not json".to_vec());
+    assert_keystone_error(st, &b, 400);
+    // Wrong types.
+    let (st, b) = cloud.call(
+        "POST",
+        "/projects",
+        &admin,
+        Some(json!({"project": {"name": 42}})),
+    );
+    assert_keystone_error(st, &b, 400);
+    let (st, b) = cloud.call(
+        "POST",
+        "/users",
+        &admin,
+        Some(json!({"user": {"name": "t", "enabled": "yes"}})),
+    );
+    assert_keystone_error(st, &b, 400);
+    let (st, b) = cloud.call(
+        "POST",
+        "/auth/tokens",
+        "",
+        Some(json!({"auth": {"identity": {"methods": "password"}}})),
+    );
+    assert_keystone_error(st, &b, 400);
+    // Unknown fields where the reference forbids them.
+    let (st, b) = cloud.call(
+        "POST",
+        "/users/whoever/password",
+        &admin,
+        Some(json!({"user": {"password": "a", "original_password": "b", "evil": 1}})),
+    );
+    assert_keystone_error(st, &b, 400);
+    // Body over 1 MiB.
+    let big = format!(
+        "{{\"project\": {{\"name\": \"x\", \"description\": \"{}\"}}}}",
+        "a".repeat(1_100_000)
+    );
+    let (st, b) = raw(reqwest::Method::POST, "/projects", big.into_bytes());
+    assert_keystone_error(st, &b, 413);
+    // Invalid ids.
+    for path in [
+        "/projects/not-a-uuid",
+        "/users/%27%20OR%201%3D1",
+        "/roles/0000",
+        "/domains/..%2F..%2Fetc",
+    ] {
+        let (st, b) = cloud.call("GET", path, &admin, None);
+        assert_keystone_error(st, &b, 404);
+    }
+    // Very long names, empty names.
+    let (st, b) = cloud.call(
+        "POST",
+        "/projects",
+        &admin,
+        Some(json!({"project": {"name": "n".repeat(65)}})),
+    );
+    assert_keystone_error(st, &b, 400);
+    let (st, b) = cloud.call(
+        "POST",
+        "/domains",
+        &admin,
+        Some(json!({"domain": {"name": "  "}})),
+    );
+    assert_keystone_error(st, &b, 400);
+    // SQL-ish names are just names: stored and returned verbatim, nothing lost.
+    let evil = "x'); DROP TABLE documents;--";
+    let id = create(
+        &cloud,
+        &admin,
+        "/projects",
+        "project",
+        json!({"name": evil}),
+    );
+    let (st, b) = cloud.call("GET", &format!("/projects/{id}"), &admin, None);
+    assert_eq!((st, b["project"]["name"].as_str()), (200, Some(evil)));
+    let (st, b) = cloud.call("GET", "/users", &admin, None);
+    assert_eq!(st, 200);
+    assert!(
+        b["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "admin"),
+        "users intact"
+    );
+    // Duplicates conflict.
+    let (st, b) = cloud.call(
+        "POST",
+        "/projects",
+        &admin,
+        Some(json!({"project": {"name": evil}})),
+    );
+    assert_keystone_error(st, &b, 409);
+    // Unknown routes and methods.
+    let (st, b) = cloud.call("GET", "/nothing-here", &admin, None);
+    assert_keystone_error(st, &b, 404);
+    let (st, b) = cloud.call("PUT", "/users", &admin, Some(json!({})));
+    assert_keystone_error(st, &b, 405);
+    // No token, a garbage token.
+    let (st, b) = cloud.call("GET", "/users", "", None);
+    assert_keystone_error(st, &b, 401);
+    let (st, b) = cloud.call("GET", "/users", "gAAAAABgarbage", None);
+    assert_keystone_error(st, &b, 401);
+    assert_eq!(cloud.validate(&admin, "garbage"), 404);
+}
+
+#[test]
+fn wrong_password_is_401_and_the_same_whether_or_not_the_user_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "pw");
+    let attempt = |user: &str| {
+        let r = cloud
+            .http()
+            .post(format!("{}/auth/tokens", cloud.url))
+            .json(
+                &json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+                "name": user, "domain": {"id": "default"}, "password": "wrong"}}}}}),
+            )
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (s1, b1) = attempt("admin");
+    let (s2, b2) = attempt("no-such-user");
+    assert_eq!(s1, 401);
+    assert_eq!((s1, &b1), (s2, &b2), "identical answers");
+    let v: Value = serde_json::from_str(&b1).unwrap();
+    assert_keystone_error(s1, &v, 401);
+}
+
+#[test]
+fn a_member_never_sees_another_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "pw");
+    let admin = cloud.admin_token();
+    let (pa, ua) = project_with_member(&cloud, &admin, "iso-a");
+    let (pb, ub) = project_with_member(&cloud, &admin, "iso-b");
+    let a = cloud
+        .token("iso-a-user", "pw-of-member", Some("iso-a"))
+        .unwrap();
+    // Own things: yes.
+    assert_eq!(
+        cloud.call("GET", &format!("/projects/{pa}"), &a, None).0,
+        200
+    );
+    assert_eq!(cloud.call("GET", &format!("/users/{ua}"), &a, None).0, 200);
+    // B's things, and lists of everything: no.
+    for path in [
+        format!("/projects/{pb}"),
+        format!("/users/{ub}"),
+        format!("/users/{ub}/projects"),
+        format!("/users/{ub}/application_credentials"),
+        format!("/projects/{pb}/users/{ub}/roles"),
+        "/projects".to_string(),
+        "/users".to_string(),
+        "/groups".to_string(),
+        format!("/role_assignments?scope.project.id={pb}"),
+    ] {
+        let (st, b) = cloud.call("GET", &path, &a, None);
+        assert_keystone_error(st, &b, 403);
+    }
+    for (m, path, body) in [
+        (
+            "PATCH",
+            format!("/projects/{pb}"),
+            json!({"project": {"name": "stolen"}}),
+        ),
+        ("DELETE", format!("/projects/{pb}"), Value::Null),
+        (
+            "PATCH",
+            format!("/users/{ub}"),
+            json!({"user": {"enabled": false}}),
+        ),
+        (
+            "POST",
+            "/projects".to_string(),
+            json!({"project": {"name": "mine"}}),
+        ),
+    ] {
+        let (st, b) = cloud.call(m, &path, &a, if body.is_null() { None } else { Some(body) });
+        assert_keystone_error(st, &b, 403);
+    }
+    // A's token cannot be re-scoped into B.
+    let r = cloud
+        .http()
+        .post(format!("{}/auth/tokens", cloud.url))
+        .json(&json!({"auth": {"identity": {"methods": ["token"], "token": {"id": a}}, "scope": {"project": {"id": pb}}}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[test]
+fn postgres_store_serves_and_survives_restart() {
+    let Ok(url) = std::env::var("URSA_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "SKIP postgres_store_serves_and_survives_restart: URSA_TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    // A fresh database per run keeps runs apart.
+    let db = format!("ursa_e2e_{}", std::process::id());
+    let admin_url = url.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let db_url = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start_with(dir.path(), "pgpw", &["--database-url", &db_url]);
+    let admin = cloud.admin_token();
+    create(
+        &cloud,
+        &admin,
+        "/projects",
+        "project",
+        json!({"name": "on-postgres"}),
+    );
+    assert!(cloud.stop().success());
+    let again = Cloud::start_with(dir.path(), "pgpw", &["--database-url", &db_url]);
+    let admin = again.admin_token();
+    let (st, b) = again.call("GET", "/projects?name=on-postgres", &admin, None);
+    assert_eq!(st, 200);
+    assert_eq!(b["projects"].as_array().unwrap().len(), 1, "{b}");
+    drop(again);
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
+    });
+}

@@ -44,8 +44,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             Error::MethodNotAllowed("The method is not allowed for the requested URL.".into())
         })
-        .layer(axum::middleware::from_fn(shape_errors))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        // A bug must cost one request a 500, never the connection or the process.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(shape_errors))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<_>| {
@@ -56,14 +58,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Gives plain-text errors from the layers below (the body limit's 413)
-/// Keystone's JSON shape.
+/// Gives the plain-text errors of the layers and extractors below (the
+/// body limit's 413, a path or query that does not parse) Keystone's JSON
+/// shape, keeping their status.
 async fn shape_errors(req: Request, next: axum::middleware::Next) -> Response {
     let resp = next.run(req).await;
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
-        && resp.headers().get("content-type").map(|v| v.as_bytes()) != Some(b"application/json")
-    {
-        return Error::PayloadTooLarge("Request is too large.".into()).into_response();
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (_, body) = resp.into_parts();
+        let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text).trim().to_string();
+        let err = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge("Request is too large.".into()),
+            StatusCode::NOT_FOUND => Error::NotFound("The resource could not be found.".into()),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                Error::MethodNotAllowed("The method is not allowed for the requested URL.".into())
+            }
+            s if s.is_server_error() => return Error::Internal(text).into_response(),
+            _ => Error::BadRequest(if text.is_empty() {
+                "Bad request.".into()
+            } else {
+                text
+            }),
+        };
+        let mut out = err.into_response();
+        *out.status_mut() = status;
+        return out;
     }
     resp
 }
@@ -89,7 +113,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 /// Parses a JSON request body; the error names the path of the bad field.
 pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     if bytes.is_empty() {
-        return Err(Error::BadRequest("The request body is empty; a JSON object is expected.".into()));
+        return Err(Error::BadRequest(
+            "The request body is empty; a JSON object is expected.".into(),
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {

@@ -22,6 +22,9 @@ pub enum Error {
     PayloadTooLarge(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// A failure that is ours, not the client's; the message is logged only.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -45,6 +48,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
             Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Token(crate::identity::token::TokenError::Malformed)

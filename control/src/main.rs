@@ -73,7 +73,16 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
-        Cmd::Up { state_dir, bind, admin_password, database_url, public_url, token_ttl, argon2_memory_kib, argon2_iterations } => {
+        Cmd::Up {
+            state_dir,
+            bind,
+            admin_password,
+            database_url,
+            public_url,
+            token_ttl,
+            argon2_memory_kib,
+            argon2_iterations,
+        } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(up(UpOptions {
                 state_dir: state_dir.unwrap_or_else(default_state_dir),
@@ -82,10 +91,19 @@ fn main() -> anyhow::Result<()> {
                 admin_password,
                 public_url,
                 token_ttl: Duration::from_secs(token_ttl),
-                password_cost: Cost { memory_kib: argon2_memory_kib, iterations: argon2_iterations },
+                password_cost: Cost {
+                    memory_kib: argon2_memory_kib,
+                    iterations: argon2_iterations,
+                },
             }))
         }
-        Cmd::Keys { cmd: KeysCmd::Rotate { state_dir, max_active } } => {
+        Cmd::Keys {
+            cmd:
+                KeysCmd::Rotate {
+                    state_dir,
+                    max_active,
+                },
+        } => {
             let dir = state_dir.unwrap_or_else(default_state_dir).join("keys");
             let id = KeyRepo::new(&dir).rotate(max_active)?;
             println!("new primary token key {id} in {}", dir.display());

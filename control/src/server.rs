@@ -99,13 +99,21 @@ fn clouds_yaml(auth_url: &str, password: &str) -> String {
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let dir = &opts.state_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let url = opts.database_url.clone().unwrap_or_else(|| Store::sqlite_url(dir));
-    let store = Store::open(&url).await.with_context(|| format!("opening the store at {url}"))?;
+    let url = opts
+        .database_url
+        .clone()
+        .unwrap_or_else(|| Store::sqlite_url(dir));
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store at {url}"))?;
     let codec = TokenCodec::open(KeyRepo::new(dir.join("keys")))?;
     let identity = Identity::open(
         store.clone(),
         codec.clone(),
-        Settings { token_ttl: opts.token_ttl, password_cost: opts.password_cost },
+        Settings {
+            token_ttl: opts.token_ttl,
+            password_cost: opts.password_cost,
+        },
     )
     .await?;
 
@@ -114,7 +122,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", opts.bind))?;
     let local = listener.local_addr()?;
     let base_url = opts.public_url.clone().unwrap_or_else(|| {
-        let host = if local.ip().is_unspecified() { "127.0.0.1".to_string() } else { local.ip().to_string() };
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            local.ip().to_string()
+        };
         format!("http://{host}:{}", local.port())
     });
     let base_url = base_url.trim_end_matches('/').to_string();
@@ -132,18 +144,26 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     write_private(&dir.join("clouds.yaml"), &clouds_yaml(&auth_url, &password))?;
 
     let background = spawn_background(identity.clone(), codec);
-    let app = api::router(AppState { identity, base_url: base_url.clone() });
+    let app = api::router(AppState {
+        identity,
+        base_url: base_url.clone(),
+    });
 
     tracing::info!(%local, %auth_url, state_dir = %dir.display(), "ursa is serving");
     eprintln!("Ursa is up: identity at {auth_url}");
-    eprintln!("State directory: {} (clouds.yaml and openrc are there)", dir.display());
+    eprintln!(
+        "State directory: {} (clouds.yaml and openrc are there)",
+        dir.display()
+    );
     eprintln!("Admin: user {ADMIN_USER}, project {ADMIN_PROJECT}, password {password}");
     let mut out = std::io::stdout().lock();
     out.write_all(openrc(&auth_url, &password).as_bytes())?;
     out.flush()?;
     drop(out);
 
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     background.abort();
     store.close().await;
     eprintln!("Ursa stopped cleanly.");

@@ -249,9 +249,15 @@ impl Identity {
     }
 
     /// Authenticates and issues a token.
-    pub async fn authenticate(&self, proofs: Vec<Proof>, scope: ScopeRequest) -> Result<(String, Validated)> {
+    pub async fn authenticate(
+        &self,
+        proofs: Vec<Proof>,
+        scope: ScopeRequest,
+    ) -> Result<(String, Validated)> {
         if proofs.is_empty() {
-            return Err(Error::BadRequest("identity.methods must name at least one method.".into()));
+            return Err(Error::BadRequest(
+                "identity.methods must name at least one method.".into(),
+            ));
         }
         let now = now_us();
         let mut user_id: Option<String> = None;
@@ -270,7 +276,8 @@ impl Identity {
                     let v = self.validate(&t).map_err(|_| unauthorized())?;
                     if v.payload.app_cred_id.is_some() {
                         return Err(Error::Forbidden(
-                            "A token created with an application credential cannot be re-scoped.".into(),
+                            "A token created with an application credential cannot be re-scoped."
+                                .into(),
                         ));
                     }
                     methods |= v.payload.methods;
@@ -278,7 +285,12 @@ impl Identity {
                     parent_audit = v.payload.audit_ids.first().copied();
                     v.payload.user_id
                 }
-                Proof::AppCred { id, name, user, secret } => {
+                Proof::AppCred {
+                    id,
+                    name,
+                    user,
+                    secret,
+                } => {
                     methods |= method::APPLICATION_CREDENTIAL;
                     let ac = self.check_app_cred(id, name, user, &secret)?;
                     if let Some(e) = ac.expires_at {
@@ -338,7 +350,11 @@ impl Identity {
             };
             u.map(|u| {
                 let domain_ok = m.domain(&u.domain_id).is_some_and(|d| d.enabled);
-                (u.id.clone(), u.password_hash.clone(), u.enabled && domain_ok)
+                (
+                    u.id.clone(),
+                    u.password_hash.clone(),
+                    u.enabled && domain_ok,
+                )
             })
         };
         // Verify even when the user is unknown: same work, same answer.
@@ -447,7 +463,9 @@ fn resolve_scope(m: &Model, s: &ScopeRequest, user_id: &str) -> Result<Scope> {
                 .and_then(|u| u.default_project_id.clone())
                 .filter(|p| {
                     m.project(p).is_some_and(|p| p.enabled)
-                        && !m.effective_roles(user_id, &Target::Project(p.clone())).is_empty()
+                        && !m
+                            .effective_roles(user_id, &Target::Project(p.clone()))
+                            .is_empty()
                 });
             match default {
                 Some(p) => Scope::Project(p),
@@ -460,7 +478,12 @@ fn resolve_scope(m: &Model, s: &ScopeRequest, user_id: &str) -> Result<Scope> {
         }
         ScopeRequest::ProjectName { name, domain } => {
             let d = resolve_domain(m, domain).ok_or_else(no_access)?;
-            Scope::Project(m.project_by_name(&d, name).ok_or_else(no_access)?.id.clone())
+            Scope::Project(
+                m.project_by_name(&d, name)
+                    .ok_or_else(no_access)?
+                    .id
+                    .clone(),
+            )
         }
         ScopeRequest::Domain(d) => Scope::Domain(resolve_domain(m, d).ok_or_else(no_access)?),
         ScopeRequest::System => Scope::System,
@@ -468,7 +491,13 @@ fn resolve_scope(m: &Model, s: &ScopeRequest, user_id: &str) -> Result<Scope> {
 }
 
 /// Role ids on a token's scope, or None when the scope no longer admits it.
-fn scope_roles(m: &Model, user_id: &str, scope: &Scope, app_cred: Option<&str>, now: i64) -> Option<Vec<String>> {
+fn scope_roles(
+    m: &Model,
+    user_id: &str,
+    scope: &Scope,
+    app_cred: Option<&str>,
+    now: i64,
+) -> Option<Vec<String>> {
     let target = match scope {
         Scope::Unscoped => return Some(Vec::new()),
         Scope::Project(p) => {

@@ -362,7 +362,9 @@ impl Model {
     }
 
     pub fn domain_by_name(&self, name: &str) -> Option<&Project> {
-        self.projects.values().find(|p| p.is_domain && p.name == name)
+        self.projects
+            .values()
+            .find(|p| p.is_domain && p.name == name)
     }
 
     pub fn project_by_name(&self, domain_id: &str, name: &str) -> Option<&Project> {
@@ -387,7 +389,10 @@ impl Model {
     /// Ancestors of a project, nearest first (projects only, not the domain).
     pub fn ancestors(&self, project_id: &str) -> Vec<&Project> {
         let mut out = Vec::new();
-        let mut cur = self.projects.get(project_id).and_then(|p| p.parent_id.clone());
+        let mut cur = self
+            .projects
+            .get(project_id)
+            .and_then(|p| p.parent_id.clone());
         while let Some(id) = cur {
             match self.projects.get(&id) {
                 Some(p) if !p.is_domain && !out.iter().any(|q: &&Project| q.id == p.id) => {

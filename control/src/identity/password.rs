@@ -92,7 +92,11 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let h = Hasher::new(Cost { memory_kib: 1024, iterations: 1 }).unwrap();
+        let h = Hasher::new(Cost {
+            memory_kib: 1024,
+            iterations: 1,
+        })
+        .unwrap();
         let stored = h.hash("s3cret").await;
         assert!(stored.starts_with("$argon2id$"));
         assert!(h.verify("s3cret", Some(&stored)).await);

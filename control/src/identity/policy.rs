@@ -55,7 +55,8 @@ impl Caller {
 
     /// Reading objects owned by `domain_id`.
     pub fn may_read_domain(&self, domain_id: &str) -> bool {
-        self.is_reader_everywhere() || (self.scoped_domain() == Some(domain_id) && self.has("reader"))
+        self.is_reader_everywhere()
+            || (self.scoped_domain() == Some(domain_id) && self.has("reader"))
     }
 
     /// Changing objects owned by `domain_id`.

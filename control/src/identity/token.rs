@@ -254,7 +254,11 @@ impl TokenCodec {
         }
         match Self::read_ring(&self.repo) {
             Ok(r) => {
-                tracing::info!(primary = r.primary, keys = r.ciphers.len(), "token keys reloaded");
+                tracing::info!(
+                    primary = r.primary,
+                    keys = r.ciphers.len(),
+                    "token keys reloaded"
+                );
                 *self.ring.write().expect("key ring lock") = Arc::new(r);
             }
             Err(e) => tracing::error!(error = %e, "token keys not reloaded"),

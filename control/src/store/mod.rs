@@ -72,13 +72,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub fn put(
-        kind: &str,
-        id: &str,
-        scope: &str,
-        name: &str,
-        body: impl serde::Serialize,
-    ) -> Op {
+    pub fn put(kind: &str, id: &str, scope: &str, name: &str, body: impl serde::Serialize) -> Op {
         Op::Put(Doc {
             kind: kind.to_string(),
             id: id.to_string(),
@@ -143,7 +137,12 @@ impl Store {
                     .connect(url)
                     .await?
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(8).connect(url).await?,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .connect(url)
+                    .await?
+            }
         };
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool, backend })
@@ -225,9 +224,10 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-        let rows = sqlx::query("SELECT kind, id, scope, name, body FROM documents ORDER BY kind, id")
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT kind, id, scope, name, body FROM documents ORDER BY kind, id")
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok((rev, rows.iter().map(row_to_doc).collect::<Result<_>>()?))
     }
@@ -282,5 +282,123 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
                 || db.message().contains("UNIQUE constraint failed")
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The same contract checked on SQLite and, when
+    //! `URSA_TEST_POSTGRES_URL` is set (CI sets it), on PostgreSQL.
+    use super::*;
+    use serde_json::json;
+
+    async fn backends() -> Vec<(String, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = vec![(Store::sqlite_url(dir.path()), dir)];
+        match std::env::var("URSA_TEST_POSTGRES_URL") {
+            Ok(u) if !u.is_empty() => v.push((u, tempfile::tempdir().unwrap())),
+            _ => eprintln!("SKIP postgres store tests: URSA_TEST_POSTGRES_URL is not set"),
+        }
+        v
+    }
+
+    /// A kind unique to this test run, so runs sharing a database never meet.
+    fn kind(name: &str) -> String {
+        format!("test-{name}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    #[tokio::test]
+    async fn put_get_list_delete_on_every_backend() {
+        for (url, _dir) in backends().await {
+            let s = Store::open(&url).await.unwrap();
+            let k = kind("crud");
+            let r0 = s.revision().await.unwrap();
+            let r1 = s
+                .apply(&[
+                    Op::put(&k, "a", "d1", "alpha", json!({"n": 1})),
+                    Op::put(
+                        &k,
+                        "b",
+                        "d1",
+                        "beta",
+                        json!({"n": 2, "s": "x'); DROP TABLE documents;--"}),
+                    ),
+                ])
+                .await
+                .unwrap();
+            assert!(r1 > r0, "{url}: revision moves");
+            let all = s.list(&k).await.unwrap();
+            assert_eq!(all.len(), 2, "{url}");
+            assert_eq!(all[1].body["s"], "x'); DROP TABLE documents;--");
+            s.apply(&[Op::put(&k, "a", "d1", "alpha", json!({"n": 3}))])
+                .await
+                .unwrap();
+            assert_eq!(
+                s.get(&k, "a").await.unwrap().unwrap().body["n"],
+                3,
+                "{url}: replace"
+            );
+            s.apply(&[Op::delete(&k, "a"), Op::delete(&k, "missing")])
+                .await
+                .unwrap();
+            assert!(s.get(&k, "a").await.unwrap().is_none(), "{url}");
+            assert_eq!(s.list(&k).await.unwrap().len(), 1);
+            s.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn unique_names_conflict_and_roll_back_the_batch() {
+        for (url, _dir) in backends().await {
+            let s = Store::open(&url).await.unwrap();
+            let k = kind("unique");
+            s.apply(&[Op::put(&k, "a", "d1", "same", json!({}))])
+                .await
+                .unwrap();
+            let err = s
+                .apply(&[
+                    Op::put(&k, "c", "d1", "other", json!({})),
+                    Op::put(&k, "b", "d1", "same", json!({})),
+                ])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{url}: {err}");
+            assert!(
+                s.get(&k, "c").await.unwrap().is_none(),
+                "{url}: whole batch rolled back"
+            );
+            // Same name in another scope is fine.
+            s.apply(&[Op::put(&k, "b", "d2", "same", json!({}))])
+                .await
+                .unwrap();
+            s.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen_and_migrations_rerun() {
+        for (url, _dir) in backends().await {
+            let k = kind("reopen");
+            {
+                let s = Store::open(&url).await.unwrap();
+                s.apply(&[Op::put(&k, "x", "", "x", json!({"kept": true}))])
+                    .await
+                    .unwrap();
+                s.close().await;
+            }
+            let s = Store::open(&url).await.unwrap();
+            let (_, docs) = s.load_all().await.unwrap();
+            assert!(
+                docs.iter().any(|d| d.kind == k && d.body["kept"] == true),
+                "{url}"
+            );
+            s.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_url_is_a_clear_error() {
+        let e = Store::open("mysql://nope").await.unwrap_err();
+        assert!(matches!(e, StoreError::BadUrl(_)));
     }
 }

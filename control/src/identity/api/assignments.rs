@@ -86,21 +86,61 @@ macro_rules! system_routes {
     ($r:expr, $prefix:literal, $a:expr) => {
         $r.route(
             concat!("/v3", $prefix, "/roles"),
-            get(|s: State<AppState>, au: Auth, Path(a): Path<String>| async move {
-                list_grants(s, au, Target::System, actor($a, a), false).await
-            }),
+            get(
+                |s: State<AppState>, au: Auth, Path(a): Path<String>| async move {
+                    list_grants(s, au, Target::System, actor($a, a), false).await
+                },
+            ),
         )
         .route(
             concat!("/v3", $prefix, "/roles/{role}"),
-            put(|s: State<AppState>, au: Auth, Path((a, r)): Path<(String, String)>| async move {
-                grant(s, au, Assignment { actor: actor($a, a), target: Target::System, role_id: r, inherited: false }, true).await
-            })
-            .get(|s: State<AppState>, au: Auth, Path((a, r)): Path<(String, String)>| async move {
-                check(s, au, Assignment { actor: actor($a, a), target: Target::System, role_id: r, inherited: false }).await
-            })
-            .delete(|s: State<AppState>, au: Auth, Path((a, r)): Path<(String, String)>| async move {
-                grant(s, au, Assignment { actor: actor($a, a), target: Target::System, role_id: r, inherited: false }, false).await
-            }),
+            put(
+                |s: State<AppState>, au: Auth, Path((a, r)): Path<(String, String)>| async move {
+                    grant(
+                        s,
+                        au,
+                        Assignment {
+                            actor: actor($a, a),
+                            target: Target::System,
+                            role_id: r,
+                            inherited: false,
+                        },
+                        true,
+                    )
+                    .await
+                },
+            )
+            .get(
+                |s: State<AppState>, au: Auth, Path((a, r)): Path<(String, String)>| async move {
+                    check(
+                        s,
+                        au,
+                        Assignment {
+                            actor: actor($a, a),
+                            target: Target::System,
+                            role_id: r,
+                            inherited: false,
+                        },
+                    )
+                    .await
+                },
+            )
+            .delete(
+                |s: State<AppState>, au: Auth, Path((a, r)): Path<(String, String)>| async move {
+                    grant(
+                        s,
+                        au,
+                        Assignment {
+                            actor: actor($a, a),
+                            target: Target::System,
+                            role_id: r,
+                            inherited: false,
+                        },
+                        false,
+                    )
+                    .await
+                },
+            ),
         )
     };
 }
@@ -140,10 +180,15 @@ fn check_exists(m: &Model, a: &Assignment) -> Result<()> {
             m.users.get(u).ok_or_else(|| Error::not_found("user", u))?;
         }
         Actor::Group(g) => {
-            m.groups.get(g).ok_or_else(|| Error::not_found("group", g))?;
+            m.groups
+                .get(g)
+                .ok_or_else(|| Error::not_found("group", g))?;
         }
     }
-    let role = m.roles.get(&a.role_id).ok_or_else(|| Error::not_found("role", &a.role_id))?;
+    let role = m
+        .roles
+        .get(&a.role_id)
+        .ok_or_else(|| Error::not_found("role", &a.role_id))?;
     if let Some(rd) = &role.domain_id {
         if target_domain(m, &a.target).as_deref() != Some(rd.as_str()) {
             return Err(Error::Forbidden(format!(
@@ -163,18 +208,29 @@ fn may_read(c: &Caller, m: &Model, t: &Target) -> bool {
     c.is_reader_everywhere() || target_domain(m, t).is_some_and(|d| c.may_read_domain(&d))
 }
 
-async fn grant(State(state): State<AppState>, Auth(c): Auth, a: Assignment, add: bool) -> Result<StatusCode> {
+async fn grant(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    a: Assignment,
+    add: bool,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
             check_exists(m, &a)?;
-            enforce(may_manage(&c, m, &a.target), if add { "create_grant" } else { "revoke_grant" })?;
+            enforce(
+                may_manage(&c, m, &a.target),
+                if add { "create_grant" } else { "revoke_grant" },
+            )?;
             if add {
                 Ok((vec![a.op_put()], ()))
             } else if m.assignments.contains(&a) {
                 Ok((vec![Op::delete(kind::ASSIGNMENT, &a.doc_id())], ()))
             } else {
-                Err(Error::NotFound(format!("Could not find role assignment with role: {}.", a.role_id)))
+                Err(Error::NotFound(format!(
+                    "Could not find role assignment with role: {}.",
+                    a.role_id
+                )))
             }
         })
         .await?;
@@ -188,11 +244,20 @@ async fn check(State(state): State<AppState>, Auth(c): Auth, a: Assignment) -> R
     if m.assignments.contains(&a) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(Error::NotFound(format!("Could not find role assignment with role: {}.", a.role_id)))
+        Err(Error::NotFound(format!(
+            "Could not find role assignment with role: {}.",
+            a.role_id
+        )))
     }
 }
 
-async fn list_grants(State(state): State<AppState>, Auth(c): Auth, t: Target, who: Actor, inherited: bool) -> Result<Json<Value>> {
+async fn list_grants(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    t: Target,
+    who: Actor,
+    inherited: bool,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     check_exists(
         &m,
@@ -203,7 +268,13 @@ async fn list_grants(State(state): State<AppState>, Auth(c): Auth, t: Target, wh
             inherited,
         },
     )
-    .or_else(|e| if matches!(e, Error::Forbidden(_)) { Ok(()) } else { Err(e) })?;
+    .or_else(|e| {
+        if matches!(e, Error::Forbidden(_)) {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
     enforce(may_read(&c, &m, &t), "list_grants")?;
     let roles: Vec<Value> = m
         .assignments
@@ -212,7 +283,9 @@ async fn list_grants(State(state): State<AppState>, Auth(c): Auth, t: Target, wh
         .filter_map(|a| m.roles.get(&a.role_id))
         .map(|r| super::roles::role_json(&state, r))
         .collect();
-    Ok(Json(json!({"roles": roles, "links": collection_links(&state, "roles")})))
+    Ok(Json(
+        json!({"roles": roles, "links": collection_links(&state, "roles")}),
+    ))
 }
 
 /// One row of `/v3/role_assignments`, after expansion.
@@ -240,7 +313,11 @@ fn assignment_link(state: &AppState, a: &Assignment) -> String {
         Target::System => "system/".to_string(),
     };
     if a.inherited {
-        format!("{}/OS-INHERIT/{t}{at}/{aid}/roles/{}/inherited_to_projects", state.v3(), a.role_id)
+        format!(
+            "{}/OS-INHERIT/{t}{at}/{aid}/roles/{}/inherited_to_projects",
+            state.v3(),
+            a.role_id
+        )
     } else {
         format!("{}/{t}{at}/{aid}/roles/{}", state.v3(), a.role_id)
     }
@@ -254,7 +331,16 @@ fn expand(m: &Model, effective: bool) -> Vec<Row> {
                 Actor::User(u) => (Some(u.clone()), None),
                 Actor::Group(g) => (None, Some(g.clone())),
             };
-            rows.push(Row { user, group, target: a.target.clone(), role: a.role_id.clone(), inherited: a.inherited, source: a.clone(), via_group: None, prior_role: None });
+            rows.push(Row {
+                user,
+                group,
+                target: a.target.clone(),
+                role: a.role_id.clone(),
+                inherited: a.inherited,
+                source: a.clone(),
+                via_group: None,
+                prior_role: None,
+            });
             continue;
         }
         let users: Vec<(String, Option<String>)> = match &a.actor {
@@ -268,8 +354,17 @@ fn expand(m: &Model, effective: bool) -> Vec<Row> {
         };
         let targets: Vec<Target> = if a.inherited {
             match &a.target {
-                Target::Domain(d) => m.projects.values().filter(|p| !p.is_domain && p.domain_id == *d).map(|p| Target::Project(p.id.clone())).collect(),
-                Target::Project(p) => m.subtree(p).into_iter().map(|p| Target::Project(p.id.clone())).collect(),
+                Target::Domain(d) => m
+                    .projects
+                    .values()
+                    .filter(|p| !p.is_domain && p.domain_id == *d)
+                    .map(|p| Target::Project(p.id.clone()))
+                    .collect(),
+                Target::Project(p) => m
+                    .subtree(p)
+                    .into_iter()
+                    .map(|p| Target::Project(p.id.clone()))
+                    .collect(),
                 Target::System => vec![],
             }
         } else {
@@ -277,7 +372,16 @@ fn expand(m: &Model, effective: bool) -> Vec<Row> {
         };
         for (u, g) in &users {
             for t in &targets {
-                let base = Row { user: Some(u.clone()), group: None, target: t.clone(), role: a.role_id.clone(), inherited: false, source: a.clone(), via_group: g.clone(), prior_role: None };
+                let base = Row {
+                    user: Some(u.clone()),
+                    group: None,
+                    target: t.clone(),
+                    role: a.role_id.clone(),
+                    inherited: false,
+                    source: a.clone(),
+                    via_group: g.clone(),
+                    prior_role: None,
+                };
                 let mut implied = std::collections::BTreeSet::from([a.role_id.clone()]);
                 m.expand_implied(&mut implied);
                 for r in implied {
@@ -288,7 +392,11 @@ fn expand(m: &Model, effective: bool) -> Vec<Row> {
                     if r == a.role_id {
                         rows.push(base.clone());
                     } else {
-                        rows.push(Row { role: r, prior_role: Some(a.role_id.clone()), ..base.clone() });
+                        rows.push(Row {
+                            role: r,
+                            prior_role: Some(a.role_id.clone()),
+                            ..base.clone()
+                        });
                     }
                 }
             }
@@ -299,35 +407,66 @@ fn expand(m: &Model, effective: bool) -> Vec<Row> {
 
 fn named(m: &Model, kind: &str, id: &str) -> Value {
     let (name, domain) = match kind {
-        "user" => m.users.get(id).map(|u| (u.name.clone(), Some(u.domain_id.clone()))),
-        "group" => m.groups.get(id).map(|g| (g.name.clone(), Some(g.domain_id.clone()))),
-        "project" => m.projects.get(id).map(|p| (p.name.clone(), Some(p.domain_id.clone()))),
+        "user" => m
+            .users
+            .get(id)
+            .map(|u| (u.name.clone(), Some(u.domain_id.clone()))),
+        "group" => m
+            .groups
+            .get(id)
+            .map(|g| (g.name.clone(), Some(g.domain_id.clone()))),
+        "project" => m
+            .projects
+            .get(id)
+            .map(|p| (p.name.clone(), Some(p.domain_id.clone()))),
         "domain" => m.projects.get(id).map(|d| (d.name.clone(), None)),
-        "role" => m.roles.get(id).map(|r| (r.name.clone(), r.domain_id.clone())),
+        "role" => m
+            .roles
+            .get(id)
+            .map(|r| (r.name.clone(), r.domain_id.clone())),
         _ => None,
     }
     .unwrap_or_default();
     let mut v = json!({"id": id, "name": name});
     if let Some(d) = domain {
-        let dn = m.projects.get(&d).map(|x| x.name.clone()).unwrap_or_default();
+        let dn = m
+            .projects
+            .get(&d)
+            .map(|x| x.name.clone())
+            .unwrap_or_default();
         v["domain"] = json!({"id": d, "name": dn});
     }
     v
 }
 
-async fn list_assignments(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<Json<Value>> {
+async fn list_assignments(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    q: Query,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
-    let effective = q.contains_key("effective") && q.get("effective").is_none_or(|v| v.is_empty() || query_bool(v));
-    let names = q.get("include_names").is_some_and(|v| v.is_empty() || query_bool(v));
-    let subtree = q.get("include_subtree").is_some_and(|v| v.is_empty() || query_bool(v));
+    let effective = q.contains_key("effective")
+        && q.get("effective")
+            .is_none_or(|v| v.is_empty() || query_bool(v));
+    let names = q
+        .get("include_names")
+        .is_some_and(|v| v.is_empty() || query_bool(v));
+    let subtree = q
+        .get("include_subtree")
+        .is_some_and(|v| v.is_empty() || query_bool(v));
     let own_only = q.get("user.id") == Some(&c.user_id);
     let scoped_domain = match &c.scope {
         Scope::Domain(d) if c.has("reader") => Some(d.clone()),
         _ => None,
     };
-    enforce(c.is_reader_everywhere() || scoped_domain.is_some() || own_only, "list_role_assignments")?;
+    enforce(
+        c.is_reader_everywhere() || scoped_domain.is_some() || own_only,
+        "list_role_assignments",
+    )?;
     if effective && q.contains_key("group.id") {
-        return Err(Error::BadRequest("group.id cannot be combined with effective.".into()));
+        return Err(Error::BadRequest(
+            "group.id cannot be combined with effective.".into(),
+        ));
     }
     let project_filter: Option<Vec<String>> = q.get("scope.project.id").map(|p| {
         let mut v = vec![p.clone()];
@@ -340,19 +479,27 @@ async fn list_assignments(State(state): State<AppState>, Auth(c): Auth, q: Query
     let rows: Vec<Row> = expand(&m, effective)
         .into_iter()
         .filter(|r| q.get("user.id").is_none_or(|u| r.user.as_ref() == Some(u)))
-        .filter(|r| q.get("group.id").is_none_or(|g| r.group.as_ref() == Some(g)))
+        .filter(|r| {
+            q.get("group.id")
+                .is_none_or(|g| r.group.as_ref() == Some(g))
+        })
         .filter(|r| q.get("role.id").is_none_or(|x| *x == r.role))
         .filter(|r| match &project_filter {
             None => true,
             Some(ps) => matches!(&r.target, Target::Project(p) if ps.contains(p)),
         })
-        .filter(|r| q.get("scope.domain.id").is_none_or(|d| r.target == Target::Domain(d.clone())))
+        .filter(|r| {
+            q.get("scope.domain.id")
+                .is_none_or(|d| r.target == Target::Domain(d.clone()))
+        })
         .filter(|r| !q.contains_key("scope.system") || r.target == Target::System)
         .filter(|r| !inherited_only || r.inherited)
         .filter(|r| {
             c.is_reader_everywhere()
                 || (own_only && r.user.as_deref() == Some(c.user_id.as_str()))
-                || scoped_domain.as_ref().is_some_and(|d| target_domain(&m, &r.target).as_ref() == Some(d))
+                || scoped_domain
+                    .as_ref()
+                    .is_some_and(|d| target_domain(&m, &r.target).as_ref() == Some(d))
         })
         .collect();
     let out: Vec<Value> = rows
@@ -387,5 +534,7 @@ async fn list_assignments(State(state): State<AppState>, Auth(c): Auth, q: Query
             v
         })
         .collect();
-    Ok(Json(json!({"role_assignments": out, "links": collection_links(&state, "role_assignments")})))
+    Ok(Json(
+        json!({"role_assignments": out, "links": collection_links(&state, "role_assignments")}),
+    ))
 }

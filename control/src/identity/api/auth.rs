@@ -52,7 +52,10 @@ fn string(v: Option<&Value>, field: &str) -> Result<Option<String>> {
 }
 
 fn domain_ref(v: Option<&Value>, field: &str) -> Result<DomainRef> {
-    let d = obj(v.ok_or_else(|| bad(&format!("'{field}' is required.")))?, field)?;
+    let d = obj(
+        v.ok_or_else(|| bad(&format!("'{field}' is required.")))?,
+        field,
+    )?;
     if let Some(id) = string(d.get("id"), "domain.id")? {
         Ok(DomainRef::Id(id))
     } else if let Some(n) = string(d.get("name"), "domain.name")? {
@@ -78,9 +81,14 @@ fn user_ref(v: &Value) -> Result<UserRef> {
 
 /// Parses the `auth` object of a token request.
 pub fn parse_auth(body: &Value) -> Result<(Vec<Proof>, ScopeRequest)> {
-    let auth = obj(body.get("auth").ok_or_else(|| bad("'auth' is a required property."))?, "auth")?;
+    let auth = obj(
+        body.get("auth")
+            .ok_or_else(|| bad("'auth' is a required property."))?,
+        "auth",
+    )?;
     let identity = obj(
-        auth.get("identity").ok_or_else(|| bad("'identity' is a required property."))?,
+        auth.get("identity")
+            .ok_or_else(|| bad("'identity' is a required property."))?,
         "identity",
     )?;
     let methods = identity
@@ -89,12 +97,19 @@ pub fn parse_auth(body: &Value) -> Result<(Vec<Proof>, ScopeRequest)> {
         .ok_or_else(|| bad("'methods' must be a list."))?;
     let mut proofs = Vec::new();
     for m in methods {
-        let name = m.as_str().ok_or_else(|| bad("a method must be a string."))?;
+        let name = m
+            .as_str()
+            .ok_or_else(|| bad("a method must be a string."))?;
         let section = identity.get(name);
         let proof = match name {
             "password" => {
-                let p = obj(section.ok_or_else(|| bad("'password' is required."))?, "password")?;
-                let user = p.get("user").ok_or_else(|| bad("'password.user' is required."))?;
+                let p = obj(
+                    section.ok_or_else(|| bad("'password' is required."))?,
+                    "password",
+                )?;
+                let user = p
+                    .get("user")
+                    .ok_or_else(|| bad("'password.user' is required."))?;
                 let password = match obj(user, "user")?.get("password") {
                     Some(Value::String(s)) => s.clone(),
                     _ => return Err(bad("'password.user.password' must be a string.")),
@@ -106,24 +121,35 @@ pub fn parse_auth(body: &Value) -> Result<(Vec<Proof>, ScopeRequest)> {
             }
             "token" => {
                 let t = obj(section.ok_or_else(|| bad("'token' is required."))?, "token")?;
-                Proof::Token(string(t.get("id"), "token.id")?.ok_or_else(|| bad("'token.id' is required."))?)
+                Proof::Token(
+                    string(t.get("id"), "token.id")?
+                        .ok_or_else(|| bad("'token.id' is required."))?,
+                )
             }
             "application_credential" => {
                 let a = obj(
                     section.ok_or_else(|| bad("'application_credential' is required."))?,
                     "application_credential",
                 )?;
-                let secret = string(a.get("secret"), "secret")?.ok_or_else(|| bad("'secret' is required."))?;
+                let secret = string(a.get("secret"), "secret")?
+                    .ok_or_else(|| bad("'secret' is required."))?;
                 let id = string(a.get("id"), "id")?;
                 let name = string(a.get("name"), "name")?;
                 if id.is_none() && name.is_none() {
                     return Err(bad("an application credential needs an id or a name."));
                 }
                 let user = a.get("user").map(user_ref).transpose()?;
-                Proof::AppCred { id, name, user, secret }
+                Proof::AppCred {
+                    id,
+                    name,
+                    user,
+                    secret,
+                }
             }
             other => {
-                return Err(Error::Unauthorized(format!("Attempted to authenticate with an unsupported method: {other}.")))
+                return Err(Error::Unauthorized(format!(
+                    "Attempted to authenticate with an unsupported method: {other}."
+                )))
             }
         };
         proofs.push(proof);
@@ -165,7 +191,10 @@ pub fn parse_auth(body: &Value) -> Result<(Vec<Proof>, ScopeRequest)> {
 
 /// The catalog as a token shows it.
 pub fn catalog(m: &Model) -> Value {
-    let mut services: Vec<&Value> = m.docs_of("service").filter(|s| s["enabled"] != false).collect();
+    let mut services: Vec<&Value> = m
+        .docs_of("service")
+        .filter(|s| s["enabled"] != false)
+        .collect();
     services.sort_by_key(|s| s["type"].as_str().unwrap_or_default().to_string());
     Value::Array(
         services
@@ -256,7 +285,11 @@ fn with_subject(token: &str, status: StatusCode, body: Option<Value>) -> Respons
     resp
 }
 
-async fn issue(State(state): State<AppState>, q: Query, Body(body): Body<Value>) -> Result<Response> {
+async fn issue(
+    State(state): State<AppState>,
+    q: Query,
+    Body(body): Body<Value>,
+) -> Result<Response> {
     let (proofs, scope) = parse_auth(&body)?;
     let (token, v) = state.identity.authenticate(proofs, scope).await?;
     let m = state.identity.model();
@@ -272,7 +305,11 @@ fn subject(headers: &HeaderMap) -> Result<String> {
         .ok_or_else(|| Error::BadRequest("X-Subject-Token is required.".into()))
 }
 
-fn validated_subject(state: &AppState, auth: &Auth, headers: &HeaderMap) -> Result<(String, Validated)> {
+fn validated_subject(
+    state: &AppState,
+    auth: &Auth,
+    headers: &HeaderMap,
+) -> Result<(String, Validated)> {
     let subj = subject(headers)?;
     let v = state.identity.validate(&subj)?;
     let c = &auth.0;
@@ -283,7 +320,12 @@ fn validated_subject(state: &AppState, auth: &Auth, headers: &HeaderMap) -> Resu
     Ok((subj, v))
 }
 
-async fn validate(State(state): State<AppState>, auth: Auth, q: Query, headers: HeaderMap) -> Result<Response> {
+async fn validate(
+    State(state): State<AppState>,
+    auth: Auth,
+    q: Query,
+    headers: HeaderMap,
+) -> Result<Response> {
     let (subj, v) = validated_subject(&state, &auth, &headers)?;
     let m = state.identity.model();
     let body = token_body(&m, &v, !q.contains_key("nocatalog"));
@@ -295,11 +337,18 @@ async fn check(State(state): State<AppState>, auth: Auth, headers: HeaderMap) ->
     Ok(with_subject(&subj, StatusCode::OK, None))
 }
 
-async fn revoke(State(state): State<AppState>, auth: Auth, headers: HeaderMap) -> Result<StatusCode> {
+async fn revoke(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+) -> Result<StatusCode> {
     let subj = subject(&headers)?;
     let v = state.identity.validate(&subj)?;
     let c = &auth.0;
-    enforce(c.is_admin() || c.is_user(&v.payload.user_id), "revoke_token")?;
+    enforce(
+        c.is_admin() || c.is_user(&v.payload.user_id),
+        "revoke_token",
+    )?;
     let audit = v.payload.audit_strings().remove(0);
     state.identity.revoke(RevokeBy::Audit, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -307,10 +356,14 @@ async fn revoke(State(state): State<AppState>, auth: Auth, headers: HeaderMap) -
 
 async fn auth_catalog(State(state): State<AppState>, Auth(c): Auth) -> Result<Json<Value>> {
     if c.scope == Scope::Unscoped {
-        return Err(Error::Forbidden("The service catalog needs a scoped token.".into()));
+        return Err(Error::Forbidden(
+            "The service catalog needs a scoped token.".into(),
+        ));
     }
     let m = state.identity.model();
-    Ok(Json(json!({"catalog": catalog(&m), "links": collection_links(&state, "auth/catalog")})))
+    Ok(Json(
+        json!({"catalog": catalog(&m), "links": collection_links(&state, "auth/catalog")}),
+    ))
 }
 
 async fn auth_projects(State(state): State<AppState>, Auth(c): Auth) -> Result<Json<Value>> {
@@ -319,11 +372,16 @@ async fn auth_projects(State(state): State<AppState>, Auth(c): Auth) -> Result<J
         .projects
         .values()
         .filter(|p| !p.is_domain && p.enabled)
-        .filter(|p| !m.effective_roles(&c.user_id, &Target::Project(p.id.clone())).is_empty())
+        .filter(|p| {
+            !m.effective_roles(&c.user_id, &Target::Project(p.id.clone()))
+                .is_empty()
+        })
         .map(|p| super::projects::project_json(&state, p))
         .collect();
     out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(json!({"projects": out, "links": collection_links(&state, "auth/projects")})))
+    Ok(Json(
+        json!({"projects": out, "links": collection_links(&state, "auth/projects")}),
+    ))
 }
 
 async fn auth_domains(State(state): State<AppState>, Auth(c): Auth) -> Result<Json<Value>> {
@@ -332,10 +390,15 @@ async fn auth_domains(State(state): State<AppState>, Auth(c): Auth) -> Result<Js
         .projects
         .values()
         .filter(|p| p.is_domain && p.enabled)
-        .filter(|p| !m.effective_roles(&c.user_id, &Target::Domain(p.id.clone())).is_empty())
+        .filter(|p| {
+            !m.effective_roles(&c.user_id, &Target::Domain(p.id.clone()))
+                .is_empty()
+        })
         .map(|p| super::domains::domain_json(&state, p))
         .collect();
-    Ok(Json(json!({"domains": out, "links": collection_links(&state, "auth/domains")})))
+    Ok(Json(
+        json!({"domains": out, "links": collection_links(&state, "auth/domains")}),
+    ))
 }
 
 async fn auth_system(State(state): State<AppState>, Auth(c): Auth) -> Result<Json<Value>> {
@@ -345,5 +408,7 @@ async fn auth_system(State(state): State<AppState>, Auth(c): Auth) -> Result<Jso
     } else {
         json!([{"all": true}])
     };
-    Ok(Json(json!({"system": sys, "links": collection_links(&state, "auth/system")})))
+    Ok(Json(
+        json!({"system": sys, "links": collection_links(&state, "auth/system")}),
+    ))
 }

@@ -55,7 +55,9 @@ fn req_str(b: &Map<String, Value>, f: &str, old: Option<&Value>) -> Result<()> {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 1024 * 64 => Ok(()),
         None if old.is_some() => Ok(()),
         None => Err(Error::BadRequest(format!("'{f}' is a required property."))),
-        Some(_) => Err(Error::BadRequest(format!("'{f}' must be a non-empty string."))),
+        Some(_) => Err(Error::BadRequest(format!(
+            "'{f}' must be a non-empty string."
+        ))),
     }
 }
 
@@ -74,14 +76,23 @@ fn opt_bool_field(b: &mut Map<String, Value>, f: &str, old: Option<&Value>) -> R
 
 fn validate_service(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
     req_str(b, "type", old)?;
-    if b.get("type").and_then(Value::as_str).is_some_and(|t| t.len() > 255) {
-        return Err(Error::BadRequest("'type' is longer than 255 characters.".into()));
+    if b.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.len() > 255)
+    {
+        return Err(Error::BadRequest(
+            "'type' is longer than 255 characters.".into(),
+        ));
     }
     opt_bool_field(b, "enabled", old)?;
     Ok(vec![])
 }
 
-fn validate_endpoint(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
+fn validate_endpoint(
+    m: &Model,
+    b: &mut Map<String, Value>,
+    old: Option<&Value>,
+) -> Result<Vec<Op>> {
     req_str(b, "service_id", old)?;
     req_str(b, "interface", old)?;
     req_str(b, "url", old)?;
@@ -92,7 +103,9 @@ fn validate_endpoint(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>)
     }
     if let Some(i) = b.get("interface").and_then(Value::as_str) {
         if !["public", "internal", "admin"].contains(&i) {
-            return Err(Error::BadRequest("'interface' must be public, internal or admin.".into()));
+            return Err(Error::BadRequest(
+                "'interface' must be public, internal or admin.".into(),
+            ));
         }
     }
     // Keystone accepts `region` (old, creating the region if it is new) and
@@ -102,12 +115,20 @@ fn validate_endpoint(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>)
     let region = b.get("region_id").or_else(|| b.get("region")).cloned();
     if let Some(r) = region {
         if !r.is_null() {
-            let rid = r.as_str().ok_or_else(|| Error::BadRequest("'region_id' must be a string.".into()))?;
+            let rid = r
+                .as_str()
+                .ok_or_else(|| Error::BadRequest("'region_id' must be a string.".into()))?;
             if m.doc("region", rid).is_none() {
                 if !legacy {
                     return Err(Error::BadRequest(format!("Region {rid} does not exist.")));
                 }
-                ops.push(Op::put("region", rid, "", rid, json!({"id": rid, "description": "", "parent_region_id": null})));
+                ops.push(Op::put(
+                    "region",
+                    rid,
+                    "",
+                    rid,
+                    json!({"id": rid, "description": "", "parent_region_id": null}),
+                ));
             }
         }
         b.insert("region_id".into(), r.clone());
@@ -124,13 +145,19 @@ fn validate_region(m: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -
     if let Some(p) = b.get("parent_region_id") {
         if let Some(p) = p.as_str() {
             if m.doc("region", p).is_none() {
-                return Err(Error::BadRequest(format!("Parent region {p} does not exist.")));
+                return Err(Error::BadRequest(format!(
+                    "Parent region {p} does not exist."
+                )));
             }
             if old.is_some_and(|o| o["id"] == p) {
-                return Err(Error::BadRequest("A region cannot be its own parent.".into()));
+                return Err(Error::BadRequest(
+                    "A region cannot be its own parent.".into(),
+                ));
             }
         } else if !p.is_null() {
-            return Err(Error::BadRequest("'parent_region_id' must be a string.".into()));
+            return Err(Error::BadRequest(
+                "'parent_region_id' must be a string.".into(),
+            ));
         }
     } else if old.is_none() {
         b.insert("parent_region_id".into(), Value::Null);
@@ -147,13 +174,19 @@ fn validate_policy(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -
     Ok(vec![])
 }
 
-fn validate_endpoint_group(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
+fn validate_endpoint_group(
+    _: &Model,
+    b: &mut Map<String, Value>,
+    old: Option<&Value>,
+) -> Result<Vec<Op>> {
     req_str(b, "name", old)?;
     match b.get("filters") {
         Some(Value::Object(f)) => {
             for k in f.keys() {
                 if !["interface", "service_id", "region_id"].contains(&k.as_str()) {
-                    return Err(Error::BadRequest(format!("Invalid endpoint group filter {k}.")));
+                    return Err(Error::BadRequest(format!(
+                        "Invalid endpoint group filter {k}."
+                    )));
                 }
             }
             Ok(vec![])
@@ -163,12 +196,21 @@ fn validate_endpoint_group(_: &Model, b: &mut Map<String, Value>, old: Option<&V
     }
 }
 
-fn validate_consumer(_: &Model, b: &mut Map<String, Value>, old: Option<&Value>) -> Result<Vec<Op>> {
+fn validate_consumer(
+    _: &Model,
+    b: &mut Map<String, Value>,
+    old: Option<&Value>,
+) -> Result<Vec<Op>> {
     if old.is_some() && b.contains_key("secret") {
-        return Err(Error::BadRequest("A consumer's secret cannot be changed.".into()));
+        return Err(Error::BadRequest(
+            "A consumer's secret cannot be changed.".into(),
+        ));
     }
     if old.is_none() {
-        b.insert("secret".into(), json!(Alphanumeric.sample_string(&mut rand::thread_rng(), 32)));
+        b.insert(
+            "secret".into(),
+            json!(Alphanumeric.sample_string(&mut rand::thread_rng(), 32)),
+        );
         b.entry("description").or_insert(Value::Null);
     }
     Ok(vec![])
@@ -243,7 +285,14 @@ pub const CONSUMERS: Spec = Spec {
 
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new();
-    for spec in [&SERVICES, &ENDPOINTS, &REGIONS, &POLICIES, &ENDPOINT_GROUPS, &CONSUMERS] {
+    for spec in [
+        &SERVICES,
+        &ENDPOINTS,
+        &REGIONS,
+        &POLICIES,
+        &ENDPOINT_GROUPS,
+        &CONSUMERS,
+    ] {
         r = r.merge(doc_routes(spec));
     }
     r.route("/v3/limits", get(|s: State<AppState>, _: Auth| async move { Json(json!({"limits": [], "links": collection_links(&s, "limits")})) }))
@@ -262,23 +311,32 @@ pub fn doc_routes(spec: &'static Spec) -> Router<AppState> {
     let r = Router::new()
         .route(
             &coll,
-            get(move |s: State<AppState>, a: Auth, q: Query| list(spec, s, a, q))
-                .post(move |s: State<AppState>, a: Auth, b: Body<Value>| create(spec, s, a, None, b)),
+            get(move |s: State<AppState>, a: Auth, q: Query| list(spec, s, a, q)).post(
+                move |s: State<AppState>, a: Auth, b: Body<Value>| create(spec, s, a, None, b),
+            ),
         )
         .route(
             &one,
             get(move |s: State<AppState>, a: Auth, p: Path<String>| show(spec, s, a, p))
-                .patch(move |s: State<AppState>, a: Auth, p: Path<String>, b: Body<Value>| update(spec, s, a, p, b))
+                .patch(
+                    move |s: State<AppState>, a: Auth, p: Path<String>, b: Body<Value>| {
+                        update(spec, s, a, p, b)
+                    },
+                )
                 .delete(move |s: State<AppState>, a: Auth, p: Path<String>| delete(spec, s, a, p))
-                .put(move |s: State<AppState>, a: Auth, Path(id): Path<String>, b: Body<Value>| {
-                    // Only regions are created with a chosen id (PUT /v3/regions/{id}).
-                    async move {
-                        if spec.kind != "region" {
-                            return Err(Error::MethodNotAllowed("The method is not allowed for the requested URL.".into()));
+                .put(
+                    move |s: State<AppState>, a: Auth, Path(id): Path<String>, b: Body<Value>| {
+                        // Only regions are created with a chosen id (PUT /v3/regions/{id}).
+                        async move {
+                            if spec.kind != "region" {
+                                return Err(Error::MethodNotAllowed(
+                                    "The method is not allowed for the requested URL.".into(),
+                                ));
+                            }
+                            create(spec, s, a, Some(id), b).await
                         }
-                        create(spec, s, a, Some(id), b).await
-                    }
-                }),
+                    },
+                ),
         );
     r
 }
@@ -296,40 +354,66 @@ fn present(state: &AppState, spec: &Spec, v: &Value) -> Value {
 }
 
 fn found<'a>(m: &'a Model, spec: &Spec, id: &str) -> Result<&'a Value> {
-    m.doc(spec.kind, id).ok_or_else(|| Error::not_found(spec.member, id))
+    m.doc(spec.kind, id)
+        .ok_or_else(|| Error::not_found(spec.member, id))
 }
 
-async fn list(spec: &'static Spec, State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<Json<Value>> {
+async fn list(
+    spec: &'static Spec,
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    q: Query,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     let out: Vec<Value> = m
         .docs_of(spec.kind)
         .filter(|d| (spec.may_read)(&c, d))
         .filter(|d| {
             spec.filters.iter().all(|f| {
-                q.get(*f).is_none_or(|want| d.get(*f).and_then(Value::as_str) == Some(want.as_str()))
+                q.get(*f)
+                    .is_none_or(|want| d.get(*f).and_then(Value::as_str) == Some(want.as_str()))
             })
         })
         .map(|d| present(&state, spec, d))
         .collect();
-    if out.is_empty() && !(spec.may_read)(&c, &Value::Null) && !c.is_reader_everywhere() && m.docs_of(spec.kind).next().is_some() {
+    if out.is_empty()
+        && !(spec.may_read)(&c, &Value::Null)
+        && !c.is_reader_everywhere()
+        && m.docs_of(spec.kind).next().is_some()
+    {
         enforce(false, &format!("list_{}", spec.collection))?;
     }
-    Ok(Json(json!({spec.collection: out, "links": collection_links(&state, spec.path)})))
+    Ok(Json(
+        json!({spec.collection: out, "links": collection_links(&state, spec.path)}),
+    ))
 }
 
-async fn create(spec: &'static Spec, State(state): State<AppState>, Auth(c): Auth, id: Option<String>, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    spec: &'static Spec,
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    id: Option<String>,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     let mut b = member(body, spec.member)?;
-    enforce((spec.may_write)(&c, &Value::Object(b.clone())), &format!("create_{}", spec.member))?;
+    enforce(
+        (spec.may_write)(&c, &Value::Object(b.clone())),
+        &format!("create_{}", spec.member),
+    )?;
     let id = match (id, b.get("id").and_then(Value::as_str)) {
         (Some(path_id), Some(body_id)) if path_id != body_id => {
-            return Err(Error::BadRequest("The id in the body does not match the URL.".into()))
+            return Err(Error::BadRequest(
+                "The id in the body does not match the URL.".into(),
+            ))
         }
         (Some(path_id), _) => path_id,
         (None, Some(body_id)) if spec.kind == "region" => body_id.to_string(),
         _ => new_id(),
     };
     if id.len() > 255 {
-        return Err(Error::BadRequest("The id is longer than 255 characters.".into()));
+        return Err(Error::BadRequest(
+            "The id is longer than 255 characters.".into(),
+        ));
     }
     b.insert("id".into(), json!(id));
     b.remove("links");
@@ -352,14 +436,25 @@ async fn create(spec: &'static Spec, State(state): State<AppState>, Auth(c): Aut
     Ok((StatusCode::CREATED, Json(json!({spec.member: out}))))
 }
 
-async fn show(spec: &'static Spec, State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn show(
+    spec: &'static Spec,
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     let d = found(&m, spec, &id)?;
     enforce((spec.may_read)(&c, d), &format!("get_{}", spec.member))?;
     Ok(Json(json!({spec.member: present(&state, spec, d)})))
 }
 
-async fn update(spec: &'static Spec, State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn update(
+    spec: &'static Spec,
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     let mut b = member(body, spec.member)?;
     if b.get("id").is_some_and(|x| x != id.as_str()) {
         return Err(Error::BadRequest("The id cannot change.".into()));
@@ -369,7 +464,10 @@ async fn update(spec: &'static Spec, State(state): State<AppState>, Auth(c): Aut
         .identity
         .change(|m| {
             let old = found(m, spec, &id)?;
-            enforce((spec.may_write)(&c, old), &format!("update_{}", spec.member))?;
+            enforce(
+                (spec.may_write)(&c, old),
+                &format!("update_{}", spec.member),
+            )?;
             let mut ops = (spec.validate)(m, &mut b, Some(old))?;
             let mut doc = old.clone();
             if let Some(o) = doc.as_object_mut() {
@@ -382,7 +480,12 @@ async fn update(spec: &'static Spec, State(state): State<AppState>, Auth(c): Aut
     Ok(Json(json!({spec.member: present(&state, spec, &doc)})))
 }
 
-async fn delete(spec: &'static Spec, State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete(
+    spec: &'static Spec,
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
@@ -397,8 +500,12 @@ async fn delete(spec: &'static Spec, State(state): State<AppState>, Auth(c): Aut
                         .map(|e| Op::delete("endpoint", e)),
                 ),
                 "region" => {
-                    if m.docs_of("region").any(|r| r["parent_region_id"] == id.as_str()) {
-                        return Err(Error::Forbidden("Cannot delete a region that has child regions.".into()));
+                    if m.docs_of("region")
+                        .any(|r| r["parent_region_id"] == id.as_str())
+                    {
+                        return Err(Error::Forbidden(
+                            "Cannot delete a region that has child regions.".into(),
+                        ));
                     }
                 }
                 _ => {}

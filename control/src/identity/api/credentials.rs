@@ -20,9 +20,18 @@ const KIND: &str = "credential";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/credentials", get(list).post(create))
-        .route("/v3/credentials/{id}", get(show).patch(update).delete(delete))
-        .route("/v3/users/{user}/credentials/OS-EC2", get(ec2_list).post(ec2_create))
-        .route("/v3/users/{user}/credentials/OS-EC2/{access}", get(ec2_show).delete(ec2_delete))
+        .route(
+            "/v3/credentials/{id}",
+            get(show).patch(update).delete(delete),
+        )
+        .route(
+            "/v3/users/{user}/credentials/OS-EC2",
+            get(ec2_list).post(ec2_create),
+        )
+        .route(
+            "/v3/users/{user}/credentials/OS-EC2/{access}",
+            get(ec2_show).delete(ec2_delete),
+        )
 }
 
 fn may_use(c: &Caller, cred: &Value) -> bool {
@@ -31,12 +40,16 @@ fn may_use(c: &Caller, cred: &Value) -> bool {
 
 fn present(state: &AppState, v: &Value) -> Value {
     let mut v = v.clone();
-    v["links"] = self_link(state, &format!("credentials/{}", v["id"].as_str().unwrap_or_default()));
+    v["links"] = self_link(
+        state,
+        &format!("credentials/{}", v["id"].as_str().unwrap_or_default()),
+    );
     v
 }
 
 fn found<'a>(m: &'a Model, id: &str) -> Result<&'a Value> {
-    m.doc(KIND, id).ok_or_else(|| Error::not_found("credential", id))
+    m.doc(KIND, id)
+        .ok_or_else(|| Error::not_found("credential", id))
 }
 
 fn validate(m: &Model, b: &Map<String, Value>, create: bool) -> Result<()> {
@@ -44,7 +57,11 @@ fn validate(m: &Model, b: &Map<String, Value>, create: bool) -> Result<()> {
         match b.get(f) {
             Some(Value::String(s)) if !s.is_empty() => {}
             None if !create => {}
-            _ => return Err(Error::BadRequest(format!("'{f}' must be a non-empty string."))),
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "'{f}' must be a non-empty string."
+                )))
+            }
         }
     }
     if let Some(u) = b.get("user_id").and_then(Value::as_str) {
@@ -52,8 +69,13 @@ fn validate(m: &Model, b: &Map<String, Value>, create: bool) -> Result<()> {
             return Err(Error::BadRequest(format!("User {u} does not exist.")));
         }
     }
-    if b.get("type").and_then(Value::as_str) == Some("ec2") && b.get("project_id").and_then(Value::as_str).is_none() && create {
-        return Err(Error::BadRequest("An ec2 credential needs a project_id.".into()));
+    if b.get("type").and_then(Value::as_str) == Some("ec2")
+        && b.get("project_id").and_then(Value::as_str).is_none()
+        && create
+    {
+        return Err(Error::BadRequest(
+            "An ec2 credential needs a project_id.".into(),
+        ));
     }
     Ok(())
 }
@@ -67,10 +89,16 @@ async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<
         .filter(|d| q.get("type").is_none_or(|t| d["type"] == t.as_str()))
         .map(|d| present(&state, d))
         .collect();
-    Ok(Json(json!({"credentials": out, "links": collection_links(&state, "credentials")})))
+    Ok(Json(
+        json!({"credentials": out, "links": collection_links(&state, "credentials")}),
+    ))
 }
 
-async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     let mut b = member(body, "credential")?;
     b.remove("links");
     enforce(may_use(&c, &Value::Object(b.clone())), "create_credential")?;
@@ -80,8 +108,14 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
             validate(m, &b, true)?;
             let id = if b["type"] == "ec2" {
                 let blob: Value = serde_json::from_str(b["blob"].as_str().unwrap_or_default())
-                    .map_err(|_| Error::BadRequest("An ec2 blob must be JSON with an access key.".into()))?;
-                sha256_hex(blob["access"].as_str().ok_or_else(|| Error::BadRequest("An ec2 blob needs 'access'.".into()))?)
+                    .map_err(|_| {
+                        Error::BadRequest("An ec2 blob must be JSON with an access key.".into())
+                    })?;
+                sha256_hex(
+                    blob["access"]
+                        .as_str()
+                        .ok_or_else(|| Error::BadRequest("An ec2 blob needs 'access'.".into()))?,
+                )
             } else {
                 new_id()
             };
@@ -94,17 +128,29 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
             Ok((vec![Op::put(KIND, &id, "", &id, &doc)], doc))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"credential": present(&state, &doc)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"credential": present(&state, &doc)})),
+    ))
 }
 
-async fn show(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     let d = found(&m, &id)?;
     enforce(may_use(&c, d), "get_credential")?;
     Ok(Json(json!({"credential": present(&state, d)})))
 }
 
-async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     let mut b = member(body, "credential")?;
     b.remove("links");
     b.remove("id");
@@ -124,7 +170,11 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
     Ok(Json(json!({"credential": present(&state, &doc)})))
 }
 
-async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
@@ -149,11 +199,18 @@ fn ec2_json(state: &AppState, cred: &Value) -> Option<Value> {
 }
 
 fn ec2_allowed(c: &Caller, m: &Model, user: &str, action: &str) -> Result<()> {
-    m.users.get(user).ok_or_else(|| Error::not_found("user", user))?;
+    m.users
+        .get(user)
+        .ok_or_else(|| Error::not_found("user", user))?;
     enforce(c.is_admin() || c.is_user(user), action)
 }
 
-async fn ec2_create(State(state): State<AppState>, Auth(c): Auth, Path(user): Path<String>, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn ec2_create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(user): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     let project = body
         .get("tenant_id")
         .and_then(Value::as_str)
@@ -175,7 +232,11 @@ async fn ec2_create(State(state): State<AppState>, Auth(c): Auth, Path(user): Pa
     Ok((StatusCode::CREATED, Json(json!({"credential": out}))))
 }
 
-async fn ec2_list(State(state): State<AppState>, Auth(c): Auth, Path(user): Path<String>) -> Result<Json<Value>> {
+async fn ec2_list(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(user): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     ec2_allowed(&c, &m, &user, "ec2_list_credentials")?;
     let out: Vec<Value> = m
@@ -183,7 +244,9 @@ async fn ec2_list(State(state): State<AppState>, Auth(c): Auth, Path(user): Path
         .filter(|d| d["type"] == "ec2" && d["user_id"] == user.as_str())
         .filter_map(|d| ec2_json(&state, d))
         .collect();
-    Ok(Json(json!({"credentials": out, "links": collection_links(&state, &format!("users/{user}/credentials/OS-EC2"))})))
+    Ok(Json(
+        json!({"credentials": out, "links": collection_links(&state, &format!("users/{user}/credentials/OS-EC2"))}),
+    ))
 }
 
 fn ec2_found<'a>(m: &'a Model, user: &str, access: &str) -> Result<&'a Value> {
@@ -192,14 +255,22 @@ fn ec2_found<'a>(m: &'a Model, user: &str, access: &str) -> Result<&'a Value> {
         .ok_or_else(|| Error::not_found("credential", access))
 }
 
-async fn ec2_show(State(state): State<AppState>, Auth(c): Auth, Path((user, access)): Path<(String, String)>) -> Result<Json<Value>> {
+async fn ec2_show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((user, access)): Path<(String, String)>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     ec2_allowed(&c, &m, &user, "ec2_get_credential")?;
     let d = ec2_found(&m, &user, &access)?;
     Ok(Json(json!({"credential": ec2_json(&state, d)})))
 }
 
-async fn ec2_delete(State(state): State<AppState>, Auth(c): Auth, Path((user, access)): Path<(String, String)>) -> Result<StatusCode> {
+async fn ec2_delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((user, access)): Path<(String, String)>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {

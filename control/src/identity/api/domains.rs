@@ -2,7 +2,9 @@
 //! (`/v3/domains/{id}/config`). A domain is stored as a project with
 //! `is_domain`, as Keystone does, so names and ids share one space.
 
-use super::{check_name, collection_links, member, opt_bool, opt_str, query_bool, self_link, Query};
+use super::{
+    check_name, collection_links, member, opt_bool, opt_str, query_bool, self_link, Query,
+};
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
 use crate::identity::model::{kind, Actor, Model, Project, Target};
@@ -21,10 +23,16 @@ pub fn routes() -> Router<AppState> {
         .route("/v3/domains/{id}", get(show).patch(update).delete(delete))
         .route("/v3/domains/config/default", get(default_config))
         .route("/v3/domains/config/{group}/default", get(default_group))
-        .route("/v3/domains/config/{group}/{option}/default", get(default_option))
+        .route(
+            "/v3/domains/config/{group}/{option}/default",
+            get(default_option),
+        )
         .route(
             "/v3/domains/{id}/config",
-            get(config_show).put(config_create).patch(config_update).delete(config_delete),
+            get(config_show)
+                .put(config_create)
+                .patch(config_update)
+                .delete(config_delete),
         )
         .route(
             "/v3/domains/{id}/config/{group}",
@@ -57,7 +65,10 @@ fn found<'a>(m: &'a Model, id: &str) -> Result<&'a Project> {
 }
 
 async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<Json<Value>> {
-    enforce(c.is_reader_everywhere() || matches!(c.scope, crate::identity::token::Scope::Domain(_)), "list_domains")?;
+    enforce(
+        c.is_reader_everywhere() || matches!(c.scope, crate::identity::token::Scope::Domain(_)),
+        "list_domains",
+    )?;
     let m = state.identity.model();
     let mut out: Vec<&Project> = m
         .projects
@@ -87,8 +98,25 @@ pub fn new_domain(b: &Map<String, Value>) -> Result<Project> {
         enabled: opt_bool(b.get("enabled"), "enabled")?.unwrap_or(true),
         is_domain: true,
         tags: super::projects::check_tags(b.get("tags"))?,
-        options: b.get("options").and_then(Value::as_object).cloned().unwrap_or_default(),
-        extra: super::take_extra(b, &["name", "description", "enabled", "tags", "options", "explicit_domain_id", "is_domain", "parent_id", "domain_id"]),
+        options: b
+            .get("options")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        extra: super::take_extra(
+            b,
+            &[
+                "name",
+                "description",
+                "enabled",
+                "tags",
+                "options",
+                "explicit_domain_id",
+                "is_domain",
+                "parent_id",
+                "domain_id",
+            ],
+        ),
     })
 }
 
@@ -96,7 +124,11 @@ pub fn put_project(p: &Project) -> Op {
     Op::put(kind::PROJECT, &p.id, p.name_scope(), &p.name, p)
 }
 
-async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     enforce(c.is_admin(), "create_domain")?;
     let d = new_domain(&member(body, "domain")?)?;
     let d = state
@@ -108,17 +140,29 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
             Ok((vec![put_project(&d)], d))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"domain": domain_json(&state, &d)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"domain": domain_json(&state, &d)})),
+    ))
 }
 
-async fn show(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     let d = found(&m, &id)?;
     enforce(may_see(&c, &id), "get_domain")?;
     Ok(Json(json!({"domain": domain_json(&state, d)})))
 }
 
-async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     enforce(c.is_admin(), "update_domain")?;
     let b = member(body, "domain")?;
     let d = state
@@ -127,7 +171,9 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
             let mut d = found(m, &id)?.clone();
             if let Some(n) = check_name(b.get("name"), "name", 64, false)? {
                 if m.domain_by_name(&n).is_some_and(|o| o.id != id) {
-                    return Err(Error::Conflict(format!("Duplicate entry found with name {n}.")));
+                    return Err(Error::Conflict(format!(
+                        "Duplicate entry found with name {n}."
+                    )));
                 }
                 d.name = n;
             }
@@ -143,7 +189,10 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
             if let Some(o) = b.get("options").and_then(Value::as_object) {
                 d.options.extend(o.clone());
             }
-            d.extra.extend(super::take_extra(&b, &["name", "description", "enabled", "tags", "options"]));
+            d.extra.extend(super::take_extra(
+                &b,
+                &["name", "description", "enabled", "tags", "options"],
+            ));
             Ok((vec![put_project(&d)], d))
         })
         .await?;
@@ -154,10 +203,30 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
 /// domain-specific roles, and every assignment and membership naming them.
 pub fn cascade_delete_domain(m: &Model, id: &str) -> Vec<Op> {
     let mut ops = Vec::new();
-    let projects: Vec<&str> = m.projects.values().filter(|p| p.domain_id == id).map(|p| p.id.as_str()).collect();
-    let users: Vec<&str> = m.users.values().filter(|u| u.domain_id == id).map(|u| u.id.as_str()).collect();
-    let groups: Vec<&str> = m.groups.values().filter(|g| g.domain_id == id).map(|g| g.id.as_str()).collect();
-    let roles: Vec<&str> = m.roles.values().filter(|r| r.domain_id.as_deref() == Some(id)).map(|r| r.id.as_str()).collect();
+    let projects: Vec<&str> = m
+        .projects
+        .values()
+        .filter(|p| p.domain_id == id)
+        .map(|p| p.id.as_str())
+        .collect();
+    let users: Vec<&str> = m
+        .users
+        .values()
+        .filter(|u| u.domain_id == id)
+        .map(|u| u.id.as_str())
+        .collect();
+    let groups: Vec<&str> = m
+        .groups
+        .values()
+        .filter(|g| g.domain_id == id)
+        .map(|g| g.id.as_str())
+        .collect();
+    let roles: Vec<&str> = m
+        .roles
+        .values()
+        .filter(|r| r.domain_id.as_deref() == Some(id))
+        .map(|r| r.id.as_str())
+        .collect();
     for a in &m.assignments {
         let hit = match &a.target {
             Target::Project(p) => projects.contains(&p.as_str()),
@@ -181,7 +250,11 @@ pub fn cascade_delete_domain(m: &Model, id: &str) -> Vec<Op> {
             ops.push(Op::delete(kind::IMPLIED_ROLE, &format!("{p}:{i}")));
         }
     }
-    for ac in m.app_creds.values().filter(|a| users.contains(&a.user_id.as_str())) {
+    for ac in m
+        .app_creds
+        .values()
+        .filter(|a| users.contains(&a.user_id.as_str()))
+    {
         ops.push(Op::delete(kind::APP_CRED, &ac.id));
     }
     ops.extend(projects.iter().map(|p| Op::delete(kind::PROJECT, p)));
@@ -193,14 +266,20 @@ pub fn cascade_delete_domain(m: &Model, id: &str) -> Vec<Op> {
     ops
 }
 
-async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     enforce(c.is_admin(), "delete_domain")?;
     state
         .identity
         .change(|m| {
             let d = found(m, &id)?;
             if d.enabled {
-                return Err(Error::Forbidden("Cannot delete a domain that is enabled, please disable it first.".into()));
+                return Err(Error::Forbidden(
+                    "Cannot delete a domain that is enabled, please disable it first.".into(),
+                ));
             }
             Ok((cascade_delete_domain(m, &id), ()))
         })
@@ -221,7 +300,9 @@ fn defaults() -> Value {
 fn check_group(group: &str) -> Result<()> {
     match group {
         "identity" | "ldap" => Ok(()),
-        _ => Err(Error::Forbidden(format!("Group {group} is not supported for domain specific configurations."))),
+        _ => Err(Error::Forbidden(format!(
+            "Group {group} is not supported for domain specific configurations."
+        ))),
     }
 }
 
@@ -236,13 +317,17 @@ async fn default_group(Auth(c): Auth, Path(group): Path<String>) -> Result<Json<
     Ok(Json(json!({"config": {group.clone(): defaults()[&group]}})))
 }
 
-async fn default_option(Auth(c): Auth, Path((group, option)): Path<(String, String)>) -> Result<Json<Value>> {
+async fn default_option(
+    Auth(c): Auth,
+    Path((group, option)): Path<(String, String)>,
+) -> Result<Json<Value>> {
     enforce(c.is_reader_everywhere(), "get_domain_config_default")?;
     check_group(&group)?;
-    let v = defaults()[&group]
-        .get(&option)
-        .cloned()
-        .ok_or_else(|| Error::Forbidden(format!("Option {option} is not supported in group {group}.")))?;
+    let v = defaults()[&group].get(&option).cloned().ok_or_else(|| {
+        Error::Forbidden(format!(
+            "Option {option} is not supported in group {group}."
+        ))
+    })?;
     Ok(Json(json!({"config": {option: v}})))
 }
 
@@ -258,7 +343,9 @@ fn check_config(cfg: &Map<String, Value>) -> Result<()> {
     for (g, opts) in cfg {
         check_group(g)?;
         if !opts.is_object() {
-            return Err(Error::BadRequest(format!("Config group {g} must be an object.")));
+            return Err(Error::BadRequest(format!(
+                "Config group {g} must be an object."
+            )));
         }
     }
     Ok(())
@@ -268,13 +355,22 @@ fn put_config(id: &str, cfg: &Map<String, Value>) -> Op {
     Op::put("domain_config", id, "", id, Value::Object(cfg.clone()))
 }
 
-async fn config_show(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn config_show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     enforce(c.is_reader_everywhere(), "get_domain_config")?;
     let cfg = config_of(&state.identity.model(), &id)?;
     Ok(Json(json!({"config": cfg})))
 }
 
-async fn config_create(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn config_create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     enforce(c.is_admin(), "create_domain_config")?;
     let cfg = member(body, "config")?;
     check_config(&cfg)?;
@@ -286,7 +382,11 @@ async fn config_create(State(state): State<AppState>, Auth(c): Auth, Path(id): P
             Ok((vec![put_config(&id, &cfg)], existed))
         })
         .await?;
-    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(json!({"config": cfg}))))
 }
 
@@ -316,7 +416,12 @@ fn merge_groups(cfg: &mut Map<String, Value>, new: &Map<String, Value>) {
     }
 }
 
-async fn config_update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn config_update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     enforce(c.is_admin(), "update_domain_config")?;
     let new = member(body, "config")?;
     check_config(&new)?;
@@ -328,7 +433,11 @@ async fn config_update(State(state): State<AppState>, Auth(c): Auth, Path(id): P
     Ok(Json(json!({"config": cfg})))
 }
 
-async fn config_delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn config_delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     enforce(c.is_admin(), "delete_domain_config")?;
     state
         .identity
@@ -347,18 +456,31 @@ fn group_of(cfg: &Map<String, Value>, group: &str) -> Result<Value> {
         .ok_or_else(|| Error::NotFound(format!("Could not find config group {group}.")))
 }
 
-async fn group_show(State(state): State<AppState>, Auth(c): Auth, Path((id, group)): Path<(String, String)>) -> Result<Json<Value>> {
+async fn group_show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, group)): Path<(String, String)>,
+) -> Result<Json<Value>> {
     enforce(c.is_reader_everywhere(), "get_domain_config")?;
     let cfg = config_of(&state.identity.model(), &id)?;
-    Ok(Json(json!({"config": {group.clone(): group_of(&cfg, &group)?}})))
+    Ok(Json(
+        json!({"config": {group.clone(): group_of(&cfg, &group)?}}),
+    ))
 }
 
-async fn group_update(State(state): State<AppState>, Auth(c): Auth, Path((id, group)): Path<(String, String)>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn group_update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, group)): Path<(String, String)>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     enforce(c.is_admin(), "update_domain_config")?;
     check_group(&group)?;
     let new = member(body, "config")?;
     if new.keys().any(|g| *g != group) {
-        return Err(Error::BadRequest(format!("The body may only change group {group}.")));
+        return Err(Error::BadRequest(format!(
+            "The body may only change group {group}."
+        )));
     }
     let cfg = merge_config(&state, &id, |cfg| {
         group_of(cfg, &group)?;
@@ -369,7 +491,11 @@ async fn group_update(State(state): State<AppState>, Auth(c): Auth, Path((id, gr
     Ok(Json(json!({"config": {group.clone(): cfg[&group]}})))
 }
 
-async fn group_delete(State(state): State<AppState>, Auth(c): Auth, Path((id, group)): Path<(String, String)>) -> Result<StatusCode> {
+async fn group_delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, group)): Path<(String, String)>,
+) -> Result<StatusCode> {
     enforce(c.is_admin(), "delete_domain_config")?;
     merge_config(&state, &id, |cfg| {
         group_of(cfg, &group)?;
@@ -387,13 +513,24 @@ fn option_of(cfg: &Map<String, Value>, group: &str, option: &str) -> Result<Valu
         .ok_or_else(|| Error::NotFound(format!("Could not find option {option} in group {group}.")))
 }
 
-async fn option_show(State(state): State<AppState>, Auth(c): Auth, Path((id, group, option)): Path<(String, String, String)>) -> Result<Json<Value>> {
+async fn option_show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, group, option)): Path<(String, String, String)>,
+) -> Result<Json<Value>> {
     enforce(c.is_reader_everywhere(), "get_domain_config")?;
     let cfg = config_of(&state.identity.model(), &id)?;
-    Ok(Json(json!({"config": {option.clone(): option_of(&cfg, &group, &option)?}})))
+    Ok(Json(
+        json!({"config": {option.clone(): option_of(&cfg, &group, &option)?}}),
+    ))
 }
 
-async fn option_update(State(state): State<AppState>, Auth(c): Auth, Path((id, group, option)): Path<(String, String, String)>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn option_update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, group, option)): Path<(String, String, String)>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     enforce(c.is_admin(), "update_domain_config")?;
     let new = member(body, "config")?;
     let v = new
@@ -411,7 +548,11 @@ async fn option_update(State(state): State<AppState>, Auth(c): Auth, Path((id, g
     Ok(Json(json!({"config": {group.clone(): cfg[&group]}})))
 }
 
-async fn option_delete(State(state): State<AppState>, Auth(c): Auth, Path((id, group, option)): Path<(String, String, String)>) -> Result<StatusCode> {
+async fn option_delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, group, option)): Path<(String, String, String)>,
+) -> Result<StatusCode> {
     enforce(c.is_admin(), "delete_domain_config")?;
     merge_config(&state, &id, |cfg| {
         option_of(cfg, &group, &option)?;

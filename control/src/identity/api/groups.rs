@@ -33,7 +33,9 @@ pub fn group_json(state: &AppState, g: &Group) -> Value {
 }
 
 fn found<'a>(m: &'a Model, id: &str) -> Result<&'a Group> {
-    m.groups.get(id).ok_or_else(|| Error::not_found("group", id))
+    m.groups
+        .get(id)
+        .ok_or_else(|| Error::not_found("group", id))
 }
 
 fn put_group(g: &Group) -> Op {
@@ -41,7 +43,10 @@ fn put_group(g: &Group) -> Op {
 }
 
 async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<Json<Value>> {
-    enforce(c.is_reader_everywhere() || matches!(c.scope, crate::identity::token::Scope::Domain(_)), "list_groups")?;
+    enforce(
+        c.is_reader_everywhere() || matches!(c.scope, crate::identity::token::Scope::Domain(_)),
+        "list_groups",
+    )?;
     let m = state.identity.model();
     let mut out: Vec<&Group> = m
         .groups
@@ -57,11 +62,18 @@ async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<
     })))
 }
 
-async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     let b = member(body, "group")?;
     let name = check_name(b.get("name"), "name", 64, true)?.expect("required");
-    let domain_id = opt_str(b.get("domain_id"), "domain_id")?
-        .unwrap_or_else(|| c.project_domain_id.clone().unwrap_or_else(|| c.user_domain_id.clone()));
+    let domain_id = opt_str(b.get("domain_id"), "domain_id")?.unwrap_or_else(|| {
+        c.project_domain_id
+            .clone()
+            .unwrap_or_else(|| c.user_domain_id.clone())
+    });
     enforce(c.may_manage_domain(&domain_id), "create_group")?;
     let g = Group {
         id: new_id(),
@@ -74,18 +86,34 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
         .identity
         .change(|m| {
             if m.domain(&g.domain_id).is_none() {
-                return Err(Error::BadRequest(format!("Domain {} does not exist.", g.domain_id)));
+                return Err(Error::BadRequest(format!(
+                    "Domain {} does not exist.",
+                    g.domain_id
+                )));
             }
-            if m.groups.values().any(|x| x.domain_id == g.domain_id && x.name == g.name) {
-                return Err(Error::Conflict(format!("Duplicate entry found with name {}.", g.name)));
+            if m.groups
+                .values()
+                .any(|x| x.domain_id == g.domain_id && x.name == g.name)
+            {
+                return Err(Error::Conflict(format!(
+                    "Duplicate entry found with name {}.",
+                    g.name
+                )));
             }
             Ok((vec![put_group(&g)], g))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"group": group_json(&state, &g)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"group": group_json(&state, &g)})),
+    ))
 }
 
-async fn show(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     let g = found(&m, &id)?;
     let member = m.memberships.contains(&(id.clone(), c.user_id.clone()));
@@ -93,7 +121,12 @@ async fn show(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Strin
     Ok(Json(json!({"group": group_json(&state, g)})))
 }
 
-async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     let b = member(body, "group")?;
     let g = state
         .identity
@@ -101,26 +134,39 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
             let mut g = found(m, &id)?.clone();
             enforce(c.may_manage_domain(&g.domain_id), "update_group")?;
             if let Some(n) = check_name(b.get("name"), "name", 64, false)? {
-                if m.groups.values().any(|x| x.domain_id == g.domain_id && x.name == n && x.id != id) {
-                    return Err(Error::Conflict(format!("Duplicate entry found with name {n}.")));
+                if m.groups
+                    .values()
+                    .any(|x| x.domain_id == g.domain_id && x.name == n && x.id != id)
+                {
+                    return Err(Error::Conflict(format!(
+                        "Duplicate entry found with name {n}."
+                    )));
                 }
                 g.name = n;
             }
             if b.contains_key("description") {
                 g.description = opt_str(b.get("description"), "description")?.unwrap_or_default();
             }
-            g.extra.extend(super::take_extra(&b, &["name", "domain_id", "description"]));
+            g.extra
+                .extend(super::take_extra(&b, &["name", "domain_id", "description"]));
             Ok((vec![put_group(&g)], g))
         })
         .await?;
     Ok(Json(json!({"group": group_json(&state, &g)})))
 }
 
-async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
-            enforce(c.may_manage_domain(&found(m, &id)?.domain_id), "delete_group")?;
+            enforce(
+                c.may_manage_domain(&found(m, &id)?.domain_id),
+                "delete_group",
+            )?;
             let mut ops: Vec<Op> = m
                 .assignments
                 .iter()
@@ -137,9 +183,16 @@ async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn members(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn members(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
-    enforce(c.may_read_domain(&found(&m, &id)?.domain_id), "list_users_in_group")?;
+    enforce(
+        c.may_read_domain(&found(&m, &id)?.domain_id),
+        "list_users_in_group",
+    )?;
     let users: Vec<Value> = m
         .memberships
         .iter()
@@ -147,48 +200,81 @@ async fn members(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<St
         .filter_map(|(_, u)| m.users.get(u))
         .map(|u| super::users::user_json(&state, u))
         .collect();
-    Ok(Json(json!({"users": users, "links": collection_links(&state, &format!("groups/{id}/users"))})))
+    Ok(Json(
+        json!({"users": users, "links": collection_links(&state, &format!("groups/{id}/users"))}),
+    ))
 }
 
-async fn check_member(State(state): State<AppState>, Auth(c): Auth, Path((id, user)): Path<(String, String)>) -> Result<StatusCode> {
+async fn check_member(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<StatusCode> {
     let m = state.identity.model();
     let g = found(&m, &id)?;
-    enforce(c.is_user(&user) || c.may_read_domain(&g.domain_id), "check_user_in_group")?;
+    enforce(
+        c.is_user(&user) || c.may_read_domain(&g.domain_id),
+        "check_user_in_group",
+    )?;
     if !m.users.contains_key(&user) {
         return Err(Error::not_found("user", &user));
     }
     if m.memberships.contains(&(id.clone(), user.clone())) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(Error::NotFound(format!("User {user} is not a member of group {id}.")))
+        Err(Error::NotFound(format!(
+            "User {user} is not a member of group {id}."
+        )))
     }
 }
 
-async fn add_member(State(state): State<AppState>, Auth(c): Auth, Path((id, user)): Path<(String, String)>) -> Result<StatusCode> {
+async fn add_member(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
-            enforce(c.may_manage_domain(&found(m, &id)?.domain_id), "add_user_to_group")?;
+            enforce(
+                c.may_manage_domain(&found(m, &id)?.domain_id),
+                "add_user_to_group",
+            )?;
             if !m.users.contains_key(&user) {
                 return Err(Error::not_found("user", &user));
             }
             let mid = format!("{id}:{user}");
-            let ms = Membership { group_id: id.clone(), user_id: user.clone() };
+            let ms = Membership {
+                group_id: id.clone(),
+                user_id: user.clone(),
+            };
             Ok((vec![Op::put(kind::MEMBERSHIP, &mid, "", &mid, &ms)], ()))
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn remove_member(State(state): State<AppState>, Auth(c): Auth, Path((id, user)): Path<(String, String)>) -> Result<StatusCode> {
+async fn remove_member(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
-            enforce(c.may_manage_domain(&found(m, &id)?.domain_id), "remove_user_from_group")?;
+            enforce(
+                c.may_manage_domain(&found(m, &id)?.domain_id),
+                "remove_user_from_group",
+            )?;
             if !m.memberships.contains(&(id.clone(), user.clone())) {
-                return Err(Error::NotFound(format!("User {user} is not a member of group {id}.")));
+                return Err(Error::NotFound(format!(
+                    "User {user} is not a member of group {id}."
+                )));
             }
-            Ok((vec![Op::delete(kind::MEMBERSHIP, &format!("{id}:{user}"))], ()))
+            Ok((
+                vec![Op::delete(kind::MEMBERSHIP, &format!("{id}:{user}"))],
+                (),
+            ))
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -45,15 +45,24 @@ pub fn collection_links(state: &AppState, path: &str) -> Value {
 
 /// A name as Keystone accepts it: non-empty after trimming, at most `max`
 /// characters.
-pub fn check_name(v: Option<&Value>, field: &str, max: usize, required: bool) -> Result<Option<String>> {
+pub fn check_name(
+    v: Option<&Value>,
+    field: &str,
+    max: usize,
+    required: bool,
+) -> Result<Option<String>> {
     match v {
         None | Some(Value::Null) if !required => Ok(None),
-        None | Some(Value::Null) => Err(Error::BadRequest(format!("'{field}' is a required property."))),
+        None | Some(Value::Null) => Err(Error::BadRequest(format!(
+            "'{field}' is a required property."
+        ))),
         Some(Value::String(s)) => {
             if s.trim().is_empty() {
                 Err(Error::BadRequest(format!("'{field}' must not be empty.")))
             } else if s.chars().count() > max {
-                Err(Error::BadRequest(format!("'{field}' is longer than {max} characters.")))
+                Err(Error::BadRequest(format!(
+                    "'{field}' is longer than {max} characters."
+                )))
             } else {
                 Ok(Some(s.clone()))
             }
@@ -66,7 +75,9 @@ pub fn opt_str(v: Option<&Value>, field: &str) -> Result<Option<String>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Error::BadRequest(format!("'{field}' must be a string or null."))),
+        Some(_) => Err(Error::BadRequest(format!(
+            "'{field}' must be a string or null."
+        ))),
     }
 }
 
@@ -84,15 +95,22 @@ pub fn member(body: Value, key: &str) -> Result<Map<String, Value>> {
         Value::Object(mut o) => match o.remove(key) {
             Some(Value::Object(m)) => Ok(m),
             Some(_) => Err(Error::BadRequest(format!("'{key}' must be an object."))),
-            None => Err(Error::BadRequest(format!("'{key}' is a required property."))),
+            None => Err(Error::BadRequest(format!(
+                "'{key}' is a required property."
+            ))),
         },
-        _ => Err(Error::BadRequest("The request body must be a JSON object.".into())),
+        _ => Err(Error::BadRequest(
+            "The request body must be a JSON object.".into(),
+        )),
     }
 }
 
 /// Query-string truth as Keystone reads it.
 pub fn query_bool(v: &str) -> bool {
-    !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off" | "")
+    !matches!(
+        v.to_ascii_lowercase().as_str(),
+        "0" | "false" | "no" | "off" | ""
+    )
 }
 
 /// Moves the keys not in `known` into an "extra" map.

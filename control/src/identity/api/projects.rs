@@ -1,6 +1,8 @@
 //! Projects (`/v3/projects`), their hierarchy (`parent_id`) and tags.
 
-use super::{check_name, collection_links, member, opt_bool, opt_str, query_bool, self_link, Query};
+use super::{
+    check_name, collection_links, member, opt_bool, opt_str, query_bool, self_link, Query,
+};
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
 use crate::identity::api::domains::{cascade_delete_domain, new_domain, put_project};
@@ -18,7 +20,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/projects", get(list).post(create))
         .route("/v3/projects/{id}", get(show).patch(update).delete(delete))
-        .route("/v3/projects/{id}/tags", get(tags_list).put(tags_replace).delete(tags_clear))
+        .route(
+            "/v3/projects/{id}/tags",
+            get(tags_list).put(tags_replace).delete(tags_clear),
+        )
         .route(
             "/v3/projects/{id}/tags/{tag}",
             get(tag_check).put(tag_add).delete(tag_remove),
@@ -43,11 +48,15 @@ pub fn check_tags(v: Option<&Value>) -> Result<Vec<String>> {
         .as_array()
         .ok_or_else(|| Error::BadRequest("'tags' must be a list of strings.".into()))?;
     if arr.len() > 80 {
-        return Err(Error::BadRequest("A project may have at most 80 tags.".into()));
+        return Err(Error::BadRequest(
+            "A project may have at most 80 tags.".into(),
+        ));
     }
     let mut out: Vec<String> = Vec::new();
     for t in arr {
-        out.push(check_tag(t.as_str().ok_or_else(|| Error::BadRequest("Tags must be strings.".into()))?)?);
+        out.push(check_tag(t.as_str().ok_or_else(|| {
+            Error::BadRequest("Tags must be strings.".into())
+        })?)?);
     }
     out.dedup();
     Ok(out)
@@ -85,7 +94,10 @@ async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<
         crate::identity::token::Scope::Domain(d) => Some(d.clone()),
         _ => None,
     };
-    enforce(c.is_reader_everywhere() || (scoped_domain.is_some() && c.has("reader")), "list_projects")?;
+    enforce(
+        c.is_reader_everywhere() || (scoped_domain.is_some() && c.has("reader")),
+        "list_projects",
+    )?;
     let m = state.identity.model();
     let want_domain = q.get("is_domain").is_some_and(|v| query_bool(v));
     let mut out: Vec<&Project> = m
@@ -96,7 +108,10 @@ async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<
         .filter(|p| q.get("domain_id").is_none_or(|d| *d == p.domain_id))
         .filter(|p| q.get("name").is_none_or(|n| *n == p.name))
         .filter(|p| q.get("enabled").is_none_or(|e| query_bool(e) == p.enabled))
-        .filter(|p| q.get("parent_id").is_none_or(|x| Some(x) == p.parent_id.as_ref()))
+        .filter(|p| {
+            q.get("parent_id")
+                .is_none_or(|x| Some(x) == p.parent_id.as_ref())
+        })
         .filter(|p| tag_filter(&q, p))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -106,7 +121,11 @@ async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<
     })))
 }
 
-async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     let b = member(body, "project")?;
     if opt_bool(b.get("is_domain"), "is_domain")? == Some(true) {
         enforce(c.is_admin(), "create_project")?;
@@ -115,12 +134,18 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
             .identity
             .change(|m| {
                 if m.domain_by_name(&d.name).is_some() {
-                    return Err(Error::Conflict(format!("Duplicate entry found with name {}.", d.name)));
+                    return Err(Error::Conflict(format!(
+                        "Duplicate entry found with name {}.",
+                        d.name
+                    )));
                 }
                 Ok((vec![put_project(&d)], d))
             })
             .await?;
-        return Ok((StatusCode::CREATED, Json(json!({"project": project_json(&state, &d)}))));
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({"project": project_json(&state, &d)})),
+        ));
     }
     let name = check_name(b.get("name"), "name", 64, true)?.expect("required");
     let description = opt_str(b.get("description"), "description")?.unwrap_or_default();
@@ -128,8 +153,24 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
     let tags = check_tags(b.get("tags"))?;
     let domain_id = opt_str(b.get("domain_id"), "domain_id")?;
     let parent_id = opt_str(b.get("parent_id"), "parent_id")?;
-    let extra = super::take_extra(&b, &["name", "description", "enabled", "tags", "domain_id", "parent_id", "is_domain", "options"]);
-    let options = b.get("options").and_then(Value::as_object).cloned().unwrap_or_default();
+    let extra = super::take_extra(
+        &b,
+        &[
+            "name",
+            "description",
+            "enabled",
+            "tags",
+            "domain_id",
+            "parent_id",
+            "is_domain",
+            "options",
+        ],
+    );
+    let options = b
+        .get("options")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let p = state
         .identity
         .change(|m| {
@@ -175,26 +216,53 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
             Ok((vec![put_project(&p)], p))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"project": project_json(&state, &p)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"project": project_json(&state, &p)})),
+    ))
 }
 
-async fn show(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
-    let p = m.projects.get(&id).ok_or_else(|| Error::not_found("project", &id))?;
-    enforce(may_read(&c, p) || (p.is_domain && c.may_read_domain(&p.id)), "get_project")?;
+    let p = m
+        .projects
+        .get(&id)
+        .ok_or_else(|| Error::not_found("project", &id))?;
+    enforce(
+        may_read(&c, p) || (p.is_domain && c.may_read_domain(&p.id)),
+        "get_project",
+    )?;
     Ok(Json(json!({"project": project_json(&state, p)})))
 }
 
-async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     let b = member(body, "project")?;
     let p = state
         .identity
         .change(|m| {
-            let mut p = m.projects.get(&id).ok_or_else(|| Error::not_found("project", &id))?.clone();
-            enforce(c.may_manage_domain(if p.is_domain { &p.id } else { &p.domain_id }), "update_project")?;
+            let mut p = m
+                .projects
+                .get(&id)
+                .ok_or_else(|| Error::not_found("project", &id))?
+                .clone();
+            enforce(
+                c.may_manage_domain(if p.is_domain { &p.id } else { &p.domain_id }),
+                "update_project",
+            )?;
             if let Some(d) = opt_str(b.get("domain_id"), "domain_id")? {
                 if d != p.domain_id {
-                    return Err(Error::BadRequest("A project cannot move to another domain.".into()));
+                    return Err(Error::BadRequest(
+                        "A project cannot move to another domain.".into(),
+                    ));
                 }
             }
             if let Some(d) = opt_bool(b.get("is_domain"), "is_domain")? {
@@ -203,9 +271,15 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
                 }
             }
             if let Some(n) = check_name(b.get("name"), "name", 64, false)? {
-                let clash = if p.is_domain { m.domain_by_name(&n) } else { m.project_by_name(&p.domain_id, &n) };
+                let clash = if p.is_domain {
+                    m.domain_by_name(&n)
+                } else {
+                    m.project_by_name(&p.domain_id, &n)
+                };
                 if clash.is_some_and(|o| o.id != p.id) {
-                    return Err(Error::Conflict(format!("Duplicate entry found with name {n}.")));
+                    return Err(Error::Conflict(format!(
+                        "Duplicate entry found with name {n}."
+                    )));
                 }
                 p.name = n;
             }
@@ -221,28 +295,54 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
             if let Some(o) = b.get("options").and_then(Value::as_object) {
                 p.options.extend(o.clone());
             }
-            p.extra.extend(super::take_extra(&b, &["name", "description", "enabled", "tags", "domain_id", "parent_id", "is_domain", "options"]));
+            p.extra.extend(super::take_extra(
+                &b,
+                &[
+                    "name",
+                    "description",
+                    "enabled",
+                    "tags",
+                    "domain_id",
+                    "parent_id",
+                    "is_domain",
+                    "options",
+                ],
+            ));
             Ok((vec![put_project(&p)], p))
         })
         .await?;
     Ok(Json(json!({"project": project_json(&state, &p)})))
 }
 
-async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
-            let p = m.projects.get(&id).ok_or_else(|| Error::not_found("project", &id))?;
+            let p = m
+                .projects
+                .get(&id)
+                .ok_or_else(|| Error::not_found("project", &id))?;
             if p.is_domain {
                 enforce(c.is_admin(), "delete_project")?;
                 if p.enabled {
-                    return Err(Error::Forbidden("Cannot delete a domain that is enabled, please disable it first.".into()));
+                    return Err(Error::Forbidden(
+                        "Cannot delete a domain that is enabled, please disable it first.".into(),
+                    ));
                 }
                 return Ok((cascade_delete_domain(m, &id), ()));
             }
             enforce(c.may_manage_domain(&p.domain_id), "delete_project")?;
-            if m.projects.values().any(|x| x.parent_id.as_deref() == Some(id.as_str())) {
-                return Err(Error::Forbidden(format!("Cannot delete project {id}: it has child projects.")));
+            if m.projects
+                .values()
+                .any(|x| x.parent_id.as_deref() == Some(id.as_str()))
+            {
+                return Err(Error::Forbidden(format!(
+                    "Cannot delete project {id}: it has child projects."
+                )));
             }
             let mut ops: Vec<Op> = m
                 .assignments
@@ -260,7 +360,11 @@ async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn tags_list(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn tags_list(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     let p = found(&m, &id)?;
     enforce(may_read(&c, p), "get_project_tags")?;
@@ -268,7 +372,12 @@ async fn tags_list(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<
 }
 
 /// Changes a project's tags under policy and returns the new list.
-async fn edit_tags(state: &AppState, c: &Caller, id: &str, f: impl FnOnce(&mut Vec<String>) -> Result<()>) -> Result<Vec<String>> {
+async fn edit_tags(
+    state: &AppState,
+    c: &Caller,
+    id: &str,
+    f: impl FnOnce(&mut Vec<String>) -> Result<()>,
+) -> Result<Vec<String>> {
     state
         .identity
         .change(|m| {
@@ -276,7 +385,9 @@ async fn edit_tags(state: &AppState, c: &Caller, id: &str, f: impl FnOnce(&mut V
             enforce(c.may_manage_domain(&p.domain_id), "update_project_tags")?;
             f(&mut p.tags)?;
             if p.tags.len() > 80 {
-                return Err(Error::BadRequest("A project may have at most 80 tags.".into()));
+                return Err(Error::BadRequest(
+                    "A project may have at most 80 tags.".into(),
+                ));
             }
             let tags = p.tags.clone();
             Ok((vec![put_project(&p)], tags))
@@ -284,7 +395,12 @@ async fn edit_tags(state: &AppState, c: &Caller, id: &str, f: impl FnOnce(&mut V
         .await
 }
 
-async fn tags_replace(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn tags_replace(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     let tags = check_tags(Some(body.get("tags").unwrap_or(&Value::Null)))?;
     let tags = edit_tags(&state, &c, &id, |t| {
         *t = tags;
@@ -294,7 +410,11 @@ async fn tags_replace(State(state): State<AppState>, Auth(c): Auth, Path(id): Pa
     Ok(Json(json!({"tags": tags})))
 }
 
-async fn tags_clear(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn tags_clear(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     edit_tags(&state, &c, &id, |t| {
         t.clear();
         Ok(())
@@ -303,18 +423,28 @@ async fn tags_clear(State(state): State<AppState>, Auth(c): Auth, Path(id): Path
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn tag_check(State(state): State<AppState>, Auth(c): Auth, Path((id, tag)): Path<(String, String)>) -> Result<StatusCode> {
+async fn tag_check(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<StatusCode> {
     let m = state.identity.model();
     let p = found(&m, &id)?;
     enforce(may_read(&c, p), "get_project_tag")?;
     if p.tags.contains(&tag) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(Error::NotFound(format!("Tag {tag} not found on project {id}.")))
+        Err(Error::NotFound(format!(
+            "Tag {tag} not found on project {id}."
+        )))
     }
 }
 
-async fn tag_add(State(state): State<AppState>, Auth(c): Auth, Path((id, tag)): Path<(String, String)>) -> Result<StatusCode> {
+async fn tag_add(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<StatusCode> {
     let tag = check_tag(&tag)?;
     // 201 with an empty body, as the API working group's tag guideline says.
     edit_tags(&state, &c, &id, |t| {
@@ -327,12 +457,18 @@ async fn tag_add(State(state): State<AppState>, Auth(c): Auth, Path((id, tag)): 
     Ok(StatusCode::CREATED)
 }
 
-async fn tag_remove(State(state): State<AppState>, Auth(c): Auth, Path((id, tag)): Path<(String, String)>) -> Result<StatusCode> {
+async fn tag_remove(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<StatusCode> {
     edit_tags(&state, &c, &id, |t| {
         let before = t.len();
         t.retain(|x| *x != tag);
         if t.len() == before {
-            return Err(Error::NotFound(format!("Tag {tag} not found on project {id}.")));
+            return Err(Error::NotFound(format!(
+                "Tag {tag} not found on project {id}."
+            )));
         }
         Ok(())
     })

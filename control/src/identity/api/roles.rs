@@ -21,7 +21,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v3/roles/{id}/implies", get(list_implies))
         .route(
             "/v3/roles/{prior}/implies/{implied}",
-            get(show_implied).head(check_implied).put(create_implied).delete(delete_implied),
+            get(show_implied)
+                .head(check_implied)
+                .put(create_implied)
+                .delete(delete_implied),
         )
         .route("/v3/role_inferences", get(list_inferences))
 }
@@ -50,13 +53,21 @@ fn may_manage(c: &Caller, r_domain: Option<&str>) -> bool {
 }
 
 fn put_role(r: &Role) -> Op {
-    Op::put(kind::ROLE, &r.id, r.domain_id.as_deref().unwrap_or(""), &r.name, r)
+    Op::put(
+        kind::ROLE,
+        &r.id,
+        r.domain_id.as_deref().unwrap_or(""),
+        &r.name,
+        r,
+    )
 }
 
 async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<Json<Value>> {
     let domain = q.get("domain_id").cloned();
     enforce(
-        c.is_reader_everywhere() || matches!(c.scope, crate::identity::token::Scope::Domain(_)) || c.has("reader"),
+        c.is_reader_everywhere()
+            || matches!(c.scope, crate::identity::token::Scope::Domain(_))
+            || c.has("reader"),
         "list_roles",
     )?;
     let m = state.identity.model();
@@ -73,7 +84,11 @@ async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<
     })))
 }
 
-async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     let b = member(body, "role")?;
     let name = check_name(b.get("name"), "name", 255, true)?.expect("required");
     let domain_id = opt_str(b.get("domain_id"), "domain_id")?;
@@ -83,7 +98,11 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
         name,
         domain_id,
         description: opt_str(b.get("description"), "description")?,
-        options: b.get("options").and_then(Value::as_object).cloned().unwrap_or_default(),
+        options: b
+            .get("options")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
         extra: super::take_extra(&b, &["name", "domain_id", "description", "options"]),
     };
     let r = state
@@ -94,35 +113,62 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
                     return Err(Error::BadRequest(format!("Domain {d} does not exist.")));
                 }
             }
-            if m.roles.values().any(|x| x.name == r.name && x.domain_id == r.domain_id) {
-                return Err(Error::Conflict(format!("Duplicate entry found with name {}.", r.name)));
+            if m.roles
+                .values()
+                .any(|x| x.name == r.name && x.domain_id == r.domain_id)
+            {
+                return Err(Error::Conflict(format!(
+                    "Duplicate entry found with name {}.",
+                    r.name
+                )));
             }
             Ok((vec![put_role(&r)], r))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"role": role_json(&state, &r)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"role": role_json(&state, &r)})),
+    ))
 }
 
-async fn show(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     let r = found(&m, &id)?;
     enforce(c.is_reader_everywhere() || c.has("reader"), "get_role")?;
     Ok(Json(json!({"role": role_json(&state, r)})))
 }
 
-async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     let b = member(body, "role")?;
     let r = state
         .identity
         .change(|m| {
             let mut r = found(m, &id)?.clone();
             enforce(may_manage(&c, r.domain_id.as_deref()), "update_role")?;
-            if b.contains_key("domain_id") && opt_str(b.get("domain_id"), "domain_id")? != r.domain_id {
-                return Err(Error::BadRequest("A role cannot move to another domain.".into()));
+            if b.contains_key("domain_id")
+                && opt_str(b.get("domain_id"), "domain_id")? != r.domain_id
+            {
+                return Err(Error::BadRequest(
+                    "A role cannot move to another domain.".into(),
+                ));
             }
             if let Some(n) = check_name(b.get("name"), "name", 255, false)? {
-                if m.roles.values().any(|x| x.name == n && x.domain_id == r.domain_id && x.id != id) {
-                    return Err(Error::Conflict(format!("Duplicate entry found with name {n}.")));
+                if m.roles
+                    .values()
+                    .any(|x| x.name == n && x.domain_id == r.domain_id && x.id != id)
+                {
+                    return Err(Error::Conflict(format!(
+                        "Duplicate entry found with name {n}."
+                    )));
                 }
                 r.name = n;
             }
@@ -132,14 +178,21 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
             if let Some(o) = b.get("options").and_then(Value::as_object) {
                 r.options.extend(o.clone());
             }
-            r.extra.extend(super::take_extra(&b, &["name", "domain_id", "description", "options"]));
+            r.extra.extend(super::take_extra(
+                &b,
+                &["name", "domain_id", "description", "options"],
+            ));
             Ok((vec![put_role(&r)], r))
         })
         .await?;
     Ok(Json(json!({"role": role_json(&state, &r)})))
 }
 
-async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
@@ -167,25 +220,44 @@ async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
 fn inference(state: &AppState, m: &Model, prior: &str, implied: &str) -> Result<Value> {
     let p = found(m, prior)?;
     let i = found(m, implied)?;
-    if !m.implied.contains(&(prior.to_string(), implied.to_string())) {
-        return Err(Error::NotFound(format!("Role {prior} does not imply {implied}.")));
+    if !m
+        .implied
+        .contains(&(prior.to_string(), implied.to_string()))
+    {
+        return Err(Error::NotFound(format!(
+            "Role {prior} does not imply {implied}."
+        )));
     }
-    Ok(json!({"role_inference": {"prior_role": brief(state, p), "implies": brief(state, i)},
-              "links": self_link(state, &format!("roles/{prior}/implies/{implied}"))}))
+    Ok(
+        json!({"role_inference": {"prior_role": brief(state, p), "implies": brief(state, i)},
+              "links": self_link(state, &format!("roles/{prior}/implies/{implied}"))}),
+    )
 }
 
-async fn show_implied(State(state): State<AppState>, Auth(c): Auth, Path((p, i)): Path<(String, String)>) -> Result<Json<Value>> {
+async fn show_implied(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((p, i)): Path<(String, String)>,
+) -> Result<Json<Value>> {
     enforce(c.is_reader_everywhere(), "get_implied_role")?;
     Ok(Json(inference(&state, &state.identity.model(), &p, &i)?))
 }
 
-async fn check_implied(State(state): State<AppState>, Auth(c): Auth, Path((p, i)): Path<(String, String)>) -> Result<StatusCode> {
+async fn check_implied(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((p, i)): Path<(String, String)>,
+) -> Result<StatusCode> {
     enforce(c.is_reader_everywhere(), "check_implied_role")?;
     inference(&state, &state.identity.model(), &p, &i)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn create_implied(State(state): State<AppState>, Auth(c): Auth, Path((p, i)): Path<(String, String)>) -> Result<(StatusCode, Json<Value>)> {
+async fn create_implied(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((p, i)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>)> {
     enforce(c.is_admin(), "create_implied_role")?;
     state
         .identity
@@ -193,20 +265,34 @@ async fn create_implied(State(state): State<AppState>, Auth(c): Auth, Path((p, i
             let prior = found(m, &p)?;
             let implied = found(m, &i)?;
             if implied.name == "admin" && implied.domain_id.is_none() {
-                return Err(Error::Forbidden("The admin role may not be implied.".into()));
+                return Err(Error::Forbidden(
+                    "The admin role may not be implied.".into(),
+                ));
             }
             if prior.domain_id.is_none() && implied.domain_id.is_some() {
-                return Err(Error::Forbidden("A global role may not imply a domain-specific role.".into()));
+                return Err(Error::Forbidden(
+                    "A global role may not imply a domain-specific role.".into(),
+                ));
             }
             let id = format!("{p}:{i}");
-            let ir = ImpliedRole { prior_id: p.clone(), implied_id: i.clone() };
+            let ir = ImpliedRole {
+                prior_id: p.clone(),
+                implied_id: i.clone(),
+            };
             Ok((vec![Op::put(kind::IMPLIED_ROLE, &id, "", &id, &ir)], ()))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(inference(&state, &state.identity.model(), &p, &i)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(inference(&state, &state.identity.model(), &p, &i)?),
+    ))
 }
 
-async fn delete_implied(State(state): State<AppState>, Auth(c): Auth, Path((p, i)): Path<(String, String)>) -> Result<StatusCode> {
+async fn delete_implied(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((p, i)): Path<(String, String)>,
+) -> Result<StatusCode> {
     enforce(c.is_admin(), "delete_implied_role")?;
     state
         .identity
@@ -214,7 +300,10 @@ async fn delete_implied(State(state): State<AppState>, Auth(c): Auth, Path((p, i
             if !m.implied.contains(&(p.clone(), i.clone())) {
                 return Err(Error::NotFound(format!("Role {p} does not imply {i}.")));
             }
-            Ok((vec![Op::delete(kind::IMPLIED_ROLE, &format!("{p}:{i}"))], ()))
+            Ok((
+                vec![Op::delete(kind::IMPLIED_ROLE, &format!("{p}:{i}"))],
+                (),
+            ))
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -231,12 +320,18 @@ fn implies_of(state: &AppState, m: &Model, prior: &Role) -> Value {
     json!({"prior_role": brief(state, prior), "implies": implies})
 }
 
-async fn list_implies(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn list_implies(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     enforce(c.is_reader_everywhere(), "list_implied_roles")?;
     let m = state.identity.model();
     let prior = found(&m, &id)?;
-    Ok(Json(json!({"role_inference": implies_of(&state, &m, prior),
-                   "links": self_link(&state, &format!("roles/{id}/implies"))})))
+    Ok(Json(
+        json!({"role_inference": implies_of(&state, &m, prior),
+                   "links": self_link(&state, &format!("roles/{id}/implies"))}),
+    ))
 }
 
 async fn list_inferences(State(state): State<AppState>, Auth(c): Auth) -> Result<Json<Value>> {
@@ -249,5 +344,7 @@ async fn list_inferences(State(state): State<AppState>, Auth(c): Auth) -> Result
         .filter_map(|p| m.roles.get(p))
         .map(|r| implies_of(&state, &m, r))
         .collect();
-    Ok(Json(json!({"role_inferences": out, "links": collection_links(&state, "role_inferences")})))
+    Ok(Json(
+        json!({"role_inferences": out, "links": collection_links(&state, "role_inferences")}),
+    ))
 }

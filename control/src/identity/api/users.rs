@@ -1,7 +1,9 @@
 //! Users (`/v3/users`), a user's own password change, groups and projects,
 //! and application credentials (`/v3/users/{id}/application_credentials`).
 
-use super::{check_name, collection_links, member, opt_bool, opt_str, query_bool, self_link, Query};
+use super::{
+    check_name, collection_links, member, opt_bool, opt_str, query_bool, self_link, Query,
+};
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
 use crate::identity::api::auth::timestamp;
@@ -24,8 +26,14 @@ pub fn routes() -> Router<AppState> {
         .route("/v3/users/{id}/password", post(change_password))
         .route("/v3/users/{id}/groups", get(user_groups))
         .route("/v3/users/{id}/projects", get(user_projects))
-        .route("/v3/users/{id}/application_credentials", get(ac_list).post(ac_create))
-        .route("/v3/users/{id}/application_credentials/{ac}", get(ac_show).delete(ac_delete))
+        .route(
+            "/v3/users/{id}/application_credentials",
+            get(ac_list).post(ac_create),
+        )
+        .route(
+            "/v3/users/{id}/application_credentials/{ac}",
+            get(ac_show).delete(ac_delete),
+        )
 }
 
 pub fn user_json(state: &AppState, u: &User) -> Value {
@@ -48,7 +56,15 @@ fn put_user(u: &User) -> Op {
     Op::put(kind::USER, &u.id, &u.domain_id, &u.name, u)
 }
 
-const KNOWN: &[&str] = &["name", "domain_id", "enabled", "default_project_id", "password", "options", "password_expires_at"];
+const KNOWN: &[&str] = &[
+    "name",
+    "domain_id",
+    "enabled",
+    "default_project_id",
+    "password",
+    "options",
+    "password_expires_at",
+];
 
 fn check_password_field(v: Option<&Value>) -> Result<Option<String>> {
     match v {
@@ -64,7 +80,10 @@ async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<
         crate::identity::token::Scope::Domain(d) => Some(d.clone()),
         _ => None,
     };
-    enforce(c.is_reader_everywhere() || (scoped_domain.is_some() && c.has("reader")), "list_users")?;
+    enforce(
+        c.is_reader_everywhere() || (scoped_domain.is_some() && c.has("reader")),
+        "list_users",
+    )?;
     let m = state.identity.model();
     let mut out: Vec<&User> = m
         .users
@@ -81,11 +100,18 @@ async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<
     })))
 }
 
-async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<Value>) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Body(body): Body<Value>,
+) -> Result<(StatusCode, Json<Value>)> {
     let b = member(body, "user")?;
     let name = check_name(b.get("name"), "name", 255, true)?.expect("required");
-    let domain_id = opt_str(b.get("domain_id"), "domain_id")?
-        .unwrap_or_else(|| c.project_domain_id.clone().unwrap_or_else(|| c.user_domain_id.clone()));
+    let domain_id = opt_str(b.get("domain_id"), "domain_id")?.unwrap_or_else(|| {
+        c.project_domain_id
+            .clone()
+            .unwrap_or_else(|| c.user_domain_id.clone())
+    });
     enforce(c.may_manage_domain(&domain_id), "create_user")?;
     let password = check_password_field(b.get("password"))?;
     let hash = match &password {
@@ -99,7 +125,11 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
         enabled: opt_bool(b.get("enabled"), "enabled")?.unwrap_or(true),
         default_project_id: opt_str(b.get("default_project_id"), "default_project_id")?,
         password_hash: hash,
-        options: b.get("options").and_then(Value::as_object).cloned().unwrap_or_default(),
+        options: b
+            .get("options")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
         extra: super::take_extra(&b, KNOWN),
     };
     let u = state
@@ -109,26 +139,47 @@ async fn create(State(state): State<AppState>, Auth(c): Auth, Body(body): Body<V
                 return Err(Error::not_found("domain", &u.domain_id));
             }
             if m.user_by_name(&u.domain_id, &u.name).is_some() {
-                return Err(Error::Conflict(format!("Duplicate entry found with name {} in domain {}.", u.name, u.domain_id)));
+                return Err(Error::Conflict(format!(
+                    "Duplicate entry found with name {} in domain {}.",
+                    u.name, u.domain_id
+                )));
             }
             Ok((vec![put_user(&u)], u))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"user": user_json(&state, &u)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user": user_json(&state, &u)})),
+    ))
 }
 
-async fn show(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     let u = found(&m, &id)?;
-    enforce(c.is_user(&id) || c.may_read_domain(&u.domain_id), "get_user")?;
+    enforce(
+        c.is_user(&id) || c.may_read_domain(&u.domain_id),
+        "get_user",
+    )?;
     Ok(Json(json!({"user": user_json(&state, u)})))
 }
 
-async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(body): Body<Value>) -> Result<Json<Value>> {
+async fn update(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>> {
     let b = member(body, "user")?;
     {
         let m = state.identity.model();
-        enforce(c.may_manage_domain(&found(&m, &id)?.domain_id), "update_user")?;
+        enforce(
+            c.may_manage_domain(&found(&m, &id)?.domain_id),
+            "update_user",
+        )?;
     }
     let password = check_password_field(b.get("password"))?;
     let hash = match &password {
@@ -141,12 +192,16 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
             let mut u = found(m, &id)?.clone();
             if let Some(d) = opt_str(b.get("domain_id"), "domain_id")? {
                 if d != u.domain_id {
-                    return Err(Error::BadRequest("A user cannot move to another domain.".into()));
+                    return Err(Error::BadRequest(
+                        "A user cannot move to another domain.".into(),
+                    ));
                 }
             }
             if let Some(n) = check_name(b.get("name"), "name", 255, false)? {
                 if m.user_by_name(&u.domain_id, &n).is_some_and(|o| o.id != id) {
-                    return Err(Error::Conflict(format!("Duplicate entry found with name {n}.")));
+                    return Err(Error::Conflict(format!(
+                        "Duplicate entry found with name {n}."
+                    )));
                 }
                 u.name = n;
             }
@@ -175,7 +230,11 @@ async fn update(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<Str
     Ok(Json(json!({"user": user_json(&state, &u)})))
 }
 
-async fn delete(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
@@ -218,15 +277,26 @@ struct PasswordChangeUser {
     original_password: String,
 }
 
-async fn change_password(State(state): State<AppState>, Path(id): Path<String>, Body(b): Body<PasswordChange>) -> Result<StatusCode> {
+async fn change_password(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<PasswordChange>,
+) -> Result<StatusCode> {
     // Keystone lets a user change their own password with the old one as
     // proof, without a token.
     let stored = {
         let m = state.identity.model();
         found(&m, &id)?.password_hash.clone()
     };
-    if !state.identity.hasher().verify(&b.user.original_password, stored.as_deref()).await {
-        return Err(Error::Unauthorized("The request you have made requires authentication.".into()));
+    if !state
+        .identity
+        .hasher()
+        .verify(&b.user.original_password, stored.as_deref())
+        .await
+    {
+        return Err(Error::Unauthorized(
+            "The request you have made requires authentication.".into(),
+        ));
     }
     check_password_field(Some(&Value::String(b.user.password.clone())))?;
     let hash = state.identity.hasher().hash(&b.user.password).await;
@@ -247,7 +317,11 @@ fn check_self_or_reader(c: &Caller, m: &Model, id: &str, action: &str) -> Result
     enforce(c.is_user(id) || c.may_read_domain(&u.domain_id), action)
 }
 
-async fn user_groups(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn user_groups(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     check_self_or_reader(&c, &m, &id, "list_groups_for_user")?;
     let groups: Vec<Value> = m
@@ -255,21 +329,32 @@ async fn user_groups(State(state): State<AppState>, Auth(c): Auth, Path(id): Pat
         .filter_map(|g| m.groups.get(g))
         .map(|g| super::groups::group_json(&state, g))
         .collect();
-    Ok(Json(json!({"groups": groups, "links": collection_links(&state, &format!("users/{id}/groups"))})))
+    Ok(Json(
+        json!({"groups": groups, "links": collection_links(&state, &format!("users/{id}/groups"))}),
+    ))
 }
 
-async fn user_projects(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn user_projects(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     check_self_or_reader(&c, &m, &id, "list_user_projects")?;
     let mut out: Vec<Value> = m
         .projects
         .values()
         .filter(|p| !p.is_domain)
-        .filter(|p| !m.assignments_for(&id, &Target::Project(p.id.clone())).is_empty())
+        .filter(|p| {
+            !m.assignments_for(&id, &Target::Project(p.id.clone()))
+                .is_empty()
+        })
         .map(|p| super::projects::project_json(&state, p))
         .collect();
     out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(json!({"projects": out, "links": collection_links(&state, &format!("users/{id}/projects"))})))
+    Ok(Json(
+        json!({"projects": out, "links": collection_links(&state, &format!("users/{id}/projects"))}),
+    ))
 }
 
 // ---- application credentials -------------------------------------------
@@ -325,7 +410,11 @@ fn parse_time(s: &str) -> Result<i64> {
         return Ok(t.timestamp_micros());
     }
     let naive = s.trim_end_matches('Z');
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(naive, f) {
             return Ok(t.and_utc().timestamp_micros());
         }
@@ -333,19 +422,30 @@ fn parse_time(s: &str) -> Result<i64> {
     Err(bad())
 }
 
-async fn ac_create(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<AcCreate>) -> Result<(StatusCode, Json<Value>)> {
+async fn ac_create(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<AcCreate>,
+) -> Result<(StatusCode, Json<Value>)> {
     enforce(c.is_user(&id), "create_application_credential")?;
     if c.app_cred_id.is_some() {
-        return Err(Error::Forbidden("An application credential cannot create another.".into()));
+        return Err(Error::Forbidden(
+            "An application credential cannot create another.".into(),
+        ));
     }
     let b = b.application_credential;
     check_name(Some(&Value::String(b.name.clone())), "name", 255, true)?;
     if b.access_rules.as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(Error::NotImplemented("Access rules are not supported.".into()));
+        return Err(Error::NotImplemented(
+            "Access rules are not supported.".into(),
+        ));
     }
     let project_id = c
         .project_id()
-        .ok_or_else(|| Error::Forbidden("Application credentials need a project-scoped token.".into()))?
+        .ok_or_else(|| {
+            Error::Forbidden("Application credentials need a project-scoped token.".into())
+        })?
         .to_string();
     let expires_at = b.expires_at.as_deref().map(parse_time).transpose()?;
     if expires_at.is_some_and(|e| e <= now_us()) {
@@ -366,20 +466,32 @@ async fn ac_create(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<
                     for r in refs {
                         let role = match (&r.id, &r.name) {
                             (Some(rid), _) => m.roles.get(rid),
-                            (None, Some(n)) => m.roles.values().find(|x| x.name == *n && x.domain_id == r.domain_id),
+                            (None, Some(n)) => m
+                                .roles
+                                .values()
+                                .find(|x| x.name == *n && x.domain_id == r.domain_id),
                             _ => None,
                         }
                         .ok_or_else(|| Error::NotFound("Could not find the role.".into()))?;
                         if !mine.contains(&role.id) {
-                            return Err(Error::Forbidden(format!("You do not have role {} on the project.", role.name)));
+                            return Err(Error::Forbidden(format!(
+                                "You do not have role {} on the project.",
+                                role.name
+                            )));
                         }
                         out.push(role.id.clone());
                     }
                     out
                 }
             };
-            if m.app_creds.values().any(|a| a.user_id == id && a.name == b.name) {
-                return Err(Error::Conflict(format!("An application credential named {} already exists.", b.name)));
+            if m.app_creds
+                .values()
+                .any(|a| a.user_id == id && a.name == b.name)
+            {
+                return Err(Error::Conflict(format!(
+                    "An application credential named {} already exists.",
+                    b.name
+                )));
             }
             let ac = AppCred {
                 id: new_id(),
@@ -393,21 +505,38 @@ async fn ac_create(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<
                 unrestricted: b.unrestricted.unwrap_or(false),
             };
             let body = ac_json(m, &ac);
-            Ok((vec![Op::put(kind::APP_CRED, &ac.id, &ac.user_id, &ac.name, &ac)], (ac, body)))
+            Ok((
+                vec![Op::put(kind::APP_CRED, &ac.id, &ac.user_id, &ac.name, &ac)],
+                (ac, body),
+            ))
         })
         .await?;
     let mut body = body;
     body["secret"] = json!(secret);
-    body["links"] = self_link(&state, &format!("users/{id}/application_credentials/{}", ac.id));
-    Ok((StatusCode::CREATED, Json(json!({"application_credential": body}))))
+    body["links"] = self_link(
+        &state,
+        &format!("users/{id}/application_credentials/{}", ac.id),
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"application_credential": body})),
+    ))
 }
 
 fn ac_read_allowed(c: &Caller, m: &Model, user_id: &str) -> Result<()> {
     let u = found(m, user_id)?;
-    enforce(c.is_user(user_id) || c.may_read_domain(&u.domain_id), "get_application_credential")
+    enforce(
+        c.is_user(user_id) || c.may_read_domain(&u.domain_id),
+        "get_application_credential",
+    )
 }
 
-async fn ac_list(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<String>, q: Query) -> Result<Json<Value>> {
+async fn ac_list(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    q: Query,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     ac_read_allowed(&c, &m, &id)?;
     let out: Vec<Value> = m
@@ -417,14 +546,23 @@ async fn ac_list(State(state): State<AppState>, Auth(c): Auth, Path(id): Path<St
         .filter(|a| q.get("name").is_none_or(|n| *n == a.name))
         .map(|a| {
             let mut v = ac_json(&m, a);
-            v["links"] = self_link(&state, &format!("users/{id}/application_credentials/{}", a.id));
+            v["links"] = self_link(
+                &state,
+                &format!("users/{id}/application_credentials/{}", a.id),
+            );
             v
         })
         .collect();
-    Ok(Json(json!({"application_credentials": out, "links": collection_links(&state, &format!("users/{id}/application_credentials"))})))
+    Ok(Json(
+        json!({"application_credentials": out, "links": collection_links(&state, &format!("users/{id}/application_credentials"))}),
+    ))
 }
 
-async fn ac_show(State(state): State<AppState>, Auth(c): Auth, Path((id, ac)): Path<(String, String)>) -> Result<Json<Value>> {
+async fn ac_show(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, ac)): Path<(String, String)>,
+) -> Result<Json<Value>> {
     let m = state.identity.model();
     ac_read_allowed(&c, &m, &id)?;
     let a = m
@@ -437,12 +575,19 @@ async fn ac_show(State(state): State<AppState>, Auth(c): Auth, Path((id, ac)): P
     Ok(Json(json!({"application_credential": v})))
 }
 
-async fn ac_delete(State(state): State<AppState>, Auth(c): Auth, Path((id, ac)): Path<(String, String)>) -> Result<StatusCode> {
+async fn ac_delete(
+    State(state): State<AppState>,
+    Auth(c): Auth,
+    Path((id, ac)): Path<(String, String)>,
+) -> Result<StatusCode> {
     state
         .identity
         .change(|m| {
             let u = found(m, &id)?;
-            enforce(c.is_user(&id) || c.may_manage_domain(&u.domain_id), "delete_application_credential")?;
+            enforce(
+                c.is_user(&id) || c.may_manage_domain(&u.domain_id),
+                "delete_application_credential",
+            )?;
             if !m.app_creds.get(&ac).is_some_and(|a| a.user_id == id) {
                 return Err(Error::not_found("application credential", &ac));
             }

@@ -1,0 +1,179 @@
+//! Shared helpers for the end-to-end tests: start the real `ursa` binary on
+//! a free loopback port with its own state directory, get tokens, stop it
+//! with SIGTERM. Every process started here is killed on drop, so a failing
+//! test leaves nothing behind.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct Cloud {
+    child: Option<Child>,
+    /// The identity URL, ending in `/v3`.
+    pub url: String,
+    pub state_dir: PathBuf,
+    pub password: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+pub fn ursa_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ursa")
+}
+
+impl Cloud {
+    pub fn start(state_dir: &Path, password: &str) -> Cloud {
+        Self::start_with(state_dir, password, &[])
+    }
+
+    /// Starts `ursa up` and waits for the openrc block on stdout.
+    pub fn start_with(state_dir: &Path, password: &str, extra: &[&str]) -> Cloud {
+        let mut child = Command::new(ursa_bin())
+            .args(["up", "--state-dir"])
+            .arg(state_dir)
+            .args(["--admin-password", password, "--bind", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ursa starts");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(u) = line.strip_prefix("export OS_AUTH_URL=") {
+                    let _ = tx.send(u.to_string());
+                }
+            }
+        });
+        let mut cloud = Cloud {
+            child: Some(child),
+            url: String::new(),
+            state_dir: state_dir.to_path_buf(),
+            password: password.to_string(),
+            stderr: log,
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(u) => cloud.url = u,
+            Err(_) => panic!(
+                "ursa did not print OS_AUTH_URL; stderr:\n{}",
+                cloud.stderr()
+            ),
+        }
+        cloud
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then wait (at most 20 s) for a clean exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        for _ in 0..200 {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("ursa did not stop within 20 s of SIGTERM");
+    }
+
+    pub fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    /// A project-scoped token for a user of the Default domain.
+    pub fn token(&self, user: &str, password: &str, project: Option<&str>) -> Result<String, u16> {
+        let mut auth = json!({"identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"id": "default"}, "password": password}}}});
+        if let Some(p) = project {
+            auth["scope"] = json!({"project": {"name": p, "domain": {"id": "default"}}});
+        }
+        let r = self
+            .http()
+            .post(format!("{}/auth/tokens", self.url))
+            .json(&json!({ "auth": auth }))
+            .send()
+            .unwrap();
+        if r.status().as_u16() != 201 {
+            return Err(r.status().as_u16());
+        }
+        Ok(r.headers()["x-subject-token"].to_str().unwrap().to_string())
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token("admin", &self.password.clone(), Some("admin"))
+            .expect("admin logs in")
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null if none).
+    pub fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self
+            .http()
+            .request(m, format!("{}{}", self.url, path))
+            .header("X-Auth-Token", token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().unwrap();
+        let st = r.status().as_u16();
+        let text = r.text().unwrap_or_default();
+        (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Validates `subject` with `token`: the status of GET /v3/auth/tokens.
+    pub fn validate(&self, token: &str, subject: &str) -> u16 {
+        self.http()
+            .get(format!("{}/auth/tokens", self.url))
+            .header("X-Auth-Token", token)
+            .header("X-Subject-Token", subject)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Asserts a Keystone-shaped error body with this status.
+pub fn assert_keystone_error(status: u16, body: &Value, want: u16) {
+    assert_eq!(status, want, "body: {body}");
+    assert_eq!(body["error"]["code"], want, "error body: {body}");
+    assert!(body["error"]["title"].is_string(), "error body: {body}");
+    assert!(body["error"]["message"].is_string(), "error body: {body}");
+}

@@ -1,0 +1,78 @@
+//! The real OpenStack clients against a real `ursa up`: the `openstack`
+//! CLI through ../shared/api/cli-smoke.sh, and Tempest's identity suite
+//! through ../shared/api/tempest.sh. Both install their clients into a venv
+//! (`../shared/api/setup.sh`, which .ci/run calls first).
+
+mod common;
+
+use common::Cloud;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn shared_api() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/api");
+    if p.join("cli-smoke.sh").exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: ../shared/api is not beside the checkout, so the OpenStack client harness is missing");
+        None
+    }
+}
+
+/// "N passed, M failed[, K skipped]" from the harness's last lines.
+fn counts(out: &str) -> (u32, u32) {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed, ") && l.contains(" failed"))
+        .unwrap_or_else(|| panic!("no summary line in:\n{out}"));
+    let num = |word: &str| -> u32 {
+        let w: Vec<&str> = line.split([' ', ',']).filter(|s| !s.is_empty()).collect();
+        let i = w.iter().position(|x| *x == word).unwrap();
+        w[i - 1].parse().unwrap()
+    };
+    (num("passed"), num("failed"))
+}
+
+#[test]
+fn openstack_cli_drives_identity() {
+    let Some(api) = shared_api() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "cli-smoke-pw");
+    let out = Command::new("bash")
+        .arg(api.join("cli-smoke.sh"))
+        .args([&cloud.url, "admin", "cli-smoke-pw", "identity"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{text}");
+    assert!(
+        !text.contains("FAIL"),
+        "cli-smoke reported failures:\n{text}"
+    );
+    let (passed, failed) = counts(&text);
+    assert_eq!(failed, 0);
+    assert!(passed >= 20, "too few steps ran:\n{text}");
+}
+
+#[test]
+fn tempest_identity_suite_passes() {
+    let Some(api) = shared_api() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "tempest-pw");
+    let out = Command::new("bash")
+        .arg(api.join("tempest.sh"))
+        .args([&cloud.url, "admin", "tempest-pw", "tempest.api.identity"])
+        .env("TEMPEST_CONCURRENCY", "2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tempest harness broke");
+    let (passed, failed) = counts(&text);
+    assert_eq!(failed, 0, "tempest failures:\n{text}");
+    assert!(
+        passed >= 120,
+        "expected the whole identity suite, got {passed}:\n{text}"
+    );
+}
