@@ -183,7 +183,7 @@ fn spawn_background(identity: Identity, codec: TokenCodec) -> tokio::task::JoinH
             if let Err(e) = identity.sync_from_store().await {
                 tracing::warn!(error = %e, "could not check the store for changes");
             }
-            if n % 1800 == 0 {
+            if n.is_multiple_of(1800) {
                 match identity.prune_revocations().await {
                     Ok(k) if k > 0 => tracing::info!(pruned = k, "expired revocations removed"),
                     Ok(_) => {}

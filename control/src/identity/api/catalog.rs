@@ -19,6 +19,10 @@ use axum::{Json, Router};
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Map, Value};
 
+/// Checks (and completes) a request body against the model and the stored
+/// document (on update); returns extra changes to make with it.
+pub type Validator = fn(&Model, &mut Map<String, Value>, Option<&Value>) -> Result<Vec<Op>>;
+
 /// Describes one document resource.
 pub struct Spec {
     pub kind: &'static str,
@@ -29,7 +33,7 @@ pub struct Spec {
     /// Query parameters that filter by equality on the field of that name.
     pub filters: &'static [&'static str],
     /// Checks (and completes) a body; `old` is the stored document on update.
-    pub validate: fn(&Model, &mut Map<String, Value>, Option<&Value>) -> Result<Vec<Op>>,
+    pub validate: Validator,
     /// Who may read one document.
     pub may_read: fn(&Caller, &Value) -> bool,
     /// Who may create, change or delete one document.
@@ -499,14 +503,13 @@ async fn delete(
                         .filter_map(|e| e["id"].as_str())
                         .map(|e| Op::delete("endpoint", e)),
                 ),
-                "region" => {
+                "region"
                     if m.docs_of("region")
-                        .any(|r| r["parent_region_id"] == id.as_str())
-                    {
-                        return Err(Error::Forbidden(
-                            "Cannot delete a region that has child regions.".into(),
-                        ));
-                    }
+                        .any(|r| r["parent_region_id"] == id.as_str()) =>
+                {
+                    return Err(Error::Forbidden(
+                        "Cannot delete a region that has child regions.".into(),
+                    ));
                 }
                 _ => {}
             }

@@ -588,7 +588,7 @@ async fn ac_delete(
                 c.is_user(&id) || c.may_manage_domain(&u.domain_id),
                 "delete_application_credential",
             )?;
-            if !m.app_creds.get(&ac).is_some_and(|a| a.user_id == id) {
+            if m.app_creds.get(&ac).is_none_or(|a| a.user_id != id) {
                 return Err(Error::not_found("application credential", &ac));
             }
             Ok((vec![Op::delete(kind::APP_CRED, &ac)], ()))
