@@ -407,3 +407,50 @@ fn postgres_store_serves_and_survives_restart() {
             .await;
     });
 }
+
+#[test]
+fn disabling_a_project_or_user_revokes_their_tokens_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "pw");
+    let admin = cloud.admin_token();
+    let (p, u) = project_with_member(&cloud, &admin, "rev-p");
+    let t = cloud
+        .token("rev-p-user", "pw-of-member", Some("rev-p"))
+        .unwrap();
+    assert_eq!(cloud.validate(&admin, &t), 200);
+    for enabled in [false, true] {
+        let (st, _) = cloud.call(
+            "PATCH",
+            &format!("/projects/{p}"),
+            &admin,
+            Some(json!({"project": {"enabled": enabled}})),
+        );
+        assert_eq!(st, 200);
+    }
+    assert_eq!(
+        cloud.validate(&admin, &t),
+        404,
+        "project token stays revoked after re-enable"
+    );
+    let t2 = cloud
+        .token("rev-p-user", "pw-of-member", Some("rev-p"))
+        .unwrap();
+    assert_eq!(cloud.validate(&admin, &t2), 200, "new tokens work");
+    let (st, _) = cloud.call(
+        "PATCH",
+        &format!("/users/{u}"),
+        &admin,
+        Some(json!({"user": {"password": "new-pw"}})),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(
+        cloud.validate(&admin, &t2),
+        404,
+        "password change revokes the user's tokens"
+    );
+    assert_eq!(
+        cloud.token("rev-p-user", "pw-of-member", Some("rev-p")),
+        Err(401)
+    );
+    assert!(cloud.token("rev-p-user", "new-pw", Some("rev-p")).is_ok());
+}

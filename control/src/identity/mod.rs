@@ -163,13 +163,35 @@ impl Identity {
             f(&m)?
         };
         if !ops.is_empty() {
-            *rev = self.inner.store.apply(&ops).await?;
+            match self.inner.store.apply_at(&ops, Some(*rev)).await {
+                Ok(r) => *rev = r,
+                Err(crate::store::StoreError::Stale(_)) => {
+                    // Another controller wrote first: catch up, let the client retry.
+                    *rev = self.reload().await?;
+                    return Err(Error::Conflict(
+                        "The state changed concurrently on another controller; retry the request."
+                            .into(),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
             let mut m = self.inner.model.write().expect("model lock");
             for op in &ops {
                 m.apply(op);
             }
         }
         Ok(out)
+    }
+
+    /// Replaces the model with the store's content; returns its revision.
+    async fn reload(&self) -> Result<i64> {
+        let (rev, docs) = self.inner.store.load_all().await?;
+        let mut model = Model::default();
+        for d in docs {
+            model.apply(&Op::Put(d));
+        }
+        *self.inner.model.write().expect("model lock") = model;
+        Ok(rev)
     }
 
     /// Reloads the model if another controller changed the store.
@@ -179,13 +201,7 @@ impl Identity {
         if current == *rev {
             return Ok(false);
         }
-        let (new_rev, docs) = self.inner.store.load_all().await?;
-        let mut model = Model::default();
-        for d in docs {
-            model.apply(&Op::Put(d));
-        }
-        *self.inner.model.write().expect("model lock") = model;
-        *rev = new_rev;
+        *rev = self.reload().await?;
         Ok(true)
     }
 

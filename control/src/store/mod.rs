@@ -37,6 +37,9 @@ pub enum StoreError {
         id: String,
         source: serde_json::Error,
     },
+    /// Another writer committed since the revision the batch was computed at.
+    #[error("stale: the store moved past revision {0}")]
+    Stale(i64),
     /// The URL names no supported database.
     #[error("unsupported store URL {0:?}: use sqlite:PATH or postgres://…")]
     BadUrl(String),
@@ -160,7 +163,27 @@ impl Store {
     /// Applies a batch atomically and bumps the revision. A unique-name
     /// violation rolls the whole batch back and returns [`StoreError::Conflict`].
     pub async fn apply(&self, ops: &[Op]) -> Result<i64> {
+        self.apply_at(ops, None).await
+    }
+
+    /// Like [`Store::apply`], but only if the store is still at revision
+    /// `expected` (optimistic concurrency between controllers); otherwise
+    /// nothing is written and [`StoreError::Stale`] is returned.
+    pub async fn apply_at(&self, ops: &[Op], expected: Option<i64>) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
+        if let Some(rev) = expected {
+            // Taking the row lock first serialises writers on PostgreSQL.
+            let moved =
+                sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1 AND value = $1")
+                    .bind(rev)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 0;
+            if moved {
+                return Err(StoreError::Stale(rev));
+            }
+        }
         for op in ops {
             match op {
                 Op::Put(d) => {
@@ -195,9 +218,11 @@ impl Store {
                 }
             }
         }
-        sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
+        if expected.is_none() {
+            sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
         let rev: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?
@@ -392,6 +417,27 @@ mod tests {
                 docs.iter().any(|d| d.kind == k && d.body["kept"] == true),
                 "{url}"
             );
+            s.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_writer_writes_nothing() {
+        for (url, _dir) in backends().await {
+            let s = Store::open(&url).await.unwrap();
+            let k = kind("stale");
+            let rev = s.revision().await.unwrap();
+            let r1 = s
+                .apply_at(&[Op::put(&k, "a", "", "a", json!({}))], Some(rev))
+                .await
+                .unwrap();
+            assert_eq!(r1, rev + 1, "{url}");
+            let e = s
+                .apply_at(&[Op::put(&k, "b", "", "b", json!({}))], Some(rev))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::Stale(_)), "{url}: {e}");
+            assert!(s.get(&k, "b").await.unwrap().is_none(), "{url}");
             s.close().await;
         }
     }

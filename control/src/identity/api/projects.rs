@@ -6,7 +6,7 @@ use super::{
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
 use crate::identity::api::domains::{cascade_delete_domain, new_domain, put_project};
-use crate::identity::model::{kind, Model, Project, Target};
+use crate::identity::model::{kind, Model, Project, RevokeBy, Target};
 use crate::identity::new_id;
 use crate::identity::policy::{enforce, Caller};
 use crate::store::Op;
@@ -246,6 +246,12 @@ async fn update(
     Body(body): Body<Value>,
 ) -> Result<Json<Value>> {
     let b = member(body, "project")?;
+    let was_enabled = state
+        .identity
+        .model()
+        .projects
+        .get(&id)
+        .is_some_and(|p| p.enabled);
     let p = state
         .identity
         .change(|m| {
@@ -311,6 +317,10 @@ async fn update(
             Ok((vec![put_project(&p)], p))
         })
         .await?;
+    if was_enabled && !p.enabled && !p.is_domain {
+        // Tokens for a disabled project stay invalid even if it is enabled again.
+        state.identity.revoke(RevokeBy::Project, &p.id).await?;
+    }
     Ok(Json(json!({"project": project_json(&state, &p)})))
 }
 
@@ -357,6 +367,7 @@ async fn delete(
             Ok((ops, ()))
         })
         .await?;
+    state.identity.revoke(RevokeBy::Project, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
