@@ -46,11 +46,20 @@ impl Caller {
         self.is_admin() || (matches!(self.scope, Scope::System) && self.has("reader"))
     }
 
-    fn scoped_domain(&self) -> Option<&str> {
+    /// The domain a domain-scoped token is for.
+    pub fn scoped_domain(&self) -> Option<&str> {
         match &self.scope {
             Scope::Domain(d) => Some(d),
             _ => None,
         }
+    }
+
+    /// Where a new object goes when the request names no domain: the
+    /// scoped project's domain, else the caller's own.
+    pub fn default_domain(&self) -> String {
+        self.project_domain_id
+            .clone()
+            .unwrap_or_else(|| self.user_domain_id.clone())
     }
 
     /// Reading objects owned by `domain_id`.

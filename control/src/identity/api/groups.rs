@@ -69,11 +69,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>)> {
     let b = member(body, "group")?;
     let name = check_name(b.get("name"), "name", 64, true)?.expect("required");
-    let domain_id = opt_str(b.get("domain_id"), "domain_id")?.unwrap_or_else(|| {
-        c.project_domain_id
-            .clone()
-            .unwrap_or_else(|| c.user_domain_id.clone())
-    });
+    let domain_id = opt_str(b.get("domain_id"), "domain_id")?.unwrap_or_else(|| c.default_domain());
     enforce(c.may_manage_domain(&domain_id), "create_group")?;
     let g = Group {
         id: new_id(),

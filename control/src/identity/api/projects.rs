@@ -90,10 +90,7 @@ fn tag_filter(q: &Query, p: &Project) -> bool {
 }
 
 async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<Json<Value>> {
-    let scoped_domain = match &c.scope {
-        crate::identity::token::Scope::Domain(d) => Some(d.clone()),
-        _ => None,
-    };
+    let scoped_domain = c.scoped_domain().map(str::to_string);
     enforce(
         c.is_reader_everywhere() || (scoped_domain.is_some() && c.has("reader")),
         "list_projects",
@@ -184,7 +181,7 @@ async fn create(
                 (Some(d), _) => d.clone(),
                 (None, Some(p)) if p.is_domain => p.id.clone(),
                 (None, Some(p)) => p.domain_id.clone(),
-                (None, None) => c.project_domain_id.clone().unwrap_or_else(|| c.user_domain_id.clone()),
+                (None, None) => c.default_domain(),
             };
             if m.domain(&domain_id).is_none() {
                 return Err(Error::BadRequest(format!("Domain {domain_id} does not exist.")));

@@ -76,10 +76,7 @@ fn check_password_field(v: Option<&Value>) -> Result<Option<String>> {
 }
 
 async fn list(State(state): State<AppState>, Auth(c): Auth, q: Query) -> Result<Json<Value>> {
-    let scoped_domain = match &c.scope {
-        crate::identity::token::Scope::Domain(d) => Some(d.clone()),
-        _ => None,
-    };
+    let scoped_domain = c.scoped_domain().map(str::to_string);
     enforce(
         c.is_reader_everywhere() || (scoped_domain.is_some() && c.has("reader")),
         "list_users",
@@ -107,11 +104,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>)> {
     let b = member(body, "user")?;
     let name = check_name(b.get("name"), "name", 255, true)?.expect("required");
-    let domain_id = opt_str(b.get("domain_id"), "domain_id")?.unwrap_or_else(|| {
-        c.project_domain_id
-            .clone()
-            .unwrap_or_else(|| c.user_domain_id.clone())
-    });
+    let domain_id = opt_str(b.get("domain_id"), "domain_id")?.unwrap_or_else(|| c.default_domain());
     enforce(c.may_manage_domain(&domain_id), "create_user")?;
     let password = check_password_field(b.get("password"))?;
     let hash = match &password {
