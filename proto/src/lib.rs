@@ -9,9 +9,17 @@
 //!
 //! - [`node::v1`]: what every daemon serves: its name, version and the
 //!   kernel capabilities it found.
+//! - [`netd::v1`]: the network node daemon: networks, ports, l2population,
+//!   whole-node sync and port status events.
 
 pub mod node {
     pub mod v1 {
         tonic::include_proto!("ursa.node.v1");
+    }
+}
+
+pub mod netd {
+    pub mod v1 {
+        tonic::include_proto!("ursa.netd.v1");
     }
 }

@@ -1,0 +1,137 @@
+//! `ursa-netd`: the network node daemon.
+
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+use ursa_netd::model::NodeConfig;
+use ursa_netd::service::{Config, Netd};
+use ursa_proto::netd::v1::netd_server::NetdServer;
+
+#[derive(Parser)]
+#[command(name = "ursa-netd", version, about = "Ursa's network node daemon")]
+struct Args {
+    /// gRPC listen address: HOST:PORT, or unix:/path/to/socket.
+    #[arg(long, env = "URSA_NETD_LISTEN", default_value = "127.0.0.1:9701")]
+    listen: String,
+    /// This node's underlay (VTEP) address; an interface must hold it.
+    #[arg(long, env = "URSA_NETD_VTEP")]
+    vtep_address: Option<Ipv4Addr>,
+    /// Where the desired state is kept.
+    #[arg(
+        long,
+        env = "URSA_NETD_STATE_DIR",
+        default_value = "/var/lib/ursa/netd"
+    )]
+    state_dir: PathBuf,
+    /// PHYSNET:INTERFACE for flat and VLAN networks (repeatable).
+    #[arg(long = "physical-interface", value_name = "PHYSNET:IFACE")]
+    physical_interfaces: Vec<String>,
+    /// Seconds between drift-repairing reconcile passes.
+    #[arg(long, default_value_t = 30)]
+    resync_interval: u64,
+    /// Print what a reconcile of the stored desired state would change, then exit.
+    #[arg(long)]
+    plan: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("URSA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut physnets = BTreeMap::new();
+    for p in &args.physical_interfaces {
+        let (net, ifc) = p.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("--physical-interface wants PHYSNET:IFACE, got {p:?}")
+        })?;
+        physnets.insert(net.to_string(), ifc.to_string());
+    }
+    let netd = Netd::open(Config {
+        state_dir: args.state_dir.clone(),
+        node: NodeConfig {
+            vtep: args.vtep_address,
+            physnets,
+            ..Default::default()
+        },
+    })
+    .await?;
+    if args.plan {
+        let r = netd.reconcile(true).await?;
+        for a in &r.actions {
+            println!("{a}");
+        }
+        println!(
+            "plan: {} to add, {} to change, {} to remove",
+            r.added, r.changed, r.removed
+        );
+        return Ok(());
+    }
+    let r = netd.reconcile(false).await?;
+    eprintln!(
+        "ursa-netd: start reconcile added={} changed={} removed={} errors={} in {} us",
+        r.added,
+        r.changed,
+        r.removed,
+        r.errors.len(),
+        r.duration_us
+    );
+    for a in r.actions.iter().chain(r.errors.iter()) {
+        eprintln!("ursa-netd:   {a}");
+    }
+    let periodic = {
+        let netd = netd.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(args.resync_interval.max(1)));
+            t.tick().await;
+            loop {
+                t.tick().await;
+                if let Err(e) = netd.reconcile(false).await {
+                    tracing::warn!(error = %e, "periodic reconcile failed");
+                }
+            }
+        })
+    };
+    let svc = NetdServer::new(ursa_netd::grpc::Service(netd));
+    let router = tonic::transport::Server::builder().add_service(svc);
+    if let Some(path) = args.listen.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+        let uds = tokio::net::UnixListener::bind(path)?;
+        eprintln!("ursa-netd: serving on unix:{path}");
+        router
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(uds),
+                shutdown(),
+            )
+            .await?;
+    } else {
+        let addr = args.listen.parse()?;
+        eprintln!("ursa-netd: serving on {addr}");
+        router.serve_with_shutdown(addr, shutdown()).await?;
+    }
+    periodic.abort();
+    eprintln!("ursa-netd: stopped; the kernel state is left as it is");
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,482 @@
+//! Desired state: what control asked this node to have, validated and kept
+//! durably in `<state>/desired.json` (written atomically), so a restarted
+//! netd knows what the kernel should look like before anyone asks again.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+pub type Mac = [u8; 6];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Segment {
+    Vxlan { vni: u32 },
+    Flat { physnet: String },
+    Vlan { physnet: String, vlan_id: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub segment: Segment,
+    /// 0: derive from the underlay or physical interface.
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortKind {
+    Tap,
+    Veth { netns: String, ifname: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub id: String,
+    pub network_id: String,
+    pub mac: Mac,
+    /// "10.0.0.5/24"
+    pub fixed_ips: Vec<String>,
+    pub kind: PortKind,
+    pub admin_down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemotePort {
+    pub mac: Mac,
+    pub ips: Vec<IpAddr>,
+    pub vtep: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remotes {
+    pub vteps: Vec<Ipv4Addr>,
+    pub ports: Vec<RemotePort>,
+}
+
+/// Everything this node should have.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub networks: BTreeMap<String, Network>,
+    pub ports: BTreeMap<String, Port>,
+    pub remotes: BTreeMap<String, Remotes>,
+}
+
+/// What this node can do, found at start.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    pub vtep: Option<Ipv4Addr>,
+    pub underlay_mtu: u32,
+    /// physical network name → interface name
+    pub physnets: BTreeMap<String, String>,
+    pub vlan_supported: bool,
+    pub vlan_missing_reason: String,
+}
+
+pub fn parse_mac(s: &str) -> Result<Mac> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || Error::InvalidArgument(format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+pub fn fmt_mac(m: &Mac) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Ids are UUIDs; kernel names are derived from them.
+pub fn check_id(what: &str, id: &str) -> Result<()> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| Error::InvalidArgument(format!("{what} id {id:?} is not a UUID")))
+}
+
+/// "10.0.0.5/24" → (address, prefix).
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8)> {
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "{s:?} is not an address with a prefix length (10.0.0.5/24)"
+        ))
+    };
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let ip: IpAddr = a.parse().map_err(|_| bad())?;
+    let p: u8 = p.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if p > max {
+        return Err(bad());
+    }
+    Ok((ip, p))
+}
+
+fn check_ifname(s: &str) -> Result<()> {
+    if s.is_empty()
+        || s.len() > 15
+        || s.contains(['/', ' ', '\t', '\n', ':'])
+        || s == "."
+        || s == ".."
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{s:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a namespace name points.
+pub fn netns_path(netns: &str) -> std::path::PathBuf {
+    if netns.starts_with('/') {
+        netns.into()
+    } else {
+        Path::new("/run/netns").join(netns)
+    }
+}
+
+impl Desired {
+    pub fn load(path: &Path) -> Result<Desired> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::State(format!("{} is unreadable: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Desired::default()),
+            Err(e) => Err(Error::State(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Writes atomically: a crash leaves the old or the new file, never half.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("json.tmp");
+        let io = |e: std::io::Error| Error::State(format!("{}: {e}", path.display()));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&serde_json::to_vec_pretty(self).expect("serializes"))
+            .map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    pub fn check_network(&self, n: &Network, node: &NodeConfig) -> Result<()> {
+        check_id("network", &n.id)?;
+        match &n.segment {
+            Segment::Vxlan { vni } => {
+                if *vni == 0 || *vni > 0xff_ffff {
+                    return Err(Error::InvalidArgument(format!(
+                        "VNI {vni} is outside 1..16777215"
+                    )));
+                }
+                if node.vtep.is_none() {
+                    return Err(Error::FailedPrecondition(
+                        "this node has no VTEP address (--vtep-address), so it cannot carry VXLAN"
+                            .into(),
+                    ));
+                }
+                if let Some(o) = self.networks.values().find(|o| {
+                    o.id != n.id && matches!(o.segment, Segment::Vxlan { vni: v } if v == *vni)
+                }) {
+                    return Err(Error::AlreadyExists(format!(
+                        "VNI {vni} is already used by network {}",
+                        o.id
+                    )));
+                }
+                let max = node.underlay_mtu.saturating_sub(50);
+                if n.mtu > max {
+                    return Err(Error::InvalidArgument(format!(
+                        "MTU {} exceeds the overlay maximum {max} (underlay {} - 50)",
+                        n.mtu, node.underlay_mtu
+                    )));
+                }
+            }
+            Segment::Flat { physnet } => {
+                if !node.physnets.contains_key(physnet) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "this node maps no interface to physical network {physnet:?} (--physical-interface)"
+                    )));
+                }
+                if let Some(o) = self.networks.values().find(|o| {
+                    o.id != n.id
+                        && matches!(&o.segment, Segment::Flat { physnet: p } if p == physnet)
+                }) {
+                    return Err(Error::AlreadyExists(format!(
+                        "physical network {physnet} already carries flat network {}",
+                        o.id
+                    )));
+                }
+            }
+            Segment::Vlan { physnet, vlan_id } => {
+                if !node.vlan_supported {
+                    return Err(Error::FailedPrecondition(format!(
+                        "VLAN networks need the kernel's 8021q support, which this kernel lacks: {}",
+                        node.vlan_missing_reason
+                    )));
+                }
+                if *vlan_id == 0 || *vlan_id > 4094 {
+                    return Err(Error::InvalidArgument(format!(
+                        "VLAN id {vlan_id} is outside 1..4094"
+                    )));
+                }
+                if !node.physnets.contains_key(physnet) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "this node maps no interface to physical network {physnet:?}"
+                    )));
+                }
+                if let Some(o) = self.networks.values().find(|o| {
+                    o.id != n.id
+                        && matches!(&o.segment, Segment::Vlan { physnet: p, vlan_id: v } if p == physnet && v == vlan_id)
+                }) {
+                    return Err(Error::AlreadyExists(format!("VLAN {vlan_id} on {physnet} is used by network {}", o.id)));
+                }
+            }
+        }
+        let short = crate::names::bridge(&n.id);
+        if let Some(o) = self
+            .networks
+            .values()
+            .find(|o| o.id != n.id && crate::names::bridge(&o.id) == short)
+        {
+            return Err(Error::AlreadyExists(format!(
+                "network {} would share kernel names with network {}",
+                n.id, o.id
+            )));
+        }
+        if let Some(old) = self.networks.get(&n.id) {
+            if old.segment != n.segment && self.ports.values().any(|p| p.network_id == n.id) {
+                return Err(Error::FailedPrecondition(
+                    "a network's segment cannot change while it has ports".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn check_port(&self, p: &Port) -> Result<()> {
+        check_id("port", &p.id)?;
+        check_id("network", &p.network_id)?;
+        if !self.networks.contains_key(&p.network_id) {
+            return Err(Error::NotFound(format!(
+                "network {} is not known on this node",
+                p.network_id
+            )));
+        }
+        if p.mac[0] & 1 == 1 || p.mac == [0; 6] {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a unicast MAC address",
+                fmt_mac(&p.mac)
+            )));
+        }
+        if let Some(o) = self
+            .ports
+            .values()
+            .find(|o| o.id != p.id && o.network_id == p.network_id && o.mac == p.mac)
+        {
+            return Err(Error::AlreadyExists(format!(
+                "MAC {} is already used by port {} on network {}",
+                fmt_mac(&p.mac),
+                o.id,
+                p.network_id
+            )));
+        }
+        for ip in &p.fixed_ips {
+            parse_cidr(ip)?;
+        }
+        // Kernel names keep 44 bits of the UUID; two ids that share them
+        // cannot both live on one node.
+        let dev = crate::names::veth(&p.id)[4..].to_string();
+        if let Some(o) = self
+            .ports
+            .values()
+            .find(|o| o.id != p.id && crate::names::veth(&o.id)[4..] == dev)
+        {
+            return Err(Error::AlreadyExists(format!(
+                "port {} would share kernel names with port {}",
+                p.id, o.id
+            )));
+        }
+        if let PortKind::Veth { netns, ifname } = &p.kind {
+            check_ifname(ifname)?;
+            if netns.is_empty()
+                || netns.len() > 255
+                || (!netns.starts_with('/') && netns.contains('/'))
+                || netns.contains("..")
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "{netns:?} is not a network namespace name"
+                )));
+            }
+            if !netns_path(netns).exists() {
+                return Err(Error::FailedPrecondition(format!(
+                    "network namespace {netns} does not exist"
+                )));
+            }
+        }
+        if let Some(old) = self.ports.get(&p.id) {
+            if old.network_id != p.network_id || old.kind != p.kind {
+                return Err(Error::FailedPrecondition(
+                    "a port's network and kind cannot change; delete it and create it again".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn check_remotes(&self, network_id: &str) -> Result<()> {
+        check_id("network", network_id)?;
+        match self.networks.get(network_id) {
+            None => Err(Error::NotFound(format!(
+                "network {network_id} is not known on this node"
+            ))),
+            Some(n) if !matches!(n.segment, Segment::Vxlan { .. }) => {
+                Err(Error::FailedPrecondition(format!(
+                    "network {network_id} is not a VXLAN network; remote VTEPs apply to VXLAN only"
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Validates a whole state as if built call by call.
+    pub fn check_all(&self, node: &NodeConfig) -> Result<()> {
+        let mut built = Desired::default();
+        for n in self.networks.values() {
+            built.check_network(n, node)?;
+            built.networks.insert(n.id.clone(), n.clone());
+        }
+        for p in self.ports.values() {
+            built.check_port(p)?;
+            built.ports.insert(p.id.clone(), p.clone());
+        }
+        for id in self.remotes.keys() {
+            built.check_remotes(id)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeConfig {
+        NodeConfig {
+            vtep: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            underlay_mtu: 1500,
+            ..Default::default()
+        }
+    }
+
+    fn net(id: &str, vni: u32) -> Network {
+        Network {
+            id: id.into(),
+            segment: Segment::Vxlan { vni },
+            mtu: 0,
+        }
+    }
+
+    const N1: &str = "11111111-1111-4111-8111-111111111111";
+    const N2: &str = "22222222-2222-4222-8222-222222222222";
+    const P1: &str = "33333333-3333-4333-8333-333333333333";
+    const P2: &str = "44444444-4444-4444-8444-444444444444";
+
+    #[test]
+    fn vni_reuse_and_bad_ids_are_refused() {
+        let mut d = Desired::default();
+        d.check_network(&net(N1, 100), &node()).unwrap();
+        d.networks.insert(N1.into(), net(N1, 100));
+        assert!(matches!(
+            d.check_network(&net(N2, 100), &node()),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            d.check_network(&net("nope", 5), &node()),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            d.check_network(&net(N2, 0), &node()),
+            Err(Error::InvalidArgument(_))
+        ));
+        let vlan = Network {
+            id: N2.into(),
+            segment: Segment::Vlan {
+                physnet: "p".into(),
+                vlan_id: 5,
+            },
+            mtu: 0,
+        };
+        assert!(matches!(
+            d.check_network(&vlan, &node()),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
+
+    #[test]
+    fn ports_need_their_network_and_a_unique_mac() {
+        let mut d = Desired::default();
+        let p = Port {
+            id: P1.into(),
+            network_id: N1.into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            fixed_ips: vec!["10.0.0.5/24".into()],
+            kind: PortKind::Tap,
+            admin_down: false,
+        };
+        assert!(matches!(d.check_port(&p), Err(Error::NotFound(_))));
+        d.networks.insert(N1.into(), net(N1, 100));
+        d.check_port(&p).unwrap();
+        d.ports.insert(P1.into(), p.clone());
+        let dup = Port {
+            id: P2.into(),
+            ..p.clone()
+        };
+        assert!(matches!(d.check_port(&dup), Err(Error::AlreadyExists(_))));
+        let bad_ip = Port {
+            id: P2.into(),
+            mac: [2, 0, 0, 0, 0, 2],
+            fixed_ips: vec!["10.0.0/24".into()],
+            ..p.clone()
+        };
+        assert!(matches!(
+            d.check_port(&bad_ip),
+            Err(Error::InvalidArgument(_))
+        ));
+        let bad_if = Port {
+            id: P2.into(),
+            mac: [2, 0, 0, 0, 0, 2],
+            kind: PortKind::Veth {
+                netns: "x".into(),
+                ifname: "a/b".into(),
+            },
+            ..p
+        };
+        assert!(matches!(
+            d.check_port(&bad_if),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn macs_and_cidrs_parse() {
+        assert_eq!(
+            parse_mac("02:AB:cd:00:00:01").unwrap(),
+            [2, 0xab, 0xcd, 0, 0, 1]
+        );
+        assert!(parse_mac("02:ab:cd:00:00").is_err());
+        assert!(parse_cidr("10.0.0.1/33").is_err());
+        assert!(parse_cidr("10.0.0.1/24").is_ok());
+    }
+}

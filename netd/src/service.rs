@@ -1,0 +1,324 @@
+//! The daemon's core: desired state, validation, durability, reconcile
+//! passes and port status. Every change follows one path: validate against
+//! the current desired state → write `desired.json` → reconcile the whole
+//! node (observe, plan, apply). A change that fails validation changes
+//! nothing, neither the file nor the kernel.
+
+use crate::error::{Error, Result};
+use crate::kernel::Kernel;
+use crate::model::{Desired, Network, NodeConfig, Port, Remotes};
+use crate::names;
+use crate::reconcile::{plan, Change, Underlay};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{broadcast, Mutex};
+
+/// What a reconcile pass did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub added: u32,
+    pub changed: u32,
+    pub removed: u32,
+    pub duration_us: u64,
+    pub actions: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortStatus {
+    Active,
+    Down,
+    Error,
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortEvent {
+    pub port_id: String,
+    pub status: PortStatus,
+    pub device: String,
+    pub detail: String,
+}
+
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub node: NodeConfig,
+}
+
+#[derive(Clone)]
+pub struct Netd {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    desired: Mutex<Desired>,
+    kernel: Kernel,
+    node: NodeConfig,
+    underlay: Option<Underlay>,
+    state_file: PathBuf,
+    events: broadcast::Sender<PortEvent>,
+    status: std::sync::Mutex<BTreeMap<String, PortEvent>>,
+}
+
+impl Netd {
+    /// Loads the desired state and probes the node; does not touch the kernel yet.
+    pub async fn open(mut cfg: Config) -> Result<Netd> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::Io {
+            context: format!("{}", cfg.state_dir.display()),
+            source: e,
+        })?;
+        let kernel = Kernel::connect()?;
+        let underlay = match cfg.node.vtep {
+            Some(v) => Some(kernel.underlay(v).await?),
+            None => None,
+        };
+        cfg.node.underlay_mtu = underlay.as_ref().map_or(1500, |u| u.mtu);
+        let (vlan, why) = kernel.probe_vlan().await;
+        cfg.node.vlan_supported = vlan;
+        cfg.node.vlan_missing_reason = why;
+        let state_file = cfg.state_dir.join("desired.json");
+        let desired = Desired::load(&state_file)?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Netd {
+            inner: Arc::new(Inner {
+                desired: Mutex::new(desired),
+                kernel,
+                node: cfg.node,
+                underlay,
+                state_file,
+                events,
+                status: std::sync::Mutex::new(BTreeMap::new()),
+            }),
+        })
+    }
+
+    pub fn node(&self) -> &NodeConfig {
+        &self.inner.node
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.inner.kernel
+    }
+
+    pub fn underlay(&self) -> Option<&Underlay> {
+        self.inner.underlay.as_ref()
+    }
+
+    pub async fn desired(&self) -> Desired {
+        self.inner.desired.lock().await.clone()
+    }
+
+    pub fn subscribe(&self) -> (Vec<PortEvent>, broadcast::Receiver<PortEvent>) {
+        let rx = self.inner.events.subscribe();
+        let now = self
+            .inner
+            .status
+            .lock()
+            .expect("status lock")
+            .values()
+            .cloned()
+            .collect();
+        (now, rx)
+    }
+
+    /// Applies a validated change: persist, then reconcile.
+    async fn change(&self, f: impl FnOnce(&mut Desired) -> Result<()>) -> Result<Report> {
+        let mut d = self.inner.desired.lock().await;
+        let mut next = d.clone();
+        f(&mut next)?;
+        if next != *d {
+            next.save(&self.inner.state_file)?;
+            *d = next;
+        }
+        self.reconcile_locked(&d, false).await
+    }
+
+    pub async fn ensure_network(&self, n: Network) -> Result<Report> {
+        let node = &self.inner.node;
+        self.change(|d| {
+            d.check_network(&n, node)?;
+            d.networks.insert(n.id.clone(), n);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_network(&self, id: &str) -> Result<Report> {
+        crate::model::check_id("network", id)?;
+        self.change(|d| {
+            if d.ports.values().any(|p| p.network_id == id) {
+                return Err(Error::FailedPrecondition(format!(
+                    "network {id} still has ports on this node"
+                )));
+            }
+            d.networks.remove(id);
+            d.remotes.remove(id);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn ensure_port(&self, p: Port) -> Result<Report> {
+        self.change(|d| {
+            d.check_port(&p)?;
+            d.ports.insert(p.id.clone(), p);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_port(&self, id: &str) -> Result<Report> {
+        crate::model::check_id("port", id)?;
+        self.change(|d| {
+            d.ports.remove(id);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_remotes(&self, network_id: &str, r: Remotes) -> Result<Report> {
+        self.change(|d| {
+            d.check_remotes(network_id)?;
+            d.remotes.insert(network_id.to_string(), r);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replaces the whole desired state (or, with `dry_run`, plans it).
+    pub async fn sync(&self, want: Desired, dry_run: bool) -> Result<Report> {
+        want.check_all(&self.inner.node)?;
+        if dry_run {
+            return self.reconcile_locked(&want, true).await;
+        }
+        self.change(|d| {
+            *d = want;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reconciles the kernel against the current desired state.
+    pub async fn reconcile(&self, dry_run: bool) -> Result<Report> {
+        let d = self.inner.desired.lock().await;
+        self.reconcile_locked(&d, dry_run).await
+    }
+
+    async fn reconcile_locked(&self, want: &Desired, dry_run: bool) -> Result<Report> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "reconcile",
+            dry_run,
+            added = tracing::field::Empty,
+            changed = tracing::field::Empty,
+            removed = tracing::field::Empty,
+            errors = tracing::field::Empty,
+            duration_us = tracing::field::Empty
+        );
+        self.reconcile_pass(want, dry_run, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn reconcile_pass(
+        &self,
+        want: &Desired,
+        dry_run: bool,
+        span: &tracing::Span,
+    ) -> Result<Report> {
+        let t0 = Instant::now();
+        let obs = self.inner.kernel.observe().await?;
+        let actions = plan(want, &obs, &self.inner.node, self.inner.underlay.as_ref());
+        let mut report = Report::default();
+        let count = |r: &mut Report, a: &crate::reconcile::Action| match a.kind() {
+            Change::Added => r.added += 1,
+            Change::Changed => r.changed += 1,
+            Change::Removed => r.removed += 1,
+        };
+        if dry_run {
+            for a in &actions {
+                count(&mut report, a);
+                report.actions.push(a.to_string());
+            }
+        } else if !actions.is_empty() {
+            let applied = self.inner.kernel.apply(actions, &obs).await;
+            for a in &applied.done {
+                count(&mut report, a);
+                report.actions.push(a.to_string());
+            }
+            for (a, e) in &applied.errors {
+                tracing::warn!(action = %a, error = %e, "reconcile step failed");
+                report.errors.push(format!("{a}: {e}"));
+            }
+            self.publish_status(want, &applied.errors).await;
+        } else {
+            self.publish_status(want, &[]).await;
+        }
+        report.duration_us = t0.elapsed().as_micros() as u64;
+        span.record("added", report.added);
+        span.record("changed", report.changed);
+        span.record("removed", report.removed);
+        span.record("errors", report.errors.len());
+        span.record("duration_us", report.duration_us);
+        if report.added + report.changed + report.removed > 0 || !report.errors.is_empty() {
+            tracing::info!(
+                added = report.added,
+                changed = report.changed,
+                removed = report.removed,
+                errors = report.errors.len(),
+                duration_us = report.duration_us,
+                "reconciled"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Works out each port's status and announces the ones that changed.
+    async fn publish_status(&self, want: &Desired, errors: &[(crate::reconcile::Action, String)]) {
+        let links = self.inner.kernel.links().await.unwrap_or_default();
+        let by_name: BTreeMap<&str, &crate::reconcile::LinkState> =
+            links.iter().map(|l| (l.name.as_str(), l)).collect();
+        let mut now: BTreeMap<String, PortEvent> = BTreeMap::new();
+        for p in want.ports.values() {
+            let dev = match p.kind {
+                crate::model::PortKind::Tap => names::tap(&p.id),
+                crate::model::PortKind::Veth { .. } => names::veth(&p.id),
+            };
+            let err = errors.iter().find(|(a, _)| a.to_string().contains(&dev));
+            let (status, detail) = match (err, by_name.get(dev.as_str())) {
+                (Some((_, e)), _) => (PortStatus::Error, e.clone()),
+                (None, None) => (PortStatus::Error, "device missing".to_string()),
+                (None, Some(_)) if p.admin_down => (PortStatus::Down, String::new()),
+                (None, Some(l)) if l.up => (PortStatus::Active, String::new()),
+                (None, Some(_)) => (PortStatus::Down, "device down".to_string()),
+            };
+            now.insert(
+                p.id.clone(),
+                PortEvent {
+                    port_id: p.id.clone(),
+                    status,
+                    device: dev,
+                    detail,
+                },
+            );
+        }
+        let mut old = self.inner.status.lock().expect("status lock");
+        for (id, ev) in &now {
+            if old.get(id) != Some(ev) {
+                let _ = self.inner.events.send(ev.clone());
+            }
+        }
+        for (id, ev) in old.iter() {
+            if !now.contains_key(id) {
+                let _ = self.inner.events.send(PortEvent {
+                    status: PortStatus::Removed,
+                    detail: String::new(),
+                    ..ev.clone()
+                });
+            }
+        }
+        *old = now;
+    }
+}

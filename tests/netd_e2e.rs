@@ -1,0 +1,633 @@
+//! netd end to end on the real kernel: "hypervisor" network namespaces joined
+//! by an underlay bridge, each running its own `ursa-netd`, "VM" namespaces
+//! attached through netd ports, real pings. Everything lives in namespaces
+//! named with a test-unique prefix and is deleted on drop, also when a test
+//! fails. `ip` and `ping` are the test's own tools; the product uses netlink.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+use ursa_proto::netd::v1 as pb;
+use ursa_proto::netd::v1::netd_client::NetdClient;
+
+const NET_A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const NET_B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+
+fn can_run() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["ip", "ping"]
+        .iter()
+        .all(|t| Command::new(t).arg("-V").output().is_ok());
+    if !root || !tools {
+        eprintln!("SKIP netd e2e: needs root, `ip` and `ping` (iputils-ping)");
+    }
+    root && tools
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("command runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+struct Lab {
+    p: String,
+    dir: tempfile::TempDir,
+    netds: Vec<Option<Child>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Lab {
+    fn new(name: &str, hypervisors: usize) -> Lab {
+        let p = format!("u{name}{}", std::process::id() % 10000);
+        let lab = Lab {
+            p: p.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            netds: (0..hypervisors).map(|_| None).collect(),
+            rt: tokio::runtime::Runtime::new().unwrap(),
+        };
+        let ul = format!("{p}ul");
+        ok(&["ip", "netns", "add", &ul]);
+        ok(&["ip", "-n", &ul, "link", "add", "ul", "type", "bridge"]);
+        ok(&["ip", "-n", &ul, "link", "set", "ul", "up"]);
+        for i in 1..=hypervisors {
+            let hv = lab.hv(i);
+            ok(&["ip", "netns", "add", &hv]);
+            let outer = format!("{p}u{i}");
+            ok(&[
+                "ip", "-n", &ul, "link", "add", &outer, "type", "veth", "peer", "name", "ul0",
+                "netns", &hv,
+            ]);
+            ok(&["ip", "-n", &ul, "link", "set", &outer, "master", "ul", "up"]);
+            ok(&[
+                "ip",
+                "-n",
+                &hv,
+                "addr",
+                "add",
+                &format!("{}/24", lab.vtep(i)),
+                "dev",
+                "ul0",
+            ]);
+            ok(&["ip", "-n", &hv, "link", "set", "ul0", "up"]);
+            ok(&["ip", "-n", &hv, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn hv(&self, i: usize) -> String {
+        format!("{}h{i}", self.p)
+    }
+
+    fn vtep(&self, i: usize) -> String {
+        format!("198.18.0.{i}")
+    }
+
+    fn sock(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("h{i}.sock"))
+    }
+
+    fn log(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("h{i}.log"))
+    }
+
+    fn start_netd(&mut self, i: usize) {
+        let _ = std::fs::remove_file(self.sock(i));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(i))
+            .unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.hv(i),
+                env!("CARGO_BIN_EXE_ursa-netd"),
+            ])
+            .arg("--listen")
+            .arg(format!("unix:{}", self.sock(i).display()))
+            .args(["--vtep-address", &self.vtep(i)])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(format!("h{i}")))
+            .env("URSA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.netds[i - 1] = Some(child);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            if std::os::unix::net::UnixStream::connect(self.sock(i)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "netd on {} did not start: {}",
+            self.hv(i),
+            std::fs::read_to_string(self.log(i)).unwrap_or_default()
+        );
+    }
+
+    fn stop_netd(&mut self, i: usize, sig: i32) {
+        if let Some(mut c) = self.netds[i - 1].take() {
+            unsafe { libc::kill(c.id() as i32, sig) };
+            let _ = c.wait();
+        }
+    }
+
+    fn client(&self, i: usize) -> NetdClient<Channel> {
+        let path = self.sock(i);
+        self.rt.block_on(async move {
+            let ch = Endpoint::try_from("http://netd.invalid")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+                .await
+                .expect("connect to netd");
+            NetdClient::new(ch)
+        })
+    }
+
+    fn vm(&self, name: &str) -> String {
+        let ns = format!("{}{name}", self.p);
+        ok(&["ip", "netns", "add", &ns]);
+        ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ping(&self, vm: &str, ip: &str) -> bool {
+        sh(&[
+            "ip", "netns", "exec", vm, "ping", "-c", "2", "-i", "0.2", "-W", "2", ip,
+        ])
+        .status
+        .success()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self.netds.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let list = sh(&["ip", "netns", "list"]);
+        for line in String::from_utf8_lossy(&list.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if name.starts_with(&self.p) {
+                let _ = sh(&["ip", "netns", "del", name]);
+            }
+        }
+    }
+}
+
+fn vxlan(id: &str, vni: u32) -> pb::Network {
+    pb::Network {
+        id: id.into(),
+        segment: Some(pb::network::Segment::Vxlan(pb::Vxlan { vni })),
+        mtu: 0,
+    }
+}
+
+fn veth_port(id: &str, net: &str, mac: &str, ip: &str, netns: &str) -> pb::Port {
+    pb::Port {
+        id: id.into(),
+        network_id: net.into(),
+        mac: mac.into(),
+        fixed_ips: vec![format!("{ip}/24")],
+        kind: Some(pb::port::Kind::Veth(pb::Veth {
+            netns: netns.into(),
+            ifname: "eth0".into(),
+        })),
+        admin_down: false,
+    }
+}
+
+fn remotes(net: &str, vtep: &str, mac: &str, ip: &str) -> pb::NetworkRemotes {
+    pb::NetworkRemotes {
+        network_id: net.into(),
+        vteps: vec![vtep.into()],
+        ports: vec![pb::RemotePort {
+            mac: mac.into(),
+            ips: vec![ip.into()],
+            vtep: vtep.into(),
+        }],
+    }
+}
+
+/// Plugs a VM: the port through netd, the address by the "guest".
+fn plug(lab: &Lab, c: &mut NetdClient<Channel>, port: pb::Port, ip: &str, vm: &str) {
+    lab.rt.block_on(c.ensure_port(port)).expect("ensure port");
+    ok(&[
+        "ip",
+        "-n",
+        vm,
+        "addr",
+        "add",
+        &format!("{ip}/24"),
+        "dev",
+        "eth0",
+    ]);
+}
+
+#[test]
+fn overlapping_tenant_networks_across_three_nodes() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new("t", 3);
+    for i in 1..=3 {
+        lab.start_netd(i);
+    }
+    let (mut c1, mut c2, mut c3) = (lab.client(1), lab.client(2), lab.client(3));
+    for (c, nets) in [
+        (&mut c1, vec![(NET_A, 5001), (NET_B, 5002)]),
+        (&mut c2, vec![(NET_A, 5001)]),
+        (&mut c3, vec![(NET_B, 5002)]),
+    ] {
+        for (id, vni) in nets {
+            lab.rt
+                .block_on(c.ensure_network(vxlan(id, vni)))
+                .expect("ensure network");
+        }
+    }
+    // Same CIDR on both networks; a1 and b1 even share an address.
+    let (a1, a2, b1, b3) = (lab.vm("a1"), lab.vm("a2"), lab.vm("b1"), lab.vm("b3"));
+    let pa1 = "a1000000-0000-4000-8000-0000000000a1";
+    let pa2 = "a2000000-0000-4000-8000-0000000000a2";
+    let pb1 = "b1000000-0000-4000-8000-0000000000b1";
+    let pb3 = "b3000000-0000-4000-8000-0000000000b3";
+    plug(
+        &lab,
+        &mut c1,
+        veth_port(pa1, NET_A, "02:aa:00:00:00:11", "10.99.0.11", &a1),
+        "10.99.0.11",
+        &a1,
+    );
+    plug(
+        &lab,
+        &mut c2,
+        veth_port(pa2, NET_A, "02:aa:00:00:00:12", "10.99.0.12", &a2),
+        "10.99.0.12",
+        &a2,
+    );
+    plug(
+        &lab,
+        &mut c1,
+        veth_port(pb1, NET_B, "02:bb:00:00:00:11", "10.99.0.11", &b1),
+        "10.99.0.11",
+        &b1,
+    );
+    plug(
+        &lab,
+        &mut c3,
+        veth_port(pb3, NET_B, "02:bb:00:00:00:13", "10.99.0.13", &b3),
+        "10.99.0.13",
+        &b3,
+    );
+    // l2population, as control will send it.
+    lab.rt
+        .block_on(c1.set_remotes(remotes(
+            NET_A,
+            &lab.vtep(2),
+            "02:aa:00:00:00:12",
+            "10.99.0.12",
+        )))
+        .unwrap();
+    lab.rt
+        .block_on(c2.set_remotes(remotes(
+            NET_A,
+            &lab.vtep(1),
+            "02:aa:00:00:00:11",
+            "10.99.0.11",
+        )))
+        .unwrap();
+    lab.rt
+        .block_on(c1.set_remotes(remotes(
+            NET_B,
+            &lab.vtep(3),
+            "02:bb:00:00:00:13",
+            "10.99.0.13",
+        )))
+        .unwrap();
+    lab.rt
+        .block_on(c3.set_remotes(remotes(
+            NET_B,
+            &lab.vtep(1),
+            "02:bb:00:00:00:11",
+            "10.99.0.11",
+        )))
+        .unwrap();
+
+    assert!(
+        lab.ping(&a1, "10.99.0.12"),
+        "a1 → a2 across nodes on network A"
+    );
+    assert!(lab.ping(&a2, "10.99.0.11"), "a2 → a1 reaches a1, not b1");
+    assert!(
+        lab.ping(&b1, "10.99.0.13"),
+        "b1 → b3 across nodes on network B"
+    );
+    assert!(
+        !lab.ping(&a1, "10.99.0.13"),
+        "network A never reaches network B"
+    );
+    assert!(
+        !lab.ping(&b1, "10.99.0.12"),
+        "network B never reaches network A"
+    );
+
+    // The overlay MTU is the underlay's minus 50, inside the guest too.
+    let mtu = ok(&["ip", "-n", &a1, "-o", "link", "show", "eth0"]);
+    assert!(mtu.contains("mtu 1450"), "{mtu}");
+
+    // Bad input changes nothing.
+    let before = lab
+        .rt
+        .block_on(c1.sync(pb::NodeState {
+            dry_run: true,
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    let code = |r: Result<tonic::Response<pb::EnsureReply>, tonic::Status>| {
+        r.expect_err("must fail").code()
+    };
+    let rt = &lab.rt;
+    use tonic::Code;
+    assert_eq!(
+        code(rt.block_on(c1.ensure_port(veth_port(
+            "ff000000-0000-4000-8000-0000000000ff",
+            "cccccccc-0000-4000-8000-000000000003",
+            "02:cc:00:00:00:01",
+            "10.99.0.50",
+            &a1
+        )))),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(rt.block_on(c1.ensure_port(veth_port(
+            "fe000000-0000-4000-8000-0000000000fe",
+            NET_A,
+            "02:aa:00:00:00:11",
+            "10.99.0.51",
+            &a1
+        )))),
+        Code::AlreadyExists
+    );
+    assert_eq!(
+        code(rt.block_on(c1.ensure_network(vxlan("dddddddd-0000-4000-8000-000000000004", 5001)))),
+        Code::AlreadyExists
+    );
+    let mut bad_cidr = veth_port(
+        "fd000000-0000-4000-8000-0000000000fd",
+        NET_A,
+        "02:aa:00:00:00:99",
+        "10.99.0.52",
+        &a1,
+    );
+    bad_cidr.fixed_ips = vec!["10.99.0/33".into()];
+    assert_eq!(
+        code(rt.block_on(c1.ensure_port(bad_cidr))),
+        Code::InvalidArgument
+    );
+    let mut bad_name = veth_port(
+        "fc000000-0000-4000-8000-0000000000fc",
+        NET_A,
+        "02:aa:00:00:00:98",
+        "10.99.0.53",
+        &a1,
+    );
+    bad_name.kind = Some(pb::port::Kind::Veth(pb::Veth {
+        netns: a1.clone(),
+        ifname: "this-name-is-far-too-long".into(),
+    }));
+    assert_eq!(
+        code(rt.block_on(c1.ensure_port(bad_name))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(c1.ensure_network(pb::Network {
+            id: "not-a-uuid".into(),
+            ..vxlan(NET_A, 5001)
+        }))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(c1.ensure_port(pb::Port {
+            mac: "zz:zz".into(),
+            ..veth_port(pa1, NET_A, "", "", &a1)
+        }))),
+        Code::InvalidArgument
+    );
+    let vlan = pb::Network {
+        id: "eeeeeeee-0000-4000-8000-000000000005".into(),
+        segment: Some(pb::network::Segment::Vlan(pb::Vlan {
+            physical_network: "phys".into(),
+            vlan_id: 10,
+        })),
+        mtu: 0,
+    };
+    assert_eq!(
+        code(rt.block_on(c1.ensure_network(vlan))),
+        Code::FailedPrecondition
+    );
+    let caps = rt
+        .block_on(c1.get_capabilities(pb::CapabilitiesRequest {}))
+        .unwrap()
+        .into_inner();
+    assert!(caps.segmentation_types.contains(&"vxlan".to_string()));
+    if !caps.segmentation_types.contains(&"vlan".to_string()) {
+        eprintln!("note: this kernel has no 8021q: {:?}", caps.missing);
+    }
+    let after = rt
+        .block_on(c1.sync(pb::NodeState {
+            dry_run: true,
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        before.actions, after.actions,
+        "failed calls changed the desired state"
+    );
+    assert!(
+        lab.ping(&a1, "10.99.0.12"),
+        "traffic unaffected by bad input"
+    );
+
+    // A deleted port stops passing traffic.
+    lab.rt
+        .block_on(c2.delete_port(pb::DeleteRequest { id: pa2.into() }))
+        .unwrap();
+    assert!(
+        !lab.ping(&a1, "10.99.0.12"),
+        "deleted port still passes traffic"
+    );
+    assert!(lab.ping(&b1, "10.99.0.13"), "other ports keep working");
+}
+
+fn ifindexes(ns: &str) -> Vec<String> {
+    let out = ok(&["ip", "-n", ns, "-o", "link", "show"]);
+    let mut v: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let mut it = l.split(':');
+            format!(
+                "{}:{}",
+                it.next().unwrap_or("").trim(),
+                it.next().unwrap_or("").trim()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn restart_and_kill_keep_traffic_flowing() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new("r", 2);
+    lab.start_netd(1);
+    lab.start_netd(2);
+    let (mut c1, mut c2) = (lab.client(1), lab.client(2));
+    lab.rt
+        .block_on(c1.ensure_network(vxlan(NET_A, 6001)))
+        .unwrap();
+    lab.rt
+        .block_on(c2.ensure_network(vxlan(NET_A, 6001)))
+        .unwrap();
+    let (a1, a2) = (lab.vm("a1"), lab.vm("a2"));
+    plug(
+        &lab,
+        &mut c1,
+        veth_port(
+            "a1000000-0000-4000-8000-0000000000a1",
+            NET_A,
+            "02:aa:00:00:01:11",
+            "10.98.0.11",
+            &a1,
+        ),
+        "10.98.0.11",
+        &a1,
+    );
+    plug(
+        &lab,
+        &mut c2,
+        veth_port(
+            "a2000000-0000-4000-8000-0000000000a2",
+            NET_A,
+            "02:aa:00:00:01:12",
+            "10.98.0.12",
+            &a2,
+        ),
+        "10.98.0.12",
+        &a2,
+    );
+    lab.rt
+        .block_on(c1.set_remotes(remotes(
+            NET_A,
+            &lab.vtep(2),
+            "02:aa:00:00:01:12",
+            "10.98.0.12",
+        )))
+        .unwrap();
+    lab.rt
+        .block_on(c2.set_remotes(remotes(
+            NET_A,
+            &lab.vtep(1),
+            "02:aa:00:00:01:11",
+            "10.98.0.11",
+        )))
+        .unwrap();
+    assert!(lab.ping(&a1, "10.98.0.12"));
+    drop((c1, c2));
+    let before = (ifindexes(&lab.hv(1)), ifindexes(&lab.hv(2)));
+
+    // 300 pings, 50 ms apart: 15 s of traffic across the restarts.
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a1,
+            "ping",
+            "-c",
+            "300",
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "10.98.0.12",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, sig) in [
+        (1, libc::SIGTERM),
+        (2, libc::SIGTERM),
+        (1, libc::SIGKILL),
+        (2, libc::SIGKILL),
+    ] {
+        lab.stop_netd(i, sig);
+        std::thread::sleep(Duration::from_millis(300));
+        lab.start_netd(i);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let nums: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let (sent, got) = (nums[0], nums[1]);
+    eprintln!("restart ping: {line}");
+    assert!(
+        sent - got <= 1,
+        "lost {} of {sent} packets across restarts",
+        sent - got
+    );
+
+    let after = (ifindexes(&lab.hv(1)), ifindexes(&lab.hv(2)));
+    assert_eq!(before, after, "restarts re-created links");
+    for i in 1..=2 {
+        let log = std::fs::read_to_string(lab.log(i)).unwrap();
+        let starts: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("start reconcile"))
+            .collect();
+        assert!(starts.len() >= 3, "{log}");
+        assert!(
+            starts[1..]
+                .iter()
+                .all(|l| l.contains("added=0 changed=0 removed=0 errors=0")),
+            "a restart changed the kernel:\n{log}"
+        );
+    }
+}
