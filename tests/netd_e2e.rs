@@ -217,6 +217,7 @@ fn veth_port(id: &str, net: &str, mac: &str, ip: &str, netns: &str) -> pb::Port 
         kind: Some(pb::port::Kind::Veth(pb::Veth {
             netns: netns.into(),
             ifname: "eth0".into(),
+            up: true,
         })),
         admin_down: false,
     }
@@ -420,6 +421,7 @@ fn overlapping_tenant_networks_across_three_nodes() {
     bad_name.kind = Some(pb::port::Kind::Veth(pb::Veth {
         netns: a1.clone(),
         ifname: "this-name-is-far-too-long".into(),
+        up: true,
     }));
     assert_eq!(
         code(rt.block_on(c1.ensure_port(bad_name))),

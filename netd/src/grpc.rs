@@ -53,6 +53,7 @@ pub fn port_from(p: pb::Port) -> Result<Port> {
         Some(pb::port::Kind::Veth(v)) => PortKind::Veth {
             netns: v.netns,
             ifname: v.ifname,
+            up: v.up,
         },
         None => {
             return Err(Error::InvalidArgument(

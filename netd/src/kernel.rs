@@ -413,6 +413,7 @@ impl Kernel {
                 netns,
                 ifname,
                 mac,
+                peer_up,
             } => {
                 let ns = std::fs::File::open(crate::model::netns_path(netns)).map_err(|e| {
                     Error::FailedPrecondition(format!("network namespace {netns}: {e}"))
@@ -426,15 +427,24 @@ impl Kernel {
                     .address(mac.to_vec())
                     .mtu(*mtu)
                     .setns_by_fd(ns.as_raw_fd())
+                    .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+                    .append_extra_attribute(LinkAttribute::NumRxQueues(1))
                     .build();
                 let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
                     .name(name.clone())
                     .mtu(*mtu)
                     .controller(Self::index(idx, bridge)?)
-                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    // One queue pair per end: half the per-device kernel
+                    // objects, and a namespace port gains nothing from more.
+                    .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+                    .append_extra_attribute(LinkAttribute::NumRxQueues(1));
                 b = if *up { b.up() } else { b.down() };
                 links.add(b.build()).execute().await.map_err(nl)?;
                 drop(ns);
+                if !peer_up {
+                    return Ok(());
+                }
                 let inside = self.handle_in(&crate::model::netns_path(netns)).await?;
                 let peer = inside
                     .link()

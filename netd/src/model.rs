@@ -28,7 +28,12 @@ pub struct Network {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PortKind {
     Tap,
-    Veth { netns: String, ifname: String },
+    /// `up`: netd also brings the far end up.
+    Veth {
+        netns: String,
+        ifname: String,
+        up: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +138,25 @@ fn check_ifname(s: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn short_name(id: &str) -> String {
+    crate::names::veth(id)[4..].to_string()
+}
+
+fn duplicate_mac(p: &Port, other: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "MAC {} is already used by port {other} on network {}",
+        fmt_mac(&p.mac),
+        p.network_id
+    ))
+}
+
+fn shared_name(p: &Port, other: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "port {} would share kernel names with port {other}",
+        p.id
+    ))
 }
 
 /// Where a namespace name points.
@@ -266,6 +290,29 @@ impl Desired {
     }
 
     pub fn check_port(&self, p: &Port) -> Result<()> {
+        self.check_port_fields(p)?;
+        if let Some(o) = self
+            .ports
+            .values()
+            .find(|o| o.id != p.id && o.network_id == p.network_id && o.mac == p.mac)
+        {
+            return Err(duplicate_mac(p, &o.id));
+        }
+        // Kernel names keep 44 bits of the UUID; two ids that share them
+        // cannot both live on one node.
+        let dev = short_name(&p.id);
+        if let Some(o) = self
+            .ports
+            .values()
+            .find(|o| o.id != p.id && short_name(&o.id) == dev)
+        {
+            return Err(shared_name(p, &o.id));
+        }
+        Ok(())
+    }
+
+    /// Everything about a port but its uniqueness among the others.
+    fn check_port_fields(&self, p: &Port) -> Result<()> {
         check_id("port", &p.id)?;
         check_id("network", &p.network_id)?;
         if !self.networks.contains_key(&p.network_id) {
@@ -280,35 +327,10 @@ impl Desired {
                 fmt_mac(&p.mac)
             )));
         }
-        if let Some(o) = self
-            .ports
-            .values()
-            .find(|o| o.id != p.id && o.network_id == p.network_id && o.mac == p.mac)
-        {
-            return Err(Error::AlreadyExists(format!(
-                "MAC {} is already used by port {} on network {}",
-                fmt_mac(&p.mac),
-                o.id,
-                p.network_id
-            )));
-        }
         for ip in &p.fixed_ips {
             parse_cidr(ip)?;
         }
-        // Kernel names keep 44 bits of the UUID; two ids that share them
-        // cannot both live on one node.
-        let dev = crate::names::veth(&p.id)[4..].to_string();
-        if let Some(o) = self
-            .ports
-            .values()
-            .find(|o| o.id != p.id && crate::names::veth(&o.id)[4..] == dev)
-        {
-            return Err(Error::AlreadyExists(format!(
-                "port {} would share kernel names with port {}",
-                p.id, o.id
-            )));
-        }
-        if let PortKind::Veth { netns, ifname } = &p.kind {
+        if let PortKind::Veth { netns, ifname, .. } = &p.kind {
             check_ifname(ifname)?;
             if netns.is_empty()
                 || netns.len() > 255
@@ -350,17 +372,26 @@ impl Desired {
         }
     }
 
-    /// Validates a whole state as if built call by call.
+    /// Validates a whole state as if built call by call (in linear time:
+    /// a resync carries every port of the node).
     pub fn check_all(&self, node: &NodeConfig) -> Result<()> {
         let mut built = Desired::default();
         for n in self.networks.values() {
             built.check_network(n, node)?;
             built.networks.insert(n.id.clone(), n.clone());
         }
+        let mut macs = std::collections::HashMap::new();
+        let mut short = std::collections::HashMap::new();
         for p in self.ports.values() {
-            built.check_port(p)?;
-            built.ports.insert(p.id.clone(), p.clone());
+            built.check_port_fields(p)?;
+            if let Some(o) = macs.insert((p.network_id.as_str(), p.mac), p.id.as_str()) {
+                return Err(duplicate_mac(p, o));
+            }
+            if let Some(o) = short.insert(short_name(&p.id), p.id.as_str()) {
+                return Err(shared_name(p, o));
+            }
         }
+        built.ports = self.ports.clone();
         for id in self.remotes.keys() {
             built.check_remotes(id)?;
         }
@@ -460,6 +491,7 @@ mod tests {
             kind: PortKind::Veth {
                 netns: "x".into(),
                 ifname: "a/b".into(),
+                up: true,
             },
             ..p
         };

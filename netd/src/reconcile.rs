@@ -93,6 +93,8 @@ pub enum Action {
         netns: String,
         ifname: String,
         mac: Mac,
+        /// Also bring the far end up, from inside its namespace.
+        peer_up: bool,
     },
     CreateTap {
         name: String,
@@ -194,11 +196,13 @@ impl fmt::Display for Action {
                 netns,
                 ifname,
                 mac,
+                peer_up,
             } => write!(
                 f,
-                "create veth {name} master {bridge} mtu {mtu} {} peer {ifname} in {netns} mac {}",
+                "create veth {name} master {bridge} mtu {mtu} {} peer {ifname} in {netns} mac {}{}",
                 if *up { "up" } else { "down" },
-                fmt_mac(mac)
+                fmt_mac(mac),
+                if *peer_up { " up" } else { "" }
             ),
             Action::CreateTap {
                 name,
@@ -439,7 +443,11 @@ pub fn plan(
         };
         wanted_links.insert(name.clone());
         let create = match &p.kind {
-            PortKind::Veth { netns, ifname } => Action::CreateVeth {
+            PortKind::Veth {
+                netns,
+                ifname,
+                up: peer_up,
+            } => Action::CreateVeth {
                 name: name.clone(),
                 bridge: br.clone(),
                 mtu,
@@ -447,6 +455,7 @@ pub fn plan(
                 netns: netns.clone(),
                 ifname: ifname.clone(),
                 mac: p.mac,
+                peer_up: *peer_up,
             },
             PortKind::Tap => Action::CreateTap {
                 name: name.clone(),
@@ -535,6 +544,7 @@ mod tests {
                 kind: PortKind::Veth {
                     netns: "vm".into(),
                     ifname: "eth0".into(),
+                    up: true,
                 },
                 admin_down: false,
             },

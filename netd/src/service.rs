@@ -252,9 +252,11 @@ impl Netd {
                 tracing::warn!(action = %a, error = %e, "reconcile step failed");
                 report.errors.push(format!("{a}: {e}"));
             }
-            self.publish_status(want, &applied.errors).await;
+            let links = self.inner.kernel.links().await.unwrap_or_default();
+            self.publish_status(want, &applied.errors, &links);
         } else {
-            self.publish_status(want, &[]).await;
+            let links: Vec<_> = obs.links.into_values().collect();
+            self.publish_status(want, &[], &links);
         }
         report.duration_us = t0.elapsed().as_micros() as u64;
         span.record("added", report.added);
@@ -276,8 +278,12 @@ impl Netd {
     }
 
     /// Works out each port's status and announces the ones that changed.
-    async fn publish_status(&self, want: &Desired, errors: &[(crate::reconcile::Action, String)]) {
-        let links = self.inner.kernel.links().await.unwrap_or_default();
+    fn publish_status(
+        &self,
+        want: &Desired,
+        errors: &[(crate::reconcile::Action, String)],
+        links: &[crate::reconcile::LinkState],
+    ) {
         let by_name: BTreeMap<&str, &crate::reconcile::LinkState> =
             links.iter().map(|l| (l.name.as_str(), l)).collect();
         let mut now: BTreeMap<String, PortEvent> = BTreeMap::new();
