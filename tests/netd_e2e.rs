@@ -104,6 +104,10 @@ impl Lab {
     }
 
     fn start_netd(&mut self, i: usize) {
+        self.start_netd_with(i, &[]);
+    }
+
+    fn start_netd_with(&mut self, i: usize, extra: &[&str]) {
         let _ = std::fs::remove_file(self.sock(i));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -122,6 +126,7 @@ impl Lab {
             .args(["--vtep-address", &self.vtep(i)])
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("h{i}")))
+            .args(extra)
             .env("URSA_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -632,4 +637,175 @@ fn restart_and_kill_keep_traffic_flowing() {
             "a restart changed the kernel:\n{log}"
         );
     }
+}
+
+#[test]
+fn taps_flat_networks_port_events_and_plan() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new("f", 1);
+    let hv = lab.hv(1);
+    // The "physical" NIC of a flat network (this kernel has no dummy links).
+    ok(&[
+        "ip",
+        "-n",
+        &hv,
+        "link",
+        "add",
+        "phys0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "phys0-wire",
+    ]);
+    // Restart netd with the physical network mapped.
+    let _ = std::fs::remove_file(lab.sock(1));
+    let log = std::fs::File::create(lab.log(1)).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &hv, env!("CARGO_BIN_EXE_ursa-netd")])
+        .arg("--listen")
+        .arg(format!("unix:{}", lab.sock(1).display()))
+        .args(["--physical-interface", "physnet1:phys0"])
+        .arg("--state-dir")
+        .arg(lab.dir.path().join("h1"))
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    lab.netds[0] = Some(child);
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(lab.sock(1)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "netd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = lab.client(1);
+    let flat = "f1a70000-0000-4000-8000-000000000001";
+    let net = pb::Network {
+        id: flat.into(),
+        segment: Some(pb::network::Segment::Flat(pb::Flat {
+            physical_network: "physnet1".into(),
+        })),
+        mtu: 0,
+    };
+    let r = lab.rt.block_on(c.ensure_network(net)).unwrap().into_inner();
+    let bridge = r.devices[0].clone();
+    let phys = ok(&["ip", "-n", &hv, "-o", "link", "show", "phys0"]);
+    assert!(
+        phys.contains(&format!("master {bridge}")),
+        "phys0 not bridged: {phys}"
+    );
+
+    // Port events: the stream starts with current statuses, then changes.
+    let mut events = lab
+        .rt
+        .block_on(c.watch_ports(pb::WatchPortsRequest {}))
+        .unwrap()
+        .into_inner();
+    let tap_id = "7a900000-0000-4000-8000-000000000001";
+    let tap = pb::Port {
+        id: tap_id.into(),
+        network_id: flat.into(),
+        mac: "02:7a:00:00:00:01".into(),
+        fixed_ips: vec![],
+        kind: Some(pb::port::Kind::Tap(pb::Tap {})),
+        admin_down: false,
+    };
+    let dev = lab
+        .rt
+        .block_on(c.ensure_port(tap))
+        .unwrap()
+        .into_inner()
+        .devices[0]
+        .clone();
+    let shown = ok(&["ip", "-n", &hv, "-d", "-o", "link", "show", &dev]);
+    assert!(
+        shown.contains(&format!("master {bridge}"))
+            && shown.contains("tun")
+            && shown.contains(",UP"),
+        "{shown}"
+    );
+    let next = |events: &mut tonic::Streaming<pb::PortEvent>| {
+        lab.rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), events.message()).await
+            })
+            .expect("an event in time")
+            .unwrap()
+            .unwrap()
+    };
+    let e = next(&mut events);
+    assert_eq!(
+        (e.port_id.as_str(), e.status),
+        (tap_id, pb::port_event::Status::Active as i32),
+        "{e:?}"
+    );
+    lab.rt
+        .block_on(c.delete_port(pb::DeleteRequest { id: tap_id.into() }))
+        .unwrap();
+    let e = next(&mut events);
+    assert_eq!(
+        (e.port_id.as_str(), e.status),
+        (tap_id, pb::port_event::Status::Removed as i32),
+        "{e:?}"
+    );
+    assert!(
+        !sh(&["ip", "-n", &hv, "link", "show", &dev])
+            .status
+            .success(),
+        "tap left behind"
+    );
+
+    // A dry-run sync of an empty node plans the network's removal and changes nothing.
+    let plan = lab
+        .rt
+        .block_on(c.sync(pb::NodeState {
+            dry_run: true,
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.contains(&format!("delete link {bridge}"))),
+        "{plan:?}"
+    );
+    assert!(sh(&["ip", "-n", &hv, "link", "show", &bridge])
+        .status
+        .success());
+
+    // `ursa-netd --plan` on the stored state of a stopped daemon: nothing to
+    // do. (The watch stream stays open: SIGTERM must not wait for it.)
+    lab.stop_netd(1, libc::SIGTERM);
+    drop(events);
+    let out = ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &hv,
+        env!("CARGO_BIN_EXE_ursa-netd"),
+        "--plan",
+        "--physical-interface",
+        "physnet1:phys0",
+        "--state-dir",
+        lab.dir.path().join("h1").to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("plan: 0 to add, 0 to change, 0 to remove"),
+        "{out}"
+    );
+    lab.start_netd_with(1, &["--physical-interface", "physnet1:phys0"]);
+    let mut c = lab.client(1);
+    lab.rt
+        .block_on(c.delete_network(pb::DeleteRequest { id: flat.into() }))
+        .unwrap();
+    assert!(
+        !sh(&["ip", "-n", &hv, "link", "show", &bridge])
+            .status
+            .success(),
+        "bridge left behind"
+    );
+    let phys = ok(&["ip", "-n", &hv, "-o", "link", "show", "phys0"]);
+    assert!(!phys.contains("master"), "phys0 still enslaved: {phys}");
 }

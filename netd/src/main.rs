@@ -107,20 +107,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let svc = NetdServer::new(ursa_netd::grpc::Service(netd));
     let router = tonic::transport::Server::builder().add_service(svc);
-    if let Some(path) = args.listen.strip_prefix("unix:") {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    let server = if let Some(path) = args.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
         let uds = tokio::net::UnixListener::bind(path)?;
         eprintln!("ursa-netd: serving on unix:{path}");
-        router
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::UnixListenerStream::new(uds),
-                shutdown(),
-            )
-            .await?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
     } else {
         let addr = args.listen.parse()?;
         eprintln!("ursa-netd: serving on {addr}");
-        router.serve_with_shutdown(addr, shutdown()).await?;
+        tokio::spawn(router.serve_with_shutdown(addr, stopped))
+    };
+    shutdown().await;
+    let _ = stop_tx.send(());
+    // Requests in flight get a moment to finish; watch streams never do, so
+    // they are cut after the grace period instead of holding the exit.
+    match tokio::time::timeout(Duration::from_secs(3), server).await {
+        Ok(r) => r??,
+        Err(_) => eprintln!("ursa-netd: closing streams still open after 3 s"),
     }
     periodic.abort();
     eprintln!("ursa-netd: stopped; the kernel state is left as it is");
