@@ -426,11 +426,24 @@ mod tests {
         for (url, _dir) in backends().await {
             let s = Store::open(&url).await.unwrap();
             let k = kind("stale");
-            let rev = s.revision().await.unwrap();
-            let r1 = s
-                .apply_at(&[Op::put(&k, "a", "", "a", json!({}))], Some(rev))
-                .await
-                .unwrap();
+            // Other tests share a PostgreSQL database and move its revision
+            // too: retry until this writer wins one round.
+            let mut won = None;
+            for _ in 0..100 {
+                let rev = s.revision().await.unwrap();
+                match s
+                    .apply_at(&[Op::put(&k, "a", "", "a", json!({}))], Some(rev))
+                    .await
+                {
+                    Ok(r) => {
+                        won = Some((rev, r));
+                        break;
+                    }
+                    Err(StoreError::Stale(_)) => continue,
+                    Err(e) => panic!("{url}: {e}"),
+                }
+            }
+            let (rev, r1) = won.expect("a write went through");
             assert_eq!(r1, rev + 1, "{url}");
             let e = s
                 .apply_at(&[Op::put(&k, "b", "", "b", json!({}))], Some(rev))
