@@ -1,0 +1,192 @@
+//! Volumes as the exports see them: a byte range with read, write, flush,
+//! trim, write-zeroes and allocation status.
+//!
+//! [`FileVolume`] keeps a volume in a sparse file: unwritten ranges are holes
+//! that cost no space and read as zeros, TRIM punches holes, WRITE_ZEROES
+//! punches or zero-ranges, and allocation status comes from
+//! `SEEK_DATA`/`SEEK_HOLE`. (The copy-on-write format for snapshots and
+//! clones, and the io_uring engine, are to come; they implement the same
+//! trait.)
+
+use nix::fcntl::{fallocate, FallocateFlags};
+use nix::unistd::{lseek, Whence};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// One extent of allocation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub len: u64,
+    /// Not allocated (reads as zeros and costs no space).
+    pub hole: bool,
+}
+
+pub trait Volume: Send + Sync {
+    fn size(&self) -> u64;
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// `fua`: durable before returning.
+    fn write_at(&self, data: &[u8], offset: u64, fua: bool) -> io::Result<()>;
+    fn flush(&self) -> io::Result<()>;
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// `may_unmap`: the range may become a hole rather than allocated zeros.
+    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> io::Result<()>;
+    /// Allocation of `[offset, offset + len)`, in order, covering at least
+    /// the first byte.
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>>;
+}
+
+pub struct FileVolume {
+    file: File,
+    size: u64,
+}
+
+impl FileVolume {
+    /// Opens a volume file (it must exist; its length is the volume size).
+    pub fn open(path: &Path) -> io::Result<FileVolume> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(FileVolume { file, size })
+    }
+
+    /// Creates a thin volume of `size` bytes (a file that is all hole).
+    pub fn create(path: &Path, size: u64) -> io::Result<FileVolume> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        file.set_len(size)?;
+        Ok(FileVolume { file, size })
+    }
+}
+
+fn errno(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+impl Volume for FileVolume {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        self.file.write_all_at(data, offset)?;
+        if fua {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        fallocate(
+            self.file.as_raw_fd(),
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            offset as i64,
+            len as i64,
+        )
+        .map_err(errno)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> io::Result<()> {
+        let flags = if may_unmap {
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+        } else {
+            FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+        };
+        match fallocate(self.file.as_raw_fd(), flags, offset as i64, len as i64) {
+            Ok(()) => Ok(()),
+            // A filesystem without zero-range: write the zeros.
+            Err(nix::errno::Errno::EOPNOTSUPP) => {
+                let zeros = vec![0u8; 1 << 20];
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(zeros.len() as u64) as usize;
+                    self.file.write_all_at(&zeros[..n], offset + done)?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let end = (offset + len).min(self.size);
+        let mut out = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let data = match lseek(self.file.as_raw_fd(), pos as i64, Whence::SeekData) {
+                Ok(d) => d as u64,
+                Err(nix::errno::Errno::ENXIO) => self.size,
+                Err(e) => return Err(errno(e)),
+            };
+            if data > pos {
+                out.push(Extent {
+                    len: data.min(end) - pos,
+                    hole: true,
+                });
+                pos = data.min(end);
+                continue;
+            }
+            let hole = match lseek(self.file.as_raw_fd(), pos as i64, Whence::SeekHole) {
+                Ok(h) => h as u64,
+                Err(e) => return Err(errno(e)),
+            };
+            out.push(Extent {
+                len: hole.min(end) - pos,
+                hole: false,
+            });
+            pos = hole.min(end);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thin_file_reads_zeros_and_reports_holes() {
+        let d = tempfile::tempdir().unwrap();
+        let v = FileVolume::create(&d.path().join("v"), 64 << 20).unwrap();
+        let mut buf = vec![1u8; 4096];
+        v.read_at(&mut buf, 10 << 20).unwrap();
+        assert!(buf.iter().all(|b| *b == 0));
+        assert_eq!(
+            v.extents(0, 64 << 20).unwrap(),
+            vec![Extent {
+                len: 64 << 20,
+                hole: true
+            }]
+        );
+        v.write_at(&[7u8; 1 << 20], 8 << 20, true).unwrap();
+        let ex = v.extents(0, 64 << 20).unwrap();
+        assert!(ex.iter().any(|e| !e.hole), "{ex:?}");
+        assert_eq!(ex.iter().map(|e| e.len).sum::<u64>(), 64 << 20);
+        v.trim(8 << 20, 1 << 20).unwrap();
+        v.read_at(&mut buf, 8 << 20).unwrap();
+        assert!(buf.iter().all(|b| *b == 0), "trimmed range reads zeros");
+        assert_eq!(
+            v.extents(0, 64 << 20).unwrap(),
+            vec![Extent {
+                len: 64 << 20,
+                hole: true
+            }]
+        );
+    }
+}
