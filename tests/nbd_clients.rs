@@ -282,3 +282,24 @@ fn unknown_exports_and_garbage_clients_disturb_nobody() {
         eprintln!("note: nbdinfo (libnbd-bin) not installed; LIST/map checked through qemu only");
     }
 }
+
+#[test]
+fn nbdcopy_moves_a_gibibyte_in_and_out_intact() {
+    if !have("nbdcopy") {
+        eprintln!("SKIP: nbdcopy (libnbd-bin) is not installed");
+        return;
+    }
+    let b = Blockd::start(&[("big", "1G")]);
+    let src = b.dir.join("src.raw");
+    let back = b.dir.join("back.raw");
+    random_file(&src, 1 << 30);
+    ok(&["nbdcopy", src.to_str().unwrap(), &b.uri("big")]);
+    ok(&["nbdcopy", &b.uri("big"), back.to_str().unwrap()]);
+    let same = Command::new("cmp")
+        .arg(&src)
+        .arg(&back)
+        .status()
+        .unwrap()
+        .success();
+    assert!(same, "1 GiB came back different");
+}

@@ -342,6 +342,16 @@ where
     }
 }
 
+/// Runs a blocking volume call without stalling the async workers: on a
+/// multi-threaded runtime the worker hands its other tasks to its peers
+/// while the call runs. (The io_uring engine will make this unnecessary.)
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 struct Request {
     flags: u16,
     kind: u16,
@@ -462,7 +472,7 @@ where
                     error_reply(w, s, req.cookie, ENOSPC, "write past the end of the export")
                         .await?;
                 } else {
-                    match v.write_at(&buf, req.offset, req.flags & CMD_FLAG_FUA != 0) {
+                    match blocking(|| v.write_at(&buf, req.offset, req.flags & CMD_FLAG_FUA != 0)) {
                         Ok(()) => ok_reply(w, s, req.cookie).await?,
                         Err(e) => {
                             error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await?
@@ -480,7 +490,7 @@ where
                     read(w, v, s, &req, &mut buf).await?;
                 }
             }
-            CMD_FLUSH => match v.flush() {
+            CMD_FLUSH => match blocking(|| v.flush()) {
                 Ok(()) => ok_reply(w, s, req.cookie).await?,
                 Err(e) => error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await?,
             },
@@ -490,17 +500,19 @@ where
                         .await?;
                 } else {
                     let res = if req.kind == CMD_TRIM {
-                        v.trim(req.offset, req.len as u64)
+                        blocking(|| v.trim(req.offset, req.len as u64))
                     } else {
-                        v.write_zeroes(
-                            req.offset,
-                            req.len as u64,
-                            req.flags & CMD_FLAG_NO_HOLE == 0,
-                        )
+                        blocking(|| {
+                            v.write_zeroes(
+                                req.offset,
+                                req.len as u64,
+                                req.flags & CMD_FLAG_NO_HOLE == 0,
+                            )
+                        })
                     };
                     let res = res.and_then(|()| {
                         if req.flags & CMD_FLAG_FUA != 0 {
-                            v.flush()
+                            blocking(|| v.flush())
                         } else {
                             Ok(())
                         }
@@ -519,7 +531,7 @@ where
                 } else if !in_range || req.len == 0 {
                     error_reply(w, s, req.cookie, EINVAL, "block status past the end").await?;
                 } else {
-                    match v.extents(req.offset, req.len as u64) {
+                    match blocking(|| v.extents(req.offset, req.len as u64)) {
                         Ok(ex) => {
                             let mut d = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
                             let take = if req.flags & CMD_FLAG_REQ_ONE != 0 {
@@ -569,7 +581,7 @@ async fn read<W: AsyncWrite + Unpin>(
     let len = req.len as usize;
     if !s.structured {
         buf.resize(len, 0);
-        return match v.read_at(&mut buf[..len], req.offset) {
+        return match blocking(|| v.read_at(&mut buf[..len], req.offset)) {
             Ok(()) => simple_reply(w, req.cookie, 0, &buf[..len]).await,
             Err(e) => simple_reply(w, req.cookie, io_errno(&e), &[]).await,
         };
@@ -578,7 +590,7 @@ async fn read<W: AsyncWrite + Unpin>(
         return ok_reply(w, s, req.cookie).await;
     }
     // Holes go out as OFFSET_HOLE chunks: a sparse read moves no zeros.
-    let extents = match v.extents(req.offset, len as u64) {
+    let extents = match blocking(|| v.extents(req.offset, len as u64)) {
         Ok(e) => e,
         Err(e) => return error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await,
     };
@@ -601,7 +613,7 @@ async fn read<W: AsyncWrite + Unpin>(
             chunk(w, req.cookie, flags, REPLY_TYPE_OFFSET_HOLE, &[&p]).await?;
         } else {
             buf.resize(elen as usize, 0);
-            if let Err(e) = v.read_at(&mut buf[..elen as usize], pos) {
+            if let Err(e) = blocking(|| v.read_at(&mut buf[..elen as usize], pos)) {
                 return error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await;
             }
             chunk(
