@@ -1,7 +1,11 @@
 //! Compiles every .proto under `ursa/` with protox (pure Rust), so a fresh
 //! machine needs no system `protoc`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["ursa/node/v1/node.proto", "ursa/netd/v1/netd.proto"];
+    let protos = [
+        "ursa/node/v1/node.proto",
+        "ursa/netd/v1/netd.proto",
+        "ursa/blockd/v1/blockd.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -9,10 +9,15 @@
 //!   structured replies with sparse reads, `base:allocation` block status)
 //!   that real clients (qemu-img, qemu-io, nbdinfo, nbdcopy) talk to.
 //!
+//! - [`service`]: pools and the durable registry of volumes (create thin,
+//!   delete, grow, export/unexport over NBD; exports survive a restart).
+//! - [`grpc`]: `proto/ursa/blockd/v1` over tonic.
+//!
 //! Still to come (issue: blockd): the copy-on-write on-disk format with
-//! snapshots and clones, the io_uring engine, vhost-user-blk, QoS, and the
-//! gRPC service (`proto/ursa/blockd`). Until that service exists the
-//! `ursa-blockd` binary exports volume files named on its command line.
+//! snapshots and clones (the RPCs answer UNIMPLEMENTED until then), the
+//! io_uring engine, vhost-user-blk and QoS.
 
 pub mod export;
+pub mod grpc;
+pub mod service;
 pub mod volume;

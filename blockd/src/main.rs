@@ -1,25 +1,40 @@
-//! `ursa-blockd`: serves volumes over NBD. Until the gRPC service lands,
-//! exports are named on the command line: `--export NAME=PATH[:SIZE]`
-//! (a missing file is created thin with SIZE bytes, e.g. `10G`).
+//! `ursa-blockd`: the storage node daemon. Serves proto/ursa/blockd/v1 over
+//! gRPC and the exported volumes over NBD. `--export NAME=PATH[:SIZE]` also
+//! serves a plain file (created thin with SIZE if missing), like qemu-nbd.
 
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use ursa_blockd::export::nbd::{self, Exports};
-use ursa_blockd::volume::{FileVolume, Volume};
+use ursa_blockd::export::nbd::{self, ExportTable};
+use ursa_blockd::service::{Blockd, Config, NbdEndpoint};
+use ursa_blockd::volume::FileVolume;
+use ursa_proto::blockd::v1::blockd_server::BlockdServer;
 
 #[derive(Parser)]
 #[command(name = "ursa-blockd", version, about = "Ursa's storage node daemon")]
 struct Args {
+    /// gRPC listen address: HOST:PORT or unix:/path (omit to serve NBD only).
+    #[arg(long, env = "URSA_BLOCKD_LISTEN")]
+    listen: Option<String>,
+    /// Where the volume registry is kept.
+    #[arg(
+        long,
+        env = "URSA_BLOCKD_STATE_DIR",
+        default_value = "/var/lib/ursa/blockd"
+    )]
+    state_dir: PathBuf,
+    /// NAME=DIR: a storage pool (repeatable).
+    #[arg(long = "pool", value_name = "NAME=DIR")]
+    pools: Vec<String>,
     /// NBD over a unix socket at this path.
     #[arg(long)]
     nbd_unix: Option<PathBuf>,
     /// NBD over TCP at HOST:PORT.
     #[arg(long)]
     nbd_listen: Option<std::net::SocketAddr>,
-    /// NAME=PATH[:SIZE] (repeatable).
-    #[arg(long = "export", required = true)]
+    /// NAME=PATH[:SIZE]: serve a file as it is (repeatable).
+    #[arg(long = "export")]
     exports: Vec<String>,
 }
 
@@ -45,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut exports: Exports = BTreeMap::new();
+    let table = ExportTable::default();
     for e in &args.exports {
         let (name, rest) = e
             .split_once('=')
@@ -62,53 +77,114 @@ fn main() -> anyhow::Result<()> {
                 path.display()
             ),
         };
-        exports.insert(name.to_string(), Arc::new(v) as Arc<dyn Volume>);
+        table.insert(name, Arc::new(v));
     }
-    let exports = Arc::new(exports);
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let mut tasks = Vec::new();
-        if let Some(p) = &args.nbd_unix {
-            let _ = std::fs::remove_file(p);
-            let l = tokio::net::UnixListener::bind(p)?;
-            eprintln!("ursa-blockd: NBD on unix:{}", p.display());
-            let ex = exports.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let Ok((s, _)) = l.accept().await else {
-                        continue;
-                    };
-                    let ex = ex.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = nbd::serve(s, ex).await {
-                            tracing::debug!(error = %e, "nbd connection ended");
-                        }
-                    });
+    rt.block_on(run(args, table))
+}
+
+fn serve_nbd<L, S>(accept: L, table: ExportTable) -> tokio::task::JoinHandle<()>
+where
+    L: FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<S>> + Send>>
+        + Send
+        + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut accept = accept;
+    tokio::spawn(async move {
+        loop {
+            let Ok(s) = accept().await else { continue };
+            let t = table.clone();
+            tokio::spawn(async move {
+                if let Err(e) = nbd::serve(s, t).await {
+                    tracing::debug!(error = %e, "nbd connection ended");
                 }
-            }));
+            });
         }
-        if let Some(a) = args.nbd_listen {
-            let l = tokio::net::TcpListener::bind(a).await?;
-            eprintln!("ursa-blockd: NBD on {a}");
-            let ex = exports.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let Ok((s, _)) = l.accept().await else {
-                        continue;
-                    };
-                    let _ = s.set_nodelay(true);
-                    let ex = ex.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = nbd::serve(s, ex).await {
-                            tracing::debug!(error = %e, "nbd connection ended");
-                        }
-                    });
-                }
-            }));
-        }
-        anyhow::ensure!(!tasks.is_empty(), "give --nbd-unix or --nbd-listen");
-        eprintln!("ursa-blockd: ready");
-        tokio::signal::ctrl_c().await?;
-        Ok(())
     })
+}
+
+async fn run(args: Args, table: ExportTable) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    if let Some(p) = &args.nbd_unix {
+        let _ = std::fs::remove_file(p);
+        let l = Arc::new(tokio::net::UnixListener::bind(p)?);
+        eprintln!("ursa-blockd: NBD on unix:{}", p.display());
+        tasks.push(serve_nbd(
+            move || {
+                let l = l.clone();
+                Box::pin(async move { l.accept().await.map(|(s, _)| s) })
+            },
+            table.clone(),
+        ));
+    }
+    if let Some(a) = args.nbd_listen {
+        let l = Arc::new(tokio::net::TcpListener::bind(a).await?);
+        eprintln!("ursa-blockd: NBD on {a}");
+        tasks.push(serve_nbd(
+            move || {
+                let l = l.clone();
+                Box::pin(async move {
+                    let (s, _) = l.accept().await?;
+                    let _ = s.set_nodelay(true);
+                    Ok(s)
+                })
+            },
+            table.clone(),
+        ));
+    }
+    anyhow::ensure!(!tasks.is_empty(), "give --nbd-unix or --nbd-listen");
+    let grpc = if let Some(listen) = &args.listen {
+        let mut pools = BTreeMap::new();
+        for p in &args.pools {
+            let (n, d) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--pool wants NAME=DIR, got {p:?}"))?;
+            pools.insert(n.to_string(), PathBuf::from(d));
+        }
+        let nbd = NbdEndpoint {
+            socket: args.nbd_unix.clone(),
+            tcp: args.nbd_listen,
+        };
+        let blockd = Blockd::open(
+            Config {
+                state_dir: args.state_dir.clone(),
+                pools,
+                nbd,
+            },
+            table.clone(),
+        )?;
+        let router = tonic::transport::Server::builder()
+            .add_service(BlockdServer::new(ursa_blockd::grpc::Service(blockd)));
+        Some(if let Some(path) = listen.strip_prefix("unix:") {
+            let _ = std::fs::remove_file(path);
+            let uds = tokio::net::UnixListener::bind(path)?;
+            eprintln!("ursa-blockd: gRPC on unix:{path}");
+            tokio::spawn(async move {
+                let _ = router
+                    .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(uds))
+                    .await;
+            })
+        } else {
+            let addr = listen.parse()?;
+            eprintln!("ursa-blockd: gRPC on {addr}");
+            tokio::spawn(async move {
+                let _ = router.serve(addr).await;
+            })
+        })
+    } else {
+        None
+    };
+    eprintln!("ursa-blockd: ready");
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    if let Some(g) = grpc {
+        g.abort();
+    }
+    eprintln!("ursa-blockd: stopped");
+    Ok(())
 }

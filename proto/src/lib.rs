@@ -11,6 +11,8 @@
 //!   kernel capabilities it found.
 //! - [`netd::v1`]: the network node daemon: networks, ports, l2population,
 //!   whole-node sync and port status events.
+//! - [`blockd::v1`]: the storage node daemon: volumes, exports (connection
+//!   info as Cinder returns it), pools.
 
 pub mod node {
     pub mod v1 {
@@ -21,5 +23,11 @@ pub mod node {
 pub mod netd {
     pub mod v1 {
         tonic::include_proto!("ursa.netd.v1");
+    }
+}
+
+pub mod blockd {
+    pub mod v1 {
+        tonic::include_proto!("ursa.blockd.v1");
     }
 }

@@ -94,8 +94,37 @@ const BASE_ALLOCATION_ID: u32 = 1;
 pub const MAX_REQUEST: u32 = 32 << 20;
 const MAX_OPTION: u32 = 64 << 10;
 
-/// The exports a server offers, by name.
-pub type Exports = BTreeMap<String, Arc<dyn Volume>>;
+/// The exports a server offers, by name. Shared and changeable while the
+/// server runs: a client that already negotiated keeps its volume until it
+/// disconnects.
+#[derive(Clone, Default)]
+pub struct ExportTable(Arc<std::sync::RwLock<BTreeMap<String, Arc<dyn Volume>>>>);
+
+impl ExportTable {
+    pub fn insert(&self, name: &str, v: Arc<dyn Volume>) {
+        self.0
+            .write()
+            .expect("export table")
+            .insert(name.to_string(), v);
+    }
+
+    pub fn remove(&self, name: &str) -> bool {
+        self.0.write().expect("export table").remove(name).is_some()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Volume>> {
+        self.0.read().expect("export table").get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.0
+            .read()
+            .expect("export table")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
 
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
@@ -107,7 +136,7 @@ struct Session {
 }
 
 /// Serves one client connection to the end.
-pub async fn serve<S>(stream: S, exports: Arc<Exports>) -> io::Result<()>
+pub async fn serve<S>(stream: S, exports: ExportTable) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -192,7 +221,7 @@ impl Cur<'_> {
 async fn negotiate<R, W>(
     r: &mut R,
     w: &mut W,
-    exports: &Exports,
+    exports: &ExportTable,
     s: &mut Session,
     no_zeroes: bool,
 ) -> io::Result<Option<Arc<dyn Volume>>>
@@ -227,7 +256,7 @@ where
                     w.write_all(&[0u8; 124]).await?;
                 }
                 w.flush().await?;
-                return Ok(Some(v.clone()));
+                return Ok(Some(v));
             }
             OPT_ABORT => {
                 let _ = opt_error(w, opt, REP_ACK, "").await;
@@ -238,7 +267,7 @@ where
                     opt_error(w, opt, REP_ERR_INVALID, "LIST takes no data").await?;
                     continue;
                 }
-                for name in exports.keys() {
+                for name in exports.names() {
                     let mut d = (name.len() as u32).to_be_bytes().to_vec();
                     d.extend_from_slice(name.as_bytes());
                     opt_reply(w, opt, REP_SERVER, &d).await?;
@@ -280,7 +309,7 @@ where
                 opt_reply(w, opt, REP_INFO, &b).await?;
                 opt_error(w, opt, REP_ACK, "").await?;
                 if opt == OPT_GO {
-                    return Ok(Some(v.clone()));
+                    return Ok(Some(v));
                 }
             }
             OPT_STRUCTURED_REPLY => {
@@ -315,7 +344,7 @@ where
                     opt_error(w, opt, REP_ERR_INVALID, "malformed meta context request").await?;
                     continue;
                 };
-                if !exports.contains_key(&name) {
+                if exports.get(&name).is_none() {
                     opt_error(
                         w,
                         opt,
@@ -643,11 +672,11 @@ mod tests {
     use crate::volume::FileVolume;
     use proptest::prelude::*;
 
-    fn exports(dir: &std::path::Path) -> Arc<Exports> {
+    fn exports(dir: &std::path::Path) -> ExportTable {
         let v = FileVolume::create(&dir.join("v"), 1 << 20).unwrap();
-        let mut e: Exports = BTreeMap::new();
-        e.insert("vol".into(), Arc::new(v));
-        Arc::new(e)
+        let e = ExportTable::default();
+        e.insert("vol", Arc::new(v));
+        e
     }
 
     /// Runs the server against `input` as everything the client sends.

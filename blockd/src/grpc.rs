@@ -1,0 +1,114 @@
+//! The gRPC face of blockd (proto/ursa/blockd/v1): message conversion and
+//! calls into the service; errors become statuses in `service.rs`.
+
+use crate::service::{Blockd, VolumeInfo};
+use tonic::{Request, Response, Status};
+use ursa_proto::blockd::v1 as pb;
+
+pub struct Service(pub Blockd);
+
+fn volume(v: VolumeInfo) -> pb::Volume {
+    pb::Volume {
+        id: v.record.id,
+        pool: v.record.pool,
+        size_bytes: v.record.size,
+        allocated_bytes: v.allocated,
+        exported: v.record.exported,
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::blockd_server::Blockd for Service {
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
+    async fn create_volume(&self, req: Request<pb::CreateVolumeRequest>) -> R<pb::Volume> {
+        let r = req.into_inner();
+        Ok(Response::new(volume(
+            self.0.create(&r.id, r.size_bytes, &r.pool).await?,
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
+    async fn delete_volume(&self, req: Request<pb::VolumeRef>) -> R<pb::DeleteReply> {
+        self.0.delete(&req.into_inner().id).await?;
+        Ok(Response::new(pb::DeleteReply {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
+    async fn resize_volume(&self, req: Request<pb::ResizeVolumeRequest>) -> R<pb::Volume> {
+        let r = req.into_inner();
+        Ok(Response::new(volume(
+            self.0.resize(&r.id, r.size_bytes).await?,
+        )))
+    }
+
+    async fn get_volume(&self, req: Request<pb::VolumeRef>) -> R<pb::Volume> {
+        Ok(Response::new(volume(
+            self.0.get(&req.into_inner().id).await?,
+        )))
+    }
+
+    async fn list_volumes(&self, _: Request<pb::ListVolumesRequest>) -> R<pb::ListVolumesReply> {
+        let volumes = self.0.list().await.into_iter().map(volume).collect();
+        Ok(Response::new(pb::ListVolumesReply { volumes }))
+    }
+
+    async fn create_snapshot(&self, _: Request<pb::CreateSnapshotRequest>) -> R<pb::Volume> {
+        Err(Status::unimplemented(
+            "snapshots need the copy-on-write volume format, which blockd does not have yet",
+        ))
+    }
+
+    async fn clone_volume(&self, _: Request<pb::CloneVolumeRequest>) -> R<pb::Volume> {
+        Err(Status::unimplemented(
+            "clones need the copy-on-write volume format, which blockd does not have yet",
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
+    async fn export_volume(&self, req: Request<pb::ExportVolumeRequest>) -> R<pb::ConnectionInfo> {
+        let r = req.into_inner();
+        if r.kind != pb::export_volume_request::Kind::Nbd as i32 {
+            return Err(Status::unimplemented(
+                "only NBD exports exist so far; vhost-user-blk is to come",
+            ));
+        }
+        let c = self.0.export_nbd(&r.id).await?;
+        Ok(Response::new(pb::ConnectionInfo {
+            driver_volume_type: "nbd".into(),
+            uri: c.uri,
+            export_name: c.export_name,
+            socket_path: c
+                .socket
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            host: c.tcp.map(|a| a.ip().to_string()).unwrap_or_default(),
+            port: c.tcp.map_or(0, |a| a.port() as u32),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
+    async fn unexport_volume(&self, req: Request<pb::VolumeRef>) -> R<pb::DeleteReply> {
+        self.0.unexport(&req.into_inner().id).await?;
+        Ok(Response::new(pb::DeleteReply {}))
+    }
+
+    async fn get_pools(&self, _: Request<pb::GetPoolsRequest>) -> R<pb::GetPoolsReply> {
+        let pools = self
+            .0
+            .pools()
+            .await
+            .into_iter()
+            .map(|p| pb::Pool {
+                name: p.name,
+                path: p.path.display().to_string(),
+                capacity_bytes: p.capacity,
+                free_bytes: p.free,
+                provisioned_bytes: p.provisioned,
+                allocated_bytes: p.allocated,
+            })
+            .collect();
+        Ok(Response::new(pb::GetPoolsReply { pools }))
+    }
+}

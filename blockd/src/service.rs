@@ -1,0 +1,414 @@
+//! The daemon's core: pools, the registry of volumes (durable in
+//! `<state>/volumes.json`, written atomically), and which volumes are
+//! exported. Exports survive a restart: on open, every exported volume is
+//! put back into the NBD export table.
+
+use crate::export::nbd::ExportTable;
+use crate::volume::FileVolume;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let m = e.to_string();
+        match e {
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(m),
+            Error::NotFound(_) => tonic::Status::not_found(m),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(m),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(m),
+            Error::Unimplemented(_) => tonic::Status::unimplemented(m),
+            Error::Io { .. } => tonic::Status::internal(m),
+        }
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeRecord {
+    pub id: String,
+    pub pool: String,
+    pub size: u64,
+    pub exported: bool,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Registry {
+    volumes: BTreeMap<String, VolumeRecord>,
+}
+
+/// Where NBD clients reach this node.
+#[derive(Debug, Clone, Default)]
+pub struct NbdEndpoint {
+    pub socket: Option<PathBuf>,
+    pub tcp: Option<std::net::SocketAddr>,
+}
+
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub pools: BTreeMap<String, PathBuf>,
+    pub nbd: NbdEndpoint,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeInfo {
+    pub record: VolumeRecord,
+    pub allocated: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub capacity: u64,
+    pub free: u64,
+    pub provisioned: u64,
+    pub allocated: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub uri: String,
+    pub export_name: String,
+    pub socket: Option<PathBuf>,
+    pub tcp: Option<std::net::SocketAddr>,
+}
+
+#[derive(Clone)]
+pub struct Blockd {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    reg: Mutex<Registry>,
+    state_file: PathBuf,
+    pools: BTreeMap<String, PathBuf>,
+    exports: ExportTable,
+    nbd: NbdEndpoint,
+}
+
+fn check_id(id: &str) -> Result<()> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| Error::InvalidArgument(format!("volume id {id:?} is not a UUID")))
+}
+
+fn check_size(size: u64) -> Result<()> {
+    if size == 0 || !size.is_multiple_of(512) || size > (1 << 50) {
+        return Err(Error::InvalidArgument(format!(
+            "size {size} must be a positive multiple of 512 bytes, at most 1 PiB"
+        )));
+    }
+    Ok(())
+}
+
+impl Blockd {
+    pub fn open(cfg: Config, exports: ExportTable) -> Result<Blockd> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(io(cfg.state_dir.display().to_string()))?;
+        if cfg.pools.is_empty() {
+            return Err(Error::InvalidArgument(
+                "at least one pool (--pool NAME=DIR) is needed".into(),
+            ));
+        }
+        for (name, dir) in &cfg.pools {
+            std::fs::create_dir_all(dir)
+                .map_err(io(format!("pool {name} at {}", dir.display())))?;
+        }
+        let state_file = cfg.state_dir.join("volumes.json");
+        let reg: Registry = match std::fs::read(&state_file) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Io {
+                context: state_file.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
+            Err(e) => return Err(io(state_file.display().to_string())(e)),
+        };
+        let b = Blockd {
+            inner: Arc::new(Inner {
+                reg: Mutex::new(Registry::default()),
+                state_file,
+                pools: cfg.pools,
+                exports,
+                nbd: cfg.nbd,
+            }),
+        };
+        for r in reg.volumes.values().filter(|r| r.exported) {
+            let v = FileVolume::open(&b.path(r)?).map_err(io(format!("volume {}", r.id)))?;
+            b.inner.exports.insert(&r.id, Arc::new(v));
+        }
+        *b.inner.reg.try_lock().expect("fresh lock") = reg;
+        Ok(b)
+    }
+
+    fn path(&self, r: &VolumeRecord) -> Result<PathBuf> {
+        let dir = self.inner.pools.get(&r.pool).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "pool {} of volume {} is not configured",
+                r.pool, r.id
+            ))
+        })?;
+        Ok(dir.join(format!("{}.vol", r.id)))
+    }
+
+    fn save(&self, reg: &Registry) -> Result<()> {
+        use std::io::Write;
+        let tmp = self.inner.state_file.with_extension("json.tmp");
+        let ctx = self.inner.state_file.display().to_string();
+        let mut f = std::fs::File::create(&tmp).map_err(io(ctx.clone()))?;
+        f.write_all(&serde_json::to_vec_pretty(reg).expect("serializes"))
+            .map_err(io(ctx.clone()))?;
+        f.sync_all().map_err(io(ctx.clone()))?;
+        std::fs::rename(&tmp, &self.inner.state_file).map_err(io(ctx))?;
+        Ok(())
+    }
+
+    fn info(&self, r: &VolumeRecord) -> VolumeInfo {
+        let allocated = self
+            .path(r)
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.blocks() * 512);
+        VolumeInfo {
+            record: r.clone(),
+            allocated,
+        }
+    }
+
+    fn free_space(dir: &Path) -> (u64, u64) {
+        match nix::sys::statvfs::statvfs(dir) {
+            Ok(s) => {
+                let f = s.fragment_size();
+                (s.blocks() * f, s.blocks_available() * f)
+            }
+            Err(_) => (0, 0),
+        }
+    }
+
+    pub async fn create(&self, id: &str, size: u64, pool: &str) -> Result<VolumeInfo> {
+        check_id(id)?;
+        check_size(size)?;
+        let mut reg = self.inner.reg.lock().await;
+        if let Some(r) = reg.volumes.get(id) {
+            if r.size == size && (pool.is_empty() || r.pool == pool) {
+                return Ok(self.info(r));
+            }
+            return Err(Error::AlreadyExists(format!(
+                "volume {id} exists with size {} in pool {}",
+                r.size, r.pool
+            )));
+        }
+        let pool = if pool.is_empty() {
+            self.inner
+                .pools
+                .iter()
+                .max_by_key(|(_, d)| Self::free_space(d).1)
+                .map(|(n, _)| n.clone())
+                .expect("at least one pool")
+        } else if self.inner.pools.contains_key(pool) {
+            pool.to_string()
+        } else {
+            return Err(Error::NotFound(format!("no pool named {pool:?}")));
+        };
+        let r = VolumeRecord {
+            id: id.to_string(),
+            pool,
+            size,
+            exported: false,
+        };
+        let path = self.path(&r)?;
+        if path.exists() {
+            // A file from a crash between create and save: it is ours, start over.
+            std::fs::remove_file(&path).map_err(io(path.display().to_string()))?;
+        }
+        FileVolume::create(&path, size).map_err(io(path.display().to_string()))?;
+        reg.volumes.insert(id.to_string(), r.clone());
+        if let Err(e) = self.save(&reg) {
+            reg.volumes.remove(id);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        tracing::info!(volume = id, size, pool = %r.pool, "volume created");
+        Ok(self.info(&r))
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        check_id(id)?;
+        let mut reg = self.inner.reg.lock().await;
+        let Some(r) = reg.volumes.get(id).cloned() else {
+            return Ok(()); // already gone: deletes are idempotent
+        };
+        if r.exported {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is exported; unexport it first"
+            )));
+        }
+        reg.volumes.remove(id);
+        self.save(&reg)?;
+        let path = self.path(&r)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(path.display().to_string())(e)),
+        }
+        tracing::info!(volume = id, "volume deleted");
+        Ok(())
+    }
+
+    pub async fn resize(&self, id: &str, size: u64) -> Result<VolumeInfo> {
+        check_id(id)?;
+        check_size(size)?;
+        let mut reg = self.inner.reg.lock().await;
+        let r = reg
+            .volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no volume {id}")))?;
+        if size < r.size {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is {} bytes; volumes only grow",
+                r.size
+            )));
+        }
+        let path = self.path(&r)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io(path.display().to_string()))?;
+        f.set_len(size).map_err(io(path.display().to_string()))?;
+        let r = VolumeRecord { size, ..r };
+        reg.volumes.insert(id.to_string(), r.clone());
+        self.save(&reg)?;
+        if r.exported {
+            // New connections see the new size; open ones keep the old one.
+            let v = FileVolume::open(&path).map_err(io(path.display().to_string()))?;
+            self.inner.exports.insert(id, Arc::new(v));
+        }
+        Ok(self.info(&r))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<VolumeInfo> {
+        check_id(id)?;
+        let reg = self.inner.reg.lock().await;
+        reg.volumes
+            .get(id)
+            .map(|r| self.info(r))
+            .ok_or_else(|| Error::NotFound(format!("no volume {id}")))
+    }
+
+    pub async fn list(&self) -> Vec<VolumeInfo> {
+        let reg = self.inner.reg.lock().await;
+        reg.volumes.values().map(|r| self.info(r)).collect()
+    }
+
+    pub async fn export_nbd(&self, id: &str) -> Result<Connection> {
+        check_id(id)?;
+        if self.inner.nbd.socket.is_none() && self.inner.nbd.tcp.is_none() {
+            return Err(Error::FailedPrecondition(
+                "this node serves no NBD (--nbd-unix / --nbd-listen)".into(),
+            ));
+        }
+        let mut reg = self.inner.reg.lock().await;
+        let r = reg
+            .volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no volume {id}")))?;
+        if self.inner.exports.get(id).is_none() {
+            let path = self.path(&r)?;
+            let v = FileVolume::open(&path).map_err(io(path.display().to_string()))?;
+            self.inner.exports.insert(id, Arc::new(v));
+        }
+        if !r.exported {
+            reg.volumes.insert(
+                id.to_string(),
+                VolumeRecord {
+                    exported: true,
+                    ..r
+                },
+            );
+            self.save(&reg)?;
+        }
+        let uri = match (&self.inner.nbd.socket, &self.inner.nbd.tcp) {
+            (Some(s), _) => format!("nbd+unix:///{id}?socket={}", s.display()),
+            (None, Some(a)) => format!("nbd://{a}/{id}"),
+            (None, None) => unreachable!("checked above"),
+        };
+        Ok(Connection {
+            uri,
+            export_name: id.to_string(),
+            socket: self.inner.nbd.socket.clone(),
+            tcp: self.inner.nbd.tcp,
+        })
+    }
+
+    pub async fn unexport(&self, id: &str) -> Result<()> {
+        check_id(id)?;
+        let mut reg = self.inner.reg.lock().await;
+        self.inner.exports.remove(id);
+        if let Some(r) = reg.volumes.get(id).cloned() {
+            if r.exported {
+                reg.volumes.insert(
+                    id.to_string(),
+                    VolumeRecord {
+                        exported: false,
+                        ..r
+                    },
+                );
+                self.save(&reg)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn pools(&self) -> Vec<PoolInfo> {
+        let reg = self.inner.reg.lock().await;
+        self.inner
+            .pools
+            .iter()
+            .map(|(name, dir)| {
+                let (capacity, free) = Self::free_space(dir);
+                let vols: Vec<VolumeInfo> = reg
+                    .volumes
+                    .values()
+                    .filter(|r| r.pool == *name)
+                    .map(|r| self.info(r))
+                    .collect();
+                PoolInfo {
+                    name: name.clone(),
+                    path: dir.clone(),
+                    capacity,
+                    free,
+                    provisioned: vols.iter().map(|v| v.record.size).sum(),
+                    allocated: vols.iter().map(|v| v.allocated).sum(),
+                }
+            })
+            .collect()
+    }
+}
