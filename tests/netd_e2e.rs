@@ -740,6 +740,15 @@ fn taps_flat_networks_port_events_and_plan() {
         (tap_id, pb::port_event::Status::Active as i32),
         "{e:?}"
     );
+    // A change behind netd's back is reported from the kernel's notifications,
+    // well before the next periodic pass.
+    ok(&["ip", "-n", &hv, "link", "set", &dev, "down"]);
+    let e = next(&mut events);
+    assert_eq!(
+        (e.port_id.as_str(), e.status),
+        (tap_id, pb::port_event::Status::Down as i32),
+        "{e:?}"
+    );
     lab.rt
         .block_on(c.delete_port(pb::DeleteRequest { id: tap_id.into() }))
         .unwrap();

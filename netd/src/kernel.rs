@@ -145,6 +145,40 @@ impl Kernel {
         })
     }
 
+    /// A channel that receives a unit whenever the kernel announces a link
+    /// change (RTNLGRP_LINK), for prompt port status.
+    pub fn link_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
+        use rtnetlink::sys::{AsyncSocket, SocketAddr};
+        const RTMGRP_LINK: u32 = 1;
+        let (mut conn, _handle, mut messages) =
+            rtnetlink::new_connection().map_err(|e| Error::Io {
+                context: "netlink monitor socket".into(),
+                source: e,
+            })?;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&SocketAddr::new(0, RTMGRP_LINK))
+            .map_err(|e| Error::Io {
+                context: "netlink monitor bind".into(),
+                source: e,
+            })?;
+        tokio::spawn(conn);
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        tokio::spawn(async move {
+            while let Some((m, _)) = messages.next().await {
+                if let NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewLink(_) | RouteNetlinkMessage::DelLink(_),
+                ) = m.payload
+                {
+                    if tx.unbounded_send(()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     /// A netlink handle inside the namespace at `path`. The socket is made on
     /// a short-lived thread that enters the namespace, so no thread of the
     /// runtime ever changes namespace.

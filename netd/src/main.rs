@@ -92,6 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for a in r.actions.iter().chain(r.errors.iter()) {
         eprintln!("ursa-netd:   {a}");
     }
+    let _kernel_watch = netd.watch_kernel()?;
     let periodic = {
         let netd = netd.clone();
         tokio::spawn(async move {

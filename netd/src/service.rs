@@ -200,6 +200,25 @@ impl Netd {
         .await
     }
 
+    /// Follows the kernel's link notifications and republishes port status
+    /// soon after a port's device changes behind netd's back (a guest's tap
+    /// going down, a veth whose namespace vanished).
+    pub fn watch_kernel(&self) -> Result<tokio::task::JoinHandle<()>> {
+        use futures::StreamExt;
+        let mut changes = Kernel::link_changes()?;
+        let me = self.clone();
+        Ok(tokio::spawn(async move {
+            while changes.next().await.is_some() {
+                // Coalesce a burst (a reconcile creates many links at once).
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                while changes.try_recv().is_ok() {}
+                let want = me.inner.desired.lock().await.clone();
+                let links = me.inner.kernel.links().await.unwrap_or_default();
+                me.publish_status(&want, &[], &links);
+            }
+        }))
+    }
+
     /// Reconciles the kernel against the current desired state.
     pub async fn reconcile(&self, dry_run: bool) -> Result<Report> {
         let d = self.inner.desired.lock().await;
