@@ -68,6 +68,8 @@ fn main() {
             id: net_id.clone(),
             segment: Segment::Vxlan { vni: 4242 },
             mtu: 0,
+            subnets: vec![],
+            dns_domain: String::new(),
         },
     );
     for i in 0..n {
@@ -93,6 +95,7 @@ fn main() {
                     up: false,
                 },
                 admin_down: false,
+                hostname: String::new(),
             },
         );
     }

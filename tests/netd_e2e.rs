@@ -210,6 +210,7 @@ fn vxlan(id: &str, vni: u32) -> pb::Network {
         id: id.into(),
         segment: Some(pb::network::Segment::Vxlan(pb::Vxlan { vni })),
         mtu: 0,
+        ..Default::default()
     }
 }
 
@@ -225,6 +226,7 @@ fn veth_port(id: &str, net: &str, mac: &str, ip: &str, netns: &str) -> pb::Port 
             up: true,
         })),
         admin_down: false,
+        ..Default::default()
     }
 }
 
@@ -453,6 +455,7 @@ fn overlapping_tenant_networks_across_three_nodes() {
             vlan_id: 10,
         })),
         mtu: 0,
+        ..Default::default()
     };
     assert_eq!(
         code(rt.block_on(c1.ensure_network(vlan))),
@@ -687,6 +690,7 @@ fn taps_flat_networks_port_events_and_plan() {
             physical_network: "physnet1".into(),
         })),
         mtu: 0,
+        ..Default::default()
     };
     let r = lab.rt.block_on(c.ensure_network(net)).unwrap().into_inner();
     let bridge = r.devices[0].clone();
@@ -710,6 +714,7 @@ fn taps_flat_networks_port_events_and_plan() {
         fixed_ips: vec![],
         kind: Some(pb::port::Kind::Tap(pb::Tap {})),
         admin_down: false,
+        ..Default::default()
     };
     let dev = lab
         .rt
@@ -817,4 +822,243 @@ fn taps_flat_networks_port_events_and_plan() {
     );
     let phys = ok(&["ip", "-n", &hv, "-o", "link", "show", "phys0"]);
     assert!(!phys.contains("master"), "phys0 still enslaved: {phys}");
+}
+
+fn dhcp_network(id: &str, vni: u32) -> pb::Network {
+    pb::Network {
+        id: id.into(),
+        segment: Some(pb::network::Segment::Vxlan(pb::Vxlan { vni })),
+        subnets: vec![pb::Subnet {
+            cidr: "10.97.0.0/24".into(),
+            gateway_ip: "10.97.0.1".into(),
+            dns_nameservers: vec!["10.97.0.53".into()],
+            host_routes: vec![pb::HostRoute {
+                destination: "172.30.99.0/24".into(),
+                nexthop: "10.97.0.1".into(),
+            }],
+            enable_dhcp: true,
+            ..Default::default()
+        }],
+        dns_domain: "ursa.test".into(),
+        ..Default::default()
+    }
+}
+
+fn env_file(path: &std::path::Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+#[test]
+fn dhcp_gives_known_ports_their_address_and_options_and_unknown_macs_nothing() {
+    if !can_run() {
+        return;
+    }
+    let have = |t: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("busybox") || !have("dhclient") {
+        eprintln!("SKIP dhcp e2e: needs busybox (udhcpc) and dhclient (isc-dhcp-client)");
+        return;
+    }
+    let mut lab = Lab::new("d", 1);
+    lab.start_netd(1);
+    let mut c = lab.client(1);
+    let net = "d4c90000-0000-4000-8000-000000000001";
+    lab.rt
+        .block_on(c.ensure_network(dhcp_network(net, 7001)))
+        .unwrap();
+    let (vm1, vm2, vm3) = (lab.vm("v1"), lab.vm("v2"), lab.vm("v3"));
+    let port = |id: &str, mac: &str, ip: &str, ns: &str, host: &str| pb::Port {
+        hostname: host.into(),
+        ..veth_port(id, net, mac, ip, ns)
+    };
+    lab.rt
+        .block_on(c.ensure_port(port(
+            "d1000000-0000-4000-8000-000000000001",
+            "02:97:00:00:00:21",
+            "10.97.0.21",
+            &vm1,
+            "vm-one",
+        )))
+        .unwrap();
+    lab.rt
+        .block_on(c.ensure_port(port(
+            "d2000000-0000-4000-8000-000000000002",
+            "02:97:00:00:00:22",
+            "10.97.0.22",
+            &vm2,
+            "",
+        )))
+        .unwrap();
+    lab.rt
+        .block_on(c.ensure_port(port(
+            "d3000000-0000-4000-8000-000000000003",
+            "02:97:00:00:00:23",
+            "10.97.0.23",
+            &vm3,
+            "",
+        )))
+        .unwrap();
+    let dir = lab.dir.path().to_path_buf();
+
+    // busybox udhcpc: the script records what the lease said.
+    let script = dir.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}/udhcpc.env\nexit 0\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    ok(&["chmod", "+x", script.to_str().unwrap()]);
+    let udhcpc = |ns: &str| {
+        sh(&[
+            "timeout",
+            "30",
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-f",
+            "-n",
+            "-q",
+            "-t",
+            "4",
+            "-T",
+            "1",
+            "-s",
+            script.to_str().unwrap(),
+            "-O",
+            "mtu",
+            "-O",
+            "staticroutes",
+            "-O",
+            "hostname",
+            "-O",
+            "domain",
+        ])
+    };
+    let o = udhcpc(&vm1);
+    assert!(
+        o.status.success(),
+        "udhcpc got no lease: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let e = env_file(&dir.join("udhcpc.env"));
+    assert_eq!(e.get("ip").map(String::as_str), Some("10.97.0.21"), "{e:?}");
+    assert_eq!(e.get("subnet").map(String::as_str), Some("255.255.255.0"));
+    assert_eq!(e.get("router").map(String::as_str), Some("10.97.0.1"));
+    assert_eq!(e.get("dns").map(|s| s.trim()), Some("10.97.0.53"));
+    assert_eq!(e.get("mtu").map(String::as_str), Some("1450"));
+    assert_eq!(e.get("hostname").map(String::as_str), Some("vm-one"));
+    assert_eq!(e.get("domain").map(String::as_str), Some("ursa.test"));
+    let routes = e.get("staticroutes").cloned().unwrap_or_default();
+    assert!(
+        routes.contains("172.30.99.0/24 10.97.0.1") && routes.contains("0.0.0.0/0 10.97.0.1"),
+        "{routes}"
+    );
+
+    // ISC dhclient, asked for MTU and classless routes.
+    let conf = dir.join("dhclient.conf");
+    std::fs::write(&conf, "option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n\
+        request subnet-mask, routers, domain-name-servers, domain-name, host-name, interface-mtu, rfc3442-classless-static-routes;\n").unwrap();
+    let dscript = dir.join("dhclient.sh");
+    std::fs::write(
+        &dscript,
+        format!(
+            "#!/bin/sh\n[ \"$reason\" = BOUND ] && env > {}/dhclient.env\nexit 0\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    ok(&["chmod", "+x", dscript.to_str().unwrap()]);
+    let pid = dir.join("dhclient.pid");
+    let o = sh(&[
+        "timeout",
+        "40",
+        "ip",
+        "netns",
+        "exec",
+        &vm2,
+        "dhclient",
+        "-1",
+        "-cf",
+        conf.to_str().unwrap(),
+        "-sf",
+        dscript.to_str().unwrap(),
+        "-lf",
+        dir.join("dhclient.leases").to_str().unwrap(),
+        "-pf",
+        pid.to_str().unwrap(),
+        "eth0",
+    ]);
+    if let Ok(p) = std::fs::read_to_string(&pid) {
+        let _ = sh(&["kill", p.trim()]);
+    }
+    assert!(
+        o.status.success(),
+        "dhclient got no lease: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let e = env_file(&dir.join("dhclient.env"));
+    assert_eq!(
+        e.get("new_ip_address").map(String::as_str),
+        Some("10.97.0.22"),
+        "{e:?}"
+    );
+    assert_eq!(e.get("new_routers").map(String::as_str), Some("10.97.0.1"));
+    assert_eq!(e.get("new_interface_mtu").map(String::as_str), Some("1450"));
+    assert_eq!(
+        e.get("new_host_name").map(String::as_str),
+        Some("host-10-97-0-22")
+    );
+    let r = e
+        .get("new_rfc3442_classless_static_routes")
+        .cloned()
+        .unwrap_or_default();
+    assert!(r.contains("24 172 30 99 10 97 0 1"), "{r}");
+
+    // A MAC netd does not know gets nothing.
+    ok(&["ip", "-n", &vm3, "link", "set", "eth0", "down"]);
+    ok(&[
+        "ip",
+        "-n",
+        &vm3,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:97:00:00:00:99",
+    ]);
+    let _ = std::fs::remove_file(dir.join("udhcpc.env"));
+    let o = udhcpc(&vm3);
+    assert!(
+        !o.status.success() && !dir.join("udhcpc.env").exists(),
+        "an unknown MAC got a lease"
+    );
+
+    // Leases come from the desired state: a restarted netd answers the same.
+    lab.stop_netd(1, libc::SIGKILL);
+    lab.start_netd(1);
+    let o = udhcpc(&vm1);
+    assert!(o.status.success(), "no lease after restart");
+    assert_eq!(
+        env_file(&dir.join("udhcpc.env"))
+            .get("ip")
+            .map(String::as_str),
+        Some("10.97.0.21")
+    );
 }

@@ -40,10 +40,74 @@ pub fn network_from(n: pb::Network) -> Result<Network> {
             ))
         }
     };
+    let subnets = n
+        .subnets
+        .into_iter()
+        .map(subnet_from)
+        .collect::<Result<Vec<_>>>()?;
     Ok(Network {
         id: n.id,
         segment,
         mtu: n.mtu,
+        subnets,
+        dns_domain: n.dns_domain,
+    })
+}
+
+fn subnet_from(s: pb::Subnet) -> Result<model::Subnet> {
+    let (net, prefix) = model::parse_v4_net(&s.cidr)?;
+    let in_net = |ip: Ipv4Addr, what: &str| -> Result<Ipv4Addr> {
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        if u32::from(ip) & mask != u32::from(net) {
+            return Err(Error::InvalidArgument(format!(
+                "{what} {ip} is outside {}",
+                s.cidr
+            )));
+        }
+        Ok(ip)
+    };
+    let gateway = match s.gateway_ip.as_str() {
+        "" => None,
+        g => Some(in_net(ipv4(g, "gateway")?, "gateway")?),
+    };
+    let server = match s.dhcp_server_ip.as_str() {
+        "" => {
+            let host_bits = if prefix >= 31 {
+                0
+            } else {
+                (1u32 << (32 - prefix)) - 2
+            };
+            Ipv4Addr::from(u32::from(net) + host_bits)
+        }
+        d => in_net(ipv4(d, "DHCP server address")?, "DHCP server address")?,
+    };
+    let dns = s
+        .dns_nameservers
+        .iter()
+        .map(|d| ipv4(d, "DNS server"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut routes = Vec::new();
+    for r in &s.host_routes {
+        let (dst, p) = model::parse_v4_net(&r.destination)?;
+        routes.push((dst, p, ipv4(&r.nexthop, "route next hop")?));
+    }
+    Ok(model::Subnet {
+        net,
+        prefix,
+        gateway,
+        dns,
+        routes,
+        enable_dhcp: s.enable_dhcp,
+        server,
+        lease_seconds: if s.lease_seconds == 0 {
+            86400
+        } else {
+            s.lease_seconds.max(60)
+        },
     })
 }
 
@@ -68,6 +132,7 @@ pub fn port_from(p: pb::Port) -> Result<Port> {
         fixed_ips: p.fixed_ips,
         kind,
         admin_down: p.admin_down,
+        hostname: p.hostname,
     })
 }
 

@@ -10,6 +10,8 @@
 //! - [`kernel`]: rtnetlink on one connection: observe, apply (pipelined).
 //! - [`service`]: validate → persist → reconcile, and port status events.
 //! - [`grpc`]: the tonic service and message conversion.
+//! - [`dhcp`]: DHCPv4 for every network from this process (AF_PACKET on
+//!   each bridge, static reservations from the desired state).
 //!
 //! Per network: a Linux bridge; for VXLAN a vxlan device (learning off, UDP
 //! 4789, ARP proxy on) enslaved to it, with FDB entries towards remote VTEPs
@@ -23,6 +25,7 @@
 //! netd knows nothing of projects or tokens. Restarting it changes nothing
 //! in a kernel that already matches, so traffic keeps flowing.
 
+pub mod dhcp;
 pub mod error;
 pub mod grpc;
 pub mod kernel;

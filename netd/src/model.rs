@@ -23,6 +23,52 @@ pub struct Network {
     pub segment: Segment,
     /// 0: derive from the underlay or physical interface.
     pub mtu: u32,
+    #[serde(default)]
+    pub subnets: Vec<Subnet>,
+    #[serde(default)]
+    pub dns_domain: String,
+}
+
+/// An IPv4 subnet netd answers DHCP for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    pub net: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    /// (destination, prefix, nexthop)
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    pub enable_dhcp: bool,
+    pub server: Ipv4Addr,
+    pub lease_seconds: u32,
+}
+
+impl Subnet {
+    pub fn mask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        })
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.mask()) == u32::from(self.net)
+    }
+}
+
+/// Parses "10.0.0.0/24" into a subnet base (host bits must be zero).
+pub fn parse_v4_net(s: &str) -> Result<(Ipv4Addr, u8)> {
+    let bad = || Error::InvalidArgument(format!("{s:?} is not an IPv4 network (10.0.0.0/24)"));
+    let (ip, p) = parse_cidr(s)?;
+    let IpAddr::V4(ip) = ip else {
+        return Err(bad());
+    };
+    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+    if u32::from(ip) & !mask != 0 {
+        return Err(bad());
+    }
+    Ok((ip, p))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +91,8 @@ pub struct Port {
     pub fixed_ips: Vec<String>,
     pub kind: PortKind,
     pub admin_down: bool,
+    #[serde(default)]
+    pub hostname: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,6 +464,8 @@ mod tests {
             id: id.into(),
             segment: Segment::Vxlan { vni },
             mtu: 0,
+            subnets: vec![],
+            dns_domain: String::new(),
         }
     }
 
@@ -448,6 +498,8 @@ mod tests {
                 vlan_id: 5,
             },
             mtu: 0,
+            subnets: vec![],
+            dns_domain: String::new(),
         };
         assert!(matches!(
             d.check_network(&vlan, &node()),
@@ -465,6 +517,7 @@ mod tests {
             fixed_ips: vec!["10.0.0.5/24".into()],
             kind: PortKind::Tap,
             admin_down: false,
+            hostname: String::new(),
         };
         assert!(matches!(d.check_port(&p), Err(Error::NotFound(_))));
         d.networks.insert(N1.into(), net(N1, 100));

@@ -257,6 +257,28 @@ pub struct Underlay {
     pub mtu: u32,
 }
 
+/// A network's MTU: as asked, capped for VXLAN at the underlay's minus 50;
+/// by default that maximum (VXLAN) or 1500.
+pub fn network_mtu(n: &crate::model::Network, underlay: Option<&Underlay>) -> u32 {
+    match &n.segment {
+        Segment::Vxlan { .. } => {
+            let max = underlay.map_or(1450, |u| u.mtu.saturating_sub(50));
+            if n.mtu != 0 {
+                n.mtu.min(max)
+            } else {
+                max
+            }
+        }
+        _ => {
+            if n.mtu != 0 {
+                n.mtu
+            } else {
+                1500
+            }
+        }
+    }
+}
+
 /// Plans the changes that make `obs` match `want`.
 pub fn plan(
     want: &Desired,
@@ -290,23 +312,7 @@ pub fn plan(
     for n in want.networks.values() {
         let br = names::bridge(&n.id);
         wanted_links.insert(br.clone());
-        let mtu = match &n.segment {
-            Segment::Vxlan { .. } => {
-                let max = underlay.map_or(1450, |u| u.mtu.saturating_sub(50));
-                if n.mtu != 0 {
-                    n.mtu.min(max)
-                } else {
-                    max
-                }
-            }
-            _ => {
-                if n.mtu != 0 {
-                    n.mtu
-                } else {
-                    1500
-                }
-            }
-        };
+        let mtu = network_mtu(n, underlay);
         net_mtu.insert(&n.id, mtu);
         match obs.links.get(&br) {
             Some(l) if l.kind.as_deref() == Some("bridge") => settle(&mut out, l, None, mtu, true),
@@ -532,6 +538,8 @@ mod tests {
                 id: N1.into(),
                 segment: Segment::Vxlan { vni: 7 },
                 mtu: 0,
+                subnets: vec![],
+                dns_domain: String::new(),
             },
         );
         d.ports.insert(
@@ -547,6 +555,7 @@ mod tests {
                     up: true,
                 },
                 admin_down: false,
+                hostname: String::new(),
             },
         );
         d.remotes.insert(

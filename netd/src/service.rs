@@ -60,6 +60,7 @@ struct Inner {
     state_file: PathBuf,
     events: broadcast::Sender<PortEvent>,
     status: std::sync::Mutex<BTreeMap<String, PortEvent>>,
+    dhcp: crate::dhcp::Dhcp,
 }
 
 impl Netd {
@@ -90,6 +91,7 @@ impl Netd {
                 state_file,
                 events,
                 status: std::sync::Mutex::new(BTreeMap::new()),
+                dhcp: crate::dhcp::Dhcp::default(),
             }),
         })
     }
@@ -273,9 +275,11 @@ impl Netd {
             }
             let links = self.inner.kernel.links().await.unwrap_or_default();
             self.publish_status(want, &applied.errors, &links);
+            self.serve_dhcp(want, &links);
         } else {
             let links: Vec<_> = obs.links.into_values().collect();
             self.publish_status(want, &[], &links);
+            self.serve_dhcp(want, &links);
         }
         report.duration_us = t0.elapsed().as_micros() as u64;
         span.record("added", report.added);
@@ -294,6 +298,26 @@ impl Netd {
             );
         }
         Ok(report)
+    }
+
+    /// Points the DHCP responders at the current bridges and reservations.
+    fn serve_dhcp(&self, want: &Desired, links: &[crate::reconcile::LinkState]) {
+        let mtus = want
+            .networks
+            .values()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    crate::reconcile::network_mtu(n, self.inner.underlay.as_ref()),
+                )
+            })
+            .collect();
+        let bridges = links
+            .iter()
+            .filter(|l| l.name.starts_with(names::BRIDGE))
+            .map(|l| (l.name.clone(), l.index))
+            .collect();
+        self.inner.dhcp.sync(want, &mtus, &bridges);
     }
 
     /// Works out each port's status and announces the ones that changed.

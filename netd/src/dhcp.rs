@@ -1,0 +1,454 @@
+//! DHCPv4 for every network on the node, from this one process (where
+//! Neutron runs a dnsmasq per network).
+//!
+//! Each DHCP-enabled network gets a responder on its bridge: an `AF_PACKET`
+//! datagram socket, so netd needs no address on the bridge (networks may
+//! overlap) and answers from the subnet's DHCP address with hand-built
+//! IPv4/UDP headers. Leases are static reservations, the way Neutron's are:
+//! a known port's MAC gets exactly its fixed IP; unknown MACs get nothing.
+//! Options: subnet mask, router, DNS servers, domain, lease time, MTU (26),
+//! classless static routes (121: the default route, host routes, and the
+//! metadata route through the DHCP address where there is no router) and
+//! host name. Everything comes from the desired state, so leases survive a
+//! restart with nothing else to keep.
+
+use crate::model::{parse_cidr, Desired, Mac, Subnet};
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+use dhcproto::{Decodable, Decoder, Encodable};
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, RwLock};
+use tokio::io::unix::AsyncFd;
+
+const ETH_P_IP: u16 = 0x0800;
+const PACKET_OUTGOING: u8 = 4;
+const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// What responders need to know about one network.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetView {
+    pub subnets: Vec<Subnet>,
+    pub domain: String,
+    pub mtu: u32,
+    /// MAC → (fixed IPv4 addresses, host name)
+    pub ports: HashMap<Mac, (Vec<Ipv4Addr>, String)>,
+}
+
+type Views = Arc<RwLock<BTreeMap<String, Arc<NetView>>>>;
+
+/// Runs one responder per DHCP-enabled network bridge.
+#[derive(Default)]
+pub struct Dhcp {
+    views: Views,
+    responders: std::sync::Mutex<HashMap<String, (u32, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Dhcp {
+    /// Brings responders and their data in line with the desired state.
+    /// `mtus` is each network's MTU; `bridges` maps bridge names to ifindexes.
+    pub fn sync(
+        &self,
+        want: &Desired,
+        mtus: &BTreeMap<String, u32>,
+        bridges: &HashMap<String, u32>,
+    ) {
+        let mut views = BTreeMap::new();
+        for n in want.networks.values() {
+            if !n.subnets.iter().any(|s| s.enable_dhcp) {
+                continue;
+            }
+            let ports = want
+                .ports
+                .values()
+                .filter(|p| p.network_id == n.id)
+                .map(|p| {
+                    let ips = p
+                        .fixed_ips
+                        .iter()
+                        .filter_map(|c| match parse_cidr(c) {
+                            Ok((IpAddr::V4(ip), _)) => Some(ip),
+                            _ => None,
+                        })
+                        .collect();
+                    (p.mac, (ips, p.hostname.clone()))
+                })
+                .collect();
+            views.insert(
+                n.id.clone(),
+                Arc::new(NetView {
+                    subnets: n.subnets.clone(),
+                    domain: n.dns_domain.clone(),
+                    mtu: mtus.get(&n.id).copied().unwrap_or(1500),
+                    ports,
+                }),
+            );
+        }
+        let mut rs = self.responders.lock().expect("responders");
+        rs.retain(|id, (idx, task)| {
+            let keep =
+                views.contains_key(id) && bridges.get(&crate::names::bridge(id)) == Some(idx);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for id in views.keys() {
+            if rs.contains_key(id) {
+                continue;
+            }
+            let Some(&idx) = bridges.get(&crate::names::bridge(id)) else {
+                continue;
+            };
+            let (views, id2) = (self.views.clone(), id.clone());
+            let task = tokio::spawn(async move {
+                if let Err(e) = respond(idx, &id2, views).await {
+                    tracing::warn!(network = %id2, error = %e, "DHCP responder stopped");
+                }
+            });
+            rs.insert(id.clone(), (idx, task));
+        }
+        *self.views.write().expect("views") = views;
+    }
+}
+
+fn raw_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket calls with checked results; the fd is owned at once.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            ETH_P_IP.to_be() as i32,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_IP.to_be();
+        sll.sll_ifindex = ifindex as i32;
+        if libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<()> {
+    // SAFETY: the fd is owned by the AsyncFd for its whole life and is not
+    // closed or duplicated elsewhere.
+    let fd = unsafe { AsyncFd::register(raw_socket(ifindex)?) }.map_err(|e| e.into_parts().1)?;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let mut guard = fd.readable().await?;
+        // SAFETY: recvfrom into a buffer we own, with a correctly sized sockaddr_ll.
+        let (n, sll) = unsafe {
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            let n = libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut _,
+                buf.len(),
+                0,
+                &mut sll as *mut _ as *mut libc::sockaddr,
+                &mut len,
+            );
+            (n, sll)
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                guard.clear_ready();
+                continue;
+            }
+            return Err(e);
+        }
+        if sll.sll_pkttype == PACKET_OUTGOING {
+            continue;
+        }
+        let view = views.read().expect("views").get(network).cloned();
+        let Some(view) = view else { continue };
+        let Some((pkt, dst_mac)) = handle(&buf[..n as usize], &view) else {
+            continue;
+        };
+        // SAFETY: sendto from a buffer we own to a sockaddr_ll we built.
+        unsafe {
+            let mut to: libc::sockaddr_ll = std::mem::zeroed();
+            to.sll_family = libc::AF_PACKET as u16;
+            to.sll_protocol = ETH_P_IP.to_be();
+            to.sll_ifindex = ifindex as i32;
+            to.sll_halen = 6;
+            to.sll_addr[..6].copy_from_slice(&dst_mac);
+            let r = libc::sendto(
+                fd.as_raw_fd(),
+                pkt.as_ptr() as *const _,
+                pkt.len(),
+                0,
+                &to as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            if r < 0 {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "DHCP reply not sent");
+            }
+        }
+    }
+}
+
+/// The UDP payload of an IPv4 packet to port 67, if it is one.
+fn dhcp_payload(ip: &[u8]) -> Option<&[u8]> {
+    if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != 17 {
+        return None;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    if ihl < 20 || total > ip.len() || total < ihl + 8 {
+        return None;
+    }
+    let udp = &ip[ihl..total];
+    if u16::from_be_bytes([udp[2], udp[3]]) != 67 {
+        return None;
+    }
+    let ulen = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    if ulen < 8 || ulen > udp.len() {
+        return None;
+    }
+    Some(&udp[8..ulen])
+}
+
+/// Builds the answer to one DHCP packet: the IPv4 packet and the MAC to send it to.
+pub fn handle(ip_packet: &[u8], view: &NetView) -> Option<(Vec<u8>, Mac)> {
+    let payload = dhcp_payload(ip_packet)?;
+    let req = Message::decode(&mut Decoder::new(payload)).ok()?;
+    if req.opcode() != Opcode::BootRequest || req.chaddr().len() < 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&req.chaddr()[..6]);
+    let (ips, hostname) = view.ports.get(&mac)?;
+    let (ip, subnet) = ips.iter().find_map(|ip| {
+        view.subnets
+            .iter()
+            .find(|s| s.enable_dhcp && s.contains(*ip))
+            .map(|s| (*ip, s))
+    })?;
+    let kind = req.opts().msg_type()?;
+    if let Some(DhcpOption::ServerIdentifier(sid)) =
+        req.opts().get(dhcproto::v4::OptionCode::ServerIdentifier)
+    {
+        if *sid != subnet.server && kind == MessageType::Request {
+            return None; // the client chose another server
+        }
+    }
+    let reply_kind = match kind {
+        MessageType::Discover => MessageType::Offer,
+        MessageType::Request => {
+            let wanted = match req.opts().get(dhcproto::v4::OptionCode::RequestedIpAddress) {
+                Some(DhcpOption::RequestedIpAddress(r)) => Some(*r),
+                _ if !req.ciaddr().is_unspecified() => Some(req.ciaddr()),
+                _ => None,
+            };
+            if wanted.is_some_and(|w| w != ip) {
+                MessageType::Nak
+            } else {
+                MessageType::Ack
+            }
+        }
+        MessageType::Inform => MessageType::Ack,
+        // RELEASE and DECLINE need no answer: reservations are static.
+        _ => return None,
+    };
+    let inform = kind == MessageType::Inform;
+    let yiaddr = if reply_kind == MessageType::Nak || inform {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        ip
+    };
+    let mut rep = Message::new_with_id(
+        req.xid(),
+        if inform {
+            req.ciaddr()
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        },
+        yiaddr,
+        subnet.server,
+        req.giaddr(),
+        &req.chaddr()[..6],
+    );
+    rep.set_opcode(Opcode::BootReply);
+    rep.set_flags(req.flags());
+    let o = rep.opts_mut();
+    o.insert(DhcpOption::MessageType(reply_kind));
+    o.insert(DhcpOption::ServerIdentifier(subnet.server));
+    if reply_kind != MessageType::Nak {
+        if !inform {
+            o.insert(DhcpOption::AddressLeaseTime(subnet.lease_seconds));
+            o.insert(DhcpOption::Renewal(subnet.lease_seconds / 2));
+            o.insert(DhcpOption::Rebinding(subnet.lease_seconds / 8 * 7));
+        }
+        o.insert(DhcpOption::SubnetMask(subnet.mask()));
+        if let Some(g) = subnet.gateway {
+            o.insert(DhcpOption::Router(vec![g]));
+        }
+        if !subnet.dns.is_empty() {
+            o.insert(DhcpOption::DomainNameServer(subnet.dns.clone()));
+        }
+        if !view.domain.is_empty() {
+            o.insert(DhcpOption::DomainName(view.domain.clone()));
+        }
+        o.insert(DhcpOption::InterfaceMtu(
+            view.mtu.min(u16::MAX as u32) as u16
+        ));
+        // With option 121 present clients ignore option 3, so the default
+        // route goes in it too (RFC 3442).
+        let mut routes: Vec<(Ipv4Net, Ipv4Addr)> = Vec::new();
+        for (dst, p, via) in &subnet.routes {
+            if let Ok(net) = Ipv4Net::new(*dst, *p) {
+                routes.push((net, *via));
+            }
+        }
+        match subnet.gateway {
+            Some(g) => routes.push((Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"), g)),
+            None => routes.push((Ipv4Net::new(METADATA, 32).expect("valid"), subnet.server)),
+        }
+        o.insert(DhcpOption::ClasslessStaticRoute(routes));
+        let name = if hostname.is_empty() {
+            format!("host-{}", ip.to_string().replace('.', "-"))
+        } else {
+            hostname.clone()
+        };
+        o.insert(DhcpOption::Hostname(name));
+    }
+    let payload = rep.to_vec().ok()?;
+    let broadcast = req.flags().broadcast() || reply_kind == MessageType::Nak;
+    let (dst_ip, dst_mac) = if broadcast {
+        (Ipv4Addr::BROADCAST, [0xff; 6])
+    } else if !req.ciaddr().is_unspecified() {
+        (req.ciaddr(), mac)
+    } else {
+        (yiaddr, mac)
+    };
+    Some((udp_packet(subnet.server, dst_ip, 67, 68, &payload), dst_mac))
+}
+
+fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 packet carrying one UDP datagram, checksums filled in.
+pub fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let ulen = (8 + payload.len()) as u16;
+    let total = 20 + ulen;
+    let mut p = Vec::with_capacity(total as usize);
+    p.extend_from_slice(&[0x45, 0x10]);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let c = checksum(&p[..20], 0);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut udp = Vec::with_capacity(ulen as usize);
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&ulen.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo: u32 = 0;
+    for w in [src.octets(), dst.octets()] {
+        pseudo += u16::from_be_bytes([w[0], w[1]]) as u32 + u16::from_be_bytes([w[2], w[3]]) as u32;
+    }
+    pseudo += 17 + ulen as u32;
+    let mut uc = checksum(&udp, pseudo);
+    if uc == 0 {
+        uc = 0xffff;
+    }
+    udp[6..8].copy_from_slice(&uc.to_be_bytes());
+    p.extend_from_slice(&udp);
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> NetView {
+        let mut ports = HashMap::new();
+        ports.insert(
+            [2, 0, 0, 0, 0, 5],
+            (vec![Ipv4Addr::new(10, 0, 0, 5)], "vm5".to_string()),
+        );
+        NetView {
+            subnets: vec![Subnet {
+                net: Ipv4Addr::new(10, 0, 0, 0),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                dns: vec![Ipv4Addr::new(10, 0, 0, 53)],
+                routes: vec![],
+                enable_dhcp: true,
+                server: Ipv4Addr::new(10, 0, 0, 254),
+                lease_seconds: 3600,
+            }],
+            domain: "example".into(),
+            mtu: 1450,
+            ports,
+        }
+    }
+
+    fn discover(mac: Mac) -> Vec<u8> {
+        let mut m = Message::new(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
+        udp_packet(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            68,
+            67,
+            &m.to_vec().unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_known_mac_gets_its_address_and_options() {
+        let (pkt, to) = handle(&discover([2, 0, 0, 0, 0, 5]), &view()).expect("an offer");
+        assert_eq!(to, [2, 0, 0, 0, 0, 5]);
+        let payload = dhcp_payload_any(&pkt);
+        let m = Message::decode(&mut Decoder::new(payload)).unwrap();
+        assert_eq!(m.yiaddr(), Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(m.opts().msg_type(), Some(MessageType::Offer));
+        assert!(matches!(
+            m.opts().get(dhcproto::v4::OptionCode::InterfaceMtu),
+            Some(DhcpOption::InterfaceMtu(1450))
+        ));
+        assert_eq!(checksum(&pkt[..20], 0), 0, "IP header checksum verifies");
+    }
+
+    #[test]
+    fn unknown_macs_and_garbage_get_nothing() {
+        assert!(handle(&discover([2, 0, 0, 0, 0, 6]), &view()).is_none());
+        assert!(handle(&[0x45; 40], &view()).is_none());
+        assert!(handle(&[], &view()).is_none());
+    }
+
+    fn dhcp_payload_any(ip: &[u8]) -> &[u8] {
+        &ip[28..]
+    }
+}
