@@ -971,6 +971,38 @@ fn dhcp_gives_known_ports_their_address_and_options_and_unknown_macs_nothing() {
         "{routes}"
     );
 
+    // The DHCP address answers ARP, so clients can renew by unicast.
+    ok(&[
+        "ip",
+        "-n",
+        &vm1,
+        "addr",
+        "add",
+        "10.97.0.21/24",
+        "dev",
+        "eth0",
+    ]);
+    let o = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &vm1,
+        "busybox",
+        "arping",
+        "-c",
+        "2",
+        "-w",
+        "4",
+        "-I",
+        "eth0",
+        "10.97.0.254",
+    ]);
+    assert!(
+        o.status.success(),
+        "no ARP answer for the DHCP address: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
     // ISC dhclient, asked for MTU and classless routes.
     let conf = dir.join("dhclient.conf");
     std::fs::write(&conf, "option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n\

@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 use tokio::io::unix::AsyncFd;
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
 const PACKET_OUTGOING: u8 = 4;
 const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
@@ -113,13 +114,13 @@ impl Dhcp {
     }
 }
 
-fn raw_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
+fn raw_socket(ifindex: u32, proto: u16) -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket calls with checked results; the fd is owned at once.
     unsafe {
         let fd = libc::socket(
             libc::AF_PACKET,
             libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            ETH_P_IP.to_be() as i32,
+            proto.to_be() as i32,
         );
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
@@ -127,7 +128,7 @@ fn raw_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
         let fd = OwnedFd::from_raw_fd(fd);
         let mut sll: libc::sockaddr_ll = std::mem::zeroed();
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_IP.to_be();
+        sll.sll_protocol = proto.to_be();
         sll.sll_ifindex = ifindex as i32;
         if libc::bind(
             fd.as_raw_fd(),
@@ -141,10 +142,67 @@ fn raw_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
     }
 }
 
+/// The MAC of an interface, by index, in netd's namespace.
+fn link_mac(ifindex: u32) -> std::io::Result<Mac> {
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes; the ioctl gets
+    // a zeroed ifreq with that name and fills the hardware address.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        if libc::if_indextoname(ifindex, req.ifr_name.as_mut_ptr()).is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut mac = [0u8; 6];
+        for (i, b) in req.ifr_ifru.ifru_hwaddr.sa_data[..6].iter().enumerate() {
+            mac[i] = *b as u8;
+        }
+        Ok(mac)
+    }
+}
+
+/// DHCP on the bridge, and ARP for the DHCP addresses so that clients can
+/// renew by unicast.
 async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<()> {
+    let mac = link_mac(ifindex)?;
+    let net = network.to_string();
+    let v2 = views.clone();
+    let arp = tokio::spawn(async move {
+        let r = packet_loop(ifindex, ETH_P_ARP, |pkt| {
+            let view = v2.read().expect("views").get(&net).cloned()?;
+            arp_reply(pkt, &view, mac)
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "ARP responder stopped");
+        }
+    });
+    let r = packet_loop(ifindex, ETH_P_IP, |pkt| {
+        let view = views.read().expect("views").get(network).cloned()?;
+        handle(pkt, &view)
+    })
+    .await;
+    arp.abort();
+    r
+}
+
+/// Receives packets of one protocol on a link and sends whatever `answer`
+/// returns to the MAC it names.
+async fn packet_loop(
+    ifindex: u32,
+    proto: u16,
+    answer: impl Fn(&[u8]) -> Option<(Vec<u8>, Mac)>,
+) -> std::io::Result<()> {
     // SAFETY: the fd is owned by the AsyncFd for its whole life and is not
     // closed or duplicated elsewhere.
-    let fd = unsafe { AsyncFd::register(raw_socket(ifindex)?) }.map_err(|e| e.into_parts().1)?;
+    let fd =
+        unsafe { AsyncFd::register(raw_socket(ifindex, proto)?) }.map_err(|e| e.into_parts().1)?;
     let mut buf = vec![0u8; 2048];
     loop {
         let mut guard = fd.readable().await?;
@@ -173,16 +231,14 @@ async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<(
         if sll.sll_pkttype == PACKET_OUTGOING {
             continue;
         }
-        let view = views.read().expect("views").get(network).cloned();
-        let Some(view) = view else { continue };
-        let Some((pkt, dst_mac)) = handle(&buf[..n as usize], &view) else {
+        let Some((pkt, dst_mac)) = answer(&buf[..n as usize]) else {
             continue;
         };
         // SAFETY: sendto from a buffer we own to a sockaddr_ll we built.
         unsafe {
             let mut to: libc::sockaddr_ll = std::mem::zeroed();
             to.sll_family = libc::AF_PACKET as u16;
-            to.sll_protocol = ETH_P_IP.to_be();
+            to.sll_protocol = proto.to_be();
             to.sll_ifindex = ifindex as i32;
             to.sll_halen = 6;
             to.sll_addr[..6].copy_from_slice(&dst_mac);
@@ -195,10 +251,36 @@ async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<(
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             );
             if r < 0 {
-                tracing::warn!(error = %std::io::Error::last_os_error(), "DHCP reply not sent");
+                tracing::warn!(error = %std::io::Error::last_os_error(), "reply not sent");
             }
         }
     }
+}
+
+/// Answers an ARP request for one of the network's DHCP addresses.
+pub fn arp_reply(pkt: &[u8], view: &NetView, mac: Mac) -> Option<(Vec<u8>, Mac)> {
+    if pkt.len() < 28
+        || pkt[0..2] != [0, 1]
+        || pkt[2..4] != [8, 0]
+        || pkt[4] != 6
+        || pkt[5] != 4
+        || pkt[6..8] != [0, 1]
+    {
+        return None;
+    }
+    let target = Ipv4Addr::new(pkt[24], pkt[25], pkt[26], pkt[27]);
+    view.subnets
+        .iter()
+        .find(|s| s.enable_dhcp && s.server == target)?;
+    let mut sha = [0u8; 6];
+    sha.copy_from_slice(&pkt[8..14]);
+    let mut r = Vec::with_capacity(28);
+    r.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    r.extend_from_slice(&mac);
+    r.extend_from_slice(&target.octets());
+    r.extend_from_slice(&sha);
+    r.extend_from_slice(&pkt[14..18]);
+    Some((r, sha))
 }
 
 /// The UDP payload of an IPv4 packet to port 67, if it is one.
@@ -446,6 +528,24 @@ mod tests {
         assert!(handle(&discover([2, 0, 0, 0, 0, 6]), &view()).is_none());
         assert!(handle(&[0x45; 40], &view()).is_none());
         assert!(handle(&[], &view()).is_none());
+    }
+
+    #[test]
+    fn arp_is_answered_for_the_dhcp_address_only() {
+        let mut req = vec![
+            0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 5, 10, 0, 0, 5, 0, 0, 0, 0, 0, 0,
+        ];
+        let ours = [9, 9, 9, 9, 9, 9];
+        let mut for_server = req.clone();
+        for_server.extend_from_slice(&[10, 0, 0, 254]);
+        let (r, to) = arp_reply(&for_server, &view(), ours).expect("an answer");
+        assert_eq!(to, [2, 0, 0, 0, 0, 5]);
+        assert_eq!(&r[6..8], &[0, 2]);
+        assert_eq!(&r[8..14], &ours);
+        assert_eq!(&r[14..18], &[10, 0, 0, 254]);
+        req.extend_from_slice(&[10, 0, 0, 7]);
+        assert!(arp_reply(&req, &view(), ours).is_none());
+        assert!(arp_reply(&[1, 2, 3], &view(), ours).is_none());
     }
 
     fn dhcp_payload_any(ip: &[u8]) -> &[u8] {
