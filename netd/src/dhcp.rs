@@ -548,6 +548,54 @@ mod tests {
         assert!(arp_reply(&[1, 2, 3], &view(), ours).is_none());
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes as an IP packet: never a panic, never an answer
+        /// (no arbitrary packet is a well-formed request from the known MAC
+        /// often enough to matter, and those that are must be answered right).
+        #[test]
+        fn garbage_packets_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..700)) {
+            if let Some((pkt, to)) = handle(&bytes, &view()) {
+                prop_assert_eq!(to, [2, 0, 0, 0, 0, 5]);
+                prop_assert_eq!(checksum(&pkt[..20], 0), 0);
+            }
+            let _ = arp_reply(&bytes, &view(), [1; 6]);
+        }
+
+        /// Well-framed DHCP with random fields and options: an unknown MAC
+        /// never gets an answer; the known one only gets its own address.
+        #[test]
+        fn only_the_known_mac_is_ever_answered(
+            mac in prop::array::uniform6(any::<u8>()),
+            known in any::<bool>(),
+            kind in 1u8..=8,
+            ciaddr in any::<u32>(),
+            requested in prop::option::of(any::<u32>()),
+            junk in prop::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mac = if known { [2, 0, 0, 0, 0, 5] } else { mac };
+            let mut m = Message::new(Ipv4Addr::from(ciaddr), Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &mac);
+            m.opts_mut().insert(DhcpOption::MessageType(MessageType::from(kind)));
+            if let Some(r) = requested {
+                m.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::from(r)));
+            }
+            let mut payload = m.to_vec().unwrap();
+            payload.extend_from_slice(&junk);
+            let pkt = udp_packet(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, &payload);
+            let answer = handle(&pkt, &view());
+            if mac != [2, 0, 0, 0, 0, 5] {
+                prop_assert!(answer.is_none());
+            } else if let Some((rep, _)) = answer {
+                let r = Message::decode(&mut Decoder::new(&rep[28..])).unwrap();
+                let y = r.yiaddr();
+                prop_assert!(y == Ipv4Addr::new(10, 0, 0, 5) || y.is_unspecified(), "{}", y);
+            }
+        }
+    }
+
     fn dhcp_payload_any(ip: &[u8]) -> &[u8] {
         &ip[28..]
     }
