@@ -95,12 +95,7 @@ impl Bootstrap<'_> {
             let reader = role_id("reader", &mut ops);
             for (p, i) in [(&admin, &member), (&member, &reader)] {
                 if !m.implied.contains(&(p.clone(), i.clone())) {
-                    let id = format!("{p}:{i}");
-                    let ir = ImpliedRole {
-                        prior_id: p.clone(),
-                        implied_id: i.clone(),
-                    };
-                    ops.push(Op::put(kind::IMPLIED_ROLE, &id, "", &id, &ir));
+                    ops.push(ImpliedRole::op_put(p, i));
                 }
             }
             let user = match m.user_by_name(DEFAULT_DOMAIN, self.admin_user) {

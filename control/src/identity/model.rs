@@ -157,6 +157,56 @@ pub struct ImpliedRole {
     pub implied_id: String,
 }
 
+/// Relations are documents whose id joins their two ends; these are the
+/// only places that spell it (and `Model::delete` the only one that parses it).
+impl Membership {
+    pub fn doc_id(group_id: &str, user_id: &str) -> String {
+        format!("{group_id}:{user_id}")
+    }
+
+    pub fn op_put(group_id: &str, user_id: &str) -> Op {
+        let id = Self::doc_id(group_id, user_id);
+        let m = Membership {
+            group_id: group_id.into(),
+            user_id: user_id.into(),
+        };
+        Op::put(kind::MEMBERSHIP, &id, "", &id, &m)
+    }
+
+    pub fn op_delete(group_id: &str, user_id: &str) -> Op {
+        Op::delete(kind::MEMBERSHIP, &Self::doc_id(group_id, user_id))
+    }
+}
+
+impl ImpliedRole {
+    pub fn doc_id(prior_id: &str, implied_id: &str) -> String {
+        format!("{prior_id}:{implied_id}")
+    }
+
+    pub fn op_put(prior_id: &str, implied_id: &str) -> Op {
+        let id = Self::doc_id(prior_id, implied_id);
+        let r = ImpliedRole {
+            prior_id: prior_id.into(),
+            implied_id: implied_id.into(),
+        };
+        Op::put(kind::IMPLIED_ROLE, &id, "", &id, &r)
+    }
+
+    pub fn op_delete(prior_id: &str, implied_id: &str) -> Op {
+        Op::delete(kind::IMPLIED_ROLE, &Self::doc_id(prior_id, implied_id))
+    }
+}
+
+/// Objects about to be removed, for working out what must go with them.
+#[derive(Debug, Default)]
+pub struct Removal<'a> {
+    pub users: Vec<&'a str>,
+    pub groups: Vec<&'a str>,
+    pub projects: Vec<&'a str>,
+    pub domains: Vec<&'a str>,
+    pub roles: Vec<&'a str>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AppCred {
     pub id: String,
@@ -481,6 +531,60 @@ impl Model {
                 .unwrap_or(false)
         });
         roles
+    }
+
+    /// Deletes for everything that refers to removed objects: role
+    /// assignments, group memberships, implied-role rules, application
+    /// credentials and credentials. Every delete handler goes through here,
+    /// so no reference is left dangling whatever is removed.
+    pub fn dependents(&self, r: &Removal) -> Vec<Op> {
+        let has = |v: &[&str], x: &str| v.contains(&x);
+        let mut ops: Vec<Op> = self
+            .assignments
+            .iter()
+            .filter(|a| {
+                has(&r.roles, &a.role_id)
+                    || match &a.actor {
+                        Actor::User(u) => has(&r.users, u),
+                        Actor::Group(g) => has(&r.groups, g),
+                    }
+                    || match &a.target {
+                        Target::Project(p) => has(&r.projects, p),
+                        Target::Domain(d) => has(&r.domains, d),
+                        Target::System => false,
+                    }
+            })
+            .map(|a| Op::delete(kind::ASSIGNMENT, &a.doc_id()))
+            .collect();
+        ops.extend(
+            self.memberships
+                .iter()
+                .filter(|(g, u)| has(&r.groups, g) || has(&r.users, u))
+                .map(|(g, u)| Membership::op_delete(g, u)),
+        );
+        ops.extend(
+            self.implied
+                .iter()
+                .filter(|(p, i)| has(&r.roles, p) || has(&r.roles, i))
+                .map(|(p, i)| ImpliedRole::op_delete(p, i)),
+        );
+        ops.extend(
+            self.app_creds
+                .values()
+                .filter(|a| {
+                    has(&r.users, &a.user_id)
+                        || has(&r.projects, &a.project_id)
+                        || a.role_ids.iter().any(|x| has(&r.roles, x))
+                })
+                .map(|a| Op::delete(kind::APP_CRED, &a.id)),
+        );
+        ops.extend(
+            self.docs_of("credential")
+                .filter(|c| c["user_id"].as_str().is_some_and(|u| has(&r.users, u)))
+                .filter_map(|c| c["id"].as_str())
+                .map(|id| Op::delete("credential", id)),
+        );
+        ops
     }
 
     /// Whether a token issued at `issued_at` for this user/project/audit

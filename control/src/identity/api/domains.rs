@@ -7,7 +7,7 @@ use super::{
 };
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
-use crate::identity::model::{kind, Actor, Model, Project, Target};
+use crate::identity::model::{kind, Model, Project, Removal};
 use crate::identity::new_id;
 use crate::identity::policy::{enforce, Caller};
 use crate::store::Op;
@@ -202,65 +202,38 @@ async fn update(
 /// Everything that goes when a domain goes: its projects, users, groups,
 /// domain-specific roles, and every assignment and membership naming them.
 pub fn cascade_delete_domain(m: &Model, id: &str) -> Vec<Op> {
-    let mut ops = Vec::new();
-    let projects: Vec<&str> = m
-        .projects
-        .values()
-        .filter(|p| p.domain_id == id)
-        .map(|p| p.id.as_str())
-        .collect();
-    let users: Vec<&str> = m
-        .users
-        .values()
-        .filter(|u| u.domain_id == id)
-        .map(|u| u.id.as_str())
-        .collect();
-    let groups: Vec<&str> = m
-        .groups
-        .values()
-        .filter(|g| g.domain_id == id)
-        .map(|g| g.id.as_str())
-        .collect();
-    let roles: Vec<&str> = m
-        .roles
-        .values()
-        .filter(|r| r.domain_id.as_deref() == Some(id))
-        .map(|r| r.id.as_str())
-        .collect();
-    for a in &m.assignments {
-        let hit = match &a.target {
-            Target::Project(p) => projects.contains(&p.as_str()),
-            Target::Domain(d) => d == id,
-            Target::System => false,
-        } || match &a.actor {
-            Actor::User(u) => users.contains(&u.as_str()),
-            Actor::Group(g) => groups.contains(&g.as_str()),
-        } || roles.contains(&a.role_id.as_str());
-        if hit {
-            ops.push(Op::delete(kind::ASSIGNMENT, &a.doc_id()));
-        }
-    }
-    for (g, u) in &m.memberships {
-        if groups.contains(&g.as_str()) || users.contains(&u.as_str()) {
-            ops.push(Op::delete(kind::MEMBERSHIP, &format!("{g}:{u}")));
-        }
-    }
-    for (p, i) in &m.implied {
-        if roles.contains(&p.as_str()) || roles.contains(&i.as_str()) {
-            ops.push(Op::delete(kind::IMPLIED_ROLE, &format!("{p}:{i}")));
-        }
-    }
-    for ac in m
-        .app_creds
-        .values()
-        .filter(|a| users.contains(&a.user_id.as_str()))
-    {
-        ops.push(Op::delete(kind::APP_CRED, &ac.id));
-    }
-    ops.extend(projects.iter().map(|p| Op::delete(kind::PROJECT, p)));
-    ops.extend(users.iter().map(|u| Op::delete(kind::USER, u)));
-    ops.extend(groups.iter().map(|g| Op::delete(kind::GROUP, g)));
-    ops.extend(roles.iter().map(|r| Op::delete(kind::ROLE, r)));
+    let gone = Removal {
+        projects: m
+            .projects
+            .values()
+            .filter(|p| p.domain_id == id)
+            .map(|p| p.id.as_str())
+            .collect(),
+        users: m
+            .users
+            .values()
+            .filter(|u| u.domain_id == id)
+            .map(|u| u.id.as_str())
+            .collect(),
+        groups: m
+            .groups
+            .values()
+            .filter(|g| g.domain_id == id)
+            .map(|g| g.id.as_str())
+            .collect(),
+        roles: m
+            .roles
+            .values()
+            .filter(|r| r.domain_id.as_deref() == Some(id))
+            .map(|r| r.id.as_str())
+            .collect(),
+        domains: vec![id],
+    };
+    let mut ops = m.dependents(&gone);
+    ops.extend(gone.projects.iter().map(|p| Op::delete(kind::PROJECT, p)));
+    ops.extend(gone.users.iter().map(|u| Op::delete(kind::USER, u)));
+    ops.extend(gone.groups.iter().map(|g| Op::delete(kind::GROUP, g)));
+    ops.extend(gone.roles.iter().map(|r| Op::delete(kind::ROLE, r)));
     ops.push(Op::delete("domain_config", id));
     ops.push(Op::delete(kind::PROJECT, id));
     ops

@@ -3,7 +3,7 @@
 use super::{check_name, collection_links, member, opt_str, self_link, Query};
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
-use crate::identity::model::{kind, Actor, Group, Membership, Model};
+use crate::identity::model::{kind, Group, Membership, Model, Removal};
 use crate::identity::new_id;
 use crate::identity::policy::enforce;
 use crate::store::Op;
@@ -163,15 +163,10 @@ async fn delete(
                 c.may_manage_domain(&found(m, &id)?.domain_id),
                 "delete_group",
             )?;
-            let mut ops: Vec<Op> = m
-                .assignments
-                .iter()
-                .filter(|a| a.actor == Actor::Group(id.clone()))
-                .map(|a| Op::delete(kind::ASSIGNMENT, &a.doc_id()))
-                .collect();
-            for (g, u) in m.memberships.iter().filter(|(g, _)| *g == id) {
-                ops.push(Op::delete(kind::MEMBERSHIP, &format!("{g}:{u}")));
-            }
+            let mut ops = m.dependents(&Removal {
+                groups: vec![&id],
+                ..Default::default()
+            });
             ops.push(Op::delete(kind::GROUP, &id));
             Ok((ops, ()))
         })
@@ -239,12 +234,7 @@ async fn add_member(
             if !m.users.contains_key(&user) {
                 return Err(Error::not_found("user", &user));
             }
-            let mid = format!("{id}:{user}");
-            let ms = Membership {
-                group_id: id.clone(),
-                user_id: user.clone(),
-            };
-            Ok((vec![Op::put(kind::MEMBERSHIP, &mid, "", &mid, &ms)], ()))
+            Ok((vec![Membership::op_put(&id, &user)], ()))
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -267,10 +257,7 @@ async fn remove_member(
                     "User {user} is not a member of group {id}."
                 )));
             }
-            Ok((
-                vec![Op::delete(kind::MEMBERSHIP, &format!("{id}:{user}"))],
-                (),
-            ))
+            Ok((vec![Membership::op_delete(&id, &user)], ()))
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)

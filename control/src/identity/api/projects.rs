@@ -6,7 +6,7 @@ use super::{
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
 use crate::identity::api::domains::{cascade_delete_domain, new_domain, put_project};
-use crate::identity::model::{kind, Model, Project, RevokeBy, Target};
+use crate::identity::model::{kind, Model, Project, Removal, RevokeBy};
 use crate::identity::new_id;
 use crate::identity::policy::{enforce, Caller};
 use crate::store::Op;
@@ -351,15 +351,10 @@ async fn delete(
                     "Cannot delete project {id}: it has child projects."
                 )));
             }
-            let mut ops: Vec<Op> = m
-                .assignments
-                .iter()
-                .filter(|a| a.target == Target::Project(id.clone()))
-                .map(|a| Op::delete(kind::ASSIGNMENT, &a.doc_id()))
-                .collect();
-            for ac in m.app_creds.values().filter(|a| a.project_id == id) {
-                ops.push(Op::delete(kind::APP_CRED, &ac.id));
-            }
+            let mut ops = m.dependents(&Removal {
+                projects: vec![&id],
+                ..Default::default()
+            });
             ops.push(Op::delete(kind::PROJECT, &id));
             Ok((ops, ()))
         })

@@ -4,7 +4,7 @@
 use super::{check_name, collection_links, member, opt_str, self_link, Query};
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
-use crate::identity::model::{kind, ImpliedRole, Model, Role};
+use crate::identity::model::{kind, ImpliedRole, Model, Removal, Role};
 use crate::identity::new_id;
 use crate::identity::policy::{enforce, Caller};
 use crate::store::Op;
@@ -198,18 +198,10 @@ async fn delete(
         .change(|m| {
             let r = found(m, &id)?;
             enforce(may_manage(&c, r.domain_id.as_deref()), "delete_role")?;
-            let mut ops: Vec<Op> = m
-                .assignments
-                .iter()
-                .filter(|a| a.role_id == id)
-                .map(|a| Op::delete(kind::ASSIGNMENT, &a.doc_id()))
-                .collect();
-            for (p, i) in m.implied.iter().filter(|(p, i)| *p == id || *i == id) {
-                ops.push(Op::delete(kind::IMPLIED_ROLE, &format!("{p}:{i}")));
-            }
-            for ac in m.app_creds.values().filter(|a| a.role_ids.contains(&id)) {
-                ops.push(Op::delete(kind::APP_CRED, &ac.id));
-            }
+            let mut ops = m.dependents(&Removal {
+                roles: vec![&id],
+                ..Default::default()
+            });
             ops.push(Op::delete(kind::ROLE, &id));
             Ok((ops, ()))
         })
@@ -274,12 +266,7 @@ async fn create_implied(
                     "A global role may not imply a domain-specific role.".into(),
                 ));
             }
-            let id = format!("{p}:{i}");
-            let ir = ImpliedRole {
-                prior_id: p.clone(),
-                implied_id: i.clone(),
-            };
-            Ok((vec![Op::put(kind::IMPLIED_ROLE, &id, "", &id, &ir)], ()))
+            Ok((vec![ImpliedRole::op_put(&p, &i)], ()))
         })
         .await?;
     Ok((
@@ -300,10 +287,7 @@ async fn delete_implied(
             if !m.implied.contains(&(p.clone(), i.clone())) {
                 return Err(Error::NotFound(format!("Role {p} does not imply {i}.")));
             }
-            Ok((
-                vec![Op::delete(kind::IMPLIED_ROLE, &format!("{p}:{i}"))],
-                (),
-            ))
+            Ok((vec![ImpliedRole::op_delete(&p, &i)], ()))
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -7,7 +7,7 @@ use super::{
 use crate::api::{AppState, Auth, Body};
 use crate::error::{Error, Result};
 use crate::identity::api::auth::timestamp;
-use crate::identity::model::{kind, Actor, AppCred, Model, RevokeBy, Target, User};
+use crate::identity::model::{kind, AppCred, Model, Removal, RevokeBy, Target, User};
 use crate::identity::policy::{enforce, Caller};
 use crate::identity::{new_id, now_us, sha256_hex};
 use crate::store::Op;
@@ -233,23 +233,10 @@ async fn delete(
         .change(|m| {
             let u = found(m, &id)?;
             enforce(c.may_manage_domain(&u.domain_id), "delete_user")?;
-            let mut ops: Vec<Op> = m
-                .assignments
-                .iter()
-                .filter(|a| a.actor == Actor::User(id.clone()))
-                .map(|a| Op::delete(kind::ASSIGNMENT, &a.doc_id()))
-                .collect();
-            for (g, u) in m.memberships.iter().filter(|(_, u)| *u == id) {
-                ops.push(Op::delete(kind::MEMBERSHIP, &format!("{g}:{u}")));
-            }
-            for ac in m.app_creds.values().filter(|a| a.user_id == id) {
-                ops.push(Op::delete(kind::APP_CRED, &ac.id));
-            }
-            for (cid, cred) in m.docs.get("credential").into_iter().flatten() {
-                if cred["user_id"] == id.as_str() {
-                    ops.push(Op::delete("credential", cid));
-                }
-            }
+            let mut ops = m.dependents(&Removal {
+                users: vec![&id],
+                ..Default::default()
+            });
             ops.push(Op::delete(kind::USER, &id));
             Ok((ops, ()))
         })
