@@ -143,6 +143,23 @@ impl Action {
         }
     }
 
+    /// The link the action is about.
+    pub fn device(&self) -> &str {
+        match self {
+            Action::Delete { name }
+            | Action::CreateBridge { name, .. }
+            | Action::CreateVxlan { name, .. }
+            | Action::CreateVlan { name, .. }
+            | Action::CreateVeth { name, .. }
+            | Action::CreateTap { name, .. }
+            | Action::Set { name, .. } => name,
+            Action::AddFdb { dev, .. }
+            | Action::DelFdb { dev, .. }
+            | Action::AddNeigh { dev, .. }
+            | Action::DelNeigh { dev, .. } => dev,
+        }
+    }
+
     pub fn kind(&self) -> Change {
         match self {
             Action::Delete { .. } | Action::DelFdb { .. } | Action::DelNeigh { .. } => {

@@ -335,7 +335,7 @@ impl Netd {
                 crate::model::PortKind::Tap => names::tap(&p.id),
                 crate::model::PortKind::Veth { .. } => names::veth(&p.id),
             };
-            let err = errors.iter().find(|(a, _)| a.to_string().contains(&dev));
+            let err = errors.iter().find(|(a, _)| a.device() == dev);
             let (status, detail) = match (err, by_name.get(dev.as_str())) {
                 (Some((_, e)), _) => (PortStatus::Error, e.clone()),
                 (None, None) => (PortStatus::Error, "device missing".to_string()),

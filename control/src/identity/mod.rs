@@ -348,11 +348,23 @@ impl Identity {
             audit_ids,
             app_cred_id: app_cred.map(|a| a.id),
         };
-        let token = self.inner.codec.seal(&payload);
-        let v = self.validate(&token).map_err(|_| {
+        // The proofs above checked the user; what remains is whether the
+        // scope admits them. No need to decrypt the token just sealed.
+        let role_ids = {
+            let m = self.model();
+            scope_roles(
+                &m,
+                &payload.user_id,
+                &payload.scope,
+                payload.app_cred_id.as_deref(),
+                now,
+            )
+        }
+        .ok_or_else(|| {
             Error::Unauthorized("The user has no role on the requested scope.".into())
         })?;
-        Ok((token, v))
+        let token = self.inner.codec.seal(&payload);
+        Ok((token, Validated { payload, role_ids }))
     }
 
     async fn check_password(&self, user: &UserRef, password: &str) -> Result<String> {
