@@ -96,6 +96,7 @@ fn main() {
                 },
                 admin_down: false,
                 hostname: String::new(),
+                ..Default::default()
             },
         );
     }
@@ -105,6 +106,7 @@ fn main() {
             vtep: Some("198.18.0.1".parse().unwrap()),
             ..Default::default()
         },
+        metadata: Default::default(),
     };
     let (wire_s, noop_ms, resync_ms, errors, rec_us) = rt.block_on(async {
         let netd = Netd::open(cfg()).await.expect("netd opens");

@@ -16,6 +16,9 @@ pub enum Error {
     /// The kernel refused a netlink request.
     #[error("netlink: {0}")]
     Netlink(String),
+    /// nft refused a transaction (nothing of it was applied).
+    #[error("nftables: {0}")]
+    Nft(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -39,7 +42,9 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
-            Error::State(_) | Error::Netlink(_) | Error::Io { .. } => tonic::Status::internal(msg),
+            Error::State(_) | Error::Netlink(_) | Error::Nft(_) | Error::Io { .. } => {
+                tonic::Status::internal(msg)
+            }
         }
     }
 }

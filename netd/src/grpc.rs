@@ -133,6 +133,201 @@ pub fn port_from(p: pb::Port) -> Result<Port> {
         kind,
         admin_down: p.admin_down,
         hostname: p.hostname,
+        port_security: p.port_security,
+        security_groups: p.security_groups,
+        allowed_address_pairs: p
+            .allowed_address_pairs
+            .into_iter()
+            .map(|a| {
+                Ok(model::AddressPair {
+                    net: ip_or_net(&a.ip_address, "allowed address")?,
+                    mac: match a.mac_address.as_str() {
+                        "" => None,
+                        m => Some(model::parse_mac(m)?),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        device_id: p.device_id,
+        project_id: p.project_id,
+    })
+}
+
+/// "10.0.0.5" (a host) or "10.0.0.0/24".
+fn ip_or_net(s: &str, what: &str) -> Result<ipnet::IpNet> {
+    let bad = || Error::InvalidArgument(format!("{what} {s:?} is not an address or network"));
+    if s.contains('/') {
+        let n: ipnet::IpNet = s.parse().map_err(|_| bad())?;
+        Ok(n.trunc())
+    } else {
+        let ip: IpAddr = s.parse().map_err(|_| bad())?;
+        Ok(ipnet::IpNet::from(ip))
+    }
+}
+
+fn leg_from(port_id: String, network_id: String, mac: &str, ip: &str) -> Result<model::RouterLeg> {
+    let (addr, prefix) = model::parse_cidr(ip)?;
+    let IpAddr::V4(addr) = addr else {
+        return Err(Error::InvalidArgument(format!(
+            "router address {ip:?} is not IPv4"
+        )));
+    };
+    if prefix == 0 || prefix > 32 {
+        return Err(Error::InvalidArgument(format!(
+            "router address {ip:?} has a bad prefix"
+        )));
+    }
+    Ok(model::RouterLeg {
+        port_id,
+        network_id,
+        mac: model::parse_mac(mac)?,
+        ip: addr,
+        prefix,
+    })
+}
+
+pub fn router_from(r: pb::Router) -> Result<model::Router> {
+    let interfaces = r
+        .interfaces
+        .into_iter()
+        .map(|i| leg_from(i.port_id, i.network_id, &i.mac, &i.ip_address))
+        .collect::<Result<Vec<_>>>()?;
+    let gateway = match r.gateway {
+        None => None,
+        Some(g) => Some(model::RouterGateway {
+            leg: leg_from(g.port_id, g.network_id, &g.mac, &g.ip_address)?,
+            nexthop: match g.nexthop.as_str() {
+                "" => None,
+                n => Some(ipv4(n, "gateway next hop")?),
+            },
+            enable_snat: g.enable_snat,
+        }),
+    };
+    let routes = r
+        .routes
+        .iter()
+        .map(|h| {
+            let (dst, p) = model::parse_v4_net(&h.destination)?;
+            Ok((
+                ipnet::Ipv4Net::new(dst, p).expect("checked"),
+                ipv4(&h.nexthop, "route next hop")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let floating_ips = r
+        .floating_ips
+        .iter()
+        .map(|f| {
+            Ok((
+                ipv4(&f.floating_ip, "floating IP")?,
+                ipv4(&f.fixed_ip, "fixed IP")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(model::Router {
+        id: r.id,
+        interfaces,
+        gateway,
+        routes,
+        floating_ips,
+    })
+}
+
+fn protocol_from(p: &str) -> Result<Option<u8>> {
+    Ok(match p.to_ascii_lowercase().as_str() {
+        "" | "any" => None,
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmp" => Some(1),
+        "sctp" => Some(132),
+        "icmpv6" | "ipv6-icmp" => Some(58),
+        n => Some(n.parse::<u8>().map_err(|_| {
+            Error::InvalidArgument(format!("{p:?} is not a protocol name or number"))
+        })?),
+    })
+}
+
+pub fn security_group_from(g: pb::SecurityGroup) -> Result<model::SecurityGroup> {
+    let mut rules = Vec::new();
+    for r in g.rules {
+        let direction = match r.direction.as_str() {
+            "ingress" => model::Direction::Ingress,
+            "egress" => model::Direction::Egress,
+            d => {
+                return Err(Error::InvalidArgument(format!(
+                    "direction {d:?} is neither ingress nor egress"
+                )))
+            }
+        };
+        let v6 = match r.ethertype.as_str() {
+            "" | "IPv4" => false,
+            "IPv6" => true,
+            e => {
+                return Err(Error::InvalidArgument(format!(
+                    "ethertype {e:?} is neither IPv4 nor IPv6"
+                )))
+            }
+        };
+        let protocol = protocol_from(&r.protocol)?;
+        let (min, max) = (r.port_range_min, r.port_range_max);
+        let mut ports = None;
+        let (mut icmp_type, mut icmp_code) = (None, None);
+        match protocol {
+            Some(6 | 17 | 132) if min != 0 || max != 0 => {
+                let max = if max == 0 { min } else { max };
+                if min == 0 || min > max || max > 65535 {
+                    return Err(Error::InvalidArgument(format!(
+                        "port range {min}..{max} is not valid"
+                    )));
+                }
+                ports = Some((min as u16, max as u16));
+            }
+            Some(1 | 58) => {
+                if min > 255 || max > 255 {
+                    return Err(Error::InvalidArgument(format!(
+                        "ICMP type {min} / code {max} is outside 0..255"
+                    )));
+                }
+                // Neutron: port_range_min is the type, port_range_max the code.
+                if min != 0 || max != 0 {
+                    icmp_type = Some(min as u8);
+                    icmp_code = (max != 0).then_some(max as u8);
+                }
+            }
+            _ if min != 0 || max != 0 => {
+                return Err(Error::InvalidArgument(
+                    "port ranges need protocol tcp, udp or sctp".into(),
+                ))
+            }
+            _ => {}
+        }
+        let remote_net = match r.remote_ip_prefix.as_str() {
+            "" => None,
+            n => Some(ip_or_net(n, "remote IP prefix")?),
+        };
+        rules.push(model::Rule {
+            direction,
+            v6,
+            protocol,
+            ports,
+            icmp_type,
+            icmp_code,
+            remote_net,
+            remote_group: (!r.remote_group_id.is_empty()).then_some(r.remote_group_id),
+        });
+    }
+    let remote_members = g
+        .remote_members
+        .iter()
+        .map(|i| {
+            i.parse::<IpAddr>()
+                .map_err(|_| Error::InvalidArgument(format!("{i:?} is not an IP address")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(model::SecurityGroup {
+        id: g.id,
+        rules,
+        remote_members,
     })
 }
 
@@ -174,6 +369,14 @@ pub fn state_from(s: pb::NodeState) -> Result<Desired> {
     for r in s.remotes {
         let (id, r) = remotes_from(r)?;
         d.remotes.insert(id, r);
+    }
+    for r in s.routers {
+        let r = router_from(r)?;
+        d.routers.insert(r.id.clone(), r);
+    }
+    for g in s.security_groups {
+        let g = security_group_from(g)?;
+        d.security_groups.insert(g.id.clone(), g);
     }
     Ok(d)
 }
@@ -265,6 +468,51 @@ impl pb::netd_server::Netd for Service {
         let dry = s.dry_run;
         let d = state_from(s)?;
         Ok(Response::new(report(self.0.sync(d, dry).await?)))
+    }
+
+    #[tracing::instrument(skip_all, fields(router = %req.get_ref().id))]
+    async fn ensure_router(
+        &self,
+        req: Request<pb::Router>,
+    ) -> std::result::Result<Response<pb::EnsureReply>, Status> {
+        let r = router_from(req.into_inner())?;
+        let ns = names::router_ns(&r.id);
+        let rep = self.0.ensure_router(r).await?;
+        if let Some(e) = rep.errors.iter().find(|e| e.contains(&ns)) {
+            return Err(Status::failed_precondition(e.clone()));
+        }
+        Ok(reply(vec![ns], rep))
+    }
+
+    #[tracing::instrument(skip_all, fields(router = %req.get_ref().id))]
+    async fn delete_router(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> std::result::Result<Response<pb::EnsureReply>, Status> {
+        Ok(reply(
+            vec![],
+            self.0.delete_router(&req.into_inner().id).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(security_group = %req.get_ref().id))]
+    async fn ensure_security_group(
+        &self,
+        req: Request<pb::SecurityGroup>,
+    ) -> std::result::Result<Response<pb::EnsureReply>, Status> {
+        let g = security_group_from(req.into_inner())?;
+        Ok(reply(vec![], self.0.ensure_security_group(g).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(security_group = %req.get_ref().id))]
+    async fn delete_security_group(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> std::result::Result<Response<pb::EnsureReply>, Status> {
+        Ok(reply(
+            vec![],
+            self.0.delete_security_group(&req.into_inner().id).await?,
+        ))
     }
 
     async fn get_capabilities(

@@ -46,6 +46,11 @@ fn nl(e: rtnetlink::Error) -> Error {
     Error::Netlink(e.to_string())
 }
 
+/// A link message as netd sees it.
+pub fn link_state(m: &LinkMessage) -> LinkState {
+    parse_link(m)
+}
+
 fn parse_link(m: &LinkMessage) -> LinkState {
     let mut l = LinkState {
         index: m.header.index,
@@ -182,7 +187,18 @@ impl Kernel {
     /// A netlink handle inside the namespace at `path`. The socket is made on
     /// a short-lived thread that enters the namespace, so no thread of the
     /// runtime ever changes namespace.
-    async fn handle_in(&self, path: &std::path::Path) -> Result<Handle> {
+    /// Drops the cached handle into a namespace that is about to go.
+    pub fn forget_ns(&self, path: &std::path::Path) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            self.netns
+                .lock()
+                .expect("netns cache")
+                .remove(&(meta.dev(), meta.ino()));
+        }
+    }
+
+    pub async fn handle_in(&self, path: &std::path::Path) -> Result<Handle> {
         use std::os::unix::fs::MetadataExt;
         let io = |e: std::io::Error| {
             Error::FailedPrecondition(format!("network namespace {}: {e}", path.display()))

@@ -27,9 +27,13 @@
 
 pub mod dhcp;
 pub mod error;
+pub mod firewall;
 pub mod grpc;
 pub mod kernel;
+pub mod metadata;
 pub mod model;
 pub mod names;
+pub mod nft;
 pub mod reconcile;
+pub mod router;
 pub mod service;

@@ -31,6 +31,14 @@ struct Args {
     /// Seconds between drift-repairing reconcile passes.
     #[arg(long, default_value_t = 30)]
     resync_interval: u64,
+    /// Where the metadata proxy forwards guests' requests (control's
+    /// metadata API), e.g. http://127.0.0.1:8775.
+    #[arg(long, env = "URSA_METADATA_UPSTREAM")]
+    metadata_upstream: Option<String>,
+    /// A file holding the secret shared with the metadata API; requests are
+    /// signed with it (X-Instance-ID-Signature).
+    #[arg(long, env = "URSA_METADATA_SECRET_FILE")]
+    metadata_secret_file: Option<PathBuf>,
     /// Print what a reconcile of the stored desired state would change, then exit.
     #[arg(long)]
     plan: bool,
@@ -60,6 +68,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })?;
         physnets.insert(net.to_string(), ifc.to_string());
     }
+    let upstream = match &args.metadata_upstream {
+        Some(u) => Some(
+            u.parse::<hyper::Uri>()
+                .map_err(|e| anyhow::anyhow!("--metadata-upstream {u:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    let secret = match &args.metadata_secret_file {
+        Some(f) => std::fs::read(f)
+            .map_err(|e| anyhow::anyhow!("--metadata-secret-file {}: {e}", f.display()))?
+            .trim_ascii()
+            .to_vec(),
+        None => Vec::new(),
+    };
+    if upstream.is_some() && secret.is_empty() {
+        anyhow::bail!("--metadata-upstream needs --metadata-secret-file (requests are signed)");
+    }
     let netd = Netd::open(Config {
         state_dir: args.state_dir.clone(),
         node: NodeConfig {
@@ -67,6 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             physnets,
             ..Default::default()
         },
+        metadata: ursa_netd::metadata::Config { upstream, secret },
     })
     .await?;
     if args.plan {

@@ -71,8 +71,9 @@ pub fn parse_v4_net(s: &str) -> Result<(Ipv4Addr, u8)> {
     Ok((ip, p))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PortKind {
+    #[default]
     Tap,
     /// `up`: netd also brings the far end up.
     Veth {
@@ -82,7 +83,7 @@ pub enum PortKind {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Port {
     pub id: String,
     pub network_id: String,
@@ -93,6 +94,104 @@ pub struct Port {
     pub admin_down: bool,
     #[serde(default)]
     pub hostname: String,
+    /// Filtering on: anti-spoofing and the security groups' rules.
+    #[serde(default)]
+    pub port_security: bool,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub allowed_address_pairs: Vec<AddressPair>,
+    #[serde(default)]
+    pub device_id: String,
+    #[serde(default)]
+    pub project_id: String,
+}
+
+/// Another address (or network) a port may send from, with its own MAC or another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressPair {
+    pub net: ipnet::IpNet,
+    pub mac: Option<Mac>,
+}
+
+/// A router's leg on one network: a veth whose far end lives in the
+/// router's namespace with the given address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterLeg {
+    pub port_id: String,
+    pub network_id: String,
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl RouterLeg {
+    pub fn net(&self) -> ipnet::Ipv4Net {
+        ipnet::Ipv4Net::new(self.ip, self.prefix)
+            .expect("prefix checked")
+            .trunc()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterGateway {
+    pub leg: RouterLeg,
+    pub nexthop: Option<Ipv4Addr>,
+    pub enable_snat: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Router {
+    pub id: String,
+    pub interfaces: Vec<RouterLeg>,
+    pub gateway: Option<RouterGateway>,
+    /// (destination, nexthop)
+    pub routes: Vec<(ipnet::Ipv4Net, Ipv4Addr)>,
+    /// (floating, fixed)
+    pub floating_ips: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+impl Router {
+    /// Every leg with the name its far end has inside the namespace.
+    pub fn legs(&self) -> impl Iterator<Item = (&RouterLeg, String)> {
+        self.interfaces
+            .iter()
+            .map(|l| (l, crate::names::router_leg(&l.port_id)))
+            .chain(
+                self.gateway
+                    .iter()
+                    .map(|g| (&g.leg, crate::names::router_gateway(&g.leg.port_id))),
+            )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// One security group rule, as Neutron defines it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub direction: Direction,
+    pub v6: bool,
+    /// IP protocol number; None: any.
+    pub protocol: Option<u8>,
+    /// tcp/udp/sctp destination ports (inclusive).
+    pub ports: Option<(u16, u16)>,
+    /// icmp type and code.
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub remote_net: Option<ipnet::IpNet>,
+    pub remote_group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub rules: Vec<Rule>,
+    pub remote_members: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +213,10 @@ pub struct Desired {
     pub networks: BTreeMap<String, Network>,
     pub ports: BTreeMap<String, Port>,
     pub remotes: BTreeMap<String, Remotes>,
+    #[serde(default)]
+    pub routers: BTreeMap<String, Router>,
+    #[serde(default)]
+    pub security_groups: BTreeMap<String, SecurityGroup>,
 }
 
 /// What this node can do, found at start.
@@ -356,6 +459,15 @@ impl Desired {
         {
             return Err(shared_name(p, &o.id));
         }
+        if let Some(r) = self.routers.values().find(|r| {
+            r.legs()
+                .any(|(l, _)| l.port_id == p.id || short_name(&l.port_id) == dev)
+        }) {
+            return Err(Error::AlreadyExists(format!(
+                "port {} is (or shares kernel names with) a leg of router {}",
+                p.id, r.id
+            )));
+        }
         Ok(())
     }
 
@@ -377,6 +489,9 @@ impl Desired {
         }
         for ip in &p.fixed_ips {
             parse_cidr(ip)?;
+        }
+        for g in &p.security_groups {
+            check_id("security group", g)?;
         }
         if let PortKind::Veth { netns, ifname, .. } = &p.kind {
             check_ifname(ifname)?;
@@ -420,6 +535,144 @@ impl Desired {
         }
     }
 
+    /// Router legs as the ports the link planner makes: veths into the
+    /// router's namespace, brought up there.
+    pub fn router_ports(&self) -> impl Iterator<Item = Port> + '_ {
+        self.routers.values().flat_map(|r| {
+            let ns = crate::names::router_ns(&r.id);
+            r.legs()
+                .map(|(l, ifname)| Port {
+                    id: l.port_id.clone(),
+                    network_id: l.network_id.clone(),
+                    mac: l.mac,
+                    fixed_ips: vec![format!("{}/{}", l.ip, l.prefix)],
+                    kind: PortKind::Veth {
+                        netns: ns.clone(),
+                        ifname,
+                        up: true,
+                    },
+                    admin_down: false,
+                    hostname: String::new(),
+                    port_security: false,
+                    security_groups: vec![],
+                    allowed_address_pairs: vec![],
+                    device_id: r.id.clone(),
+                    project_id: String::new(),
+                })
+                .collect::<Vec<_>>()
+        })
+    }
+
+    /// The desired state with router legs among the ports (what the link
+    /// planner and the DHCP responders see).
+    pub fn with_router_ports(&self) -> std::borrow::Cow<'_, Desired> {
+        if self.routers.is_empty() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut d = self.clone();
+        for p in self.router_ports() {
+            d.ports.insert(p.id.clone(), p);
+        }
+        std::borrow::Cow::Owned(d)
+    }
+
+    pub fn check_router(&self, r: &Router) -> Result<()> {
+        check_id("router", &r.id)?;
+        let short = crate::names::router_ns(&r.id);
+        if let Some(o) = self
+            .routers
+            .values()
+            .find(|o| o.id != r.id && crate::names::router_ns(&o.id) == short)
+        {
+            return Err(Error::AlreadyExists(format!(
+                "router {} would share kernel names with router {}",
+                r.id, o.id
+            )));
+        }
+        let mut nets = std::collections::BTreeSet::new();
+        for (l, _) in r.legs() {
+            check_id("router port", &l.port_id)?;
+            if !self.networks.contains_key(&l.network_id) {
+                return Err(Error::NotFound(format!(
+                    "network {} is not known on this node",
+                    l.network_id
+                )));
+            }
+            if !nets.insert(l.network_id.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "router {} has two legs on network {}",
+                    r.id, l.network_id
+                )));
+            }
+            if l.prefix > 32 || l.prefix == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "router address {}/{} has a bad prefix",
+                    l.ip, l.prefix
+                )));
+            }
+            let dev = short_name(&l.port_id);
+            if let Some(o) = self.ports.values().find(|o| short_name(&o.id) == dev) {
+                return Err(Error::AlreadyExists(format!(
+                    "router port {} would share kernel names with port {}",
+                    l.port_id, o.id
+                )));
+            }
+            if let Some(o) = self.routers.values().filter(|o| o.id != r.id).find(|o| {
+                o.legs()
+                    .any(|(ol, _)| short_name(&ol.port_id) == dev || ol.port_id == l.port_id)
+            }) {
+                return Err(Error::AlreadyExists(format!(
+                    "router port {} is already a leg of router {}",
+                    l.port_id, o.id
+                )));
+            }
+        }
+        if !r.floating_ips.is_empty() && r.gateway.is_none() {
+            return Err(Error::FailedPrecondition(format!(
+                "router {} has floating IPs but no external gateway",
+                r.id
+            )));
+        }
+        for (fip, fixed) in &r.floating_ips {
+            if !r.interfaces.iter().any(|l| l.net().contains(fixed)) {
+                return Err(Error::InvalidArgument(format!(
+                    "floating IP {fip}: fixed address {fixed} is on no network the router joins"
+                )));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (fip, _) in &r.floating_ips {
+            if !seen.insert(*fip) {
+                return Err(Error::InvalidArgument(format!(
+                    "floating IP {fip} is given twice"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn check_security_group(&self, g: &SecurityGroup) -> Result<()> {
+        check_id("security group", &g.id)?;
+        for r in &g.rules {
+            if let Some(rg) = &r.remote_group {
+                check_id("remote group", rg)?;
+            }
+            if r.remote_group.is_some() && r.remote_net.is_some() {
+                return Err(Error::InvalidArgument(
+                    "a rule has either a remote IP prefix or a remote group, not both".into(),
+                ));
+            }
+            if let Some(n) = r.remote_net {
+                if n.addr().is_ipv6() != r.v6 {
+                    return Err(Error::InvalidArgument(format!(
+                        "remote prefix {n} does not match the rule's ethertype"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Validates a whole state as if built call by call (in linear time:
     /// a resync carries every port of the node).
     pub fn check_all(&self, node: &NodeConfig) -> Result<()> {
@@ -442,6 +695,13 @@ impl Desired {
         built.ports = self.ports.clone();
         for id in self.remotes.keys() {
             built.check_remotes(id)?;
+        }
+        for g in self.security_groups.values() {
+            built.check_security_group(g)?;
+        }
+        for r in self.routers.values() {
+            built.check_router(r)?;
+            built.routers.insert(r.id.clone(), r.clone());
         }
         Ok(())
     }
@@ -518,6 +778,11 @@ mod tests {
             kind: PortKind::Tap,
             admin_down: false,
             hostname: String::new(),
+            port_security: false,
+            security_groups: vec![],
+            allowed_address_pairs: vec![],
+            device_id: String::new(),
+            project_id: String::new(),
         };
         assert!(matches!(d.check_port(&p), Err(Error::NotFound(_))));
         d.networks.insert(N1.into(), net(N1, 100));

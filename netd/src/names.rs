@@ -39,6 +39,23 @@ pub fn tap(port_id: &str) -> String {
     format!("{TAP}{}", short(port_id))
 }
 
+/// A router's network namespace (/run/netns/urt-…).
+pub const ROUTER_NS: &str = "urt-";
+
+pub fn router_ns(router_id: &str) -> String {
+    format!("{ROUTER_NS}{}", short(router_id))
+}
+
+/// A router's leg on an internal network, inside its namespace.
+pub fn router_leg(port_id: &str) -> String {
+    format!("qr-{}", short(port_id))
+}
+
+/// A router's gateway leg, inside its namespace.
+pub fn router_gateway(port_id: &str) -> String {
+    format!("qg-{}", short(port_id))
+}
+
 pub fn owned(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p))
 }

@@ -573,6 +573,7 @@ mod tests {
                 },
                 admin_down: false,
                 hostname: String::new(),
+                ..Default::default()
             },
         );
         d.remotes.insert(

@@ -45,6 +45,7 @@ pub struct PortEvent {
 pub struct Config {
     pub state_dir: PathBuf,
     pub node: NodeConfig,
+    pub metadata: crate::metadata::Config,
 }
 
 #[derive(Clone)]
@@ -61,6 +62,10 @@ struct Inner {
     events: broadcast::Sender<PortEvent>,
     status: std::sync::Mutex<BTreeMap<String, PortEvent>>,
     dhcp: crate::dhcp::Dhcp,
+    firewall: crate::firewall::Firewall,
+    metadata: crate::metadata::Metadata,
+    /// Each router's last applied NAT table.
+    router_nft: Mutex<BTreeMap<String, String>>,
 }
 
 impl Netd {
@@ -92,6 +97,9 @@ impl Netd {
                 events,
                 status: std::sync::Mutex::new(BTreeMap::new()),
                 dhcp: crate::dhcp::Dhcp::default(),
+                firewall: crate::firewall::Firewall::default(),
+                metadata: crate::metadata::Metadata::new(cfg.metadata),
+                router_nft: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -155,6 +163,16 @@ impl Netd {
                     "network {id} still has ports on this node"
                 )));
             }
+            if let Some(r) = d
+                .routers
+                .values()
+                .find(|r| r.legs().any(|(l, _)| l.network_id == id))
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "network {id} is still joined by router {}",
+                    r.id
+                )));
+            }
             d.networks.remove(id);
             d.remotes.remove(id);
             Ok(())
@@ -184,6 +202,42 @@ impl Netd {
         self.change(|d| {
             d.check_remotes(network_id)?;
             d.remotes.insert(network_id.to_string(), r);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn ensure_router(&self, r: crate::model::Router) -> Result<Report> {
+        self.change(|d| {
+            d.check_router(&r)?;
+            d.routers.insert(r.id.clone(), r);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_router(&self, id: &str) -> Result<Report> {
+        crate::model::check_id("router", id)?;
+        self.change(|d| {
+            d.routers.remove(id);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn ensure_security_group(&self, g: crate::model::SecurityGroup) -> Result<Report> {
+        self.change(|d| {
+            d.check_security_group(&g)?;
+            d.security_groups.insert(g.id.clone(), g);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_security_group(&self, id: &str) -> Result<Report> {
+        crate::model::check_id("security group", id)?;
+        self.change(|d| {
+            d.security_groups.remove(id);
             Ok(())
         })
         .await
@@ -250,9 +304,28 @@ impl Netd {
         span: &tracing::Span,
     ) -> Result<Report> {
         let t0 = Instant::now();
-        let obs = self.inner.kernel.observe().await?;
-        let actions = plan(want, &obs, &self.inner.node, self.inner.underlay.as_ref());
         let mut report = Report::default();
+        if !dry_run {
+            // Router namespaces first: their legs are born inside them.
+            for r in want.routers.values() {
+                let ns = names::router_ns(&r.id);
+                if let Err(e) = crate::router::create_ns(&ns) {
+                    report.errors.push(format!("router {} ({ns}): {e}", r.id));
+                } else if !crate::router::ns_path(&r.id).exists() {
+                    report
+                        .errors
+                        .push(format!("router {} ({ns}): namespace missing", r.id));
+                }
+            }
+        }
+        let with_legs = want.with_router_ports();
+        let obs = self.inner.kernel.observe().await?;
+        let actions = plan(
+            &with_legs,
+            &obs,
+            &self.inner.node,
+            self.inner.underlay.as_ref(),
+        );
         let count = |r: &mut Report, a: &crate::reconcile::Action| match a.kind() {
             Change::Added => r.added += 1,
             Change::Changed => r.changed += 1,
@@ -276,10 +349,12 @@ impl Netd {
             let links = self.inner.kernel.links().await.unwrap_or_default();
             self.publish_status(want, &applied.errors, &links);
             self.serve_dhcp(want, &links);
+            self.services(want, &mut report).await;
         } else {
             let links: Vec<_> = obs.links.into_values().collect();
             self.publish_status(want, &[], &links);
             self.serve_dhcp(want, &links);
+            self.services(want, &mut report).await;
         }
         report.duration_us = t0.elapsed().as_micros() as u64;
         span.record("added", report.added);
@@ -298,6 +373,63 @@ impl Netd {
             );
         }
         Ok(report)
+    }
+
+    /// Routers (inside their namespaces), security groups and the metadata
+    /// proxies, after the links they sit on exist.
+    async fn services(&self, want: &Desired, report: &mut Report) {
+        {
+            let mut last = self.inner.router_nft.lock().await;
+            for r in want.routers.values() {
+                if let Err(e) = crate::router::configure(&self.inner.kernel, r, &mut last).await {
+                    tracing::warn!(router = %r.id, error = %e, "router configuration failed");
+                    report.errors.push(format!(
+                        "router {} ({}): {e}",
+                        r.id,
+                        names::router_ns(&r.id)
+                    ));
+                }
+            }
+            let keep: std::collections::BTreeSet<String> =
+                want.routers.keys().map(|id| names::router_ns(id)).collect();
+            for ns in crate::router::existing() {
+                if keep.contains(&ns) {
+                    continue;
+                }
+                if let Some(id) = last.keys().find(|id| names::router_ns(id) == ns).cloned() {
+                    last.remove(&id);
+                    self.inner.metadata.stop(&id);
+                }
+                let path = std::path::Path::new("/run/netns").join(&ns);
+                self.inner.kernel.forget_ns(&path);
+                match crate::router::delete_ns(&ns) {
+                    Ok(()) => {
+                        report.removed += 1;
+                        report.actions.push(format!("delete router namespace {ns}"));
+                    }
+                    Err(e) => report.errors.push(format!("{ns}: {e}")),
+                }
+            }
+        }
+        match self.inner.firewall.sync(want).await {
+            Ok(0) => {}
+            Ok(n) => {
+                report.changed += 1;
+                report.actions.push(format!(
+                    "security groups: {n} nftables commands in one transaction"
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "security group transaction failed");
+                report.errors.push(format!("security groups: {e}"));
+            }
+        }
+        for (id, e) in self.inner.metadata.sync(want).await {
+            report.errors.push(format!(
+                "router {id} ({}): metadata proxy: {e}",
+                names::router_ns(&id)
+            ));
+        }
     }
 
     /// Points the DHCP responders at the current bridges and reservations.

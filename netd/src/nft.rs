@@ -1,0 +1,207 @@
+//! nftables through its JSON interface: netd builds whole rulesets as
+//! `nft -j` commands and hands each change to one `nft -j -f -` run, which
+//! the kernel applies as one transaction (all of it or none of it). This is
+//! the one subprocess netd runs, chosen deliberately: libnftables' JSON
+//! schema is the stable, documented interface, and a batch per change keeps
+//! every ruleset atomic. Inside a router, the subprocess enters the router's
+//! namespace before it execs.
+
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// A batch of commands for one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub cmds: Vec<Value>,
+}
+
+impl Batch {
+    pub fn push(&mut self, v: Value) {
+        self.cmds.push(v);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
+    /// Replaces a table wholesale: create it (so the delete cannot fail),
+    /// delete it, create it again, all inside this one transaction.
+    pub fn replace_table(&mut self, family: &str, name: &str) {
+        self.push(json!({"add": {"table": {"family": family, "name": name}}}));
+        self.push(json!({"delete": {"table": {"family": family, "name": name}}}));
+        self.push(json!({"add": {"table": {"family": family, "name": name}}}));
+    }
+
+    /// Removes a table if it exists.
+    pub fn drop_table(&mut self, family: &str, name: &str) {
+        self.push(json!({"add": {"table": {"family": family, "name": name}}}));
+        self.push(json!({"delete": {"table": {"family": family, "name": name}}}));
+    }
+
+    pub fn to_json(&self) -> String {
+        json!({ "nftables": self.cmds }).to_string()
+    }
+
+    /// Applies the batch in the current namespace, or inside `netns`.
+    pub async fn apply(&self, netns: Option<&Path>) -> Result<()> {
+        if self.cmds.is_empty() {
+            return Ok(());
+        }
+        let doc = self.to_json();
+        let ns = netns.map(|p| p.to_path_buf());
+        tokio::task::spawn_blocking(move || run(&doc, ns.as_deref()))
+            .await
+            .map_err(|e| Error::Nft(format!("nft task: {e}")))?
+    }
+}
+
+fn run(doc: &str, netns: Option<&Path>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("nft");
+    cmd.args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let ns_file = match netns {
+        Some(p) => Some(std::fs::File::open(p).map_err(|e| {
+            Error::FailedPrecondition(format!("network namespace {}: {e}", p.display()))
+        })?),
+        None => None,
+    };
+    if let Some(f) = &ns_file {
+        let fd = f.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; it runs in the forked child
+        // before exec and changes only the child's namespace.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Nft(format!("cannot run nft (apt-get install nftables): {e}")))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(doc.as_bytes())
+        .map_err(|e| Error::Nft(format!("writing to nft: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Nft(format!("nft: {e}")))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::Nft(format!(
+            "nft refused the transaction: {}",
+            msg.lines().take(6).collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    Ok(())
+}
+
+// Small builders for the JSON expressions netd uses.
+
+pub fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+pub fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+pub fn ct(key: &str) -> Value {
+    json!({"ct": {"key": key}})
+}
+
+pub fn eq(left: Value, right: Value) -> Value {
+    json!({"match": {"op": "==", "left": left, "right": right}})
+}
+
+pub fn ne(left: Value, right: Value) -> Value {
+    json!({"match": {"op": "!=", "left": left, "right": right}})
+}
+
+pub fn within(left: Value, right: Value) -> Value {
+    json!({"match": {"op": "in", "left": left, "right": right}})
+}
+
+pub fn set(items: Vec<Value>) -> Value {
+    json!({"set": items})
+}
+
+pub fn concat(items: Vec<Value>) -> Value {
+    json!({"concat": items})
+}
+
+pub fn prefix(net: &ipnet::IpNet) -> Value {
+    if net.prefix_len() == net.max_prefix_len() {
+        json!(net.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+    }
+}
+
+pub fn range(a: u16, b: u16) -> Value {
+    if a == b {
+        json!(a)
+    } else {
+        json!({"range": [a, b]})
+    }
+}
+
+pub fn jump(chain: &str) -> Value {
+    json!({"jump": {"target": chain}})
+}
+
+pub fn goto(chain: &str) -> Value {
+    json!({"goto": {"target": chain}})
+}
+
+pub fn verdict(v: &str) -> Value {
+    json!({ v: null })
+}
+
+pub fn rule(family: &str, table: &str, chain: &str, expr: Vec<Value>) -> Value {
+    json!({"add": {"rule": {"family": family, "table": table, "chain": chain, "expr": expr}}})
+}
+
+pub fn chain(family: &str, table: &str, name: &str) -> Value {
+    json!({"add": {"chain": {"family": family, "table": table, "name": name}}})
+}
+
+pub fn base_chain(
+    family: &str,
+    table: &str,
+    name: &str,
+    kind: &str,
+    hook: &str,
+    prio: i32,
+) -> Value {
+    json!({"add": {"chain": {"family": family, "table": table, "name": name,
+        "type": kind, "hook": hook, "prio": prio, "policy": "accept"}}})
+}
+
+/// A named set; `ty` is one type name or several (a concatenation).
+pub fn named_set(family: &str, table: &str, name: &str, ty: Value, interval: bool) -> Value {
+    let mut s = json!({"family": family, "table": table, "name": name, "type": ty});
+    if interval {
+        s["flags"] = json!(["interval"]);
+    }
+    json!({"add": {"set": s}})
+}
+
+pub fn add_elements(family: &str, table: &str, name: &str, elem: Vec<Value>) -> Value {
+    json!({"add": {"element": {"family": family, "table": table, "name": name, "elem": elem}}})
+}
+
+pub fn flush_set(family: &str, table: &str, name: &str) -> Value {
+    json!({"flush": {"set": {"family": family, "table": table, "name": name}}})
+}
