@@ -62,7 +62,7 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 /// /run/netns, then ends. IPv4 forwarding is turned on inside.
 pub fn create_ns(name: &str) -> Result<()> {
     let path = Path::new(NETNS_DIR).join(name);
-    if path.exists() {
+    if is_netns(&path) {
         return Ok(());
     }
     std::fs::create_dir_all(NETNS_DIR).map_err(io(NETNS_DIR))?;
@@ -72,6 +72,8 @@ pub fn create_ns(name: &str) -> Result<()> {
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // A file left without its mount (the mount namespace it lived in
+        // is gone) is reused as the mount point.
         std::fs::File::create(&p)?;
         let src = std::ffi::CString::new("/proc/thread-self/ns/net").expect("no NUL");
         let dst = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL");
@@ -96,6 +98,17 @@ pub fn create_ns(name: &str) -> Result<()> {
     .join()
     .map_err(|_| Error::Netlink("namespace thread panicked".into()))?
     .map_err(io(name))
+}
+
+/// Whether `path` is a mounted network namespace (nsfs), not just a file.
+pub fn is_netns(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs into a zeroed struct, with a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type as i64 == NSFS_MAGIC
 }
 
 /// Removes a router namespace; everything inside it (its legs) goes with it
