@@ -6,9 +6,9 @@
 
 mod netlab;
 use netlab::*;
-use tonic::transport::Channel;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 use ursa_proto::netd::v1 as pb;
-use ursa_proto::netd::v1::netd_client::NetdClient;
 
 #[test]
 fn overlapping_tenant_networks_across_three_nodes() {

@@ -568,7 +568,13 @@ impl Firewall {
             bridge_nf_call(true)?;
         }
         batch.apply(None).await?;
-        let n = batch.cmds.len();
+        // The first pass of a node without filtered ports only makes sure no
+        // stale tables are left; that is no change to report.
+        let n = if last.is_none() && next.empty {
+            0
+        } else {
+            batch.cmds.len()
+        };
         *last = Some(next);
         Ok(n)
     }

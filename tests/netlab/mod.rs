@@ -259,4 +259,3 @@ pub fn plug(lab: &Lab, c: &mut NetdClient<Channel>, port: pb::Port, ip: &str, vm
         "eth0",
     ]);
 }
-
