@@ -70,6 +70,7 @@ fn main() {
             mtu: 0,
             subnets: vec![],
             dns_domain: String::new(),
+            dhcp_hosts: vec![],
         },
     );
     for i in 0..n {

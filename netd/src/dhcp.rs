@@ -60,21 +60,27 @@ impl Dhcp {
             if !n.subnets.iter().any(|s| s.enable_dhcp) {
                 continue;
             }
-            let ports = want
-                .ports
-                .values()
-                .filter(|p| p.network_id == n.id)
-                .map(|p| {
-                    let ips = p
-                        .fixed_ips
-                        .iter()
-                        .filter_map(|c| match parse_cidr(c) {
-                            Ok((IpAddr::V4(ip), _)) => Some(ip),
-                            _ => None,
-                        })
-                        .collect();
-                    (p.mac, (ips, p.hostname.clone()))
-                })
+            let hosts = n
+                .dhcp_hosts
+                .iter()
+                .map(|(mac, ip, name)| (*mac, (vec![*ip], name.clone())));
+            let ports = hosts
+                .chain(
+                    want.ports
+                        .values()
+                        .filter(|p| p.network_id == n.id)
+                        .map(|p| {
+                            let ips = p
+                                .fixed_ips
+                                .iter()
+                                .filter_map(|c| match parse_cidr(c) {
+                                    Ok((IpAddr::V4(ip), _)) => Some(ip),
+                                    _ => None,
+                                })
+                                .collect();
+                            (p.mac, (ips, p.hostname.clone()))
+                        }),
+                )
                 .collect();
             views.insert(
                 n.id.clone(),
@@ -174,7 +180,7 @@ async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<(
     let net = network.to_string();
     let v2 = views.clone();
     let arp = tokio::spawn(async move {
-        let r = packet_loop(ifindex, ETH_P_ARP, |pkt| {
+        let r = packet_loop(ifindex, ETH_P_ARP, |pkt, _| {
             let view = v2.read().expect("views").get(&net).cloned()?;
             arp_reply(pkt, &view, mac)
         })
@@ -183,9 +189,9 @@ async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<(
             tracing::warn!(error = %e, "ARP responder stopped");
         }
     });
-    let r = packet_loop(ifindex, ETH_P_IP, |pkt| {
+    let r = packet_loop(ifindex, ETH_P_IP, |pkt, from| {
         let view = views.read().expect("views").get(network).cloned()?;
-        handle(pkt, &view)
+        handle(pkt, &view, from)
     })
     .await;
     arp.abort();
@@ -197,7 +203,7 @@ async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<(
 async fn packet_loop(
     ifindex: u32,
     proto: u16,
-    answer: impl Fn(&[u8]) -> Option<(Vec<u8>, Mac)>,
+    answer: impl Fn(&[u8], Mac) -> Option<(Vec<u8>, Mac)>,
 ) -> std::io::Result<()> {
     // SAFETY: the fd is owned by the AsyncFd for its whole life and is not
     // closed or duplicated elsewhere.
@@ -231,7 +237,9 @@ async fn packet_loop(
         if sll.sll_pkttype == PACKET_OUTGOING {
             continue;
         }
-        let Some((pkt, dst_mac)) = answer(&buf[..n as usize]) else {
+        let mut from = [0u8; 6];
+        from.copy_from_slice(&sll.sll_addr[..6]);
+        let Some((pkt, dst_mac)) = answer(&buf[..n as usize], from) else {
             continue;
         };
         // SAFETY: sendto from a buffer we own to a sockaddr_ll we built.
@@ -304,8 +312,11 @@ fn dhcp_payload(ip: &[u8]) -> Option<&[u8]> {
     Some(&udp[8..ulen])
 }
 
-/// Builds the answer to one DHCP packet: the IPv4 packet and the MAC to send it to.
-pub fn handle(ip_packet: &[u8], view: &NetView) -> Option<(Vec<u8>, Mac)> {
+/// Builds the answer to one DHCP packet (which came from the MAC `from`):
+/// the IPv4 packet and the MAC to send it to. A request relayed by an
+/// agent on the segment (giaddr set, RFC 2131 4.1) is answered to the
+/// agent's server port, when the agent's address is in the subnet.
+pub fn handle(ip_packet: &[u8], view: &NetView, from: Mac) -> Option<(Vec<u8>, Mac)> {
     let payload = dhcp_payload(ip_packet)?;
     let req = Message::decode(&mut Decoder::new(payload)).ok()?;
     if req.opcode() != Opcode::BootRequest || req.chaddr().len() < 6 {
@@ -320,6 +331,10 @@ pub fn handle(ip_packet: &[u8], view: &NetView) -> Option<(Vec<u8>, Mac)> {
             .find(|s| s.enable_dhcp && s.contains(*ip))
             .map(|s| (*ip, s))
     })?;
+    let relay = req.giaddr();
+    if !relay.is_unspecified() && !subnet.contains(relay) {
+        return None;
+    }
     let kind = req.opts().msg_type()?;
     if let Some(DhcpOption::ServerIdentifier(sid)) =
         req.opts().get(dhcproto::v4::OptionCode::ServerIdentifier)
@@ -409,6 +424,9 @@ pub fn handle(ip_packet: &[u8], view: &NetView) -> Option<(Vec<u8>, Mac)> {
         o.insert(DhcpOption::Hostname(name));
     }
     let payload = rep.to_vec().ok()?;
+    if !relay.is_unspecified() {
+        return Some((udp_packet(subnet.server, relay, 67, 67, &payload), from));
+    }
     let broadcast = req.flags().broadcast() || reply_kind == MessageType::Nak;
     let (dst_ip, dst_mac) = if broadcast {
         (Ipv4Addr::BROADCAST, [0xff; 6])
@@ -510,7 +528,12 @@ mod tests {
 
     #[test]
     fn a_known_mac_gets_its_address_and_options() {
-        let (pkt, to) = handle(&discover([2, 0, 0, 0, 0, 5]), &view()).expect("an offer");
+        let (pkt, to) = handle(
+            &discover([2, 0, 0, 0, 0, 5]),
+            &view(),
+            [2, 0, 0, 0, 0, 0x77],
+        )
+        .expect("an offer");
         assert_eq!(to, [2, 0, 0, 0, 0, 5]);
         let payload = dhcp_payload_any(&pkt);
         let m = Message::decode(&mut Decoder::new(payload)).unwrap();
@@ -525,9 +548,14 @@ mod tests {
 
     #[test]
     fn unknown_macs_and_garbage_get_nothing() {
-        assert!(handle(&discover([2, 0, 0, 0, 0, 6]), &view()).is_none());
-        assert!(handle(&[0x45; 40], &view()).is_none());
-        assert!(handle(&[], &view()).is_none());
+        assert!(handle(
+            &discover([2, 0, 0, 0, 0, 6]),
+            &view(),
+            [2, 0, 0, 0, 0, 0x77]
+        )
+        .is_none());
+        assert!(handle(&[0x45; 40], &view(), [2, 0, 0, 0, 0, 0x77]).is_none());
+        assert!(handle(&[], &view(), [2, 0, 0, 0, 0, 0x77]).is_none());
     }
 
     #[test]
@@ -558,7 +586,7 @@ mod tests {
         /// often enough to matter, and those that are must be answered right).
         #[test]
         fn garbage_packets_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..700)) {
-            if let Some((pkt, to)) = handle(&bytes, &view()) {
+            if let Some((pkt, to)) = handle(&bytes, &view(), [2, 0, 0, 0, 0, 0x77]) {
                 prop_assert_eq!(to, [2, 0, 0, 0, 0, 5]);
                 prop_assert_eq!(checksum(&pkt[..20], 0), 0);
             }
@@ -585,7 +613,7 @@ mod tests {
             let mut payload = m.to_vec().unwrap();
             payload.extend_from_slice(&junk);
             let pkt = udp_packet(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, &payload);
-            let answer = handle(&pkt, &view());
+            let answer = handle(&pkt, &view(), [2, 0, 0, 0, 0, 0x77]);
             if mac != [2, 0, 0, 0, 0, 5] {
                 prop_assert!(answer.is_none());
             } else if let Some((rep, _)) = answer {

@@ -45,12 +45,24 @@ pub fn network_from(n: pb::Network) -> Result<Network> {
         .into_iter()
         .map(subnet_from)
         .collect::<Result<Vec<_>>>()?;
+    let dhcp_hosts = n
+        .dhcp_hosts
+        .iter()
+        .map(|h| {
+            Ok((
+                model::parse_mac(&h.mac)?,
+                ipv4(&h.ip_address, "DHCP host address")?,
+                h.hostname.clone(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Network {
         id: n.id,
         segment,
         mtu: n.mtu,
         subnets,
         dns_domain: n.dns_domain,
+        dhcp_hosts,
     })
 }
 

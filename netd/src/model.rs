@@ -27,6 +27,9 @@ pub struct Network {
     pub subnets: Vec<Subnet>,
     #[serde(default)]
     pub dns_domain: String,
+    /// DHCP reservations for ports not plugged here: (MAC, address, host name).
+    #[serde(default)]
+    pub dhcp_hosts: Vec<(Mac, Ipv4Addr, String)>,
 }
 
 /// An IPv4 subnet netd answers DHCP for.
@@ -726,6 +729,7 @@ mod tests {
             mtu: 0,
             subnets: vec![],
             dns_domain: String::new(),
+            dhcp_hosts: vec![],
         }
     }
 
@@ -760,6 +764,7 @@ mod tests {
             mtu: 0,
             subnets: vec![],
             dns_domain: String::new(),
+            dhcp_hosts: vec![],
         };
         assert!(matches!(
             d.check_network(&vlan, &node()),

@@ -557,6 +557,7 @@ mod tests {
                 mtu: 0,
                 subnets: vec![],
                 dns_domain: String::new(),
+                dhcp_hosts: vec![],
             },
         );
         d.ports.insert(
