@@ -123,10 +123,15 @@ impl Dhcp {
 fn raw_socket(ifindex: u32, proto: u16) -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket calls with checked results; the fd is owned at once.
     unsafe {
+        // Protocol 0 at creation and the real one at bind: the socket is
+        // hooked once, to its bridge only. (Created with a protocol, it is
+        // hooked to every device first and bind then waits for an RCU grace
+        // period to unhook it: milliseconds per socket, seconds for a
+        // thousand networks.)
         let fd = libc::socket(
             libc::AF_PACKET,
             libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            proto.to_be() as i32,
+            0,
         );
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
