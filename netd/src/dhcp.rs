@@ -552,6 +552,36 @@ mod tests {
     }
 
     #[test]
+    fn relayed_requests_go_back_to_the_relay_in_the_subnet_only() {
+        let relayed = |giaddr: Ipv4Addr| {
+            let mut m = Message::new(
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                giaddr,
+                &[2, 0, 0, 0, 0, 5],
+            );
+            m.opts_mut()
+                .insert(DhcpOption::MessageType(MessageType::Discover));
+            udp_packet(giaddr, Ipv4Addr::BROADCAST, 67, 67, &m.to_vec().unwrap())
+        };
+        let relay_mac = [2, 0, 0, 0, 0, 0x77];
+        let (pkt, to) =
+            handle(&relayed(Ipv4Addr::new(10, 0, 0, 2)), &view(), relay_mac).expect("an offer");
+        assert_eq!(to, relay_mac, "sent to the relay's MAC");
+        assert_eq!(&pkt[16..20], &[10, 0, 0, 2], "addressed to giaddr");
+        assert_eq!(
+            u16::from_be_bytes([pkt[22], pkt[23]]),
+            67,
+            "to the server port"
+        );
+        assert!(
+            handle(&relayed(Ipv4Addr::new(192, 168, 9, 9)), &view(), relay_mac).is_none(),
+            "a relay outside the subnet is not answered"
+        );
+    }
+
+    #[test]
     fn unknown_macs_and_garbage_get_nothing() {
         assert!(handle(
             &discover([2, 0, 0, 0, 0, 6]),

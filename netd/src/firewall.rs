@@ -591,3 +591,117 @@ fn bridge_nf_call(on: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Network, Port, SecurityGroup, Segment};
+
+    const N: &str = "11111111-1111-4111-8111-111111111111";
+    const P: &str = "22222222-2222-4222-8222-222222222222";
+    const G: &str = "33333333-3333-4333-8333-333333333333";
+    const R: &str = "44444444-4444-4444-8444-444444444444";
+
+    fn desired(members: Vec<IpAddr>, rules: u16) -> Desired {
+        let mut d = Desired::default();
+        d.networks.insert(
+            N.into(),
+            Network {
+                id: N.into(),
+                segment: Segment::Vxlan { vni: 5 },
+                mtu: 0,
+                subnets: vec![],
+                dns_domain: String::new(),
+                dhcp_hosts: vec![],
+            },
+        );
+        d.ports.insert(
+            P.into(),
+            Port {
+                id: P.into(),
+                network_id: N.into(),
+                mac: [2, 0, 0, 0, 0, 5],
+                fixed_ips: vec!["10.0.0.5/24".into()],
+                port_security: true,
+                security_groups: vec![G.into()],
+                ..Default::default()
+            },
+        );
+        let mut rs: Vec<Rule> = (0..rules)
+            .map(|i| Rule {
+                direction: Direction::Ingress,
+                v6: false,
+                protocol: Some(6),
+                ports: Some((1000 + i, 1000 + i)),
+                icmp_type: None,
+                icmp_code: None,
+                remote_net: Some("172.16.0.0/12".parse().unwrap()),
+                remote_group: None,
+            })
+            .collect();
+        rs.push(Rule {
+            direction: Direction::Ingress,
+            v6: false,
+            protocol: Some(6),
+            ports: Some((22, 22)),
+            icmp_type: None,
+            icmp_code: None,
+            remote_net: None,
+            remote_group: Some(R.into()),
+        });
+        d.security_groups.insert(
+            G.into(),
+            SecurityGroup {
+                id: G.into(),
+                rules: rs,
+                remote_members: vec![],
+            },
+        );
+        d.security_groups.insert(
+            R.into(),
+            SecurityGroup {
+                id: R.into(),
+                rules: vec![],
+                remote_members: members,
+            },
+        );
+        d
+    }
+
+    #[test]
+    fn membership_and_rule_changes_are_set_updates_only() {
+        let a = compile(&desired(vec![], 10));
+        let b = compile(&desired(vec!["10.0.0.9".parse().unwrap()], 10));
+        let delta = b.delta(&a);
+        assert!(!delta.is_empty());
+        assert!(
+            delta
+                .cmds
+                .iter()
+                .all(|c| c.get("flush").is_some() || c["add"].get("element").is_some()),
+            "a member joining rewrote more than a set: {}",
+            delta.to_json()
+        );
+        // Ten thousand port rules are elements of one set, not rules.
+        let big = compile(&desired(vec![], 10_000));
+        let rules = big
+            .shape
+            .iter()
+            .filter(|c| c["add"].get("rule").is_some())
+            .count();
+        assert!(rules < 40, "{rules} rules for 10,000 security group rules");
+        let elems: usize = big.sets.values().map(Vec::len).sum();
+        assert_eq!(elems, 10_000);
+        assert!(big.delta(&compile(&desired(vec![], 9_999))).cmds.len() <= 2);
+    }
+
+    #[test]
+    fn no_filtered_ports_means_no_tables() {
+        let mut d = desired(vec![], 1);
+        d.ports.values_mut().for_each(|p| p.port_security = false);
+        let c = compile(&d);
+        assert!(c.empty);
+        let full = c.full().to_json();
+        assert!(full.contains("delete") && !full.contains("chain"));
+    }
+}
