@@ -149,8 +149,52 @@ fn raw_socket(ifindex: u32, proto: u16) -> std::io::Result<OwnedFd> {
         {
             return Err(std::io::Error::last_os_error());
         }
+        if proto == ETH_P_IP {
+            // Only UDP to port 67 wakes the responder; everything else the
+            // bridge passes up is dropped in the kernel.
+            let prog = dhcp_filter();
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &fprog as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::sock_fprog>() as u32,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Room for bursts (thousands of clients booting at once).
+            let size: libc::c_int = 4 << 20;
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+        }
         Ok(fd)
     }
+}
+
+/// Classic BPF over the IPv4 header: UDP, first fragment, destination port 67.
+fn dhcp_filter() -> [libc::sock_filter; 9] {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    [
+        op(0x30, 0, 0, 9),        // ldb [9]          protocol
+        op(0x15, 0, 6, 17),       // jeq #17 (udp)    else drop
+        op(0x28, 0, 0, 6),        // ldh [6]          flags + fragment offset
+        op(0x45, 4, 0, 0x1fff),   // jset #0x1fff     a later fragment: drop
+        op(0xb1, 0, 0, 0),        // ldxb 4*([0]&0xf) header length
+        op(0x48, 0, 0, 2),        // ldh [x+2]        UDP destination port
+        op(0x15, 0, 1, 67),       // jeq #67          else drop
+        op(0x06, 0, 0, 0x4_0000), // ret: accept
+        op(0x06, 0, 0, 0),        // ret: drop
+    ]
 }
 
 /// The MAC of an interface, by index, in netd's namespace.
