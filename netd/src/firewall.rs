@@ -38,7 +38,8 @@ type SetKey = (&'static str, &'static str, String);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Compiled {
     pub shape: Vec<Value>,
-    pub sets: BTreeMap<SetKey, Vec<Value>>,
+    /// Elements as JSON text.
+    pub sets: BTreeMap<SetKey, Vec<String>>,
     pub empty: bool,
 }
 
@@ -63,7 +64,7 @@ impl Compiled {
         }
         for ((fam, table, name), elems) in &self.sets {
             if !elems.is_empty() {
-                b.push(nft::add_elements(fam, table, name, elems.clone()));
+                b.add_elements(fam, table, name, elems);
             }
         }
         let (chains, rules): (Vec<&Value>, Vec<&Value>) = rest
@@ -86,7 +87,7 @@ impl Compiled {
             if old.sets.get(k) != Some(elems) {
                 b.push(nft::flush_set(k.0, k.1, &k.2));
                 if !elems.is_empty() {
-                    b.push(nft::add_elements(k.0, k.1, &k.2, elems.clone()));
+                    b.add_elements(k.0, k.1, &k.2, elems);
                 }
             }
         }
@@ -317,7 +318,7 @@ pub fn compile(want: &Desired) -> Compiled {
             c.shape.push(nft::named_set(f, t, &name, json!(ty), true));
             c.sets.insert(
                 ("inet", FILTER, name),
-                ms.iter().map(|ip| json!(ip.to_string())).collect(),
+                ms.iter().map(|ip| format!("\"{ip}\"")).collect(),
             );
         }
     }
@@ -452,13 +453,12 @@ fn group_chains(c: &mut Compiled, g: &str, rules: &[Rule]) {
                 match (&r.remote_group, r.protocol) {
                     (None, Some(p @ (6 | 17 | 132))) => {
                         let (a, b) = r.ports.unwrap_or((0, 65535));
-                        ports_elems.push(nft::concat(vec![
-                            nft::prefix(&remote),
-                            json!(p),
-                            json!({"range": [a, b]}),
-                        ]));
+                        ports_elems.push(format!(
+                            r#"{{"concat":[{},{p},{{"range":[{a},{b}]}}]}}"#,
+                            prefix_text(&remote)
+                        ));
                     }
-                    (None, None) => addr_elems.push(nft::prefix(&remote)),
+                    (None, None) => addr_elems.push(prefix_text(&remote)),
                     _ => {
                         let mut e = vec![nft::eq(nft::meta("nfproto"), json!(nfproto))];
                         match &r.remote_group {
@@ -548,6 +548,20 @@ fn group_chains(c: &mut Compiled, g: &str, rules: &[Rule]) {
     }
 }
 
+/// `nft::prefix` as JSON text, without building a value (sets hold
+/// thousands of these).
+fn prefix_text(net: &ipnet::IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        format!("\"{}\"", net.addr())
+    } else {
+        format!(
+            r#"{{"prefix":{{"addr":"{}","len":{}}}}}"#,
+            net.network(),
+            net.prefix_len()
+        )
+    }
+}
+
 /// Applies compiled rulesets, remembering the last one so that the next
 /// change can be a set update.
 #[derive(Default)]
@@ -555,28 +569,45 @@ pub struct Firewall {
     last: tokio::sync::Mutex<Option<Compiled>>,
 }
 
+/// What one firewall pass did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Applied {
+    /// nftables commands in the transaction (0: nothing changed).
+    pub commands: usize,
+    pub compile_us: u64,
+    pub nft_us: u64,
+}
+
 impl Firewall {
-    pub async fn sync(&self, want: &Desired) -> Result<usize> {
+    pub async fn sync(&self, want: &Desired) -> Result<Applied> {
+        let t0 = std::time::Instant::now();
         let next = compile(want);
         let mut last = self.last.lock().await;
         let batch = match last.as_ref() {
-            Some(old) if *old == next => return Ok(0),
+            Some(old) if *old == next => return Ok(Applied::default()),
             Some(old) => next.delta(old),
             None => next.full(),
         };
+        let compile_us = t0.elapsed().as_micros() as u64;
         if !next.empty {
             bridge_nf_call(true)?;
         }
+        let t1 = std::time::Instant::now();
         batch.apply(None).await?;
+        let nft_us = t1.elapsed().as_micros() as u64;
         // The first pass of a node without filtered ports only makes sure no
         // stale tables are left; that is no change to report.
-        let n = if last.is_none() && next.empty {
+        let commands = if last.is_none() && next.empty {
             0
         } else {
             batch.cmds.len()
         };
         *last = Some(next);
-        Ok(n)
+        Ok(Applied {
+            commands,
+            compile_us,
+            nft_us,
+        })
     }
 }
 
@@ -678,7 +709,7 @@ mod tests {
             delta
                 .cmds
                 .iter()
-                .all(|c| c.get("flush").is_some() || c["add"].get("element").is_some()),
+                .all(|c| c.starts_with(r#"{"flush""#) || c.starts_with(r#"{"add":{"element""#)),
             "a member joining rewrote more than a set: {}",
             delta.to_json()
         );
@@ -693,6 +724,14 @@ mod tests {
         let elems: usize = big.sets.values().map(Vec::len).sum();
         assert_eq!(elems, 10_000);
         assert!(big.delta(&compile(&desired(vec![], 9_999))).cmds.len() <= 2);
+        for e in big.sets.values().flatten().take(3) {
+            let v: serde_json::Value = serde_json::from_str(e).expect("elements are JSON");
+            assert!(v.get("concat").is_some(), "{e}");
+        }
+        assert_eq!(
+            prefix_text(&"10.0.0.0/8".parse().unwrap()),
+            nft::prefix(&"10.0.0.0/8".parse().unwrap()).to_string()
+        );
     }
 
     #[test]

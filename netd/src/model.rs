@@ -338,7 +338,7 @@ impl Desired {
         let tmp = path.with_extension("json.tmp");
         let io = |e: std::io::Error| Error::State(format!("{}: {e}", path.display()));
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&serde_json::to_vec_pretty(self).expect("serializes"))
+        f.write_all(&serde_json::to_vec(self).expect("serializes"))
             .map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;

@@ -12,15 +12,32 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-/// A batch of commands for one transaction.
-#[derive(Debug, Default, Clone)]
+/// A batch of commands for one transaction, each kept as its JSON text
+/// (large sets are rendered once, not rebuilt as value trees).
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Batch {
-    pub cmds: Vec<Value>,
+    pub cmds: Vec<String>,
 }
 
 impl Batch {
     pub fn push(&mut self, v: Value) {
-        self.cmds.push(v);
+        self.cmds.push(v.to_string());
+    }
+
+    /// Adds elements (each already JSON text) to a named set.
+    pub fn add_elements(&mut self, family: &str, table: &str, name: &str, elems: &[String]) {
+        let mut s = String::with_capacity(96 + elems.iter().map(|e| e.len() + 1).sum::<usize>());
+        s.push_str(&format!(
+            r#"{{"add":{{"element":{{"family":"{family}","table":"{table}","name":"{name}","elem":["#
+        ));
+        for (i, e) in elems.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(e);
+        }
+        s.push_str("]}}}");
+        self.cmds.push(s);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -42,7 +59,17 @@ impl Batch {
     }
 
     pub fn to_json(&self) -> String {
-        json!({ "nftables": self.cmds }).to_string()
+        let mut s =
+            String::with_capacity(16 + self.cmds.iter().map(|c| c.len() + 1).sum::<usize>());
+        s.push_str(r#"{"nftables":["#);
+        for (i, c) in self.cmds.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(c);
+        }
+        s.push_str("]}");
+        s
     }
 
     /// Applies the batch in the current namespace, or inside `netns`.
@@ -196,10 +223,6 @@ pub fn named_set(family: &str, table: &str, name: &str, ty: Value, interval: boo
         s["flags"] = json!(["interval"]);
     }
     json!({"add": {"set": s}})
-}
-
-pub fn add_elements(family: &str, table: &str, name: &str, elem: Vec<Value>) -> Value {
-    json!({"add": {"element": {"family": family, "table": table, "name": name, "elem": elem}}})
 }
 
 pub fn flush_set(family: &str, table: &str, name: &str) -> Value {
