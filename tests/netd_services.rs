@@ -74,6 +74,29 @@ fn tools() -> bool {
     ok
 }
 
+/// Waits until the upstream stand-in answers in the hypervisor's namespace.
+fn wait_upstream(hv: &str, port: &str) {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(20) {
+        let o = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            hv,
+            "curl",
+            "-s",
+            "--max-time",
+            "1",
+            &format!("http://127.0.0.1:{port}/"),
+        ]);
+        if o.status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the metadata upstream stand-in did not start");
+}
+
 struct Procs(Vec<Child>);
 
 impl Drop for Procs {
@@ -283,6 +306,7 @@ fn router_snat_floating_ips_metadata_and_restart() {
             .spawn()
             .unwrap(),
     );
+    wait_upstream(&hv, "18775");
     let secret = lab.dir.path().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
     let secret = secret.display().to_string();
@@ -819,4 +843,164 @@ fn security_groups_filter_statefully_follow_membership_and_stop_spoofing() {
     };
     lab.rt.block_on(c.ensure_port(sport)).unwrap();
     assert!(!connects(&x, "10.62.0.5", "8080"));
+}
+
+const NI: &str = "66000000-0000-4000-8000-000000000006";
+
+#[test]
+fn a_network_without_router_gets_dhcp_and_metadata_from_its_namespace() {
+    if !can_run() || !tools() {
+        return;
+    }
+    if Command::new("busybox").arg("--help").output().is_err() {
+        eprintln!("SKIP isolated metadata: needs busybox (udhcpc)");
+        return;
+    }
+    let mut lab = Lab::new("i", 1);
+    let hv = lab.hv(1);
+    let mut procs = Procs(vec![]);
+    let up = script(&lab, "upstream.py", UPSTREAM);
+    procs.0.push(
+        Command::new("ip")
+            .args(["netns", "exec", &hv, "python3", &up, "18776"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_upstream(&hv, "18776");
+    let secret = lab.dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    lab.start_netd_with(
+        1,
+        &[
+            "--metadata-upstream",
+            "http://127.0.0.1:18776",
+            "--metadata-secret-file",
+            &secret,
+        ],
+    );
+    let mut c = lab.client(1);
+    let mut net = vxlan_net(NI, 7401, "10.64.0.0/24", "");
+    net.subnets[0].enable_dhcp = true;
+    let rep = lab
+        .rt
+        .block_on(c.ensure_network(net))
+        .expect("network")
+        .into_inner();
+    // The metadata namespace holds the DHCP address.
+    let ns = ursa_netd::names::router_ns(&ursa_netd::model::derived_id(NI, "metadata-namespace"));
+    assert!(
+        format!("{rep:?}").contains(&ns) || std::path::Path::new("/run/netns").join(&ns).exists(),
+        "no metadata namespace {ns}"
+    );
+    lab.extra_ns.borrow_mut().push(ns.clone());
+    let addrs = ok(&["ip", "-n", &ns, "-br", "addr"]);
+    assert!(addrs.contains("10.64.0.254/24"), "{addrs}");
+
+    let vm = lab.vm("v");
+    lab.rt
+        .block_on(c.ensure_port(pb::Port {
+            id: "66100000-0000-4000-8000-000000000001".into(),
+            network_id: NI.into(),
+            mac: "02:64:00:00:00:05".into(),
+            fixed_ips: vec!["10.64.0.5/24".into()],
+            kind: Some(pb::port::Kind::Veth(pb::Veth {
+                netns: vm.clone(),
+                ifname: "eth0".into(),
+                up: true,
+            })),
+            device_id: "instance-iso".into(),
+            project_id: "project-iso".into(),
+            ..Default::default()
+        }))
+        .expect("port");
+    // udhcpc applies the lease: the address and the classless routes.
+    let dir = lab.dir.path();
+    let hook = dir.join("apply.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add $ip/$mask dev $interface\n\
+             set -- $staticroutes\nwhile [ $# -ge 2 ]; do ip route add $1 via $2 dev $interface; shift 2; done\n\
+             env > {}/iso.env\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    ok(&["chmod", "+x", &hook.display().to_string()]);
+    let o = sh(&[
+        "timeout",
+        "30",
+        "ip",
+        "netns",
+        "exec",
+        &vm,
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-f",
+        "-n",
+        "-q",
+        "-t",
+        "4",
+        "-T",
+        "1",
+        "-s",
+        &hook.display().to_string(),
+        "-O",
+        "staticroutes",
+    ]);
+    assert!(
+        o.status.success(),
+        "no lease from the metadata namespace: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let routes = ok(&["ip", "-n", &vm, "route"]);
+    assert!(
+        routes.contains("169.254.169.254 via 10.64.0.254"),
+        "{routes}"
+    );
+    let md = ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &vm,
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "http://169.254.169.254/openstack/latest/meta_data.json",
+    ])
+    .to_ascii_lowercase();
+    assert!(md.contains("x-instance-id: instance-iso"), "{md}");
+    assert!(md.contains("x-tenant-id: project-iso"), "{md}");
+    // Asking again for the same address is answered the same.
+    let o = sh(&[
+        "timeout",
+        "30",
+        "ip",
+        "netns",
+        "exec",
+        &vm,
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-t",
+        "4",
+        "-T",
+        "1",
+        "-r",
+        "10.64.0.5",
+        "-s",
+        "/bin/true",
+    ]);
+    assert!(
+        o.status.success(),
+        "no answer to a request for the same address"
+    );
+    drop(procs);
 }

@@ -35,25 +35,42 @@ pub struct NetView {
     pub mtu: u32,
     /// MAC → (fixed IPv4 addresses, host name)
     pub ports: HashMap<Mac, (Vec<Ipv4Addr>, String)>,
+    /// Metadata is served at the DHCP address (no router joins the
+    /// network), so 169.254.169.254 is routed there even with a gateway.
+    pub metadata_at_server: bool,
 }
 
 type Views = Arc<RwLock<BTreeMap<String, Arc<NetView>>>>;
 
-/// Runs one responder per DHCP-enabled network bridge.
+/// Where a network's responder listens.
+#[derive(Debug, Clone, PartialEq)]
+enum Place {
+    /// On the bridge (by ifindex): the DHCP address is answered by netd,
+    /// ARP included.
+    Bridge(u32),
+    /// On the leg of the network's metadata namespace (path, ifname),
+    /// which holds the DHCP address itself.
+    Netns(std::path::PathBuf, String),
+}
+
+/// Runs one responder per DHCP-enabled network.
 #[derive(Default)]
 pub struct Dhcp {
     views: Views,
-    responders: std::sync::Mutex<HashMap<String, (u32, tokio::task::JoinHandle<()>)>>,
+    responders: std::sync::Mutex<HashMap<String, (Place, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Dhcp {
     /// Brings responders and their data in line with the desired state.
-    /// `mtus` is each network's MTU; `bridges` maps bridge names to ifindexes.
+    /// `mtus` is each network's MTU; `bridges` maps bridge names to
+    /// ifindexes; `in_ns` names the networks served inside a namespace
+    /// (network id → namespace path, interface).
     pub fn sync(
         &self,
         want: &Desired,
         mtus: &BTreeMap<String, u32>,
         bridges: &HashMap<String, u32>,
+        in_ns: &HashMap<String, (std::path::PathBuf, String)>,
     ) {
         let mut views = BTreeMap::new();
         for n in want.networks.values() {
@@ -89,13 +106,20 @@ impl Dhcp {
                     domain: n.dns_domain.clone(),
                     mtu: mtus.get(&n.id).copied().unwrap_or(1500),
                     ports,
+                    metadata_at_server: in_ns.contains_key(&n.id),
                 }),
             );
         }
+        let place = |id: &String| match in_ns.get(id) {
+            Some((p, ifname)) => Some(Place::Netns(p.clone(), ifname.clone())),
+            None => bridges
+                .get(&crate::names::bridge(id))
+                .map(|i| Place::Bridge(*i)),
+        };
         let mut rs = self.responders.lock().expect("responders");
-        rs.retain(|id, (idx, task)| {
+        rs.retain(|id, (at, task)| {
             let keep =
-                views.contains_key(id) && bridges.get(&crate::names::bridge(id)) == Some(idx);
+                views.contains_key(id) && place(id).as_ref() == Some(at) && !task.is_finished();
             if !keep {
                 task.abort();
             }
@@ -105,16 +129,16 @@ impl Dhcp {
             if rs.contains_key(id) {
                 continue;
             }
-            let Some(&idx) = bridges.get(&crate::names::bridge(id)) else {
+            let Some(at) = place(id) else {
                 continue;
             };
-            let (views, id2) = (self.views.clone(), id.clone());
+            let (views, id2, at2) = (self.views.clone(), id.clone(), at.clone());
             let task = tokio::spawn(async move {
-                if let Err(e) = respond(idx, &id2, views).await {
+                if let Err(e) = respond(at2, &id2, views).await {
                     tracing::warn!(network = %id2, error = %e, "DHCP responder stopped");
                 }
             });
-            rs.insert(id.clone(), (idx, task));
+            rs.insert(id.clone(), (at, task));
         }
         *self.views.write().expect("views") = views;
     }
@@ -223,13 +247,35 @@ fn link_mac(ifindex: u32) -> std::io::Result<Mac> {
 }
 
 /// DHCP on the bridge, and ARP for the DHCP addresses so that clients can
-/// renew by unicast.
-async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<()> {
+/// renew by unicast; or DHCP on a metadata namespace's leg, whose kernel
+/// answers ARP for the address it holds.
+async fn respond(at: Place, network: &str, views: Views) -> std::io::Result<()> {
+    let ifindex = match at {
+        Place::Bridge(i) => i,
+        Place::Netns(path, ifname) => {
+            let (fd, idx) = crate::router::in_ns(&path, move || {
+                let c = std::ffi::CString::new(ifname.as_str()).map_err(std::io::Error::other)?;
+                // SAFETY: a valid C string.
+                let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+                if idx == 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok((raw_socket(idx, ETH_P_IP)?, idx))
+            })
+            .map_err(std::io::Error::other)?;
+            return packet_loop(fd, idx, ETH_P_IP, |pkt, from| {
+                let view = views.read().expect("views").get(network).cloned()?;
+                handle(pkt, &view, from)
+            })
+            .await;
+        }
+    };
     let mac = link_mac(ifindex)?;
     let net = network.to_string();
     let v2 = views.clone();
+    let arp_sock = raw_socket(ifindex, ETH_P_ARP)?;
     let arp = tokio::spawn(async move {
-        let r = packet_loop(ifindex, ETH_P_ARP, |pkt, _| {
+        let r = packet_loop(arp_sock, ifindex, ETH_P_ARP, |pkt, _| {
             let view = v2.read().expect("views").get(&net).cloned()?;
             arp_reply(pkt, &view, mac)
         })
@@ -238,10 +284,15 @@ async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<(
             tracing::warn!(error = %e, "ARP responder stopped");
         }
     });
-    let r = packet_loop(ifindex, ETH_P_IP, |pkt, from| {
-        let view = views.read().expect("views").get(network).cloned()?;
-        handle(pkt, &view, from)
-    })
+    let r = packet_loop(
+        raw_socket(ifindex, ETH_P_IP)?,
+        ifindex,
+        ETH_P_IP,
+        |pkt, from| {
+            let view = views.read().expect("views").get(network).cloned()?;
+            handle(pkt, &view, from)
+        },
+    )
     .await;
     arp.abort();
     r
@@ -250,14 +301,14 @@ async fn respond(ifindex: u32, network: &str, views: Views) -> std::io::Result<(
 /// Receives packets of one protocol on a link and sends whatever `answer`
 /// returns to the MAC it names.
 async fn packet_loop(
+    sock: OwnedFd,
     ifindex: u32,
     proto: u16,
     answer: impl Fn(&[u8], Mac) -> Option<(Vec<u8>, Mac)>,
 ) -> std::io::Result<()> {
     // SAFETY: the fd is owned by the AsyncFd for its whole life and is not
     // closed or duplicated elsewhere.
-    let fd =
-        unsafe { AsyncFd::register(raw_socket(ifindex, proto)?) }.map_err(|e| e.into_parts().1)?;
+    let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.into_parts().1)?;
     let mut buf = vec![0u8; 2048];
     loop {
         let mut guard = fd.readable().await?;
@@ -460,9 +511,11 @@ pub fn handle(ip_packet: &[u8], view: &NetView, from: Mac) -> Option<(Vec<u8>, M
                 routes.push((net, *via));
             }
         }
-        match subnet.gateway {
-            Some(g) => routes.push((Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"), g)),
-            None => routes.push((Ipv4Net::new(METADATA, 32).expect("valid"), subnet.server)),
+        if subnet.gateway.is_none() || view.metadata_at_server {
+            routes.push((Ipv4Net::new(METADATA, 32).expect("valid"), subnet.server));
+        }
+        if let Some(g) = subnet.gateway {
+            routes.push((Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"), g));
         }
         o.insert(DhcpOption::ClasslessStaticRoute(routes));
         let name = if hostname.is_empty() {
@@ -553,6 +606,7 @@ mod tests {
             domain: "example".into(),
             mtu: 1450,
             ports,
+            metadata_at_server: false,
         }
     }
 

@@ -242,6 +242,7 @@ pub fn router_from(r: pb::Router) -> Result<model::Router> {
         gateway,
         routes,
         floating_ips,
+        isolated: false,
     })
 }
 

@@ -105,6 +105,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node: NodeConfig {
             vtep: args.vtep_address,
             physnets,
+            isolated_metadata: upstream.is_some(),
             ..Default::default()
         },
         metadata: ursa_netd::metadata::Config { upstream, secret },

@@ -152,6 +152,10 @@ pub struct Router {
     pub routes: Vec<(ipnet::Ipv4Net, Ipv4Addr)>,
     /// (floating, fixed)
     pub floating_ips: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Not a tenant's router: the metadata namespace netd gives a DHCP
+    /// network that no router joins (no forwarding, one leg).
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 impl Router {
@@ -231,6 +235,9 @@ pub struct NodeConfig {
     pub physnets: BTreeMap<String, String>,
     pub vlan_supported: bool,
     pub vlan_missing_reason: String,
+    /// Serve metadata on DHCP networks without a router (a metadata
+    /// upstream is configured).
+    pub isolated_metadata: bool,
 }
 
 pub fn parse_mac(s: &str) -> Result<Mac> {
@@ -292,6 +299,28 @@ fn check_ifname(s: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A stable UUID-shaped id derived from another id (for the kernel names
+/// of objects netd makes on its own).
+pub fn derived_id(id: &str, salt: &str) -> String {
+    let fnv = |seed: u64| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+        for b in salt.bytes().chain([0]).chain(id.bytes()) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    };
+    let hex = format!("{:016x}{:016x}", fnv(1), fnv(2));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 fn short_name(id: &str) -> String {
@@ -566,17 +595,70 @@ impl Desired {
         })
     }
 
-    /// The desired state with router legs among the ports (what the link
-    /// planner and the DHCP responders see).
-    pub fn with_router_ports(&self) -> std::borrow::Cow<'_, Desired> {
-        if self.routers.is_empty() {
+    /// The desired state as the node serves it: with a metadata namespace
+    /// for each DHCP network no router joins (when `isolated_metadata`),
+    /// and with router legs among the ports (what the link planner, the
+    /// DHCP responders and the metadata proxies see).
+    pub fn effective(&self, isolated_metadata: bool) -> std::borrow::Cow<'_, Desired> {
+        let isolated = if isolated_metadata {
+            self.isolated_metadata_routers()
+        } else {
+            vec![]
+        };
+        if self.routers.is_empty() && isolated.is_empty() {
             return std::borrow::Cow::Borrowed(self);
         }
         let mut d = self.clone();
-        for p in self.router_ports() {
+        for r in isolated {
+            d.routers.insert(r.id.clone(), r);
+        }
+        let legs: Vec<Port> = d.router_ports().collect();
+        for p in legs {
             d.ports.insert(p.id.clone(), p);
         }
         std::borrow::Cow::Owned(d)
+    }
+
+    /// One single-leg namespace per DHCP network that no router joins: the
+    /// leg holds the subnet's DHCP address, DHCP is answered there, and the
+    /// metadata proxy behind 169.254.169.254 (which DHCP routes through
+    /// that address) is reachable without a router.
+    pub fn isolated_metadata_routers(&self) -> Vec<Router> {
+        let routed: std::collections::BTreeSet<&str> = self
+            .routers
+            .values()
+            .flat_map(|r| r.interfaces.iter().map(|l| l.network_id.as_str()))
+            .collect();
+        self.networks
+            .values()
+            .filter(|n| !routed.contains(n.id.as_str()))
+            .filter_map(|n| {
+                let s = n.subnets.iter().find(|s| s.enable_dhcp)?;
+                let h = derived_id(&n.id, "metadata-mac");
+                let mac = [
+                    0xfa,
+                    0x16,
+                    0x3e,
+                    u8::from_str_radix(&h[0..2], 16).ok()?,
+                    u8::from_str_radix(&h[2..4], 16).ok()?,
+                    u8::from_str_radix(&h[4..6], 16).ok()?,
+                ];
+                Some(Router {
+                    id: derived_id(&n.id, "metadata-namespace"),
+                    interfaces: vec![RouterLeg {
+                        port_id: derived_id(&n.id, "metadata-port"),
+                        network_id: n.id.clone(),
+                        mac,
+                        ip: s.server,
+                        prefix: s.prefix,
+                    }],
+                    gateway: None,
+                    routes: vec![],
+                    floating_ips: vec![],
+                    isolated: true,
+                })
+            })
+            .collect()
     }
 
     pub fn check_router(&self, r: &Router) -> Result<()> {

@@ -39,17 +39,6 @@ pub fn ns_path(router_id: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(names::router_ns(router_id))
 }
 
-/// Router namespaces that exist on this node (by name).
-pub fn existing() -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(NETNS_DIR) else {
-        return vec![];
-    };
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(names::ROUTER_NS))
-        .collect()
-}
-
 fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Io {
         context: what.to_string(),
@@ -92,7 +81,6 @@ pub fn create_ns(name: &str) -> Result<()> {
             let _ = std::fs::remove_file(&p);
             return Err(e);
         }
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
         Ok(())
     })
     .join()

@@ -66,6 +66,10 @@ struct Inner {
     metadata: crate::metadata::Metadata,
     /// Each router's last applied NAT table.
     router_nft: Mutex<BTreeMap<String, String>>,
+    /// Router namespaces this netd made (`<state>/namespaces.json`): the
+    /// only ones it removes, since /run/netns is shared by the whole host.
+    owned_ns: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    owned_ns_file: PathBuf,
 }
 
 impl Netd {
@@ -85,6 +89,11 @@ impl Netd {
         cfg.node.vlan_supported = vlan;
         cfg.node.vlan_missing_reason = why;
         let state_file = cfg.state_dir.join("desired.json");
+        let owned_ns_file = cfg.state_dir.join("namespaces.json");
+        let owned_ns = std::fs::read(&owned_ns_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         let desired = Desired::load(&state_file)?;
         let (events, _) = broadcast::channel(1024);
         Ok(Netd {
@@ -100,6 +109,8 @@ impl Netd {
                 firewall: crate::firewall::Firewall::default(),
                 metadata: crate::metadata::Metadata::new(cfg.metadata),
                 router_nft: Mutex::new(BTreeMap::new()),
+                owned_ns: std::sync::Mutex::new(owned_ns),
+                owned_ns_file,
             }),
         })
     }
@@ -307,10 +318,14 @@ impl Netd {
     ) -> Result<Report> {
         let t0 = Instant::now();
         let mut report = Report::default();
+        let user_want = want;
+        let eff = want.effective(self.inner.node.isolated_metadata);
+        let want: &Desired = &eff;
         if !dry_run {
             // Router namespaces first: their legs are born inside them.
             for r in want.routers.values() {
                 let ns = names::router_ns(&r.id);
+                self.own_ns(&ns, true);
                 if let Err(e) = crate::router::create_ns(&ns) {
                     report.errors.push(format!("router {} ({ns}): {e}", r.id));
                 } else if !crate::router::ns_path(&r.id).exists() {
@@ -320,14 +335,8 @@ impl Netd {
                 }
             }
         }
-        let with_legs = want.with_router_ports();
         let obs = self.inner.kernel.observe().await?;
-        let actions = plan(
-            &with_legs,
-            &obs,
-            &self.inner.node,
-            self.inner.underlay.as_ref(),
-        );
+        let actions = plan(want, &obs, &self.inner.node, self.inner.underlay.as_ref());
         let count = |r: &mut Report, a: &crate::reconcile::Action| match a.kind() {
             Change::Added => r.added += 1,
             Change::Changed => r.changed += 1,
@@ -349,12 +358,12 @@ impl Netd {
                 report.errors.push(format!("{a}: {e}"));
             }
             let links = self.inner.kernel.links().await.unwrap_or_default();
-            self.publish_status(want, &applied.errors, &links);
+            self.publish_status(user_want, &applied.errors, &links);
             self.serve_dhcp(want, &links);
             self.services(want, &mut report).await;
         } else {
             let links: Vec<_> = obs.links.into_values().collect();
-            self.publish_status(want, &[], &links);
+            self.publish_status(user_want, &[], &links);
             self.serve_dhcp(want, &links);
             self.services(want, &mut report).await;
         }
@@ -397,7 +406,8 @@ impl Netd {
             }
             let keep: std::collections::BTreeSet<String> =
                 want.routers.keys().map(|id| names::router_ns(id)).collect();
-            for ns in crate::router::existing() {
+            let owned = self.inner.owned_ns.lock().expect("owned").clone();
+            for ns in owned {
                 if keep.contains(&ns) {
                     continue;
                 }
@@ -409,6 +419,7 @@ impl Netd {
                 self.inner.kernel.forget_ns(&path);
                 match crate::router::delete_ns(&ns) {
                     Ok(()) => {
+                        self.own_ns(&ns, false);
                         report.removed += 1;
                         report.actions.push(format!("delete router namespace {ns}"));
                     }
@@ -438,6 +449,27 @@ impl Netd {
         }
     }
 
+    /// Records (or forgets) a namespace as netd's own, durably, before it
+    /// is made (after it is gone).
+    fn own_ns(&self, ns: &str, own: bool) {
+        let mut set = self.inner.owned_ns.lock().expect("owned");
+        let changed = if own {
+            set.insert(ns.to_string())
+        } else {
+            set.remove(ns)
+        };
+        if changed {
+            let tmp = self.inner.owned_ns_file.with_extension("json.tmp");
+            let body = serde_json::to_vec(&*set).expect("serializes");
+            if std::fs::write(&tmp, body)
+                .and_then(|_| std::fs::rename(&tmp, &self.inner.owned_ns_file))
+                .is_err()
+            {
+                tracing::warn!(file = %self.inner.owned_ns_file.display(), "cannot record namespaces");
+            }
+        }
+    }
+
     /// Points the DHCP responders at the current bridges and reservations.
     fn serve_dhcp(&self, want: &Desired, links: &[crate::reconcile::LinkState]) {
         let mtus = want
@@ -455,7 +487,20 @@ impl Netd {
             .filter(|l| l.name.starts_with(names::BRIDGE))
             .map(|l| (l.name.clone(), l.index))
             .collect();
-        self.inner.dhcp.sync(want, &mtus, &bridges);
+        // Networks served from their metadata namespace's leg instead.
+        let in_ns = want
+            .routers
+            .values()
+            .filter(|r| r.isolated)
+            .filter_map(|r| {
+                let l = r.interfaces.first()?;
+                Some((
+                    l.network_id.clone(),
+                    (crate::router::ns_path(&r.id), names::router_leg(&l.port_id)),
+                ))
+            })
+            .collect();
+        self.inner.dhcp.sync(want, &mtus, &bridges, &in_ns);
     }
 
     /// Works out each port's status and announces the ones that changed.
