@@ -819,11 +819,44 @@ fn security_groups_filter_statefully_follow_membership_and_stop_spoofing() {
         mac_address: "02:62:00:00:00:99".into(),
     }];
     lab.rt.block_on(c.ensure_port(xport)).unwrap();
-    // (The failed attempt left the neighbour FAILED; start afresh.)
+    // (The failed attempt left the neighbour FAILED; start afresh.) The
+    // pair is exact: the other MAC with the other address passes, the
+    // other MAC with the port's own address does not.
     ok(&["ip", "-n", &x, "neigh", "flush", "all"]);
+    ok(&[
+        "ip",
+        "-n",
+        &x,
+        "addr",
+        "add",
+        "10.62.0.66/24",
+        "dev",
+        "eth0",
+    ]);
+    let from = |src: &str| {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &x,
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-I",
+            src,
+            "10.62.0.5",
+        ])
+        .status
+        .success()
+    };
+    assert!(from("10.62.0.66"), "an allowed address pair is refused");
     assert!(
-        lab.ping(&x, "10.62.0.5"),
-        "an allowed address pair is refused"
+        !from("10.62.0.6"),
+        "the pair's MAC passed with another address"
     );
 
     // Removing the group from the server leaves it unreachable (default drop).

@@ -118,8 +118,10 @@ struct PortView {
     dev: String,
     bridge: String,
     macs: BTreeSet<crate::model::Mac>,
-    v4: Vec<ipnet::IpNet>,
-    v6: Vec<ipnet::IpNet>,
+    /// (MAC, source) pairs the port may send from: its MAC with each fixed
+    /// IP, and each allowed address pair exactly.
+    v4: Vec<(crate::model::Mac, ipnet::IpNet)>,
+    v6: Vec<(crate::model::Mac, ipnet::IpNet)>,
     groups: Vec<String>,
 }
 
@@ -141,20 +143,19 @@ pub fn compile(want: &Desired) -> Compiled {
             if let Ok((a, _)) = crate::model::parse_cidr(ip) {
                 let n = ipnet::IpNet::from(a);
                 if a.is_ipv4() {
-                    v4.push(n)
+                    v4.push((p.mac, n))
                 } else {
-                    v6.push(n)
+                    v6.push((p.mac, n))
                 }
             }
         }
         for a in &p.allowed_address_pairs {
-            if let Some(m) = a.mac {
-                macs.insert(m);
-            }
+            let m = a.mac.unwrap_or(p.mac);
+            macs.insert(m);
             if a.net.addr().is_ipv4() {
-                v4.push(a.net)
+                v4.push((m, a.net))
             } else {
-                v6.push(a.net)
+                v6.push((m, a.net))
             }
         }
         ports.push(PortView {
@@ -351,10 +352,19 @@ fn guard(c: &mut Compiled, ports: &[PortView]) {
             nft::ne(nft::payload("ether", "saddr"), nft::set(macs)),
             nft::verdict("drop"),
         ]));
-        let mut arp_ok: Vec<Value> = p.v4.iter().map(nft::prefix).collect();
-        arp_ok.push(json!("0.0.0.0"));
+        let pair =
+            |m: &crate::model::Mac, n: &ipnet::IpNet| nft::concat(vec![mac_str(m), nft::prefix(n)]);
+        let unspecified: ipnet::IpNet = "0.0.0.0/32".parse().expect("valid");
+        let mut arp_ok: Vec<Value> = p.v4.iter().map(|(m, n)| pair(m, n)).collect();
+        arp_ok.extend(p.macs.iter().map(|m| pair(m, &unspecified)));
         c.shape.push(r(vec![
-            nft::ne(nft::payload("arp", "saddr ip"), nft::set(arp_ok)),
+            nft::ne(
+                nft::concat(vec![
+                    nft::payload("ether", "saddr"),
+                    nft::payload("arp", "saddr ip"),
+                ]),
+                nft::set(arp_ok),
+            ),
             nft::verdict("drop"),
         ]));
         c.shape.push(r(vec![
@@ -383,8 +393,11 @@ fn guard(c: &mut Compiled, ports: &[PortView]) {
             c.shape.push(r(vec![
                 nft::eq(nft::payload("ether", "type"), json!("ip")),
                 nft::ne(
-                    nft::payload("ip", "saddr"),
-                    nft::set(p.v4.iter().map(nft::prefix).collect()),
+                    nft::concat(vec![
+                        nft::payload("ether", "saddr"),
+                        nft::payload("ip", "saddr"),
+                    ]),
+                    nft::set(p.v4.iter().map(|(m, n)| pair(m, n)).collect()),
                 ),
                 nft::verdict("drop"),
             ]));
@@ -393,12 +406,22 @@ fn guard(c: &mut Compiled, ports: &[PortView]) {
             nft::eq(nft::payload("ether", "type"), json!("ip")),
             nft::verdict("return"),
         ]));
-        let mut v6_ok: Vec<Value> = p.v6.iter().map(nft::prefix).collect();
-        v6_ok.push(json!({"prefix": {"addr": "fe80::", "len": 10}}));
-        v6_ok.push(json!("::"));
+        let link_local: ipnet::IpNet = "fe80::/10".parse().expect("valid");
+        let unspecified6: ipnet::IpNet = "::/128".parse().expect("valid");
+        let mut v6_ok: Vec<Value> = p.v6.iter().map(|(m, n)| pair(m, n)).collect();
+        for m in &p.macs {
+            v6_ok.push(pair(m, &link_local));
+            v6_ok.push(pair(m, &unspecified6));
+        }
         c.shape.push(r(vec![
             nft::eq(nft::payload("ether", "type"), json!("ip6")),
-            nft::ne(nft::payload("ip6", "saddr"), nft::set(v6_ok)),
+            nft::ne(
+                nft::concat(vec![
+                    nft::payload("ether", "saddr"),
+                    nft::payload("ip6", "saddr"),
+                ]),
+                nft::set(v6_ok),
+            ),
             nft::verdict("drop"),
         ]));
         c.shape.push(r(vec![
