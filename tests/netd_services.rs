@@ -458,6 +458,12 @@ fn router_snat_floating_ips_metadata_and_restart() {
         Some("203.0.113.1"),
         "the floating IP does not reach a from outside"
     );
+    // Hairpin: b reaches a's floating IP from inside, and a sees the router.
+    assert_eq!(
+        whoami(&b, "203.0.113.20", "7100").as_deref(),
+        Some("10.61.1.1"),
+        "a floating IP is not reachable from inside"
+    );
     assert!(
         !connects(&inet, "10.61.1.5", "7100"),
         "a's fixed IP is reachable from outside"

@@ -585,3 +585,101 @@ impl pb::netd_server::Netd for Service {
         Ok(Response::new(Box::pin(first.chain(rest))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(
+        dir: &str,
+        eth: &str,
+        proto: &str,
+        min: u32,
+        max: u32,
+        remote: &str,
+    ) -> pb::SecurityGroupRule {
+        pb::SecurityGroupRule {
+            direction: dir.into(),
+            ethertype: eth.into(),
+            protocol: proto.into(),
+            port_range_min: min,
+            port_range_max: max,
+            remote_ip_prefix: remote.into(),
+            ..Default::default()
+        }
+    }
+
+    fn group(rules: Vec<pb::SecurityGroupRule>) -> pb::SecurityGroup {
+        pb::SecurityGroup {
+            id: "33333333-3333-4333-8333-333333333333".into(),
+            rules,
+            remote_members: vec![],
+        }
+    }
+
+    #[test]
+    fn malformed_security_group_rules_are_refused() {
+        for bad in [
+            rule("sideways", "IPv4", "tcp", 22, 22, ""),
+            rule("ingress", "IPv5", "tcp", 22, 22, ""),
+            rule("ingress", "IPv4", "tcpp", 22, 22, ""),
+            rule("ingress", "IPv4", "tcp", 30, 20, ""),
+            rule("ingress", "IPv4", "tcp", 0, 70000, ""),
+            rule("ingress", "IPv4", "", 22, 22, ""),
+            rule("ingress", "IPv4", "icmp", 300, 0, ""),
+            rule("ingress", "IPv4", "tcp", 22, 22, "10.0.0.0/33"),
+            rule("ingress", "IPv4", "tcp", 22, 22, "not-a-net"),
+        ] {
+            let shown = format!("{bad:?}");
+            assert!(
+                matches!(
+                    security_group_from(group(vec![bad])),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "accepted {shown}"
+            );
+        }
+        let ok = security_group_from(group(vec![
+            rule("ingress", "IPv4", "tcp", 22, 0, "10.1.2.3/8"),
+            rule("egress", "IPv6", "", 0, 0, ""),
+            rule("ingress", "IPv4", "icmp", 8, 0, ""),
+        ]))
+        .unwrap();
+        assert_eq!(ok.rules[0].ports, Some((22, 22)));
+        assert_eq!(ok.rules[0].remote_net.unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(ok.rules[2].icmp_type, Some(8));
+    }
+
+    #[test]
+    fn malformed_routers_are_refused() {
+        let leg = |ip: &str, mac: &str| pb::RouterInterface {
+            port_id: "44444444-4444-4444-8444-444444444444".into(),
+            network_id: "11111111-1111-4111-8111-111111111111".into(),
+            mac: mac.into(),
+            ip_address: ip.into(),
+        };
+        for (ip, mac) in [
+            ("10.0.0.1", "02:00:00:00:00:01"),
+            ("10.0.0.1/0", "02:00:00:00:00:01"),
+            ("fd00::1/64", "02:00:00:00:00:01"),
+            ("10.0.0.1/24", "02:00:00:00:00"),
+        ] {
+            let r = pb::Router {
+                id: "55555555-5555-4555-8555-555555555555".into(),
+                interfaces: vec![leg(ip, mac)],
+                ..Default::default()
+            };
+            assert!(router_from(r).is_err(), "accepted {ip} {mac}");
+        }
+        let r = pb::Router {
+            id: "55555555-5555-4555-8555-555555555555".into(),
+            interfaces: vec![leg("10.0.0.1/24", "02:00:00:00:00:01")],
+            floating_ips: vec![pb::FloatingIp {
+                floating_ip: "203.0.113.5".into(),
+                fixed_ip: "10.0.0.300".into(),
+            }],
+            ..Default::default()
+        };
+        assert!(router_from(r).is_err());
+    }
+}

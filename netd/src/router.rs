@@ -208,6 +208,22 @@ pub fn ruleset(r: &Router) -> Batch {
                 ],
             ));
         }
+        if !r.floating_ips.is_empty() {
+            // Hairpin: a guest reaching a floating IP from inside is
+            // masqueraded to the router's leg, so the reply comes back
+            // through the router even when both guests share a network.
+            b.push(nft::rule(
+                f,
+                t,
+                "post",
+                vec![
+                    nft::eq(nft::meta("iifname"), json!("qr-*")),
+                    nft::ne(nft::meta("oifname"), json!(qg)),
+                    nft::within(nft::ct("status"), json!("dnat")),
+                    json!({"masquerade": null}),
+                ],
+            ));
+        }
     }
     b
 }
