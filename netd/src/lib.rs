@@ -11,7 +11,16 @@
 //! - [`service`]: validate → persist → reconcile, and port status events.
 //! - [`grpc`]: the tonic service and message conversion.
 //! - [`dhcp`]: DHCPv4 for every network from this process (AF_PACKET on
-//!   each bridge, static reservations from the desired state).
+//!   each bridge, or on a metadata namespace's leg; static reservations
+//!   from the desired state; relayed requests answered to the relay).
+//! - [`router`]: L3 routers as namespaces: legs, addresses, routes, and
+//!   the NAT table (SNAT, floating IPs, hairpin, metadata redirect).
+//! - [`firewall`]: security groups and anti-spoofing compiled to two
+//!   nftables tables; rules and remote groups live in sets.
+//! - [`nft`]: nftables JSON batches, one `nft -j -f -` transaction each
+//!   (the one subprocess netd runs, chosen for the stable JSON interface).
+//! - [`metadata`]: the metadata proxy in each router or metadata
+//!   namespace, forwarding with signed identity headers.
 //!
 //! Per network: a Linux bridge; for VXLAN a vxlan device (learning off, UDP
 //! 4789, ARP proxy on) enslaved to it, with FDB entries towards remote VTEPs
@@ -21,6 +30,12 @@
 //! VLAN networks an 802.1q device where the kernel has it. Ports are veth
 //! pairs whose far end is born inside a named namespace, or persistent taps
 //! for QEMU. The overlay MTU defaults to the underlay's minus 50.
+//!
+//! Routers are namespaces `/run/netns/urt-…` whose legs are veth ports
+//! planned like any other; a DHCP network that no router joins gets a
+//! one-leg "metadata namespace" holding its DHCP address when a metadata
+//! upstream is configured. Security groups filter bridged traffic with
+//! conntrack through br_netfilter (this kernel has no bridge conntrack).
 //!
 //! netd knows nothing of projects or tokens. Restarting it changes nothing
 //! in a kernel that already matches, so traffic keeps flowing.
