@@ -128,6 +128,7 @@ fn volumes_are_created_exported_written_and_survive_a_kill() {
             id: id.into(),
             size_bytes: size,
             pool: pool.into(),
+            qos: None,
         }))
     };
     let v = create(&mut c, &d.rt, VOL, 64 << 20, "")
@@ -284,6 +285,83 @@ fn volumes_are_created_exported_written_and_survive_a_kill() {
         d.rt.block_on(c.get_volume(pb::VolumeRef { id: VOL.into() }))
             .unwrap_err()
             .code(),
+        Code::NotFound
+    );
+}
+
+#[test]
+fn qos_limits_hold_an_export_back_and_change_while_exported() {
+    if Command::new("qemu-io").arg("--version").output().is_err() {
+        eprintln!("SKIP: qemu-io (qemu-utils) is not installed");
+        return;
+    }
+    const QV: &str = "0b10c000-0000-4000-8000-0000000000a5";
+    let mut d = Daemon::new();
+    let mut c = d.client();
+    let v =
+        d.rt.block_on(c.create_volume(pb::CreateVolumeRequest {
+            id: QV.into(),
+            size_bytes: 64 << 20,
+            pool: String::new(),
+            qos: Some(pb::Qos {
+                iops: 0,
+                bytes_per_second: 2 << 20,
+            }),
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.qos.unwrap().bytes_per_second, 2 << 20);
+    let conn =
+        d.rt.block_on(c.export_volume(pb::ExportVolumeRequest {
+            id: QV.into(),
+            kind: 0,
+        }))
+        .unwrap()
+        .into_inner();
+    // 8 MiB at 2 MiB/s with a 2 MiB burst cannot finish in under 2 s (a
+    // lower bound: a slow machine only makes it longer).
+    let t0 = Instant::now();
+    assert!(qemu_io(&conn.uri, &["write -P 0x5a 0 8M", "flush"]));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "8 MiB at 2 MiB/s took only {took:?}"
+    );
+    // Lifted while exported; the data is all there.
+    let v =
+        d.rt.block_on(c.set_volume_qos(pb::SetVolumeQosRequest {
+            id: QV.into(),
+            qos: Some(pb::Qos::default()),
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.qos.unwrap().bytes_per_second, 0);
+    assert!(qemu_io(&conn.uri, &["read -P 0x5a 0 8M"]));
+    // Limits are kept durably: set, restart, read back.
+    d.rt.block_on(c.set_volume_qos(pb::SetVolumeQosRequest {
+        id: QV.into(),
+        qos: Some(pb::Qos {
+            iops: 500,
+            bytes_per_second: 0,
+        }),
+    }))
+    .unwrap();
+    d.kill();
+    d.start();
+    let mut c = d.client();
+    let v =
+        d.rt.block_on(c.get_volume(pb::VolumeRef { id: QV.into() }))
+            .unwrap()
+            .into_inner();
+    assert_eq!(v.qos.unwrap().iops, 500);
+    assert!(qemu_io(&conn.uri, &["read -P 0x5a 0 1M"]));
+    assert_eq!(
+        d.rt.block_on(c.set_volume_qos(pb::SetVolumeQosRequest {
+            id: "0b10c000-0000-4000-8000-0000000000ff".into(),
+            qos: None,
+        }))
+        .unwrap_err()
+        .code(),
         Code::NotFound
     );
 }

@@ -14,7 +14,19 @@ fn volume(v: VolumeInfo) -> pb::Volume {
         size_bytes: v.record.size,
         allocated_bytes: v.allocated,
         exported: v.record.exported,
+        qos: Some(pb::Qos {
+            iops: v.record.qos.iops,
+            bytes_per_second: v.record.qos.bytes_per_second,
+        }),
     }
+}
+
+fn limits(q: Option<pb::Qos>) -> crate::qos::Limits {
+    q.map(|q| crate::qos::Limits {
+        iops: q.iops,
+        bytes_per_second: q.bytes_per_second,
+    })
+    .unwrap_or_default()
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -25,7 +37,9 @@ impl pb::blockd_server::Blockd for Service {
     async fn create_volume(&self, req: Request<pb::CreateVolumeRequest>) -> R<pb::Volume> {
         let r = req.into_inner();
         Ok(Response::new(volume(
-            self.0.create(&r.id, r.size_bytes, &r.pool).await?,
+            self.0
+                .create(&r.id, r.size_bytes, &r.pool, limits(r.qos))
+                .await?,
         )))
     }
 
@@ -40,6 +54,14 @@ impl pb::blockd_server::Blockd for Service {
         let r = req.into_inner();
         Ok(Response::new(volume(
             self.0.resize(&r.id, r.size_bytes).await?,
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
+    async fn set_volume_qos(&self, req: Request<pb::SetVolumeQosRequest>) -> R<pb::Volume> {
+        let r = req.into_inner();
+        Ok(Response::new(volume(
+            self.0.set_qos(&r.id, limits(r.qos)).await?,
         )))
     }
 

@@ -10,14 +10,18 @@
 //!   that real clients (qemu-img, qemu-io, nbdinfo, nbdcopy) talk to.
 //!
 //! - [`service`]: pools and the durable registry of volumes (create thin,
-//!   delete, grow, export/unexport over NBD; exports survive a restart).
+//!   delete, grow, export/unexport over NBD, QoS limits; exports survive a
+//!   restart).
+//! - [`qos`]: per-volume token buckets (IOPS, bytes/s) shared by every
+//!   connection to an export, changeable while exported.
 //! - [`grpc`]: `proto/ursa/blockd/v1` over tonic.
 //!
 //! Still to come (issue: blockd): the copy-on-write on-disk format with
 //! snapshots and clones (the RPCs answer UNIMPLEMENTED until then), the
-//! io_uring engine, vhost-user-blk and QoS.
+//! io_uring engine and vhost-user-blk.
 
 pub mod export;
 pub mod grpc;
+pub mod qos;
 pub mod service;
 pub mod volume;

@@ -57,6 +57,8 @@ pub struct VolumeRecord {
     pub pool: String,
     pub size: u64,
     pub exported: bool,
+    #[serde(default)]
+    pub qos: crate::qos::Limits,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -112,6 +114,8 @@ struct Inner {
     pools: BTreeMap<String, PathBuf>,
     exports: ExportTable,
     nbd: NbdEndpoint,
+    /// The limiter of each exported volume (shared with its export).
+    limiters: std::sync::Mutex<BTreeMap<String, Arc<crate::qos::Limiter>>>,
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -157,14 +161,35 @@ impl Blockd {
                 pools: cfg.pools,
                 exports,
                 nbd: cfg.nbd,
+                limiters: Default::default(),
             }),
         };
         for r in reg.volumes.values().filter(|r| r.exported) {
             let v = FileVolume::open(&b.path(r)?).map_err(io(format!("volume {}", r.id)))?;
-            b.inner.exports.insert(&r.id, Arc::new(v));
+            b.publish(&r.id, v, r.qos);
         }
         *b.inner.reg.try_lock().expect("fresh lock") = reg;
         Ok(b)
+    }
+
+    /// Puts a volume in the export table behind its QoS limiter (one per
+    /// volume, kept across re-publication so limits and debt carry over).
+    fn publish(&self, id: &str, v: FileVolume, qos: crate::qos::Limits) {
+        let limiter = self
+            .inner
+            .limiters
+            .lock()
+            .expect("limiters")
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(crate::qos::Limiter::new(qos)))
+            .clone();
+        self.inner.exports.insert(
+            id,
+            Arc::new(crate::volume::Throttled {
+                inner: Box::new(v),
+                limiter,
+            }),
+        );
     }
 
     fn path(&self, r: &VolumeRecord) -> Result<PathBuf> {
@@ -211,12 +236,18 @@ impl Blockd {
         }
     }
 
-    pub async fn create(&self, id: &str, size: u64, pool: &str) -> Result<VolumeInfo> {
+    pub async fn create(
+        &self,
+        id: &str,
+        size: u64,
+        pool: &str,
+        qos: crate::qos::Limits,
+    ) -> Result<VolumeInfo> {
         check_id(id)?;
         check_size(size)?;
         let mut reg = self.inner.reg.lock().await;
         if let Some(r) = reg.volumes.get(id) {
-            if r.size == size && (pool.is_empty() || r.pool == pool) {
+            if r.size == size && (pool.is_empty() || r.pool == pool) && r.qos == qos {
                 return Ok(self.info(r));
             }
             return Err(Error::AlreadyExists(format!(
@@ -241,6 +272,7 @@ impl Blockd {
             pool,
             size,
             exported: false,
+            qos,
         };
         let path = self.path(&r)?;
         if path.exists() {
@@ -308,7 +340,7 @@ impl Blockd {
         if r.exported {
             // New connections see the new size; open ones keep the old one.
             let v = FileVolume::open(&path).map_err(io(path.display().to_string()))?;
-            self.inner.exports.insert(id, Arc::new(v));
+            self.publish(id, v, r.qos);
         }
         Ok(self.info(&r))
     }
@@ -343,7 +375,7 @@ impl Blockd {
         if self.inner.exports.get(id).is_none() {
             let path = self.path(&r)?;
             let v = FileVolume::open(&path).map_err(io(path.display().to_string()))?;
-            self.inner.exports.insert(id, Arc::new(v));
+            self.publish(id, v, r.qos);
         }
         if !r.exported {
             reg.volumes.insert(
@@ -368,10 +400,42 @@ impl Blockd {
         })
     }
 
+    /// Changes a volume's QoS limits, durably, and at once for its export.
+    pub async fn set_qos(&self, id: &str, qos: crate::qos::Limits) -> Result<VolumeInfo> {
+        check_id(id)?;
+        let mut reg = self.inner.reg.lock().await;
+        let mut r = reg
+            .volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no volume {id}")))?;
+        if r.qos != qos {
+            r.qos = qos;
+            let old = reg.volumes.insert(id.to_string(), r.clone());
+            if let Err(e) = self.save(&reg) {
+                if let Some(o) = old {
+                    reg.volumes.insert(id.to_string(), o);
+                }
+                return Err(e);
+            }
+        }
+        if let Some(l) = self.inner.limiters.lock().expect("limiters").get(id) {
+            l.set(qos);
+        }
+        tracing::info!(
+            volume = id,
+            iops = qos.iops,
+            bytes_per_second = qos.bytes_per_second,
+            "QoS set"
+        );
+        Ok(self.info(&r))
+    }
+
     pub async fn unexport(&self, id: &str) -> Result<()> {
         check_id(id)?;
         let mut reg = self.inner.reg.lock().await;
         self.inner.exports.remove(id);
+        self.inner.limiters.lock().expect("limiters").remove(id);
         if let Some(r) = reg.volumes.get(id).cloned() {
             if r.exported {
                 reg.volumes.insert(

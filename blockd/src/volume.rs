@@ -36,6 +36,44 @@ pub trait Volume: Send + Sync {
     /// Allocation of `[offset, offset + len)`, in order, covering at least
     /// the first byte.
     fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>>;
+    /// The QoS limiter requests to this volume go through, if any.
+    fn qos(&self) -> Option<&crate::qos::Limiter> {
+        None
+    }
+}
+
+/// A volume behind a QoS limiter (the limiter is shared with the service,
+/// which changes its limits while the volume is exported).
+pub struct Throttled {
+    pub inner: Box<dyn Volume>,
+    pub limiter: std::sync::Arc<crate::qos::Limiter>,
+}
+
+impl Volume for Throttled {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, data: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        self.inner.write_at(data, offset, fua)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.trim(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> io::Result<()> {
+        self.inner.write_zeroes(offset, len, may_unmap)
+    }
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        self.inner.extents(offset, len)
+    }
+    fn qos(&self) -> Option<&crate::qos::Limiter> {
+        Some(&self.limiter)
+    }
 }
 
 pub struct FileVolume {

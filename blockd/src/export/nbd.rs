@@ -483,6 +483,15 @@ where
         };
         let end = req.offset.checked_add(req.len as u64);
         let in_range = end.is_some_and(|e| e <= size);
+        if let Some(q) = v.qos() {
+            // Charged before the payload is read: a throttled writer is
+            // held back at the socket.
+            match req.kind {
+                CMD_READ | CMD_WRITE => q.acquire(req.len as u64).await,
+                CMD_TRIM | CMD_WRITE_ZEROES => q.acquire(0).await,
+                _ => {}
+            }
+        }
         match req.kind {
             CMD_DISC => {
                 w.flush().await?;
