@@ -303,3 +303,61 @@ fn nbdcopy_moves_a_gibibyte_in_and_out_intact() {
         .success();
     assert!(same, "1 GiB came back different");
 }
+
+#[test]
+fn fio_verifies_crc32c_over_nbd_with_requests_in_flight() {
+    if !have("fio") {
+        eprintln!("SKIP fio over NBD: fio is not installed");
+        return;
+    }
+    let engines = run(&["fio", "--enghelp"]);
+    if !String::from_utf8_lossy(&engines.stdout).contains("nbd") {
+        eprintln!("SKIP fio over NBD: this fio has no nbd engine");
+        return;
+    }
+    let b = Blockd::start(&[("fiovol", "64M")]);
+    // Random writes with 16 requests in flight on one connection, each block
+    // stamped with a crc32c header, then every block read back and checked;
+    // then the same with 64 KiB sequential writes.
+    for (rw, bs) in [("randwrite", "4k"), ("write", "64k")] {
+        let o = run(&[
+            "fio",
+            "--name=verify",
+            "--ioengine=nbd",
+            &format!("--uri={}", b.uri("fiovol")),
+            &format!("--rw={rw}"),
+            &format!("--bs={bs}"),
+            "--size=32M",
+            "--iodepth=16",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--output-format=json",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "fio {rw} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            out
+        );
+        // fio may print notes before its JSON document.
+        let doc = out.find('{').map_or("", |i| &out[i..]);
+        let v: serde_json::Value =
+            serde_json::from_str(doc).unwrap_or_else(|e| panic!("fio JSON ({e}): {out}"));
+        let job = &v["jobs"][0];
+        assert_eq!(job["error"], 0, "{rw}: {job}");
+        assert_eq!(
+            job["write"]["io_bytes"].as_u64(),
+            Some(32 << 20),
+            "{rw}: wrote {}",
+            job["write"]["io_bytes"]
+        );
+        assert_eq!(
+            job["read"]["io_bytes"].as_u64(),
+            Some(32 << 20),
+            "{rw}: verified {}",
+            job["read"]["io_bytes"]
+        );
+    }
+}
