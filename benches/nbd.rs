@@ -1,0 +1,216 @@
+//! `cargo bench --bench nbd`: ../shared/bench/fio-jobs.sh in one run
+//! against (a) the raw backing file with io_uring and O_DIRECT, (b)
+//! qemu-storage-daemon exporting the same file over NBD on a unix socket,
+//! and (c) ursa-blockd exporting it over NBD on a unix socket.
+//!
+//! Prints the table, one `BENCH <job> ours=… peer=… ratio=…` line per job
+//! against qemu-storage-daemon (IOPS, or MiB/s for the sequential jobs;
+//! for randread1 the p50 latency, ratio = peer/ours), and `BENCH <job>-raw`
+//! lines against the raw file. RUNTIME (default 5 s per job) and SIZE
+//! (default 1g) pass through to fio-jobs.sh.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Job {
+    iops: f64,
+    bw: f64,
+    p50: f64,
+}
+
+struct Kill(Option<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn fio_jobs(
+    script: &str,
+    kind: &str,
+    target: &str,
+    size: &str,
+    runtime: &str,
+) -> BTreeMap<String, Job> {
+    let o = Command::new("bash")
+        .args([script, kind, target])
+        .env("SIZE", size)
+        .env("RUNTIME", runtime)
+        .output()
+        .expect("fio-jobs.sh runs");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        let mut j = Job::default();
+        for w in words {
+            if let Some((k, v)) = w.split_once('=') {
+                let v: f64 = v.parse().unwrap_or(0.0);
+                match k {
+                    "iops" => j.iops = v,
+                    "bw_MiBps" => j.bw = v,
+                    "p50_us" => j.p50 = v,
+                    _ => {}
+                }
+            }
+        }
+        println!("  {kind:4} {line}");
+        out.insert(name.to_string(), j);
+    }
+    if !o.status.success() {
+        println!(
+            "  fio-jobs.sh {kind}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    out
+}
+
+fn wait_socket(p: &std::path::Path) {
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(p).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{} never listened",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/bench/fio-jobs.sh"
+    );
+    let have = |t: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("fio") || !have("qemu-storage-daemon") || !std::path::Path::new(script).exists() {
+        println!("SKIP nbd bench: needs fio, qemu-storage-daemon and {script}");
+        return;
+    }
+    let size = std::env::var("SIZE").unwrap_or_else(|_| "1g".into());
+    let runtime = std::env::var("RUNTIME").unwrap_or_else(|_| "5".into());
+    let bytes: u64 = match size.trim_end_matches(['g', 'G']).parse::<u64>() {
+        Ok(g) if size.ends_with(['g', 'G']) => g << 30,
+        _ => 1 << 30,
+    };
+    let dir = tempfile::tempdir_in("/var/tmp").expect("temp dir");
+    let file = dir.path().join("backing.img");
+    // Written data, not holes: reads must touch the disk for every target.
+    let o = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", file.display()),
+            "bs=1M",
+            &format!("count={}", bytes >> 20),
+            "conv=fsync",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .expect("dd");
+    assert!(o.success());
+    let path = file.display().to_string();
+
+    println!("raw file (io_uring, O_DIRECT):");
+    let raw = fio_jobs(script, "file", &path, &size, &runtime);
+
+    let qsock = dir.path().join("qsd.sock");
+    let qsd = Kill(Some(
+        Command::new("qemu-storage-daemon")
+            .arg("--blockdev")
+            .arg(format!(
+                "driver=file,node-name=f,filename={path},cache.direct=on,aio=io_uring"
+            ))
+            .arg("--nbd-server")
+            .arg(format!("addr.type=unix,addr.path={}", qsock.display()))
+            .arg("--export")
+            .arg("type=nbd,id=e,node-name=f,name=vol,writable=on")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-storage-daemon starts"),
+    ));
+    wait_socket(&qsock);
+    println!("qemu-storage-daemon over NBD:");
+    let peer = fio_jobs(
+        script,
+        "nbd",
+        &format!("nbd+unix:///vol?socket={}", qsock.display()),
+        &size,
+        &runtime,
+    );
+    drop(qsd);
+
+    let bsock = dir.path().join("blockd.sock");
+    let blockd = Kill(Some(
+        Command::new(env!("CARGO_BIN_EXE_ursa-blockd"))
+            .arg("--nbd-unix")
+            .arg(&bsock)
+            .arg("--export")
+            .arg(format!("vol={path}"))
+            .env("URSA_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ursa-blockd starts"),
+    ));
+    wait_socket(&bsock);
+    println!("ursa-blockd over NBD:");
+    let ours = fio_jobs(
+        script,
+        "nbd",
+        &format!("nbd+unix:///vol?socket={}", bsock.display()),
+        &size,
+        &runtime,
+    );
+    drop(blockd);
+
+    let figure = |name: &str, j: &Job| match name {
+        "seqread" | "seqwrite" => (j.bw, "MiB/s"),
+        _ => (j.iops, "IOPS"),
+    };
+    for (name, o) in &ours {
+        let p = peer.get(name).copied().unwrap_or_default();
+        let r = raw.get(name).copied().unwrap_or_default();
+        if name == "randread1" {
+            println!(
+                "BENCH {name} ours={:.1} peer={:.1} ratio={:.2} unit=p50_us (peer/ours)",
+                o.p50,
+                p.p50,
+                p.p50 / o.p50.max(1e-9)
+            );
+            println!(
+                "BENCH {name}-raw ours={:.1} peer={:.1} ratio={:.2} unit=p50_us (raw/ours)",
+                o.p50,
+                r.p50,
+                r.p50 / o.p50.max(1e-9)
+            );
+            continue;
+        }
+        let (ov, unit) = figure(name, o);
+        let (pv, _) = figure(name, &p);
+        let (rv, _) = figure(name, &r);
+        println!(
+            "BENCH {name} ours={ov:.1} peer={pv:.1} ratio={:.2} unit={unit}",
+            ov / pv.max(1e-9)
+        );
+        println!(
+            "BENCH {name}-raw ours={ov:.1} peer={rv:.1} ratio={:.2} unit={unit}",
+            ov / rv.max(1e-9)
+        );
+    }
+}
