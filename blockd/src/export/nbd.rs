@@ -156,7 +156,7 @@ where
     let Some(volume) = negotiate(&mut r, &mut w, &exports, &mut s, no_zeroes).await? else {
         return Ok(());
     };
-    transmit(&mut r, &mut w, volume.as_ref(), &s).await
+    transmit(&mut r, &mut w, volume, &s).await
 }
 
 async fn opt_reply<W: AsyncWrite + Unpin>(
@@ -457,155 +457,234 @@ fn io_errno(e: &io::Error) -> u32 {
     }
 }
 
-/// The transmission phase: one request at a time, until DISC or EOF.
-async fn transmit<R, W>(r: &mut R, w: &mut W, v: &dyn Volume, s: &Session) -> io::Result<()>
+/// Bytes of requests a connection may have in flight (their payloads and
+/// replies are in memory meanwhile).
+const IN_FLIGHT_BUDGET: u32 = 64 << 20;
+
+fn budget_units(len: u32) -> u32 {
+    // Semaphore permits are KiB; every request takes at least one.
+    (len / 1024).clamp(1, IN_FLIGHT_BUDGET / 1024)
+}
+
+/// The transmission phase, until DISC or EOF. The reader takes requests
+/// off the socket in order and hands each to its own task, so requests of
+/// one connection run concurrently (bounded by [`IN_FLIGHT_BUDGET`]); each
+/// task renders its whole reply and a writer sends replies as they finish
+/// (NBD matches them by cookie). FLUSH waits for every request before it,
+/// so what was acknowledged before a flush is covered by it.
+async fn transmit<R, W>(r: &mut R, w: &mut W, v: Arc<dyn Volume>, s: &Session) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let size = v.size();
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let magic = match r.read_u32().await {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if magic != REQUEST_MAGIC {
-            return Err(bad("request without magic"));
-        }
-        let req = Request {
-            flags: r.read_u16().await?,
-            kind: r.read_u16().await?,
-            cookie: r.read_u64().await?,
-            offset: r.read_u64().await?,
-            len: r.read_u32().await?,
-        };
-        let end = req.offset.checked_add(req.len as u64);
-        let in_range = end.is_some_and(|e| e <= size);
-        if let Some(q) = v.qos() {
-            // Charged before the payload is read: a throttled writer is
-            // held back at the socket.
-            match req.kind {
-                CMD_READ | CMD_WRITE => q.acquire(req.len as u64).await,
-                CMD_TRIM | CMD_WRITE_ZEROES => q.acquire(0).await,
-                _ => {}
-            }
-        }
-        match req.kind {
-            CMD_DISC => {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+    let budget = Arc::new(tokio::sync::Semaphore::new(
+        (IN_FLIGHT_BUDGET / 1024) as usize,
+    ));
+    let session = Session {
+        structured: s.structured,
+        meta: s.meta,
+    };
+    let writer = async {
+        while let Some(reply) = rx.recv().await {
+            w.write_all(&reply).await?;
+            if rx.is_empty() {
                 w.flush().await?;
-                return Ok(());
             }
-            CMD_WRITE => {
-                if req.len > MAX_REQUEST {
+        }
+        w.flush().await
+    };
+    let reader = async move {
+        let session = Arc::new(session);
+        let size = v.size();
+        let all = || budget.clone().acquire_many_owned(IN_FLIGHT_BUDGET / 1024);
+        loop {
+            let magic = match r.read_u32().await {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            };
+            if magic != REQUEST_MAGIC {
+                return Err(bad("request without magic"));
+            }
+            let req = Request {
+                flags: r.read_u16().await?,
+                kind: r.read_u16().await?,
+                cookie: r.read_u64().await?,
+                offset: r.read_u64().await?,
+                len: r.read_u32().await?,
+            };
+            if let Some(q) = v.qos() {
+                // Charged before the payload is read: a throttled writer
+                // is held back at the socket.
+                match req.kind {
+                    CMD_READ | CMD_WRITE => q.acquire(req.len as u64).await,
+                    CMD_TRIM | CMD_WRITE_ZEROES => q.acquire(0).await,
+                    _ => {}
+                }
+            }
+            match req.kind {
+                CMD_DISC => break,
+                CMD_WRITE if req.len > MAX_REQUEST => {
                     // Cannot skip a payload this large safely: reply and close.
-                    error_reply(w, s, req.cookie, EOVERFLOW, "write too large").await?;
-                    w.flush().await?;
+                    let mut out = Vec::new();
+                    error_reply(&mut out, &session, req.cookie, EOVERFLOW, "write too large")
+                        .await?;
+                    let _ = tx.send(out).await;
                     return Err(bad("write too large"));
                 }
-                buf.resize(req.len as usize, 0);
-                r.read_exact(&mut buf).await?;
-                if !in_range {
-                    error_reply(w, s, req.cookie, ENOSPC, "write past the end of the export")
-                        .await?;
-                } else {
-                    match blocking(|| v.write_at(&buf, req.offset, req.flags & CMD_FLAG_FUA != 0)) {
-                        Ok(()) => ok_reply(w, s, req.cookie).await?,
+                CMD_FLUSH => {
+                    // Every request before the flush completes first.
+                    let permits = all().await.map_err(|_| bad("closed"))?;
+                    let mut out = Vec::new();
+                    match blocking(|| v.flush()) {
+                        Ok(()) => ok_reply(&mut out, &session, req.cookie).await?,
                         Err(e) => {
-                            error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await?
-                        }
-                    }
-                }
-            }
-            CMD_READ => {
-                if req.len > MAX_REQUEST {
-                    error_reply(w, s, req.cookie, EOVERFLOW, "read too large").await?;
-                } else if !in_range {
-                    error_reply(w, s, req.cookie, EINVAL, "read past the end of the export")
-                        .await?;
-                } else {
-                    read(w, v, s, &req, &mut buf).await?;
-                }
-            }
-            CMD_FLUSH => match blocking(|| v.flush()) {
-                Ok(()) => ok_reply(w, s, req.cookie).await?,
-                Err(e) => error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await?,
-            },
-            CMD_TRIM | CMD_WRITE_ZEROES => {
-                if !in_range {
-                    error_reply(w, s, req.cookie, ENOSPC, "range past the end of the export")
-                        .await?;
-                } else {
-                    let res = if req.kind == CMD_TRIM {
-                        blocking(|| v.trim(req.offset, req.len as u64))
-                    } else {
-                        blocking(|| {
-                            v.write_zeroes(
-                                req.offset,
-                                req.len as u64,
-                                req.flags & CMD_FLAG_NO_HOLE == 0,
-                            )
-                        })
-                    };
-                    let res = res.and_then(|()| {
-                        if req.flags & CMD_FLAG_FUA != 0 {
-                            blocking(|| v.flush())
-                        } else {
-                            Ok(())
-                        }
-                    });
-                    match res {
-                        Ok(()) => ok_reply(w, s, req.cookie).await?,
-                        Err(e) => {
-                            error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await?
-                        }
-                    }
-                }
-            }
-            CMD_BLOCK_STATUS => {
-                if !s.meta {
-                    error_reply(w, s, req.cookie, EINVAL, "no metadata context negotiated").await?;
-                } else if !in_range || req.len == 0 {
-                    error_reply(w, s, req.cookie, EINVAL, "block status past the end").await?;
-                } else {
-                    match blocking(|| v.extents(req.offset, req.len as u64)) {
-                        Ok(ex) => {
-                            let mut d = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
-                            let take = if req.flags & CMD_FLAG_REQ_ONE != 0 {
-                                1
-                            } else {
-                                ex.len()
-                            };
-                            for e in ex.iter().take(take) {
-                                let len = e.len.min(u32::MAX as u64) as u32;
-                                d.extend_from_slice(&len.to_be_bytes());
-                                let st = if e.hole { STATE_HOLE | STATE_ZERO } else { 0 };
-                                d.extend_from_slice(&st.to_be_bytes());
-                            }
-                            chunk(
-                                w,
+                            error_reply(
+                                &mut out,
+                                &session,
                                 req.cookie,
-                                REPLY_FLAG_DONE,
-                                REPLY_TYPE_BLOCK_STATUS,
-                                &[&d],
+                                io_errno(&e),
+                                &e.to_string(),
                             )
-                            .await?;
-                        }
-                        Err(e) => {
-                            error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await?
+                            .await?
                         }
                     }
+                    drop(permits);
+                    if tx.send(out).await.is_err() {
+                        break;
+                    }
                 }
-            }
-            _ => {
-                if req.kind == CMD_WRITE {
-                    unreachable!()
+                _ => {
+                    let permit = budget
+                        .clone()
+                        .acquire_many_owned(budget_units(req.len))
+                        .await
+                        .map_err(|_| bad("closed"))?;
+                    let mut payload = Vec::new();
+                    if req.kind == CMD_WRITE {
+                        payload.resize(req.len as usize, 0);
+                        r.read_exact(&mut payload).await?;
+                    }
+                    let (v, session, tx) = (v.clone(), session.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let mut out = Vec::new();
+                        if handle(&mut out, v.as_ref(), &session, &req, size, payload)
+                            .await
+                            .is_ok()
+                        {
+                            let _ = tx.send(out).await;
+                        }
+                        drop(permit);
+                    });
                 }
-                error_reply(w, s, req.cookie, EINVAL, "unknown command").await?;
             }
         }
-        w.flush().await?;
+        // DISC or EOF: let what is in flight finish, then stop the writer.
+        let _ = all().await;
+        drop(tx);
+        Ok::<(), io::Error>(())
+    };
+    let (rr, wr) = tokio::join!(reader, writer);
+    rr?;
+    wr
+}
+
+/// One request (anything but DISC and FLUSH), its reply rendered into `w`.
+async fn handle<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    v: &dyn Volume,
+    s: &Session,
+    req: &Request,
+    size: u64,
+    payload: Vec<u8>,
+) -> io::Result<()> {
+    let end = req.offset.checked_add(req.len as u64);
+    let in_range = end.is_some_and(|e| e <= size);
+    match req.kind {
+        CMD_WRITE => {
+            if !in_range {
+                error_reply(w, s, req.cookie, ENOSPC, "write past the end of the export").await
+            } else {
+                match blocking(|| v.write_at(&payload, req.offset, req.flags & CMD_FLAG_FUA != 0)) {
+                    Ok(()) => ok_reply(w, s, req.cookie).await,
+                    Err(e) => error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await,
+                }
+            }
+        }
+        CMD_READ => {
+            if req.len > MAX_REQUEST {
+                error_reply(w, s, req.cookie, EOVERFLOW, "read too large").await
+            } else if !in_range {
+                error_reply(w, s, req.cookie, EINVAL, "read past the end of the export").await
+            } else {
+                let mut buf = Vec::new();
+                read(w, v, s, req, &mut buf).await
+            }
+        }
+        CMD_TRIM | CMD_WRITE_ZEROES => {
+            if !in_range {
+                return error_reply(w, s, req.cookie, ENOSPC, "range past the end of the export")
+                    .await;
+            }
+            let res = if req.kind == CMD_TRIM {
+                blocking(|| v.trim(req.offset, req.len as u64))
+            } else {
+                blocking(|| {
+                    v.write_zeroes(
+                        req.offset,
+                        req.len as u64,
+                        req.flags & CMD_FLAG_NO_HOLE == 0,
+                    )
+                })
+            };
+            let res = res.and_then(|()| {
+                if req.flags & CMD_FLAG_FUA != 0 {
+                    blocking(|| v.flush())
+                } else {
+                    Ok(())
+                }
+            });
+            match res {
+                Ok(()) => ok_reply(w, s, req.cookie).await,
+                Err(e) => error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await,
+            }
+        }
+        CMD_BLOCK_STATUS => {
+            if !s.meta {
+                return error_reply(w, s, req.cookie, EINVAL, "no metadata context negotiated")
+                    .await;
+            }
+            if !in_range || req.len == 0 {
+                return error_reply(w, s, req.cookie, EINVAL, "block status past the end").await;
+            }
+            match blocking(|| v.extents(req.offset, req.len as u64)) {
+                Ok(ex) => {
+                    let mut d = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
+                    let take = if req.flags & CMD_FLAG_REQ_ONE != 0 {
+                        1
+                    } else {
+                        ex.len()
+                    };
+                    for e in ex.iter().take(take) {
+                        let len = e.len.min(u32::MAX as u64) as u32;
+                        d.extend_from_slice(&len.to_be_bytes());
+                        let st = if e.hole { STATE_HOLE | STATE_ZERO } else { 0 };
+                        d.extend_from_slice(&st.to_be_bytes());
+                    }
+                    chunk(
+                        w,
+                        req.cookie,
+                        REPLY_FLAG_DONE,
+                        REPLY_TYPE_BLOCK_STATUS,
+                        &[&d],
+                    )
+                    .await
+                }
+                Err(e) => error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await,
+            }
+        }
+        _ => error_reply(w, s, req.cookie, EINVAL, "unknown command").await,
     }
 }
 
