@@ -97,6 +97,28 @@ fn wait_upstream(hv: &str, port: &str) {
     panic!("the metadata upstream stand-in did not start");
 }
 
+/// Starts the metadata API stand-in on `port` in the hypervisor's
+/// namespace (where netd runs) and returns it with the netd flags that
+/// point the proxy at it.
+fn metadata_upstream(lab: &Lab, port: &str) -> (Procs, Vec<String>) {
+    let hv = lab.hv(1);
+    let up = script(lab, "upstream.py", UPSTREAM);
+    let procs = Procs(vec![Command::new("ip")
+        .args(["netns", "exec", &hv, "python3", &up, port])
+        .spawn()
+        .unwrap()]);
+    wait_upstream(&hv, port);
+    let secret = lab.dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let args = vec![
+        "--metadata-upstream".to_string(),
+        format!("http://127.0.0.1:{port}"),
+        "--metadata-secret-file".to_string(),
+        secret.display().to_string(),
+    ];
+    (procs, args)
+}
+
 struct Procs(Vec<Child>);
 
 impl Drop for Procs {
@@ -297,27 +319,9 @@ fn router_snat_floating_ips_metadata_and_restart() {
         "eth0",
     ]);
     ok(&["ip", "-n", &inet, "link", "set", "eth0", "up"]);
-    let mut procs = Procs(vec![]);
-    // The metadata API stand-in, in the hypervisor's namespace (where netd runs).
-    let up = script(&lab, "upstream.py", UPSTREAM);
-    procs.0.push(
-        Command::new("ip")
-            .args(["netns", "exec", &hv, "python3", &up, "18775"])
-            .spawn()
-            .unwrap(),
-    );
-    wait_upstream(&hv, "18775");
-    let secret = lab.dir.path().join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let secret = secret.display().to_string();
-    let args = [
-        "--physical-interface",
-        "ext:ext0",
-        "--metadata-upstream",
-        "http://127.0.0.1:18775",
-        "--metadata-secret-file",
-        &secret,
-    ];
+    let (mut procs, md) = metadata_upstream(&lab, "18775");
+    let mut args = vec!["--physical-interface", "ext:ext0"];
+    args.extend(md.iter().map(String::as_str));
     lab.start_netd_with(1, &args);
     let mut c = lab.client(1);
     let ext = pb::Network {
@@ -896,28 +900,9 @@ fn a_network_without_router_gets_dhcp_and_metadata_from_its_namespace() {
         return;
     }
     let mut lab = Lab::new("i", 1);
-    let hv = lab.hv(1);
-    let mut procs = Procs(vec![]);
-    let up = script(&lab, "upstream.py", UPSTREAM);
-    procs.0.push(
-        Command::new("ip")
-            .args(["netns", "exec", &hv, "python3", &up, "18776"])
-            .spawn()
-            .unwrap(),
-    );
-    wait_upstream(&hv, "18776");
-    let secret = lab.dir.path().join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let secret = secret.display().to_string();
-    lab.start_netd_with(
-        1,
-        &[
-            "--metadata-upstream",
-            "http://127.0.0.1:18776",
-            "--metadata-secret-file",
-            &secret,
-        ],
-    );
+    let (procs, md) = metadata_upstream(&lab, "18776");
+    let args: Vec<&str> = md.iter().map(String::as_str).collect();
+    lab.start_netd_with(1, &args);
     let mut c = lab.client(1);
     let mut net = vxlan_net(NI, 7401, "10.64.0.0/24", "");
     net.subnets[0].enable_dhcp = true;
