@@ -337,6 +337,15 @@ fn qos_limits_hold_an_export_back_and_change_while_exported() {
         .into_inner();
     assert_eq!(v.qos.unwrap().bytes_per_second, 0);
     assert!(qemu_io(&conn.uri, &["read -P 0x5a 0 8M"]));
+    // The export counted what went through it.
+    let st =
+        d.rt.block_on(c.get_volume(pb::VolumeRef { id: QV.into() }))
+            .unwrap()
+            .into_inner()
+            .stats
+            .expect("stats while exported");
+    assert!(st.write_bytes >= 8 << 20 && st.write_ops >= 1, "{st:?}");
+    assert!(st.read_bytes >= 8 << 20 && st.flush_ops >= 1, "{st:?}");
     // Limits are kept durably: set, restart, read back.
     d.rt.block_on(c.set_volume_qos(pb::SetVolumeQosRequest {
         id: QV.into(),

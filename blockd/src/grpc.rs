@@ -18,6 +18,13 @@ fn volume(v: VolumeInfo) -> pb::Volume {
             iops: v.record.qos.iops,
             bytes_per_second: v.record.qos.bytes_per_second,
         }),
+        stats: v.stats.map(|s| pb::VolumeStats {
+            read_ops: s.read_ops,
+            read_bytes: s.read_bytes,
+            write_ops: s.write_ops,
+            write_bytes: s.write_bytes,
+            flush_ops: s.flush_ops,
+        }),
     }
 }
 

@@ -83,6 +83,8 @@ pub struct Config {
 pub struct VolumeInfo {
     pub record: VolumeRecord,
     pub allocated: u64,
+    /// I/O counters while exported (in this run of blockd).
+    pub stats: Option<crate::volume::IoCounters>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +117,14 @@ struct Inner {
     exports: ExportTable,
     nbd: NbdEndpoint,
     /// The limiter of each exported volume (shared with its export).
-    limiters: std::sync::Mutex<BTreeMap<String, Arc<crate::qos::Limiter>>>,
+    limiters: std::sync::Mutex<BTreeMap<String, Exported>>,
+}
+
+/// What the service keeps of an exported volume: its limiter and counters.
+#[derive(Clone)]
+struct Exported {
+    limiter: Arc<crate::qos::Limiter>,
+    stats: Arc<crate::volume::IoStats>,
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -175,19 +184,23 @@ impl Blockd {
     /// Puts a volume in the export table behind its QoS limiter (one per
     /// volume, kept across re-publication so limits and debt carry over).
     fn publish(&self, id: &str, v: FileVolume, qos: crate::qos::Limits) {
-        let limiter = self
+        let e = self
             .inner
             .limiters
             .lock()
             .expect("limiters")
             .entry(id.to_string())
-            .or_insert_with(|| Arc::new(crate::qos::Limiter::new(qos)))
+            .or_insert_with(|| Exported {
+                limiter: Arc::new(crate::qos::Limiter::new(qos)),
+                stats: Default::default(),
+            })
             .clone();
         self.inner.exports.insert(
             id,
             Arc::new(crate::volume::Throttled {
                 inner: Box::new(v),
-                limiter,
+                limiter: e.limiter,
+                stats: e.stats,
             }),
         );
     }
@@ -220,9 +233,17 @@ impl Blockd {
             .ok()
             .and_then(|p| std::fs::metadata(p).ok())
             .map_or(0, |m| m.blocks() * 512);
+        let stats = self
+            .inner
+            .limiters
+            .lock()
+            .expect("limiters")
+            .get(&r.id)
+            .map(|e| e.stats.snapshot());
         VolumeInfo {
             record: r.clone(),
             allocated,
+            stats,
         }
     }
 
@@ -419,8 +440,8 @@ impl Blockd {
                 return Err(e);
             }
         }
-        if let Some(l) = self.inner.limiters.lock().expect("limiters").get(id) {
-            l.set(qos);
+        if let Some(e) = self.inner.limiters.lock().expect("limiters").get(id) {
+            e.limiter.set(qos);
         }
         tracing::info!(
             volume = id,

@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One extent of allocation status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +43,52 @@ pub trait Volume: Send + Sync {
     }
 }
 
-/// A volume behind a QoS limiter (the limiter is shared with the service,
-/// which changes its limits while the volume is exported).
+/// I/O counters of an exported volume (since it was exported in this run
+/// of blockd). Reads count each data extent read.
+#[derive(Debug, Default)]
+pub struct IoStats {
+    read_ops: AtomicU64,
+    read_bytes: AtomicU64,
+    write_ops: AtomicU64,
+    write_bytes: AtomicU64,
+    flush_ops: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    pub read_ops: u64,
+    pub read_bytes: u64,
+    pub write_ops: u64,
+    pub write_bytes: u64,
+    pub flush_ops: u64,
+}
+
+impl IoStats {
+    pub fn snapshot(&self) -> IoCounters {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IoCounters {
+            read_ops: g(&self.read_ops),
+            read_bytes: g(&self.read_bytes),
+            write_ops: g(&self.write_ops),
+            write_bytes: g(&self.write_bytes),
+            flush_ops: g(&self.flush_ops),
+        }
+    }
+
+    fn count(&self, ops: &AtomicU64, bytes: Option<(&AtomicU64, usize)>) {
+        ops.fetch_add(1, Ordering::Relaxed);
+        if let Some((b, n)) = bytes {
+            b.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An exported volume: behind its QoS limiter (shared with the service,
+/// which changes its limits while the volume is exported) and counted.
 pub struct Throttled {
     pub inner: Box<dyn Volume>,
     pub limiter: std::sync::Arc<crate::qos::Limiter>,
+    pub stats: std::sync::Arc<IoStats>,
 }
 
 impl Volume for Throttled {
@@ -54,13 +96,21 @@ impl Volume for Throttled {
         self.inner.size()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
+        self.inner.read_at(buf, offset)?;
+        let s = &self.stats;
+        s.count(&s.read_ops, Some((&s.read_bytes, buf.len())));
+        Ok(())
     }
     fn write_at(&self, data: &[u8], offset: u64, fua: bool) -> io::Result<()> {
-        self.inner.write_at(data, offset, fua)
+        self.inner.write_at(data, offset, fua)?;
+        let s = &self.stats;
+        s.count(&s.write_ops, Some((&s.write_bytes, data.len())));
+        Ok(())
     }
     fn flush(&self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.flush()?;
+        self.stats.count(&self.stats.flush_ops, None);
+        Ok(())
     }
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.trim(offset, len)
