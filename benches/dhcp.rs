@@ -436,7 +436,7 @@ fn main() {
             subnets: vec![pb::Subnet {
                 cidr,
                 gateway_ip: format!("10.{}.{}.1", 100 + i / 256, i % 256),
-                enable_dhcp: std::env::var("DHCP_BENCH_NO_DHCP").is_err(),
+                enable_dhcp: true,
                 ..Default::default()
             }],
             dhcp_hosts: vec![pb::DhcpHost {

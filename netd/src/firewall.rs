@@ -226,16 +226,13 @@ pub fn compile(want: &Desired) -> Compiled {
     let f = "inet";
     let t = FILTER;
     // Conntrack zones per network bridge, before conntrack sees the packet.
-    let bridges: BTreeSet<(&str, String)> = ports
-        .iter()
-        .map(|p| (p.bridge.as_str(), String::new()))
-        .collect();
+    let bridges: BTreeSet<&str> = ports.iter().map(|p| p.bridge.as_str()).collect();
     c.shape
         .push(nft::base_chain(f, t, "zone", "filter", "prerouting", -300));
     let zone_map: Vec<Value> = want
         .networks
         .keys()
-        .filter(|n| bridges.contains(&(names::bridge(n).as_str(), String::new())))
+        .filter(|n| bridges.contains(names::bridge(n).as_str()))
         .map(|n| json!([names::bridge(n), zone(n)]))
         .collect();
     c.shape.push(nft::rule(

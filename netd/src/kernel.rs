@@ -209,21 +209,11 @@ impl Kernel {
             return Ok(h.clone());
         }
         let rt = tokio::runtime::Handle::current();
-        let p = path.to_path_buf();
-        let made = std::thread::spawn(move || -> std::io::Result<_> {
-            let f = std::fs::File::open(&p)?;
-            // SAFETY: changes the namespace of this thread only, which ends right after.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        let (conn, handle) = crate::router::in_ns(path, move || {
             let _g = rt.enter();
             let (conn, handle, _) = rtnetlink::new_connection()?;
             Ok((conn, handle))
-        })
-        .join()
-        .map_err(|_| Error::Netlink("namespace thread panicked".into()))?
-        .map_err(io)?;
-        let (conn, handle) = made;
+        })?;
         tokio::spawn(conn);
         self.netns
             .lock()

@@ -19,6 +19,7 @@ use hyper::{Request, Response, StatusCode};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
+use tracing::Instrument;
 
 /// Largest request body a guest may send upstream.
 const MAX_BODY: usize = 1 << 20;
@@ -161,7 +162,12 @@ impl Metadata {
                         let (cfg, client, caller) = (cfg.clone(), client.clone(), caller.clone());
                         async move {
                             Ok::<_, std::convert::Infallible>(
-                                proxy(req, peer, caller, &cfg, &client).await,
+                                proxy(req, peer, caller, &cfg, &client)
+                                    .instrument(tracing::info_span!(
+                                        "metadata",
+                                        peer = %peer.ip()
+                                    ))
+                                    .await,
                             )
                         }
                     });
@@ -218,8 +224,6 @@ async fn proxy(
     cfg: &Config,
     client: &Client,
 ) -> Response<Full<Bytes>> {
-    let span = tracing::info_span!("metadata", peer = %peer.ip(), path = %req.uri().path());
-    let _g = span.enter();
     let Some(c) = caller else {
         return plain(
             StatusCode::NOT_FOUND,

@@ -10,6 +10,9 @@ use std::path::Path;
 
 pub type Mac = [u8; 6];
 
+/// Where named network namespaces are mounted (as `ip netns` does).
+pub const NETNS_DIR: &str = "/run/netns";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Segment {
     Vxlan { vni: u32 },
@@ -342,12 +345,31 @@ fn shared_name(p: &Port, other: &str) -> Error {
     ))
 }
 
+/// Writes `value` as JSON atomically: a crash leaves the old or the new
+/// file, never half.
+pub fn save_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let io = |e: std::io::Error| Error::State(format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&serde_json::to_vec(value).expect("serializes"))
+        .map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
 /// Where a namespace name points.
 pub fn netns_path(netns: &str) -> std::path::PathBuf {
     if netns.starts_with('/') {
         netns.into()
     } else {
-        Path::new("/run/netns").join(netns)
+        Path::new(NETNS_DIR).join(netns)
     }
 }
 
@@ -363,20 +385,7 @@ impl Desired {
 
     /// Writes atomically: a crash leaves the old or the new file, never half.
     pub fn save(&self, path: &Path) -> Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension("json.tmp");
-        let io = |e: std::io::Error| Error::State(format!("{}: {e}", path.display()));
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&serde_json::to_vec(self).expect("serializes"))
-            .map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        save_json(path, self)
     }
 
     pub fn check_network(&self, n: &Network, node: &NodeConfig) -> Result<()> {

@@ -17,7 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
-use crate::model::Router;
+use crate::model::{Router, NETNS_DIR};
 use crate::names;
 use crate::nft::{self, Batch};
 use futures::TryStreamExt;
@@ -33,10 +33,8 @@ use std::path::{Path, PathBuf};
 pub const TABLE: &str = "ursa_router";
 pub const METADATA_PORT: u16 = 9697;
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
-const NETNS_DIR: &str = "/run/netns";
-
 pub fn ns_path(router_id: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(names::router_ns(router_id))
+    crate::model::netns_path(&names::router_ns(router_id))
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -50,7 +48,7 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 /// thread unshares its network namespace and bind-mounts it under
 /// /run/netns, then ends. IPv4 forwarding is turned on inside.
 pub fn create_ns(name: &str) -> Result<()> {
-    let path = Path::new(NETNS_DIR).join(name);
+    let path = crate::model::netns_path(name);
     if is_netns(&path) {
         return Ok(());
     }
@@ -102,7 +100,7 @@ pub fn is_netns(path: &Path) -> bool {
 /// Removes a router namespace; everything inside it (its legs) goes with it
 /// once nothing holds it open.
 pub fn delete_ns(name: &str) -> Result<()> {
-    let path = Path::new(NETNS_DIR).join(name);
+    let path = crate::model::netns_path(name);
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
     // SAFETY: a valid C string; detaching an unused mount.
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };

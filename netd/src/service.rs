@@ -415,8 +415,7 @@ impl Netd {
                     last.remove(&id);
                     self.inner.metadata.stop(&id);
                 }
-                let path = std::path::Path::new("/run/netns").join(&ns);
-                self.inner.kernel.forget_ns(&path);
+                self.inner.kernel.forget_ns(&crate::model::netns_path(&ns));
                 match crate::router::delete_ns(&ns) {
                     Ok(()) => {
                         self.own_ns(&ns, false);
@@ -459,13 +458,8 @@ impl Netd {
             set.remove(ns)
         };
         if changed {
-            let tmp = self.inner.owned_ns_file.with_extension("json.tmp");
-            let body = serde_json::to_vec(&*set).expect("serializes");
-            if std::fs::write(&tmp, body)
-                .and_then(|_| std::fs::rename(&tmp, &self.inner.owned_ns_file))
-                .is_err()
-            {
-                tracing::warn!(file = %self.inner.owned_ns_file.display(), "cannot record namespaces");
+            if let Err(e) = crate::model::save_json(&self.inner.owned_ns_file, &*set) {
+                tracing::warn!(error = %e, "cannot record namespaces");
             }
         }
     }
