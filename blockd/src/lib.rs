@@ -20,8 +20,10 @@
 //! snapshots and clones (the RPCs answer UNIMPLEMENTED until then), the
 //! io_uring engine and vhost-user-blk.
 
+pub mod engine;
 pub mod export;
 pub mod grpc;
 pub mod qos;
 pub mod service;
+pub mod thin;
 pub mod volume;

@@ -37,6 +37,10 @@ pub trait Volume: Send + Sync {
     /// Allocation of `[offset, offset + len)`, in order, covering at least
     /// the first byte.
     fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>>;
+    /// Writes are refused (a snapshot).
+    fn read_only(&self) -> bool {
+        false
+    }
     /// The QoS limiter requests to this volume go through, if any.
     fn qos(&self) -> Option<&crate::qos::Limiter> {
         None
@@ -123,6 +127,9 @@ impl Volume for Throttled {
     }
     fn qos(&self) -> Option<&crate::qos::Limiter> {
         Some(&self.limiter)
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
     }
 }
 
