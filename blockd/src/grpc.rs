@@ -25,6 +25,8 @@ fn volume(v: VolumeInfo) -> pb::Volume {
             write_bytes: s.write_bytes,
             flush_ops: s.flush_ops,
         }),
+        snapshot_of: v.record.snapshot_of.unwrap_or_default(),
+        clone_of: v.record.clone_of.unwrap_or_default(),
     }
 }
 
@@ -83,16 +85,18 @@ impl pb::blockd_server::Blockd for Service {
         Ok(Response::new(pb::ListVolumesReply { volumes }))
     }
 
-    async fn create_snapshot(&self, _: Request<pb::CreateSnapshotRequest>) -> R<pb::Volume> {
-        Err(Status::unimplemented(
-            "snapshots need the copy-on-write volume format, which blockd does not have yet",
-        ))
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().volume_id, snapshot = %req.get_ref().snapshot_id))]
+    async fn create_snapshot(&self, req: Request<pb::CreateSnapshotRequest>) -> R<pb::Volume> {
+        let r = req.into_inner();
+        let v = self.0.snapshot(&r.volume_id, &r.snapshot_id).await?;
+        Ok(Response::new(volume(v)))
     }
 
-    async fn clone_volume(&self, _: Request<pb::CloneVolumeRequest>) -> R<pb::Volume> {
-        Err(Status::unimplemented(
-            "clones need the copy-on-write volume format, which blockd does not have yet",
-        ))
+    #[tracing::instrument(skip_all, fields(source = %req.get_ref().source_id, volume = %req.get_ref().id))]
+    async fn clone_volume(&self, req: Request<pb::CloneVolumeRequest>) -> R<pb::Volume> {
+        let r = req.into_inner();
+        let v = self.0.clone_volume(&r.source_id, &r.id).await?;
+        Ok(Response::new(volume(v)))
     }
 
     #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]

@@ -1,12 +1,18 @@
-//! The daemon's core: pools, the registry of volumes (durable in
-//! `<state>/volumes.json`, written atomically), and which volumes are
-//! exported. Exports survive a restart: on open, every exported volume is
-//! put back into the NBD export table.
+//! The daemon's core: pools (each a [`ThinPool`]), the registry of volumes
+//! (durable in `<state>/volumes.json`, written atomically), and which
+//! volumes are exported. Exports survive a restart: on open, every exported
+//! volume is put back into the export table.
+//!
+//! The pool's metadata says which devices exist; the registry adds what
+//! the control plane asked for (export, QoS, lineage). A device is made in
+//! the pool before the registry names it and leaves the registry before
+//! the pool, so after a crash the pool may hold a device the registry does
+//! not name (a create that never answered): it is deleted on open.
 
 use crate::export::nbd::ExportTable;
-use crate::volume::FileVolume;
+use crate::thin::ThinPool;
+use crate::volume::Volume;
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -59,6 +65,12 @@ pub struct VolumeRecord {
     pub exported: bool,
     #[serde(default)]
     pub qos: crate::qos::Limits,
+    /// A snapshot of this volume (read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_of: Option<String>,
+    /// A clone of this snapshot or volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -113,11 +125,36 @@ pub struct Blockd {
 struct Inner {
     reg: Mutex<Registry>,
     state_file: PathBuf,
-    pools: BTreeMap<String, PathBuf>,
+    pools: BTreeMap<String, Pool>,
     exports: ExportTable,
     nbd: NbdEndpoint,
     /// The limiter of each exported volume (shared with its export).
     limiters: std::sync::Mutex<BTreeMap<String, Exported>>,
+}
+
+struct Pool {
+    dir: PathBuf,
+    thin: Arc<ThinPool>,
+}
+
+impl From<crate::thin::Error> for Error {
+    fn from(e: crate::thin::Error) -> Self {
+        use crate::thin::Error as T;
+        let m = e.to_string();
+        match e {
+            T::NotFound(_) => Error::NotFound(m),
+            T::Exists(_) => Error::AlreadyExists(m),
+            T::Invalid(_) => Error::InvalidArgument(m),
+            T::Corrupt(_) => Error::Io {
+                context: "pool metadata".into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, m),
+            },
+            T::Io(source) => Error::Io {
+                context: "pool".into(),
+                source,
+            },
+        }
+    }
 }
 
 /// What the service keeps of an exported volume: its limiter and counters.
@@ -134,9 +171,10 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 fn check_size(size: u64) -> Result<()> {
-    if size == 0 || !size.is_multiple_of(512) || size > (1 << 50) {
+    if size == 0 || !size.is_multiple_of(512) || size > crate::thin::MAX_SIZE {
         return Err(Error::InvalidArgument(format!(
-            "size {size} must be a positive multiple of 512 bytes, at most 1 PiB"
+            "size {size} must be a positive multiple of 512 bytes, at most {}",
+            crate::thin::MAX_SIZE
         )));
     }
     Ok(())
@@ -150,12 +188,20 @@ impl Blockd {
                 "at least one pool (--pool NAME=DIR) is needed".into(),
             ));
         }
+        let engine = crate::engine::Engine::global().map_err(io("the io_uring engine"))?;
+        let mut pools = BTreeMap::new();
         for (name, dir) in &cfg.pools {
-            std::fs::create_dir_all(dir)
-                .map_err(io(format!("pool {name} at {}", dir.display())))?;
+            let thin = ThinPool::open(engine.clone(), dir)?;
+            pools.insert(
+                name.clone(),
+                Pool {
+                    dir: dir.clone(),
+                    thin,
+                },
+            );
         }
         let state_file = cfg.state_dir.join("volumes.json");
-        let reg: Registry = match std::fs::read(&state_file) {
+        let mut reg: Registry = match std::fs::read(&state_file) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Io {
                 context: state_file.display().to_string(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -163,27 +209,63 @@ impl Blockd {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
             Err(e) => return Err(io(state_file.display().to_string())(e)),
         };
+        for (name, p) in &pools {
+            for d in p.thin.devices() {
+                if reg.volumes.get(&d.id).is_none_or(|r| r.pool != *name) {
+                    tracing::warn!(pool = %name, device = %d.id, "device no volume names (an unfinished create): deleted");
+                    p.thin.delete(&d.id)?;
+                }
+            }
+        }
+        let lost: Vec<String> = reg
+            .volumes
+            .values()
+            .filter(|r| {
+                pools
+                    .get(&r.pool)
+                    .is_none_or(|p| p.thin.info(&r.id).is_none())
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        for id in lost {
+            tracing::error!(volume = %id, "volume is in the registry but not in its pool: forgotten");
+            reg.volumes.remove(&id);
+        }
         let b = Blockd {
             inner: Arc::new(Inner {
                 reg: Mutex::new(Registry::default()),
                 state_file,
-                pools: cfg.pools,
+                pools,
                 exports,
                 nbd: cfg.nbd,
                 limiters: Default::default(),
             }),
         };
+        b.save(&reg)?;
         for r in reg.volumes.values().filter(|r| r.exported) {
-            let v = FileVolume::open(&b.path(r)?).map_err(io(format!("volume {}", r.id)))?;
+            let v = b.volume(r)?;
             b.publish(&r.id, v, r.qos);
         }
         *b.inner.reg.try_lock().expect("fresh lock") = reg;
         Ok(b)
     }
 
+    fn pool(&self, r: &VolumeRecord) -> Result<&Pool> {
+        self.inner.pools.get(&r.pool).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "pool {} of volume {} is not configured",
+                r.pool, r.id
+            ))
+        })
+    }
+
+    fn volume(&self, r: &VolumeRecord) -> Result<Box<dyn Volume>> {
+        Ok(Box::new(self.pool(r)?.thin.volume(&r.id)?))
+    }
+
     /// Puts a volume in the export table behind its QoS limiter (one per
     /// volume, kept across re-publication so limits and debt carry over).
-    fn publish(&self, id: &str, v: FileVolume, qos: crate::qos::Limits) {
+    fn publish(&self, id: &str, v: Box<dyn Volume>, qos: crate::qos::Limits) {
         let e = self
             .inner
             .limiters
@@ -198,21 +280,11 @@ impl Blockd {
         self.inner.exports.insert(
             id,
             Arc::new(crate::volume::Throttled {
-                inner: Box::new(v),
+                inner: v,
                 limiter: e.limiter,
                 stats: e.stats,
             }),
         );
-    }
-
-    fn path(&self, r: &VolumeRecord) -> Result<PathBuf> {
-        let dir = self.inner.pools.get(&r.pool).ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "pool {} of volume {} is not configured",
-                r.pool, r.id
-            ))
-        })?;
-        Ok(dir.join(format!("{}.vol", r.id)))
     }
 
     fn save(&self, reg: &Registry) -> Result<()> {
@@ -229,10 +301,10 @@ impl Blockd {
 
     fn info(&self, r: &VolumeRecord) -> VolumeInfo {
         let allocated = self
-            .path(r)
+            .pool(r)
             .ok()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.blocks() * 512);
+            .and_then(|p| p.thin.info(&r.id))
+            .map_or(0, |d| d.mapped);
         let stats = self
             .inner
             .limiters
@@ -280,7 +352,7 @@ impl Blockd {
             self.inner
                 .pools
                 .iter()
-                .max_by_key(|(_, d)| Self::free_space(d).1)
+                .max_by_key(|(_, p)| Self::free_space(&p.dir).1)
                 .map(|(n, _)| n.clone())
                 .expect("at least one pool")
         } else if self.inner.pools.contains_key(pool) {
@@ -294,17 +366,19 @@ impl Blockd {
             size,
             exported: false,
             qos,
+            snapshot_of: None,
+            clone_of: None,
         };
-        let path = self.path(&r)?;
-        if path.exists() {
-            // A file from a crash between create and save: it is ours, start over.
-            std::fs::remove_file(&path).map_err(io(path.display().to_string()))?;
+        let thin = &self.pool(&r)?.thin;
+        if thin.info(id).is_some() {
+            // Left by a create that never answered: it is ours, start over.
+            thin.delete(id)?;
         }
-        FileVolume::create(&path, size).map_err(io(path.display().to_string()))?;
+        thin.create(id, size, false)?;
         reg.volumes.insert(id.to_string(), r.clone());
         if let Err(e) = self.save(&reg) {
             reg.volumes.remove(id);
-            let _ = std::fs::remove_file(&path);
+            let _ = thin.delete(id);
             return Err(e);
         }
         tracing::info!(volume = id, size, pool = %r.pool, "volume created");
@@ -324,11 +398,9 @@ impl Blockd {
         }
         reg.volumes.remove(id);
         self.save(&reg)?;
-        let path = self.path(&r)?;
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(path.display().to_string())(e)),
+        match self.pool(&r)?.thin.delete(id) {
+            Ok(()) | Err(crate::thin::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         tracing::info!(volume = id, "volume deleted");
         Ok(())
@@ -349,20 +421,16 @@ impl Blockd {
                 r.size
             )));
         }
-        let path = self.path(&r)?;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io(path.display().to_string()))?;
-        f.set_len(size).map_err(io(path.display().to_string()))?;
+        if r.snapshot_of.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "{id} is a snapshot; snapshots do not change"
+            )));
+        }
+        // New connections see the new size; open ones keep the old one.
+        self.pool(&r)?.thin.resize(id, size)?;
         let r = VolumeRecord { size, ..r };
         reg.volumes.insert(id.to_string(), r.clone());
         self.save(&reg)?;
-        if r.exported {
-            // New connections see the new size; open ones keep the old one.
-            let v = FileVolume::open(&path).map_err(io(path.display().to_string()))?;
-            self.publish(id, v, r.qos);
-        }
         Ok(self.info(&r))
     }
 
@@ -394,8 +462,7 @@ impl Blockd {
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("no volume {id}")))?;
         if self.inner.exports.get(id).is_none() {
-            let path = self.path(&r)?;
-            let v = FileVolume::open(&path).map_err(io(path.display().to_string()))?;
+            let v = self.volume(&r)?;
             self.publish(id, v, r.qos);
         }
         if !r.exported {
@@ -472,13 +539,75 @@ impl Blockd {
         Ok(())
     }
 
+    /// A read-only point-in-time copy of `volume_id` named `snapshot_id`
+    /// (metadata only: it shares every chunk with the volume).
+    pub async fn snapshot(&self, volume_id: &str, snapshot_id: &str) -> Result<VolumeInfo> {
+        self.copy(volume_id, snapshot_id, true).await
+    }
+
+    /// A writable copy of a snapshot or volume (metadata only).
+    pub async fn clone_volume(&self, source_id: &str, id: &str) -> Result<VolumeInfo> {
+        self.copy(source_id, id, false).await
+    }
+
+    async fn copy(&self, src: &str, id: &str, snapshot: bool) -> Result<VolumeInfo> {
+        check_id(src)?;
+        check_id(id)?;
+        let mut reg = self.inner.reg.lock().await;
+        let s = reg
+            .volumes
+            .get(src)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no volume or snapshot {src}")))?;
+        let (snapshot_of, clone_of) = if snapshot {
+            (Some(src.to_string()), None)
+        } else {
+            (None, Some(src.to_string()))
+        };
+        if let Some(r) = reg.volumes.get(id) {
+            if r.snapshot_of == snapshot_of && r.clone_of == clone_of {
+                return Ok(self.info(r));
+            }
+            return Err(Error::AlreadyExists(format!("{id} exists")));
+        }
+        let r = VolumeRecord {
+            id: id.to_string(),
+            pool: s.pool.clone(),
+            size: s.size,
+            exported: false,
+            qos: if snapshot { Default::default() } else { s.qos },
+            snapshot_of,
+            clone_of,
+        };
+        let thin = &self.pool(&r)?.thin;
+        if thin.info(id).is_some() {
+            thin.delete(id)?;
+        }
+        let t0 = std::time::Instant::now();
+        thin.copy(src, id, snapshot)?;
+        reg.volumes.insert(id.to_string(), r.clone());
+        if let Err(e) = self.save(&reg) {
+            reg.volumes.remove(id);
+            let _ = thin.delete(id);
+            return Err(e);
+        }
+        tracing::info!(
+            source = src,
+            id,
+            snapshot,
+            took_us = t0.elapsed().as_micros() as u64,
+            "copy made"
+        );
+        Ok(self.info(&r))
+    }
+
     pub async fn pools(&self) -> Vec<PoolInfo> {
         let reg = self.inner.reg.lock().await;
         self.inner
             .pools
             .iter()
-            .map(|(name, dir)| {
-                let (capacity, free) = Self::free_space(dir);
+            .map(|(name, pool)| {
+                let (capacity, free) = Self::free_space(&pool.dir);
                 let vols: Vec<VolumeInfo> = reg
                     .volumes
                     .values()
@@ -487,11 +616,12 @@ impl Blockd {
                     .collect();
                 PoolInfo {
                     name: name.clone(),
-                    path: dir.clone(),
+                    path: pool.dir.clone(),
                     capacity,
                     free,
                     provisioned: vols.iter().map(|v| v.record.size).sum(),
-                    allocated: vols.iter().map(|v| v.allocated).sum(),
+                    // Shared chunks count once.
+                    allocated: pool.thin.allocated(),
                 }
             })
             .collect()

@@ -10,10 +10,8 @@
 
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::unistd::{lseek, Whence};
-use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -133,31 +131,33 @@ impl Volume for Throttled {
     }
 }
 
+/// A volume that is a plain file (or block device), served as it is, on
+/// the io_uring engine.
 pub struct FileVolume {
-    file: File,
+    file: crate::engine::EngineFile,
     size: u64,
 }
 
 impl FileVolume {
     /// Opens a volume file (it must exist; its length is the volume size).
     pub fn open(path: &Path) -> io::Result<FileVolume> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
-        let size = file.metadata()?.len();
+        let file = crate::engine::EngineFile::open(crate::engine::Engine::global()?, path, false)?;
+        let size = file.file().metadata()?.len();
         Ok(FileVolume { file, size })
     }
 
     /// Creates a thin volume of `size` bytes (a file that is all hole).
     pub fn create(path: &Path, size: u64) -> io::Result<FileVolume> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
+        std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(path)?;
-        file.set_len(size)?;
-        Ok(FileVolume { file, size })
+            .open(path)?
+            .set_len(size)?;
+        Self::open(path)
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.file.file().as_raw_fd()
     }
 }
 
@@ -171,15 +171,11 @@ impl Volume for FileVolume {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        self.file.read_at(buf, offset)
     }
 
     fn write_at(&self, data: &[u8], offset: u64, fua: bool) -> io::Result<()> {
-        self.file.write_all_at(data, offset)?;
-        if fua {
-            self.file.sync_data()?;
-        }
-        Ok(())
+        self.file.write_at(data, offset, fua)
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -188,7 +184,7 @@ impl Volume for FileVolume {
 
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         fallocate(
-            self.file.as_raw_fd(),
+            self.fd(),
             FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
             offset as i64,
             len as i64,
@@ -202,7 +198,7 @@ impl Volume for FileVolume {
         } else {
             FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE
         };
-        match fallocate(self.file.as_raw_fd(), flags, offset as i64, len as i64) {
+        match fallocate(self.fd(), flags, offset as i64, len as i64) {
             Ok(()) => Ok(()),
             // A filesystem without zero-range: write the zeros.
             Err(nix::errno::Errno::EOPNOTSUPP) => {
@@ -210,7 +206,7 @@ impl Volume for FileVolume {
                 let mut done = 0;
                 while done < len {
                     let n = (len - done).min(zeros.len() as u64) as usize;
-                    self.file.write_all_at(&zeros[..n], offset + done)?;
+                    self.file.write_at(&zeros[..n], offset + done, false)?;
                     done += n as u64;
                 }
                 Ok(())
@@ -224,7 +220,7 @@ impl Volume for FileVolume {
         let mut out = Vec::new();
         let mut pos = offset;
         while pos < end {
-            let data = match lseek(self.file.as_raw_fd(), pos as i64, Whence::SeekData) {
+            let data = match lseek(self.fd(), pos as i64, Whence::SeekData) {
                 Ok(d) => d as u64,
                 Err(nix::errno::Errno::ENXIO) => self.size,
                 Err(e) => return Err(errno(e)),
@@ -237,7 +233,7 @@ impl Volume for FileVolume {
                 pos = data.min(end);
                 continue;
             }
-            let hole = match lseek(self.file.as_raw_fd(), pos as i64, Whence::SeekHole) {
+            let hole = match lseek(self.fd(), pos as i64, Whence::SeekHole) {
                 Ok(h) => h as u64,
                 Err(e) => return Err(errno(e)),
             };

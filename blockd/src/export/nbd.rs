@@ -52,6 +52,7 @@ const INFO_EXPORT: u16 = 0;
 const INFO_BLOCK_SIZE: u16 = 3;
 
 const TFLAG_HAS_FLAGS: u16 = 1;
+const TFLAG_READ_ONLY: u16 = 2;
 const TFLAG_SEND_FLUSH: u16 = 4;
 const TFLAG_SEND_FUA: u16 = 8;
 const TFLAG_SEND_TRIM: u16 = 32;
@@ -77,6 +78,7 @@ const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
 const REPLY_TYPE_ERROR: u16 = 0x8001;
 
+const EPERM: u32 = 1;
 const EIO: u32 = 5;
 const EINVAL: u32 = 22;
 const ENOSPC: u32 = 28;
@@ -182,8 +184,9 @@ async fn opt_error<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
-fn transmission_flags() -> u16 {
-    TFLAG_HAS_FLAGS
+fn transmission_flags(v: &dyn Volume) -> u16 {
+    let ro = if v.read_only() { TFLAG_READ_ONLY } else { 0 };
+    ro | TFLAG_HAS_FLAGS
         | TFLAG_SEND_FLUSH
         | TFLAG_SEND_FUA
         | TFLAG_SEND_TRIM
@@ -251,7 +254,7 @@ where
                     return Err(bad("unknown export"));
                 };
                 w.write_u64(v.size()).await?;
-                w.write_u16(transmission_flags()).await?;
+                w.write_u16(transmission_flags(v.as_ref())).await?;
                 if !no_zeroes {
                     w.write_all(&[0u8; 124]).await?;
                 }
@@ -300,7 +303,7 @@ where
                 };
                 let mut d = INFO_EXPORT.to_be_bytes().to_vec();
                 d.extend_from_slice(&v.size().to_be_bytes());
-                d.extend_from_slice(&transmission_flags().to_be_bytes());
+                d.extend_from_slice(&transmission_flags(v.as_ref()).to_be_bytes());
                 opt_reply(w, opt, REP_INFO, &d).await?;
                 let mut b = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
                 b.extend_from_slice(&1u32.to_be_bytes());
@@ -450,6 +453,7 @@ async fn ok_reply<W: AsyncWrite + Unpin>(w: &mut W, s: &Session, cookie: u64) ->
 
 fn io_errno(e: &io::Error) -> u32 {
     match e.raw_os_error() {
+        Some(1) => EPERM,
         Some(28) => ENOSPC,
         Some(22) => EINVAL,
         Some(95) => ENOTSUP,
