@@ -102,10 +102,22 @@ impl pb::blockd_server::Blockd for Service {
     #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
     async fn export_volume(&self, req: Request<pb::ExportVolumeRequest>) -> R<pb::ConnectionInfo> {
         let r = req.into_inner();
+        if r.kind == pb::export_volume_request::Kind::VhostUserBlk as i32 {
+            let sock = self.0.export_vhost_user(&r.id).await?;
+            return Ok(Response::new(pb::ConnectionInfo {
+                driver_volume_type: "vhost_user_blk".into(),
+                uri: format!("unix:{}", sock.display()),
+                export_name: r.id,
+                socket_path: sock.display().to_string(),
+                host: String::new(),
+                port: 0,
+            }));
+        }
         if r.kind != pb::export_volume_request::Kind::Nbd as i32 {
-            return Err(Status::unimplemented(
-                "only NBD exports exist so far; vhost-user-blk is to come",
-            ));
+            return Err(Status::invalid_argument(format!(
+                "unknown export kind {}",
+                r.kind
+            )));
         }
         let c = self.0.export_nbd(&r.id).await?;
         Ok(Response::new(pb::ConnectionInfo {

@@ -33,6 +33,9 @@ struct Args {
     /// NBD over TCP at HOST:PORT.
     #[arg(long)]
     nbd_listen: Option<std::net::SocketAddr>,
+    /// Directory for vhost-user-blk sockets (`<dir>/<volume>.sock`).
+    #[arg(long)]
+    vhost_user_dir: Option<PathBuf>,
     /// NAME=PATH[:SIZE]: serve a file as it is (repeatable).
     #[arg(long = "export")]
     exports: Vec<String>,
@@ -151,6 +154,7 @@ async fn run(args: Args, table: ExportTable) -> anyhow::Result<()> {
                 state_dir: args.state_dir.clone(),
                 pools,
                 nbd,
+                vhost_user_dir: args.vhost_user_dir.clone(),
             },
             table.clone(),
         )?;

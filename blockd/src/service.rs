@@ -71,6 +71,9 @@ pub struct VolumeRecord {
     /// A clone of this snapshot or volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clone_of: Option<String>,
+    /// Served to a local guest over vhost-user-blk.
+    #[serde(default)]
+    pub vhost_user: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -89,6 +92,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub pools: BTreeMap<String, PathBuf>,
     pub nbd: NbdEndpoint,
+    /// Where vhost-user-blk sockets go (`<dir>/<volume>.sock`).
+    pub vhost_user_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,8 +133,11 @@ struct Inner {
     pools: BTreeMap<String, Pool>,
     exports: ExportTable,
     nbd: NbdEndpoint,
-    /// The limiter of each exported volume (shared with its export).
-    limiters: std::sync::Mutex<BTreeMap<String, Exported>>,
+    vhost_user_dir: Option<PathBuf>,
+    /// Each exported volume: its I/O handle behind its limiter (shared by
+    /// its NBD and vhost-user exports).
+    live: std::sync::Mutex<BTreeMap<String, Exported>>,
+    vhost: std::sync::Mutex<BTreeMap<String, crate::export::vhost_user::VhostExport>>,
 }
 
 struct Pool {
@@ -162,6 +170,7 @@ impl From<crate::thin::Error> for Error {
 struct Exported {
     limiter: Arc<crate::qos::Limiter>,
     stats: Arc<crate::volume::IoStats>,
+    volume: Arc<dyn Volume>,
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -238,13 +247,20 @@ impl Blockd {
                 pools,
                 exports,
                 nbd: cfg.nbd,
-                limiters: Default::default(),
+                vhost_user_dir: cfg.vhost_user_dir,
+                live: Default::default(),
+                vhost: Default::default(),
             }),
         };
         b.save(&reg)?;
-        for r in reg.volumes.values().filter(|r| r.exported) {
-            let v = b.volume(r)?;
-            b.publish(&r.id, v, r.qos);
+        for r in reg.volumes.values() {
+            if r.exported {
+                let v = b.exported(r)?;
+                b.inner.exports.insert(&r.id, v);
+            }
+            if r.vhost_user {
+                b.start_vhost(r)?;
+            }
         }
         *b.inner.reg.try_lock().expect("fresh lock") = reg;
         Ok(b)
@@ -259,32 +275,56 @@ impl Blockd {
         })
     }
 
-    fn volume(&self, r: &VolumeRecord) -> Result<Box<dyn Volume>> {
-        Ok(Box::new(self.pool(r)?.thin.volume(&r.id)?))
+    /// The I/O handle of an exported volume behind its QoS limiter (one
+    /// per volume, shared by its exports).
+    fn exported(&self, r: &VolumeRecord) -> Result<Arc<dyn Volume>> {
+        let mut live = self.inner.live.lock().expect("live");
+        if let Some(e) = live.get(&r.id) {
+            return Ok(e.volume.clone());
+        }
+        let limiter = Arc::new(crate::qos::Limiter::new(r.qos));
+        let stats: Arc<crate::volume::IoStats> = Default::default();
+        let volume: Arc<dyn Volume> = Arc::new(crate::volume::Throttled {
+            inner: Box::new(self.pool(r)?.thin.volume(&r.id)?),
+            limiter: limiter.clone(),
+            stats: stats.clone(),
+        });
+        live.insert(
+            r.id.clone(),
+            Exported {
+                limiter,
+                stats,
+                volume: volume.clone(),
+            },
+        );
+        Ok(volume)
     }
 
-    /// Puts a volume in the export table behind its QoS limiter (one per
-    /// volume, kept across re-publication so limits and debt carry over).
-    fn publish(&self, id: &str, v: Box<dyn Volume>, qos: crate::qos::Limits) {
-        let e = self
-            .inner
-            .limiters
-            .lock()
-            .expect("limiters")
-            .entry(id.to_string())
-            .or_insert_with(|| Exported {
-                limiter: Arc::new(crate::qos::Limiter::new(qos)),
-                stats: Default::default(),
+    fn vhost_socket(&self, id: &str) -> Result<PathBuf> {
+        self.inner
+            .vhost_user_dir
+            .as_ref()
+            .map(|d| d.join(format!("{id}.sock")))
+            .ok_or_else(|| {
+                Error::FailedPrecondition(
+                    "this node serves no vhost-user-blk (--vhost-user-dir)".into(),
+                )
             })
-            .clone();
-        self.inner.exports.insert(
-            id,
-            Arc::new(crate::volume::Throttled {
-                inner: v,
-                limiter: e.limiter,
-                stats: e.stats,
-            }),
-        );
+    }
+
+    fn start_vhost(&self, r: &VolumeRecord) -> Result<PathBuf> {
+        let sock = self.vhost_socket(&r.id)?;
+        let mut vh = self.inner.vhost.lock().expect("vhost");
+        if !vh.contains_key(&r.id) {
+            if let Some(d) = sock.parent() {
+                std::fs::create_dir_all(d).map_err(io(d.display().to_string()))?;
+            }
+            let v = self.exported(r)?;
+            let e = crate::export::vhost_user::VhostExport::start(&sock, &r.id, v)
+                .map_err(io(sock.display().to_string()))?;
+            vh.insert(r.id.clone(), e);
+        }
+        Ok(sock)
     }
 
     fn save(&self, reg: &Registry) -> Result<()> {
@@ -307,9 +347,9 @@ impl Blockd {
             .map_or(0, |d| d.mapped);
         let stats = self
             .inner
-            .limiters
+            .live
             .lock()
-            .expect("limiters")
+            .expect("live")
             .get(&r.id)
             .map(|e| e.stats.snapshot());
         VolumeInfo {
@@ -368,6 +408,7 @@ impl Blockd {
             qos,
             snapshot_of: None,
             clone_of: None,
+            vhost_user: false,
         };
         let thin = &self.pool(&r)?.thin;
         if thin.info(id).is_some() {
@@ -391,7 +432,7 @@ impl Blockd {
         let Some(r) = reg.volumes.get(id).cloned() else {
             return Ok(()); // already gone: deletes are idempotent
         };
-        if r.exported {
+        if r.exported || r.vhost_user {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id} is exported; unexport it first"
             )));
@@ -462,8 +503,8 @@ impl Blockd {
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("no volume {id}")))?;
         if self.inner.exports.get(id).is_none() {
-            let v = self.volume(&r)?;
-            self.publish(id, v, r.qos);
+            let v = self.exported(&r)?;
+            self.inner.exports.insert(id, v);
         }
         if !r.exported {
             reg.volumes.insert(
@@ -507,7 +548,7 @@ impl Blockd {
                 return Err(e);
             }
         }
-        if let Some(e) = self.inner.limiters.lock().expect("limiters").get(id) {
+        if let Some(e) = self.inner.live.lock().expect("live").get(id) {
             e.limiter.set(qos);
         }
         tracing::info!(
@@ -523,13 +564,17 @@ impl Blockd {
         check_id(id)?;
         let mut reg = self.inner.reg.lock().await;
         self.inner.exports.remove(id);
-        self.inner.limiters.lock().expect("limiters").remove(id);
+        let vhost = self.inner.vhost.lock().expect("vhost").remove(id);
+        // Stops the listener and drops a connected guest.
+        tokio::task::block_in_place(|| drop(vhost));
+        self.inner.live.lock().expect("live").remove(id);
         if let Some(r) = reg.volumes.get(id).cloned() {
-            if r.exported {
+            if r.exported || r.vhost_user {
                 reg.volumes.insert(
                     id.to_string(),
                     VolumeRecord {
                         exported: false,
+                        vhost_user: false,
                         ..r
                     },
                 );
@@ -537,6 +582,30 @@ impl Blockd {
             }
         }
         Ok(())
+    }
+
+    /// Serves a volume to a local QEMU over vhost-user-blk; the reply
+    /// names the socket for `-chardev socket,path=…`.
+    pub async fn export_vhost_user(&self, id: &str) -> Result<PathBuf> {
+        check_id(id)?;
+        let mut reg = self.inner.reg.lock().await;
+        let r = reg
+            .volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no volume {id}")))?;
+        let sock = tokio::task::block_in_place(|| self.start_vhost(&r))?;
+        if !r.vhost_user {
+            reg.volumes.insert(
+                id.to_string(),
+                VolumeRecord {
+                    vhost_user: true,
+                    ..r
+                },
+            );
+            self.save(&reg)?;
+        }
+        Ok(sock)
     }
 
     /// A read-only point-in-time copy of `volume_id` named `snapshot_id`
@@ -578,6 +647,7 @@ impl Blockd {
             qos: if snapshot { Default::default() } else { s.qos },
             snapshot_of,
             clone_of,
+            vhost_user: false,
         };
         let thin = &self.pool(&r)?.thin;
         if thin.info(id).is_some() {
