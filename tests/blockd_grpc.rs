@@ -52,6 +52,8 @@ impl Daemon {
             .arg(format!("p1={}", self.dir.join("pool1").display()))
             .arg("--nbd-unix")
             .arg(self.nbd_sock())
+            .arg("--vhost-user-dir")
+            .arg(self.dir.join("vhost"))
             .env("URSA_LOG", "warn")
             .spawn()
             .unwrap();
@@ -677,5 +679,210 @@ fn snapshots_and_clones_share_blocks_and_fio_verifies_all_three() {
         disk_usage(&pool_dir) < 1 << 20,
         "pool files still use {} bytes",
         disk_usage(&pool_dir)
+    );
+}
+
+/// A deterministic pattern, different in every 8 bytes.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut c = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b).unwrap();
+    let o = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_qemu_guest_writes_through_vhost_user_and_nbd_reads_it_back() {
+    let kernel_ok = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .unwrap_or(false);
+    if !have("qemu-system-x86_64") || !kernel_ok || !have("cpio") {
+        eprintln!("SKIP vhost-user guest test: needs qemu-system-x86, linux-image-amd64, busybox-static and cpio");
+        return;
+    }
+    let d = Daemon::new();
+    let mut c = d.client();
+    let rt = &d.rt;
+    // The tiny guest, plus a second archive with the pattern it writes.
+    let img = d.dir.join("tiny");
+    let o = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../images/tiny/build.sh"
+        ))
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "build.sh: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let extra = d.dir.join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    let written = pattern(4 << 20, 77);
+    std::fs::write(extra.join("pattern.bin"), &written).unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && echo pattern.bin | cpio -o -H newc --quiet | gzip -1")
+        .arg("sh")
+        .arg(&extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut initrd = std::fs::read(img.join("initramfs.cpio.gz")).unwrap();
+    initrd.extend_from_slice(&o.stdout);
+    std::fs::write(d.dir.join("initrd"), &initrd).unwrap();
+
+    rt.block_on(c.create_volume(pb::CreateVolumeRequest {
+        id: VOL.into(),
+        size_bytes: 64 << 20,
+        pool: String::new(),
+        qos: None,
+    }))
+    .unwrap();
+    // Something for the guest to read: 1 MiB at 8 MiB, written over NBD.
+    let nbd = rt
+        .block_on(c.export_volume(pb::ExportVolumeRequest {
+            id: VOL.into(),
+            kind: 0,
+        }))
+        .unwrap()
+        .into_inner();
+    let host_data = pattern(1 << 20, 5);
+    let hostfile = d.dir.join("host.bin");
+    std::fs::write(&hostfile, &host_data).unwrap();
+    assert!(qemu_io(
+        &nbd.uri,
+        &[&format!("write -s {} 8M 1M", hostfile.display()), "flush"]
+    ));
+    let vh = rt
+        .block_on(c.export_volume(pb::ExportVolumeRequest {
+            id: VOL.into(),
+            kind: pb::export_volume_request::Kind::VhostUserBlk as i32,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(vh.driver_volume_type, "vhost_user_blk");
+    assert!(std::path::Path::new(&vh.socket_path).exists());
+
+    let serial = d.dir.join("serial.log");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-reboot",
+        ])
+        .args(["-display", "none"])
+        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+        .args(["-numa", "node,memdev=mem"])
+        .arg("-chardev")
+        .arg(format!("socket,id=blk0,path={}", vh.socket_path))
+        .args(["-device", "vhost-user-blk-pci,chardev=blk0,num-queues=1"])
+        .arg("-kernel")
+        .arg(img.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(d.dir.join("initrd"))
+        .args(["-append", "console=ttyS0 panic=-1 ursa.blktest"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu starts");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = qemu.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(240) {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = std::fs::read_to_string(&serial).unwrap_or_default();
+    let mut err = String::new();
+    if let Some(mut e) = qemu.stderr.take() {
+        use std::io::Read as _;
+        let _ = e.read_to_string(&mut err);
+    }
+    eprintln!("guest ran {:?}", t0.elapsed());
+    assert!(
+        status.is_some(),
+        "guest did not power off in time:\n{log}\n{err}"
+    );
+    let tail: String = log
+        .lines()
+        .filter(|l| l.contains("URSA-TINY"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(log.contains("URSA-TINY: done"), "guest log:\n{log}\n{err}");
+    assert!(tail.contains("vda 131072 sectors"), "{log}");
+    assert!(
+        tail.contains(&format!("wrote {}", md5_hex(&written))),
+        "{tail}"
+    );
+    // Its 4 MiB end before 8 MiB: there it read the host's bytes.
+    assert!(
+        tail.contains(&format!("read {}", md5_hex(&host_data))),
+        "{tail}"
+    );
+    assert!(tail.contains("discarded"), "{tail}");
+
+    // After the guest is gone, the host reads the guest's bytes over NBD.
+    let back = d.dir.join("back.bin");
+    let o = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "raw", &nbd.uri])
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let back = std::fs::read(&back).unwrap();
+    assert_eq!(back.len(), 64 << 20);
+    assert!(
+        back[..4 << 20] == written[..],
+        "guest's pattern not on the volume"
+    );
+    assert!(back[8 << 20..9 << 20] == host_data[..]);
+    assert!(
+        back[16 << 20..17 << 20].iter().all(|b| *b == 0),
+        "discard left data"
+    );
+    rt.block_on(c.unexport_volume(pb::VolumeRef { id: VOL.into() }))
+        .unwrap();
+    assert!(
+        !std::path::Path::new(&vh.socket_path).exists(),
+        "vhost socket left behind"
     );
 }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds Ursa's tiny test guest from Debian packages (linux-image-amd64,
+# busybox-static): OUT/vmlinuz and OUT/initramfs.cpio.gz (busybox, the
+# virtio modules, images/tiny/init). Usage: build.sh OUT
+set -euo pipefail
+out=${1:?usage: build.sh OUT}
+here=$(cd "$(dirname "$0")" && pwd)
+kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1)
+[ -n "$kernel" ] || { echo "no /boot/vmlinuz-*: apt-get install linux-image-amd64" >&2; exit 2; }
+ver=${kernel#/boot/vmlinuz-}
+bb=/bin/busybox
+[ -x $bb ] || { echo "no busybox: apt-get install busybox-static" >&2; exit 2; }
+ldd $bb >/dev/null 2>&1 && { echo "busybox is not static: apt-get install busybox-static" >&2; exit 2; }
+mkdir -p "$out"
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,mnt,etc}
+cp $bb "$root/bin/busybox"
+cp "$here/init" "$root/init"
+chmod +x "$root/init"
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev \
+         drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
+         net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+  src=/lib/modules/$ver/kernel/$m.ko
+  for ext in "" .xz .zst; do
+    if [ -f "$src$ext" ]; then
+      mkdir -p "$root/$(dirname "lib/modules/$ver/kernel/$m")"
+      case $ext in
+        "") cp "$src" "$root/lib/modules/$ver/kernel/$m.ko" ;;
+        .xz) xz -dc "$src$ext" > "$root/lib/modules/$ver/kernel/$m.ko" ;;
+        .zst) zstd -dcq "$src$ext" > "$root/lib/modules/$ver/kernel/$m.ko" ;;
+      esac
+    fi
+  done
+done
+cp "$kernel" "$out/vmlinuz"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initramfs.cpio.gz"
+echo "$out/vmlinuz $out/initramfs.cpio.gz ($ver)"
