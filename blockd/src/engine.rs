@@ -47,6 +47,37 @@ enum Kind {
     Sync,
 }
 
+/// Anything a request keeps alive until it completes (see
+/// [`EngineFile::read_vec`]).
+pub type KeepAlive = Box<dyn std::any::Any + Send>;
+
+/// How a request's completion reaches its caller.
+enum Done {
+    /// A blocked caller whose memory `ptr` points into.
+    Sync(SyncSender<io::Result<()>>),
+    /// An awaiting caller: the request owns the buffer `ptr` points into
+    /// and hands it back, so dropping the future cannot free memory the
+    /// kernel is still using.
+    Async {
+        tx: tokio::sync::oneshot::Sender<(io::Result<()>, Vec<u8>)>,
+        buf: Vec<u8>,
+        _keep: Option<KeepAlive>,
+    },
+}
+
+impl Done {
+    fn send(self, r: io::Result<()>) {
+        match self {
+            Done::Sync(tx) => {
+                let _ = tx.send(r);
+            }
+            Done::Async { tx, buf, _keep } => {
+                let _ = tx.send((r, buf));
+            }
+        }
+    }
+}
+
 /// A request as a worker receives it. `ptr`/`len` are the caller's memory
 /// (destination of a read, source of a write), valid until `done` fires.
 struct Request {
@@ -55,11 +86,12 @@ struct Request {
     offset: u64,
     ptr: *mut u8,
     len: usize,
-    done: SyncSender<io::Result<()>>,
+    done: Done,
 }
 
-// SAFETY: the pointer is only dereferenced by the worker while the caller
-// blocks on `done`, so the memory it points to outlives every use.
+// SAFETY: the pointer is dereferenced only by the worker before `done`
+// fires, and the memory it points to outlives that: a sync caller blocks
+// until then, an async request owns the buffer.
 unsafe impl Send for Request {}
 
 enum Msg {
@@ -173,11 +205,47 @@ impl Engine {
                 offset,
                 ptr,
                 len,
-                done,
+                done: Done::Sync(done),
             }),
         )?;
         rx.recv()
             .map_err(|_| io::Error::other("I/O engine stopped"))?
+    }
+
+    /// Submits a request on an owned buffer and awaits it.
+    async fn submit_owned(
+        &self,
+        kind: Kind,
+        slot: u32,
+        offset: u64,
+        mut buf: Vec<u8>,
+        keep: Option<KeepAlive>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ptr = buf.as_mut_ptr();
+        let len = buf.len();
+        if let Err(e) = self.send(
+            &self.workers[i],
+            Msg::Io(Request {
+                kind,
+                slot,
+                offset,
+                ptr,
+                len,
+                done: Done::Async {
+                    tx,
+                    buf,
+                    _keep: keep,
+                },
+            }),
+        ) {
+            return (Err(e), Vec::new());
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => (Err(io::Error::other("I/O engine stopped")), Vec::new()),
+        }
     }
 }
 
@@ -288,6 +356,65 @@ impl EngineFile {
         let s = (offset - start) as usize;
         tmp[s..s + data.len()].copy_from_slice(data);
         self.write_at(&tmp, start, dsync)
+    }
+
+    /// Reads `len` bytes at `offset` without blocking the caller's thread;
+    /// `keep` lives until the kernel is done with the request.
+    pub async fn read_vec(
+        &self,
+        offset: u64,
+        len: usize,
+        keep: Option<KeepAlive>,
+    ) -> io::Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        if self.aligned(offset, len) {
+            let (r, buf) = self
+                .engine
+                .submit_owned(Kind::Read, self.slot, offset, vec![0u8; len], keep)
+                .await;
+            return r.map(|()| buf);
+        }
+        let start = offset - offset % self.align;
+        let end = (offset + len as u64).div_ceil(self.align) * self.align;
+        let (r, mut buf) = self
+            .engine
+            .submit_owned(
+                Kind::Read,
+                self.slot,
+                start,
+                vec![0u8; (end - start) as usize],
+                keep,
+            )
+            .await;
+        r?;
+        buf.drain(..(offset - start) as usize);
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` without blocking the caller's thread
+    /// (unaligned writes, which read-modify-write, block it).
+    pub async fn write_vec(
+        &self,
+        data: Vec<u8>,
+        offset: u64,
+        dsync: bool,
+        keep: Option<KeepAlive>,
+    ) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if !self.aligned(offset, data.len()) {
+            let r = crate::volume::blocking(|| self.write_at(&data, offset, dsync));
+            drop(keep);
+            return r;
+        }
+        self.engine
+            .submit_owned(Kind::Write { dsync }, self.slot, offset, data, keep)
+            .await
+            .0
     }
 
     /// fdatasync through the ring.
@@ -568,7 +695,7 @@ fn run(mut ring: IoUring, rx: Receiver<Msg>, wake: RawFd, ready: SyncSender<io::
                 p.left -= 1;
                 if p.left == 0 {
                     let p = reqs[id].take().expect("live request");
-                    let _ = p.req.done.send(match p.err {
+                    p.req.done.send(match p.err {
                         Some(e) => Err(e),
                         None => Ok(()),
                     });

@@ -44,7 +44,7 @@
 //! another volume.
 
 use crate::engine::{Engine, EngineFile};
-use crate::volume::{Extent, Volume};
+use crate::volume::{BoxFuture, Extent, Volume};
 use nix::fcntl::{fallocate, FallocateFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -52,7 +52,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Allocation unit: 64 KiB.
 pub const CHUNK: u64 = 64 << 10;
@@ -282,10 +283,12 @@ pub struct ThinPool {
     data: EngineFile,
     state: Mutex<State>,
     changed: Condvar,
+    /// Wakes async I/O that found a chunk being copied.
+    copied: tokio::sync::Notify,
     journal: Mutex<Journal>,
-    /// Held (shared) by every data I/O from the map lookup to completion;
-    /// taken exclusively to wait out I/O before dropped chunks are reused.
-    io_gate: RwLock<()>,
+    /// Every data I/O holds a ticket from its map lookup to its completion;
+    /// dropped chunks are reused only after the I/O that may use them.
+    gate: Arc<Gate>,
 }
 
 fn frame(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
@@ -348,7 +351,7 @@ pub struct DeviceInfo {
     pub mapped: u64,
 }
 
-/// Where a piece of an I/O goes.
+/// Where a piece of a read comes from.
 enum Seg {
     /// Bytes `[pos, pos+len)` of the request at byte `at` of the data file.
     Data {
@@ -360,6 +363,110 @@ enum Seg {
         pos: usize,
         len: usize,
     },
+}
+
+/// Where a piece of a write goes.
+enum Put {
+    /// Straight to byte `at` of the data file.
+    Direct { pos: usize, len: usize, at: u64 },
+    /// Into a copy of shared chunk `old` made in `new`, then remapped.
+    Cow {
+        l: u32,
+        old: u32,
+        new: u32,
+        within: u64,
+        pos: usize,
+        len: usize,
+    },
+}
+
+/// A grace-period counter (two epochs, like RCU): I/O enters the current
+/// epoch; `wait_out` flips the epoch and waits for the old one to drain,
+/// so every I/O that started before the call has finished after it.
+#[derive(Default)]
+struct Gate {
+    epoch: AtomicUsize,
+    inflight: [AtomicUsize; 2],
+    flip: Mutex<()>,
+}
+
+/// An I/O's place in the gate; leaving is dropping it.
+pub struct Ticket {
+    gate: Arc<Gate>,
+    e: usize,
+}
+
+impl Gate {
+    fn enter(self: &Arc<Self>) -> Ticket {
+        loop {
+            let e = self.epoch.load(Ordering::SeqCst) & 1;
+            self.inflight[e].fetch_add(1, Ordering::SeqCst);
+            if self.epoch.load(Ordering::SeqCst) & 1 == e {
+                return Ticket {
+                    gate: self.clone(),
+                    e,
+                };
+            }
+            self.inflight[e].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wait_out(&self) {
+        let _one = self.flip.lock().expect("gate");
+        let old = self.epoch.fetch_add(1, Ordering::SeqCst) & 1;
+        while self.inflight[old].load(Ordering::SeqCst) != 0 {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.gate.inflight[self.e].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A copy-on-write in progress; if it is abandoned (an error, a dropped
+/// future) the new chunk is given back and waiters are woken.
+struct CowGuard<'a> {
+    pool: &'a ThinPool,
+    no: u32,
+    l: u32,
+    old: u32,
+    new: u32,
+    done: bool,
+}
+
+impl CowGuard<'_> {
+    /// The copy is on disk: remap.
+    fn finish(mut self) {
+        let mut st = self.pool.state.lock().expect("state");
+        st.copying.remove(&(self.no, self.l));
+        st.decref(self.old);
+        if let Some(d) = st.devs.get_mut(&self.no) {
+            d.map.insert(self.l, self.new);
+        }
+        st.pending.push(Op::Map {
+            no: self.no,
+            l: self.l,
+            p: self.new,
+        });
+        self.done = true;
+        self.pool.changed.notify_all();
+        self.pool.copied.notify_waiters();
+    }
+}
+
+impl Drop for CowGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut st = self.pool.state.lock().expect("state");
+            st.copying.remove(&(self.no, self.l));
+            st.decref(self.new);
+            self.pool.changed.notify_all();
+            self.pool.copied.notify_waiters();
+        }
+    }
 }
 
 impl ThinPool {
@@ -463,11 +570,12 @@ impl ThinPool {
             data,
             state: Mutex::new(st),
             changed: Condvar::new(),
+            copied: tokio::sync::Notify::new(),
             journal: Mutex::new(Journal {
                 file: log,
                 len: at as u64,
             }),
-            io_gate: RwLock::new(()),
+            gate: Arc::new(Gate::default()),
         }))
     }
 
@@ -545,7 +653,7 @@ impl ThinPool {
     /// Dropped chunks become free once no I/O that might still use them
     /// is in flight: wait for the gate, punch, hand them out again.
     fn release(&self, mut dropped: Vec<u32>) -> Result<()> {
-        drop(self.io_gate.write().expect("gate"));
+        self.gate.wait_out();
         punch_all(self.data.file(), &mut dropped)?;
         let mut st = self.state.lock().expect("state");
         // A chunk may have been referenced again meanwhile? No: a dropped
@@ -711,41 +819,54 @@ impl ThinPool {
         st
     }
 
-    fn read(&self, no: u32, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let _gate = self.io_gate.read().expect("gate");
+    /// Where the bytes of a read are, with the ticket that keeps them.
+    fn plan_read(
+        &self,
+        no: u32,
+        offset: u64,
+        len: usize,
+        block: bool,
+    ) -> Option<(Vec<Seg>, Ticket)> {
         let mut segs: Vec<Seg> = Vec::new();
-        {
-            let mut st = self.state.lock().expect("state");
-            let mut pos = 0usize;
-            while pos < buf.len() {
-                let off = offset + pos as u64;
-                let l = (off / CHUNK) as u32;
-                let within = off % CHUNK;
-                let len = ((CHUNK - within) as usize).min(buf.len() - pos);
-                st = self.settled(st, no, l);
-                let p = st.devs.get(&no).and_then(|d| d.map.get(&l).copied());
-                match (p, segs.last_mut()) {
-                    (
-                        Some(p),
-                        Some(Seg::Data {
-                            len: pl,
-                            at,
-                            pos: pp,
-                        }),
-                    ) if *at + *pl as u64 == p as u64 * CHUNK + within && *pp + *pl == pos => {
-                        *pl += len
-                    }
-                    (Some(p), _) => segs.push(Seg::Data {
-                        pos,
-                        len,
-                        at: p as u64 * CHUNK + within,
-                    }),
-                    (None, Some(Seg::Zero { len: zl, .. })) => *zl += len,
-                    (None, _) => segs.push(Seg::Zero { pos, len }),
-                }
-                pos += len;
-            }
+        let mut st = self.state.lock().expect("state");
+        if !block && busy(&st, no, offset, len) {
+            return None;
         }
+        let ticket = self.gate.enter();
+        let mut pos = 0usize;
+        while pos < len {
+            let off = offset + pos as u64;
+            let l = (off / CHUNK) as u32;
+            let within = off % CHUNK;
+            let n = ((CHUNK - within) as usize).min(len - pos);
+            st = self.settled(st, no, l);
+            let p = st.devs.get(&no).and_then(|d| d.map.get(&l).copied());
+            match (p, segs.last_mut()) {
+                (
+                    Some(p),
+                    Some(Seg::Data {
+                        len: pl,
+                        at,
+                        pos: pp,
+                    }),
+                ) if *at + *pl as u64 == p as u64 * CHUNK + within && *pp + *pl == pos => *pl += n,
+                (Some(p), _) => segs.push(Seg::Data {
+                    pos,
+                    len: n,
+                    at: p as u64 * CHUNK + within,
+                }),
+                (None, Some(Seg::Zero { len: zl, .. })) => *zl += n,
+                (None, _) => segs.push(Seg::Zero { pos, len: n }),
+            }
+            pos += n;
+        }
+        Some((segs, ticket))
+    }
+
+    fn read(&self, no: u32, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let (segs, _ticket) = self
+            .plan_read(no, offset, buf.len(), true)
+            .expect("blocking plans always succeed");
         for s in segs {
             match s {
                 Seg::Data { pos, len, at } => self.data.read_at(&mut buf[pos..pos + len], at)?,
@@ -755,105 +876,206 @@ impl ThinPool {
         Ok(())
     }
 
-    /// Writes; returns whether the map changed.
-    fn write(&self, no: u32, data: &[u8], offset: u64, fua: bool) -> io::Result<bool> {
-        let mut changed = false;
-        let mut pos = 0usize;
-        let gate = self.io_gate.read().expect("gate");
-        while pos < data.len() {
-            // Gather a run of pieces that go straight to disk; stop at a
-            // piece that needs a copy first.
-            let mut segs: Vec<Seg> = Vec::new();
-            let mut cow: Option<(u32, u32, u32, u64, usize)> = None;
-            {
-                let mut st = self.state.lock().expect("state");
-                while pos < data.len() {
-                    let off = offset + pos as u64;
-                    let l = (off / CHUNK) as u32;
-                    let within = off % CHUNK;
-                    let len = ((CHUNK - within) as usize).min(data.len() - pos);
-                    st = self.settled(st, no, l);
-                    let cur = st.devs.get(&no).and_then(|d| d.map.get(&l).copied());
-                    let p = match cur {
-                        Some(p) if st.refs[p as usize] == 1 => p,
-                        Some(p) => {
-                            if len as u64 == CHUNK {
-                                // Whole chunk: no copy needed, just remap.
-                                let n = st.alloc();
-                                st.decref(p);
-                                st.devs.get_mut(&no).expect("dev").map.insert(l, n);
-                                st.pending.push(Op::Map { no, l, p: n });
-                                changed = true;
-                                n
-                            } else {
-                                let n = st.alloc();
-                                st.copying.insert((no, l));
-                                cow = Some((l, p, n, within, len));
-                                break;
-                            }
-                        }
-                        None => {
-                            let n = st.alloc();
-                            st.devs.get_mut(&no).expect("dev").map.insert(l, n);
-                            st.pending.push(Op::Map { no, l, p: n });
-                            changed = true;
-                            n
-                        }
-                    };
-                    let at = p as u64 * CHUNK + within;
-                    match segs.last_mut() {
-                        Some(Seg::Data {
-                            len: pl,
-                            at: pa,
-                            pos: pp,
-                        }) if *pa + *pl as u64 == at && *pp + *pl == pos => *pl += len,
-                        _ => segs.push(Seg::Data { pos, len, at }),
-                    }
-                    pos += len;
-                }
-            }
-            for s in &segs {
-                if let Seg::Data { pos, len, at } = *s {
-                    self.data.write_at(&data[pos..pos + len], at, fua)?;
-                }
-            }
-            if let Some((l, old, new, within, len)) = cow {
-                let r = self.copy_on_write(old, new, within, &data[pos..pos + len], fua);
-                let mut st = self.state.lock().expect("state");
-                st.copying.remove(&(no, l));
-                match r {
-                    Ok(()) => {
-                        st.decref(old);
-                        st.devs.get_mut(&no).expect("dev").map.insert(l, new);
-                        st.pending.push(Op::Map { no, l, p: new });
-                        changed = true;
-                    }
-                    Err(e) => {
-                        st.decref(new);
-                        self.changed.notify_all();
-                        return Err(e);
-                    }
-                }
-                self.changed.notify_all();
-                pos += len;
+    async fn read_vec(&self, no: u32, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let (segs, ticket) = self
+            .plan_async(|| self.plan_read(no, offset, len, false))
+            .await;
+        let ticket = Arc::new(ticket);
+        let keep = || Some(Box::new(ticket.clone()) as crate::engine::KeepAlive);
+        if let [Seg::Data { len: n, at, .. }] = segs[..] {
+            // One extent: the engine's buffer is the reply.
+            return self.data.read_vec(at, n, keep()).await;
+        }
+        let mut buf = vec![0u8; len];
+        for s in segs {
+            if let Seg::Data { pos, len, at } = s {
+                let b = self.data.read_vec(at, len, keep()).await?;
+                buf[pos..pos + len].copy_from_slice(&b);
             }
         }
-        drop(gate);
+        Ok(buf)
+    }
+
+    /// Where the bytes of a write go: allocates and maps unmapped chunks,
+    /// marks shared ones for copying. Returns whether the map changed.
+    fn plan_write(
+        &self,
+        no: u32,
+        offset: u64,
+        len: usize,
+        block: bool,
+    ) -> Option<(Vec<Put>, bool, Ticket)> {
+        let mut changed = false;
+        let mut puts: Vec<Put> = Vec::new();
+        let mut st = self.state.lock().expect("state");
+        if !block && busy(&st, no, offset, len) {
+            return None;
+        }
+        let ticket = self.gate.enter();
+        let mut pos = 0usize;
+        while pos < len {
+            let off = offset + pos as u64;
+            let l = (off / CHUNK) as u32;
+            let within = off % CHUNK;
+            let n = ((CHUNK - within) as usize).min(len - pos);
+            st = self.settled(st, no, l);
+            let cur = st.devs.get(&no).and_then(|d| d.map.get(&l).copied());
+            let p = match cur {
+                Some(p) if st.refs[p as usize] == 1 => p,
+                Some(old) if n as u64 != CHUNK => {
+                    let new = st.alloc();
+                    st.copying.insert((no, l));
+                    puts.push(Put::Cow {
+                        l,
+                        old,
+                        new,
+                        within,
+                        pos,
+                        len: n,
+                    });
+                    pos += n;
+                    continue;
+                }
+                other => {
+                    // Unmapped, or shared and wholly overwritten: a new
+                    // chunk, no copy.
+                    let new = st.alloc();
+                    if let Some(old) = other {
+                        st.decref(old);
+                    }
+                    st.devs.get_mut(&no).expect("dev").map.insert(l, new);
+                    st.pending.push(Op::Map { no, l, p: new });
+                    changed = true;
+                    new
+                }
+            };
+            let at = p as u64 * CHUNK + within;
+            match puts.last_mut() {
+                Some(Put::Direct {
+                    len: pl,
+                    at: pa,
+                    pos: pp,
+                }) if *pa + *pl as u64 == at && *pp + *pl == pos => *pl += n,
+                _ => puts.push(Put::Direct { pos, len: n, at }),
+            }
+            pos += n;
+        }
+        Some((puts, changed, ticket))
+    }
+
+    /// Plans without blocking the thread: while a chunk of the range is
+    /// being copied, awaits the copy.
+    async fn plan_async<T>(&self, mut plan: impl FnMut() -> Option<T>) -> T {
+        loop {
+            let n = self.copied.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if let Some(p) = plan() {
+                return p;
+            }
+            n.await;
+        }
+    }
+
+    fn guard(&self, no: u32, l: u32, old: u32, new: u32) -> CowGuard<'_> {
+        CowGuard {
+            pool: self,
+            no,
+            l,
+            old,
+            new,
+            done: false,
+        }
+    }
+
+    /// Writes; returns whether the map changed.
+    fn write(&self, no: u32, data: &[u8], offset: u64, fua: bool) -> io::Result<bool> {
+        let (puts, mut changed, _ticket) = self
+            .plan_write(no, offset, data.len(), true)
+            .expect("blocking plans always succeed");
+        let mut guards = Vec::new();
+        for p in &puts {
+            if let Put::Cow { l, old, new, .. } = *p {
+                guards.push(self.guard(no, l, old, new));
+            }
+        }
+        let mut guards = guards.into_iter();
+        for p in puts {
+            match p {
+                Put::Direct { pos, len, at } => {
+                    self.data.write_at(&data[pos..pos + len], at, fua)?
+                }
+                Put::Cow {
+                    old,
+                    new,
+                    within,
+                    pos,
+                    len,
+                    ..
+                } => {
+                    let g = guards.next().expect("a guard per copy");
+                    let mut chunk = vec![0u8; CHUNK as usize];
+                    self.data.read_at(&mut chunk, old as u64 * CHUNK)?;
+                    chunk[within as usize..within as usize + len]
+                        .copy_from_slice(&data[pos..pos + len]);
+                    self.data.write_at(&chunk, new as u64 * CHUNK, fua)?;
+                    g.finish();
+                    changed = true;
+                }
+            }
+        }
         Ok(changed)
     }
 
-    fn copy_on_write(
-        &self,
-        old: u32,
-        new: u32,
-        within: u64,
-        data: &[u8],
-        fua: bool,
-    ) -> io::Result<()> {
-        let mut chunk = vec![0u8; CHUNK as usize];
-        self.data.read_at(&mut chunk, old as u64 * CHUNK)?;
-        chunk[within as usize..within as usize + data.len()].copy_from_slice(data);
-        self.data.write_at(&chunk, new as u64 * CHUNK, fua)
+    async fn write_vec(&self, no: u32, data: Vec<u8>, offset: u64, fua: bool) -> io::Result<bool> {
+        let len = data.len();
+        let (puts, mut changed, ticket) = self
+            .plan_async(|| self.plan_write(no, offset, len, false))
+            .await;
+        let mut guards = Vec::new();
+        for p in &puts {
+            if let Put::Cow { l, old, new, .. } = *p {
+                guards.push(self.guard(no, l, old, new));
+            }
+        }
+        let ticket = Arc::new(ticket);
+        let keep = || Some(Box::new(ticket.clone()) as crate::engine::KeepAlive);
+        if let [Put::Direct { at, .. }] = puts[..] {
+            self.data.write_vec(data, at, fua, keep()).await?;
+            return Ok(changed);
+        }
+        let mut guards = guards.into_iter();
+        for p in puts {
+            match p {
+                Put::Direct { pos, len, at } => {
+                    self.data
+                        .write_vec(data[pos..pos + len].to_vec(), at, fua, keep())
+                        .await?
+                }
+                Put::Cow {
+                    old,
+                    new,
+                    within,
+                    pos,
+                    len,
+                    ..
+                } => {
+                    let g = guards.next().expect("a guard per copy");
+                    let mut chunk = self
+                        .data
+                        .read_vec(old as u64 * CHUNK, CHUNK as usize, keep())
+                        .await?;
+                    chunk[within as usize..within as usize + len]
+                        .copy_from_slice(&data[pos..pos + len]);
+                    self.data
+                        .write_vec(chunk, new as u64 * CHUNK, fua, keep())
+                        .await?;
+                    g.finish();
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
     }
 
     /// Drops whole chunks of `[offset, offset+len)` from the map and zeroes
@@ -949,6 +1171,17 @@ impl ThinPool {
     }
 }
 
+/// Whether a chunk of `[offset, offset+len)` of device `no` is being
+/// copied.
+fn busy(st: &State, no: u32, offset: u64, len: usize) -> bool {
+    if st.copying.is_empty() || len == 0 {
+        return false;
+    }
+    let first = (offset / CHUNK) as u32;
+    let last = ((offset + len as u64 - 1) / CHUNK) as u32;
+    (first..=last).any(|l| st.copying.contains(&(no, l)))
+}
+
 fn check_size(size: u64) -> Result<()> {
     if size == 0 || !size.is_multiple_of(512) || size > MAX_SIZE {
         return Err(Error::Invalid(format!(
@@ -1032,6 +1265,26 @@ impl Volume for ThinVolume {
             self.pool.flush().map_err(to_io)?;
         }
         self.bound_pending()
+    }
+
+    fn read_vec(&self, offset: u64, len: usize) -> BoxFuture<'_, io::Result<Vec<u8>>> {
+        Box::pin(async move {
+            self.check(offset, len as u64)?;
+            self.pool.read_vec(self.no, offset, len).await
+        })
+    }
+
+    fn write_vec(&self, data: Vec<u8>, offset: u64, fua: bool) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            self.writable()?;
+            self.check(offset, data.len() as u64)?;
+            let changed = self.pool.write_vec(self.no, data, offset, fua).await?;
+            if (fua && changed) || self.pool.pending_len() > MAX_PENDING {
+                let pool = self.pool.clone();
+                crate::volume::blocking(move || pool.flush()).map_err(to_io)?;
+            }
+            Ok(())
+        })
     }
 
     fn flush(&self) -> io::Result<()> {

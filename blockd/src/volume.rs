@@ -23,6 +23,17 @@ pub struct Extent {
     pub hole: bool,
 }
 
+/// Runs blocking volume I/O from async code: on the multi-threaded
+/// runtime through `block_in_place`, elsewhere directly.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 pub trait Volume: Send + Sync {
     fn size(&self) -> u64;
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
@@ -35,6 +46,19 @@ pub trait Volume: Send + Sync {
     /// Allocation of `[offset, offset + len)`, in order, covering at least
     /// the first byte.
     fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>>;
+    /// `read_at` for async callers, on an owned buffer (volumes on the
+    /// engine do it without blocking a thread).
+    fn read_vec(&self, offset: u64, len: usize) -> BoxFuture<'_, io::Result<Vec<u8>>> {
+        Box::pin(async move {
+            let mut b = vec![0u8; len];
+            blocking(|| self.read_at(&mut b, offset))?;
+            Ok(b)
+        })
+    }
+    /// `write_at` for async callers.
+    fn write_vec(&self, data: Vec<u8>, offset: u64, fua: bool) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move { blocking(|| self.write_at(&data, offset, fua)) })
+    }
     /// Writes are refused (a snapshot).
     fn read_only(&self) -> bool {
         false
@@ -109,6 +133,23 @@ impl Volume for Throttled {
         s.count(&s.write_ops, Some((&s.write_bytes, data.len())));
         Ok(())
     }
+    fn read_vec(&self, offset: u64, len: usize) -> BoxFuture<'_, io::Result<Vec<u8>>> {
+        Box::pin(async move {
+            let b = self.inner.read_vec(offset, len).await?;
+            let s = &self.stats;
+            s.count(&s.read_ops, Some((&s.read_bytes, len)));
+            Ok(b)
+        })
+    }
+    fn write_vec(&self, data: Vec<u8>, offset: u64, fua: bool) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            let n = data.len();
+            self.inner.write_vec(data, offset, fua).await?;
+            let s = &self.stats;
+            s.count(&s.write_ops, Some((&s.write_bytes, n)));
+            Ok(())
+        })
+    }
     fn flush(&self) -> io::Result<()> {
         self.inner.flush()?;
         self.stats.count(&self.stats.flush_ops, None);
@@ -176,6 +217,14 @@ impl Volume for FileVolume {
 
     fn write_at(&self, data: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         self.file.write_at(data, offset, fua)
+    }
+
+    fn read_vec(&self, offset: u64, len: usize) -> BoxFuture<'_, io::Result<Vec<u8>>> {
+        Box::pin(self.file.read_vec(offset, len, None))
+    }
+
+    fn write_vec(&self, data: Vec<u8>, offset: u64, fua: bool) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(self.file.write_vec(data, offset, fua, None))
     }
 
     fn flush(&self) -> io::Result<()> {

@@ -377,12 +377,7 @@ where
 /// Runs a blocking volume call without stalling the async workers: on a
 /// multi-threaded runtime the worker hands its other tasks to its peers
 /// while the call runs. (The io_uring engine will make this unnecessary.)
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
+use crate::volume::blocking;
 
 struct Request {
     flags: u16,
@@ -610,7 +605,10 @@ async fn handle<W: AsyncWrite + Unpin>(
             if !in_range {
                 error_reply(w, s, req.cookie, ENOSPC, "write past the end of the export").await
             } else {
-                match blocking(|| v.write_at(&payload, req.offset, req.flags & CMD_FLAG_FUA != 0)) {
+                match v
+                    .write_vec(payload, req.offset, req.flags & CMD_FLAG_FUA != 0)
+                    .await
+                {
                     Ok(()) => ok_reply(w, s, req.cookie).await,
                     Err(e) => error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await,
                 }
@@ -701,9 +699,8 @@ async fn read<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let len = req.len as usize;
     if !s.structured {
-        buf.resize(len, 0);
-        return match blocking(|| v.read_at(&mut buf[..len], req.offset)) {
-            Ok(()) => simple_reply(w, req.cookie, 0, &buf[..len]).await,
+        return match v.read_vec(req.offset, len).await {
+            Ok(b) => simple_reply(w, req.cookie, 0, &b).await,
             Err(e) => simple_reply(w, req.cookie, io_errno(&e), &[]).await,
         };
     }
@@ -733,16 +730,16 @@ async fn read<W: AsyncWrite + Unpin>(
             .concat();
             chunk(w, req.cookie, flags, REPLY_TYPE_OFFSET_HOLE, &[&p]).await?;
         } else {
-            buf.resize(elen as usize, 0);
-            if let Err(e) = blocking(|| v.read_at(&mut buf[..elen as usize], pos)) {
-                return error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await;
-            }
+            *buf = match v.read_vec(pos, elen as usize).await {
+                Ok(b) => b,
+                Err(e) => return error_reply(w, s, req.cookie, io_errno(&e), &e.to_string()).await,
+            };
             chunk(
                 w,
                 req.cookie,
                 flags,
                 REPLY_TYPE_OFFSET_DATA,
-                &[&pos.to_be_bytes(), &buf[..elen as usize]],
+                &[&pos.to_be_bytes(), &buf[..]],
             )
             .await?;
         }
