@@ -1,15 +1,39 @@
 //! `cargo bench --bench nbd`: ../shared/bench/fio-jobs.sh in one run
 //! against (a) the raw backing file with io_uring and O_DIRECT, (b)
 //! qemu-storage-daemon exporting the same file over NBD on a unix socket,
-//! and (c) ursa-blockd exporting it over NBD on a unix socket.
+//! (c) ursa-blockd exporting the same file over NBD on a unix socket, and
+//! (d) a blockd volume in a thin pool on the same filesystem (10 GiB,
+//! SIZE of it written first), over NBD on a unix socket.
 //!
 //! Prints the table, one `BENCH <job> ours=… peer=… ratio=…` line per job
-//! against qemu-storage-daemon (IOPS, or MiB/s for the sequential jobs;
-//! for randread1 the p50 latency, ratio = peer/ours), and `BENCH <job>-raw`
-//! lines against the raw file. RUNTIME (default 5 s per job) and SIZE
-//! (default 1g) pass through to fio-jobs.sh.
+//! for the thin volume against qemu-storage-daemon (IOPS, or MiB/s for the
+//! sequential jobs; for randread1 the p50 latency, ratio = peer/ours),
+//! `BENCH <job>-raw` lines against the raw file, and `BENCH <job>-file` for
+//! blockd's file export against qemu-storage-daemon. Then the cost of a
+//! snapshot and a clone of the thin volume against `qemu-img create` of a
+//! qcow2 overlay (both metadata only). RUNTIME (default 5 s per job) and
+//! SIZE (default 1g) pass through to fio-jobs.sh.
 
 use std::collections::BTreeMap;
+use ursa_proto::blockd::v1 as pb;
+use ursa_proto::blockd::v1::blockd_client::BlockdClient;
+
+async fn client(path: &std::path::Path) -> BlockdClient<tonic::transport::Channel> {
+    let path = path.to_path_buf();
+    let ch = tonic::transport::Endpoint::try_from("http://blockd.invalid")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("gRPC connects");
+    BlockdClient::new(ch)
+}
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -179,11 +203,116 @@ fn main() {
     );
     drop(blockd);
 
+    // (d) A thin volume.
+    let tdir = dir.path().join("thin");
+    let gsock = tdir.join("grpc.sock");
+    let tsock = tdir.join("nbd.sock");
+    std::fs::create_dir_all(&tdir).unwrap();
+    let thin = Kill(Some(
+        Command::new(env!("CARGO_BIN_EXE_ursa-blockd"))
+            .arg("--listen")
+            .arg(format!("unix:{}", gsock.display()))
+            .arg("--state-dir")
+            .arg(tdir.join("state"))
+            .arg("--pool")
+            .arg(format!("bench={}", tdir.join("pool").display()))
+            .arg("--nbd-unix")
+            .arg(&tsock)
+            .env("URSA_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ursa-blockd starts"),
+    ));
+    wait_socket(&gsock);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(client(&gsock));
+    const VOL: &str = "be0c0000-0000-4000-8000-000000000001";
+    rt.block_on(c.create_volume(pb::CreateVolumeRequest {
+        id: VOL.into(),
+        size_bytes: 10 << 30,
+        pool: String::new(),
+        qos: None,
+    }))
+    .expect("create volume");
+    let uri = rt
+        .block_on(c.export_volume(pb::ExportVolumeRequest {
+            id: VOL.into(),
+            kind: 0,
+        }))
+        .expect("export")
+        .into_inner()
+        .uri;
+    // Written data, as for the others.
+    let o = Command::new("qemu-img")
+        .args([
+            "convert", "-n", "-S", "0", "-f", "raw", "-O", "raw", "-t", "none",
+        ])
+        .arg(&file)
+        .arg(&uri)
+        .output()
+        .expect("qemu-img");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    println!("ursa-blockd thin volume over NBD:");
+    let vol = fio_jobs(script, "nbd", &uri, &size, &runtime);
+
+    // Snapshot and clone of the written volume vs a qcow2 overlay.
+    let t0 = Instant::now();
+    rt.block_on(c.create_snapshot(pb::CreateSnapshotRequest {
+        volume_id: VOL.into(),
+        snapshot_id: "be0c0000-0000-4000-8000-0000000000a1".into(),
+    }))
+    .expect("snapshot");
+    let t_snap = t0.elapsed().as_secs_f64() * 1e3;
+    let t0 = Instant::now();
+    rt.block_on(c.clone_volume(pb::CloneVolumeRequest {
+        source_id: "be0c0000-0000-4000-8000-0000000000a1".into(),
+        id: "be0c0000-0000-4000-8000-0000000000c1".into(),
+    }))
+    .expect("clone");
+    let t_clone = t0.elapsed().as_secs_f64() * 1e3;
+    let t0 = Instant::now();
+    let o = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&file)
+        .arg(dir.path().join("overlay.qcow2"))
+        .output()
+        .expect("qemu-img");
+    assert!(o.status.success());
+    let t_qcow = t0.elapsed().as_secs_f64() * 1e3;
+    drop(thin);
+
+    println!(
+        "BENCH snapshot ours={t_snap:.2} peer={t_qcow:.2} ratio={:.2} unit=ms (peer/ours; 10 GiB volume, {size} written; peer: qemu-img create qcow2 overlay)",
+        t_qcow / t_snap.max(1e-9)
+    );
+    println!(
+        "BENCH clone ours={t_clone:.2} peer={t_qcow:.2} ratio={:.2} unit=ms (peer/ours)",
+        t_qcow / t_clone.max(1e-9)
+    );
+
     let figure = |name: &str, j: &Job| match name {
         "seqread" | "seqwrite" => (j.bw, "MiB/s"),
         _ => (j.iops, "IOPS"),
     };
-    for (name, o) in &ours {
+    for (name, f) in &ours {
+        let p = peer.get(name).copied().unwrap_or_default();
+        if name == "randread1" {
+            println!(
+                "BENCH {name}-file ours={:.1} peer={:.1} ratio={:.2} unit=p50_us (peer/ours)",
+                f.p50,
+                p.p50,
+                p.p50 / f.p50.max(1e-9)
+            );
+        } else {
+            let (fv, unit) = figure(name, f);
+            let (pv, _) = figure(name, &p);
+            println!(
+                "BENCH {name}-file ours={fv:.1} peer={pv:.1} ratio={:.2} unit={unit}",
+                fv / pv.max(1e-9)
+            );
+        }
+    }
+    for (name, o) in &vol {
         let p = peer.get(name).copied().unwrap_or_default();
         let r = raw.get(name).copied().unwrap_or_default();
         if name == "randread1" {

@@ -117,15 +117,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The engine of this process (one worker per CPU, at most four).
+    /// The engine of this process (one worker per CPU, at most four;
+    /// `URSA_BLOCKD_RINGS` overrides).
     pub fn global() -> io::Result<Arc<Engine>> {
         static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
         if let Some(e) = ENGINE.get() {
             return Ok(e.clone());
         }
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        let n = std::env::var("URSA_BLOCKD_RINGS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
             .clamp(1, 4);
         let e = Arc::new(Engine::new(n)?);
         Ok(ENGINE.get_or_init(|| e).clone())
@@ -311,7 +317,7 @@ impl EngineFile {
     }
 
     fn aligned(&self, offset: u64, len: usize) -> bool {
-        offset % self.align == 0 && (len as u64) % self.align == 0
+        offset.is_multiple_of(self.align) && (len as u64).is_multiple_of(self.align)
     }
 
     /// Reads `buf.len()` bytes at `offset`; past the end of the file reads

@@ -1,24 +1,26 @@
 //! blockd: the storage node daemon.
 //!
-//! This first slice has the two ends that every later part plugs into:
+//! A request flows one way: [`grpc`] (proto/ursa/blockd/v1 over tonic) →
+//! [`service`] (pools, the durable registry of volumes, which volume is
+//! exported how) → [`thin`] (the on-disk pool format: per-device chunk
+//! maps, a CRC-framed journal and checkpoints, copy-on-write snapshots and
+//! clones) → [`engine`] (io_uring rings, one per worker thread; O_DIRECT,
+//! registered files and buffers, FSYNC and RWF_DSYNC through the ring).
 //!
-//! - [`volume`]: the `Volume` trait (read, write with FUA, flush, trim,
-//!   write-zeroes, allocation extents) and `FileVolume`, a thin volume in a
-//!   sparse file (holes cost nothing and read as zeros).
+//! Exports see volumes through the [`volume::Volume`] trait (read, write
+//! with FUA, flush, trim, write-zeroes, allocation extents; async variants
+//! for the NBD server), wrapped in [`volume::Throttled`] for the per-volume
+//! [`qos`] limiter and I/O counters:
+//!
 //! - [`export::nbd`]: an NBD server (fixed newstyle; LIST/INFO/GO,
-//!   structured replies with sparse reads, `base:allocation` block status)
-//!   that real clients (qemu-img, qemu-io, nbdinfo, nbdcopy) talk to.
+//!   structured replies with sparse reads, `base:allocation` block status,
+//!   concurrent requests per connection) for qemu-img, qemu-io, nbdinfo,
+//!   nbdcopy and fio.
+//! - [`export::vhost_user`]: vhost-user-blk for local QEMU guests, on the
+//!   rust-vmm crates.
 //!
-//! - [`service`]: pools and the durable registry of volumes (create thin,
-//!   delete, grow, export/unexport over NBD, QoS limits; exports survive a
-//!   restart).
-//! - [`qos`]: per-volume token buckets (IOPS, bytes/s) shared by every
-//!   connection to an export, changeable while exported.
-//! - [`grpc`]: `proto/ursa/blockd/v1` over tonic.
-//!
-//! Still to come (issue: blockd): the copy-on-write on-disk format with
-//! snapshots and clones (the RPCs answer UNIMPLEMENTED until then), the
-//! io_uring engine and vhost-user-blk.
+//! [`volume::FileVolume`] serves a plain file as it is (`--export`), on the
+//! same engine.
 
 pub mod engine;
 pub mod export;

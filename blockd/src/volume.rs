@@ -1,12 +1,11 @@
 //! Volumes as the exports see them: a byte range with read, write, flush,
 //! trim, write-zeroes and allocation status.
 //!
-//! [`FileVolume`] keeps a volume in a sparse file: unwritten ranges are holes
-//! that cost no space and read as zeros, TRIM punches holes, WRITE_ZEROES
-//! punches or zero-ranges, and allocation status comes from
-//! `SEEK_DATA`/`SEEK_HOLE`. (The copy-on-write format for snapshots and
-//! clones, and the io_uring engine, are to come; they implement the same
-//! trait.)
+//! [`FileVolume`] serves a plain (sparse) file on the io_uring engine:
+//! unwritten ranges are holes that read as zeros, TRIM punches holes,
+//! WRITE_ZEROES punches or zero-ranges, and allocation status comes from
+//! `SEEK_DATA`/`SEEK_HOLE`. Volumes of the control plane live in thin
+//! pools ([`crate::thin::ThinVolume`]), which implement the same trait.
 
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::unistd::{lseek, Whence};

@@ -87,8 +87,7 @@ struct Backend {
 }
 
 /// The virtio-blk configuration space (virtio spec 5.2.4).
-fn config(size: u64, read_only: bool) -> Vec<u8> {
-    let _ = read_only;
+fn config(size: u64) -> Vec<u8> {
     let mut c = vec![0u8; 60];
     c[0..8].copy_from_slice(&(size / SECTOR).to_le_bytes());
     c[12..16].copy_from_slice(&128u32.to_le_bytes()); // seg_max
@@ -148,9 +147,7 @@ impl Backend {
             T_OUT => {
                 let len = reader.available_bytes();
                 throttle(len as u64);
-                if self.volume.read_only() {
-                    S_IOERR
-                } else if !in_range(len as u64) {
+                if self.volume.read_only() || !in_range(len as u64) {
                     S_IOERR
                 } else {
                     let mut buf = vec![0u8; len];
@@ -275,7 +272,7 @@ impl VhostUserBackendMut for Backend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        let c = config(self.volume.size(), self.volume.read_only());
+        let c = config(self.volume.size());
         let start = (offset as usize).min(c.len());
         let end = start.saturating_add(size as usize).min(c.len());
         let mut out = c[start..end].to_vec();
