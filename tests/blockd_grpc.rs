@@ -203,6 +203,21 @@ fn volumes_are_created_exported_written_and_survive_a_kill() {
             .unwrap()
             .into_inner();
     assert!(v.allocated_bytes >= 2 << 20 && v.exported, "{v:?}");
+    // Never-written ranges read as zeros and block status calls them holes.
+    assert!(qemu_io(&conn.uri, &["read -P 0 32M 1M"]));
+    if have("nbdinfo") {
+        let o = Command::new("nbdinfo")
+            .args(["--map", &conn.uri])
+            .output()
+            .unwrap();
+        let map = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{map}");
+        assert!(
+            map.lines().any(|l| l.contains("hole")) && map.lines().any(|l| l.contains("data")),
+            "nbdinfo --map: {map}"
+        );
+        assert!(map.contains("1048576     2097152    0  data"), "{map}");
+    }
     assert_eq!(
         d.rt.block_on(c.delete_volume(pb::VolumeRef { id: VOL.into() }))
             .unwrap_err()
