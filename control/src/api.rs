@@ -26,6 +26,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub identity: Identity,
+    pub images: crate::image::Images,
     /// Base URL clients reach us at, without a trailing slash
     /// (e.g. `http://127.0.0.1:5000`).
     pub base_url: String,
@@ -40,11 +41,14 @@ impl AppState {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     crate::identity::api::routes()
+        .merge(crate::image::api::routes())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        // Image data streams in without the JSON body limit.
+        .merge(crate::image::api::data_routes())
         .fallback(|| async { Error::NotFound("The resource could not be found.".into()) })
         .method_not_allowed_fallback(|| async {
             Error::MethodNotAllowed("The method is not allowed for the requested URL.".into())
         })
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         // A bug must cost one request a 500, never the connection or the process.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(shape_errors))

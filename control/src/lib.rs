@@ -8,6 +8,8 @@
 //!
 //! - [`identity`]: Keystone v3 (domains, projects, users, groups, roles,
 //!   assignments, application credentials, catalog, tokens, policy).
+//! - [`image`]: Glance v2 (images, data streamed to a local image store,
+//!   members, tags, JSON-patch updates).
 //! - [`store`]: SQLite (embedded, the default) or PostgreSQL, behind one
 //!   interface, with migrations.
 //! - [`server`]: `ursa up`: state directory, bootstrap, the HTTP listener,
@@ -20,5 +22,6 @@
 pub mod api;
 pub mod error;
 pub mod identity;
+pub mod image;
 pub mod server;
 pub mod store;

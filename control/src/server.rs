@@ -137,6 +137,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         admin_project: ADMIN_PROJECT,
         admin_password: &password,
         identity_url: &auth_url,
+        base_url: &base_url,
     }
     .run(&identity)
     .await?;
@@ -144,7 +145,10 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     write_private(&dir.join("clouds.yaml"), &clouds_yaml(&auth_url, &password))?;
 
     let background = spawn_background(identity.clone(), codec);
+    let images = crate::image::Images::new(identity.clone(), &dir.join("images"))
+        .with_context(|| format!("opening the image store in {}", dir.display()))?;
     let app = api::router(AppState {
+        images,
         identity,
         base_url: base_url.clone(),
     });

@@ -2,7 +2,8 @@
 //! bootstrap` makes it: the `Default` domain (id `default`), the `admin`
 //! project, the roles `admin ⇒ member ⇒ reader`, the admin user with the admin
 //! role on the admin project and on the system, region `RegionOne`, and the
-//! identity service in the catalog.
+//! identity service in the catalog (and the other services `ursa up`
+//! serves, [`SERVICES`]).
 //!
 //! It runs at every start and only adds what is missing, so a second start
 //! keeps everything; the identity endpoints follow the current public URL and
@@ -24,7 +25,13 @@ pub struct Bootstrap<'a> {
     pub admin_password: &'a str,
     /// The identity endpoint URL, ending in `/v3`.
     pub identity_url: &'a str,
+    /// Where the other services are mounted (`{base}/image`, …).
+    pub base_url: &'a str,
 }
+
+/// The services `ursa up` serves besides identity: catalog type, name,
+/// path under the base URL.
+pub const SERVICES: &[(&str, &str, &str)] = &[("image", "glance", "/image")];
 
 impl Bootstrap<'_> {
     pub async fn run(&self, id: &Identity) -> Result<()> {
@@ -143,33 +150,43 @@ impl Bootstrap<'_> {
                     json!({"id": REGION, "description": "", "parent_region_id": null}),
                 ));
             }
-            let svc_id = match m
-                .docs_of("service")
-                .find(|s| s["type"] == "identity")
-                .and_then(|s| s["id"].as_str())
-            {
-                Some(s) => s.to_string(),
-                None => {
-                    let s = new_id();
-                    ops.push(Op::put(
-                        "service",
-                        &s,
-                        "",
-                        &s,
-                        json!({"id": s, "type": "identity", "name": "keystone", "enabled": true, "description": "Ursa identity"}),
-                    ));
-                    s
-                }
-            };
-            for iface in ["public", "internal", "admin"] {
-                // Deterministic ids: the same endpoint is updated on each start.
-                let eid = format!("ursa-identity-{iface}");
-                let ep = json!({
-                    "id": eid, "service_id": svc_id, "interface": iface, "url": self.identity_url,
-                    "region": REGION, "region_id": REGION, "enabled": true
-                });
-                if m.doc("endpoint", &eid) != Some(&ep) {
-                    ops.push(Op::put("endpoint", &eid, "", &eid, ep));
+            let mut services = vec![(
+                "identity",
+                "keystone",
+                self.identity_url.to_string(),
+            )];
+            for (ty, name, path) in SERVICES {
+                services.push((ty, name, format!("{}{path}", self.base_url)));
+            }
+            for (ty, name, url) in services {
+                let svc_id = match m
+                    .docs_of("service")
+                    .find(|s| s["type"] == ty)
+                    .and_then(|s| s["id"].as_str())
+                {
+                    Some(s) => s.to_string(),
+                    None => {
+                        let s = new_id();
+                        ops.push(Op::put(
+                            "service",
+                            &s,
+                            "",
+                            &s,
+                            json!({"id": s, "type": ty, "name": name, "enabled": true, "description": format!("Ursa {ty}")}),
+                        ));
+                        s
+                    }
+                };
+                for iface in ["public", "internal", "admin"] {
+                    // Deterministic ids: the same endpoint is updated on each start.
+                    let eid = format!("ursa-{ty}-{iface}");
+                    let ep = json!({
+                        "id": eid, "service_id": svc_id, "interface": iface, "url": url,
+                        "region": REGION, "region_id": REGION, "enabled": true
+                    });
+                    if m.doc("endpoint", &eid) != Some(&ep) {
+                        ops.push(Op::put("endpoint", &eid, "", &eid, ep));
+                    }
                 }
             }
             Ok((ops, ()))
