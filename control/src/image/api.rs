@@ -108,6 +108,9 @@ fn check_visibility(v: &Value) -> Result<()> {
 
 /// Checks one property a client sets (create or patch).
 fn check_prop(auth: &Auth, k: &str, v: &Value) -> Result<()> {
+    if k.starts_with("os_glance") {
+        return Err(Error::Forbidden(format!("Attribute '{k}' is reserved.")));
+    }
     if READ_ONLY.contains(&k) {
         return Err(Error::Forbidden(format!("Attribute '{k}' is read-only.")));
     }
@@ -590,11 +593,22 @@ async fn update(
         let o = op
             .as_object()
             .ok_or_else(|| Error::BadRequest("A patch operation must be an object.".into()))?;
-        let kind = o.get("op").and_then(|v| v.as_str()).unwrap_or("");
-        let path = o
-            .get("path")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| Error::BadRequest("A patch operation needs a path.".into()))?;
+        // RFC 6902 ({"op": "replace", "path": "/name"}) or Glance's short
+        // form ({"replace": "/name"}).
+        let (kind, path) = match o.get("op").and_then(|v| v.as_str()) {
+            Some(k) => (
+                k,
+                o.get("path")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| Error::BadRequest("A patch operation needs a path.".into()))?,
+            ),
+            None => ["add", "replace", "remove"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(|v| v.as_str()).map(|p| (*k, p)))
+                .ok_or_else(|| {
+                    Error::BadRequest("A patch operation needs an op and a path.".into())
+                })?,
+        };
         let name = path
             .strip_prefix('/')
             .filter(|p| !p.is_empty() && !p.contains('/'))
@@ -612,6 +626,9 @@ async fn update(
                 checked.push((kind.to_string(), name, Some(v)));
             }
             "remove" => {
+                if name.starts_with("os_glance") {
+                    return Err(Error::Forbidden(format!("Attribute '{name}' is reserved.")));
+                }
                 if READ_ONLY.contains(&name.as_str())
                     || matches!(
                         name.as_str(),
