@@ -41,7 +41,7 @@ fn openstack_cli_drives_identity() {
     let cloud = Cloud::start(dir.path(), "cli-smoke-pw");
     let out = Command::new("bash")
         .arg(api.join("cli-smoke.sh"))
-        .args([&cloud.url, "admin", "cli-smoke-pw", "identity"])
+        .args([&cloud.url, "admin", "cli-smoke-pw", "identity", "image"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -52,7 +52,38 @@ fn openstack_cli_drives_identity() {
     );
     let (passed, failed) = counts(&text);
     assert_eq!(failed, 0);
-    assert!(passed >= 20, "too few steps ran:\n{text}");
+    assert!(passed >= 26, "too few steps ran:\n{text}");
+    assert!(text.contains("ok    image round trip"), "{text}");
+}
+
+/// Tempest's image suite, less what Ursa does not serve yet: metadata
+/// definitions (`/v2/metadefs`) and tasks.
+#[test]
+fn tempest_image_suite_passes() {
+    let Some(api) = shared_api() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "tempest-img-pw");
+    let out = Command::new("bash")
+        .arg(api.join("tempest.sh"))
+        .args([
+            &cloud.url,
+            "admin",
+            "tempest-img-pw",
+            r"tempest\.api\.image\.(?!.*metadefs)(?!.*test_image_task)",
+        ])
+        .env("TEMPEST_SERVICES", "glance")
+        .env("TEMPEST_CONCURRENCY", "2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tempest harness broke");
+    let (passed, failed) = counts(&text);
+    assert_eq!(failed, 0, "tempest failures:\n{text}");
+    assert!(
+        passed >= 30,
+        "expected the image suite, got {passed}:\n{text}"
+    );
 }
 
 #[test]

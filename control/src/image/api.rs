@@ -132,7 +132,7 @@ fn check_prop(auth: &Auth, k: &str, v: &Value) -> Result<()> {
         "protected" | "os_hidden" if !v.is_boolean() => {
             Err(Error::BadRequest(format!("Invalid value for '{k}': {v}")))
         }
-        "min_ram" | "min_disk" if !v.as_i64().is_some_and(|n| n >= 0) => Err(Error::BadRequest(
+        "min_ram" | "min_disk" if v.as_i64().is_none_or(|n| n < 0) => Err(Error::BadRequest(
             format!("Invalid value for '{k}': {v}; a non-negative integer expected."),
         )),
         "tags" => {

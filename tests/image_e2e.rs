@@ -1,0 +1,312 @@
+//! The image API (Glance v2 at /image) end to end with a real `ursa up`:
+//! data in and out with checksums, JSON-patch updates, sharing between
+//! projects, isolation (another project's private image is a 404), and
+//! bad input getting OpenStack-shaped errors that change nothing.
+
+mod common;
+
+use common::Cloud;
+use serde_json::{json, Value};
+
+struct Api<'a> {
+    cloud: &'a Cloud,
+    base: String,
+}
+
+impl Api<'_> {
+    fn req(&self, method: &str, path: &str, token: &str) -> reqwest::blocking::RequestBuilder {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        self.cloud
+            .http()
+            .request(m, format!("{}/image/v2{path}", self.base))
+            .header("X-Auth-Token", token)
+    }
+
+    fn json(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut rb = self.req(method, path, token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().unwrap();
+        let st = r.status().as_u16();
+        (st, r.json().unwrap_or(Value::Null))
+    }
+
+    fn patch(&self, id: &str, token: &str, ops: Value, ct: &str) -> (u16, Value) {
+        let r = self
+            .req("PATCH", &format!("/images/{id}"), token)
+            .header("Content-Type", ct)
+            .body(ops.to_string())
+            .send()
+            .unwrap();
+        let st = r.status().as_u16();
+        (st, r.json().unwrap_or(Value::Null))
+    }
+}
+
+const PATCH: &str = "application/openstack-images-v2.1-json-patch";
+
+/// A user with the member role on a new project; returns its token.
+fn member_of(cloud: &Cloud, admin: &str, project: &str) -> (String, String) {
+    let (st, p) = cloud.call(
+        "POST",
+        "/projects",
+        admin,
+        Some(json!({"project": {"name": project, "domain_id": "default"}})),
+    );
+    assert_eq!(st, 201, "{p}");
+    let pid = p["project"]["id"].as_str().unwrap().to_string();
+    let (st, u) = cloud.call(
+        "POST",
+        "/users",
+        admin,
+        Some(json!({"user": {"name": format!("{project}-user"), "password": "pw-pw-pw", "domain_id": "default"}})),
+    );
+    assert_eq!(st, 201, "{u}");
+    let uid = u["user"]["id"].as_str().unwrap();
+    let (_, roles) = cloud.call("GET", "/roles?name=member", admin, None);
+    let rid = roles["roles"][0]["id"].as_str().unwrap();
+    let (st, _) = cloud.call(
+        "PUT",
+        &format!("/projects/{pid}/users/{uid}/roles/{rid}"),
+        admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    let tok = cloud
+        .token(&format!("{project}-user"), "pw-pw-pw", Some(project))
+        .unwrap();
+    (tok, pid)
+}
+
+#[test]
+fn images_upload_share_isolate_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "image-pw");
+    let api = Api {
+        cloud: &cloud,
+        base: cloud.url.trim_end_matches("/v3").to_string(),
+    };
+    let admin = cloud.admin_token();
+    let (a, _pa) = member_of(&cloud, &admin, "img-a");
+    let (b, pb) = member_of(&cloud, &admin, "img-b");
+
+    // The catalog names the image service.
+    let (st, cat) = cloud.call("GET", "/auth/catalog", &a, None);
+    assert_eq!(st, 200);
+    assert!(
+        cat["catalog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["type"] == "image"),
+        "{cat}"
+    );
+
+    // Create, upload 3 MiB, download the same bytes with their checksum.
+    let (st, img) = api.json(
+        "POST",
+        "/images",
+        &a,
+        Some(
+            json!({"name": "tiny", "disk_format": "raw", "container_format": "bare",
+                    "visibility": "private", "os_distro": "busybox"}),
+        ),
+    );
+    assert_eq!(st, 201, "{img}");
+    assert_eq!(img["status"], "queued");
+    assert_eq!(img["os_distro"], "busybox");
+    let id = img["id"].as_str().unwrap().to_string();
+    let data: Vec<u8> = (0..3 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let r = api
+        .req("PUT", &format!("/images/{id}/file"), &a)
+        .header("Content-Type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (_, img) = api.json("GET", &format!("/images/{id}"), &a, None);
+    assert_eq!(img["status"], "active");
+    assert_eq!(img["size"], 3 << 20);
+    assert_eq!(img["os_hash_algo"], "sha512");
+    assert_eq!(img["checksum"].as_str().unwrap().len(), 32);
+    let r = api
+        .req("GET", &format!("/images/{id}/file"), &a)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["content-md5"].to_str().unwrap(),
+        img["checksum"].as_str().unwrap()
+    );
+    assert!(
+        r.bytes().unwrap()[..] == data[..],
+        "downloaded bytes differ"
+    );
+    // A second upload to an active image conflicts.
+    let r = api
+        .req("PUT", &format!("/images/{id}/file"), &a)
+        .header("Content-Type", "application/octet-stream")
+        .body(vec![1u8; 10])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+
+    // Project B: a 404 by id, absent from lists, cannot delete or download.
+    for (m, p) in [
+        ("GET", format!("/images/{id}")),
+        ("DELETE", format!("/images/{id}")),
+        ("GET", format!("/images/{id}/file")),
+    ] {
+        let (st, body) = api.json(m, &p, &b, None);
+        assert_eq!(st, 404, "{m} {p}: {body}");
+        assert_eq!(body["error"]["code"], 404);
+    }
+    let (_, list) = api.json("GET", "/images", &b, None);
+    assert!(!list.to_string().contains(&id), "B lists A's private image");
+
+    // JSON patch: add a property, replace the name, bad patches change nothing.
+    let (st, img) = api.patch(
+        &id,
+        &a,
+        json!([{"op": "replace", "path": "/name", "value": "tiny2"},
+               {"op": "add", "path": "/hw_disk_bus", "value": "virtio"}]),
+        PATCH,
+    );
+    assert_eq!(st, 200, "{img}");
+    assert_eq!(
+        (img["name"].as_str(), img["hw_disk_bus"].as_str()),
+        (Some("tiny2"), Some("virtio"))
+    );
+    for (ops, ct, want) in [
+        (json!({"op": "replace"}), PATCH, 400),
+        (json!([{"op": "move", "path": "/name"}]), PATCH, 400),
+        (
+            json!([{"op": "replace", "path": "/status", "value": "active"}]),
+            PATCH,
+            403,
+        ),
+        (
+            json!([{"op": "add", "path": "/os_glance_x", "value": "y"}]),
+            PATCH,
+            403,
+        ),
+        (
+            json!([{"op": "replace", "path": "/nope", "value": "y"}]),
+            PATCH,
+            409,
+        ),
+        (
+            json!([{"op": "replace", "path": "/name", "value": "x"}]),
+            "application/json",
+            415,
+        ),
+        (
+            json!([{"op": "replace", "path": "/disk_format", "value": "floppy"}]),
+            PATCH,
+            400,
+        ),
+    ] {
+        let (st, body) = api.patch(&id, &a, ops.clone(), ct);
+        assert_eq!(st, want, "{ops} ({ct}): {body}");
+    }
+    let (_, img) = api.json("GET", &format!("/images/{id}"), &a, None);
+    assert_eq!(img["name"], "tiny2", "a refused patch changed the image");
+    // B may not patch it either (it cannot see it).
+    let (st, _) = api.patch(
+        &id,
+        &b,
+        json!([{"op": "replace", "path": "/name", "value": "x"}]),
+        PATCH,
+    );
+    assert_eq!(st, 404);
+
+    // Share with B: visible once B is a member, listed once accepted.
+    let (st, _) = api.patch(
+        &id,
+        &a,
+        json!([{"op": "replace", "path": "/visibility", "value": "shared"}]),
+        PATCH,
+    );
+    assert_eq!(st, 200);
+    let (st, m) = api.json(
+        "POST",
+        &format!("/images/{id}/members"),
+        &a,
+        Some(json!({"member": pb})),
+    );
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(m["status"], "pending");
+    let (st, _) = api.json("GET", &format!("/images/{id}"), &b, None);
+    assert_eq!(st, 200);
+    let (_, list) = api.json("GET", "/images", &b, None);
+    assert!(
+        !list.to_string().contains(&id),
+        "pending member lists the image"
+    );
+    let (st, _) = api.json(
+        "PUT",
+        &format!("/images/{id}/members/{pb}"),
+        &b,
+        Some(json!({"status": "accepted"})),
+    );
+    assert_eq!(st, 200);
+    let (_, list) = api.json("GET", "/images", &b, None);
+    assert!(
+        list.to_string().contains(&id),
+        "accepted member does not list it"
+    );
+    let r = api
+        .req("GET", &format!("/images/{id}/file"), &b)
+        .send()
+        .unwrap();
+    assert!(r.bytes().unwrap()[..] == data[..]);
+    let (st, _) = api.json("DELETE", &format!("/images/{id}"), &b, None);
+    assert_eq!(st, 403, "a member deleted the owner's image");
+
+    // Bad creates.
+    for (body, want) in [
+        (json!({"name": "x", "disk_format": "floppy"}), 400),
+        (json!({"name": "x", "visibility": "public"}), 403),
+        (json!({"name": "x", "os_glance_foo": "bar"}), 403),
+        (json!({"name": "x", "min_ram": -1}), 400),
+        (json!({"id": "not-a-uuid"}), 400),
+    ] {
+        let (st, e) = api.json("POST", "/images", &a, Some(body.clone()));
+        assert_eq!(st, want, "{body}: {e}");
+    }
+    let r = api
+        .req("POST", "/images", &a)
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // Restart: the image and its data are still there.
+    drop(api);
+    let state = cloud.state_dir.clone();
+    assert!(cloud.stop().success());
+    let cloud = Cloud::start(&state, "image-pw");
+    let a = cloud
+        .token("img-a-user", "pw-pw-pw", Some("img-a"))
+        .unwrap();
+    let api = Api {
+        cloud: &cloud,
+        base: cloud.url.trim_end_matches("/v3").to_string(),
+    };
+    let r = api
+        .req("GET", &format!("/images/{id}/file"), &a)
+        .send()
+        .unwrap();
+    assert!(
+        r.bytes().unwrap()[..] == data[..],
+        "data lost across restart"
+    );
+    let (st, _) = api.json("DELETE", &format!("/images/{id}"), &a, None);
+    assert_eq!(st, 204);
+    let (st, _) = api.json("GET", &format!("/images/{id}"), &a, None);
+    assert_eq!(st, 404);
+}
