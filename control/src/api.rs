@@ -27,6 +27,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub struct AppState {
     pub identity: Identity,
     pub images: crate::image::Images,
+    /// Absent when no storage node is configured or reachable.
+    pub volumes: Option<crate::volume::Volumes>,
     /// Base URL clients reach us at, without a trailing slash
     /// (e.g. `http://127.0.0.1:5000`).
     pub base_url: String,
@@ -42,6 +44,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     crate::identity::api::routes()
         .merge(crate::image::api::routes())
+        .merge(crate::volume::api::routes())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         // Image data streams in without the JSON body limit.
         .merge(crate::image::api::data_routes())

@@ -23,6 +23,8 @@ pub enum Error {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
     NotImplemented(String),
     /// A failure that is ours, not the client's; the message is logged only.
     #[error("{0}")]
@@ -50,6 +52,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,

@@ -10,6 +10,8 @@
 //!   assignments, application credentials, catalog, tokens, policy).
 //! - [`image`]: Glance v2 (images, data streamed to a local image store,
 //!   members, tags, JSON-patch updates).
+//! - [`volume`]: Cinder v3 (volumes, snapshots, types, quotas) placed on
+//!   blockd nodes and driven over their gRPC API.
 //! - [`store`]: SQLite (embedded, the default) or PostgreSQL, behind one
 //!   interface, with migrations.
 //! - [`server`]: `ursa up`: state directory, bootstrap, the HTTP listener,
@@ -25,3 +27,4 @@ pub mod identity;
 pub mod image;
 pub mod server;
 pub mod store;
+pub mod volume;

@@ -44,6 +44,11 @@ enum Cmd {
         /// argon2id iterations (OWASP minimum at 19 MiB: 2).
         #[arg(long, env = "URSA_ARGON2_ITERATIONS", default_value_t = Cost::default().iterations)]
         argon2_iterations: u32,
+        /// NAME=ENDPOINT (unix:/path or http://host:port) of a storage node
+        /// (`ursa-blockd`), repeatable. Without one, `ursa up` runs its own
+        /// blockd (the binary next to `ursa`, or on PATH) in the state directory.
+        #[arg(long = "blockd", value_name = "NAME=ENDPOINT")]
+        blockd: Vec<String>,
     },
     /// Manage token keys.
     Keys {
@@ -96,6 +101,7 @@ fn main() -> anyhow::Result<()> {
             token_ttl,
             argon2_memory_kib,
             argon2_iterations,
+            blockd,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(up(UpOptions {
@@ -109,6 +115,7 @@ fn main() -> anyhow::Result<()> {
                     memory_kib: argon2_memory_kib,
                     iterations: argon2_iterations,
                 },
+                blockd,
             }))
         }
         Cmd::Keys {

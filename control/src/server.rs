@@ -28,6 +28,8 @@ pub struct UpOptions {
     pub public_url: Option<String>,
     pub token_ttl: Duration,
     pub password_cost: password::Cost,
+    /// NAME=ENDPOINT of storage nodes; empty: run one here.
+    pub blockd: Vec<String>,
 }
 
 pub const ADMIN_USER: &str = "admin";
@@ -132,23 +134,42 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let base_url = base_url.trim_end_matches('/').to_string();
     let auth_url = format!("{base_url}/v3");
     let password = admin_password(dir, opts.admin_password.clone())?;
-    Bootstrap {
-        admin_user: ADMIN_USER,
-        admin_project: ADMIN_PROJECT,
-        admin_password: &password,
-        identity_url: &auth_url,
-        base_url: &base_url,
-    }
-    .run(&identity)
-    .await?;
     write_private(&dir.join("openrc"), &openrc(&auth_url, &password))?;
     write_private(&dir.join("clouds.yaml"), &clouds_yaml(&auth_url, &password))?;
 
     let background = spawn_background(identity.clone(), codec);
     let images = crate::image::Images::new(identity.clone(), &dir.join("images"))
         .with_context(|| format!("opening the image store in {}", dir.display()))?;
+    let (nodes, mut local_blockd) = storage_nodes(dir, &opts.blockd).await?;
+    let volumes = if nodes.is_empty() {
+        None
+    } else {
+        let v = crate::volume::Volumes {
+            identity: identity.clone(),
+            nodes,
+            images: images.clone(),
+        };
+        v.bootstrap().await?;
+        Some(v)
+    };
+    let mut services: Vec<(&str, &str, &str)> = vec![("image", "glance", "/image")];
+    if volumes.is_some() {
+        services.push(("volumev3", "cinderv3", "/volume/v3"));
+        services.push(("block-storage", "cinder", "/volume/v3"));
+    }
+    Bootstrap {
+        admin_user: ADMIN_USER,
+        admin_project: ADMIN_PROJECT,
+        admin_password: &password,
+        identity_url: &auth_url,
+        base_url: &base_url,
+        services: &services,
+    }
+    .run(&identity)
+    .await?;
     let app = api::router(AppState {
         images,
+        volumes,
         identity,
         base_url: base_url.clone(),
     });
@@ -169,9 +190,111 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     background.abort();
+    if let Some(c) = local_blockd.as_mut() {
+        stop_child(c).await;
+    }
     store.close().await;
     eprintln!("Ursa stopped cleanly.");
     Ok(())
+}
+
+/// The storage nodes: those given as NAME=ENDPOINT, or one `ursa-blockd`
+/// run here (state, pool and sockets under `<state>/blockd`), returned so
+/// that it stops with us. No blockd binary: no volume service, said once.
+async fn storage_nodes(
+    dir: &std::path::Path,
+    given: &[String],
+) -> anyhow::Result<(Vec<crate::volume::Node>, Option<tokio::process::Child>)> {
+    let mut nodes = Vec::new();
+    for g in given {
+        let (name, ep) = g
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--blockd wants NAME=ENDPOINT, got {g:?}"))?;
+        let client = crate::volume::connect(ep)
+            .await
+            .map_err(|e| anyhow::anyhow!("blockd {name} at {ep}: {e}"))?;
+        nodes.push(crate::volume::Node {
+            name: name.to_string(),
+            client,
+        });
+    }
+    if !nodes.is_empty() {
+        return Ok((nodes, None));
+    }
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("ursa-blockd")))
+        .filter(|p| p.exists())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("ursa-blockd"))
+                    .find(|p| p.exists())
+            })
+        });
+    let Some(bin) = bin else {
+        eprintln!("No ursa-blockd next to ursa or on PATH: the volume service is off.");
+        return Ok((nodes, None));
+    };
+    let bdir = dir.join("blockd");
+    std::fs::create_dir_all(&bdir)?;
+    let sock = bdir.join("grpc.sock");
+    let _ = std::fs::remove_file(&sock);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bdir.join("blockd.log"))?;
+    let child = tokio::process::Command::new(&bin)
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--state-dir")
+        .arg(bdir.join("state"))
+        .arg("--pool")
+        .arg(format!("default={}", bdir.join("pool").display()))
+        .arg("--nbd-unix")
+        .arg(bdir.join("nbd.sock"))
+        .arg("--vhost-user-dir")
+        .arg(bdir.join("vhost"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let t0 = std::time::Instant::now();
+    let client = loop {
+        if sock.exists() {
+            if let Ok(c) = crate::volume::connect(&format!("unix:{}", sock.display())).await {
+                break c;
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            anyhow::bail!(
+                "{} did not come up; see {}",
+                bin.display(),
+                bdir.join("blockd.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    nodes.push(crate::volume::Node {
+        name: "local".into(),
+        client,
+    });
+    Ok((nodes, Some(child)))
+}
+
+/// SIGTERM, then a moment to finish, then SIGKILL.
+async fn stop_child(c: &mut tokio::process::Child) {
+    if let Some(pid) = c.id() {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(Duration::from_secs(5), c.wait())
+        .await
+        .is_err()
+    {
+        let _ = c.kill().await;
+    }
 }
 
 /// Key reloads, revocation pruning and, with a shared database, picking up

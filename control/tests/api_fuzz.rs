@@ -32,12 +32,12 @@ fn fixture() -> &'static Fixture {
             let codec = TokenCodec::open(KeyRepo::new(dir.path().join("keys"))).unwrap();
             let settings = Settings { password_cost: Cost { memory_kib: 1024, iterations: 1 }, ..Default::default() };
             let id = Identity::open(store, codec, settings).await.unwrap();
-            Bootstrap { admin_user: "admin", admin_project: "admin", admin_password: "pw", identity_url: "http://x/v3", base_url: "http://x" }
+            Bootstrap { admin_user: "admin", admin_project: "admin", admin_password: "pw", identity_url: "http://x/v3", base_url: "http://x", services: &[] }
                 .run(&id)
                 .await
                 .unwrap();
             let images = ursa_control::image::Images::new(id.clone(), &dir.path().join("images")).unwrap();
-            let app = router(AppState { identity: id, images, base_url: "http://x".into() });
+            let app = router(AppState { identity: id, images, volumes: None, base_url: "http://x".into() });
             let body = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"pw"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}"#;
             let resp = app
                 .clone()

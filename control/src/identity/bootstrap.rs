@@ -3,7 +3,7 @@
 //! project, the roles `admin ⇒ member ⇒ reader`, the admin user with the admin
 //! role on the admin project and on the system, region `RegionOne`, and the
 //! identity service in the catalog (and the other services `ursa up`
-//! serves, [`SERVICES`]).
+//! serves).
 //!
 //! It runs at every start and only adds what is missing, so a second start
 //! keeps everything; the identity endpoints follow the current public URL and
@@ -27,11 +27,14 @@ pub struct Bootstrap<'a> {
     pub identity_url: &'a str,
     /// Where the other services are mounted (`{base}/image`, …).
     pub base_url: &'a str,
+    /// The services served besides identity: catalog type, name, path
+    /// under the base URL. Services of [`OPTIONAL`] not listed leave the
+    /// catalog.
+    pub services: &'a [(&'a str, &'a str, &'a str)],
 }
 
-/// The services `ursa up` serves besides identity: catalog type, name,
-/// path under the base URL.
-pub const SERVICES: &[(&str, &str, &str)] = &[("image", "glance", "/image")];
+/// Services that come and go with their node daemons.
+pub const OPTIONAL: &[&str] = &["volumev3", "block-storage"];
 
 impl Bootstrap<'_> {
     pub async fn run(&self, id: &Identity) -> Result<()> {
@@ -155,8 +158,24 @@ impl Bootstrap<'_> {
                 "keystone",
                 self.identity_url.to_string(),
             )];
-            for (ty, name, path) in SERVICES {
+            for (ty, name, path) in self.services {
                 services.push((ty, name, format!("{}{path}", self.base_url)));
+            }
+            for ty in OPTIONAL {
+                if self.services.iter().any(|(t, _, _)| t == ty) {
+                    continue;
+                }
+                for s in m.docs_of("service").filter(|s| s["type"] == *ty) {
+                    if let Some(id) = s["id"].as_str() {
+                        ops.push(Op::delete("service", id));
+                    }
+                    for iface in ["public", "internal", "admin"] {
+                        let eid = format!("ursa-{ty}-{iface}");
+                        if m.doc("endpoint", &eid).is_some() {
+                            ops.push(Op::delete("endpoint", &eid));
+                        }
+                    }
+                }
             }
             for (ty, name, url) in services {
                 let svc_id = match m

@@ -1,0 +1,1121 @@
+//! Cinder v3 over HTTP at `/volume/v3` (with or without the project id in
+//! the path): volumes (create blank, from a snapshot, a volume or an
+//! image; list with filters, sorting and pagination; show, update,
+//! extend, delete), snapshots, volume types with extra specs,
+//! availability zones, limits and quotas. Microversions are negotiated with
+//! `OpenStack-API-Version: volume 3.x` (3.0 to 3.70).
+
+use super::{
+    now, st, Source, Volumes, DEFAULT_TYPE, DEFAULT_TYPE_ID, GIB, QUOTA_GIGABYTES, QUOTA_SNAPSHOTS,
+    QUOTA_VOLUMES, SNAPSHOT, TYPE, VOLUME, ZONE,
+};
+use crate::api::{empty, parse_body, AppState, Auth};
+use crate::error::{Error, Result};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+type Query = axum::extract::Query<HashMap<String, String>>;
+type Params = Path<HashMap<String, String>>;
+type Rec = Map<String, Value>;
+
+const MAX_MICRO: u32 = 70;
+
+pub fn routes() -> Router<AppState> {
+    let inner = Router::new()
+        .route("/volumes", get(list_volumes).post(create_volume))
+        .route("/volumes/detail", get(list_volumes_detail))
+        .route(
+            "/volumes/{id}",
+            get(show_volume).put(update_volume).delete(delete_volume),
+        )
+        .route("/volumes/{id}/action", post(volume_action))
+        .route("/snapshots", get(list_snapshots).post(create_snapshot))
+        .route("/snapshots/detail", get(list_snapshots_detail))
+        .route(
+            "/snapshots/{id}",
+            get(show_snapshot)
+                .put(update_snapshot)
+                .delete(delete_snapshot),
+        )
+        .route("/types", get(list_types).post(create_type))
+        .route("/types/default", get(default_type))
+        .route("/types/{id}", get(show_type).delete(delete_type))
+        .route(
+            "/types/{id}/extra_specs",
+            get(type_specs).post(set_type_specs),
+        )
+        .route("/os-availability-zone", get(zones))
+        .route("/limits", get(limits))
+        .route("/os-quota-sets/{project}", get(quotas))
+        .route("/os-quota-sets/{project}/defaults", get(quotas));
+    Router::new()
+        .route("/volume", get(versions))
+        .route("/volume/", get(versions))
+        .route("/volume/v3", get(version))
+        .route("/volume/v3/", get(version))
+        .nest("/volume/v3/{project_id}", inner.clone())
+        .nest("/volume/v3", inner)
+        .layer(axum::middleware::from_fn(microversion))
+}
+
+fn version_doc(st: &AppState) -> Value {
+    json!({"id": "v3.0", "status": "CURRENT", "version": format!("3.{MAX_MICRO}"),
+           "min_version": "3.0", "updated": "2023-02-01T00:00:00Z",
+           "media-types": [{"base": "application/json",
+                            "type": "application/vnd.openstack.volume+json;version=3"}],
+           "links": [{"rel": "self", "href": format!("{}/volume/v3/", st.base_url)}]})
+}
+
+async fn versions(State(st): State<AppState>) -> Response {
+    (
+        StatusCode::MULTIPLE_CHOICES,
+        Json(json!({"versions": [version_doc(&st)]})),
+    )
+        .into_response()
+}
+
+async fn version(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({"versions": [version_doc(&st)]}))
+}
+
+/// Negotiates the microversion and says which one answered.
+async fn microversion(req: Request, next: axum::middleware::Next) -> Response {
+    let asked = req
+        .headers()
+        .get("openstack-api-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("volume"))
+        .map(|v| v.trim().to_string());
+    let minor = match asked.as_deref() {
+        None | Some("") => 0,
+        Some("latest") => MAX_MICRO,
+        Some(v) => match v.strip_prefix("3.").and_then(|m| m.parse::<u32>().ok()) {
+            Some(m) if m <= MAX_MICRO => m,
+            _ => {
+                return Error::NotAcceptable(format!(
+                    "Version {v} is not supported by the API. Minimum is 3.0 and maximum is 3.{MAX_MICRO}."
+                ))
+                .into_response()
+            }
+        },
+    };
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("volume 3.{minor}")) {
+        h.insert("openstack-api-version", v);
+    }
+    h.insert("vary", HeaderValue::from_static("OpenStack-API-Version"));
+    resp
+}
+
+fn svc(state: &AppState) -> Result<&Volumes> {
+    state.volumes.as_ref().ok_or_else(|| {
+        Error::NotFound("The volume service has no storage node (ursa-blockd) here.".into())
+    })
+}
+
+fn project(auth: &Auth) -> Result<String> {
+    auth.0.project_id().map(str::to_string).ok_or_else(|| {
+        Error::Forbidden("Volumes belong to projects: use a project-scoped token.".into())
+    })
+}
+
+fn may_see(auth: &Auth, rec: &Rec) -> bool {
+    auth.0.is_reader_everywhere() || auth.0.project_id() == Some(st(rec, "project_id"))
+}
+
+fn find(s: &Volumes, auth: &Auth, kind: &str, id: &str) -> Result<Rec> {
+    let what = if kind == VOLUME { "Volume" } else { "Snapshot" };
+    s.doc(kind, id)
+        .filter(|r| may_see(auth, r))
+        .ok_or_else(|| Error::NotFound(format!("{what} {id} could not be found.")))
+}
+
+fn write_access(auth: &Auth) -> Result<()> {
+    if auth.0.has("member") || auth.0.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "Policy doesn't allow this operation to be performed.".into(),
+        ))
+    }
+}
+
+fn volume_view(state: &AppState, auth: &Auth, v: &Rec, detail: bool) -> Value {
+    let id = st(v, "id");
+    let links = json!([
+        {"href": format!("{}/volume/v3/{}/volumes/{id}", state.base_url, st(v, "project_id")), "rel": "self"},
+        {"href": format!("{}/volume/{}/volumes/{id}", state.base_url, st(v, "project_id")), "rel": "bookmark"}
+    ]);
+    if !detail {
+        return json!({"id": id, "name": v.get("name").cloned().unwrap_or(Value::Null), "links": links});
+    }
+    let mut out = Map::new();
+    for (k, val) in v {
+        if k.starts_with("ursa:") || k == "project_id" {
+            continue;
+        }
+        if !auth.0.is_admin() && k.starts_with("os-vol-host-attr") {
+            continue;
+        }
+        out.insert(k.clone(), val.clone());
+    }
+    out.insert("links".into(), links);
+    out.insert(
+        "os-vol-tenant-attr:tenant_id".into(),
+        json!(st(v, "project_id")),
+    );
+    if let Some(e) = v.get("ursa:error") {
+        out.insert("error".into(), e.clone());
+    }
+    Value::Object(out)
+}
+
+fn snapshot_view(s: &Rec, detail: bool) -> Value {
+    let mut out = Map::new();
+    for (k, val) in s {
+        if k.starts_with("ursa:") || k == "project_id" {
+            continue;
+        }
+        out.insert(k.clone(), val.clone());
+    }
+    if detail {
+        out.insert(
+            "os-extended-snapshot-attributes:project_id".into(),
+            json!(st(s, "project_id")),
+        );
+        out.insert(
+            "os-extended-snapshot-attributes:progress".into(),
+            s.get("progress").cloned().unwrap_or(json!("0%")),
+        );
+    }
+    Value::Object(out)
+}
+
+fn opt_string(b: &Map<String, Value>, k: &str, max: usize) -> Result<Value> {
+    match b.get(k) {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::String(s)) if s.chars().count() <= max => Ok(json!(s)),
+        Some(v) => Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute {k}. Value: {v}."
+        ))),
+    }
+}
+
+fn metadata(b: &Map<String, Value>) -> Result<Value> {
+    match b.get("metadata") {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                if k.is_empty() || k.len() > 255 || !v.as_str().is_some_and(|s| s.len() <= 255) {
+                    return Err(Error::BadRequest(format!("Invalid metadata: {k}")));
+                }
+            }
+            Ok(Value::Object(m.clone()))
+        }
+        Some(v) => Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute metadata. Value: {v}."
+        ))),
+    }
+}
+
+fn usage(s: &Volumes, project: &str) -> (u64, u64, u64) {
+    let vols: Vec<Rec> = s
+        .docs(VOLUME)
+        .into_iter()
+        .filter(|v| st(v, "project_id") == project)
+        .collect();
+    let snaps: Vec<Rec> = s
+        .docs(SNAPSHOT)
+        .into_iter()
+        .filter(|v| st(v, "project_id") == project)
+        .collect();
+    let gib: u64 = vols
+        .iter()
+        .chain(snaps.iter())
+        .filter_map(|v| v.get("size")?.as_u64())
+        .sum();
+    (vols.len() as u64, snaps.len() as u64, gib)
+}
+
+async fn create_volume(
+    State(state): State<AppState>,
+    auth: Auth,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let project = project(&auth)?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let b = body
+        .get("volume")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::BadRequest("Missing required element 'volume' in request body.".into())
+        })?;
+    let name = opt_string(b, "name", 255)?;
+    let description = opt_string(b, "description", 255)?;
+    let meta = metadata(b)?;
+    let snapshot_id = b
+        .get("snapshot_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let source_volid = b
+        .get("source_volid")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let image = b
+        .get("imageRef")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    if [&snapshot_id, &source_volid, &image]
+        .iter()
+        .filter(|x| x.is_some())
+        .count()
+        > 1
+    {
+        return Err(Error::BadRequest(
+            "Give at most one of snapshot_id, source_volid and imageRef.".into(),
+        ));
+    }
+    if let Some(z) = b.get("availability_zone").and_then(|v| v.as_str()) {
+        if z != ZONE {
+            return Err(Error::BadRequest(format!(
+                "Availability zone '{z}' is invalid."
+            )));
+        }
+    }
+    // The source decides the minimum size and the node.
+    let (source, min_gib, host) = if let Some(sid) = &snapshot_id {
+        let snap = find(s, &auth, SNAPSHOT, sid)?;
+        if st(&snap, "status") != "available" {
+            return Err(Error::BadRequest(format!(
+                "Snapshot {sid} is not available."
+            )));
+        }
+        let host = s
+            .doc(VOLUME, st(&snap, "volume_id"))
+            .map(|v| st(&v, "os-vol-host-attr:host").to_string())
+            .unwrap_or_else(|| st(&snap, "ursa:host").to_string());
+        (
+            Source::Copy(sid.clone()),
+            snap.get("size").and_then(|v| v.as_u64()).unwrap_or(1),
+            Some(host),
+        )
+    } else if let Some(vid) = &source_volid {
+        let src = find(s, &auth, VOLUME, vid)?;
+        if !matches!(st(&src, "status"), "available" | "in-use") {
+            return Err(Error::BadRequest(format!("Volume {vid} is not available.")));
+        }
+        (
+            Source::Copy(vid.clone()),
+            src.get("size").and_then(|v| v.as_u64()).unwrap_or(1),
+            Some(st(&src, "os-vol-host-attr:host").to_string()),
+        )
+    } else if let Some(iid) = &image {
+        let (img, _) = state.images.visible(&auth.0, iid).map_err(|_| {
+            Error::BadRequest(format!(
+                "Invalid image identifier or unable to access requested image {iid}."
+            ))
+        })?;
+        if st(&img, "status") != "active" {
+            return Err(Error::BadRequest(format!("Image {iid} is not active.")));
+        }
+        let bytes = img.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+        (Source::Image(iid.clone()), bytes.div_ceil(GIB).max(1), None)
+    } else {
+        (Source::Blank, 1, None)
+    };
+    let size = match b.get("size").filter(|v| !v.is_null()) {
+        None if matches!(source, Source::Copy(_)) => min_gib,
+        None => {
+            return Err(Error::BadRequest(
+                "Invalid input received: size is required.".into(),
+            ))
+        }
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|n| *n >= 1 && *n <= 1 << 20)
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "Invalid input received: size {v} must be a positive integer."
+                ))
+            })?,
+    };
+    if size < min_gib {
+        return Err(Error::BadRequest(format!(
+            "Invalid input received: volume size {size} GiB is smaller than its source ({min_gib} GiB)."
+        )));
+    }
+    let vtype = match b.get("volume_type").and_then(|v| v.as_str()) {
+        None => s
+            .doc(TYPE, DEFAULT_TYPE_ID)
+            .ok_or_else(|| Error::Internal("no default volume type".into()))?,
+        Some(t) => s
+            .docs(TYPE)
+            .into_iter()
+            .find(|x| st(x, "id") == t || st(x, "name") == t)
+            .ok_or_else(|| Error::NotFound(format!("Volume type {t} could not be found.")))?,
+    };
+    let (nv, _, gib) = usage(s, &project);
+    if nv + 1 > QUOTA_VOLUMES {
+        return Err(Error::PayloadTooLarge(format!(
+            "VolumeLimitExceeded: Maximum number of volumes allowed ({QUOTA_VOLUMES}) exceeded for quota 'volumes'."
+        )));
+    }
+    if gib + size > QUOTA_GIGABYTES {
+        return Err(Error::PayloadTooLarge(format!(
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested {size}G, quota is {QUOTA_GIGABYTES}G and {gib}G has been consumed."
+        )));
+    }
+    let host = match host {
+        Some(h) => h,
+        None => s.schedule(size * GIB).await?.name,
+    };
+    let now = now();
+    let id = uuid::Uuid::new_v4().to_string();
+    let vol = json!({
+        "id": id, "name": name, "description": description, "status": "creating", "size": size,
+        "availability_zone": ZONE, "created_at": now, "updated_at": now,
+        "volume_type": st(&vtype, "name"), "volume_type_id": st(&vtype, "id"),
+        "snapshot_id": snapshot_id, "source_volid": source_volid, "metadata": meta,
+        "bootable": if image.is_some() { "true" } else { "false" }, "encrypted": false, "multiattach": false,
+        "attachments": [], "user_id": auth.0.user_id, "project_id": project,
+        "replication_status": "disabled", "consistencygroup_id": null, "migration_status": null,
+        "group_id": null, "os-vol-host-attr:host": host, "shared_targets": false,
+        "os-vol-mig-status-attr:migstat": null, "os-vol-mig-status-attr:name_id": null,
+    })
+    .as_object()
+    .cloned()
+    .expect("object");
+    let mut vol = vol;
+    if let Some(iid) = &image {
+        if let Some(img) = state.images.get(iid) {
+            vol.insert(
+                "volume_image_metadata".into(),
+                json!({"image_id": iid, "image_name": img.get("name").cloned().unwrap_or(Value::Null),
+                       "disk_format": img.get("disk_format"), "container_format": img.get("container_format"),
+                       "checksum": img.get("checksum"), "size": img.get("size")}),
+            );
+        }
+    }
+    s.put(VOLUME, vol.clone()).await?;
+    s.spawn_create(vol.clone(), source);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"volume": volume_view(&state, &auth, &vol, true)})),
+    )
+        .into_response())
+}
+
+fn page(mut recs: Vec<Rec>, q: &HashMap<String, String>, filters: &[&str]) -> Result<Vec<Rec>> {
+    for k in filters {
+        if let Some(want) = q.get(*k) {
+            recs.retain(|r| match r.get(*k) {
+                Some(Value::String(s)) => s == want,
+                Some(v) => v.to_string() == *want,
+                None => false,
+            });
+        }
+    }
+    // sort=key:dir,… or sort_key/sort_dir; default created_at desc.
+    let mut keys: Vec<(String, bool)> = Vec::new();
+    if let Some(sort) = q.get("sort") {
+        for p in sort.split(',') {
+            let (k, d) = p.split_once(':').unwrap_or((p, "desc"));
+            keys.push((k.to_string(), d != "asc"));
+        }
+    } else if let Some(k) = q.get("sort_key") {
+        keys.push((
+            k.clone(),
+            q.get("sort_dir").map(String::as_str) != Some("asc"),
+        ));
+    }
+    for (k, _) in &keys {
+        if !matches!(
+            k.as_str(),
+            "created_at" | "updated_at" | "id" | "name" | "size" | "status" | "display_name"
+        ) {
+            return Err(Error::BadRequest(format!(
+                "Invalid input received: Invalid sort key {k}."
+            )));
+        }
+    }
+    if keys.is_empty() {
+        keys.push(("created_at".into(), true));
+    }
+    keys.push(("id".into(), keys.last().map(|k| k.1).unwrap_or(true)));
+    recs.sort_by(|a, b| {
+        for (k, desc) in &keys {
+            let k = if k == "display_name" {
+                "name"
+            } else {
+                k.as_str()
+            };
+            let o = match (a.get(k), b.get(k)) {
+                (Some(Value::Number(x)), Some(Value::Number(y))) => x
+                    .as_f64()
+                    .partial_cmp(&y.as_f64())
+                    .unwrap_or(std::cmp::Ordering::Equal),
+                (x, y) => x.map(|v| v.to_string()).cmp(&y.map(|v| v.to_string())),
+            };
+            if o != std::cmp::Ordering::Equal {
+                return if *desc { o.reverse() } else { o };
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    let start = match q.get("marker") {
+        None => 0,
+        Some(m) => {
+            recs.iter()
+                .position(|r| st(r, "id") == m)
+                .ok_or_else(|| Error::NotFound(format!("Marker {m} could not be found.")))?
+                + 1
+        }
+    };
+    let limit = match q.get("limit") {
+        None => 1000,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| Error::BadRequest(format!("Invalid input received: limit {l}")))?,
+    };
+    Ok(recs.into_iter().skip(start).take(limit).collect())
+}
+
+fn visible(s: &Volumes, auth: &Auth, kind: &str, q: &HashMap<String, String>) -> Vec<Rec> {
+    let all_tenants = auth.0.is_admin()
+        && q.get("all_tenants")
+            .is_some_and(|v| v != "0" && v != "false");
+    let project = auth.0.project_id().unwrap_or("");
+    s.docs(kind)
+        .into_iter()
+        .filter(|r| {
+            (all_tenants && q.get("project_id").is_none_or(|p| p == st(r, "project_id")))
+                || st(r, "project_id") == project
+        })
+        .collect()
+}
+
+async fn list_volumes_any(
+    state: &AppState,
+    auth: &Auth,
+    q: &HashMap<String, String>,
+    detail: bool,
+) -> Result<Json<Value>> {
+    let s = svc(state)?;
+    let recs = page(
+        visible(s, auth, VOLUME, q),
+        q,
+        &[
+            "name",
+            "status",
+            "bootable",
+            "availability_zone",
+            "volume_type",
+        ],
+    )?;
+    let vols: Vec<Value> = recs
+        .iter()
+        .map(|v| volume_view(state, auth, v, detail))
+        .collect();
+    Ok(Json(json!({"volumes": vols})))
+}
+
+async fn list_volumes(State(state): State<AppState>, auth: Auth, q: Query) -> Result<Json<Value>> {
+    list_volumes_any(&state, &auth, &q.0, false).await
+}
+
+async fn list_volumes_detail(
+    State(state): State<AppState>,
+    auth: Auth,
+    q: Query,
+) -> Result<Json<Value>> {
+    list_volumes_any(&state, &auth, &q.0, true).await
+}
+
+async fn show_volume(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let v = find(s, &auth, VOLUME, &p["id"])?;
+    Ok(Json(
+        json!({"volume": volume_view(&state, &auth, &v, true)}),
+    ))
+}
+
+async fn update_volume(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    find(s, &auth, VOLUME, &p["id"])?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let b = body
+        .get("volume")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::BadRequest("Missing required element 'volume' in request body.".into())
+        })?
+        .clone();
+    let name = if b.contains_key("name") {
+        Some(opt_string(&b, "name", 255)?)
+    } else {
+        None
+    };
+    let desc = if b.contains_key("description") {
+        Some(opt_string(&b, "description", 255)?)
+    } else {
+        None
+    };
+    let meta = if b.contains_key("metadata") {
+        Some(metadata(&b)?)
+    } else {
+        None
+    };
+    let v = s
+        .update(VOLUME, &p["id"], move |v| {
+            if let Some(n) = name {
+                v.insert("name".into(), n);
+            }
+            if let Some(d) = desc {
+                v.insert("description".into(), d);
+            }
+            if let Some(m) = meta {
+                v.insert("metadata".into(), m);
+            }
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Volume {} could not be found.", p["id"])))?;
+    Ok(Json(
+        json!({"volume": volume_view(&state, &auth, &v, true)}),
+    ))
+}
+
+async fn delete_volume(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    q: Query,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let id = p["id"].clone();
+    let v = find(s, &auth, VOLUME, &id)?;
+    let status = st(&v, "status");
+    if !matches!(
+        status,
+        "available" | "error" | "error_restoring" | "error_extending" | "error_managing"
+    ) {
+        return Err(Error::BadRequest(format!(
+            "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer. (status {status})"
+        )));
+    }
+    let snaps: Vec<Rec> = s
+        .docs(SNAPSHOT)
+        .into_iter()
+        .filter(|x| st(x, "volume_id") == id)
+        .collect();
+    let cascade = q
+        .get("cascade")
+        .is_some_and(|v| v == "true" || v == "True" || v == "1");
+    if !snaps.is_empty() && !cascade {
+        return Err(Error::BadRequest(format!(
+            "Invalid volume: Volume {id} still has dependent snapshots."
+        )));
+    }
+    for sn in snaps {
+        let sn = s
+            .update(SNAPSHOT, st(&sn, "id"), |r| {
+                r.insert("status".into(), json!("deleting"));
+                Ok(())
+            })
+            .await?;
+        if let Some(sn) = sn {
+            s.spawn_delete(SNAPSHOT, sn);
+        }
+    }
+    let v = s
+        .update(VOLUME, &id, |r| {
+            r.insert("status".into(), json!("deleting"));
+            Ok(())
+        })
+        .await?;
+    if let Some(v) = v {
+        s.spawn_delete(VOLUME, v);
+    }
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+async fn volume_action(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let id = p["id"].clone();
+    let v = find(s, &auth, VOLUME, &id)?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let (action, args) = body
+        .iter()
+        .next()
+        .ok_or_else(|| Error::BadRequest("An action is required.".into()))?;
+    match action.as_str() {
+        "os-extend" | "extend" => {
+            let new = args
+                .get("new_size")
+                .and_then(|n| {
+                    n.as_u64()
+                        .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
+                })
+                .ok_or_else(|| {
+                    Error::BadRequest("Invalid input received: new_size must be an integer.".into())
+                })?;
+            let cur = v.get("size").and_then(|x| x.as_u64()).unwrap_or(0);
+            if st(&v, "status") != "available" {
+                return Err(Error::BadRequest(format!(
+                    "Invalid volume: Volume {id} status must be available to extend."
+                )));
+            }
+            if new <= cur {
+                return Err(Error::BadRequest(format!(
+                    "Invalid input received: New size for extend must be greater than current size. (current: {cur}, extended: {new})."
+                )));
+            }
+            let (_, _, gib) = usage(s, st(&v, "project_id"));
+            if gib + (new - cur) > QUOTA_GIGABYTES {
+                return Err(Error::PayloadTooLarge(
+                    "VolumeSizeExceedsAvailableQuota: gigabytes quota exceeded.".into(),
+                ));
+            }
+            let v = s
+                .update(VOLUME, &id, |r| {
+                    r.insert("status".into(), json!("extending"));
+                    Ok(())
+                })
+                .await?;
+            if let Some(v) = v {
+                s.spawn_extend(v, new);
+            }
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-reset_status" if auth.0.is_admin() => {
+            let status = args
+                .get("status")
+                .and_then(|x| x.as_str())
+                .ok_or_else(|| Error::BadRequest("status is required.".into()))?
+                .to_string();
+            s.update(VOLUME, &id, move |r| {
+                r.insert("status".into(), json!(status));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-set_bootable" => {
+            let b = args
+                .get("bootable")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false);
+            s.update(VOLUME, &id, move |r| {
+                r.insert("bootable".into(), json!(if b { "true" } else { "false" }));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::OK))
+        }
+        "os-initialize_connection" => {
+            // The connection info a client (Nova, a test) attaches with.
+            let vhost = args
+                .pointer("/connector/ursa_vhost_user")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false);
+            let c = s.export(&v, vhost).await?;
+            let data = json!({"export_name": c.export_name, "uri": c.uri,
+                              "socket_path": c.socket_path, "host": c.host, "port": c.port});
+            Ok(Json(json!({"connection_info": {"driver_volume_type": c.driver_volume_type, "data": data}})).into_response())
+        }
+        other => Err(Error::BadRequest(format!(
+            "Invalid action: {other} is not supported."
+        ))),
+    }
+}
+
+async fn create_snapshot(
+    State(state): State<AppState>,
+    auth: Auth,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let project = project(&auth)?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let b = body
+        .get("snapshot")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::BadRequest("Missing required element 'snapshot' in request body.".into())
+        })?;
+    let vid = b.get("volume_id").and_then(|v| v.as_str()).ok_or_else(|| {
+        Error::BadRequest("Invalid input received: volume_id is required.".into())
+    })?;
+    let vol = find(s, &auth, VOLUME, vid)
+        .map_err(|_| Error::NotFound(format!("Volume {vid} could not be found.")))?;
+    let force = b
+        .get("force")
+        .is_some_and(|f| f == true || f == "true" || f == "True");
+    match st(&vol, "status") {
+        "available" => {}
+        "in-use" if force => {}
+        other => {
+            return Err(Error::BadRequest(format!(
+                "Invalid volume: Volume {vid} status must be available, but current status is: {other}."
+            )))
+        }
+    }
+    let (_, ns, gib) = usage(s, &project);
+    let size = vol.get("size").and_then(|v| v.as_u64()).unwrap_or(1);
+    if ns + 1 > QUOTA_SNAPSHOTS || gib + size > QUOTA_GIGABYTES {
+        return Err(Error::PayloadTooLarge(
+            "SnapshotLimitExceeded: Maximum number of snapshots allowed exceeded.".into(),
+        ));
+    }
+    let now = now();
+    let snap = json!({
+        "id": uuid::Uuid::new_v4().to_string(), "name": opt_string(b, "name", 255)?,
+        "description": opt_string(b, "description", 255)?, "status": "creating", "size": size,
+        "volume_id": vid, "created_at": now, "updated_at": now, "metadata": metadata(b)?,
+        "progress": "0%", "project_id": project, "user_id": auth.0.user_id,
+        "ursa:host": st(&vol, "os-vol-host-attr:host"),
+    })
+    .as_object()
+    .cloned()
+    .expect("object");
+    s.put(SNAPSHOT, snap.clone()).await?;
+    s.spawn_snapshot(snap.clone(), st(&vol, "os-vol-host-attr:host").to_string());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"snapshot": snapshot_view(&snap, true)})),
+    )
+        .into_response())
+}
+
+async fn list_snapshots_any(
+    state: &AppState,
+    auth: &Auth,
+    q: &HashMap<String, String>,
+    detail: bool,
+) -> Result<Json<Value>> {
+    let s = svc(state)?;
+    let recs = page(
+        visible(s, auth, SNAPSHOT, q),
+        q,
+        &["name", "status", "volume_id"],
+    )?;
+    let v: Vec<Value> = recs.iter().map(|r| snapshot_view(r, detail)).collect();
+    Ok(Json(json!({"snapshots": v})))
+}
+
+async fn list_snapshots(
+    State(state): State<AppState>,
+    auth: Auth,
+    q: Query,
+) -> Result<Json<Value>> {
+    list_snapshots_any(&state, &auth, &q.0, false).await
+}
+
+async fn list_snapshots_detail(
+    State(state): State<AppState>,
+    auth: Auth,
+    q: Query,
+) -> Result<Json<Value>> {
+    list_snapshots_any(&state, &auth, &q.0, true).await
+}
+
+async fn show_snapshot(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let sn = find(s, &auth, SNAPSHOT, &p["id"])?;
+    Ok(Json(json!({"snapshot": snapshot_view(&sn, true)})))
+}
+
+async fn update_snapshot(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    find(s, &auth, SNAPSHOT, &p["id"])?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let b = body
+        .get("snapshot")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::BadRequest("Missing required element 'snapshot' in request body.".into())
+        })?
+        .clone();
+    let name = if b.contains_key("name") {
+        Some(opt_string(&b, "name", 255)?)
+    } else {
+        None
+    };
+    let desc = if b.contains_key("description") {
+        Some(opt_string(&b, "description", 255)?)
+    } else {
+        None
+    };
+    let sn = s
+        .update(SNAPSHOT, &p["id"], move |r| {
+            if let Some(n) = name {
+                r.insert("name".into(), n);
+            }
+            if let Some(d) = desc {
+                r.insert("description".into(), d);
+            }
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Snapshot {} could not be found.", p["id"])))?;
+    Ok(Json(json!({"snapshot": snapshot_view(&sn, true)})))
+}
+
+async fn delete_snapshot(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let sn = find(s, &auth, SNAPSHOT, &p["id"])?;
+    if !matches!(st(&sn, "status"), "available" | "error" | "error_deleting") {
+        return Err(Error::BadRequest(format!(
+            "Invalid snapshot: Snapshot status must be available or error. (status {})",
+            st(&sn, "status")
+        )));
+    }
+    let sn = s
+        .update(SNAPSHOT, &p["id"], |r| {
+            r.insert("status".into(), json!("deleting"));
+            Ok(())
+        })
+        .await?;
+    if let Some(sn) = sn {
+        s.spawn_delete(SNAPSHOT, sn);
+    }
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+fn type_view(t: &Rec) -> Value {
+    Value::Object(t.clone())
+}
+
+async fn list_types(State(state): State<AppState>, _auth: Auth) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let mut t = s.docs(TYPE);
+    t.sort_by(|a, b| st(a, "name").cmp(st(b, "name")));
+    Ok(Json(
+        json!({"volume_types": t.iter().map(type_view).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn default_type(State(state): State<AppState>, _auth: Auth) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let t = s
+        .doc(TYPE, DEFAULT_TYPE_ID)
+        .ok_or_else(|| Error::NotFound("Default volume type can not be found.".into()))?;
+    Ok(Json(json!({"volume_type": type_view(&t)})))
+}
+
+fn find_type(s: &Volumes, id: &str) -> Result<Rec> {
+    s.docs(TYPE)
+        .into_iter()
+        .find(|t| st(t, "id") == id || st(t, "name") == id)
+        .ok_or_else(|| Error::NotFound(format!("Volume type {id} could not be found.")))
+}
+
+async fn show_type(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    Ok(Json(
+        json!({"volume_type": type_view(&find_type(s, &p["id"])?)}),
+    ))
+}
+
+fn admin(auth: &Auth) -> Result<()> {
+    if auth.0.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "Policy doesn't allow this operation to be performed.".into(),
+        ))
+    }
+}
+
+fn specs(v: Option<&Value>) -> Result<Map<String, Value>> {
+    match v {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m))
+            if m.iter()
+                .all(|(k, v)| !k.is_empty() && k.len() <= 255 && v.is_string()) =>
+        {
+            Ok(m.clone())
+        }
+        Some(v) => Err(Error::BadRequest(format!("Invalid extra_specs: {v}"))),
+    }
+}
+
+async fn create_type(
+    State(state): State<AppState>,
+    auth: Auth,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let b = body
+        .get("volume_type")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::BadRequest("Missing required element 'volume_type' in request body.".into())
+        })?;
+    let name = b
+        .get("name")
+        .and_then(|v| v.as_str())
+        .filter(|n| !n.trim().is_empty() && n.len() <= 255)
+        .ok_or_else(|| Error::BadRequest("Volume type name can not be empty.".into()))?;
+    if s.docs(TYPE).iter().any(|t| st(t, "name") == name) {
+        return Err(Error::Conflict(format!(
+            "Volume Type {name} already exists."
+        )));
+    }
+    let public = b
+        .get("os-volume-type-access:is_public")
+        .and_then(|v| v.as_bool().or_else(|| v.as_str().map(|s| s == "true")))
+        .unwrap_or(true);
+    let t = json!({"id": uuid::Uuid::new_v4().to_string(), "name": name,
+                   "description": opt_string(b, "description", 255)?, "is_public": public,
+                   "os-volume-type-access:is_public": public, "extra_specs": specs(b.get("extra_specs"))?,
+                   "qos_specs_id": null})
+    .as_object()
+    .cloned()
+    .expect("object");
+    s.put(TYPE, t.clone()).await?;
+    Ok(Json(json!({"volume_type": type_view(&t)})))
+}
+
+async fn delete_type(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let t = find_type(s, &p["id"])?;
+    if st(&t, "id") == DEFAULT_TYPE_ID {
+        return Err(Error::BadRequest(format!(
+            "The {DEFAULT_TYPE} type cannot be deleted."
+        )));
+    }
+    if s.docs(VOLUME)
+        .iter()
+        .any(|v| st(v, "volume_type_id") == st(&t, "id"))
+    {
+        return Err(Error::BadRequest(
+            "Target volume type is still in use.".into(),
+        ));
+    }
+    s.forget(TYPE, st(&t, "id")).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+async fn type_specs(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let t = find_type(s, &p["id"])?;
+    Ok(Json(
+        json!({"extra_specs": t.get("extra_specs").cloned().unwrap_or(json!({}))}),
+    ))
+}
+
+async fn set_type_specs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let t = find_type(s, &p["id"])?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let new = specs(body.get("extra_specs"))?;
+    let out = new.clone();
+    s.update(TYPE, st(&t, "id"), move |r| {
+        let mut cur = r
+            .get("extra_specs")
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default();
+        cur.extend(new);
+        r.insert("extra_specs".into(), Value::Object(cur));
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"extra_specs": out})))
+}
+
+async fn zones(State(state): State<AppState>, _auth: Auth) -> Result<Json<Value>> {
+    svc(&state)?;
+    Ok(Json(
+        json!({"availabilityZoneInfo": [{"zoneName": ZONE, "zoneState": {"available": true}}]}),
+    ))
+}
+
+async fn limits(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let (nv, ns, gib) = usage(s, auth.0.project_id().unwrap_or(""));
+    Ok(Json(json!({"limits": {"rate": [], "absolute": {
+        "maxTotalVolumes": QUOTA_VOLUMES, "maxTotalSnapshots": QUOTA_SNAPSHOTS,
+        "maxTotalVolumeGigabytes": QUOTA_GIGABYTES, "maxTotalBackups": 0, "maxTotalBackupGigabytes": 0,
+        "totalVolumesUsed": nv, "totalSnapshotsUsed": ns, "totalGigabytesUsed": gib,
+        "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0}}})))
+}
+
+async fn quotas(State(state): State<AppState>, auth: Auth, Path(p): Params) -> Result<Json<Value>> {
+    svc(&state)?;
+    let project = p.get("project").cloned().unwrap_or_default();
+    if !auth.0.is_reader_everywhere() && auth.0.project_id() != Some(project.as_str()) {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow this operation to be performed.".into(),
+        ));
+    }
+    Ok(Json(
+        json!({"quota_set": {"id": project, "volumes": QUOTA_VOLUMES, "snapshots": QUOTA_SNAPSHOTS,
+        "gigabytes": QUOTA_GIGABYTES, "backups": 0, "backup_gigabytes": 0, "per_volume_gigabytes": -1,
+        "groups": 10}}),
+    ))
+}
