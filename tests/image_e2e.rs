@@ -46,39 +46,6 @@ impl Api<'_> {
 
 const PATCH: &str = "application/openstack-images-v2.1-json-patch";
 
-/// A user with the member role on a new project; returns its token.
-fn member_of(cloud: &Cloud, admin: &str, project: &str) -> (String, String) {
-    let (st, p) = cloud.call(
-        "POST",
-        "/projects",
-        admin,
-        Some(json!({"project": {"name": project, "domain_id": "default"}})),
-    );
-    assert_eq!(st, 201, "{p}");
-    let pid = p["project"]["id"].as_str().unwrap().to_string();
-    let (st, u) = cloud.call(
-        "POST",
-        "/users",
-        admin,
-        Some(json!({"user": {"name": format!("{project}-user"), "password": "pw-pw-pw", "domain_id": "default"}})),
-    );
-    assert_eq!(st, 201, "{u}");
-    let uid = u["user"]["id"].as_str().unwrap();
-    let (_, roles) = cloud.call("GET", "/roles?name=member", admin, None);
-    let rid = roles["roles"][0]["id"].as_str().unwrap();
-    let (st, _) = cloud.call(
-        "PUT",
-        &format!("/projects/{pid}/users/{uid}/roles/{rid}"),
-        admin,
-        None,
-    );
-    assert_eq!(st, 204);
-    let tok = cloud
-        .token(&format!("{project}-user"), "pw-pw-pw", Some(project))
-        .unwrap();
-    (tok, pid)
-}
-
 #[test]
 fn images_upload_share_isolate_and_refuse_bad_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,8 +55,8 @@ fn images_upload_share_isolate_and_refuse_bad_input() {
         base: cloud.url.trim_end_matches("/v3").to_string(),
     };
     let admin = cloud.admin_token();
-    let (a, _pa) = member_of(&cloud, &admin, "img-a");
-    let (b, pb) = member_of(&cloud, &admin, "img-b");
+    let (a, _pa) = cloud.member_of(&admin, "img-a");
+    let (b, pb) = cloud.member_of(&admin, "img-b");
 
     // The catalog names the image service.
     let (st, cat) = cloud.call("GET", "/auth/catalog", &a, None);

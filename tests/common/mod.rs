@@ -127,6 +127,41 @@ impl Cloud {
         Ok(r.headers()["x-subject-token"].to_str().unwrap().to_string())
     }
 
+    /// A user with the member role on a new project: its token and the
+    /// project id.
+    pub fn member_of(&self, admin: &str, project: &str) -> (String, String) {
+        let cloud = self;
+        let (st, p) = cloud.call(
+            "POST",
+            "/projects",
+            admin,
+            Some(json!({"project": {"name": project, "domain_id": "default"}})),
+        );
+        assert_eq!(st, 201, "{p}");
+        let pid = p["project"]["id"].as_str().unwrap().to_string();
+        let (st, u) = cloud.call(
+            "POST",
+            "/users",
+            admin,
+            Some(json!({"user": {"name": format!("{project}-user"), "password": "pw-pw-pw", "domain_id": "default"}})),
+        );
+        assert_eq!(st, 201, "{u}");
+        let uid = u["user"]["id"].as_str().unwrap();
+        let (_, roles) = cloud.call("GET", "/roles?name=member", admin, None);
+        let rid = roles["roles"][0]["id"].as_str().unwrap();
+        let (st, _) = cloud.call(
+            "PUT",
+            &format!("/projects/{pid}/users/{uid}/roles/{rid}"),
+            admin,
+            None,
+        );
+        assert_eq!(st, 204);
+        let tok = cloud
+            .token(&format!("{project}-user"), "pw-pw-pw", Some(project))
+            .unwrap();
+        (tok, pid)
+    }
+
     pub fn admin_token(&self) -> String {
         self.token("admin", &self.password.clone(), Some("admin"))
             .expect("admin logs in")

@@ -212,7 +212,7 @@ fn metadata(b: &Map<String, Value>) -> Result<Value> {
         None | Some(Value::Null) => Ok(json!({})),
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                if k.is_empty() || k.len() > 255 || !v.as_str().is_some_and(|s| s.len() <= 255) {
+                if k.is_empty() || k.len() > 255 || v.as_str().is_none_or(|s| s.len() > 255) {
                     return Err(Error::BadRequest(format!("Invalid metadata: {k}")));
                 }
             }
@@ -419,7 +419,7 @@ fn page(mut recs: Vec<Rec>, q: &HashMap<String, String>, filters: &[&str]) -> Re
         if let Some(want) = q.get(*k) {
             recs.retain(|r| match r.get(*k) {
                 Some(Value::String(s)) => s == want,
-                Some(v) => v.to_string() == *want,
+                Some(v) => want.as_str() == v.to_string().as_str(),
                 None => false,
             });
         }
