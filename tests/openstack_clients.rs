@@ -41,7 +41,7 @@ fn openstack_cli_drives_identity() {
     let cloud = Cloud::start(dir.path(), "cli-smoke-pw");
     let out = Command::new("bash")
         .arg(api.join("cli-smoke.sh"))
-        .args([&cloud.url, "admin", "cli-smoke-pw", "identity", "image"])
+        .args([&cloud.url, "admin", "cli-smoke-pw", "identity", "image", "volume"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -54,6 +54,11 @@ fn openstack_cli_drives_identity() {
     assert_eq!(failed, 0);
     assert!(passed >= 26, "too few steps ran:\n{text}");
     assert!(text.contains("ok    image round trip"), "{text}");
+    // The volume section runs when ursa-blockd was built beside ursa.
+    let blockd = std::path::Path::new(common::ursa_bin()).with_file_name("ursa-blockd");
+    if blockd.exists() {
+        assert!(text.contains("ok    snapshot available"), "{text}");
+    }
 }
 
 /// Tempest's image suite, less what Ursa does not serve yet: metadata
