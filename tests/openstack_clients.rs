@@ -41,7 +41,14 @@ fn openstack_cli_drives_identity() {
     let cloud = Cloud::start(dir.path(), "cli-smoke-pw");
     let out = Command::new("bash")
         .arg(api.join("cli-smoke.sh"))
-        .args([&cloud.url, "admin", "cli-smoke-pw", "identity", "image", "volume"])
+        .args([
+            &cloud.url,
+            "admin",
+            "cli-smoke-pw",
+            "identity",
+            "image",
+            "volume",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -6,12 +6,12 @@
 //! `OpenStack-API-Version: volume 3.x` (3.0 to 3.70).
 
 use super::{
-    now, st, Source, Volumes, DEFAULT_TYPE, DEFAULT_TYPE_ID, GIB, QUOTA_GIGABYTES, QUOTA_SNAPSHOTS,
-    QUOTA_VOLUMES, SNAPSHOT, TYPE, VOLUME, ZONE,
+    now, st, Source, Volumes, DEFAULT_TYPE, DEFAULT_TYPE_ID, GIB, QUOTA, QUOTA_GIGABYTES,
+    QUOTA_SNAPSHOTS, QUOTA_VOLUMES, SNAPSHOT, TYPE, VOLUME, ZONE,
 };
 use crate::api::{empty, parse_body, AppState, Auth};
 use crate::error::{Error, Result};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +24,40 @@ type Params = Path<HashMap<String, String>>;
 type Rec = Map<String, Value>;
 
 const MAX_MICRO: u32 = 70;
+
+/// The negotiated microversion (the minor number of 3.x).
+#[derive(Clone, Copy, Debug)]
+pub struct Micro(pub u32);
+
+type Mv = Extension<Micro>;
+
+/// Fields of a volume in a create/update reply (Cinder's schema).
+const VOLUME_FIELDS: &[&str] = &[
+    "migration_status",
+    "attachments",
+    "availability_zone",
+    "encrypted",
+    "updated_at",
+    "replication_status",
+    "snapshot_id",
+    "id",
+    "size",
+    "user_id",
+    "metadata",
+    "status",
+    "description",
+    "multiattach",
+    "source_volid",
+    "consistencygroup_id",
+    "name",
+    "bootable",
+    "created_at",
+    "volume_type",
+    "group_id",
+    "provider_id",
+    "service_uuid",
+    "shared_targets",
+];
 
 pub fn routes() -> Router<AppState> {
     let inner = Router::new()
@@ -51,8 +85,18 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/os-availability-zone", get(zones))
         .route("/limits", get(limits))
-        .route("/os-quota-sets/{project}", get(quotas))
-        .route("/os-quota-sets/{project}/defaults", get(quotas));
+        .route(
+            "/os-quota-sets/{project}",
+            get(quotas).put(set_quotas).delete(delete_quotas),
+        )
+        .route("/os-quota-sets/{project}/defaults", get(quota_defaults))
+        .route(
+            "/os-quota-class-sets/{class}",
+            get(quota_class).put(set_quota_class),
+        )
+        .route("/extensions", get(extensions))
+        .route("/scheduler-stats/get_pools", get(get_pools))
+        .route("/os-services", get(services));
     Router::new()
         .route("/volume", get(versions))
         .route("/volume/", get(versions))
@@ -104,6 +148,8 @@ async fn microversion(req: Request, next: axum::middleware::Next) -> Response {
             }
         },
     };
+    let mut req = req;
+    req.extensions_mut().insert(Micro(minor));
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("volume 3.{minor}")) {
@@ -146,7 +192,16 @@ fn write_access(auth: &Auth) -> Result<()> {
     }
 }
 
-fn volume_view(state: &AppState, auth: &Auth, v: &Rec, detail: bool) -> Value {
+/// How a volume is shown: `full` for show and detailed lists (with the
+/// extended attributes), else as create and update answer.
+fn volume_view(
+    state: &AppState,
+    auth: &Auth,
+    mv: Micro,
+    v: &Rec,
+    detail: bool,
+    full: bool,
+) -> Value {
     let id = st(v, "id");
     let links = json!([
         {"href": format!("{}/volume/v3/{}/volumes/{id}", state.base_url, st(v, "project_id")), "rel": "self"},
@@ -156,33 +211,55 @@ fn volume_view(state: &AppState, auth: &Auth, v: &Rec, detail: bool) -> Value {
         return json!({"id": id, "name": v.get("name").cloned().unwrap_or(Value::Null), "links": links});
     }
     let mut out = Map::new();
-    for (k, val) in v {
-        if k.starts_with("ursa:") || k == "project_id" {
-            continue;
-        }
-        if !auth.0.is_admin() && k.starts_with("os-vol-host-attr") {
-            continue;
-        }
-        out.insert(k.clone(), val.clone());
+    for k in VOLUME_FIELDS {
+        out.insert((*k).into(), v.get(*k).cloned().unwrap_or(Value::Null));
     }
     out.insert("links".into(), links);
-    out.insert(
-        "os-vol-tenant-attr:tenant_id".into(),
-        json!(st(v, "project_id")),
-    );
+    if full {
+        out.insert(
+            "os-vol-tenant-attr:tenant_id".into(),
+            json!(st(v, "project_id")),
+        );
+        out.insert("os-vol-mig-status-attr:migstat".into(), Value::Null);
+        out.insert("os-vol-mig-status-attr:name_id".into(), Value::Null);
+        if auth.0.is_admin() {
+            out.insert(
+                "os-vol-host-attr:host".into(),
+                json!(format!("{}@blockd#default", st(v, "ursa:node"))),
+            );
+        }
+        if let Some(m) = v.get("volume_image_metadata") {
+            out.insert("volume_image_metadata".into(), m.clone());
+        }
+    }
+    if mv.0 >= 61 {
+        out.insert(
+            "volume_type_id".into(),
+            v.get("volume_type_id").cloned().unwrap_or(Value::Null),
+        );
+    }
     if let Some(e) = v.get("ursa:error") {
-        out.insert("error".into(), e.clone());
+        if full {
+            out.insert("ursa:error".into(), e.clone());
+        }
     }
     Value::Object(out)
 }
 
 fn snapshot_view(s: &Rec, detail: bool) -> Value {
     let mut out = Map::new();
-    for (k, val) in s {
-        if k.starts_with("ursa:") || k == "project_id" {
-            continue;
-        }
-        out.insert(k.clone(), val.clone());
+    for k in [
+        "status",
+        "description",
+        "created_at",
+        "name",
+        "volume_id",
+        "metadata",
+        "id",
+        "size",
+        "updated_at",
+    ] {
+        out.insert(k.into(), s.get(k).cloned().unwrap_or(Value::Null));
     }
     if detail {
         out.insert(
@@ -191,7 +268,7 @@ fn snapshot_view(s: &Rec, detail: bool) -> Value {
         );
         out.insert(
             "os-extended-snapshot-attributes:progress".into(),
-            s.get("progress").cloned().unwrap_or(json!("0%")),
+            s.get("ursa:progress").cloned().unwrap_or(json!("0%")),
         );
     }
     Value::Object(out)
@@ -246,6 +323,7 @@ fn usage(s: &Volumes, project: &str) -> (u64, u64, u64) {
 async fn create_volume(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(mv): Mv,
     body: axum::body::Bytes,
 ) -> Result<Response> {
     let s = svc(&state)?;
@@ -300,7 +378,7 @@ async fn create_volume(
         }
         let host = s
             .doc(VOLUME, st(&snap, "volume_id"))
-            .map(|v| st(&v, "os-vol-host-attr:host").to_string())
+            .map(|v| st(&v, "ursa:node").to_string())
             .unwrap_or_else(|| st(&snap, "ursa:host").to_string());
         (
             Source::Copy(sid.clone()),
@@ -315,7 +393,7 @@ async fn create_volume(
         (
             Source::Copy(vid.clone()),
             src.get("size").and_then(|v| v.as_u64()).unwrap_or(1),
-            Some(st(&src, "os-vol-host-attr:host").to_string()),
+            Some(st(&src, "ursa:node").to_string()),
         )
     } else if let Some(iid) = &image {
         let (img, _) = state.images.visible(&auth.0, iid).map_err(|_| {
@@ -364,14 +442,20 @@ async fn create_volume(
             .ok_or_else(|| Error::NotFound(format!("Volume type {t} could not be found.")))?,
     };
     let (nv, _, gib) = usage(s, &project);
-    if nv + 1 > QUOTA_VOLUMES {
+    let quota = quota_of(s, &project);
+    let (qv, qg, qp) = (
+        limit(&quota, "volumes"),
+        limit(&quota, "gigabytes"),
+        limit(&quota, "per_volume_gigabytes"),
+    );
+    if qv >= 0 && nv as i64 + 1 > qv {
         return Err(Error::PayloadTooLarge(format!(
-            "VolumeLimitExceeded: Maximum number of volumes allowed ({QUOTA_VOLUMES}) exceeded for quota 'volumes'."
+            "VolumeLimitExceeded: Maximum number of volumes allowed ({qv}) exceeded for quota 'volumes'."
         )));
     }
-    if gib + size > QUOTA_GIGABYTES {
+    if (qg >= 0 && (gib + size) as i64 > qg) || (qp >= 0 && size as i64 > qp) {
         return Err(Error::PayloadTooLarge(format!(
-            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested {size}G, quota is {QUOTA_GIGABYTES}G and {gib}G has been consumed."
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested {size}G, quota is {qg}G and {gib}G has been consumed."
         )));
     }
     let host = match host {
@@ -388,7 +472,7 @@ async fn create_volume(
         "bootable": if image.is_some() { "true" } else { "false" }, "encrypted": false, "multiattach": false,
         "attachments": [], "user_id": auth.0.user_id, "project_id": project,
         "replication_status": "disabled", "consistencygroup_id": null, "migration_status": null,
-        "group_id": null, "os-vol-host-attr:host": host, "shared_targets": false,
+        "group_id": null, "ursa:node": host, "shared_targets": false,
         "os-vol-mig-status-attr:migstat": null, "os-vol-mig-status-attr:name_id": null,
     })
     .as_object()
@@ -409,7 +493,7 @@ async fn create_volume(
     s.spawn_create(vol.clone(), source);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"volume": volume_view(&state, &auth, &vol, true)})),
+        Json(json!({"volume": volume_view(&state, &auth, mv, &vol, true, false)})),
     )
         .into_response())
 }
@@ -506,6 +590,7 @@ fn visible(s: &Volumes, auth: &Auth, kind: &str, q: &HashMap<String, String>) ->
 async fn list_volumes_any(
     state: &AppState,
     auth: &Auth,
+    mv: Micro,
     q: &HashMap<String, String>,
     detail: bool,
 ) -> Result<Json<Value>> {
@@ -523,38 +608,46 @@ async fn list_volumes_any(
     )?;
     let vols: Vec<Value> = recs
         .iter()
-        .map(|v| volume_view(state, auth, v, detail))
+        .map(|v| volume_view(state, auth, mv, v, detail, detail))
         .collect();
     Ok(Json(json!({"volumes": vols})))
 }
 
-async fn list_volumes(State(state): State<AppState>, auth: Auth, q: Query) -> Result<Json<Value>> {
-    list_volumes_any(&state, &auth, &q.0, false).await
+async fn list_volumes(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(mv): Mv,
+    q: Query,
+) -> Result<Json<Value>> {
+    list_volumes_any(&state, &auth, mv, &q.0, false).await
 }
 
 async fn list_volumes_detail(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(mv): Mv,
     q: Query,
 ) -> Result<Json<Value>> {
-    list_volumes_any(&state, &auth, &q.0, true).await
+    list_volumes_any(&state, &auth, mv, &q.0, true).await
 }
 
 async fn show_volume(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(mv): Mv,
     Path(p): Params,
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
     let v = find(s, &auth, VOLUME, &p["id"])?;
     Ok(Json(
-        json!({"volume": volume_view(&state, &auth, &v, true)}),
+        json!({"volume": volume_view(&state, &auth, mv, &v, true, true)}),
     ))
 }
 
 async fn update_volume(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(mv): Mv,
     Path(p): Params,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>> {
@@ -600,7 +693,7 @@ async fn update_volume(
         .await?
         .ok_or_else(|| Error::NotFound(format!("Volume {} could not be found.", p["id"])))?;
     Ok(Json(
-        json!({"volume": volume_view(&state, &auth, &v, true)}),
+        json!({"volume": volume_view(&state, &auth, mv, &v, true, true)}),
     ))
 }
 
@@ -789,7 +882,9 @@ async fn create_snapshot(
     }
     let (_, ns, gib) = usage(s, &project);
     let size = vol.get("size").and_then(|v| v.as_u64()).unwrap_or(1);
-    if ns + 1 > QUOTA_SNAPSHOTS || gib + size > QUOTA_GIGABYTES {
+    let quota = quota_of(s, &project);
+    let (qs, qg) = (limit(&quota, "snapshots"), limit(&quota, "gigabytes"));
+    if (qs >= 0 && ns as i64 + 1 > qs) || (qg >= 0 && (gib + size) as i64 > qg) {
         return Err(Error::PayloadTooLarge(
             "SnapshotLimitExceeded: Maximum number of snapshots allowed exceeded.".into(),
         ));
@@ -799,14 +894,14 @@ async fn create_snapshot(
         "id": uuid::Uuid::new_v4().to_string(), "name": opt_string(b, "name", 255)?,
         "description": opt_string(b, "description", 255)?, "status": "creating", "size": size,
         "volume_id": vid, "created_at": now, "updated_at": now, "metadata": metadata(b)?,
-        "progress": "0%", "project_id": project, "user_id": auth.0.user_id,
-        "ursa:host": st(&vol, "os-vol-host-attr:host"),
+        "ursa:progress": "0%", "project_id": project, "ursa:user_id": auth.0.user_id,
+        "ursa:host": st(&vol, "ursa:node"),
     })
     .as_object()
     .cloned()
     .expect("object");
     s.put(SNAPSHOT, snap.clone()).await?;
-    s.spawn_snapshot(snap.clone(), st(&vol, "os-vol-host-attr:host").to_string());
+    s.spawn_snapshot(snap.clone(), st(&vol, "ursa:node").to_string());
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"snapshot": snapshot_view(&snap, true)})),
@@ -1015,9 +1110,9 @@ async fn create_type(
         .and_then(|v| v.as_bool().or_else(|| v.as_str().map(|s| s == "true")))
         .unwrap_or(true);
     let t = json!({"id": uuid::Uuid::new_v4().to_string(), "name": name,
-                   "description": opt_string(b, "description", 255)?, "is_public": public,
-                   "os-volume-type-access:is_public": public, "extra_specs": specs(b.get("extra_specs"))?,
-                   "qos_specs_id": null})
+    "description": opt_string(b, "description", 255)?, "is_public": public,
+    "os-volume-type-access:is_public": public, "extra_specs": specs(b.get("extra_specs"))?,
+    })
     .as_object()
     .cloned()
     .expect("object");
@@ -1105,17 +1200,241 @@ async fn limits(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>
         "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0}}})))
 }
 
-async fn quotas(State(state): State<AppState>, auth: Auth, Path(p): Params) -> Result<Json<Value>> {
-    svc(&state)?;
+const QUOTA_KEYS: &[&str] = &[
+    "volumes",
+    "snapshots",
+    "gigabytes",
+    "backups",
+    "backup_gigabytes",
+    "per_volume_gigabytes",
+    "groups",
+];
+
+/// A project's limits: the defaults (the `default` quota class) with its
+/// own overrides.
+pub fn quota_of(s: &Volumes, project: &str) -> Map<String, Value> {
+    let mut q: Map<String, Value> = json!({"volumes": QUOTA_VOLUMES, "snapshots": QUOTA_SNAPSHOTS,
+        "gigabytes": QUOTA_GIGABYTES, "backups": 10, "backup_gigabytes": 1000,
+        "per_volume_gigabytes": -1, "groups": 10})
+    .as_object()
+    .cloned()
+    .expect("object");
+    for id in ["class:default".to_string(), project.to_string()] {
+        if let Some(o) = s.doc(QUOTA, &id) {
+            for k in QUOTA_KEYS {
+                if let Some(v) = o.get(*k) {
+                    q.insert((*k).into(), v.clone());
+                }
+            }
+        }
+    }
+    q
+}
+
+fn limit(q: &Map<String, Value>, k: &str) -> i64 {
+    q.get(k).and_then(|v| v.as_i64()).unwrap_or(-1)
+}
+
+async fn quotas(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    q: Query,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
     let project = p.get("project").cloned().unwrap_or_default();
     if !auth.0.is_reader_everywhere() && auth.0.project_id() != Some(project.as_str()) {
         return Err(Error::Forbidden(
             "Policy doesn't allow this operation to be performed.".into(),
         ));
     }
-    Ok(Json(
-        json!({"quota_set": {"id": project, "volumes": QUOTA_VOLUMES, "snapshots": QUOTA_SNAPSHOTS,
-        "gigabytes": QUOTA_GIGABYTES, "backups": 0, "backup_gigabytes": 0, "per_volume_gigabytes": -1,
-        "groups": 10}}),
-    ))
+    let mut out = quota_of(s, &project);
+    if q.get("usage").is_some_and(|v| v == "true" || v == "True") {
+        let (nv, ns, gib) = usage(s, &project);
+        for k in QUOTA_KEYS {
+            let used = match *k {
+                "volumes" => nv,
+                "snapshots" => ns,
+                "gigabytes" => gib,
+                _ => 0,
+            };
+            let l = limit(&out, k);
+            out.insert(
+                (*k).into(),
+                json!({"limit": l, "in_use": used, "reserved": 0}),
+            );
+        }
+    }
+    out.insert("id".into(), json!(project));
+    Ok(Json(json!({"quota_set": out})))
+}
+
+async fn quota_defaults(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let mut out = quota_of(s, "");
+    out.insert(
+        "id".into(),
+        json!(p.get("project").cloned().unwrap_or_default()),
+    );
+    Ok(Json(json!({"quota_set": out})))
+}
+
+fn quota_body(body: &[u8], key: &str) -> Result<Map<String, Value>> {
+    let body: Map<String, Value> = parse_body(body)?;
+    let b = body.get(key).and_then(|v| v.as_object()).ok_or_else(|| {
+        Error::BadRequest(format!("Missing required element '{key}' in request body."))
+    })?;
+    let mut out = Map::new();
+    for (k, v) in b {
+        if k == "id" || k == "tenant_id" {
+            continue;
+        }
+        if !QUOTA_KEYS.contains(&k.as_str()) {
+            return Err(Error::BadRequest(format!("Bad key(s) in quota set: {k}")));
+        }
+        let n = v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|n| *n >= -1)
+            .ok_or_else(|| {
+                Error::BadRequest(format!("Quota {k} must be an integer of at least -1."))
+            })?;
+        out.insert(k.clone(), json!(n));
+    }
+    Ok(out)
+}
+
+async fn set_quotas(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let project = p.get("project").cloned().unwrap_or_default();
+    let new = quota_body(&body, "quota_set")?;
+    let mut cur = s.doc(QUOTA, &project).unwrap_or_default();
+    cur.extend(new);
+    cur.insert("id".into(), json!(project));
+    s.put(QUOTA, cur).await?;
+    let mut out = quota_of(s, &project);
+    out.remove("id");
+    Ok(Json(json!({"quota_set": out})))
+}
+
+async fn delete_quotas(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    s.forget(QUOTA, &p.get("project").cloned().unwrap_or_default())
+        .await?;
+    Ok(empty(StatusCode::OK))
+}
+
+async fn quota_class(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let mut out = quota_of(s, "");
+    out.remove("per_volume_gigabytes");
+    out.insert(
+        "id".into(),
+        json!(p.get("class").cloned().unwrap_or_default()),
+    );
+    Ok(Json(json!({"quota_class_set": out})))
+}
+
+async fn set_quota_class(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let class = p.get("class").cloned().unwrap_or_default();
+    if class != "default" {
+        return Err(Error::BadRequest(
+            "Only the default quota class exists.".into(),
+        ));
+    }
+    let new = quota_body(&body, "quota_class_set")?;
+    let mut cur = s.doc(QUOTA, "class:default").unwrap_or_default();
+    cur.extend(new);
+    cur.insert("id".into(), json!("class:default"));
+    s.put(QUOTA, cur).await?;
+    let mut out = quota_of(s, "");
+    out.remove("per_volume_gigabytes");
+    Ok(Json(json!({"quota_class_set": out})))
+}
+
+async fn extensions(_auth: Auth) -> Json<Value> {
+    Json(json!({"extensions": []}))
+}
+
+async fn get_pools(State(state): State<AppState>, auth: Auth, q: Query) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let detail = q.get("detail").is_some_and(|v| v == "True" || v == "true");
+    let mut pools = Vec::new();
+    for n in &s.nodes {
+        let Ok(r) = n
+            .client
+            .clone()
+            .get_pools(ursa_proto::blockd::v1::GetPoolsRequest {})
+            .await
+        else {
+            continue;
+        };
+        for p in r.into_inner().pools {
+            let name = format!("{}@blockd#{}", n.name, p.name);
+            if detail {
+                pools.push(json!({"name": name, "capabilities": {
+                    "pool_name": p.name, "total_capacity_gb": p.capacity_bytes as f64 / GIB as f64,
+                    "free_capacity_gb": p.free_bytes as f64 / GIB as f64,
+                    "allocated_capacity_gb": p.allocated_bytes / GIB,
+                    "provisioned_capacity_gb": p.provisioned_bytes / GIB,
+                    "thin_provisioning_support": true, "thick_provisioning_support": false,
+                    "volume_backend_name": "blockd", "storage_protocol": "nbd", "vendor_name": "Ursa",
+                    "driver_version": "0.1", "reserved_percentage": 0, "QoS_support": true,
+                    "multiattach": false, "timestamp": now()}}));
+            } else {
+                pools.push(json!({"name": name}));
+            }
+        }
+    }
+    Ok(Json(json!({"pools": pools})))
+}
+
+async fn services(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let mut out = vec![
+        json!({"binary": "cinder-scheduler", "host": "ursa", "zone": ZONE, "status": "enabled",
+                              "state": "up", "updated_at": now(), "disabled_reason": null}),
+    ];
+    for n in &s.nodes {
+        let up = n
+            .client
+            .clone()
+            .get_pools(ursa_proto::blockd::v1::GetPoolsRequest {})
+            .await
+            .is_ok();
+        out.push(
+            json!({"binary": "cinder-volume", "host": format!("{}@blockd", n.name), "zone": ZONE,
+                        "status": "enabled", "state": if up { "up" } else { "down" },
+                        "updated_at": now(), "disabled_reason": null}),
+        );
+    }
+    Ok(Json(json!({"services": out})))
 }

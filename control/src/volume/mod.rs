@@ -26,6 +26,7 @@ use ursa_proto::blockd::v1::blockd_client::BlockdClient;
 pub const VOLUME: &str = "volume";
 pub const SNAPSHOT: &str = "volume_snapshot";
 pub const TYPE: &str = "volume_type";
+pub const QUOTA: &str = "volume_quota";
 pub const GIB: u64 = 1 << 30;
 pub const DEFAULT_TYPE_ID: &str = "00000000-0000-4000-8000-00000000d3f7";
 pub const DEFAULT_TYPE: &str = "__DEFAULT__";
@@ -230,7 +231,7 @@ impl Volumes {
         let id = st(vol, "id").to_string();
         let size = vol.get("size").and_then(|v| v.as_u64()).unwrap_or(1) * GIB;
         let node = self
-            .node(st(vol, "os-vol-host-attr:host"))
+            .node(st(vol, "ursa:node"))
             .ok_or("the volume's node is not configured")?;
         let mut c = node.client.clone();
         match &source {
@@ -309,10 +310,10 @@ impl Volumes {
         tokio::spawn(async move {
             let id = st(&rec, "id").to_string();
             let host = match kind {
-                VOLUME => st(&rec, "os-vol-host-attr:host").to_string(),
+                VOLUME => st(&rec, "ursa:node").to_string(),
                 _ => me
                     .doc(VOLUME, st(&rec, "volume_id"))
-                    .map(|v| st(&v, "os-vol-host-attr:host").to_string())
+                    .map(|v| st(&v, "ursa:node").to_string())
                     .unwrap_or_else(|| st(&rec, "ursa:host").to_string()),
             };
             let r = match me.node(&host) {
@@ -361,7 +362,7 @@ impl Volumes {
                     .map(|_| {
                         let mut m = Map::new();
                         m.insert("status".into(), json!("available"));
-                        m.insert("progress".into(), json!("100%"));
+                        m.insert("ursa:progress".into(), json!("100%"));
                         m
                     })
                     .map_err(grpc),
@@ -375,7 +376,7 @@ impl Volumes {
         let me = self.clone();
         tokio::spawn(async move {
             let id = st(&vol, "id").to_string();
-            let r = match me.node(st(&vol, "os-vol-host-attr:host")) {
+            let r = match me.node(st(&vol, "ursa:node")) {
                 Some(n) => n
                     .client
                     .clone()
@@ -404,7 +405,7 @@ impl Volumes {
         vhost: bool,
     ) -> Result<pb::ConnectionInfo> {
         let node = self
-            .node(st(vol, "os-vol-host-attr:host"))
+            .node(st(vol, "ursa:node"))
             .ok_or_else(|| Error::Internal("the volume's node is not configured".into()))?;
         let kind = if vhost {
             pb::export_volume_request::Kind::VhostUserBlk as i32
@@ -427,7 +428,7 @@ impl Volumes {
     pub async fn bootstrap(&self) -> Result<()> {
         if self.doc(TYPE, DEFAULT_TYPE_ID).is_none() {
             let t = json!({"id": DEFAULT_TYPE_ID, "name": DEFAULT_TYPE, "description": "Default Volume Type",
-                           "is_public": true, "extra_specs": {}, "qos_specs_id": null,
+                           "is_public": true, "extra_specs": {},
                            "os-volume-type-access:is_public": true});
             self.put(TYPE, t.as_object().cloned().expect("object"))
                 .await?;
