@@ -83,6 +83,22 @@ pub fn routes() -> Router<AppState> {
             "/types/{id}/extra_specs",
             get(type_specs).post(set_type_specs),
         )
+        .route(
+            "/types/{id}/extra_specs/{key}",
+            get(type_spec).put(put_type_spec).delete(delete_type_spec),
+        )
+        .route(
+            "/volumes/{id}/metadata",
+            get(volume_metadata)
+                .post(add_volume_metadata)
+                .put(set_volume_metadata),
+        )
+        .route(
+            "/volumes/{id}/metadata/{key}",
+            get(volume_metadata_item)
+                .put(put_volume_metadata_item)
+                .delete(delete_volume_metadata_item),
+        )
         .route("/os-availability-zone", get(zones))
         .route("/limits", get(limits))
         .route(
@@ -693,7 +709,7 @@ async fn update_volume(
         .await?
         .ok_or_else(|| Error::NotFound(format!("Volume {} could not be found.", p["id"])))?;
     Ok(Json(
-        json!({"volume": volume_view(&state, &auth, mv, &v, true, true)}),
+        json!({"volume": volume_view(&state, &auth, mv, &v, true, false)}),
     ))
 }
 
@@ -863,9 +879,10 @@ async fn create_snapshot(
         .ok_or_else(|| {
             Error::BadRequest("Missing required element 'snapshot' in request body.".into())
         })?;
-    let vid = b.get("volume_id").and_then(|v| v.as_str()).ok_or_else(|| {
-        Error::BadRequest("Invalid input received: volume_id is required.".into())
-    })?;
+    let vid = b
+        .get("volume_id")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Error::NotFound("Volume None could not be found.".into()))?;
     let vol = find(s, &auth, VOLUME, vid)
         .map_err(|_| Error::NotFound(format!("Volume {vid} could not be found.")))?;
     let force = b
@@ -904,7 +921,7 @@ async fn create_snapshot(
     s.spawn_snapshot(snap.clone(), st(&vol, "ursa:node").to_string());
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"snapshot": snapshot_view(&snap, true)})),
+        Json(json!({"snapshot": snapshot_view(&snap, false)})),
     )
         .into_response())
 }
@@ -990,7 +1007,7 @@ async fn update_snapshot(
         })
         .await?
         .ok_or_else(|| Error::NotFound(format!("Snapshot {} could not be found.", p["id"])))?;
-    Ok(Json(json!({"snapshot": snapshot_view(&sn, true)})))
+    Ok(Json(json!({"snapshot": snapshot_view(&sn, false)})))
 }
 
 async fn delete_snapshot(
@@ -1346,7 +1363,6 @@ async fn quota_class(
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
     let mut out = quota_of(s, "");
-    out.remove("per_volume_gigabytes");
     out.insert(
         "id".into(),
         json!(p.get("class").cloned().unwrap_or_default()),
@@ -1373,8 +1389,7 @@ async fn set_quota_class(
     cur.extend(new);
     cur.insert("id".into(), json!("class:default"));
     s.put(QUOTA, cur).await?;
-    let mut out = quota_of(s, "");
-    out.remove("per_volume_gigabytes");
+    let out = quota_of(s, "");
     Ok(Json(json!({"quota_class_set": out})))
 }
 
@@ -1437,4 +1452,232 @@ async fn services(State(state): State<AppState>, auth: Auth) -> Result<Json<Valu
         );
     }
     Ok(Json(json!({"services": out})))
+}
+
+async fn type_spec(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let t = find_type(s, &p["id"])?;
+    let key = &p["key"];
+    let v = t
+        .get("extra_specs")
+        .and_then(|e| e.get(key.as_str()))
+        .cloned()
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "Volume Type {} has no extra specs with key {key}.",
+                p["id"]
+            ))
+        })?;
+    Ok(Json(json!({ key.clone(): v })))
+}
+
+async fn put_type_spec(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let t = find_type(s, &p["id"])?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let key = p["key"].clone();
+    if body.len() != 1 || !body.get(&key).is_some_and(|v| v.is_string()) {
+        return Err(Error::BadRequest("Request body and URI mismatch".into()));
+    }
+    let out = body.clone();
+    s.update(TYPE, st(&t, "id"), move |r| {
+        let mut cur = r
+            .get("extra_specs")
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default();
+        cur.extend(body);
+        r.insert("extra_specs".into(), Value::Object(cur));
+        Ok(())
+    })
+    .await?;
+    Ok(Json(Value::Object(out)))
+}
+
+async fn delete_type_spec(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let t = find_type(s, &p["id"])?;
+    let key = p["key"].clone();
+    if !t
+        .get("extra_specs")
+        .is_some_and(|e| e.get(key.as_str()).is_some())
+    {
+        return Err(Error::NotFound(format!(
+            "Volume Type {} has no extra specs with key {key}.",
+            p["id"]
+        )));
+    }
+    s.update(TYPE, st(&t, "id"), move |r| {
+        if let Some(Value::Object(e)) = r.get_mut("extra_specs") {
+            e.remove(&key);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+async fn volume_metadata(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let v = find(s, &auth, VOLUME, &p["id"])?;
+    Ok(Json(
+        json!({"metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
+    ))
+}
+
+/// Replaces (`replace`) or merges the volume's metadata.
+async fn change_metadata(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    body: &[u8],
+    replace: bool,
+) -> Result<Json<Value>> {
+    let s = svc(state)?;
+    write_access(auth)?;
+    find(s, auth, VOLUME, id)?;
+    let b: Map<String, Value> = parse_body(body)?;
+    let new = metadata(&b)?;
+    if !b.contains_key("metadata") {
+        return Err(Error::BadRequest(
+            "Malformed request body: metadata is required.".into(),
+        ));
+    }
+    let v = s
+        .update(VOLUME, id, move |r| {
+            let mut cur = if replace {
+                Map::new()
+            } else {
+                r.get("metadata")
+                    .and_then(|m| m.as_object())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            if let Value::Object(n) = new {
+                cur.extend(n);
+            }
+            r.insert("metadata".into(), Value::Object(cur));
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Volume {id} could not be found.")))?;
+    Ok(Json(
+        json!({"metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
+    ))
+}
+
+async fn add_volume_metadata(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    change_metadata(&state, &auth, &p["id"], &body, false).await
+}
+
+async fn set_volume_metadata(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    change_metadata(&state, &auth, &p["id"], &body, true).await
+}
+
+async fn volume_metadata_item(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let v = find(s, &auth, VOLUME, &p["id"])?;
+    let key = &p["key"];
+    let val = v
+        .get("metadata")
+        .and_then(|m| m.get(key.as_str()))
+        .cloned()
+        .ok_or_else(|| Error::NotFound(format!("Metadata item was not found: {key}")))?;
+    Ok(Json(json!({"meta": { key.clone(): val }})))
+}
+
+async fn put_volume_metadata_item(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    find(s, &auth, VOLUME, &p["id"])?;
+    let b: Map<String, Value> = parse_body(&body)?;
+    let key = p["key"].clone();
+    let meta = b
+        .get("meta")
+        .and_then(|m| m.as_object())
+        .filter(|m| {
+            m.len() == 1
+                && m.get(&key)
+                    .is_some_and(|v| v.as_str().is_some_and(|x| x.len() <= 255))
+        })
+        .cloned()
+        .ok_or_else(|| Error::BadRequest("Request body and URI mismatch".into()))?;
+    let out = meta.clone();
+    s.update(VOLUME, &p["id"], move |r| {
+        let mut cur = r
+            .get("metadata")
+            .and_then(|m| m.as_object())
+            .cloned()
+            .unwrap_or_default();
+        cur.extend(meta);
+        r.insert("metadata".into(), Value::Object(cur));
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"meta": out})))
+}
+
+async fn delete_volume_metadata_item(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let v = find(s, &auth, VOLUME, &p["id"])?;
+    let key = p["key"].clone();
+    if !v
+        .get("metadata")
+        .is_some_and(|m| m.get(key.as_str()).is_some())
+    {
+        return Err(Error::NotFound(format!(
+            "Metadata item was not found: {key}"
+        )));
+    }
+    s.update(VOLUME, &p["id"], move |r| {
+        if let Some(Value::Object(m)) = r.get_mut("metadata") {
+            m.remove(&key);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::OK))
 }
