@@ -1513,9 +1513,9 @@ async fn delete_type_spec(
     admin(&auth)?;
     let t = find_type(s, &p["id"])?;
     let key = p["key"].clone();
-    if !t
-        .get("extra_specs")
-        .is_some_and(|e| e.get(key.as_str()).is_some())
+    if t.get("extra_specs")
+        .and_then(|e| e.get(key.as_str()))
+        .is_none()
     {
         return Err(Error::NotFound(format!(
             "Volume Type {} has no extra specs with key {key}.",
@@ -1664,9 +1664,9 @@ async fn delete_volume_metadata_item(
     write_access(&auth)?;
     let v = find(s, &auth, VOLUME, &p["id"])?;
     let key = p["key"].clone();
-    if !v
-        .get("metadata")
-        .is_some_and(|m| m.get(key.as_str()).is_some())
+    if v.get("metadata")
+        .and_then(|m| m.get(key.as_str()))
+        .is_none()
     {
         return Err(Error::NotFound(format!(
             "Metadata item was not found: {key}"
