@@ -76,9 +76,26 @@ pub fn routes() -> Router<AppState> {
                 .put(update_snapshot)
                 .delete(delete_snapshot),
         )
+        .route("/snapshots/{id}/action", post(snapshot_action))
+        .route(
+            "/snapshots/{id}/metadata",
+            get(snapshot_metadata)
+                .post(add_snapshot_metadata)
+                .put(set_snapshot_metadata),
+        )
+        .route(
+            "/snapshots/{id}/metadata/{key}",
+            get(snapshot_metadata_item)
+                .put(put_snapshot_metadata_item)
+                .delete(delete_snapshot_metadata_item),
+        )
         .route("/types", get(list_types).post(create_type))
         .route("/types/default", get(default_type))
-        .route("/types/{id}", get(show_type).delete(delete_type))
+        .route(
+            "/types/{id}",
+            get(show_type).put(update_type).delete(delete_type),
+        )
+        .route("/capabilities/{host}", get(capabilities))
         .route(
             "/types/{id}/extra_specs",
             get(type_specs).post(set_type_specs),
@@ -421,7 +438,12 @@ async fn create_volume(
             return Err(Error::BadRequest(format!("Image {iid} is not active.")));
         }
         let bytes = img.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
-        (Source::Image(iid.clone()), bytes.div_ceil(GIB).max(1), None)
+        let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
+        (
+            Source::Image(iid.clone()),
+            bytes.div_ceil(GIB).max(min_disk).max(1),
+            None,
+        )
     } else {
         (Source::Blank, 1, None)
     };
@@ -455,6 +477,8 @@ async fn create_volume(
             .docs(TYPE)
             .into_iter()
             .find(|x| st(x, "id") == t || st(x, "name") == t)
+            // A private type is only for admins.
+            .filter(|x| x.get("is_public") != Some(&Value::Bool(false)) || auth.0.is_admin())
             .ok_or_else(|| Error::NotFound(format!("Volume type {t} could not be found.")))?,
     };
     let (nv, _, gib) = usage(s, &project);
@@ -514,7 +538,11 @@ async fn create_volume(
         .into_response())
 }
 
-fn page(mut recs: Vec<Rec>, q: &HashMap<String, String>, filters: &[&str]) -> Result<Vec<Rec>> {
+fn page(
+    mut recs: Vec<Rec>,
+    q: &HashMap<String, String>,
+    filters: &[&str],
+) -> Result<(Vec<Rec>, bool)> {
     for k in filters {
         if let Some(want) = q.get(*k) {
             recs.retain(|r| match r.get(*k) {
@@ -580,13 +608,41 @@ fn page(mut recs: Vec<Rec>, q: &HashMap<String, String>, filters: &[&str]) -> Re
                 + 1
         }
     };
+    let offset = match q.get("offset") {
+        None => 0,
+        Some(o) => o
+            .parse::<usize>()
+            .map_err(|_| Error::BadRequest(format!("Invalid input received: offset {o}")))?,
+    };
     let limit = match q.get("limit") {
         None => 1000,
         Some(l) => l
             .parse::<usize>()
             .map_err(|_| Error::BadRequest(format!("Invalid input received: limit {l}")))?,
     };
-    Ok(recs.into_iter().skip(start).take(limit).collect())
+    let rest = recs.len().saturating_sub(start + offset);
+    let page: Vec<Rec> = recs.into_iter().skip(start + offset).take(limit).collect();
+    Ok((page, rest > limit))
+}
+
+/// The `next` link of a page that was cut short.
+fn next_link(
+    state: &AppState,
+    what: &str,
+    q: &HashMap<String, String>,
+    last: Option<&Rec>,
+    more: bool,
+) -> Option<Value> {
+    let last = last.filter(|_| more)?;
+    let mut params: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "offset")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    params.push(format!("marker={}", st(last, "id")));
+    Some(
+        json!([{"rel": "next", "href": format!("{}/volume/v3/{what}?{}", state.base_url, params.join("&"))}]),
+    )
 }
 
 fn visible(s: &Volumes, auth: &Auth, kind: &str, q: &HashMap<String, String>) -> Vec<Rec> {
@@ -611,7 +667,7 @@ async fn list_volumes_any(
     detail: bool,
 ) -> Result<Json<Value>> {
     let s = svc(state)?;
-    let recs = page(
+    let (recs, more) = page(
         visible(s, auth, VOLUME, q),
         q,
         &[
@@ -626,7 +682,12 @@ async fn list_volumes_any(
         .iter()
         .map(|v| volume_view(state, auth, mv, v, detail, detail))
         .collect();
-    Ok(Json(json!({"volumes": vols})))
+    let mut out = json!({"volumes": vols});
+    let what = if detail { "volumes/detail" } else { "volumes" };
+    if let Some(l) = next_link(state, what, q, recs.last(), more) {
+        out["volumes_links"] = l;
+    }
+    Ok(Json(out))
 }
 
 async fn list_volumes(
@@ -806,7 +867,8 @@ async fn volume_action(
                 )));
             }
             let (_, _, gib) = usage(s, st(&v, "project_id"));
-            if gib + (new - cur) > QUOTA_GIGABYTES {
+            let qg = limit(&quota_of(s, st(&v, "project_id")), "gigabytes");
+            if qg >= 0 && (gib + (new - cur)) as i64 > qg {
                 return Err(Error::PayloadTooLarge(
                     "VolumeSizeExceedsAvailableQuota: gigabytes quota exceeded.".into(),
                 ));
@@ -933,13 +995,22 @@ async fn list_snapshots_any(
     detail: bool,
 ) -> Result<Json<Value>> {
     let s = svc(state)?;
-    let recs = page(
+    let (recs, more) = page(
         visible(s, auth, SNAPSHOT, q),
         q,
         &["name", "status", "volume_id"],
     )?;
     let v: Vec<Value> = recs.iter().map(|r| snapshot_view(r, detail)).collect();
-    Ok(Json(json!({"snapshots": v})))
+    let mut out = json!({"snapshots": v});
+    let what = if detail {
+        "snapshots/detail"
+    } else {
+        "snapshots"
+    };
+    if let Some(l) = next_link(state, what, q, recs.last(), more) {
+        out["snapshots_links"] = l;
+    }
+    Ok(Json(out))
 }
 
 async fn list_snapshots(
@@ -1037,7 +1108,18 @@ async fn delete_snapshot(
 }
 
 fn type_view(t: &Rec) -> Value {
-    Value::Object(t.clone())
+    let mut out = Map::new();
+    for k in [
+        "id",
+        "name",
+        "description",
+        "is_public",
+        "os-volume-type-access:is_public",
+        "extra_specs",
+    ] {
+        out.insert(k.into(), t.get(k).cloned().unwrap_or(Value::Null));
+    }
+    Value::Object(out)
 }
 
 async fn list_types(State(state): State<AppState>, _auth: Auth) -> Result<Json<Value>> {
@@ -1184,6 +1266,11 @@ async fn set_type_specs(
     admin(&auth)?;
     let t = find_type(s, &p["id"])?;
     let body: Map<String, Value> = parse_body(&body)?;
+    if !body.get("extra_specs").is_some_and(|v| v.is_object()) {
+        return Err(Error::BadRequest(
+            "Missing required element 'extra_specs' in request body.".into(),
+        ));
+    }
     let new = specs(body.get("extra_specs"))?;
     let out = new.clone();
     s.update(TYPE, st(&t, "id"), move |r| {
@@ -1310,7 +1397,10 @@ fn quota_body(body: &[u8], key: &str) -> Result<Map<String, Value>> {
         if k == "id" || k == "tenant_id" {
             continue;
         }
-        if !QUOTA_KEYS.contains(&k.as_str()) {
+        let typed = ["volumes_", "snapshots_", "gigabytes_"]
+            .iter()
+            .any(|p| k.starts_with(p));
+        if !QUOTA_KEYS.contains(&k.as_str()) && !typed {
             return Err(Error::BadRequest(format!("Bad key(s) in quota set: {k}")));
         }
         let n = v
@@ -1420,7 +1510,7 @@ async fn get_pools(State(state): State<AppState>, auth: Auth, q: Query) -> Resul
                     "allocated_capacity_gb": p.allocated_bytes / GIB,
                     "provisioned_capacity_gb": p.provisioned_bytes / GIB,
                     "thin_provisioning_support": true, "thick_provisioning_support": false,
-                    "volume_backend_name": "blockd", "storage_protocol": "nbd", "vendor_name": "Ursa",
+                    "volume_backend_name": "blockd", "storage_protocol": "nbd", "vendor_name": "Open Source",
                     "driver_version": "0.1", "reserved_percentage": 0, "QoS_support": true,
                     "multiattach": false, "timestamp": now()}}));
             } else {
@@ -1431,7 +1521,7 @@ async fn get_pools(State(state): State<AppState>, auth: Auth, q: Query) -> Resul
     Ok(Json(json!({"pools": pools})))
 }
 
-async fn services(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+async fn services(State(state): State<AppState>, auth: Auth, q: Query) -> Result<Json<Value>> {
     let s = svc(&state)?;
     admin(&auth)?;
     let mut out = vec![
@@ -1451,6 +1541,14 @@ async fn services(State(state): State<AppState>, auth: Auth) -> Result<Json<Valu
                         "updated_at": now(), "disabled_reason": null}),
         );
     }
+    out.retain(|x| {
+        q.get("host").is_none_or(|h| {
+            x["host"] == h.as_str()
+                || x["host"]
+                    .as_str()
+                    .is_some_and(|xh| xh.split('@').next() == Some(h.as_str()))
+        }) && q.get("binary").is_none_or(|b| x["binary"] == b.as_str())
+    });
     Ok(Json(json!({"services": out})))
 }
 
@@ -1680,4 +1778,306 @@ async fn delete_volume_metadata_item(
     })
     .await?;
     Ok(empty(StatusCode::OK))
+}
+
+async fn snapshot_metadata(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let v = find(s, &auth, SNAPSHOT, &p["id"])?;
+    Ok(Json(
+        json!({"metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
+    ))
+}
+
+/// Replaces (`replace`) or merges the volume's metadata.
+async fn change_snapshot_metadata(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    body: &[u8],
+    replace: bool,
+) -> Result<Json<Value>> {
+    let s = svc(state)?;
+    write_access(auth)?;
+    find(s, auth, SNAPSHOT, id)?;
+    let b: Map<String, Value> = parse_body(body)?;
+    let new = metadata(&b)?;
+    if !b.contains_key("metadata") {
+        return Err(Error::BadRequest(
+            "Malformed request body: metadata is required.".into(),
+        ));
+    }
+    let v = s
+        .update(SNAPSHOT, id, move |r| {
+            let mut cur = if replace {
+                Map::new()
+            } else {
+                r.get("metadata")
+                    .and_then(|m| m.as_object())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            if let Value::Object(n) = new {
+                cur.extend(n);
+            }
+            r.insert("metadata".into(), Value::Object(cur));
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Snapshot {id} could not be found.")))?;
+    Ok(Json(
+        json!({"metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
+    ))
+}
+
+async fn add_snapshot_metadata(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    change_snapshot_metadata(&state, &auth, &p["id"], &body, false).await
+}
+
+async fn set_snapshot_metadata(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    change_snapshot_metadata(&state, &auth, &p["id"], &body, true).await
+}
+
+async fn snapshot_metadata_item(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let v = find(s, &auth, SNAPSHOT, &p["id"])?;
+    let key = &p["key"];
+    let val = v
+        .get("metadata")
+        .and_then(|m| m.get(key.as_str()))
+        .cloned()
+        .ok_or_else(|| Error::NotFound(format!("Metadata item was not found: {key}")))?;
+    Ok(Json(json!({"meta": { key.clone(): val }})))
+}
+
+async fn put_snapshot_metadata_item(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    find(s, &auth, SNAPSHOT, &p["id"])?;
+    let b: Map<String, Value> = parse_body(&body)?;
+    let key = p["key"].clone();
+    let meta = b
+        .get("meta")
+        .and_then(|m| m.as_object())
+        .filter(|m| {
+            m.len() == 1
+                && m.get(&key)
+                    .is_some_and(|v| v.as_str().is_some_and(|x| x.len() <= 255))
+        })
+        .cloned()
+        .ok_or_else(|| Error::BadRequest("Request body and URI mismatch".into()))?;
+    let out = meta.clone();
+    s.update(SNAPSHOT, &p["id"], move |r| {
+        let mut cur = r
+            .get("metadata")
+            .and_then(|m| m.as_object())
+            .cloned()
+            .unwrap_or_default();
+        cur.extend(meta);
+        r.insert("metadata".into(), Value::Object(cur));
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"meta": out})))
+}
+
+async fn delete_snapshot_metadata_item(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let v = find(s, &auth, SNAPSHOT, &p["id"])?;
+    let key = p["key"].clone();
+    if v.get("metadata")
+        .and_then(|m| m.get(key.as_str()))
+        .is_none()
+    {
+        return Err(Error::NotFound(format!(
+            "Metadata item was not found: {key}"
+        )));
+    }
+    s.update(SNAPSHOT, &p["id"], move |r| {
+        if let Some(Value::Object(m)) = r.get_mut("metadata") {
+            m.remove(&key);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::OK))
+}
+
+async fn snapshot_action(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    let id = p["id"].clone();
+    let sn = find(s, &auth, SNAPSHOT, &id)?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let (action, args) = body
+        .iter()
+        .next()
+        .ok_or_else(|| Error::BadRequest("An action is required.".into()))?;
+    const STATES: &[&str] = &[
+        "available",
+        "creating",
+        "deleting",
+        "error",
+        "error_deleting",
+    ];
+    match action.as_str() {
+        "os-reset_status" | "os-update_snapshot_status" => {
+            if action == "os-reset_status" {
+                admin(&auth)?;
+            }
+            let status = args
+                .get("status")
+                .and_then(|x| x.as_str())
+                .filter(|x| STATES.contains(x))
+                .ok_or_else(|| {
+                    Error::BadRequest("Invalid input received: a valid status is required.".into())
+                })?
+                .to_string();
+            let progress = args
+                .get("progress")
+                .and_then(|x| x.as_str())
+                .map(str::to_string);
+            s.update(SNAPSHOT, &id, move |r| {
+                r.insert("status".into(), json!(status));
+                if let Some(pr) = progress {
+                    r.insert("ursa:progress".into(), json!(pr));
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-force_delete" => {
+            admin(&auth)?;
+            let sn2 = s
+                .update(SNAPSHOT, st(&sn, "id"), |r| {
+                    r.insert("status".into(), json!("deleting"));
+                    Ok(())
+                })
+                .await?;
+            if let Some(sn2) = sn2 {
+                s.spawn_delete(SNAPSHOT, sn2);
+            }
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        other => Err(Error::BadRequest(format!(
+            "Invalid action: {other} is not supported."
+        ))),
+    }
+}
+
+async fn update_type(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let t = find_type(s, &p["id"])?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let b = body
+        .get("volume_type")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::BadRequest("Missing required element 'volume_type' in request body.".into())
+        })?
+        .clone();
+    if let Some(n) = b.get("name").and_then(|v| v.as_str()) {
+        if n.trim().is_empty() || n.len() > 255 {
+            return Err(Error::BadRequest(
+                "Volume type name can not be empty.".into(),
+            ));
+        }
+        if s.docs(TYPE)
+            .iter()
+            .any(|x| st(x, "name") == n && st(x, "id") != st(&t, "id"))
+        {
+            return Err(Error::Conflict(format!("Volume Type {n} already exists.")));
+        }
+    }
+    let desc = if b.contains_key("description") {
+        Some(opt_string(&b, "description", 255)?)
+    } else {
+        None
+    };
+    let public = b
+        .get("is_public")
+        .and_then(|v| v.as_bool().or_else(|| v.as_str().map(|x| x == "true")));
+    let name = b.get("name").and_then(|v| v.as_str()).map(str::to_string);
+    let t = s
+        .update(TYPE, st(&t, "id"), move |r| {
+            if let Some(n) = name {
+                r.insert("name".into(), json!(n));
+            }
+            if let Some(d) = desc {
+                r.insert("description".into(), d);
+            }
+            if let Some(p) = public {
+                r.insert("is_public".into(), json!(p));
+                r.insert("os-volume-type-access:is_public".into(), json!(p));
+            }
+            r.remove("updated_at");
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Volume type {} could not be found.", p["id"])))?;
+    let mut t = t;
+    t.remove("updated_at");
+    Ok(Json(json!({"volume_type": type_view(&t)})))
+}
+
+async fn capabilities(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    admin(&auth)?;
+    let host = p["host"].clone();
+    let node = host.split('@').next().unwrap_or("");
+    if s.node(node).is_none() {
+        return Err(Error::NotFound(format!("Host {host} could not be found.")));
+    }
+    Ok(Json(
+        json!({"namespace": format!("OS::Storage::Capabilities::{host}"),
+        "vendor_name": "Open Source", "volume_backend_name": "blockd", "pool_name": "default",
+        "driver_version": "0.1", "storage_protocol": "nbd", "display_name": null,
+        "description": null, "visibility": null, "replication_targets": [], "properties": {
+            "thin_provisioning": {"title": "Thin Provisioning", "description": "Sets thin provisioning.", "type": "boolean"},
+            "compression": {"title": "Compression", "description": "Enables compression.", "type": "boolean"},
+            "qos": {"title": "QoS", "description": "Enables QoS.", "type": "boolean"},
+            "replication": {"title": "Replication", "description": "Enables replication.", "type": "boolean"}}}),
+    ))
 }
