@@ -24,7 +24,6 @@ pub fn routes() -> Router<AppState> {
         .route("/image/", get(versions))
         .route("/image/versions", get(versions))
         .route("/image/v2/images", get(list).post(create))
-        .route("/image/v2/images/", get(list).post(create))
         .route(
             "/image/v2/images/{id}",
             get(show).patch(update).delete(remove),

@@ -620,9 +620,10 @@ fn page(
             .parse::<usize>()
             .map_err(|_| Error::BadRequest(format!("Invalid input received: limit {l}")))?,
     };
-    let rest = recs.len().saturating_sub(start + offset);
     let page: Vec<Rec> = recs.into_iter().skip(start + offset).take(limit).collect();
-    Ok((page, rest > limit))
+    // Like Cinder: a full page links to the next one (which may be empty).
+    let full = limit > 0 && page.len() == limit;
+    Ok((page, full))
 }
 
 /// The `next` link of a page that was cut short.
@@ -2053,9 +2054,12 @@ async fn update_type(
         })
         .await?
         .ok_or_else(|| Error::NotFound(format!("Volume type {} could not be found.", p["id"])))?;
-    let mut t = t;
-    t.remove("updated_at");
-    Ok(Json(json!({"volume_type": type_view(&t)})))
+    // The update reply has no access attribute (Cinder's schema).
+    let mut v = type_view(&t);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("os-volume-type-access:is_public");
+    }
+    Ok(Json(json!({"volume_type": v})))
 }
 
 async fn capabilities(
