@@ -280,6 +280,8 @@ struct Journal {
 /// A pool of thin volumes in one directory.
 pub struct ThinPool {
     dir: PathBuf,
+    /// Held for the pool's lifetime: one process per pool.
+    _lock: File,
     data: EngineFile,
     state: Mutex<State>,
     changed: Condvar,
@@ -473,6 +475,14 @@ impl ThinPool {
     /// Opens the pool in `dir` (creating an empty one) and recovers it.
     pub fn open(engine: Arc<Engine>, dir: &Path) -> Result<Arc<ThinPool>> {
         std::fs::create_dir_all(dir)?;
+        let lock = File::create(dir.join("lock"))?;
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::Invalid(format!(
+                "pool {} is in use by another process",
+                dir.display()
+            )));
+        }
         let data = EngineFile::open(engine, &dir.join("data"), true)?;
         let mut st = State::default();
         let mut ckpt_seq = 0;
@@ -567,6 +577,7 @@ impl ThinPool {
         st.dropped.clear();
         Ok(Arc::new(ThinPool {
             dir: dir.to_path_buf(),
+            _lock: lock,
             data,
             state: Mutex::new(st),
             changed: Condvar::new(),
@@ -1454,5 +1465,7 @@ mod tests {
         drop(p);
         let p = pool(d.path());
         assert!(p.info("w").is_some(), "appends after the cut replay");
+        // One process (one opener) per pool.
+        assert!(ThinPool::open(Engine::global().unwrap(), d.path()).is_err());
     }
 }

@@ -244,7 +244,16 @@ async fn storage_nodes(
         .create(true)
         .append(true)
         .open(bdir.join("blockd.log"))?;
-    let child = tokio::process::Command::new(&bin)
+    let mut cmd = tokio::process::Command::new(&bin);
+    // SAFETY: prctl is async-signal-safe; it makes the kernel send blockd
+    // SIGTERM when `ursa up` dies, even by SIGKILL, so no blockd outlives it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = cmd
         .arg("--listen")
         .arg(format!("unix:{}", sock.display()))
         .arg("--state-dir")
