@@ -79,15 +79,15 @@ pub fn routes() -> Router<AppState> {
         .route("/snapshots/{id}/action", post(snapshot_action))
         .route(
             "/snapshots/{id}/metadata",
-            get(snapshot_metadata)
-                .post(add_snapshot_metadata)
-                .put(set_snapshot_metadata),
+            get(show_metadata::<OnSnapshot>)
+                .post(add_metadata::<OnSnapshot>)
+                .put(set_metadata::<OnSnapshot>),
         )
         .route(
             "/snapshots/{id}/metadata/{key}",
-            get(snapshot_metadata_item)
-                .put(put_snapshot_metadata_item)
-                .delete(delete_snapshot_metadata_item),
+            get(show_metadata_item::<OnSnapshot>)
+                .put(put_metadata_item::<OnSnapshot>)
+                .delete(delete_metadata_item::<OnSnapshot>),
         )
         .route("/types", get(list_types).post(create_type))
         .route("/types/default", get(default_type))
@@ -106,15 +106,15 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/volumes/{id}/metadata",
-            get(volume_metadata)
-                .post(add_volume_metadata)
-                .put(set_volume_metadata),
+            get(show_metadata::<OnVolume>)
+                .post(add_metadata::<OnVolume>)
+                .put(set_metadata::<OnVolume>),
         )
         .route(
             "/volumes/{id}/metadata/{key}",
-            get(volume_metadata_item)
-                .put(put_volume_metadata_item)
-                .delete(delete_volume_metadata_item),
+            get(show_metadata_item::<OnVolume>)
+                .put(put_metadata_item::<OnVolume>)
+                .delete(delete_metadata_item::<OnVolume>),
         )
         .route("/os-availability-zone", get(zones))
         .route("/limits", get(limits))
@@ -1631,20 +1631,39 @@ async fn delete_type_spec(
     Ok(empty(StatusCode::ACCEPTED))
 }
 
-async fn volume_metadata(
+/// Which record a metadata route is on.
+trait MetaKind {
+    const KIND: &'static str;
+}
+
+struct OnVolume;
+impl MetaKind for OnVolume {
+    const KIND: &'static str = VOLUME;
+}
+
+struct OnSnapshot;
+impl MetaKind for OnSnapshot {
+    const KIND: &'static str = SNAPSHOT;
+}
+
+fn meta_of(r: &Rec) -> Map<String, Value> {
+    r.get("metadata")
+        .and_then(|m| m.as_object())
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn show_metadata<K: MetaKind>(
     State(state): State<AppState>,
     auth: Auth,
     Path(p): Params,
 ) -> Result<Json<Value>> {
-    let s = svc(&state)?;
-    let v = find(s, &auth, VOLUME, &p["id"])?;
-    Ok(Json(
-        json!({"metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
-    ))
+    let r = find(svc(&state)?, &auth, K::KIND, &p["id"])?;
+    Ok(Json(json!({"metadata": meta_of(&r)})))
 }
 
-/// Replaces (`replace`) or merges the volume's metadata.
-async fn change_metadata(
+/// Replaces (`replace`) or merges a record's metadata.
+async fn change_metadata<K: MetaKind>(
     state: &AppState,
     auth: &Auth,
     id: &str,
@@ -1653,7 +1672,7 @@ async fn change_metadata(
 ) -> Result<Json<Value>> {
     let s = svc(state)?;
     write_access(auth)?;
-    find(s, auth, VOLUME, id)?;
+    find(s, auth, K::KIND, id)?;
     let b: Map<String, Value> = parse_body(body)?;
     let new = metadata(&b)?;
     if !b.contains_key("metadata") {
@@ -1661,16 +1680,9 @@ async fn change_metadata(
             "Malformed request body: metadata is required.".into(),
         ));
     }
-    let v = s
-        .update(VOLUME, id, move |r| {
-            let mut cur = if replace {
-                Map::new()
-            } else {
-                r.get("metadata")
-                    .and_then(|m| m.as_object())
-                    .cloned()
-                    .unwrap_or_default()
-            };
+    let r = s
+        .update(K::KIND, id, move |r| {
+            let mut cur = if replace { Map::new() } else { meta_of(r) };
             if let Value::Object(n) = new {
                 cur.extend(n);
             }
@@ -1678,47 +1690,43 @@ async fn change_metadata(
             Ok(())
         })
         .await?
-        .ok_or_else(|| Error::NotFound(format!("Volume {id} could not be found.")))?;
-    Ok(Json(
-        json!({"metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
-    ))
+        .ok_or_else(|| Error::NotFound(format!("{id} could not be found.")))?;
+    Ok(Json(json!({"metadata": meta_of(&r)})))
 }
 
-async fn add_volume_metadata(
+async fn add_metadata<K: MetaKind>(
     State(state): State<AppState>,
     auth: Auth,
     Path(p): Params,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>> {
-    change_metadata(&state, &auth, &p["id"], &body, false).await
+    change_metadata::<K>(&state, &auth, &p["id"], &body, false).await
 }
 
-async fn set_volume_metadata(
+async fn set_metadata<K: MetaKind>(
     State(state): State<AppState>,
     auth: Auth,
     Path(p): Params,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>> {
-    change_metadata(&state, &auth, &p["id"], &body, true).await
+    change_metadata::<K>(&state, &auth, &p["id"], &body, true).await
 }
 
-async fn volume_metadata_item(
+async fn show_metadata_item<K: MetaKind>(
     State(state): State<AppState>,
     auth: Auth,
     Path(p): Params,
 ) -> Result<Json<Value>> {
-    let s = svc(&state)?;
-    let v = find(s, &auth, VOLUME, &p["id"])?;
+    let r = find(svc(&state)?, &auth, K::KIND, &p["id"])?;
     let key = &p["key"];
-    let val = v
-        .get("metadata")
-        .and_then(|m| m.get(key.as_str()))
+    let val = meta_of(&r)
+        .get(key.as_str())
         .cloned()
         .ok_or_else(|| Error::NotFound(format!("Metadata item was not found: {key}")))?;
     Ok(Json(json!({"meta": { key.clone(): val }})))
 }
 
-async fn put_volume_metadata_item(
+async fn put_metadata_item<K: MetaKind>(
     State(state): State<AppState>,
     auth: Auth,
     Path(p): Params,
@@ -1726,7 +1734,7 @@ async fn put_volume_metadata_item(
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
     write_access(&auth)?;
-    find(s, &auth, VOLUME, &p["id"])?;
+    find(s, &auth, K::KIND, &p["id"])?;
     let b: Map<String, Value> = parse_body(&body)?;
     let key = p["key"].clone();
     let meta = b
@@ -1740,12 +1748,8 @@ async fn put_volume_metadata_item(
         .cloned()
         .ok_or_else(|| Error::BadRequest("Request body and URI mismatch".into()))?;
     let out = meta.clone();
-    s.update(VOLUME, &p["id"], move |r| {
-        let mut cur = r
-            .get("metadata")
-            .and_then(|m| m.as_object())
-            .cloned()
-            .unwrap_or_default();
+    s.update(K::KIND, &p["id"], move |r| {
+        let mut cur = meta_of(r);
         cur.extend(meta);
         r.insert("metadata".into(), Value::Object(cur));
         Ok(())
@@ -1754,174 +1758,21 @@ async fn put_volume_metadata_item(
     Ok(Json(json!({"meta": out})))
 }
 
-async fn delete_volume_metadata_item(
+async fn delete_metadata_item<K: MetaKind>(
     State(state): State<AppState>,
     auth: Auth,
     Path(p): Params,
 ) -> Result<Response> {
     let s = svc(&state)?;
     write_access(&auth)?;
-    let v = find(s, &auth, VOLUME, &p["id"])?;
+    let r = find(s, &auth, K::KIND, &p["id"])?;
     let key = p["key"].clone();
-    if v.get("metadata")
-        .and_then(|m| m.get(key.as_str()))
-        .is_none()
-    {
+    if !meta_of(&r).contains_key(&key) {
         return Err(Error::NotFound(format!(
             "Metadata item was not found: {key}"
         )));
     }
-    s.update(VOLUME, &p["id"], move |r| {
-        if let Some(Value::Object(m)) = r.get_mut("metadata") {
-            m.remove(&key);
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(empty(StatusCode::OK))
-}
-
-async fn snapshot_metadata(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(p): Params,
-) -> Result<Json<Value>> {
-    let s = svc(&state)?;
-    let v = find(s, &auth, SNAPSHOT, &p["id"])?;
-    Ok(Json(
-        json!({"metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
-    ))
-}
-
-/// Replaces (`replace`) or merges the volume's metadata.
-async fn change_snapshot_metadata(
-    state: &AppState,
-    auth: &Auth,
-    id: &str,
-    body: &[u8],
-    replace: bool,
-) -> Result<Json<Value>> {
-    let s = svc(state)?;
-    write_access(auth)?;
-    find(s, auth, SNAPSHOT, id)?;
-    let b: Map<String, Value> = parse_body(body)?;
-    let new = metadata(&b)?;
-    if !b.contains_key("metadata") {
-        return Err(Error::BadRequest(
-            "Malformed request body: metadata is required.".into(),
-        ));
-    }
-    let v = s
-        .update(SNAPSHOT, id, move |r| {
-            let mut cur = if replace {
-                Map::new()
-            } else {
-                r.get("metadata")
-                    .and_then(|m| m.as_object())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            if let Value::Object(n) = new {
-                cur.extend(n);
-            }
-            r.insert("metadata".into(), Value::Object(cur));
-            Ok(())
-        })
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("Snapshot {id} could not be found.")))?;
-    Ok(Json(
-        json!({"metadata": v.get("metadata").cloned().unwrap_or(json!({}))}),
-    ))
-}
-
-async fn add_snapshot_metadata(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(p): Params,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>> {
-    change_snapshot_metadata(&state, &auth, &p["id"], &body, false).await
-}
-
-async fn set_snapshot_metadata(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(p): Params,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>> {
-    change_snapshot_metadata(&state, &auth, &p["id"], &body, true).await
-}
-
-async fn snapshot_metadata_item(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(p): Params,
-) -> Result<Json<Value>> {
-    let s = svc(&state)?;
-    let v = find(s, &auth, SNAPSHOT, &p["id"])?;
-    let key = &p["key"];
-    let val = v
-        .get("metadata")
-        .and_then(|m| m.get(key.as_str()))
-        .cloned()
-        .ok_or_else(|| Error::NotFound(format!("Metadata item was not found: {key}")))?;
-    Ok(Json(json!({"meta": { key.clone(): val }})))
-}
-
-async fn put_snapshot_metadata_item(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(p): Params,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>> {
-    let s = svc(&state)?;
-    write_access(&auth)?;
-    find(s, &auth, SNAPSHOT, &p["id"])?;
-    let b: Map<String, Value> = parse_body(&body)?;
-    let key = p["key"].clone();
-    let meta = b
-        .get("meta")
-        .and_then(|m| m.as_object())
-        .filter(|m| {
-            m.len() == 1
-                && m.get(&key)
-                    .is_some_and(|v| v.as_str().is_some_and(|x| x.len() <= 255))
-        })
-        .cloned()
-        .ok_or_else(|| Error::BadRequest("Request body and URI mismatch".into()))?;
-    let out = meta.clone();
-    s.update(SNAPSHOT, &p["id"], move |r| {
-        let mut cur = r
-            .get("metadata")
-            .and_then(|m| m.as_object())
-            .cloned()
-            .unwrap_or_default();
-        cur.extend(meta);
-        r.insert("metadata".into(), Value::Object(cur));
-        Ok(())
-    })
-    .await?;
-    Ok(Json(json!({"meta": out})))
-}
-
-async fn delete_snapshot_metadata_item(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(p): Params,
-) -> Result<Response> {
-    let s = svc(&state)?;
-    write_access(&auth)?;
-    let v = find(s, &auth, SNAPSHOT, &p["id"])?;
-    let key = p["key"].clone();
-    if v.get("metadata")
-        .and_then(|m| m.get(key.as_str()))
-        .is_none()
-    {
-        return Err(Error::NotFound(format!(
-            "Metadata item was not found: {key}"
-        )));
-    }
-    s.update(SNAPSHOT, &p["id"], move |r| {
+    s.update(K::KIND, &p["id"], move |r| {
         if let Some(Value::Object(m)) = r.get_mut("metadata") {
             m.remove(&key);
         }
