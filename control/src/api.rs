@@ -29,6 +29,7 @@ pub struct AppState {
     pub images: crate::image::Images,
     /// Absent when no storage node is configured or reachable.
     pub volumes: Option<crate::volume::Volumes>,
+    pub networks: crate::network::Networks,
     /// Base URL clients reach us at, without a trailing slash
     /// (e.g. `http://127.0.0.1:5000`).
     pub base_url: String,
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
     crate::identity::api::routes()
         .merge(crate::image::api::routes())
         .merge(crate::volume::api::routes())
+        .merge(crate::network::api::routes())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         // Image data streams in without the JSON body limit.
         .merge(crate::image::api::data_routes())

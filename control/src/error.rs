@@ -26,6 +26,8 @@ pub enum Error {
     NotAcceptable(String),
     #[error("{0}")]
     NotImplemented(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
     /// A failure that is ours, not the client's; the message is logged only.
     #[error("{0}")]
     Internal(String),
@@ -54,6 +56,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
             Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,7 +70,7 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             // Details go to the log, not to the client.
             tracing::error!(error = %self, "request failed");
             "An unexpected error prevented the server from fulfilling your request.".to_string()

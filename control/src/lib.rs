@@ -10,6 +10,9 @@
 //!   assignments, application credentials, catalog, tokens, policy).
 //! - [`image`]: Glance v2 (images, data streamed to a local image store,
 //!   members, tags, JSON-patch updates).
+//! - [`network`]: Neutron v2.0 (networks, subnets and addresses, ports,
+//!   routers, floating IPs, security groups, quotas, tags) pushed to netd
+//!   nodes as each node's whole desired state.
 //! - [`volume`]: Cinder v3 (volumes, snapshots, types, quotas) placed on
 //!   blockd nodes and driven over their gRPC API.
 //! - [`store`]: SQLite (embedded, the default) or PostgreSQL, behind one
@@ -25,6 +28,7 @@ pub mod api;
 pub mod error;
 pub mod identity;
 pub mod image;
+pub mod network;
 pub mod server;
 pub mod store;
 pub mod volume;

@@ -49,6 +49,15 @@ enum Cmd {
         /// blockd (the binary next to `ursa`, or on PATH) in the state directory.
         #[arg(long = "blockd", value_name = "NAME=ENDPOINT")]
         blockd: Vec<String>,
+        /// NAME=ENDPOINT (unix:/path or http://host:port) of a network node
+        /// (`ursa-netd`), repeatable; the first hosts DHCP and routers.
+        /// Without one, `ursa up` runs its own netd in the state directory.
+        #[arg(long = "netd", value_name = "NAME=ENDPOINT")]
+        netd: Vec<String>,
+        /// The interface the local netd bridges into the external network
+        /// `public` (floating IPs and router gateways are reached through it).
+        #[arg(long, env = "URSA_EXTERNAL_INTERFACE")]
+        external_interface: Option<String>,
     },
     /// Manage token keys.
     Keys {
@@ -102,6 +111,8 @@ fn main() -> anyhow::Result<()> {
             argon2_memory_kib,
             argon2_iterations,
             blockd,
+            netd,
+            external_interface,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(up(UpOptions {
@@ -116,6 +127,8 @@ fn main() -> anyhow::Result<()> {
                     iterations: argon2_iterations,
                 },
                 blockd,
+                netd,
+                external_interface,
             }))
         }
         Cmd::Keys {

@@ -30,6 +30,10 @@ pub struct UpOptions {
     pub password_cost: password::Cost,
     /// NAME=ENDPOINT of storage nodes; empty: run one here.
     pub blockd: Vec<String>,
+    /// NAME=ENDPOINT of network nodes; empty: run one here.
+    pub netd: Vec<String>,
+    /// The interface the local netd bridges into the external network.
+    pub external_interface: Option<String>,
 }
 
 pub const ADMIN_USER: &str = "admin";
@@ -152,7 +156,19 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         v.bootstrap().await?;
         Some(v)
     };
-    let mut services: Vec<(&str, &str, &str)> = vec![("image", "glance", "/image")];
+    let (net_nodes, mut local_netd) =
+        network_nodes(dir, &opts.netd, opts.external_interface.as_deref()).await?;
+    let pusher = crate::network::push::Pusher::new(net_nodes);
+    let networks = crate::network::Networks::new(
+        identity.clone(),
+        crate::network::NetConfig::default(),
+        pusher.clone(),
+    );
+    let push_task = pusher.spawn(identity.clone());
+    let mut services: Vec<(&str, &str, &str)> = vec![
+        ("image", "glance", "/image"),
+        ("network", "neutron", "/network"),
+    ];
     if volumes.is_some() {
         services.push(("volumev3", "cinderv3", "/volume/v3"));
         services.push(("block-storage", "cinder", "/volume/v3"));
@@ -167,9 +183,23 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     }
     .run(&identity)
     .await?;
+    let admin_project = identity
+        .model()
+        .project_by_name("default", ADMIN_PROJECT)
+        .map(|p| p.id.clone());
+    let admin_user = identity
+        .model()
+        .user_by_name("default", ADMIN_USER)
+        .map(|u| u.id.clone());
+    if let (Some(p), Some(u)) = (admin_project, admin_user) {
+        crate::network::api::bootstrap(&networks, &u, &p)
+            .await
+            .context("creating the public and private networks")?;
+    }
     let app = api::router(AppState {
         images,
         volumes,
+        networks,
         identity,
         base_url: base_url.clone(),
     });
@@ -190,7 +220,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     background.abort();
+    push_task.abort();
     if let Some(c) = local_blockd.as_mut() {
+        stop_child(c).await;
+    }
+    if let Some(c) = local_netd.as_mut() {
         stop_child(c).await;
     }
     store.close().await;
@@ -221,18 +255,7 @@ async fn storage_nodes(
     if !nodes.is_empty() {
         return Ok((nodes, None));
     }
-    let bin = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("ursa-blockd")))
-        .filter(|p| p.exists())
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join("ursa-blockd"))
-                    .find(|p| p.exists())
-            })
-        });
-    let Some(bin) = bin else {
+    let Some(bin) = find_bin("ursa-blockd") else {
         eprintln!("No ursa-blockd next to ursa or on PATH: the volume service is off.");
         return Ok((nodes, None));
     };
@@ -240,21 +263,8 @@ async fn storage_nodes(
     std::fs::create_dir_all(&bdir)?;
     let sock = bdir.join("grpc.sock");
     let _ = std::fs::remove_file(&sock);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(bdir.join("blockd.log"))?;
     let mut cmd = tokio::process::Command::new(&bin);
-    // SAFETY: prctl is async-signal-safe; it makes the kernel send blockd
-    // SIGTERM when `ursa up` dies, even by SIGKILL, so no blockd outlives it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let child = cmd
-        .arg("--listen")
+    cmd.arg("--listen")
         .arg(format!("unix:{}", sock.display()))
         .arg("--state-dir")
         .arg(bdir.join("state"))
@@ -263,12 +273,8 @@ async fn storage_nodes(
         .arg("--nbd-unix")
         .arg(bdir.join("nbd.sock"))
         .arg("--vhost-user-dir")
-        .arg(bdir.join("vhost"))
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .arg(bdir.join("vhost"));
+    let child = spawn_daemon(cmd, &bdir.join("blockd.log"))?;
     let t0 = std::time::Instant::now();
     let client = loop {
         if sock.exists() {
@@ -286,6 +292,133 @@ async fn storage_nodes(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     nodes.push(crate::volume::Node {
+        name: "local".into(),
+        client,
+    });
+    Ok((nodes, Some(child)))
+}
+
+/// A daemon binary next to `ursa`, or on PATH.
+fn find_bin(name: &str) -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.exists())
+            })
+        })
+}
+
+/// Starts a node daemon that logs to `log` and dies with us.
+fn spawn_daemon(
+    mut cmd: tokio::process::Command,
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    // SAFETY: prctl is async-signal-safe; it makes the kernel send the
+    // daemon SIGTERM when `ursa up` dies, even by SIGKILL, so it never
+    // outlives us.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(logf)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.as_std().get_program()))
+}
+
+/// The network nodes: those given as NAME=ENDPOINT, or one `ursa-netd` run
+/// here (state under `<state>/netd`, VTEP 127.0.0.1, physical network
+/// `public` on `external_interface` when given). No netd binary, or no
+/// privileges for it: the network API still works, nothing is plugged.
+async fn network_nodes(
+    dir: &Path,
+    given: &[String],
+    external_interface: Option<&str>,
+) -> anyhow::Result<(
+    Vec<crate::network::push::NetNode>,
+    Option<tokio::process::Child>,
+)> {
+    use crate::network::push::{connect, NetNode};
+    let mut nodes = Vec::new();
+    for g in given {
+        let (name, ep) = g
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--netd wants NAME=ENDPOINT, got {g:?}"))?;
+        let client = connect(ep)
+            .await
+            .map_err(|e| anyhow::anyhow!("netd {name} at {ep}: {e}"))?;
+        nodes.push(NetNode {
+            name: name.to_string(),
+            client,
+        });
+    }
+    if !nodes.is_empty() {
+        return Ok((nodes, None));
+    }
+    let Some(bin) = find_bin("ursa-netd") else {
+        eprintln!("No ursa-netd next to ursa or on PATH: networks are not plugged anywhere.");
+        return Ok((nodes, None));
+    };
+    let ndir = dir.join("netd");
+    std::fs::create_dir_all(&ndir)?;
+    let sock = ndir.join("grpc.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--state-dir")
+        .arg(ndir.join("state"))
+        .arg("--vtep-address")
+        .arg("127.0.0.1")
+        .arg("--physical-interface")
+        .arg(format!(
+            "public:{}",
+            external_interface.unwrap_or("ursa-public")
+        ));
+    let mut child = spawn_daemon(cmd, &ndir.join("netd.log"))?;
+    let client = connect(&format!("unix:{}", sock.display()))
+        .await
+        .map_err(|e| anyhow::anyhow!("netd: {e}"))?;
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!(
+                "ursa-netd exited ({status}); see {}. Networks are not plugged anywhere.",
+                ndir.join("netd.log").display()
+            );
+            return Ok((Vec::new(), None));
+        }
+        if sock.exists()
+            && client
+                .clone()
+                .get_capabilities(ursa_proto::netd::v1::CapabilitiesRequest {})
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            anyhow::bail!(
+                "{} did not come up; see {}",
+                bin.display(),
+                ndir.join("netd.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes.push(NetNode {
         name: "local".into(),
         client,
     });

@@ -556,6 +556,7 @@ impl pb::netd_server::Netd for Service {
             missing,
             vtep_address: node.vtep.map(|v| v.to_string()).unwrap_or_default(),
             underlay_mtu: node.underlay_mtu,
+            physical_networks: node.physnets.keys().cloned().collect(),
         }))
     }
 
