@@ -185,8 +185,6 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("availability_zone", "Availability Zone", "The availability zone extension."),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
-    ("default-subnetpools", "Default Subnetpools", "Provides ability to mark and use a subnetpool as the default."),
-    ("dhcp_agent_scheduler", "DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
     ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
     ("ext-gw-mode", "Neutron L3 Configurable external gateway mode", "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway"),
     ("extra_dhcp_opt", "Neutron Extra DHCP options", "Extra options configuration for DHCP."),
@@ -299,6 +297,7 @@ pub fn routes() -> Router<AppState> {
         );
     Router::new()
         .route("/network", get(versions))
+        .route("/network/v2.0/", get(resources))
         .route("/network/", get(versions))
         .nest("/network/v2.0", v2)
 }
@@ -447,6 +446,7 @@ fn opt_str(b: &Rec, k: &str) -> Result<Option<String>> {
             Ok(Some(s.clone()))
         }
         Some(Value::Null) if k == "name" || k == "description" => Ok(Some(String::new())),
+        Some(Value::Null) => Ok(None),
         Some(v) => Err(Error::BadRequest(format!(
             "Invalid input for {k}. Reason: '{v}' is not a valid string."
         ))),
@@ -982,12 +982,18 @@ async fn delete_network(
             return Err(Error::Forbidden(format!("Network {id}: deleting it is disallowed by policy")));
         }
         let ports = super::ports_of(m, &id);
-        if ports.iter().any(|p| st(p, "device_owner") != OWNER_DHCP) {
+        if ports.iter().any(|p| !matches!(st(p, "device_owner"), OWNER_DHCP | OWNER_FIP)) {
             return Err(Error::Conflict(format!(
                 "Unable to complete operation on network {id}. There are one or more ports still in use on the network."
             )));
         }
         let mut ops: Vec<Op> = ports.iter().map(|p| Op::delete(PORT, st(p, "id"))).collect();
+        // Floating IPs of an external network go with it.
+        ops.extend(
+            recs(m, FIP)
+                .filter(|f| st(f, "floating_network_id") == id)
+                .map(|f| Op::delete(FIP, st(f, "id"))),
+        );
         ops.extend(super::subnets_of(m, &id).iter().map(|x| Op::delete(SUBNET, st(x, "id"))));
         ops.push(Op::delete(NETWORK, &id));
         Ok((ops, ()))
@@ -1022,10 +1028,10 @@ const SUBNET_CREATE: &[&str] = &[
     "dns_publish_fixed_ip",
 ];
 
+/// Subnets of shared networks are everyone's to see; those of an external
+/// network only its owner's (Neutron without subnet-external-network).
 fn subnet_visible(m: &Model, auth: &Auth, s: &Rec) -> bool {
-    owns(auth, s)
-        || rec(m, NETWORK, st(s, "network_id"))
-            .is_some_and(|n| n["shared"] == true || n["router:external"] == true)
+    owns(auth, s) || rec(m, NETWORK, st(s, "network_id")).is_some_and(|n| n["shared"] == true)
 }
 
 fn find_subnet(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
@@ -3363,23 +3369,19 @@ fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec)> {
     let max = opt_int(b, "port_range_max")?;
     match number {
         Some(6) | Some(17) | Some(132) | Some(33) | Some(136) => {
-            if let (Some(lo), Some(hi)) = (min, max) {
-                if lo > hi {
-                    return Err(Error::BadRequest(
-                        "For TCP/UDP protocols, port_range_min must be <= port_range_max".into(),
-                    ));
-                }
-            }
             for v in [min, max].into_iter().flatten() {
                 if !(1..=65535).contains(&v) {
-                    return Err(Error::BadRequest(format!("Invalid value for port {v}.")));
+                    return Err(Error::BadRequest(format!("Invalid value for port {v}")));
                 }
             }
-            if min.is_some() != max.is_some() {
-                return Err(Error::BadRequest(
-                    "Both port_range_min and port_range_max are needed for a TCP/UDP port range."
-                        .into(),
-                ));
+            match (min, max) {
+                (None, Some(_)) => {
+                    return Err(Error::BadRequest("For TCP/UDP protocols, port_range_min must be <= port_range_max".into()))
+                }
+                (Some(lo), Some(hi)) if lo > hi => {
+                    return Err(Error::BadRequest("For TCP/UDP protocols, port_range_min must be <= port_range_max".into()))
+                }
+                _ => {}
             }
         }
         Some(1) | Some(58) => {
@@ -3391,12 +3393,12 @@ fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec)> {
             }
             if let Some(v) = min.filter(|v| !(0..=255).contains(v)) {
                 return Err(Error::BadRequest(format!(
-                    "Invalid value for ICMP field (port-range-min): {v}. It must be 0 to 255."
+                    "Invalid value for ICMP type (port-range-min): {v}. It must be 0 to 255."
                 )));
             }
             if let Some(v) = max.filter(|v| !(0..=255).contains(v)) {
                 return Err(Error::BadRequest(format!(
-                    "Invalid value for ICMP field (port-range-max): {v}. It must be 0 to 255."
+                    "Invalid value for ICMP code (port-range-max): {v}. It must be 0 to 255."
                 )));
             }
         }
@@ -3447,6 +3449,10 @@ fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec)> {
             )));
         }
     }
+    let max = match number {
+        Some(6) | Some(17) | Some(132) | Some(33) | Some(136) => max.or(min),
+        _ => max,
+    };
     let (pmin, pmax) = (
         min.map(|v| json!(v)).unwrap_or(Value::Null),
         max.map(|v| json!(v)).unwrap_or(Value::Null),
@@ -3690,9 +3696,8 @@ async fn zones(_auth: Auth) -> Json<Value> {
 
 async fn agents(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
     if !is_admin(&auth) {
-        return Err(Error::Forbidden(
-            "rule:get_agent is disallowed by policy".into(),
-        ));
+        // Neutron filters what policy hides: a member sees no agents.
+        return Ok(Json(json!({"agents": []})));
     }
     let s = svc(&app);
     let nn = s.pusher.network_node().unwrap_or("").to_string();
