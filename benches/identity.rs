@@ -97,7 +97,13 @@ fn start_ursa(dir: &Path) -> (Ursa, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ursa"))
         .args(["up", "--state-dir"])
         .arg(dir)
-        .args(["--admin-password", "secret", "--bind", "127.0.0.1:0"])
+        .args([
+            "--admin-password",
+            "secret",
+            "--bind",
+            "127.0.0.1:0",
+            "--no-netd",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

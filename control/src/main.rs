@@ -54,6 +54,10 @@ enum Cmd {
         /// Without one, `ursa up` runs its own netd in the state directory.
         #[arg(long = "netd", value_name = "NAME=ENDPOINT")]
         netd: Vec<String>,
+        /// Run no network node: the network API stores and answers, nothing
+        /// is plugged (for API-only tests and control-only hosts).
+        #[arg(long, conflicts_with = "netd")]
+        no_netd: bool,
         /// The interface the local netd bridges into the external network
         /// `public` (floating IPs and router gateways are reached through it).
         #[arg(long, env = "URSA_EXTERNAL_INTERFACE")]
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             argon2_iterations,
             blockd,
             netd,
+            no_netd,
             external_interface,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
@@ -128,6 +133,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 blockd,
                 netd,
+                no_netd,
                 external_interface,
             }))
         }

@@ -32,6 +32,8 @@ pub struct UpOptions {
     pub blockd: Vec<String>,
     /// NAME=ENDPOINT of network nodes; empty: run one here.
     pub netd: Vec<String>,
+    /// No network node at all (not even a local one).
+    pub no_netd: bool,
     /// The interface the local netd bridges into the external network.
     pub external_interface: Option<String>,
 }
@@ -156,8 +158,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         v.bootstrap().await?;
         Some(v)
     };
-    let (net_nodes, mut local_netd) =
-        network_nodes(dir, &opts.netd, opts.external_interface.as_deref()).await?;
+    let (net_nodes, mut local_netd) = if opts.no_netd {
+        (Vec::new(), None)
+    } else {
+        network_nodes(dir, &opts.netd, opts.external_interface.as_deref()).await?
+    };
     let pusher = crate::network::push::Pusher::new(net_nodes);
     let networks = crate::network::Networks::new(
         identity.clone(),

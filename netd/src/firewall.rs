@@ -297,6 +297,21 @@ pub fn compile(want: &Desired) -> Compiled {
         let i = format!("i_{}", p.short);
         c.shape.push(nft::chain(f, t, &e));
         c.shape.push(nft::chain(f, t, &i));
+        // DHCP answers come from the network node's responder, a flow
+        // conntrack cannot pair with the broadcast request: let them in,
+        // as Neutron's firewall does (the guard keeps ports from serving).
+        for (sport, dport) in [(67, 68), (547, 546)] {
+            c.shape.push(nft::rule(
+                f,
+                t,
+                &i,
+                vec![
+                    nft::eq(nft::payload("udp", "sport"), json!(sport)),
+                    nft::eq(nft::payload("udp", "dport"), json!(dport)),
+                    nft::verdict("accept"),
+                ],
+            ));
+        }
         for g in p.groups.iter().filter(|g| used.contains(g.as_str())) {
             let gs = short(g);
             c.shape

@@ -36,6 +36,13 @@ impl Cloud {
             .arg(state_dir)
             .args(["--admin-password", password, "--bind", "127.0.0.1:0"])
             .args(extra)
+            // Tests that do not plug networks run no netd (it would leave
+            // bridges and router namespaces on the host).
+            .args(if extra.iter().any(|a| a.starts_with("--netd")) {
+                &[][..]
+            } else {
+                &["--no-netd"][..]
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

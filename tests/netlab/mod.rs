@@ -15,6 +15,20 @@ use ursa_proto::netd::v1::netd_client::NetdClient;
 pub const NET_A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 pub const NET_B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 
+/// The netd binary: Cargo's for netd's own tests, else the one built
+/// beside the test executable (target/<profile>/ursa-netd).
+pub fn netd_bin() -> PathBuf {
+    option_env!("CARGO_BIN_EXE_ursa-netd")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("test executable");
+            exe.parent()
+                .and_then(|d| d.parent())
+                .map(|d| d.join("ursa-netd"))
+                .expect("target directory")
+        })
+}
+
 pub fn can_run() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     let tools = ["ip", "ping"]
@@ -120,7 +134,7 @@ impl Lab {
             .unwrap();
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.hv(i)))
-            .arg(env!("CARGO_BIN_EXE_ursa-netd"))
+            .arg(netd_bin())
             .arg("--listen")
             .arg(format!("unix:{}", self.sock(i).display()))
             .args(["--vtep-address", &self.vtep(i)])

@@ -3376,10 +3376,14 @@ fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec)> {
             }
             match (min, max) {
                 (None, Some(_)) => {
-                    return Err(Error::BadRequest("For TCP/UDP protocols, port_range_min must be <= port_range_max".into()))
+                    return Err(Error::BadRequest(
+                        "For TCP/UDP protocols, port_range_min must be <= port_range_max".into(),
+                    ))
                 }
                 (Some(lo), Some(hi)) if lo > hi => {
-                    return Err(Error::BadRequest("For TCP/UDP protocols, port_range_min must be <= port_range_max".into()))
+                    return Err(Error::BadRequest(
+                        "For TCP/UDP protocols, port_range_min must be <= port_range_max".into(),
+                    ))
                 }
                 _ => {}
             }
