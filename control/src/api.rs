@@ -45,6 +45,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     crate::identity::api::routes()
         .merge(crate::image::api::routes())
+        .merge(crate::image::metadefs::routes())
         .merge(crate::volume::api::routes())
         .merge(crate::network::api::routes())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))

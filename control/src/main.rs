@@ -62,6 +62,23 @@ enum Cmd {
         /// `public` (floating IPs and router gateways are reached through it).
         #[arg(long, env = "URSA_EXTERNAL_INTERFACE")]
         external_interface: Option<String>,
+        /// VXLAN VNIs tenant networks take, as LOW:HIGH (repeatable).
+        #[arg(
+            long = "vxlan-vni-range",
+            value_name = "LOW:HIGH",
+            default_value = "1:65535"
+        )]
+        vni_ranges: Vec<String>,
+        /// PHYSNET:LOW:HIGH VLAN ids tenant VLAN networks take (repeatable).
+        #[arg(long = "vlan-range", value_name = "PHYSNET:LOW:HIGH")]
+        vlan_ranges: Vec<String>,
+        /// Physical networks flat and VLAN networks may name (repeatable).
+        #[arg(
+            long = "physical-network",
+            value_name = "PHYSNET",
+            default_value = "public"
+        )]
+        physnets: Vec<String>,
     },
     /// Manage token keys.
     Keys {
@@ -118,7 +135,11 @@ fn main() -> anyhow::Result<()> {
             netd,
             no_netd,
             external_interface,
+            vni_ranges,
+            vlan_ranges,
+            physnets,
         } => {
+            let net = parse_net_config(&vni_ranges, &vlan_ranges, physnets)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(up(UpOptions {
                 state_dir: state_dir.unwrap_or_else(default_state_dir),
@@ -135,6 +156,7 @@ fn main() -> anyhow::Result<()> {
                 netd,
                 no_netd,
                 external_interface,
+                net,
             }))
         }
         Cmd::Keys {
@@ -150,4 +172,47 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The segment ranges and physical networks of `ursa up`'s options.
+fn parse_net_config(
+    vni: &[String],
+    vlan: &[String],
+    physnets: Vec<String>,
+) -> anyhow::Result<ursa_control::network::NetConfig> {
+    let num = |s: &str, max: u32| -> anyhow::Result<u32> {
+        let v: u32 = s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{s:?} is not a number"))?;
+        anyhow::ensure!((1..=max).contains(&v), "{v} is outside 1 to {max}");
+        Ok(v)
+    };
+    let mut cfg = ursa_control::network::NetConfig {
+        vni_ranges: Vec::new(),
+        physnets,
+        ..Default::default()
+    };
+    for r in vni {
+        let (lo, hi) = r
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--vxlan-vni-range wants LOW:HIGH, got {r:?}"))?;
+        let (lo, hi) = (num(lo, 16_777_215)?, num(hi, 16_777_215)?);
+        anyhow::ensure!(lo <= hi, "--vxlan-vni-range {r}: LOW is above HIGH");
+        cfg.vni_ranges.push((lo, hi));
+    }
+    for r in vlan {
+        let parts: Vec<&str> = r.split(':').collect();
+        anyhow::ensure!(
+            parts.len() == 3,
+            "--vlan-range wants PHYSNET:LOW:HIGH, got {r:?}"
+        );
+        let (lo, hi) = (num(parts[1], 4094)?, num(parts[2], 4094)?);
+        anyhow::ensure!(lo <= hi, "--vlan-range {r}: LOW is above HIGH");
+        cfg.vlan_ranges
+            .push((parts[0].to_string(), lo as u16, hi as u16));
+        if !cfg.physnets.iter().any(|p| p == parts[0]) {
+            cfg.physnets.push(parts[0].to_string());
+        }
+    }
+    Ok(cfg)
 }

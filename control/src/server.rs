@@ -36,6 +36,8 @@ pub struct UpOptions {
     pub no_netd: bool,
     /// The interface the local netd bridges into the external network.
     pub external_interface: Option<String>,
+    /// Segment ranges and physical networks for the network service.
+    pub net: crate::network::NetConfig,
 }
 
 pub const ADMIN_USER: &str = "admin";
@@ -164,11 +166,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         network_nodes(dir, &opts.netd, opts.external_interface.as_deref()).await?
     };
     let pusher = crate::network::push::Pusher::new(net_nodes);
-    let networks = crate::network::Networks::new(
-        identity.clone(),
-        crate::network::NetConfig::default(),
-        pusher.clone(),
-    );
+    let networks =
+        crate::network::Networks::new(identity.clone(), opts.net.clone(), pusher.clone());
     let push_task = pusher.spawn(identity.clone());
     let mut services: Vec<(&str, &str, &str)> = vec![
         ("image", "glance", "/image"),

@@ -11,6 +11,7 @@
 //! computed on the way.
 
 pub mod api;
+pub mod metadefs;
 
 use crate::error::{Error, Result};
 use crate::identity::policy::Caller;
