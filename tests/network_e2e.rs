@@ -390,12 +390,43 @@ fn api_networks_reach_vms_on_two_netd_nodes() {
         return;
     }
     let mut lab = Lab::new("ne", 2);
-    lab.start_netd(1);
+    // The outside world: a host at 203.0.113.1 behind h1's interface ext0,
+    // which h1's netd bridges into physical network `ext`.
+    let outside = lab.vm("x");
+    ok(&[
+        "ip",
+        "-n",
+        &lab.hv(1),
+        "link",
+        "add",
+        "ext0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "x0",
+        "netns",
+        &outside,
+    ]);
+    ok(&["ip", "-n", &lab.hv(1), "link", "set", "ext0", "up"]);
+    ok(&[
+        "ip",
+        "-n",
+        &outside,
+        "addr",
+        "add",
+        "203.0.113.1/24",
+        "dev",
+        "x0",
+    ]);
+    ok(&["ip", "-n", &outside, "link", "set", "x0", "up"]);
+    lab.start_netd_with(1, &["--physical-interface", "ext:ext0"]);
     lab.start_netd(2);
     let dir = tempfile::tempdir().unwrap();
     let nodes = [
         format!("--netd=h1=unix:{}", lab.sock(1).display()),
         format!("--netd=h2=unix:{}", lab.sock(2).display()),
+        "--physical-network=ext".to_string(),
     ];
     let args: Vec<&str> = nodes.iter().map(String::as_str).collect();
     let cloud = Cloud::start_with(dir.path(), "secret", &args);
@@ -489,6 +520,64 @@ fn api_networks_reach_vms_on_two_netd_nodes() {
     assert!(lab.ping(&vms[0].0, "10.91.0.1"), "v1 → its gateway");
     assert!(lab.ping(&vms[0].0, &ip(2)), "v1 → v3 through the router");
     assert!(lab.ping(&vms[2].0, &ip(0)), "v3 → v1 back");
+    // The external network: SNAT out through the router's gateway, and a
+    // floating IP in.
+    let ext = net.create(
+        "networks",
+        "network",
+        &admin,
+        json!({"name": "ext", "router:external": true, "provider:network_type": "flat",
+               "provider:physical_network": "ext"}),
+    );
+    net.create(
+        "subnets",
+        "subnet",
+        &admin,
+        json!({"network_id": id(&ext), "ip_version": 4, "cidr": "203.0.113.0/24", "enable_dhcp": false,
+               "gateway_ip": "203.0.113.1", "allocation_pools": [{"start": "203.0.113.10", "end": "203.0.113.99"}]}),
+    );
+    let (st, v) = net.call(
+        "PUT",
+        &format!("/routers/{}", id(&r)),
+        &admin,
+        Some(json!({"router": {"external_gateway_info": {"network_id": id(&ext)}}})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let gw = v["router"]["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t0 = Instant::now();
+    while !lab.ping(&vms[0].0, "203.0.113.1") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "v1 never reached the outside through SNAT"
+        );
+    }
+    let fip = net.create(
+        "floatingips",
+        "floatingip",
+        &admin,
+        json!({"floating_network_id": id(&ext), "port_id": id(&vms[2].1)}),
+    );
+    let fip_ip = fip["floating_ip_address"].as_str().unwrap().to_string();
+    // As in any OpenStack cloud, the default group lets in only its own
+    // members: open ICMP for the outside.
+    net.create(
+        "security-group-rules",
+        "security_group_rule",
+        &admin,
+        json!({"security_group_id": vms[2].1["security_groups"][0], "direction": "ingress",
+               "protocol": "icmp", "remote_ip_prefix": "0.0.0.0/0"}),
+    );
+    assert_ne!(fip_ip, gw);
+    let t0 = Instant::now();
+    while !lab.ping(&outside, &fip_ip) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the outside never reached v3 at its floating IP {fip_ip}"
+        );
+    }
     // The API shows the bound ports active.
     let (_, p) = net.call("GET", &format!("/ports/{}", id(&vms[0].1)), &admin, None);
     assert_eq!(p["port"]["status"], "ACTIVE", "{p}");

@@ -202,10 +202,15 @@ fn tempest_volume_suite_passes_four_in_five() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path(), "tempest-vol-pw");
+    let (conf, public) = neutron_conf(&cloud, dir.path());
     let out = Command::new("bash")
         .arg(api.join("tempest.sh"))
         .args([&cloud.url, "admin", "tempest-vol-pw", "tempest.api.volume"])
-        .env("TEMPEST_SERVICES", "cinder glance")
+        // As the issue asks: with the network service on, so every test
+        // class also gets its own network, subnet and router.
+        .env("TEMPEST_SERVICES", "neutron cinder glance")
+        .env("TEMPEST_EXTRA_CONF", &conf)
+        .env("TEMPEST_PUBLIC_NETWORK_ID", &public)
         .env("TEMPEST_CONCURRENCY", "2")
         .output()
         .unwrap();

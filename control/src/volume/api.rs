@@ -898,6 +898,45 @@ async fn volume_action(
             .await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
+        "os-force_delete" if auth.0.is_admin() => {
+            if s.docs(SNAPSHOT).iter().any(|x| st(x, "volume_id") == id) {
+                return Err(Error::BadRequest(format!(
+                    "Invalid volume: Volume {id} still has dependent snapshots."
+                )));
+            }
+            let v = s
+                .update(VOLUME, &id, |r| {
+                    r.insert("status".into(), json!("deleting"));
+                    Ok(())
+                })
+                .await?;
+            if let Some(v) = v {
+                s.spawn_delete(VOLUME, v);
+            }
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        // The reservation steps of an attachment (Nova's old flow).
+        "os-reserve" | "os-unreserve" | "os-begin_detaching" | "os-roll_detaching" => {
+            let (from, to) = match action.as_str() {
+                "os-reserve" => ("available", "attaching"),
+                "os-unreserve" => ("attaching", "available"),
+                "os-begin_detaching" => ("in-use", "detaching"),
+                _ => ("detaching", "in-use"),
+            };
+            let a2 = action.clone();
+            s.update(VOLUME, &id, move |r| {
+                let now = st(r, "status").to_string();
+                if now != from && now != to {
+                    return Err(Error::BadRequest(format!(
+                        "Invalid volume: {a2} needs status {from}, the volume is {now}."
+                    )));
+                }
+                r.insert("status".into(), json!(to));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
         "os-set_bootable" => {
             let b = args
                 .get("bootable")
