@@ -304,7 +304,7 @@ fn network_api_isolation_bad_input_and_restart() {
         (c.to_string(), v)
     })
     .collect();
-    drop(net);
+    let _ = net;
     assert!(cloud.stop().success());
     let cloud = Cloud::start(dir.path(), "secret");
     let admin = cloud.admin_token();
@@ -600,7 +600,7 @@ fn api_networks_reach_vms_on_two_netd_nodes() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    drop(net);
+    let _ = net;
     assert!(cloud.stop().success());
     let cloud = Cloud::start_with(dir.path(), "secret", &args);
     let out = pinger.wait_with_output().unwrap();

@@ -17,6 +17,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start: the size of the `up` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run a single-node cloud until Ctrl-C or SIGTERM.
     Up {

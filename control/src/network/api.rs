@@ -557,9 +557,9 @@ fn port_view(s: &Networks, auth: &Auth, p: &Rec) -> Rec {
     let host = st(p, "binding:host_id");
     let status = if p["admin_state_up"] == false {
         "DOWN"
-    } else if st(p, "device_owner").starts_with("network:") {
-        "ACTIVE"
-    } else if !host.is_empty() && s.pusher.node_ok(host) == Some(true) {
+    } else if st(p, "device_owner").starts_with("network:")
+        || (!host.is_empty() && s.pusher.node_ok(host) == Some(true))
+    {
         "ACTIVE"
     } else {
         "DOWN"

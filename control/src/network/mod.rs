@@ -147,7 +147,7 @@ pub fn public(r: &Rec) -> Rec {
 }
 
 /// Sorted by creation, then id: the order subnets and rules are shown in.
-pub fn by_creation<'a>(mut v: Vec<&'a Rec>) -> Vec<&'a Rec> {
+pub fn by_creation(mut v: Vec<&Rec>) -> Vec<&Rec> {
     v.sort_by(|a, b| (st(a, "created_at"), st(a, "id")).cmp(&(st(b, "created_at"), st(b, "id"))));
     v
 }
