@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds Ursa's tiny test guest from Debian packages (linux-image-amd64,
 # busybox-static): OUT/vmlinuz and OUT/initramfs.cpio.gz (busybox, the
-# virtio modules, images/tiny/init). Usage: build.sh OUT
+# virtio modules, images/tiny/init), and, where syslinux, mtools and
+# dosfstools are installed, OUT/tiny.raw: a bootable raw disk (a FAT file
+# system with syslinux, the kernel and the initramfs) that boots as a cloud
+# guest (`ursa.cloud`). Usage: build.sh OUT
 set -euo pipefail
 out=${1:?usage: build.sh OUT}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,3 +39,17 @@ done
 cp "$kernel" "$out/vmlinuz"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initramfs.cpio.gz"
 echo "$out/vmlinuz $out/initramfs.cpio.gz ($ver)"
+if command -v syslinux >/dev/null && command -v mcopy >/dev/null && command -v mkfs.vfat >/dev/null; then
+  disk="$out/tiny.raw"
+  rm -f "$disk"
+  truncate -s 40M "$disk"
+  mkfs.vfat -n URSATINY "$disk" >/dev/null
+  syslinux --install "$disk"
+  printf 'DEFAULT ursa\nPROMPT 0\nTIMEOUT 0\nLABEL ursa\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd.gz console=ttyS0 ursa.cloud quiet\n' > "$root/syslinux.cfg"
+  mcopy -i "$disk" "$out/vmlinuz" ::/vmlinuz
+  mcopy -i "$disk" "$out/initramfs.cpio.gz" ::/initrd.gz
+  mcopy -i "$disk" "$root/syslinux.cfg" ::/syslinux.cfg
+  echo "$disk (bootable raw disk)"
+else
+  echo "no tiny.raw: apt-get install syslinux syslinux-common mtools dosfstools" >&2
+fi
