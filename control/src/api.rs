@@ -30,6 +30,8 @@ pub struct AppState {
     /// Absent when no storage node is configured or reachable.
     pub volumes: Option<crate::volume::Volumes>,
     pub networks: crate::network::Networks,
+    /// Absent when this host runs no compute node.
+    pub compute: Option<crate::compute::Compute>,
     /// Base URL clients reach us at, without a trailing slash
     /// (e.g. `http://127.0.0.1:5000`).
     pub base_url: String,
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::image::metadefs::routes())
         .merge(crate::volume::api::routes())
         .merge(crate::network::api::routes())
+        .merge(crate::compute::api::routes())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         // Image data streams in without the JSON body limit.
         .merge(crate::image::api::data_routes())

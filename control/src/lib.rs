@@ -6,6 +6,8 @@
 //! every layer are one type, [`error::Error`], turned into OpenStack's error
 //! body in exactly one place.
 //!
+//! - [`compute`]: Nova v2.1 (flavors, key pairs, servers) and the compute
+//!   agent that runs guests with QEMU on taps netd made.
 //! - [`identity`]: Keystone v3 (domains, projects, users, groups, roles,
 //!   assignments, application credentials, catalog, tokens, policy).
 //! - [`image`]: Glance v2 (images, data streamed to a local image store,
@@ -25,6 +27,7 @@
 //! `ursa-proto`.
 
 pub mod api;
+pub mod compute;
 pub mod error;
 pub mod identity;
 pub mod image;

@@ -60,6 +60,9 @@ enum Cmd {
         /// is plugged (for API-only tests and control-only hosts).
         #[arg(long, conflicts_with = "netd")]
         no_netd: bool,
+        /// Run no compute agent (no guests on this host).
+        #[arg(long)]
+        no_compute: bool,
         /// The interface the local netd bridges into the external network
         /// `public` (floating IPs and router gateways are reached through it).
         #[arg(long, env = "URSA_EXTERNAL_INTERFACE")]
@@ -136,6 +139,7 @@ fn main() -> anyhow::Result<()> {
             blockd,
             netd,
             no_netd,
+            no_compute,
             external_interface,
             vni_ranges,
             vlan_ranges,
@@ -157,6 +161,7 @@ fn main() -> anyhow::Result<()> {
                 blockd,
                 netd,
                 no_netd,
+                no_compute,
                 external_interface,
                 net,
             }))

@@ -34,6 +34,8 @@ pub struct UpOptions {
     pub netd: Vec<String>,
     /// No network node at all (not even a local one).
     pub no_netd: bool,
+    /// Run no compute agent here.
+    pub no_compute: bool,
     /// The interface the local netd bridges into the external network.
     pub external_interface: Option<String>,
     /// Segment ranges and physical networks for the network service.
@@ -169,10 +171,48 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let networks =
         crate::network::Networks::new(identity.clone(), opts.net.clone(), pusher.clone());
     let push_task = pusher.spawn(identity.clone());
+    // A compute node here when guests can run: QEMU installed and a network
+    // node to make their taps.
+    let qemu = find_bin("qemu-system-x86_64").is_some();
+    let compute = if opts.no_compute || !qemu || pusher.node_names().is_empty() {
+        if !opts.no_compute {
+            eprintln!(
+                "No compute node: {}.",
+                if qemu {
+                    "no network node (ursa-netd) runs"
+                } else {
+                    "qemu-system-x86_64 is not installed"
+                }
+            );
+        }
+        None
+    } else {
+        let (ram_mb, vcpus) = crate::compute::host_capacity();
+        let node = pusher
+            .node_names()
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "local".into());
+        let c = crate::compute::Compute {
+            identity: identity.clone(),
+            networks: networks.clone(),
+            images: images.clone(),
+            nodes: std::sync::Arc::new(vec![crate::compute::Node {
+                agent: crate::compute::agent::Agent::new(&node, &dir.join("compute")),
+                ram_mb,
+                vcpus,
+            }]),
+        };
+        c.bootstrap().await?;
+        Some(c)
+    };
     let mut services: Vec<(&str, &str, &str)> = vec![
         ("image", "glance", "/image"),
         ("network", "neutron", "/network"),
     ];
+    if compute.is_some() {
+        services.push(("compute", "nova", "/compute/v2.1"));
+    }
     if volumes.is_some() {
         services.push(("volumev3", "cinderv3", "/volume/v3"));
         services.push(("block-storage", "cinder", "/volume/v3"));
@@ -200,10 +240,14 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             .await
             .context("creating the public and private networks")?;
     }
+    if let Some(c) = &compute {
+        c.adopt().await.context("adopting running guests")?;
+    }
     let app = api::router(AppState {
         images,
         volumes,
         networks,
+        compute: compute.clone(),
         identity,
         base_url: base_url.clone(),
     });

@@ -38,7 +38,7 @@ fn fixture() -> &'static Fixture {
                 .unwrap();
             let images = ursa_control::image::Images::new(id.clone(), &dir.path().join("images")).unwrap();
             let networks = ursa_control::network::Networks::new(id.clone(), Default::default(), ursa_control::network::push::Pusher::new(Vec::new()));
-            let app = router(AppState { identity: id, images, volumes: None, networks, base_url: "http://x".into() });
+            let app = router(AppState { identity: id, images, volumes: None, networks, compute: None, base_url: "http://x".into() });
             let body = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"pw"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}"#;
             let resp = app
                 .clone()

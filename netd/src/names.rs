@@ -35,8 +35,9 @@ pub fn veth(port_id: &str) -> String {
     format!("{VETH}{}", short(port_id))
 }
 
+/// The contract with the compute agent, which opens the tap by this name.
 pub fn tap(port_id: &str) -> String {
-    format!("{TAP}{}", short(port_id))
+    ursa_proto::netd::tap_device(port_id)
 }
 
 /// A router's network namespace (/run/netns/urt-…).

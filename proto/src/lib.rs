@@ -24,6 +24,19 @@ pub mod netd {
     pub mod v1 {
         tonic::include_proto!("ursa.netd.v1");
     }
+
+    /// The tap device netd makes for a `Tap` port, which a guest's QEMU
+    /// opens by name: `utp-` and the first 11 hex digits of the port id
+    /// (fits IFNAMSIZ, the same on every start).
+    pub fn tap_device(port_id: &str) -> String {
+        let short: String = port_id
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .take(11)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        format!("utp-{short}")
+    }
 }
 
 pub mod blockd {

@@ -1,0 +1,274 @@
+//! The compute agent: runs guests with QEMU on this node.
+//!
+//! Each server has a directory `<dir>/<server id>/` holding its root disk
+//! (a qcow2 overlay whose backing file is the image), the serial console
+//! log, the QMP socket, QEMU's pid file and the command line it was started
+//! with. QEMU daemonizes, so guests outlive the agent: an agent that
+//! restarts finds them again by their pid files (re-adoption) and never
+//! starts a second QEMU on the same disk. Networking is the tap device
+//! netd made for the server's port (by name); the agent only opens it.
+//!
+//! Acceleration: KVM when `accel` says so, otherwise TCG (here /dev/kvm
+//! opens but Linux guests hang under it, so TCG is the default).
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// A guest to start.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    pub id: String,
+    pub image: PathBuf,
+    /// "raw" or "qcow2"
+    pub image_format: String,
+    pub ram_mb: u64,
+    pub vcpus: u64,
+    pub disk_gb: u64,
+    /// (tap device, MAC)
+    pub nics: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub node: String,
+    pub dir: PathBuf,
+    pub accel: String,
+    pub qemu: String,
+}
+
+type R<T> = std::result::Result<T, String>;
+
+impl Agent {
+    pub fn new(node: &str, dir: &Path) -> Agent {
+        let accel = std::env::var("URSA_ACCEL").unwrap_or_else(|_| "tcg".into());
+        Agent {
+            node: node.to_string(),
+            dir: dir.to_path_buf(),
+            accel,
+            qemu: "qemu-system-x86_64".into(),
+        }
+    }
+
+    fn guest_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    pub fn console_path(&self, id: &str) -> PathBuf {
+        self.guest_dir(id).join("console.log")
+    }
+
+    /// The last `lines` lines of the serial console (all when None).
+    pub fn console(&self, id: &str, lines: Option<usize>) -> String {
+        let text = std::fs::read(self.console_path(id)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text).replace('\r', "");
+        match lines {
+            Some(n) => {
+                let all: Vec<&str> = text.lines().collect();
+                all[all.len().saturating_sub(n)..].join("\n")
+            }
+            None => text,
+        }
+    }
+
+    /// QEMU's pid, if it runs.
+    pub fn pid(&self, id: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.guest_dir(id).join("qemu.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmd).contains(id).then_some(pid)
+    }
+
+    pub fn running(&self, id: &str) -> bool {
+        self.pid(id).is_some()
+    }
+
+    /// Creates the root disk and starts the guest.
+    pub async fn boot(&self, g: &GuestSpec) -> R<()> {
+        let d = self.guest_dir(&g.id);
+        std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+        let disk = d.join("disk.qcow2");
+        if !disk.exists() {
+            let out = tokio::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", &g.image_format, "-b"])
+                .arg(&g.image)
+                .arg(&disk)
+                .arg(format!("{}G", g.disk_gb.max(1)))
+                .output()
+                .await
+                .map_err(|e| format!("qemu-img (qemu-utils) is needed: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "creating the root disk: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        let mut args: Vec<String> = vec![
+            "-name".into(),
+            format!("guest={},debug-threads=on", g.id),
+            "-accel".into(),
+            self.accel.clone(),
+            "-m".into(),
+            g.ram_mb.to_string(),
+            "-smp".into(),
+            g.vcpus.max(1).to_string(),
+            "-display".into(),
+            "none".into(),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-serial".into(),
+            format!("file:{}", d.join("console.log").display()),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", d.join("qmp.sock").display()),
+            "-drive".into(),
+            format!("file={},format=qcow2,if=virtio", disk.display()),
+            "-pidfile".into(),
+            d.join("qemu.pid").display().to_string(),
+            "-daemonize".into(),
+        ];
+        for (i, (tap, mac)) in g.nics.iter().enumerate() {
+            args.push("-netdev".into());
+            args.push(format!("tap,id=n{i},ifname={tap},script=no,downscript=no"));
+            args.push("-device".into());
+            args.push(format!("virtio-net-pci,netdev=n{i},mac={mac}"));
+        }
+        std::fs::write(d.join("cmdline.json"), json!(args).to_string())
+            .map_err(|e| format!("saving the command line: {e}"))?;
+        self.launch(&g.id).await
+    }
+
+    /// Starts QEMU with the saved command line (boot, or start after stop).
+    pub async fn launch(&self, id: &str) -> R<()> {
+        if self.running(id) {
+            return Ok(());
+        }
+        let d = self.guest_dir(id);
+        let args: Vec<String> = std::fs::read_to_string(d.join("cmdline.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or("the guest has no saved command line")?;
+        let _ = std::fs::remove_file(d.join("qmp.sock"));
+        let out = tokio::process::Command::new(&self.qemu)
+            .args(&args)
+            .output()
+            .await
+            .map_err(|e| format!("{} (qemu-system-x86) is needed: {e}", self.qemu))?;
+        if !out.status.success() {
+            return Err(format!(
+                "QEMU did not start: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        // QEMU is up once its monitor answers and the VM runs.
+        let st = self.qmp(id, "query-status", json!({})).await?;
+        if st["status"] != "running" {
+            return Err(format!("QEMU started but the guest is {}", st["status"]));
+        }
+        Ok(())
+    }
+
+    /// One QMP command on the guest's monitor.
+    pub async fn qmp(&self, id: &str, cmd: &str, args: Value) -> R<Value> {
+        let sock = self.guest_dir(id).join("qmp.sock");
+        let mut stream = None;
+        for _ in 0..100 {
+            if let Ok(s) = tokio::net::UnixStream::connect(&sock).await {
+                stream = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stream = stream.ok_or_else(|| format!("no QMP monitor at {}", sock.display()))?;
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        next_line(&mut lines).await?; // greeting
+        w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+            .await
+            .map_err(|e| format!("QMP: {e}"))?;
+        loop {
+            let l = next_line(&mut lines).await?;
+            if l.contains("\"return\"") {
+                break;
+            }
+        }
+        let req = json!({"execute": cmd, "arguments": args}).to_string() + "\n";
+        w.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("QMP: {e}"))?;
+        loop {
+            let l = match next_line(&mut lines).await {
+                Ok(l) => l,
+                // `quit` closes the monitor before it answers.
+                Err(_) if cmd == "quit" => return Ok(Value::Null),
+                Err(e) => return Err(e),
+            };
+            let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(format!("QMP {cmd}: {}", e["desc"]));
+            }
+        }
+    }
+
+    /// Stops the guest's QEMU (quit, then SIGKILL) and waits for it to go.
+    pub async fn power_off(&self, id: &str) {
+        let Some(pid) = self.pid(id) else { return };
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.qmp(id, "quit", json!({}))).await;
+        for _ in 0..50 {
+            if self.pid(id).is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // SAFETY: a plain signal to the guest's QEMU, found by its pid file.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        for _ in 0..50 {
+            if self.pid(id).is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn reboot(&self, id: &str) -> R<()> {
+        self.qmp(id, "system_reset", json!({})).await.map(|_| ())
+    }
+
+    /// Stops the guest and removes its disk and files.
+    pub async fn destroy(&self, id: &str) {
+        self.power_off(id).await;
+        let _ = std::fs::remove_dir_all(self.guest_dir(id));
+    }
+
+    /// Waits for a tap device netd is making.
+    pub async fn wait_tap(&self, tap: &str, within: Duration) -> R<()> {
+        let t0 = std::time::Instant::now();
+        while !Path::new("/sys/class/net").join(tap).exists() {
+            if t0.elapsed() > within {
+                return Err(format!(
+                    "the tap device {tap} did not appear (is ursa-netd running on node {}?)",
+                    self.node
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+async fn next_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+) -> R<String> {
+    tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| "QMP timed out".to_string())?
+        .map_err(|e| format!("QMP: {e}"))?
+        .ok_or_else(|| "QMP closed".to_string())
+}

@@ -1,0 +1,1118 @@
+//! Nova v2.1 over HTTP at `/compute/v2.1`: servers (create with networks,
+//! an image, a flavor, a key pair, user data and metadata; list, detail,
+//! show, update, delete; start, stop, reboot, console output), flavors
+//! (with extra specs), key pairs, limits and availability zones. The API
+//! answers at microversion 2.1.
+
+use super::{
+    flavor_record, now, st, Compute, Rec, FLAVOR, KEYPAIR, QUOTA_CORES, QUOTA_INSTANCES,
+    QUOTA_KEYPAIRS, QUOTA_RAM, SERVER,
+};
+use crate::api::{empty, parse_body, AppState, Auth};
+use crate::error::{Error, Result};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+pub fn routes() -> Router<AppState> {
+    let v = Router::new()
+        .route("/servers", get(list_servers).post(create_server))
+        .route("/servers/detail", get(list_servers_detail))
+        .route(
+            "/servers/{id}",
+            get(show_server).put(update_server).delete(delete_server),
+        )
+        .route("/servers/{id}/action", post(server_action))
+        .route("/flavors", get(list_flavors).post(create_flavor))
+        .route("/flavors/detail", get(list_flavors_detail))
+        .route("/flavors/{id}", get(show_flavor).delete(delete_flavor))
+        .route(
+            "/flavors/{id}/os-extra_specs",
+            get(flavor_specs).post(set_flavor_specs),
+        )
+        .route("/os-keypairs", get(list_keypairs).post(create_keypair))
+        .route(
+            "/os-keypairs/{name}",
+            get(show_keypair).delete(delete_keypair),
+        )
+        .route("/limits", get(limits))
+        .route("/os-availability-zone", get(zones))
+        .route("/os-availability-zone/detail", get(zones));
+    Router::new()
+        .route("/compute", get(versions))
+        .route("/compute/", get(versions))
+        .route("/compute/v2.1", get(version))
+        .route("/compute/v2.1/", get(version))
+        .nest("/compute/v2.1/{project_id}", v.clone())
+        .nest("/compute/v2.1", v)
+        .layer(axum::middleware::from_fn(microversion))
+}
+
+fn version_doc(app: &AppState) -> Value {
+    json!({"id": "v2.1", "status": "CURRENT", "version": "2.1", "min_version": "2.1",
+           "updated": "2013-07-23T11:33:21Z",
+           "links": [{"rel": "self", "href": format!("{}/compute/v2.1/", app.base_url)}],
+           "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}]})
+}
+
+async fn versions(State(app): State<AppState>) -> Json<Value> {
+    Json(json!({"versions": [version_doc(&app)]}))
+}
+
+async fn version(State(app): State<AppState>) -> Json<Value> {
+    Json(json!({"version": version_doc(&app)}))
+}
+
+/// Ursa answers at 2.1; a client asking for more gets 2.1 said plainly
+/// (asking for an unknown version is a 406, as Nova does).
+async fn microversion(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let asked = req
+        .headers()
+        .get("openstack-api-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("compute"))
+        .map(|v| v.trim().to_string())
+        .or_else(|| {
+            req.headers()
+                .get("x-openstack-nova-api-version")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string())
+        });
+    if let Some(v) = asked.as_deref() {
+        if v != "2.1" && v != "latest" && v != "2.0" {
+            return Error::NotAcceptable(format!(
+                "Version {v} is not supported by the API. Minimum is 2.1 and maximum is 2.1."
+            ))
+            .into_response();
+        }
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        "openstack-api-version",
+        HeaderValue::from_static("compute 2.1"),
+    );
+    h.insert(
+        "x-openstack-nova-api-version",
+        HeaderValue::from_static("2.1"),
+    );
+    h.insert(
+        "vary",
+        HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    );
+    resp
+}
+
+fn svc(app: &AppState) -> Result<&Compute> {
+    app.compute
+        .as_ref()
+        .ok_or_else(|| Error::NotFound("The compute service has no compute node here.".into()))
+}
+
+fn project(auth: &Auth) -> Result<String> {
+    auth.0.project_id().map(str::to_string).ok_or_else(|| {
+        Error::Forbidden("Servers belong to projects: use a project-scoped token.".into())
+    })
+}
+
+fn write_access(auth: &Auth) -> Result<()> {
+    if auth.0.has("member") || auth.0.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "Policy doesn't allow this operation to be performed.".into(),
+        ))
+    }
+}
+
+fn body_obj(bytes: &Bytes, key: &str) -> Result<Rec> {
+    let v: Value = parse_body(bytes)?;
+    match v.get(key) {
+        Some(Value::Object(o)) => Ok(o.clone()),
+        _ => Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute {key}."
+        ))),
+    }
+}
+
+fn query(raw: &Option<String>) -> Vec<(String, String)> {
+    raw.as_deref()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------
+// Flavors.
+
+fn flavor_view(app: &AppState, f: &Rec, detail: bool) -> Value {
+    let id = st(f, "id");
+    let links = json!([
+        {"rel": "self", "href": format!("{}/compute/v2.1/flavors/{id}", app.base_url)},
+        {"rel": "bookmark", "href": format!("{}/compute/flavors/{id}", app.base_url)}
+    ]);
+    if !detail {
+        return json!({"id": id, "name": f["name"], "links": links});
+    }
+    let mut v = f.clone();
+    v.remove("extra_specs");
+    v.remove("description");
+    v.insert("links".into(), links);
+    Value::Object(v)
+}
+
+fn flavors_visible(s: &Compute, auth: &Auth) -> Vec<Rec> {
+    let mut v: Vec<Rec> = s
+        .docs(FLAVOR)
+        .into_iter()
+        .filter(|f| f["os-flavor-access:is_public"] == true || auth.0.is_admin())
+        .collect();
+    v.sort_by_key(|f| (f["ram"].as_u64().unwrap_or(0), st(f, "id").to_string()));
+    v
+}
+
+fn filter_flavors(v: Vec<Rec>, q: &[(String, String)]) -> Vec<Rec> {
+    v.into_iter()
+        .filter(|f| {
+            q.iter().all(|(k, val)| match k.as_str() {
+                "minRam" => val
+                    .parse::<u64>()
+                    .is_ok_and(|m| f["ram"].as_u64().unwrap_or(0) >= m),
+                "minDisk" => val
+                    .parse::<u64>()
+                    .is_ok_and(|m| f["disk"].as_u64().unwrap_or(0) >= m),
+                _ => true,
+            })
+        })
+        .collect()
+}
+
+async fn list_flavors(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let v = filter_flavors(flavors_visible(s, &auth), &query(&raw));
+    Ok(Json(
+        json!({"flavors": v.iter().map(|f| flavor_view(&app, f, false)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn list_flavors_detail(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let v = filter_flavors(flavors_visible(s, &auth), &query(&raw));
+    Ok(Json(
+        json!({"flavors": v.iter().map(|f| flavor_view(&app, f, true)).collect::<Vec<_>>()}),
+    ))
+}
+
+fn find_flavor(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
+    s.doc(FLAVOR, id)
+        .filter(|f| f["os-flavor-access:is_public"] == true || auth.0.is_admin())
+        .ok_or_else(|| Error::NotFound(format!("Flavor {id} could not be found.")))
+}
+
+async fn show_flavor(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
+    let id = last(&p);
+    let s = svc(&app)?;
+    let f = find_flavor(s, &auth, &id)?;
+    Ok(Json(json!({"flavor": flavor_view(&app, &f, true)})))
+}
+
+/// The last path parameter (routes are nested under an optional project id).
+fn last(p: &[(String, String)]) -> String {
+    p.last().map(|(_, v)| v.clone()).unwrap_or_default()
+}
+
+fn param(p: &[(String, String)], name: &str) -> String {
+    p.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+async fn create_flavor(State(app): State<AppState>, auth: Auth, bytes: Bytes) -> Result<Response> {
+    if !auth.0.is_admin() {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed.".into(),
+        ));
+    }
+    let s = svc(&app)?;
+    let b = body_obj(&bytes, "flavor")?;
+    let name = b
+        .get("name")
+        .and_then(|v| v.as_str())
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute name.".into()))?;
+    let int = |k: &str, min: u64| -> Result<u64> {
+        let v = b.get(k).and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        });
+        v.filter(|x| *x >= min)
+            .ok_or_else(|| Error::BadRequest(format!("Invalid input for field/attribute {k}.")))
+    };
+    let (ram, vcpus) = (int("ram", 1)?, int("vcpus", 1)?);
+    let disk = int("disk", 0)?;
+    let id = b
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let public = b
+        .get("os-flavor-access:is_public")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
+    if s.docs(FLAVOR)
+        .iter()
+        .any(|f| st(f, "id") == id || st(f, "name") == name)
+    {
+        return Err(Error::Conflict(format!(
+            "Flavor with name {name} or ID {id} already exists."
+        )));
+    }
+    let f = flavor_record(&id, name, ram, vcpus, disk, public);
+    s.put(FLAVOR, f.clone()).await?;
+    Ok(Json(json!({"flavor": flavor_view(&app, &f, true)})).into_response())
+}
+
+async fn delete_flavor(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Response> {
+    if !auth.0.is_admin() {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow os_compute_api:os-flavor-manage:delete to be performed.".into(),
+        ));
+    }
+    let id = last(&p);
+    let s = svc(&app)?;
+    find_flavor(s, &auth, &id)?;
+    let id2 = id.clone();
+    s.identity
+        .change(move |_| Ok((vec![crate::store::Op::delete(FLAVOR, &id2)], ())))
+        .await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+async fn flavor_specs(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let f = find_flavor(s, &auth, &param(&p, "id"))?;
+    Ok(Json(
+        json!({"extra_specs": f.get("extra_specs").cloned().unwrap_or(json!({}))}),
+    ))
+}
+
+async fn set_flavor_specs(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
+    if !auth.0.is_admin() {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow os_compute_api:os-flavor-extra-specs:create to be performed."
+                .into(),
+        ));
+    }
+    let s = svc(&app)?;
+    let mut f = find_flavor(s, &auth, &param(&p, "id"))?;
+    let specs = body_obj(&bytes, "extra_specs")?;
+    let mut all = f
+        .get("extra_specs")
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    for (k, v) in specs {
+        let v = v
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::BadRequest(format!("Invalid input for extra spec {k}.")))?;
+        all.insert(k, json!(v));
+    }
+    f.insert("extra_specs".into(), Value::Object(all.clone()));
+    s.put(FLAVOR, f).await?;
+    Ok(Json(json!({"extra_specs": all})))
+}
+
+// ---------------------------------------------------------------------
+// Key pairs.
+
+fn keypair_id(user: &str, name: &str) -> String {
+    format!("{user}/{name}")
+}
+
+/// Nova's fingerprint: MD5 of the key blob, colon-separated.
+fn fingerprint(public_key: &str) -> Result<String> {
+    use md5::Digest;
+    let blob = public_key
+        .split_whitespace()
+        .nth(1)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .ok_or_else(|| {
+            Error::BadRequest("Keypair data is invalid: failed to generate fingerprint".into())
+        })?;
+    let d = md5::Md5::digest(&blob);
+    Ok(d.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+fn keypair_view(k: &Rec, with_private: bool) -> Value {
+    let mut v = json!({"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"],
+                       "type": k["type"], "user_id": k["user_id"]});
+    if with_private {
+        v["private_key"] = k.get("ursa:private_key").cloned().unwrap_or(Value::Null);
+    }
+    v
+}
+
+async fn list_keypairs(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let v: Vec<Value> = s
+        .docs(KEYPAIR)
+        .iter()
+        .filter(|k| st(k, "user_id") == auth.0.user_id)
+        .map(|k| json!({"keypair": keypair_view(k, false)}))
+        .collect();
+    Ok(Json(json!({"keypairs": v})))
+}
+
+async fn create_keypair(State(app): State<AppState>, auth: Auth, bytes: Bytes) -> Result<Response> {
+    let s = svc(&app)?;
+    let b = body_obj(&bytes, "keypair")?;
+    let name = b
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    if name.trim().is_empty()
+        || name.len() > 255
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_. @".contains(c))
+    {
+        return Err(Error::BadRequest(
+            "Keypair data is invalid: Keypair name contains unsafe characters".into(),
+        ));
+    }
+    let user = auth.0.user_id.clone();
+    let (public, private) = match b.get("public_key").and_then(|v| v.as_str()) {
+        Some(p) => (p.trim().to_string(), None),
+        None => {
+            let k = ssh_key::PrivateKey::random(
+                &mut ssh_key::rand_core::OsRng,
+                ssh_key::Algorithm::Ed25519,
+            )
+            .map_err(|e| Error::Internal(format!("key generation: {e}")))?;
+            let public = k
+                .public_key()
+                .to_openssh()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let private = k
+                .to_openssh(ssh_key::LineEnding::LF)
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .to_string();
+            (public, Some(private))
+        }
+    };
+    let fp = fingerprint(&public)?;
+    let id = keypair_id(&user, &name);
+    let mut k = json!({"id": id, "name": name, "user_id": user, "public_key": public,
+                       "fingerprint": fp, "type": b.get("type").cloned().unwrap_or(json!("ssh")),
+                       "created_at": now()})
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    let view = {
+        let mut k2 = k.clone();
+        if let Some(p) = &private {
+            k2.insert("ursa:private_key".into(), json!(p));
+        }
+        keypair_view(&k2, private.is_some())
+    };
+    k.remove("ursa:private_key");
+    let (id2, user2) = (id.clone(), user.clone());
+    s.identity
+        .change(move |m| {
+            if m.doc(KEYPAIR, &id2).is_some() {
+                return Err(Error::Conflict(format!(
+                    "Key pair '{}' already exists.",
+                    id2.rsplit('/').next().unwrap_or("")
+                )));
+            }
+            let n = m
+                .docs_of(KEYPAIR)
+                .filter(|x| x["user_id"] == user2.as_str())
+                .count() as i64;
+            if n >= QUOTA_KEYPAIRS {
+                return Err(Error::Forbidden(
+                    "Quota exceeded, too many key pairs.".into(),
+                ));
+            }
+            Ok((
+                vec![crate::store::Op::put(
+                    KEYPAIR,
+                    &id2,
+                    "",
+                    &id2,
+                    Value::Object(k),
+                )],
+                (),
+            ))
+        })
+        .await?;
+    Ok(Json(json!({"keypair": view})).into_response())
+}
+
+async fn show_keypair(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let name = param(&p, "name");
+    let k = s
+        .doc(KEYPAIR, &keypair_id(&auth.0.user_id, &name))
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "Keypair {name} not found for user {}",
+                auth.0.user_id
+            ))
+        })?;
+    let mut v = keypair_view(&k, false);
+    v["created_at"] = k["created_at"].clone();
+    v["deleted"] = json!(false);
+    v["id"] = json!(1);
+    Ok(Json(json!({"keypair": v})))
+}
+
+async fn delete_keypair(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Response> {
+    let s = svc(&app)?;
+    let name = param(&p, "name");
+    let id = keypair_id(&auth.0.user_id, &name);
+    if s.doc(KEYPAIR, &id).is_none() {
+        return Err(Error::NotFound(format!(
+            "Keypair {name} not found for user {}",
+            auth.0.user_id
+        )));
+    }
+    s.identity
+        .change(move |_| Ok((vec![crate::store::Op::delete(KEYPAIR, &id)], ())))
+        .await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+// ---------------------------------------------------------------------
+// Servers.
+
+fn server_links(app: &AppState, id: &str) -> Value {
+    json!([
+        {"rel": "self", "href": format!("{}/compute/v2.1/servers/{id}", app.base_url)},
+        {"rel": "bookmark", "href": format!("{}/compute/servers/{id}", app.base_url)}
+    ])
+}
+
+fn server_view(app: &AppState, s: &Compute, auth: &Auth, r: &Rec, detail: bool) -> Value {
+    let id = st(r, "id");
+    if !detail {
+        return json!({"id": id, "name": r["name"], "links": server_links(app, id)});
+    }
+    let addresses = {
+        let m = s.identity.model();
+        crate::network::api::addresses(&m, id)
+    };
+    let image = st(r, "ursa:image_id");
+    let flavor = st(r, "ursa:flavor_id");
+    let mut v = json!({
+        "id": id, "name": r["name"], "status": r["status"], "tenant_id": r["tenant_id"],
+        "user_id": r["user_id"], "metadata": r.get("metadata").cloned().unwrap_or(json!({})),
+        "hostId": r["hostId"], "created": r["created"], "updated": r["updated"],
+        "image": {"id": image, "links": [{"rel": "bookmark", "href": format!("{}/compute/images/{image}", app.base_url)}]},
+        "flavor": {"id": flavor, "links": [{"rel": "bookmark", "href": format!("{}/compute/flavors/{flavor}", app.base_url)}]},
+        "addresses": addresses, "accessIPv4": "", "accessIPv6": "", "links": server_links(app, id),
+        "OS-DCF:diskConfig": "MANUAL", "progress": 0, "OS-EXT-AZ:availability_zone": "nova",
+        "config_drive": "", "key_name": r.get("key_name").cloned().unwrap_or(Value::Null),
+        "OS-SRV-USG:launched_at": r.get("OS-SRV-USG:launched_at").cloned().unwrap_or(Value::Null),
+        "OS-SRV-USG:terminated_at": Value::Null,
+        "security_groups": [{"name": "default"}],
+        "OS-EXT-STS:task_state": r.get("OS-EXT-STS:task_state").cloned().unwrap_or(Value::Null),
+        "OS-EXT-STS:vm_state": r["OS-EXT-STS:vm_state"], "OS-EXT-STS:power_state": r["OS-EXT-STS:power_state"],
+        "os-extended-volumes:volumes_attached": [],
+    });
+    if let Some(f) = r.get("fault") {
+        v["fault"] = f.clone();
+    }
+    if auth.0.is_admin() {
+        v["OS-EXT-SRV-ATTR:host"] = json!(st(r, "ursa:node"));
+        v["OS-EXT-SRV-ATTR:hypervisor_hostname"] = json!(st(r, "ursa:node"));
+        v["OS-EXT-SRV-ATTR:instance_name"] = json!(format!("instance-{}", &id[..8.min(id.len())]));
+    }
+    v
+}
+
+fn may_see(auth: &Auth, r: &Rec) -> bool {
+    auth.0.is_admin() || auth.0.project_id() == Some(st(r, "tenant_id"))
+}
+
+fn find_server(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
+    s.doc(SERVER, id)
+        .filter(|r| may_see(auth, r))
+        .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))
+}
+
+async fn list_any(
+    app: &AppState,
+    auth: &Auth,
+    raw: &Option<String>,
+    detail: bool,
+) -> Result<Json<Value>> {
+    let s = svc(app)?;
+    let q = query(raw);
+    let all = auth.0.is_admin()
+        && q.iter()
+            .any(|(k, v)| k == "all_tenants" && v != "0" && v.to_lowercase() != "false");
+    let mut v: Vec<Rec> = s
+        .docs(SERVER)
+        .into_iter()
+        .filter(|r| {
+            if all {
+                true
+            } else {
+                auth.0.project_id() == Some(st(r, "tenant_id"))
+            }
+        })
+        .filter(|r| {
+            q.iter().all(|(k, val)| match k.as_str() {
+                "name" => regex_like(st(r, "name"), val),
+                "status" => st(r, "status").eq_ignore_ascii_case(val),
+                "flavor" => st(r, "ursa:flavor_id") == val,
+                "image" => st(r, "ursa:image_id") == val,
+                "tenant_id" | "project_id" => st(r, "tenant_id") == val,
+                _ => true,
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| (st(b, "created"), st(b, "id")).cmp(&(st(a, "created"), st(a, "id"))));
+    if let Some((_, m)) = q.iter().find(|(k, _)| k == "marker") {
+        let pos = v
+            .iter()
+            .position(|r| st(r, "id") == m)
+            .ok_or_else(|| Error::BadRequest(format!("marker [{m}] not found")))?;
+        v = v.split_off(pos + 1);
+    }
+    let mut links = None;
+    if let Some((_, l)) = q.iter().find(|(k, _)| k == "limit") {
+        let l: usize = l
+            .parse()
+            .map_err(|_| Error::BadRequest("Invalid input for query parameters limit.".into()))?;
+        if v.len() > l {
+            v.truncate(l);
+            if let Some(last) = v.last() {
+                links = Some(
+                    json!([{"rel": "next", "href": format!("{}/compute/v2.1/servers{}?limit={l}&marker={}",
+                    app.base_url, if detail { "/detail" } else { "" }, st(last, "id"))}]),
+                );
+            }
+        }
+    }
+    let mut out = json!({"servers": v.iter().map(|r| server_view(app, s, auth, r, detail)).collect::<Vec<_>>()});
+    if let Some(l) = links {
+        out["servers_links"] = l;
+    }
+    Ok(Json(out))
+}
+
+/// Nova's name filter is a regular expression; a substring match covers
+/// what clients send (names, or prefixes).
+fn regex_like(name: &str, pat: &str) -> bool {
+    let p = pat.trim_start_matches('^').trim_end_matches('$');
+    if pat.starts_with('^') && pat.ends_with('$') {
+        name == p
+    } else if pat.starts_with('^') {
+        name.starts_with(p)
+    } else {
+        name.contains(p)
+    }
+}
+
+async fn list_servers(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    list_any(&app, &auth, &raw, false).await
+}
+
+async fn list_servers_detail(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    list_any(&app, &auth, &raw, true).await
+}
+
+async fn show_server(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let r = find_server(s, &auth, &last(&p))?;
+    Ok(Json(
+        json!({"server": server_view(&app, s, &auth, &r, true)}),
+    ))
+}
+
+/// What a server create asks for, checked before anything is made.
+struct Request {
+    name: String,
+    flavor: Rec,
+    image_id: String,
+    networks: Vec<String>,
+    key_name: Option<String>,
+    user_data: Option<String>,
+    metadata: Map<String, Value>,
+}
+
+fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Request> {
+    let name = b
+        .get("name")
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && n.len() <= 255)
+        .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute name.".into()))?
+        .to_string();
+    let flavor_ref = b
+        .get("flavorRef")
+        .and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        })
+        .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute flavorRef.".into()))?;
+    let flavor_id = flavor_ref.rsplit('/').next().unwrap_or("").to_string();
+    let flavor = find_flavor(s, auth, &flavor_id)
+        .map_err(|_| Error::BadRequest(format!("Flavor {flavor_id} could not be found.")))?;
+    let image_ref = b.get("imageRef").and_then(|v| v.as_str()).unwrap_or("");
+    let image_id = image_ref.rsplit('/').next().unwrap_or("").to_string();
+    if image_id.is_empty() {
+        return Err(Error::BadRequest(
+            "Booting from a volume is not supported yet: give an imageRef.".into(),
+        ));
+    }
+    let img = app
+        .images
+        .get(&image_id)
+        .filter(|i| {
+            let vis = st(i, "visibility");
+            auth.0.is_admin()
+                || vis == "public"
+                || vis == "community"
+                || auth.0.project_id() == Some(st(i, "owner"))
+        })
+        .ok_or_else(|| Error::BadRequest(format!("Image {image_id} could not be found.")))?;
+    if st(&img, "status") != "active" {
+        return Err(Error::BadRequest(format!(
+            "Image {image_id} is not active."
+        )));
+    }
+    let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
+    if flavor["disk"].as_u64().unwrap_or(0) < min_disk {
+        return Err(Error::BadRequest(
+            "Flavor's disk is too small for requested image.".into(),
+        ));
+    }
+    let networks = match b.get("networks") {
+        None | Some(Value::String(_)) => {
+            let auto = b.get("networks").and_then(|v| v.as_str());
+            match auto {
+                Some("none") => Vec::new(),
+                _ => {
+                    let nets = crate::network::api::usable_networks(&s.networks, auth);
+                    if nets.len() > 1 {
+                        return Err(Error::Conflict("Multiple possible networks found, use a Network ID to be more specific.".into()));
+                    }
+                    nets
+                }
+            }
+        }
+        Some(Value::Array(a)) => {
+            let mut out = Vec::new();
+            for n in a {
+                if n.get("port").is_some() {
+                    return Err(Error::BadRequest(
+                        "Booting with an existing port is not supported yet: give a network uuid."
+                            .into(),
+                    ));
+                }
+                let id = n.get("uuid").and_then(|v| v.as_str()).ok_or_else(|| {
+                    Error::BadRequest(
+                        "Bad networks format: network uuid is not in proper format".into(),
+                    )
+                })?;
+                crate::network::api::check_network(&s.networks, auth, id)
+                    .map_err(|_| Error::BadRequest(format!("Network {id} could not be found.")))?;
+                out.push(id.to_string());
+            }
+            out
+        }
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute networks.".into(),
+            ))
+        }
+    };
+    let key_name = b
+        .get("key_name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    if let Some(k) = &key_name {
+        if s.doc(KEYPAIR, &keypair_id(&auth.0.user_id, k)).is_none() {
+            return Err(Error::BadRequest(format!("Invalid key_name provided: {k}")));
+        }
+    }
+    let user_data = match b.get("user_data") {
+        Some(Value::String(u)) => {
+            base64::engine::general_purpose::STANDARD
+                .decode(u.trim())
+                .map_err(|_| Error::BadRequest("User data needs to be valid base 64.".into()))?;
+            if u.len() > 65535 {
+                return Err(Error::BadRequest("User data too large.".into()));
+            }
+            Some(u.clone())
+        }
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute user_data.".into(),
+            ))
+        }
+    };
+    let metadata = match b.get("metadata") {
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                if k.is_empty() || k.len() > 255 || !v.is_string() {
+                    return Err(Error::BadRequest(
+                        "Invalid input for field/attribute metadata.".into(),
+                    ));
+                }
+            }
+            m.clone()
+        }
+        None => Map::new(),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute metadata.".into(),
+            ))
+        }
+    };
+    Ok(Request {
+        name,
+        flavor,
+        image_id,
+        networks,
+        key_name,
+        user_data,
+        metadata,
+    })
+}
+
+async fn create_server(State(app): State<AppState>, auth: Auth, bytes: Bytes) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let project = project(&auth)?;
+    let b = body_obj(&bytes, "server")?;
+    let req = parse_create(&app, s, &auth, &b)?;
+    let ram = req.flavor["ram"].as_u64().unwrap_or(0);
+    let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
+    // Quotas: instances, cores, RAM.
+    {
+        let mine: Vec<Rec> = s
+            .docs(SERVER)
+            .into_iter()
+            .filter(|r| st(r, "tenant_id") == project)
+            .collect();
+        let flavors = s.docs(FLAVOR);
+        let (mut cores, mut mem) = (0i64, 0i64);
+        for r in &mine {
+            if let Some(f) = flavors
+                .iter()
+                .find(|f| st(f, "id") == st(r, "ursa:flavor_id"))
+            {
+                cores += f["vcpus"].as_i64().unwrap_or(0);
+                mem += f["ram"].as_i64().unwrap_or(0);
+            }
+        }
+        if mine.len() as i64 >= QUOTA_INSTANCES
+            || cores + vcpus as i64 > QUOTA_CORES
+            || mem + ram as i64 > QUOTA_RAM
+        {
+            return Err(Error::Forbidden(
+                "Quota exceeded for instances, cores or ram.".into(),
+            ));
+        }
+    }
+    let node = s.schedule(ram, vcpus)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let host_id = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(format!("{project}{node}").as_bytes());
+        d.iter()
+            .take(28)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let t = now();
+    let rec = json!({
+        "id": id, "name": req.name, "status": "BUILD", "tenant_id": project, "user_id": auth.0.user_id,
+        "metadata": req.metadata, "hostId": host_id, "created": t, "updated": t,
+        "key_name": req.key_name, "OS-EXT-STS:vm_state": "building", "OS-EXT-STS:task_state": "spawning",
+        "OS-EXT-STS:power_state": 0, "ursa:node": node, "ursa:flavor_id": st(&req.flavor, "id"),
+        "ursa:image_id": req.image_id, "ursa:user_data": req.user_data,
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    s.put(SERVER, rec.clone()).await?;
+    // Ports first (netd makes the taps while the agent makes the disk).
+    for net in &req.networks {
+        if let Err(e) =
+            crate::network::api::create_server_port(&s.networks, &auth, net, &id, &node).await
+        {
+            s.release(&id, &node).await;
+            let id2 = id.clone();
+            let _ = s
+                .identity
+                .change(move |_| Ok((vec![crate::store::Op::delete(SERVER, &id2)], ())))
+                .await;
+            return Err(match e {
+                Error::Conflict(m) => Error::BadRequest(format!("Could not allocate a port: {m}")),
+                other => other,
+            });
+        }
+    }
+    s.spawn_boot(rec);
+    let admin_pass: String = {
+        use rand::distributions::{Alphanumeric, DistString};
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"server": {"id": id, "links": server_links(&app, &id), "OS-DCF:diskConfig": "MANUAL",
+                               "security_groups": [{"name": "default"}], "adminPass": admin_pass}})),
+    )
+        .into_response())
+}
+
+async fn update_server(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let id = last(&p);
+    find_server(s, &auth, &id)?;
+    let b = body_obj(&bytes, "server")?;
+    let name = match b.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => Some(n.clone()),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute name.".into(),
+            ))
+        }
+        None => None,
+    };
+    let r = s
+        .update(&id, move |r| {
+            if let Some(n) = name {
+                r.insert("name".into(), json!(n));
+            }
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
+    Ok(Json(
+        json!({"server": server_view(&app, s, &auth, &r, true)}),
+    ))
+}
+
+async fn delete_server(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let id = last(&p);
+    find_server(s, &auth, &id)?;
+    let r = s
+        .update(&id, |r| {
+            r.insert("OS-EXT-STS:task_state".into(), json!("deleting"));
+            Ok(())
+        })
+        .await?;
+    if let Some(r) = r {
+        s.spawn_delete(r);
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+async fn server_action(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let id = param(&p, "id");
+    let r = find_server(s, &auth, &id)?;
+    let body: Map<String, Value> = parse_body(&bytes)?;
+    let (action, args) = body
+        .iter()
+        .next()
+        .ok_or_else(|| Error::BadRequest("An action is required.".into()))?;
+    let node = s.node(st(&r, "ursa:node")).cloned();
+    let status = st(&r, "status").to_string();
+    match action.as_str() {
+        "os-getConsoleOutput" => {
+            let n =
+                node.ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
+            let lines = args
+                .get("length")
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+                })
+                .map(|v| v as usize);
+            Ok(Json(json!({"output": n.agent.console(&id, lines)})).into_response())
+        }
+        "os-stop" => {
+            if status != "ACTIVE" {
+                return Err(Error::Conflict(format!(
+                    "Cannot 'stop' instance {id} while it is in vm_state {status}"
+                )));
+            }
+            let n =
+                node.ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
+            n.agent.power_off(&id).await;
+            s.update(&id, |r| {
+                r.insert("status".into(), json!("SHUTOFF"));
+                r.insert("OS-EXT-STS:vm_state".into(), json!("stopped"));
+                r.insert("OS-EXT-STS:power_state".into(), json!(4));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-start" => {
+            if status != "SHUTOFF" {
+                return Err(Error::Conflict(format!(
+                    "Cannot 'start' instance {id} while it is in vm_state {status}"
+                )));
+            }
+            let n =
+                node.ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
+            n.agent.launch(&id).await.map_err(Error::Internal)?;
+            s.update(&id, |r| {
+                r.insert("status".into(), json!("ACTIVE"));
+                r.insert("OS-EXT-STS:vm_state".into(), json!("active"));
+                r.insert("OS-EXT-STS:power_state".into(), json!(1));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "reboot" => {
+            if status != "ACTIVE" {
+                return Err(Error::Conflict(format!(
+                    "Cannot 'reboot' instance {id} while it is in vm_state {status}"
+                )));
+            }
+            let n =
+                node.ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
+            n.agent.reboot(&id).await.map_err(Error::Internal)?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        other => Err(Error::BadRequest(format!(
+            "There is no such action: {other}"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------
+// Limits and zones.
+
+async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let project = auth.0.project_id().unwrap_or("").to_string();
+    let mine: Vec<Rec> = s
+        .docs(SERVER)
+        .into_iter()
+        .filter(|r| st(r, "tenant_id") == project)
+        .collect();
+    let flavors = s.docs(FLAVOR);
+    let (mut cores, mut ram) = (0i64, 0i64);
+    for r in &mine {
+        if let Some(f) = flavors
+            .iter()
+            .find(|f| st(f, "id") == st(r, "ursa:flavor_id"))
+        {
+            cores += f["vcpus"].as_i64().unwrap_or(0);
+            ram += f["ram"].as_i64().unwrap_or(0);
+        }
+    }
+    Ok(Json(json!({"limits": {"rate": [], "absolute": {
+        "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240, "maxImageMeta": 128,
+        "maxTotalKeypairs": QUOTA_KEYPAIRS, "maxSecurityGroupRules": 20, "maxSecurityGroups": 10,
+        "maxServerGroups": 10, "maxServerGroupMembers": 10, "maxTotalFloatingIps": 10,
+        "maxTotalInstances": QUOTA_INSTANCES, "maxTotalCores": QUOTA_CORES, "maxTotalRAMSize": QUOTA_RAM,
+        "totalInstancesUsed": mine.len(), "totalCoresUsed": cores, "totalRAMUsed": ram,
+        "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0}}})))
+}
+
+async fn zones(State(app): State<AppState>, _auth: Auth) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let hosts: Map<String, Value> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.agent.node.clone(),
+                json!({"nova-compute": {"available": true, "active": true, "updated_at": now()}}),
+            )
+        })
+        .collect();
+    Ok(Json(
+        json!({"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}, "hosts": hosts}]}),
+    ))
+}

@@ -1,0 +1,332 @@
+//! The compute service (Nova v2.1): flavors, key pairs and servers, placed
+//! on compute nodes and run by their agent ([`agent`]) with QEMU.
+//!
+//! A server is stored first (`BUILD`) with its ports already created on
+//! the networks it asked for and bound to the node the scheduler chose, so
+//! that netd makes the tap devices while the agent prepares the disk. A
+//! background task then boots the guest and records `ACTIVE`, or `ERROR`
+//! with a fault after removing what it made (guest, disk, ports). Records
+//! are documents (kinds `flavor`, `keypair`, `server`) written through the
+//! control plane's single writer.
+//!
+//! Today one agent runs inside `ursa up` (node `local`); the scheduler
+//! already filters nodes by free RAM and vCPUs and spreads by free RAM.
+
+pub mod agent;
+pub mod api;
+
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::store::Op;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+pub const FLAVOR: &str = "flavor";
+pub const KEYPAIR: &str = "keypair";
+pub const SERVER: &str = "server";
+
+pub type Rec = Map<String, Value>;
+
+/// Per-project limits (Nova's defaults).
+pub const QUOTA_INSTANCES: i64 = 10;
+pub const QUOTA_CORES: i64 = 20;
+pub const QUOTA_RAM: i64 = 51200;
+pub const QUOTA_KEYPAIRS: i64 = 100;
+
+/// A compute node: its agent and capacity.
+#[derive(Clone)]
+pub struct Node {
+    pub agent: agent::Agent,
+    pub ram_mb: u64,
+    pub vcpus: u64,
+}
+
+#[derive(Clone)]
+pub struct Compute {
+    pub identity: Identity,
+    pub networks: crate::network::Networks,
+    pub images: crate::image::Images,
+    pub nodes: Arc<Vec<Node>>,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub fn st<'a>(m: &'a Rec, k: &str) -> &'a str {
+    m.get(k).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// The host's memory and CPUs, for the scheduler.
+pub fn host_capacity() -> (u64, u64) {
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(4096);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
+    (ram, cpus)
+}
+
+impl Compute {
+    pub fn docs(&self, kind: &str) -> Vec<Rec> {
+        self.identity
+            .model()
+            .docs_of(kind)
+            .filter_map(|v| v.as_object().cloned())
+            .collect()
+    }
+
+    pub fn doc(&self, kind: &str, id: &str) -> Option<Rec> {
+        self.identity
+            .model()
+            .doc(kind, id)
+            .and_then(|v| v.as_object().cloned())
+    }
+
+    pub async fn put(&self, kind: &'static str, rec: Rec) -> Result<()> {
+        let id = st(&rec, "id").to_string();
+        self.identity
+            .change(move |_| Ok((vec![Op::put(kind, &id, "", &id, Value::Object(rec))], ())))
+            .await
+    }
+
+    pub async fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Rec) -> Result<()>,
+    ) -> Result<Option<Rec>> {
+        let id = id.to_string();
+        self.identity
+            .change(move |m| {
+                let Some(mut r) = m.doc(SERVER, &id).and_then(|v| v.as_object().cloned()) else {
+                    return Ok((Vec::new(), None));
+                };
+                f(&mut r)?;
+                r.insert("updated".into(), json!(now()));
+                Ok((
+                    vec![Op::put(SERVER, &id, "", &id, Value::Object(r.clone()))],
+                    Some(r),
+                ))
+            })
+            .await
+    }
+
+    /// The default flavors, made once.
+    pub async fn bootstrap(&self) -> Result<()> {
+        for (id, name, ram, vcpus, disk) in [
+            ("1", "m1.tiny", 512, 1, 1),
+            ("2", "m1.small", 2048, 1, 20),
+            ("3", "m1.medium", 4096, 2, 40),
+        ] {
+            if self.doc(FLAVOR, id).is_some() {
+                continue;
+            }
+            self.put(FLAVOR, flavor_record(id, name, ram, vcpus, disk, true))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.agent.node == name)
+    }
+
+    /// Filters nodes that fit the flavor, then spreads by free RAM.
+    pub fn schedule(&self, ram: u64, vcpus: u64) -> Result<String> {
+        let servers = self.docs(SERVER);
+        let flavors = self.docs(FLAVOR);
+        let used = |node: &str| -> (u64, u64) {
+            servers
+                .iter()
+                .filter(|s| st(s, "ursa:node") == node && st(s, "status") != "ERROR")
+                .filter_map(|s| {
+                    flavors
+                        .iter()
+                        .find(|f| st(f, "id") == st(s, "ursa:flavor_id"))
+                })
+                .fold((0, 0), |(r, c), f| {
+                    (
+                        r + f["ram"].as_u64().unwrap_or(0),
+                        c + f["vcpus"].as_u64().unwrap_or(0),
+                    )
+                })
+        };
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let (r, c) = used(&n.agent.node);
+                // Overcommit as Nova does by default: RAM 1.5x, CPU 16x.
+                let free_ram = (n.ram_mb * 3 / 2).saturating_sub(r);
+                let free_cpu = (n.vcpus * 16).saturating_sub(c);
+                (free_ram >= ram && free_cpu >= vcpus).then_some((free_ram, n.agent.node.clone()))
+            })
+            .max_by_key(|(f, _)| *f)
+            .map(|(_, n)| n)
+            .ok_or_else(|| {
+                Error::Conflict(
+                    "No valid host was found. There are not enough hosts available.".into(),
+                )
+            })
+    }
+
+    /// Boots a stored server on its node; runs in the background.
+    pub fn spawn_boot(&self, srv: Rec) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = st(&srv, "id").to_string();
+            let r = me.boot(&srv).await;
+            let outcome = me
+                .update(&id, move |s| {
+                    if s.get("status").and_then(|v| v.as_str()) == Some("DELETED") {
+                        return Ok(());
+                    }
+                    match r {
+                        Ok(()) => {
+                            s.insert("status".into(), json!("ACTIVE"));
+                            s.insert("OS-EXT-STS:vm_state".into(), json!("active"));
+                            s.insert("OS-EXT-STS:power_state".into(), json!(1));
+                            s.insert("OS-SRV-USG:launched_at".into(), json!(now()));
+                        }
+                        Err(e) => {
+                            tracing::warn!(server = %st(s, "id"), error = %e, "boot failed");
+                            s.insert("status".into(), json!("ERROR"));
+                            s.insert("OS-EXT-STS:vm_state".into(), json!("error"));
+                            s.insert("OS-EXT-STS:power_state".into(), json!(0));
+                            s.insert(
+                                "fault".into(),
+                                json!({"code": 500, "created": now(), "message": e}),
+                            );
+                        }
+                    }
+                    s.insert("OS-EXT-STS:task_state".into(), Value::Null);
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "recording a boot outcome");
+            }
+            // A failed boot leaves nothing behind but the record.
+            if me
+                .doc(SERVER, &id)
+                .is_some_and(|s| st(&s, "status") == "ERROR")
+            {
+                me.release(&id, st(&srv, "ursa:node")).await;
+            }
+        });
+    }
+
+    async fn boot(&self, srv: &Rec) -> std::result::Result<(), String> {
+        let id = st(srv, "id");
+        let node = self
+            .node(st(srv, "ursa:node"))
+            .ok_or("No valid host was found: the server's node has no agent.")?;
+        let flavor = self
+            .doc(FLAVOR, st(srv, "ursa:flavor_id"))
+            .ok_or("the flavor is gone")?;
+        let image_id = st(srv, "ursa:image_id");
+        let image = self.images.get(image_id).ok_or("the image is gone")?;
+        let fmt = match image.get("disk_format").and_then(|v| v.as_str()) {
+            Some("qcow2") => "qcow2",
+            _ => "raw",
+        };
+        let nics: Vec<(String, String)> = {
+            let m = self.identity.model();
+            crate::network::recs(&m, crate::network::PORT)
+                .filter(|p| st(p, "device_id") == id)
+                .map(|p| {
+                    (
+                        ursa_proto::netd::tap_device(st(p, "id")),
+                        st(p, "mac_address").to_string(),
+                    )
+                })
+                .collect()
+        };
+        self.networks.pusher.kick();
+        for (tap, _) in &nics {
+            node.agent
+                .wait_tap(tap, std::time::Duration::from_secs(30))
+                .await?;
+        }
+        let spec = agent::GuestSpec {
+            id: id.to_string(),
+            image: self.images.store.path(image_id),
+            image_format: fmt.into(),
+            ram_mb: flavor["ram"].as_u64().unwrap_or(512),
+            vcpus: flavor["vcpus"].as_u64().unwrap_or(1),
+            disk_gb: flavor["disk"].as_u64().unwrap_or(1),
+            nics,
+        };
+        node.agent.boot(&spec).await
+    }
+
+    /// Stops and removes a server's guest, disk and ports.
+    pub async fn release(&self, id: &str, node: &str) {
+        if let Some(n) = self.node(node) {
+            n.agent.destroy(id).await;
+        }
+        if let Err(e) = crate::network::api::delete_device_ports(&self.networks, id).await {
+            tracing::warn!(server = id, error = %e, "could not delete the server's ports");
+        }
+    }
+
+    /// Deletes a server: guest, disk, ports, then the record.
+    pub fn spawn_delete(&self, srv: Rec) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = st(&srv, "id").to_string();
+            me.release(&id, st(&srv, "ursa:node")).await;
+            let r = me
+                .identity
+                .change(move |_| Ok((vec![Op::delete(SERVER, &id)], ())))
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "deleting a server record");
+            }
+        });
+    }
+
+    /// After a restart: guests still running are adopted as they are;
+    /// servers whose guest is gone are SHUTOFF (started again on request).
+    pub async fn adopt(&self) -> Result<()> {
+        for s in self.docs(SERVER) {
+            let Some(n) = self.node(st(&s, "ursa:node")) else {
+                continue;
+            };
+            let id = st(&s, "id").to_string();
+            match st(&s, "status") {
+                "ACTIVE" if !n.agent.running(&id) => {
+                    self.update(&id, |r| {
+                        r.insert("status".into(), json!("SHUTOFF"));
+                        r.insert("OS-EXT-STS:vm_state".into(), json!("stopped"));
+                        r.insert("OS-EXT-STS:power_state".into(), json!(4));
+                        Ok(())
+                    })
+                    .await?;
+                }
+                "BUILD" => {
+                    // The boot task died with the last process: try again.
+                    self.spawn_boot(s.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn flavor_record(id: &str, name: &str, ram: u64, vcpus: u64, disk: u64, public: bool) -> Rec {
+    json!({"id": id, "name": name, "ram": ram, "vcpus": vcpus, "disk": disk, "swap": "",
+           "OS-FLV-EXT-DATA:ephemeral": 0, "rxtx_factor": 1.0, "os-flavor-access:is_public": public,
+           "OS-FLV-DISABLED:disabled": false, "description": null, "extra_specs": {}})
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
+}
