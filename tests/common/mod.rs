@@ -31,6 +31,17 @@ impl Cloud {
 
     /// Starts `ursa up` and waits for the openrc block on stdout.
     pub fn start_with(state_dir: &Path, password: &str, extra: &[&str]) -> Cloud {
+        Self::start_inner(false, state_dir, password, extra)
+    }
+
+    /// Starts `ursa up` with its own netd and compute node: call it from a
+    /// thread that entered a network namespace made for the test, so that
+    /// bridges, taps, nftables tables and guests stay in there.
+    pub fn start_with_nodes(state_dir: &Path, password: &str, extra: &[&str]) -> Cloud {
+        Self::start_inner(true, state_dir, password, extra)
+    }
+
+    fn start_inner(nodes: bool, state_dir: &Path, password: &str, extra: &[&str]) -> Cloud {
         let mut child = Command::new(ursa_bin())
             .args(["up", "--state-dir"])
             .arg(state_dir)
@@ -38,7 +49,7 @@ impl Cloud {
             .args(extra)
             // Tests that do not plug networks run no netd (it would leave
             // bridges and router namespaces on the host).
-            .args(if extra.iter().any(|a| a.starts_with("--netd")) {
+            .args(if nodes || extra.iter().any(|a| a.starts_with("--netd")) {
                 &[][..]
             } else {
                 &["--no-netd"][..]

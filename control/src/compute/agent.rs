@@ -250,7 +250,7 @@ impl Agent {
     /// Waits for a tap device netd is making.
     pub async fn wait_tap(&self, tap: &str, within: Duration) -> R<()> {
         let t0 = std::time::Instant::now();
-        while !Path::new("/sys/class/net").join(tap).exists() {
+        while !link_exists(tap) {
             if t0.elapsed() > within {
                 return Err(format!(
                     "the tap device {tap} did not appear (is ursa-netd running on node {}?)",
@@ -271,4 +271,15 @@ async fn next_line(
         .map_err(|_| "QMP timed out".to_string())?
         .map_err(|e| format!("QMP: {e}"))?
         .ok_or_else(|| "QMP closed".to_string())
+}
+
+/// Whether a network device exists in this process's network namespace
+/// (asked of the kernel: /sys/class/net shows the namespace sysfs was
+/// mounted in, which may be another).
+pub fn link_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated string the call only reads.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }

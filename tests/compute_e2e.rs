@@ -1,0 +1,411 @@
+//! The compute API (Nova v2.1) end to end with real guests: `ursa up` with
+//! its own netd and compute agent, all inside a network namespace made for
+//! the test (bridges, taps, nftables tables and guests stay in it), boots
+//! the tiny guest (images/tiny/build.sh: a Debian kernel and busybox on a
+//! syslinux disk) under QEMU TCG. The guest takes its address from netd by
+//! DHCP and prints it on the serial console, which the API returns; the
+//! agent re-adopts the running guest after `ursa up` is killed; a guest
+//! that cannot start leaves the server in ERROR with a fault and nothing
+//! behind; deleting a server removes its QEMU, tap, port and disk.
+
+mod common;
+
+use common::Cloud;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("command runs")
+}
+
+/// The test's network namespace; this thread (and what it starts) lives in
+/// it. Guests started under the state directory are killed on drop.
+struct Netns {
+    name: String,
+    state: PathBuf,
+}
+
+impl Netns {
+    fn enter(name: &str, state: &Path) -> Netns {
+        assert!(sh(&["ip", "netns", "add", name]).status.success());
+        let ns = Netns {
+            name: name.to_string(),
+            state: state.to_path_buf(),
+        };
+        assert!(sh(&["ip", "-n", name, "link", "set", "lo", "up"])
+            .status
+            .success());
+        let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        ns
+    }
+}
+
+/// QEMU processes whose command line names this directory.
+fn guests_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for pid in guests_under(&self.state) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    let c = std::ffi::CString::new(name).unwrap();
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+fn tools_missing() -> Option<String> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces, taps)".into());
+    }
+    for (tool, pkg) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-img", "qemu-utils"),
+        ("syslinux", "syslinux"),
+        ("mcopy", "mtools"),
+        ("mkfs.vfat", "dosfstools"),
+        ("busybox", "busybox-static"),
+    ] {
+        if sh(&["sh", "-c", &format!("command -v {tool}")])
+            .stdout
+            .is_empty()
+        {
+            return Some(format!("needs {tool} (package {pkg})"));
+        }
+    }
+    let kernels = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .unwrap_or(false);
+    if !kernels {
+        return Some("needs a kernel in /boot (package linux-image-amd64)".into());
+    }
+    let netd = Path::new(common::ursa_bin()).with_file_name("ursa-netd");
+    if !netd.exists() {
+        return Some(format!("{} is not built", netd.display()));
+    }
+    None
+}
+
+struct Api<'a>(&'a Cloud);
+
+impl Api<'_> {
+    fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let base = self.0.url.trim_end_matches("/v3");
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self
+            .0
+            .http()
+            .request(m, format!("{base}{path}"))
+            .header("X-Auth-Token", token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().unwrap();
+        let st = r.status().as_u16();
+        let text = r.text().unwrap_or_default();
+        (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn upload_image(&self, token: &str, name: &str, fmt: &str, file: &Path) -> String {
+        let (st, img) = self.call(
+            "POST",
+            "/image/v2/images",
+            token,
+            Some(json!({"name": name, "disk_format": fmt, "container_format": "bare", "visibility": "public"})),
+        );
+        assert_eq!(st, 201, "{img}");
+        let id = img["id"].as_str().unwrap().to_string();
+        let base = self.0.url.trim_end_matches("/v3");
+        let r = self
+            .0
+            .http()
+            .put(format!("{base}/image/v2/images/{id}/file"))
+            .header("X-Auth-Token", token)
+            .header("content-type", "application/octet-stream")
+            .body(std::fs::read(file).unwrap())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        id
+    }
+
+    fn server_status(&self, token: &str, id: &str) -> (u16, Value) {
+        let (st, v) = self.call("GET", &format!("/compute/v2.1/servers/{id}"), token, None);
+        (st, v["server"].clone())
+    }
+
+    fn wait_status(&self, token: &str, id: &str, want: &[&str], within: Duration) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let (_, s) = self.server_status(token, id);
+            if want.iter().any(|w| s["status"] == *w) {
+                return s;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "server {id} never became {want:?}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn console(&self, token: &str, id: &str) -> String {
+        let (_, v) = self.call(
+            "POST",
+            &format!("/compute/v2.1/servers/{id}/action"),
+            token,
+            Some(json!({"os-getConsoleOutput": {"length": null}})),
+        );
+        v["output"].as_str().unwrap_or("").to_string()
+    }
+}
+
+#[test]
+fn servers_boot_real_guests_that_take_their_address_from_netd() {
+    if let Some(why) = tools_missing() {
+        eprintln!("SKIP compute e2e: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img_dir = dir.path().join("tiny");
+    let build = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/tiny/build.sh"))
+        .arg(&img_dir)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success() && img_dir.join("tiny.raw").exists(),
+        "building the tiny guest: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let state = dir.path().join("state");
+    let _ns = Netns::enter(&format!("ucmp{}", std::process::id() % 100000), &state);
+    // No external network: nothing outside the namespace.
+    let args = ["--physical-network=ext"];
+    let cloud = Cloud::start_with_nodes(&state, "secret", &args);
+    let admin = cloud.admin_token();
+    let api = Api(&cloud);
+
+    let tiny = api.upload_image(&admin, "tiny", "raw", &img_dir.join("tiny.raw"));
+    let (st, net) = api.call(
+        "POST",
+        "/network/v2.0/networks",
+        &admin,
+        Some(json!({"network": {"name": "cn"}})),
+    );
+    assert_eq!(st, 201, "{net}");
+    let net_id = net["network"]["id"].as_str().unwrap().to_string();
+    let (st, _) = api.call(
+        "POST",
+        "/network/v2.0/subnets",
+        &admin,
+        Some(json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.78.0.0/24"}})),
+    );
+    assert_eq!(st, 201);
+
+    // Bad input: OpenStack-shaped 400s, and no server appears.
+    let good =
+        json!({"name": "vm1", "imageRef": tiny, "flavorRef": "1", "networks": [{"uuid": net_id}]});
+    for (field, bad) in [
+        ("flavorRef", json!("no-such-flavor")),
+        ("imageRef", json!(uuid::Uuid::new_v4().to_string())),
+        (
+            "networks",
+            json!([{"uuid": uuid::Uuid::new_v4().to_string()}]),
+        ),
+        ("name", json!("")),
+    ] {
+        let mut b = good.clone();
+        b[field] = bad;
+        let (st, v) = api.call(
+            "POST",
+            "/compute/v2.1/servers",
+            &admin,
+            Some(json!({"server": b})),
+        );
+        assert_eq!(st, 400, "bad {field}: {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let (_, list) = api.call("GET", "/compute/v2.1/servers", &admin, None);
+    assert_eq!(list["servers"], json!([]));
+
+    // A real boot.
+    let (st, created) = api.call(
+        "POST",
+        "/compute/v2.1/servers",
+        &admin,
+        Some(json!({"server": good})),
+    );
+    assert_eq!(st, 202, "{created}");
+    let id = created["server"]["id"].as_str().unwrap().to_string();
+    let srv = api.wait_status(&admin, &id, &["ACTIVE", "ERROR"], Duration::from_secs(90));
+    assert_eq!(
+        srv["status"],
+        "ACTIVE",
+        "{srv}\nnetd log:\n{}",
+        std::fs::read_to_string(state.join("netd/netd.log")).unwrap_or_default()
+    );
+    let ip = srv["addresses"]["cn"][0]["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip.starts_with("10.78.0."), "{srv}");
+    let t0 = Instant::now();
+    loop {
+        let out = api.console(&admin, &id);
+        if out.contains(&format!("URSA-TINY: address {ip}")) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "the guest never said it holds {ip}; console:\n{out}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (_, ports) = api.call(
+        "GET",
+        &format!("/network/v2.0/ports?device_id={id}"),
+        &admin,
+        None,
+    );
+    let port_id = ports["ports"][0]["id"].as_str().unwrap().to_string();
+    let tap = ursa_proto::netd::tap_device(&port_id);
+    assert!(link_exists(&tap), "no tap {tap}");
+    let qemu = guests_under(&state);
+    assert_eq!(qemu.len(), 1, "one QEMU runs the guest");
+
+    // Another project sees nothing of it.
+    let (b, _) = cloud.member_of(&admin, "cmp-b");
+    let (st, _) = api.call("GET", &format!("/compute/v2.1/servers/{id}"), &b, None);
+    assert_eq!(st, 404);
+    let (_, list) = api.call("GET", "/compute/v2.1/servers", &b, None);
+    assert_eq!(list["servers"], json!([]));
+
+    // Kill the control plane (and with it netd); the guest keeps running
+    // and the new process adopts it.
+    drop(cloud);
+    let cloud = Cloud::start_with_nodes(&state, "secret", &args);
+    let admin = cloud.admin_token();
+    let api = Api(&cloud);
+    let (_, srv) = api.server_status(&admin, &id);
+    assert_eq!(srv["status"], "ACTIVE", "{srv}");
+    assert_eq!(
+        guests_under(&state),
+        qemu,
+        "the same QEMU still runs the guest"
+    );
+
+    // A guest that cannot start: ERROR with a fault, nothing left behind.
+    let junk = dir.path().join("junk.qcow2");
+    std::fs::write(&junk, vec![7u8; 65536]).unwrap();
+    let bad_img = api.upload_image(&admin, "junk", "qcow2", &junk);
+    let mut b = good.clone();
+    b["name"] = json!("broken");
+    b["imageRef"] = json!(bad_img);
+    let (st, created) = api.call(
+        "POST",
+        "/compute/v2.1/servers",
+        &admin,
+        Some(json!({"server": b})),
+    );
+    assert_eq!(st, 202, "{created}");
+    let bad_id = created["server"]["id"].as_str().unwrap().to_string();
+    let srv = api.wait_status(
+        &admin,
+        &bad_id,
+        &["ERROR", "ACTIVE"],
+        Duration::from_secs(90),
+    );
+    assert_eq!(srv["status"], "ERROR", "{srv}");
+    assert!(
+        srv["fault"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{srv}"
+    );
+    let t0 = Instant::now();
+    loop {
+        let (_, ports) = api.call(
+            "GET",
+            &format!("/network/v2.0/ports?device_id={bad_id}"),
+            &admin,
+            None,
+        );
+        if ports["ports"] == json!([]) && !state.join("compute").join(&bad_id).exists() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the failed server left {ports}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(guests_under(&state), qemu, "no QEMU for the failed server");
+
+    // Delete: QEMU, tap, port and disk go.
+    for sid in [&id, &bad_id] {
+        let (st, _) = api.call(
+            "DELETE",
+            &format!("/compute/v2.1/servers/{sid}"),
+            &admin,
+            None,
+        );
+        assert_eq!(st, 204);
+    }
+    let t0 = Instant::now();
+    while api.server_status(&admin, &id).0 != 404 || api.server_status(&admin, &bad_id).0 != 404 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "servers were not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(guests_under(&state).is_empty(), "QEMU still runs");
+    assert!(
+        !state.join("compute").join(&id).exists(),
+        "the disk is still there"
+    );
+    let (_, ports) = api.call(
+        "GET",
+        &format!("/network/v2.0/ports?device_id={id}"),
+        &admin,
+        None,
+    );
+    assert_eq!(ports["ports"], json!([]));
+    let t0 = Instant::now();
+    while link_exists(&tap) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "tap {tap} is still there"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
