@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::Cloud;
+use common::{guests_under, link_exists, tiny_guest_missing, Cloud, Netns};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,97 +21,6 @@ fn sh(args: &[&str]) -> std::process::Output {
         .args(&args[1..])
         .output()
         .expect("command runs")
-}
-
-/// The test's network namespace; this thread (and what it starts) lives in
-/// it. Guests started under the state directory are killed on drop.
-struct Netns {
-    name: String,
-    state: PathBuf,
-}
-
-impl Netns {
-    fn enter(name: &str, state: &Path) -> Netns {
-        assert!(sh(&["ip", "netns", "add", name]).status.success());
-        let ns = Netns {
-            name: name.to_string(),
-            state: state.to_path_buf(),
-        };
-        assert!(sh(&["ip", "-n", name, "link", "set", "lo", "up"])
-            .status
-            .success());
-        let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        ns
-    }
-}
-
-/// QEMU processes whose command line names this directory.
-fn guests_under(dir: &Path) -> Vec<i32> {
-    let needle = dir.display().to_string();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for pid in guests_under(&self.state) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = sh(&["ip", "netns", "del", &self.name]);
-    }
-}
-
-fn link_exists(name: &str) -> bool {
-    let c = std::ffi::CString::new(name).unwrap();
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
-}
-
-fn tools_missing() -> Option<String> {
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespaces, taps)".into());
-    }
-    for (tool, pkg) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("qemu-img", "qemu-utils"),
-        ("syslinux", "syslinux"),
-        ("mcopy", "mtools"),
-        ("mkfs.vfat", "dosfstools"),
-        ("busybox", "busybox-static"),
-    ] {
-        if sh(&["sh", "-c", &format!("command -v {tool}")])
-            .stdout
-            .is_empty()
-        {
-            return Some(format!("needs {tool} (package {pkg})"));
-        }
-    }
-    let kernels = std::fs::read_dir("/boot")
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .unwrap_or(false);
-    if !kernels {
-        return Some("needs a kernel in /boot (package linux-image-amd64)".into());
-    }
-    let netd = Path::new(common::ursa_bin()).with_file_name("ursa-netd");
-    if !netd.exists() {
-        return Some(format!("{} is not built", netd.display()));
-    }
-    None
 }
 
 struct Api<'a>(&'a Cloud);
@@ -190,22 +99,12 @@ impl Api<'_> {
 
 #[test]
 fn servers_boot_real_guests_that_take_their_address_from_netd() {
-    if let Some(why) = tools_missing() {
+    if let Some(why) = tiny_guest_missing() {
         eprintln!("SKIP compute e2e: {why}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img_dir = dir.path().join("tiny");
-    let build = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/tiny/build.sh"))
-        .arg(&img_dir)
-        .output()
-        .unwrap();
-    assert!(
-        build.status.success() && img_dir.join("tiny.raw").exists(),
-        "building the tiny guest: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    let tiny_disk = common::build_tiny(&dir.path().join("tiny"));
     let state = dir.path().join("state");
     let _ns = Netns::enter(&format!("ucmp{}", std::process::id() % 100000), &state);
     // No external network: nothing outside the namespace.
@@ -214,7 +113,7 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     let admin = cloud.admin_token();
     let api = Api(&cloud);
 
-    let tiny = api.upload_image(&admin, "tiny", "raw", &img_dir.join("tiny.raw"));
+    let tiny = api.upload_image(&admin, "tiny", "raw", &tiny_disk);
     let (st, net) = api.call(
         "POST",
         "/network/v2.0/networks",

@@ -230,3 +230,117 @@ pub fn assert_keystone_error(status: u16, body: &Value, want: u16) {
     assert!(body["error"]["title"].is_string(), "error body: {body}");
     assert!(body["error"]["message"].is_string(), "error body: {body}");
 }
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("command runs")
+}
+
+/// Builds the tiny guest's bootable disk (images/tiny/build.sh) into `dir`.
+pub fn build_tiny(dir: &Path) -> PathBuf {
+    let build = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/tiny/build.sh"))
+        .arg(dir)
+        .output()
+        .unwrap();
+    let disk = dir.join("tiny.raw");
+    assert!(
+        build.status.success() && disk.exists(),
+        "building the tiny guest: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    disk
+}
+
+/// The test's network namespace; this thread (and what it starts) lives in
+/// it. Guests started under the state directory are killed on drop.
+pub struct Netns {
+    name: String,
+    state: PathBuf,
+}
+
+impl Netns {
+    pub fn enter(name: &str, state: &Path) -> Netns {
+        assert!(sh(&["ip", "netns", "add", name]).status.success());
+        let ns = Netns {
+            name: name.to_string(),
+            state: state.to_path_buf(),
+        };
+        assert!(sh(&["ip", "-n", name, "link", "set", "lo", "up"])
+            .status
+            .success());
+        let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        ns
+    }
+}
+
+/// QEMU processes whose command line names this directory.
+pub fn guests_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for pid in guests_under(&self.state) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+pub fn link_exists(name: &str) -> bool {
+    let c = std::ffi::CString::new(name).unwrap();
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+pub fn tiny_guest_missing() -> Option<String> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces, taps)".into());
+    }
+    for (tool, pkg) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-img", "qemu-utils"),
+        ("syslinux", "syslinux"),
+        ("mcopy", "mtools"),
+        ("mkfs.vfat", "dosfstools"),
+        ("busybox", "busybox-static"),
+    ] {
+        if sh(&["sh", "-c", &format!("command -v {tool}")])
+            .stdout
+            .is_empty()
+        {
+            return Some(format!("needs {tool} (package {pkg})"));
+        }
+    }
+    let kernels = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .unwrap_or(false);
+    if !kernels {
+        return Some("needs a kernel in /boot (package linux-image-amd64)".into());
+    }
+    let netd = Path::new(ursa_bin()).with_file_name("ursa-netd");
+    if !netd.exists() {
+        return Some(format!("{} is not built", netd.display()));
+    }
+    None
+}
