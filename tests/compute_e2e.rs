@@ -12,16 +12,9 @@ mod common;
 
 use common::{guests_under, link_exists, tiny_guest_missing, Cloud, Netns};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("command runs")
-}
 
 struct Api<'a>(&'a Cloud);
 
