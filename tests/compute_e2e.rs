@@ -13,7 +13,6 @@ mod common;
 use common::{guests_under, link_exists, tiny_guest_missing, Cloud, Netns};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Api<'a>(&'a Cloud);
