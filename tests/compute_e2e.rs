@@ -172,7 +172,10 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     let t0 = Instant::now();
     loop {
         let out = api.console(&admin, &id);
-        if out.contains(&format!("URSA-TINY: address {ip}")) {
+        // The guest read its name through netd's metadata proxy.
+        if out.contains(&format!("URSA-TINY: address {ip}"))
+            && out.contains("URSA-TINY: metadata hostname vm1")
+        {
             break;
         }
         assert!(
@@ -296,6 +299,23 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "tap {tap} is still there"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The network goes too (and with it netd's metadata namespace for it).
+    let (st, _) = api.call(
+        "DELETE",
+        &format!("/network/v2.0/networks/{net_id}"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    let bridge = format!("ubr-{}", &net_id.replace('-', "")[..11]);
+    let t0 = Instant::now();
+    while link_exists(&bridge) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "bridge {bridge} is still there"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -61,14 +61,32 @@ pub fn router(state: AppState) -> Router {
         // A bug must cost one request a 500, never the connection or the process.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(shape_errors))
+        .layer(axum::middleware::from_fn(request_id))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<_>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty, request_id = tracing::field::Empty)
                 },
             ),
         )
         .with_state(state)
+}
+
+/// Every answer carries a request id (`x-openstack-request-id`, and for
+/// compute also `x-compute-request-id`), as OpenStack services do; it is
+/// also recorded on the request's span.
+async fn request_id(req: Request, next: axum::middleware::Next) -> Response {
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    let compute = req.uri().path().starts_with("/compute");
+    tracing::Span::current().record("request_id", id.as_str());
+    let mut resp = next.run(req).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        if compute {
+            resp.headers_mut().insert("x-compute-request-id", v.clone());
+        }
+        resp.headers_mut().insert("x-openstack-request-id", v);
+    }
+    resp
 }
 
 /// Gives the plain-text errors of the layers and extractors below (the

@@ -162,10 +162,26 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         v.bootstrap().await?;
         Some(v)
     };
+    // The metadata API netd's proxy forwards guests' requests to, signed
+    // with a secret shared with the local netd.
+    let md_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let md_url = format!("http://{}", md_listener.local_addr()?);
+    let md_secret_file = dir.join("metadata-secret");
+    if !md_secret_file.exists() {
+        let s = Alphanumeric.sample_string(&mut rand::thread_rng(), 40);
+        write_private(&md_secret_file, &s)?;
+    }
+    let md_secret = std::fs::read_to_string(&md_secret_file)?.trim().to_string();
     let (net_nodes, mut local_netd) = if opts.no_netd {
         (Vec::new(), None)
     } else {
-        network_nodes(dir, &opts.netd, opts.external_interface.as_deref()).await?
+        network_nodes(
+            dir,
+            &opts.netd,
+            opts.external_interface.as_deref(),
+            (&md_url, &md_secret_file),
+        )
+        .await?
     };
     let pusher = crate::network::push::Pusher::new(net_nodes);
     let networks =
@@ -240,6 +256,17 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             .await
             .context("creating the public and private networks")?;
     }
+    let md_task = compute.clone().map(|c| {
+        let app = crate::compute::metadata::router(crate::compute::metadata::Metadata {
+            compute: c,
+            secret: std::sync::Arc::new(md_secret.clone().into_bytes()),
+        });
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(md_listener, app).await {
+                tracing::error!(error = %e, "the metadata API stopped");
+            }
+        })
+    });
     if let Some(c) = &compute {
         c.adopt().await.context("adopting running guests")?;
     }
@@ -269,6 +296,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .await?;
     background.abort();
     push_task.abort();
+    if let Some(t) = md_task {
+        t.abort();
+    }
     if let Some(c) = local_blockd.as_mut() {
         stop_child(c).await;
     }
@@ -394,6 +424,7 @@ async fn network_nodes(
     dir: &Path,
     given: &[String],
     external_interface: Option<&str>,
+    (md_url, md_secret): (&str, &Path),
 ) -> anyhow::Result<(
     Vec<crate::network::push::NetNode>,
     Option<tokio::process::Child>,
@@ -434,7 +465,11 @@ async fn network_nodes(
         .arg(format!(
             "public:{}",
             external_interface.unwrap_or("ursa-public")
-        ));
+        ))
+        .arg("--metadata-upstream")
+        .arg(md_url)
+        .arg("--metadata-secret-file")
+        .arg(md_secret);
     let mut child = spawn_daemon(cmd, &ndir.join("netd.log"))?;
     let client = connect(&format!("unix:{}", sock.display()))
         .await

@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod metadata;
 
 use crate::error::{Error, Result};
 use crate::identity::Identity;
