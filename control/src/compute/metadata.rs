@@ -56,7 +56,10 @@ pub fn sign(secret: &[u8], instance_id: &str) -> String {
 }
 
 /// The server the proxy vouches for, or the refusal.
-fn caller(m: &Metadata, h: &HeaderMap) -> Result<serde_json::Map<String, Value>, Response> {
+fn caller(
+    m: &Metadata,
+    h: &HeaderMap,
+) -> Result<serde_json::Map<String, Value>, (StatusCode, &'static str)> {
     let id = h
         .get("x-instance-id")
         .and_then(|v| v.to_str().ok())
@@ -81,11 +84,11 @@ fn caller(m: &Metadata, h: &HeaderMap) -> Result<serde_json::Map<String, Value>,
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
     if !same {
-        return Err((StatusCode::FORBIDDEN, "Invalid proxy request signature.\n").into_response());
+        return Err((StatusCode::FORBIDDEN, "Invalid proxy request signature.\n"));
     }
     m.compute
         .doc(SERVER, id)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, "no such instance\n").into_response())
+        .ok_or((StatusCode::NOT_FOUND, "no such instance\n"))
 }
 
 fn hostname(s: &serde_json::Map<String, Value>) -> String {
@@ -135,7 +138,7 @@ async fn openstack(
 ) -> Response {
     let s = match caller(&m, &h) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let id = st(&s, "id").to_string();
     match file.as_str() {
@@ -214,7 +217,7 @@ fn ec2_values(m: &Metadata, s: &serde_json::Map<String, Value>) -> Vec<(String, 
 async fn ec2_index(State(m): State<Metadata>, h: HeaderMap) -> Response {
     let s = match caller(&m, &h) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut keys: Vec<String> = ec2_values(&m, &s)
         .into_iter()
@@ -234,7 +237,7 @@ async fn ec2_key(
 ) -> Response {
     let s = match caller(&m, &h) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let key = key.trim_end_matches('/');
     match ec2_values(&m, &s).into_iter().find(|(k, _)| k == key) {
@@ -246,7 +249,7 @@ async fn ec2_key(
 async fn ec2_user_data(State(m): State<Metadata>, h: HeaderMap) -> Response {
     let s = match caller(&m, &h) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match user_data(&s) {
         Some(u) => u.into_response(),
