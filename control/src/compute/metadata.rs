@@ -72,8 +72,7 @@ fn caller(
         return Err((
             StatusCode::BAD_REQUEST,
             "X-Instance-ID and its signature are required\n",
-        )
-            .into_response());
+        ));
     }
     let want = sign(&m.secret, id);
     // Constant-time enough for hex of equal length: compare every byte.
