@@ -213,6 +213,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             identity: identity.clone(),
             networks: networks.clone(),
             images: images.clone(),
+            volumes: volumes.clone(),
             nodes: std::sync::Arc::new(vec![crate::compute::Node {
                 agent: crate::compute::agent::Agent::new(&node, &dir.join("compute")),
                 ram_mb,

@@ -127,6 +127,11 @@ impl Agent {
             format!("unix:{},server=on,wait=off", d.join("qmp.sock").display()),
             "-drive".into(),
             format!("file={},format=qcow2,if=virtio", disk.display()),
+            // Guest RAM a vhost-user backend (blockd) can map: volumes.
+            "-object".into(),
+            format!("memory-backend-memfd,id=mem,size={}M,share=on", g.ram_mb),
+            "-numa".into(),
+            "node,memdev=mem".into(),
             "-pidfile".into(),
             d.join("qemu.pid").display().to_string(),
             "-daemonize".into(),
@@ -237,6 +242,88 @@ impl Agent {
         }
     }
 
+    fn saved_args(&self, id: &str) -> R<Vec<String>> {
+        std::fs::read_to_string(self.guest_dir(id).join("cmdline.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| "the guest has no saved command line".to_string())
+    }
+
+    fn save_args(&self, id: &str, args: &[String]) -> R<()> {
+        std::fs::write(self.guest_dir(id).join("cmdline.json"), json!(args).to_string())
+            .map_err(|e| format!("saving the command line: {e}"))
+    }
+
+    /// Hot-plugs a volume served over vhost-user-blk at `socket`; it stays
+    /// in the saved command line, so a stopped guest starts with it.
+    pub async fn attach_disk(&self, id: &str, volume_id: &str, socket: &str) -> R<()> {
+        let tag = tag(volume_id);
+        if self.running(id) {
+            self.qmp(
+                id,
+                "chardev-add",
+                json!({"id": format!("c{tag}"), "backend": {"type": "socket", "data": {
+                    "addr": {"type": "unix", "data": {"path": socket}}, "server": false}}}),
+            )
+            .await?;
+            if let Err(e) = self
+                .qmp(
+                    id,
+                    "device_add",
+                    json!({"driver": "vhost-user-blk-pci", "id": format!("v{tag}"),
+                           "chardev": format!("c{tag}")}),
+                )
+                .await
+            {
+                let _ = self.qmp(id, "chardev-remove", json!({"id": format!("c{tag}")})).await;
+                return Err(e);
+            }
+        }
+        let mut args = self.saved_args(id)?;
+        args.extend([
+            "-chardev".to_string(),
+            format!("socket,id=c{tag},path={socket}"),
+            "-device".to_string(),
+            format!("vhost-user-blk-pci,id=v{tag},chardev=c{tag}"),
+        ]);
+        self.save_args(id, &args)
+    }
+
+    /// Unplugs a volume (the guest acknowledges the eject) and forgets it.
+    pub async fn detach_disk(&self, id: &str, volume_id: &str) -> R<()> {
+        let tag = tag(volume_id);
+        if self.running(id) {
+            self.qmp(id, "device_del", json!({"id": format!("v{tag}")})).await?;
+            let path = format!("/machine/peripheral/v{tag}");
+            let t0 = std::time::Instant::now();
+            while self
+                .qmp(id, "qom-list", json!({"path": path}))
+                .await
+                .is_ok()
+            {
+                if t0.elapsed() > Duration::from_secs(30) {
+                    return Err("the guest did not release the volume".into());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let _ = self.qmp(id, "chardev-remove", json!({"id": format!("c{tag}")})).await;
+        }
+        let args = self.saved_args(id)?;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            if (args[i] == "-chardev" || args[i] == "-device")
+                && args.get(i + 1).is_some_and(|a| a.contains(&format!("c{tag}")))
+            {
+                i += 2;
+                continue;
+            }
+            out.push(args[i].clone());
+            i += 1;
+        }
+        self.save_args(id, &out)
+    }
+
     pub async fn reboot(&self, id: &str) -> R<()> {
         self.qmp(id, "system_reset", json!({})).await.map(|_| ())
     }
@@ -282,4 +369,13 @@ pub fn link_exists(name: &str) -> bool {
     };
     // SAFETY: a NUL-terminated string the call only reads.
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// QEMU ids for a volume's chardev (`c…`) and device (`v…`).
+fn tag(volume_id: &str) -> String {
+    volume_id
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(12)
+        .collect()
 }

@@ -28,6 +28,14 @@ pub fn routes() -> Router<AppState> {
             get(show_server).put(update_server).delete(delete_server),
         )
         .route("/servers/{id}/action", post(server_action))
+        .route(
+            "/servers/{id}/os-volume_attachments",
+            get(list_attachments).post(attach_volume),
+        )
+        .route(
+            "/servers/{id}/os-volume_attachments/{volume_id}",
+            get(show_attachment).delete(detach_volume),
+        )
         .route("/flavors", get(list_flavors).post(create_flavor))
         .route("/flavors/detail", get(list_flavors_detail))
         .route("/flavors/{id}", get(show_flavor).delete(delete_flavor))
@@ -564,7 +572,7 @@ fn server_view(app: &AppState, s: &Compute, auth: &Auth, r: &Rec, detail: bool) 
         "security_groups": [{"name": "default"}],
         "OS-EXT-STS:task_state": r.get("OS-EXT-STS:task_state").cloned().unwrap_or(Value::Null),
         "OS-EXT-STS:vm_state": r["OS-EXT-STS:vm_state"], "OS-EXT-STS:power_state": r["OS-EXT-STS:power_state"],
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": attached_ids(s, id),
     });
     if let Some(f) = r.get("fault") {
         v["fault"] = f.clone();
@@ -1115,4 +1123,177 @@ async fn zones(State(app): State<AppState>, _auth: Auth) -> Result<Json<Value>> 
     Ok(Json(
         json!({"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}, "hosts": hosts}]}),
     ))
+}
+
+// ---------------------------------------------------------------------
+// Volume attachments: blockd's vhost-user-blk export, hot-plugged.
+
+/// The volumes attached to a server, as (volume id, device) pairs.
+fn attached(s: &Compute, server: &str) -> Vec<(String, String)> {
+    let Some(v) = &s.volumes else { return Vec::new() };
+    let mut out: Vec<(String, String)> = v
+        .docs(crate::volume::VOLUME)
+        .iter()
+        .filter_map(|vol| {
+            vol.get("attachments")?
+                .as_array()?
+                .iter()
+                .find(|a| a["server_id"] == server)
+                .map(|a| (st(vol, "id").to_string(), a["device"].as_str().unwrap_or("").to_string()))
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
+fn attached_ids(s: &Compute, server: &str) -> Value {
+    Value::Array(attached(s, server).into_iter().map(|(id, _)| json!({"id": id})).collect())
+}
+
+fn attachment_view(server: &str, vol: &str, dev: &str) -> Value {
+    json!({"id": vol, "serverId": server, "volumeId": vol, "device": dev})
+}
+
+async fn list_attachments(State(app): State<AppState>, auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let id = param(&p, "id");
+    find_server(s, &auth, &id)?;
+    let v: Vec<Value> = attached(s, &id).iter().map(|(vol, dev)| attachment_view(&id, vol, dev)).collect();
+    Ok(Json(json!({"volumeAttachments": v})))
+}
+
+async fn show_attachment(State(app): State<AppState>, auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let (id, vol) = (param(&p, "id"), param(&p, "volume_id"));
+    find_server(s, &auth, &id)?;
+    attached(s, &id)
+        .into_iter()
+        .find(|(v, _)| *v == vol)
+        .map(|(v, dev)| Json(json!({"volumeAttachment": attachment_view(&id, &v, &dev)})))
+        .ok_or_else(|| Error::NotFound(format!("volume_id not found: {vol}")))
+}
+
+async fn attach_volume(State(app): State<AppState>, auth: Auth, Path(p): Path<Vec<(String, String)>>, bytes: Bytes) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let id = param(&p, "id");
+    let srv = find_server(s, &auth, &id)?;
+    let vols = s
+        .volumes
+        .as_ref()
+        .ok_or_else(|| Error::Conflict("There is no volume service here.".into()))?;
+    let b = body_obj(&bytes, "volumeAttachment")?;
+    let vol_id = b
+        .get("volumeId")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute volumeId.".into()))?
+        .to_string();
+    if !matches!(st(&srv, "status"), "ACTIVE" | "SHUTOFF") {
+        return Err(Error::Conflict(format!(
+            "Cannot 'attach_volume' instance {id} while it is in vm_state {}",
+            st(&srv, "status")
+        )));
+    }
+    let node = s.node(st(&srv, "ursa:node")).cloned().ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
+    // Claim the volume: only an available one of the caller's project.
+    let project = project(&auth)?;
+    let admin = auth.0.is_admin();
+    let vid = vol_id.clone();
+    let vol = vols
+        .update(crate::volume::VOLUME, &vol_id, move |r| {
+            if !admin && st(r, "project_id") != project {
+                return Err(Error::NotFound(format!("Volume {vid} could not be found.")));
+            }
+            if st(r, "status") != "available" {
+                return Err(Error::BadRequest(format!(
+                    "Invalid volume: volume {vid} status must be available, but current status is: {}",
+                    st(r, "status")
+                )));
+            }
+            r.insert("status".into(), json!("attaching"));
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Volume {vol_id} could not be found.")))?;
+    let used: Vec<String> = attached(s, &id).into_iter().map(|(_, d)| d).collect();
+    let dev = (b'b'..=b'z')
+        .map(|c| format!("/dev/vd{}", c as char))
+        .find(|d| !used.contains(d))
+        .unwrap_or_else(|| "/dev/vdz".into());
+    let plugged = async {
+        let conn = vols.export(&vol, true).await?;
+        node.agent
+            .attach_disk(&id, &vol_id, &conn.socket_path)
+            .await
+            .map_err(Error::Internal)
+    }
+    .await;
+    let (sid, d2) = (id.clone(), dev.clone());
+    let host = node.agent.node.clone();
+    let ok = plugged.is_ok();
+    let r = vols
+        .update(crate::volume::VOLUME, &vol_id, move |r| {
+            match ok {
+                true => {
+                    r.insert("status".into(), json!("in-use"));
+                    r.insert(
+                        "attachments".into(),
+                        json!([{"server_id": sid, "attachment_id": uuid::Uuid::new_v4().to_string(),
+                                "volume_id": st(r, "id"), "device": d2, "host_name": host,
+                                "attached_at": now(), "id": st(r, "id")}]),
+                    );
+                }
+                false => {
+                    r.insert("status".into(), json!("available"));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = plugged {
+        let _ = vols.unexport(&vol).await;
+        return Err(e);
+    }
+    r?;
+    Ok(Json(json!({"volumeAttachment": attachment_view(&id, &vol_id, &dev)})))
+}
+
+async fn detach_volume(State(app): State<AppState>, auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let (id, vol_id) = (param(&p, "id"), param(&p, "volume_id"));
+    let srv = find_server(s, &auth, &id)?;
+    let vols = s
+        .volumes
+        .as_ref()
+        .ok_or_else(|| Error::Conflict("There is no volume service here.".into()))?;
+    if !attached(s, &id).iter().any(|(v, _)| *v == vol_id) {
+        return Err(Error::NotFound(format!("volume_id not found: {vol_id}")));
+    }
+    let vol = vols
+        .update(crate::volume::VOLUME, &vol_id, |r| {
+            r.insert("status".into(), json!("detaching"));
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("volume_id not found: {vol_id}")))?;
+    if let Some(n) = s.node(st(&srv, "ursa:node")) {
+        if let Err(e) = n.agent.detach_disk(&id, &vol_id).await {
+            let _ = vols
+                .update(crate::volume::VOLUME, &vol_id, |r| {
+                    r.insert("status".into(), json!("in-use"));
+                    Ok(())
+                })
+                .await;
+            return Err(Error::Internal(e));
+        }
+    }
+    let _ = vols.unexport(&vol).await;
+    vols.update(crate::volume::VOLUME, &vol_id, |r| {
+        r.insert("status".into(), json!("available"));
+        r.insert("attachments".into(), json!([]));
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::ACCEPTED))
 }

@@ -47,6 +47,8 @@ pub struct Compute {
     pub identity: Identity,
     pub networks: crate::network::Networks,
     pub images: crate::image::Images,
+    /// For attaching volumes (absent without a storage node).
+    pub volumes: Option<crate::volume::Volumes>,
     pub nodes: Arc<Vec<Node>>,
 }
 
@@ -268,10 +270,29 @@ impl Compute {
         node.agent.boot(&spec).await
     }
 
-    /// Stops and removes a server's guest, disk and ports.
+    /// Stops and removes a server's guest, disk and ports; its volumes are
+    /// let go (available again).
     pub async fn release(&self, id: &str, node: &str) {
         if let Some(n) = self.node(node) {
             n.agent.destroy(id).await;
+        }
+        if let Some(v) = &self.volumes {
+            for vol in v.docs(crate::volume::VOLUME) {
+                let attached = vol
+                    .get("attachments")
+                    .and_then(|a| a.as_array())
+                    .is_some_and(|a| a.iter().any(|x| x["server_id"] == id));
+                if attached {
+                    let _ = v.unexport(&vol).await;
+                    let _ = v
+                        .update(crate::volume::VOLUME, st(&vol, "id"), |r| {
+                            r.insert("status".into(), json!("available"));
+                            r.insert("attachments".into(), json!([]));
+                            Ok(())
+                        })
+                        .await;
+                }
+            }
         }
         if let Err(e) = crate::network::api::delete_device_ports(&self.networks, id).await {
             tracing::warn!(server = id, error = %e, "could not delete the server's ports");

@@ -424,6 +424,21 @@ impl Volumes {
             .into_inner())
     }
 
+    /// Ends every export of a volume.
+    pub async fn unexport(&self, vol: &Map<String, Value>) -> Result<()> {
+        let node = self
+            .node(st(vol, "ursa:node"))
+            .ok_or_else(|| Error::Internal("the volume's node is not configured".into()))?;
+        node.client
+            .clone()
+            .unexport_volume(pb::VolumeRef {
+                id: st(vol, "id").to_string(),
+            })
+            .await
+            .map_err(|e| Error::Internal(grpc(e)))?;
+        Ok(())
+    }
+
     /// Makes sure the default volume type exists.
     pub async fn bootstrap(&self) -> Result<()> {
         if self.doc(TYPE, DEFAULT_TYPE_ID).is_none() {
