@@ -78,6 +78,36 @@ impl Api<'_> {
         }
     }
 
+    fn wait_volume(&self, token: &str, id: &str, want: &str) {
+        let t0 = Instant::now();
+        loop {
+            let (_, v) = self.call("GET", &format!("/volume/v3/volumes/{id}"), token, None);
+            if v["volume"]["status"] == want {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "volume {id} never became {want}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_console(&self, token: &str, id: &str, want: &str) {
+        let t0 = Instant::now();
+        loop {
+            let out = self.console(token, id);
+            if out.contains(want) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "{id}'s console never said {want:?}:\n{out}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     fn console(&self, token: &str, id: &str) -> String {
         let (_, v) = self.call(
             "POST",
@@ -193,8 +223,56 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     let port_id = ports["ports"][0]["id"].as_str().unwrap().to_string();
     let tap = ursa_proto::netd::tap_device(&port_id);
     assert!(link_exists(&tap), "no tap {tap}");
+    assert_eq!(guests_under(&state).len(), 1, "one QEMU runs the guest");
+
+    // A volume goes from one guest to another with its data: vm1 marks
+    // the blank disk with its name, vm2 reads the mark.
+    let mut b2 = good.clone();
+    b2["name"] = json!("vm2");
+    let (st, created) = api.call(
+        "POST",
+        "/compute/v2.1/servers",
+        &admin,
+        Some(json!({"server": b2})),
+    );
+    assert_eq!(st, 202, "{created}");
+    let id2 = created["server"]["id"].as_str().unwrap().to_string();
+    api.wait_status(&admin, &id2, &["ACTIVE"], Duration::from_secs(90));
+    let (st, vol) = api.call(
+        "POST",
+        "/volume/v3/volumes",
+        &admin,
+        Some(json!({"volume": {"size": 1, "name": "shared"}})),
+    );
+    assert_eq!(st, 202, "{vol}");
+    let vol_id = vol["volume"]["id"].as_str().unwrap().to_string();
+    api.wait_volume(&admin, &vol_id, "available");
+    api.wait_console(&admin, &id2, "URSA-TINY: ready");
+    for (server, want) in [
+        (&id, "URSA-TINY: disk vdb marked by vm1"),
+        (&id2, "URSA-TINY: disk vdb holds URSA-TINY-MARK by vm1"),
+    ] {
+        let (st, a) = api.call(
+            "POST",
+            &format!("/compute/v2.1/servers/{server}/os-volume_attachments"),
+            &admin,
+            Some(json!({"volumeAttachment": {"volumeId": vol_id}})),
+        );
+        assert_eq!(st, 200, "{a}");
+        assert_eq!(a["volumeAttachment"]["device"], "/dev/vdb");
+        api.wait_volume(&admin, &vol_id, "in-use");
+        api.wait_console(&admin, server, want);
+        let (st, _) = api.call(
+            "DELETE",
+            &format!("/compute/v2.1/servers/{server}/os-volume_attachments/{vol_id}"),
+            &admin,
+            None,
+        );
+        assert_eq!(st, 202);
+        api.wait_volume(&admin, &vol_id, "available");
+    }
     let qemu = guests_under(&state);
-    assert_eq!(qemu.len(), 1, "one QEMU runs the guest");
+    assert_eq!(qemu.len(), 2, "two QEMUs run the guests");
 
     // Another project sees nothing of it.
     let (b, _) = cloud.member_of(&admin, "cmp-b");
@@ -265,7 +343,7 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     assert_eq!(guests_under(&state), qemu, "no QEMU for the failed server");
 
     // Delete: QEMU, tap, port and disk go.
-    for sid in [&id, &bad_id] {
+    for sid in [&id, &id2, &bad_id] {
         let (st, _) = api.call(
             "DELETE",
             &format!("/compute/v2.1/servers/{sid}"),
@@ -275,7 +353,10 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
         assert_eq!(st, 204);
     }
     let t0 = Instant::now();
-    while api.server_status(&admin, &id).0 != 404 || api.server_status(&admin, &bad_id).0 != 404 {
+    while [&id, &id2, &bad_id]
+        .iter()
+        .any(|s| api.server_status(&admin, s).0 != 404)
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "servers were not deleted"

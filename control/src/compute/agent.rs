@@ -250,8 +250,11 @@ impl Agent {
     }
 
     fn save_args(&self, id: &str, args: &[String]) -> R<()> {
-        std::fs::write(self.guest_dir(id).join("cmdline.json"), json!(args).to_string())
-            .map_err(|e| format!("saving the command line: {e}"))
+        std::fs::write(
+            self.guest_dir(id).join("cmdline.json"),
+            json!(args).to_string(),
+        )
+        .map_err(|e| format!("saving the command line: {e}"))
     }
 
     /// Hot-plugs a volume served over vhost-user-blk at `socket`; it stays
@@ -275,7 +278,9 @@ impl Agent {
                 )
                 .await
             {
-                let _ = self.qmp(id, "chardev-remove", json!({"id": format!("c{tag}")})).await;
+                let _ = self
+                    .qmp(id, "chardev-remove", json!({"id": format!("c{tag}")}))
+                    .await;
                 return Err(e);
             }
         }
@@ -293,7 +298,8 @@ impl Agent {
     pub async fn detach_disk(&self, id: &str, volume_id: &str) -> R<()> {
         let tag = tag(volume_id);
         if self.running(id) {
-            self.qmp(id, "device_del", json!({"id": format!("v{tag}")})).await?;
+            self.qmp(id, "device_del", json!({"id": format!("v{tag}")}))
+                .await?;
             let path = format!("/machine/peripheral/v{tag}");
             let t0 = std::time::Instant::now();
             while self
@@ -306,14 +312,18 @@ impl Agent {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let _ = self.qmp(id, "chardev-remove", json!({"id": format!("c{tag}")})).await;
+            let _ = self
+                .qmp(id, "chardev-remove", json!({"id": format!("c{tag}")}))
+                .await;
         }
         let args = self.saved_args(id)?;
         let mut out = Vec::new();
         let mut i = 0;
         while i < args.len() {
             if (args[i] == "-chardev" || args[i] == "-device")
-                && args.get(i + 1).is_some_and(|a| a.contains(&format!("c{tag}")))
+                && args
+                    .get(i + 1)
+                    .is_some_and(|a| a.contains(&format!("c{tag}")))
             {
                 i += 2;
                 continue;

@@ -1130,7 +1130,9 @@ async fn zones(State(app): State<AppState>, _auth: Auth) -> Result<Json<Value>> 
 
 /// The volumes attached to a server, as (volume id, device) pairs.
 fn attached(s: &Compute, server: &str) -> Vec<(String, String)> {
-    let Some(v) = &s.volumes else { return Vec::new() };
+    let Some(v) = &s.volumes else {
+        return Vec::new();
+    };
     let mut out: Vec<(String, String)> = v
         .docs(crate::volume::VOLUME)
         .iter()
@@ -1139,7 +1141,12 @@ fn attached(s: &Compute, server: &str) -> Vec<(String, String)> {
                 .as_array()?
                 .iter()
                 .find(|a| a["server_id"] == server)
-                .map(|a| (st(vol, "id").to_string(), a["device"].as_str().unwrap_or("").to_string()))
+                .map(|a| {
+                    (
+                        st(vol, "id").to_string(),
+                        a["device"].as_str().unwrap_or("").to_string(),
+                    )
+                })
         })
         .collect();
     out.sort_by(|a, b| a.1.cmp(&b.1));
@@ -1147,22 +1154,38 @@ fn attached(s: &Compute, server: &str) -> Vec<(String, String)> {
 }
 
 fn attached_ids(s: &Compute, server: &str) -> Value {
-    Value::Array(attached(s, server).into_iter().map(|(id, _)| json!({"id": id})).collect())
+    Value::Array(
+        attached(s, server)
+            .into_iter()
+            .map(|(id, _)| json!({"id": id}))
+            .collect(),
+    )
 }
 
 fn attachment_view(server: &str, vol: &str, dev: &str) -> Value {
     json!({"id": vol, "serverId": server, "volumeId": vol, "device": dev})
 }
 
-async fn list_attachments(State(app): State<AppState>, auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Result<Json<Value>> {
+async fn list_attachments(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let id = param(&p, "id");
     find_server(s, &auth, &id)?;
-    let v: Vec<Value> = attached(s, &id).iter().map(|(vol, dev)| attachment_view(&id, vol, dev)).collect();
+    let v: Vec<Value> = attached(s, &id)
+        .iter()
+        .map(|(vol, dev)| attachment_view(&id, vol, dev))
+        .collect();
     Ok(Json(json!({"volumeAttachments": v})))
 }
 
-async fn show_attachment(State(app): State<AppState>, auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Result<Json<Value>> {
+async fn show_attachment(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let (id, vol) = (param(&p, "id"), param(&p, "volume_id"));
     find_server(s, &auth, &id)?;
@@ -1173,7 +1196,12 @@ async fn show_attachment(State(app): State<AppState>, auth: Auth, Path(p): Path<
         .ok_or_else(|| Error::NotFound(format!("volume_id not found: {vol}")))
 }
 
-async fn attach_volume(State(app): State<AppState>, auth: Auth, Path(p): Path<Vec<(String, String)>>, bytes: Bytes) -> Result<Json<Value>> {
+async fn attach_volume(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
     write_access(&auth)?;
     let s = svc(&app)?;
     let id = param(&p, "id");
@@ -1194,7 +1222,10 @@ async fn attach_volume(State(app): State<AppState>, auth: Auth, Path(p): Path<Ve
             st(&srv, "status")
         )));
     }
-    let node = s.node(st(&srv, "ursa:node")).cloned().ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
+    let node = s
+        .node(st(&srv, "ursa:node"))
+        .cloned()
+        .ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
     // Claim the volume: only an available one of the caller's project.
     let project = project(&auth)?;
     let admin = auth.0.is_admin();
@@ -1255,10 +1286,16 @@ async fn attach_volume(State(app): State<AppState>, auth: Auth, Path(p): Path<Ve
         return Err(e);
     }
     r?;
-    Ok(Json(json!({"volumeAttachment": attachment_view(&id, &vol_id, &dev)})))
+    Ok(Json(
+        json!({"volumeAttachment": attachment_view(&id, &vol_id, &dev)}),
+    ))
 }
 
-async fn detach_volume(State(app): State<AppState>, auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Result<Response> {
+async fn detach_volume(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Response> {
     write_access(&auth)?;
     let s = svc(&app)?;
     let (id, vol_id) = (param(&p, "id"), param(&p, "volume_id"));
