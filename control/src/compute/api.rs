@@ -547,14 +547,54 @@ fn server_links(app: &AppState, id: &str) -> Value {
     ])
 }
 
+/// What a listing looks up once for all its servers: which servers have
+/// ports, and the volumes attached to each.
+#[derive(Default)]
+struct Related {
+    with_ports: std::collections::HashSet<String>,
+    volumes: std::collections::HashMap<String, Vec<Value>>,
+}
+
+impl Related {
+    fn gather(s: &Compute) -> Related {
+        let mut out = Related::default();
+        {
+            let m = s.identity.model();
+            for p in crate::network::recs(&m, crate::network::PORT) {
+                out.with_ports.insert(st(p, "device_id").to_string());
+            }
+        }
+        for (server, vol) in all_attachments(s) {
+            out.volumes
+                .entry(server)
+                .or_default()
+                .push(json!({"id": vol}));
+        }
+        out
+    }
+}
+
 fn server_view(app: &AppState, s: &Compute, auth: &Auth, r: &Rec, detail: bool) -> Value {
+    server_view_with(app, s, auth, r, detail, &Related::gather(s))
+}
+
+fn server_view_with(
+    app: &AppState,
+    s: &Compute,
+    auth: &Auth,
+    r: &Rec,
+    detail: bool,
+    rel: &Related,
+) -> Value {
     let id = st(r, "id");
     if !detail {
         return json!({"id": id, "name": r["name"], "links": server_links(app, id)});
     }
-    let addresses = {
+    let addresses = if rel.with_ports.contains(id) {
         let m = s.identity.model();
         crate::network::api::addresses(&m, id)
+    } else {
+        json!({})
     };
     let image = st(r, "ursa:image_id");
     let flavor = st(r, "ursa:flavor_id");
@@ -572,7 +612,7 @@ fn server_view(app: &AppState, s: &Compute, auth: &Auth, r: &Rec, detail: bool) 
         "security_groups": [{"name": "default"}],
         "OS-EXT-STS:task_state": r.get("OS-EXT-STS:task_state").cloned().unwrap_or(Value::Null),
         "OS-EXT-STS:vm_state": r["OS-EXT-STS:vm_state"], "OS-EXT-STS:power_state": r["OS-EXT-STS:power_state"],
-        "os-extended-volumes:volumes_attached": attached_ids(s, id),
+        "os-extended-volumes:volumes_attached": rel.volumes.get(id).cloned().unwrap_or_default(),
     });
     if let Some(f) = r.get("fault") {
         v["fault"] = f.clone();
@@ -650,7 +690,12 @@ async fn list_any(
             }
         }
     }
-    let mut out = json!({"servers": v.iter().map(|r| server_view(app, s, auth, r, detail)).collect::<Vec<_>>()});
+    let rel = if detail {
+        Related::gather(s)
+    } else {
+        Related::default()
+    };
+    let mut out = json!({"servers": v.iter().map(|r| server_view_with(app, s, auth, r, detail, &rel)).collect::<Vec<_>>()});
     if let Some(l) = links {
         out["servers_links"] = l;
     }
@@ -1153,13 +1198,28 @@ fn attached(s: &Compute, server: &str) -> Vec<(String, String)> {
     out
 }
 
-fn attached_ids(s: &Compute, server: &str) -> Value {
-    Value::Array(
-        attached(s, server)
-            .into_iter()
-            .map(|(id, _)| json!({"id": id}))
-            .collect(),
-    )
+/// Every attachment as (server id, volume id), in one pass over volumes.
+fn all_attachments(s: &Compute) -> Vec<(String, String)> {
+    let Some(v) = &s.volumes else {
+        return Vec::new();
+    };
+    let m = v.identity.model();
+    m.docs_of(crate::volume::VOLUME)
+        .filter_map(|vol| {
+            let a = vol.get("attachments")?.as_array()?;
+            let vid = vol.get("id")?.as_str()?.to_string();
+            Some(
+                a.iter()
+                    .filter_map(|x| {
+                        x["server_id"]
+                            .as_str()
+                            .map(|sid| (sid.to_string(), vid.clone()))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
 }
 
 fn attachment_view(server: &str, vol: &str, dev: &str) -> Value {
