@@ -22,9 +22,8 @@
 //! - [`server`]: `ursa up`: state directory, bootstrap, the HTTP listener,
 //!   `clouds.yaml`/`openrc`, clean shutdown.
 //!
-//! Compute, network, volume and image APIs join here as their own modules
-//! and drive the node daemons (`netd`, `blockd`) through the gRPC clients in
-//! `ursa-proto`.
+//! Each service drives the node daemons (`netd`, `blockd`) through the
+//! gRPC clients in `ursa-proto`; the compute agent runs in-process.
 
 pub mod api;
 pub mod compute;
