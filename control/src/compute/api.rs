@@ -50,7 +50,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/limits", get(limits))
         .route("/os-availability-zone", get(zones))
-        .route("/os-availability-zone/detail", get(zones));
+        .route("/os-availability-zone/detail", get(zones_detail));
     Router::new()
         .route("/compute", get(versions))
         .route("/compute/", get(versions))
@@ -69,7 +69,10 @@ fn version_doc(app: &AppState) -> Value {
 }
 
 async fn versions(State(app): State<AppState>) -> Json<Value> {
-    Json(json!({"versions": [version_doc(&app)]}))
+    let v20 = json!({"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+                     "updated": "2011-01-21T11:33:21Z",
+                     "links": [{"rel": "self", "href": format!("{}/compute/v2/", app.base_url)}]});
+    Json(json!({"versions": [v20, version_doc(&app)]}))
 }
 
 async fn version(State(app): State<AppState>) -> Json<Value> {
@@ -188,6 +191,23 @@ fn flavors_visible(s: &Compute, auth: &Auth) -> Vec<Rec> {
 }
 
 fn filter_flavors(v: Vec<Rec>, q: &[(String, String)]) -> Vec<Rec> {
+    let mut v = filter_flavor_attrs(v, q);
+    if let Some((_, m)) = q.iter().find(|(k, _)| k == "marker") {
+        if let Some(pos) = v.iter().position(|f| st(f, "id") == m) {
+            v = v.split_off(pos + 1);
+        }
+    }
+    if let Some(l) = q
+        .iter()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, l)| l.parse::<usize>().ok())
+    {
+        v.truncate(l);
+    }
+    v
+}
+
+fn filter_flavor_attrs(v: Vec<Rec>, q: &[(String, String)]) -> Vec<Rec> {
     v.into_iter()
         .filter(|f| {
             q.iter().all(|(k, val)| match k.as_str() {
@@ -388,9 +408,10 @@ fn fingerprint(public_key: &str) -> Result<String> {
         .join(":"))
 }
 
+/// A key pair as microversion 2.1 shows it (no `type`: that is 2.2).
 fn keypair_view(k: &Rec, with_private: bool) -> Value {
     let mut v = json!({"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"],
-                       "type": k["type"], "user_id": k["user_id"]});
+                       "user_id": k["user_id"]});
     if with_private {
         v["private_key"] = k.get("ursa:private_key").cloned().unwrap_or(Value::Null);
     }
@@ -403,7 +424,7 @@ async fn list_keypairs(State(app): State<AppState>, auth: Auth) -> Result<Json<V
         .docs(KEYPAIR)
         .iter()
         .filter(|k| st(k, "user_id") == auth.0.user_id)
-        .map(|k| json!({"keypair": keypair_view(k, false)}))
+        .map(|k| json!({"keypair": {"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"]}}))
         .collect();
     Ok(Json(json!({"keypairs": v})))
 }
@@ -512,6 +533,8 @@ async fn show_keypair(
         })?;
     let mut v = keypair_view(&k, false);
     v["created_at"] = k["created_at"].clone();
+    v["updated_at"] = Value::Null;
+    v["deleted_at"] = Value::Null;
     v["deleted"] = json!(false);
     v["id"] = json!(1);
     Ok(Json(json!({"keypair": v})))
@@ -1153,7 +1176,19 @@ async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> 
         "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0}}})))
 }
 
-async fn zones(State(app): State<AppState>, _auth: Auth) -> Result<Json<Value>> {
+async fn zones(_auth: Auth) -> Json<Value> {
+    Json(
+        json!({"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}, "hosts": null}]}),
+    )
+}
+
+async fn zones_detail(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+    if !auth.0.is_admin() {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow os_compute_api:os-availability-zone:detail to be performed."
+                .into(),
+        ));
+    }
     let s = svc(&app)?;
     let hosts: Map<String, Value> = s
         .nodes
