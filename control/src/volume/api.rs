@@ -926,7 +926,7 @@ async fn volume_action(
             let a2 = action.clone();
             s.update(VOLUME, &id, move |r| {
                 let now = st(r, "status").to_string();
-                if now != from && now != to {
+                if now != from {
                     return Err(Error::BadRequest(format!(
                         "Invalid volume: {a2} needs status {from}, the volume is {now}."
                     )));
