@@ -1043,9 +1043,32 @@ async fn update_server(
         })
         .await?
         .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
-    Ok(Json(
-        json!({"server": server_view(&app, s, &auth, &r, true)}),
-    ))
+    // At 2.1 an update answers with the core attributes only.
+    let mut v = server_view(&app, s, &auth, &r, true);
+    if let Some(o) = v.as_object_mut() {
+        const CORE: &[&str] = &[
+            "OS-DCF:diskConfig",
+            "accessIPv4",
+            "accessIPv6",
+            "addresses",
+            "created",
+            "fault",
+            "flavor",
+            "hostId",
+            "id",
+            "image",
+            "links",
+            "metadata",
+            "name",
+            "progress",
+            "status",
+            "tenant_id",
+            "updated",
+            "user_id",
+        ];
+        o.retain(|k, _| CORE.contains(&k.as_str()));
+    }
+    Ok(Json(json!({"server": v})))
 }
 
 async fn delete_server(
