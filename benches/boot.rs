@@ -26,20 +26,7 @@ struct Api<'a>(&'a Cloud);
 
 impl Api<'_> {
     fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let base = self.0.url.trim_end_matches("/v3");
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut rb = self
-            .0
-            .http()
-            .request(m, format!("{base}{path}"))
-            .header("X-Auth-Token", token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().unwrap();
-        let st = r.status().as_u16();
-        let text = r.text().unwrap_or_default();
-        (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.0.service_call(method, path, token, body)
     }
 
     fn console(&self, token: &str, id: &str) -> String {

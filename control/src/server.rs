@@ -248,12 +248,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .model()
         .project_by_name("default", ADMIN_PROJECT)
         .map(|p| p.id.clone());
-    let admin_user = identity
-        .model()
-        .user_by_name("default", ADMIN_USER)
-        .map(|u| u.id.clone());
-    if let (Some(p), Some(u)) = (admin_project, admin_user) {
-        crate::network::api::bootstrap(&networks, &u, &p)
+    if let Some(p) = admin_project {
+        crate::network::api::bootstrap(&networks, &p)
             .await
             .context("creating the public and private networks")?;
     }

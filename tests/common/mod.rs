@@ -201,6 +201,30 @@ impl Cloud {
         (st, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Like `call`, for a path under the endpoint's root (`/network/…`,
+    /// `/compute/…`) rather than under `/v3`.
+    pub fn service_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let base = self.url.trim_end_matches("/v3");
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self
+            .http()
+            .request(m, format!("{base}{path}"))
+            .header("X-Auth-Token", token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().unwrap();
+        let st = r.status().as_u16();
+        let text = r.text().unwrap_or_default();
+        (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Validates `subject` with `token`: the status of GET /v3/auth/tokens.
     pub fn validate(&self, token: &str, subject: &str) -> u16 {
         self.http()

@@ -936,31 +936,14 @@ async fn create_server(State(app): State<AppState>, auth: Auth, bytes: Bytes) ->
     let ram = req.flavor["ram"].as_u64().unwrap_or(0);
     let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
     // Quotas: instances, cores, RAM.
+    let (instances, cores, mem) = usage(s, &project);
+    if instances >= QUOTA_INSTANCES
+        || cores + vcpus as i64 > QUOTA_CORES
+        || mem + ram as i64 > QUOTA_RAM
     {
-        let mine: Vec<Rec> = s
-            .docs(SERVER)
-            .into_iter()
-            .filter(|r| st(r, "tenant_id") == project)
-            .collect();
-        let flavors = s.docs(FLAVOR);
-        let (mut cores, mut mem) = (0i64, 0i64);
-        for r in &mine {
-            if let Some(f) = flavors
-                .iter()
-                .find(|f| st(f, "id") == st(r, "ursa:flavor_id"))
-            {
-                cores += f["vcpus"].as_i64().unwrap_or(0);
-                mem += f["ram"].as_i64().unwrap_or(0);
-            }
-        }
-        if mine.len() as i64 >= QUOTA_INSTANCES
-            || cores + vcpus as i64 > QUOTA_CORES
-            || mem + ram as i64 > QUOTA_RAM
-        {
-            return Err(Error::Forbidden(
-                "Quota exceeded for instances, cores or ram.".into(),
-            ));
-        }
+        return Err(Error::Forbidden(
+            "Quota exceeded for instances, cores or ram.".into(),
+        ));
     }
     let node = s.schedule(ram, vcpus)?;
     let id = uuid::Uuid::new_v4().to_string();
@@ -1178,31 +1161,31 @@ async fn server_action(
 // ---------------------------------------------------------------------
 // Limits and zones.
 
+/// A project's servers, and the cores and RAM their flavors take.
+fn usage(s: &Compute, project: &str) -> (i64, i64, i64) {
+    let flavors = s.docs(FLAVOR);
+    s.docs(SERVER)
+        .iter()
+        .filter(|r| st(r, "tenant_id") == project)
+        .fold((0, 0, 0), |(n, c, m), r| {
+            let f = flavors
+                .iter()
+                .find(|f| st(f, "id") == st(r, "ursa:flavor_id"));
+            let get = |k: &str| f.and_then(|f| f[k].as_i64()).unwrap_or(0);
+            (n + 1, c + get("vcpus"), m + get("ram"))
+        })
+}
+
 async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let project = auth.0.project_id().unwrap_or("").to_string();
-    let mine: Vec<Rec> = s
-        .docs(SERVER)
-        .into_iter()
-        .filter(|r| st(r, "tenant_id") == project)
-        .collect();
-    let flavors = s.docs(FLAVOR);
-    let (mut cores, mut ram) = (0i64, 0i64);
-    for r in &mine {
-        if let Some(f) = flavors
-            .iter()
-            .find(|f| st(f, "id") == st(r, "ursa:flavor_id"))
-        {
-            cores += f["vcpus"].as_i64().unwrap_or(0);
-            ram += f["ram"].as_i64().unwrap_or(0);
-        }
-    }
+    let (instances, cores, ram) = usage(s, &project);
     Ok(Json(json!({"limits": {"rate": [], "absolute": {
         "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240, "maxImageMeta": 128,
         "maxTotalKeypairs": QUOTA_KEYPAIRS, "maxSecurityGroupRules": 20, "maxSecurityGroups": 10,
         "maxServerGroups": 10, "maxServerGroupMembers": 10, "maxTotalFloatingIps": 10,
         "maxTotalInstances": QUOTA_INSTANCES, "maxTotalCores": QUOTA_CORES, "maxTotalRAMSize": QUOTA_RAM,
-        "totalInstancesUsed": mine.len(), "totalCoresUsed": cores, "totalRAMUsed": ram,
+        "totalInstancesUsed": instances, "totalCoresUsed": cores, "totalRAMUsed": ram,
         "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0}}})))
 }
 

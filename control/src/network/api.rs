@@ -1370,32 +1370,14 @@ async fn sync_dhcp_port(s: &Networks, net_id: &str) {
             }
             let mut p = match port {
                 Some(p) => p,
-                None => {
-                    let mut p = standard(st(&n, "project_id"));
-                    for (k, v) in [
-                        ("name", json!("")),
-                        ("description", json!("")),
-                        ("network_id", json!(net_id)),
-                        ("mac_address", json!(mac)),
-                        ("admin_state_up", json!(true)),
-                        ("device_owner", json!(OWNER_DHCP)),
-                        ("device_id", json!(format!("dhcp-{net_id}"))),
-                        ("allowed_address_pairs", json!([])),
-                        ("extra_dhcp_opts", json!([])),
-                        ("security_groups", json!([])),
-                        ("port_security_enabled", json!(false)),
-                        ("binding:host_id", json!("")),
-                        ("binding:profile", json!({})),
-                        ("binding:vnic_type", json!("normal")),
-                        ("binding:vif_details", json!({})),
-                        ("ip_allocation", json!("immediate")),
-                        ("propagate_uplink_status", json!(false)),
-                        ("dns_name", json!("")),
-                    ] {
-                        p.insert(k.into(), v);
-                    }
-                    p
-                }
+                None => service_port(
+                    st(&n, "project_id"),
+                    net_id,
+                    OWNER_DHCP,
+                    &format!("dhcp-{net_id}"),
+                    mac,
+                    Vec::new(),
+                ),
             };
             p.insert("fixed_ips".into(), Value::Array(keep));
             bump(&mut p);
@@ -3902,7 +3884,7 @@ async fn clear_tags(
 /// Creates, once, the external flat network `public` (172.24.4.0/24, as
 /// devstack does) and, in the admin project, a `private` network
 /// (10.0.0.0/24) with a router `router1` joining it to `public`.
-pub async fn bootstrap(s: &Networks, admin_user: &str, admin_project: &str) -> Result<()> {
+pub async fn bootstrap(s: &Networks, admin_project: &str) -> Result<()> {
     let exists = {
         let m = s.identity.model();
         let found = recs(&m, NETWORK).any(|n| st(n, "name") == "public");
@@ -3911,18 +3893,7 @@ pub async fn bootstrap(s: &Networks, admin_user: &str, admin_project: &str) -> R
     if exists || !s.cfg.physnets.iter().any(|p| p == "public") {
         return Ok(());
     }
-    let auth = Auth(crate::identity::policy::Caller {
-        user_id: admin_user.into(),
-        user_domain_id: "default".into(),
-        scope: crate::identity::token::Scope::Project(admin_project.into()),
-        project_domain_id: Some("default".into()),
-        roles: ["admin", "member", "reader"]
-            .iter()
-            .map(|r| r.to_string())
-            .collect(),
-        audit_ids: Vec::new(),
-        app_cred_id: None,
-    });
+    let auth = service_caller(admin_project);
     let a = &auth;
     let obj = |v: Value| v.as_object().cloned().unwrap_or_default();
     let public_net = s
