@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ursa/node/v1/node.proto",
         "ursa/netd/v1/netd.proto",
         "ursa/blockd/v1/blockd.proto",
+        "ursa/compute/v1/agent.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

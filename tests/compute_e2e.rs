@@ -9,8 +9,10 @@
 //! behind; deleting a server removes its QEMU, tap, port and disk.
 
 mod common;
+mod netlab;
 
 use common::{guests_under, link_exists, tiny_guest_missing, Cloud, Netns};
+use netlab::{ok, Lab};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -387,4 +389,301 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Compute agents (`ursa agent`) and their netd run in child processes;
+/// they and the guests they started are killed when the test ends, also
+/// on failure.
+struct Nodes {
+    children: Vec<std::process::Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for pid in guests_under(&self.dir) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Two compute nodes, each a namespace with its own `ursa-netd` and
+/// `ursa agent`, joined by an underlay; the control plane runs in the
+/// underlay's namespace. Two servers, one per node, ping each other over
+/// the VXLAN overlay (each guest's user-data script pings the other and
+/// says so on its console); a floating IP reaches one from an "outside"
+/// namespace behind node 1's external interface.
+#[test]
+fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() {
+    if let Some(why) = tiny_guest_missing() {
+        eprintln!("SKIP two-node compute e2e: {why}");
+        return;
+    }
+    if !netlab::netd_bin().exists() {
+        eprintln!("SKIP two-node compute e2e: ursa-netd is not built beside the tests");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tiny_disk = common::build_tiny(&dir.path().join("tiny"));
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let lab = Lab::new("cn", 2);
+    // The control plane lives on the underlay (198.18.0.254), where the
+    // nodes' metadata proxies reach its metadata API.
+    let ul = format!("{}ul", lab.p);
+    ok(&[
+        "ip",
+        "-n",
+        &ul,
+        "addr",
+        "add",
+        "198.18.0.254/24",
+        "dev",
+        "ul",
+    ]);
+    ok(&["ip", "-n", &ul, "link", "set", "lo", "up"]);
+    let f = std::fs::File::open(format!("/run/netns/{ul}")).unwrap();
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    // The outside: 203.0.113.1 behind node 1's ext0.
+    let outside = lab.vm("x");
+    ok(&[
+        "ip",
+        "-n",
+        &lab.hv(1),
+        "link",
+        "add",
+        "ext0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "x0",
+        "netns",
+        &outside,
+    ]);
+    ok(&["ip", "-n", &lab.hv(1), "link", "set", "ext0", "up"]);
+    ok(&[
+        "ip",
+        "-n",
+        &outside,
+        "addr",
+        "add",
+        "203.0.113.1/24",
+        "dev",
+        "x0",
+    ]);
+    ok(&["ip", "-n", &outside, "link", "set", "x0", "up"]);
+
+    let secret = state.join("metadata-secret");
+    std::fs::write(&secret, "two-node-test-secret").unwrap();
+    let md = [
+        "--metadata-upstream",
+        "http://198.18.0.254:8775",
+        "--metadata-secret-file",
+        secret.to_str().unwrap(),
+    ];
+    let mut nodes = Nodes {
+        children: Vec::new(),
+        dir: state.clone(),
+    };
+    let mut lab = lab;
+    let mut with_ext = vec!["--physical-interface", "ext:ext0"];
+    with_ext.extend(md);
+    lab.start_netd_with(1, &with_ext);
+    lab.start_netd_with(2, &md);
+    let agent_sock = |i: usize| lab.dir.path().join(format!("a{i}.sock"));
+    for i in 1..=2 {
+        let log = std::fs::File::create(lab.dir.path().join(format!("a{i}.log"))).unwrap();
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.hv(i)))
+            .arg(common::ursa_bin())
+            .args(["agent", "--node", &format!("h{i}"), "--listen"])
+            .arg(format!("unix:{}", agent_sock(i).display()))
+            .arg("--dir")
+            .arg(state.join(format!("compute-h{i}")))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ursa agent starts");
+        nodes.children.push(child);
+    }
+    let args = [
+        format!("--netd=h1=unix:{}", lab.sock(1).display()),
+        format!("--netd=h2=unix:{}", lab.sock(2).display()),
+        format!("--compute=h1=unix:{}", agent_sock(1).display()),
+        format!("--compute=h2=unix:{}", agent_sock(2).display()),
+        "--physical-network=ext".to_string(),
+        "--metadata-bind=198.18.0.254:8775".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cloud = Cloud::start_with(&state, "secret", &args);
+    let admin = cloud.admin_token();
+    let api = Api(&cloud);
+    let tiny = api.upload_image(&admin, "tiny", "raw", &tiny_disk);
+    let create = |path: &str, key: &str, body: Value| -> Value {
+        let (st, v) = api.call(
+            "POST",
+            &format!("/network/v2.0/{path}"),
+            &admin,
+            Some(json!({ key: body })),
+        );
+        assert_eq!(st, 201, "{path}: {v}");
+        v[key].clone()
+    };
+    let net = create("networks", "network", json!({"name": "two"}));
+    let net_id = net["id"].as_str().unwrap().to_string();
+    let sub = create(
+        "subnets",
+        "subnet",
+        json!({"network_id": net_id, "ip_version": 4, "cidr": "10.77.0.0/24"}),
+    );
+    let ext = create(
+        "networks",
+        "network",
+        json!({"name": "ext", "router:external": true, "provider:network_type": "flat",
+               "provider:physical_network": "ext"}),
+    );
+    create(
+        "subnets",
+        "subnet",
+        json!({"network_id": ext["id"], "ip_version": 4, "cidr": "203.0.113.0/24", "enable_dhcp": false,
+               "gateway_ip": "203.0.113.1", "allocation_pools": [{"start": "203.0.113.10", "end": "203.0.113.99"}]}),
+    );
+    let router = create(
+        "routers",
+        "router",
+        json!({"name": "two-r", "external_gateway_info": {"network_id": ext["id"]}}),
+    );
+    let rid = router["id"].as_str().unwrap().to_string();
+    lab.extra_ns
+        .borrow_mut()
+        .push(format!("urt-{}", &rid.replace('-', "")[..11]));
+    let (st, v) = api.call(
+        "PUT",
+        &format!("/network/v2.0/routers/{rid}/add_router_interface"),
+        &admin,
+        Some(json!({"subnet_id": sub["id"]})),
+    );
+    assert_eq!(st, 200, "{v}");
+    // Ports made first, so each guest knows the other's address.
+    let ports: Vec<Value> = (0..2)
+        .map(|i| {
+            create(
+                "ports",
+                "port",
+                json!({"network_id": net_id, "name": format!("p{i}")}),
+            )
+        })
+        .collect();
+    let ip = |i: usize| {
+        ports[i]["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    create(
+        "security-group-rules",
+        "security_group_rule",
+        json!({"security_group_id": ports[0]["security_groups"][0], "direction": "ingress",
+               "protocol": "icmp", "remote_ip_prefix": "0.0.0.0/0"}),
+    );
+    let mut servers = Vec::new();
+    for i in 0..2 {
+        let peer = ip(1 - i);
+        let script = format!(
+            "#!/bin/sh\nfor i in $(seq 90); do\n  if ping -c 1 -W 1 {peer} >/dev/null 2>&1; then echo \"URSA-TINY: ping {peer} ok\"; exit 0; fi\n  sleep 1\ndone\necho \"URSA-TINY: ping {peer} failed\"\n"
+        );
+        let (st, v) = api.call(
+            "POST",
+            "/compute/v2.1/servers",
+            &admin,
+            Some(json!({"server": {"name": format!("vm{i}"), "imageRef": tiny, "flavorRef": "1",
+                                   "networks": [{"port": ports[i]["id"]}], "user_data": b64(&script)}})),
+        );
+        assert_eq!(st, 202, "{v}");
+        servers.push(v["server"]["id"].as_str().unwrap().to_string());
+    }
+    let mut hosts = Vec::new();
+    for (i, id) in servers.iter().enumerate() {
+        let s = api.wait_status(&admin, id, &["ACTIVE", "ERROR"], Duration::from_secs(120));
+        assert_eq!(
+            s["status"],
+            "ACTIVE",
+            "{s}\nagent log:\n{}",
+            std::fs::read_to_string(lab.dir.path().join(format!("a{}.log", i + 1)))
+                .unwrap_or_default()
+        );
+        assert_eq!(s["addresses"]["two"][0]["addr"], ip(i).as_str(), "{s}");
+        hosts.push(s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string());
+    }
+    hosts.sort();
+    assert_eq!(hosts, ["h1", "h2"], "the scheduler spreads the two servers");
+    // Each guest got its lease from netd (on node 1, over VXLAN for the
+    // other), read its user data through the metadata proxy, and pinged
+    // the other guest across the overlay.
+    for (i, id) in servers.iter().enumerate() {
+        api.wait_console(&admin, id, &format!("URSA-TINY: address {}", ip(i)));
+        api.wait_console(&admin, id, &format!("URSA-TINY: ping {} ok", ip(1 - i)));
+    }
+    // A floating IP reaches the first server from outside.
+    let fip = create(
+        "floatingips",
+        "floatingip",
+        json!({"floating_network_id": ext["id"], "port_id": ports[0]["id"]}),
+    );
+    let fip_ip = fip["floating_ip_address"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    while !lab.ping(&outside, &fip_ip) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the outside never reached {fip_ip}"
+        );
+    }
+    // Deleting the servers stops their guests on both nodes and gives the
+    // ports back unbound (they were given, not made, by the servers).
+    for id in &servers {
+        let (st, _) = api.call(
+            "DELETE",
+            &format!("/compute/v2.1/servers/{id}"),
+            &admin,
+            None,
+        );
+        assert_eq!(st, 204);
+    }
+    let t0 = Instant::now();
+    while !guests_under(&state).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "QEMU outlived its server"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for p in &ports {
+        let t0 = Instant::now();
+        loop {
+            let (st, v) = api.call(
+                "GET",
+                &format!("/network/v2.0/ports/{}", p["id"].as_str().unwrap()),
+                &admin,
+                None,
+            );
+            assert_eq!(st, 200, "a given port survives its server: {v}");
+            if v["port"]["device_id"] == "" {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "{v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(cloud);
+    drop(nodes);
 }

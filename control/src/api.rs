@@ -75,8 +75,9 @@ pub fn router(state: AppState) -> Router {
 /// Every answer carries a request id (`x-openstack-request-id`, and for
 /// compute also `x-compute-request-id`), as OpenStack services do; it is
 /// also recorded on the request's span.
-async fn request_id(req: Request, next: axum::middleware::Next) -> Response {
+async fn request_id(mut req: Request, next: axum::middleware::Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
+    req.extensions_mut().insert(RequestId(id.clone()));
     let compute = req.uri().path().starts_with("/compute");
     tracing::Span::current().record("request_id", id.as_str());
     let mut resp = next.run(req).await;
@@ -174,6 +175,78 @@ impl FromRequestParts<AppState> for Auth {
         tracing::Span::current().record("user", caller.user_id.as_str());
         Ok(Auth(caller))
     }
+}
+
+/// The request's id (`x-openstack-request-id`), for records that name the
+/// request that made them (Nova's instance actions).
+#[derive(Clone, Debug, Default)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// The caller's raw token, for calls the compute API makes to the other
+/// services on its behalf ([`internal`]), as Nova calls Neutron and Cinder.
+pub struct Token(pub String);
+
+impl FromRequestParts<AppState> for Token {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Error> {
+        auth_token(parts)
+            .map(|t| Token(t.to_string()))
+            .ok_or_else(|| {
+                Error::Unauthorized("The request you have made requires authentication.".into())
+            })
+    }
+}
+
+/// One request to this process's own API, as the caller: the compute
+/// API's proxies (security groups, floating IPs, images, volumes) go
+/// through the network, image and volume APIs this way, with their
+/// validation, policy and project scoping. Returns the status and the
+/// JSON body (Null when empty).
+pub async fn internal(
+    app: &AppState,
+    method: axum::http::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-auth-token", token);
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            axum::body::Body::from(b.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    let Ok(req) = req.body(body) else {
+        return (StatusCode::BAD_REQUEST, serde_json::Value::Null);
+    };
+    let resp = match router(app.clone()).oneshot(req).await {
+        Ok(r) => r,
+        Err(e) => match e {},
+    };
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap_or_default();
+    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, v)
 }
 
 pub fn auth_token(parts: &Parts) -> Option<&str> {

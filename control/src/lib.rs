@@ -31,6 +31,7 @@ pub mod error;
 pub mod identity;
 pub mod image;
 pub mod network;
+pub mod rpc;
 pub mod server;
 pub mod store;
 pub mod volume;

@@ -63,6 +63,19 @@ enum Cmd {
         /// Run no compute agent (no guests on this host).
         #[arg(long)]
         no_compute: bool,
+        /// NAME=ENDPOINT (unix:/path or http://host:port) of a compute node
+        /// (`ursa agent`), repeatable. NAME is also the node's netd name.
+        /// Without one, `ursa up` runs guests itself.
+        #[arg(
+            long = "compute",
+            value_name = "NAME=ENDPOINT",
+            conflicts_with = "no_compute"
+        )]
+        compute: Vec<String>,
+        /// Where the metadata API listens for the netd nodes' metadata
+        /// proxies (each is told the URL); the local netd reaches 127.0.0.1.
+        #[arg(long, env = "URSA_METADATA_BIND", default_value = "127.0.0.1:0")]
+        metadata_bind: SocketAddr,
         /// The interface the local netd bridges into the external network
         /// `public` (floating IPs and router gateways are reached through it).
         #[arg(long, env = "URSA_EXTERNAL_INTERFACE")]
@@ -84,6 +97,20 @@ enum Cmd {
             default_value = "public"
         )]
         physnets: Vec<String>,
+    },
+    /// Run a compute agent: this node's guests under QEMU, driven by a
+    /// control plane (`ursa up --compute NAME=ENDPOINT`) over gRPC.
+    Agent {
+        /// Where to serve: `unix:/path` or `host:port`.
+        #[arg(long, env = "URSA_AGENT_LISTEN")]
+        listen: String,
+        /// Where the guests' disks, consoles and QMP sockets live.
+        #[arg(long, env = "URSA_AGENT_DIR")]
+        dir: PathBuf,
+        /// The node's name: the same name its netd has, so that the ports
+        /// of the guests placed here are plugged here.
+        #[arg(long, env = "URSA_NODE_NAME")]
+        node: String,
     },
     /// Manage token keys.
     Keys {
@@ -140,6 +167,8 @@ fn main() -> anyhow::Result<()> {
             netd,
             no_netd,
             no_compute,
+            compute,
+            metadata_bind,
             external_interface,
             vni_ranges,
             vlan_ranges,
@@ -162,9 +191,17 @@ fn main() -> anyhow::Result<()> {
                 netd,
                 no_netd,
                 no_compute,
+                compute,
+                metadata_bind,
                 external_interface,
                 net,
             }))
+        }
+        Cmd::Agent { listen, dir, node } => {
+            std::fs::create_dir_all(&dir)?;
+            let agent = ursa_control::compute::agent::Agent::new(&node, &dir);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(ursa_control::compute::node::serve(agent, &listen))
         }
         Cmd::Keys {
             cmd:

@@ -36,6 +36,10 @@ pub struct UpOptions {
     pub no_netd: bool,
     /// Run no compute agent here.
     pub no_compute: bool,
+    /// NAME=ENDPOINT of remote compute agents (`ursa agent`).
+    pub compute: Vec<String>,
+    /// The metadata API's listener.
+    pub metadata_bind: std::net::SocketAddr,
     /// The interface the local netd bridges into the external network.
     pub external_interface: Option<String>,
     /// Segment ranges and physical networks for the network service.
@@ -164,7 +168,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     };
     // The metadata API netd's proxy forwards guests' requests to, signed
     // with a secret shared with the local netd.
-    let md_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let md_listener = tokio::net::TcpListener::bind(opts.metadata_bind)
+        .await
+        .with_context(|| format!("binding the metadata API to {}", opts.metadata_bind))?;
     let md_url = format!("http://{}", md_listener.local_addr()?);
     let md_secret_file = dir.join("metadata-secret");
     if !md_secret_file.exists() {
@@ -187,38 +193,16 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let networks =
         crate::network::Networks::new(identity.clone(), opts.net.clone(), pusher.clone());
     let push_task = pusher.spawn(identity.clone());
-    // A compute node here when guests can run: QEMU installed and a network
-    // node to make their taps.
-    let qemu = find_bin("qemu-system-x86_64").is_some();
-    let compute = if opts.no_compute || !qemu || pusher.node_names().is_empty() {
-        if !opts.no_compute {
-            eprintln!(
-                "No compute node: {}.",
-                if qemu {
-                    "no network node (ursa-netd) runs"
-                } else {
-                    "qemu-system-x86_64 is not installed"
-                }
-            );
-        }
+    let compute_nodes = compute_nodes(dir, &opts, &pusher.node_names()).await?;
+    let compute = if compute_nodes.is_empty() {
         None
     } else {
-        let (ram_mb, vcpus) = crate::compute::host_capacity();
-        let node = pusher
-            .node_names()
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "local".into());
         let c = crate::compute::Compute {
             identity: identity.clone(),
             networks: networks.clone(),
             images: images.clone(),
             volumes: volumes.clone(),
-            nodes: std::sync::Arc::new(vec![crate::compute::Node {
-                agent: crate::compute::agent::Agent::new(&node, &dir.join("compute")),
-                ram_mb,
-                vcpus,
-            }]),
+            nodes: std::sync::Arc::new(compute_nodes),
         };
         c.bootstrap().await?;
         Some(c)
@@ -417,6 +401,58 @@ fn spawn_daemon(
 /// here (state under `<state>/netd`, VTEP 127.0.0.1, physical network
 /// `public` on `external_interface` when given). No netd binary, or no
 /// privileges for it: the network API still works, nothing is plugged.
+/// The compute nodes: the agents `--compute` names, or one agent in this
+/// process when guests can run here (QEMU installed and a network node to
+/// make their taps).
+async fn compute_nodes(
+    dir: &Path,
+    opts: &UpOptions,
+    net_nodes: &[String],
+) -> anyhow::Result<Vec<crate::compute::Node>> {
+    use crate::compute::node::NodeAgent;
+    let mut nodes = Vec::new();
+    for g in &opts.compute {
+        let (name, ep) = g
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--compute wants NAME=ENDPOINT, got {g:?}"))?;
+        if !net_nodes.iter().any(|n| n == name) {
+            eprintln!(
+                "Compute node {name} has no netd of the same name: its guests get no network."
+            );
+        }
+        let (agent, ram_mb, vcpus) = NodeAgent::remote(name, ep)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        nodes.push(crate::compute::Node {
+            agent,
+            ram_mb,
+            vcpus,
+        });
+    }
+    if !nodes.is_empty() || opts.no_compute {
+        return Ok(nodes);
+    }
+    let qemu = find_bin("qemu-system-x86_64").is_some();
+    let Some(node) = net_nodes.first() else {
+        eprintln!("No compute node: no network node (ursa-netd) runs.");
+        return Ok(nodes);
+    };
+    if !qemu {
+        eprintln!("No compute node: qemu-system-x86_64 is not installed.");
+        return Ok(nodes);
+    }
+    let (ram_mb, vcpus) = crate::compute::host_capacity();
+    nodes.push(crate::compute::Node {
+        agent: NodeAgent::Local(crate::compute::agent::Agent::new(
+            node,
+            &dir.join("compute"),
+        )),
+        ram_mb,
+        vcpus,
+    });
+    Ok(nodes)
+}
+
 async fn network_nodes(
     dir: &Path,
     given: &[String],

@@ -364,6 +364,9 @@ pub fn remotes_from(r: pb::NetworkRemotes) -> Result<(String, Remotes)> {
             mac: model::parse_mac(&p.mac)?,
             ips,
             vtep: ipv4(&p.vtep, "VTEP")?,
+            port_id: p.port_id,
+            device_id: p.device_id,
+            project_id: p.project_id,
         });
     }
     Ok((r.network_id, Remotes { vteps, ports }))

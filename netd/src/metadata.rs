@@ -98,6 +98,21 @@ impl Metadata {
                     }
                 }
             }
+            // Guests on other nodes reach this router over the overlay.
+            for (net, remotes) in &want.remotes {
+                if !legs.iter().any(|(_, n)| n == net) {
+                    continue;
+                }
+                for p in remotes.ports.iter().filter(|p| !p.device_id.is_empty()) {
+                    for ip in &p.ips {
+                        if let IpAddr::V4(a) = ip {
+                            ports.entry((net.clone(), *a)).or_insert_with(|| {
+                                (p.port_id.clone(), p.device_id.clone(), p.project_id.clone())
+                            });
+                        }
+                    }
+                }
+            }
             views.insert(r.id.clone(), Arc::new(View { legs, ports }));
         }
         *self.views.write().expect("views") = views;

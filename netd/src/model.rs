@@ -209,6 +209,13 @@ pub struct RemotePort {
     pub mac: Mac,
     pub ips: Vec<IpAddr>,
     pub vtep: Ipv4Addr,
+    /// The port and its owner (for the metadata proxy).
+    #[serde(default)]
+    pub port_id: String,
+    #[serde(default)]
+    pub device_id: String,
+    #[serde(default)]
+    pub project_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -585,6 +585,9 @@ mod tests {
                     mac: [2, 0, 0, 0, 0, 2],
                     ips: vec!["10.0.0.2".parse().unwrap()],
                     vtep: Ipv4Addr::new(198, 18, 0, 2),
+                    port_id: String::new(),
+                    device_id: String::new(),
+                    project_id: String::new(),
                 }],
             },
         );

@@ -13,6 +13,8 @@
 //!   whole-node sync and port status events.
 //! - [`blockd::v1`]: the storage node daemon: volumes, exports (connection
 //!   info as Cinder returns it), pools.
+//! - [`compute::v1`]: the compute agent: guests under QEMU (boot, power,
+//!   console, volume hot-plug).
 
 pub mod node {
     pub mod v1 {
@@ -42,5 +44,11 @@ pub mod netd {
 pub mod blockd {
     pub mod v1 {
         tonic::include_proto!("ursa.blockd.v1");
+    }
+}
+
+pub mod compute {
+    pub mod v1 {
+        tonic::include_proto!("ursa.compute.v1");
     }
 }

@@ -255,6 +255,7 @@ pub fn remotes(net: &str, vtep: &str, mac: &str, ip: &str) -> pb::NetworkRemotes
             mac: mac.into(),
             ips: vec![ip.into()],
             vtep: vtep.into(),
+            ..Default::default()
         }],
     }
 }

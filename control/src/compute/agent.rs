@@ -28,6 +28,9 @@ pub struct GuestSpec {
     pub disk_gb: u64,
     /// (tap device, MAC)
     pub nics: Vec<(String, String)>,
+    /// A root disk that is a full copy of the image rather than an overlay
+    /// on it (the image may go away: unshelve).
+    pub standalone: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -93,19 +96,46 @@ impl Agent {
         std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         let disk = d.join("disk.qcow2");
         if !disk.exists() {
-            let out = tokio::process::Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", &g.image_format, "-b"])
-                .arg(&g.image)
-                .arg(&disk)
-                .arg(format!("{}G", g.disk_gb.max(1)))
-                .output()
-                .await
-                .map_err(|e| format!("qemu-img (qemu-utils) is needed: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "creating the root disk: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
+            let mut steps: Vec<Vec<std::ffi::OsString>> = Vec::new();
+            let size = format!("{}G", g.disk_gb.max(1));
+            if g.standalone {
+                steps.push(
+                    ["convert", "-q", "-f", &g.image_format, "-O", "qcow2"]
+                        .iter()
+                        .map(Into::into)
+                        .chain([g.image.clone().into(), disk.clone().into()])
+                        .collect(),
+                );
+                steps.push(vec![
+                    "resize".into(),
+                    "-q".into(),
+                    disk.clone().into(),
+                    size.clone().into(),
+                ]);
+            } else {
+                steps.push(
+                    ["create", "-q", "-f", "qcow2", "-F", &g.image_format, "-b"]
+                        .iter()
+                        .map(Into::into)
+                        .chain([g.image.clone().into(), disk.clone().into(), size.into()])
+                        .collect(),
+                );
+            }
+            for args in steps {
+                let out = tokio::process::Command::new("qemu-img")
+                    .args(&args)
+                    .output()
+                    .await
+                    .map_err(|e| format!("qemu-img (qemu-utils) is needed: {e}"))?;
+                // A disk already larger than the flavor's stays as it is.
+                let shrink = String::from_utf8_lossy(&out.stderr).contains("shrink");
+                if !out.status.success() && !shrink {
+                    let _ = std::fs::remove_file(&disk);
+                    return Err(format!(
+                        "creating the root disk: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
             }
         }
         let mut args: Vec<String> = vec![
@@ -332,6 +362,37 @@ impl Agent {
             i += 1;
         }
         self.save_args(id, &out)
+    }
+
+    pub async fn pause(&self, id: &str) -> R<()> {
+        self.qmp(id, "stop", json!({})).await.map(|_| ())
+    }
+
+    pub async fn unpause(&self, id: &str) -> R<()> {
+        self.qmp(id, "cont", json!({})).await.map(|_| ())
+    }
+
+    /// Writes the root disk, flattened onto its image, as qcow2 at `dest`
+    /// (readable while the guest runs: `-U` shares the disk).
+    pub async fn snapshot(&self, id: &str, dest: &Path) -> R<()> {
+        let disk = self.guest_dir(id).join("disk.qcow2");
+        if !disk.exists() {
+            return Err(format!("server {id} has no root disk here"));
+        }
+        let out = tokio::process::Command::new("qemu-img")
+            .args(["convert", "-U", "-q", "-O", "qcow2"])
+            .arg(&disk)
+            .arg(dest)
+            .output()
+            .await
+            .map_err(|e| format!("qemu-img (qemu-utils) is needed: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "snapshotting the root disk: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
     }
 
     pub async fn reboot(&self, id: &str) -> R<()> {

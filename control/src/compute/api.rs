@@ -8,7 +8,7 @@ use super::{
     flavor_record, now, st, Compute, Rec, FLAVOR, KEYPAIR, QUOTA_CORES, QUOTA_INSTANCES,
     QUOTA_KEYPAIRS, QUOTA_RAM, SERVER,
 };
-use crate::api::{empty, parse_body, AppState, Auth};
+use crate::api::{empty, parse_body, AppState, Auth, RequestId, Token};
 use crate::error::{Error, Result};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -57,7 +57,8 @@ pub fn routes() -> Router<AppState> {
         .route("/os-quota-sets/{project}", get(quota_set))
         .route("/os-quota-sets/{project}/defaults", get(quota_defaults))
         .route("/os-availability-zone", get(zones))
-        .route("/os-availability-zone/detail", get(zones_detail));
+        .route("/os-availability-zone/detail", get(zones_detail))
+        .merge(super::proxy::routes());
     Router::new()
         .route("/compute", get(versions))
         .route("/compute/", get(versions))
@@ -126,19 +127,19 @@ async fn microversion(req: axum::extract::Request, next: axum::middleware::Next)
     resp
 }
 
-fn svc(app: &AppState) -> Result<&Compute> {
+pub(super) fn svc(app: &AppState) -> Result<&Compute> {
     app.compute
         .as_ref()
         .ok_or_else(|| Error::NotFound("The compute service has no compute node here.".into()))
 }
 
-fn project(auth: &Auth) -> Result<String> {
+pub(super) fn project(auth: &Auth) -> Result<String> {
     auth.0.project_id().map(str::to_string).ok_or_else(|| {
         Error::Forbidden("Servers belong to projects: use a project-scoped token.".into())
     })
 }
 
-fn write_access(auth: &Auth) -> Result<()> {
+pub(super) fn write_access(auth: &Auth) -> Result<()> {
     if auth.0.has("member") || auth.0.is_admin() {
         Ok(())
     } else {
@@ -148,7 +149,7 @@ fn write_access(auth: &Auth) -> Result<()> {
     }
 }
 
-fn body_obj(bytes: &Bytes, key: &str) -> Result<Rec> {
+pub(super) fn body_obj(bytes: &Bytes, key: &str) -> Result<Rec> {
     let v: Value = parse_body(bytes)?;
     match v.get(key) {
         Some(Value::Object(o)) => Ok(o.clone()),
@@ -158,7 +159,7 @@ fn body_obj(bytes: &Bytes, key: &str) -> Result<Rec> {
     }
 }
 
-fn query(raw: &Option<String>) -> Vec<(String, String)> {
+pub(super) fn query(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref()
         .map(|q| {
             form_urlencoded::parse(q.as_bytes())
@@ -272,11 +273,11 @@ async fn show_flavor(
 }
 
 /// The last path parameter (routes are nested under an optional project id).
-fn last(p: &[(String, String)]) -> String {
+pub(super) fn last(p: &[(String, String)]) -> String {
     p.last().map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
-fn param(p: &[(String, String)], name: &str) -> String {
+pub(super) fn param(p: &[(String, String)], name: &str) -> String {
     p.iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.clone())
@@ -570,7 +571,7 @@ async fn delete_keypair(
 // ---------------------------------------------------------------------
 // Servers.
 
-fn server_links(app: &AppState, id: &str) -> Value {
+pub(super) fn server_links(app: &AppState, id: &str) -> Value {
     json!([
         {"rel": "self", "href": format!("{}/compute/v2.1/servers/{id}", app.base_url)},
         {"rel": "bookmark", "href": format!("{}/compute/servers/{id}", app.base_url)}
@@ -604,7 +605,13 @@ impl Related {
     }
 }
 
-fn server_view(app: &AppState, s: &Compute, auth: &Auth, r: &Rec, detail: bool) -> Value {
+pub(super) fn server_view(
+    app: &AppState,
+    s: &Compute,
+    auth: &Auth,
+    r: &Rec,
+    detail: bool,
+) -> Value {
     server_view_with(app, s, auth, r, detail, &Related::gather(s))
 }
 
@@ -655,11 +662,11 @@ fn server_view_with(
     v
 }
 
-fn may_see(auth: &Auth, r: &Rec) -> bool {
+pub(super) fn may_see(auth: &Auth, r: &Rec) -> bool {
     auth.0.is_admin() || auth.0.project_id() == Some(st(r, "tenant_id"))
 }
 
-fn find_server(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
+pub(super) fn find_server(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
     s.doc(SERVER, id)
         .filter(|r| may_see(auth, r))
         .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))
@@ -778,10 +785,17 @@ struct Request {
     name: String,
     flavor: Rec,
     image_id: String,
-    networks: Vec<String>,
+    networks: Vec<NetReq>,
     key_name: Option<String>,
     user_data: Option<String>,
     metadata: Map<String, Value>,
+}
+
+/// One entry of a server's `networks`: a new port on a network (with an
+/// address asked for, or not), or an existing port.
+enum NetReq {
+    Network(String, Option<String>),
+    Port(String),
 }
 
 fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Request> {
@@ -842,18 +856,30 @@ fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Req
                     if nets.len() > 1 {
                         return Err(Error::Conflict("Multiple possible networks found, use a Network ID to be more specific.".into()));
                     }
-                    nets
+                    nets.into_iter().map(|n| NetReq::Network(n, None)).collect()
                 }
             }
         }
         Some(Value::Array(a)) => {
             let mut out = Vec::new();
             for n in a {
-                if n.get("port").is_some() {
-                    return Err(Error::BadRequest(
-                        "Booting with an existing port is not supported yet: give a network uuid."
-                            .into(),
-                    ));
+                if let Some(port) = n.get("port").filter(|v| !v.is_null()) {
+                    let port = port.as_str().ok_or_else(|| {
+                        Error::BadRequest("Invalid input for field/attribute port.".into())
+                    })?;
+                    let m = s.identity.model();
+                    let p = crate::network::rec(&m, crate::network::PORT, port)
+                        .filter(|p| {
+                            auth.0.is_admin() || auth.0.project_id() == Some(st(p, "project_id"))
+                        })
+                        .ok_or_else(|| {
+                            Error::BadRequest(format!("Port {port} could not be found."))
+                        })?;
+                    if !st(&p, "device_id").is_empty() {
+                        return Err(Error::Conflict(format!("Port {port} is still in use.")));
+                    }
+                    out.push(NetReq::Port(port.to_string()));
+                    continue;
                 }
                 let id = n.get("uuid").and_then(|v| v.as_str()).ok_or_else(|| {
                     Error::BadRequest(
@@ -862,7 +888,18 @@ fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Req
                 })?;
                 crate::network::api::check_network(&s.networks, auth, id)
                     .map_err(|_| Error::BadRequest(format!("Network {id} could not be found.")))?;
-                out.push(id.to_string());
+                let fixed_ip = match n.get("fixed_ip") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(ip)) if ip.parse::<std::net::IpAddr>().is_ok() => {
+                        Some(ip.clone())
+                    }
+                    Some(_) => {
+                        return Err(Error::BadRequest(
+                            "Invalid input for field/attribute fixed_ip.".into(),
+                        ))
+                    }
+                };
+                out.push(NetReq::Network(id.to_string(), fixed_ip));
             }
             out
         }
@@ -969,9 +1006,23 @@ async fn create_server(State(app): State<AppState>, auth: Auth, bytes: Bytes) ->
     s.put(SERVER, rec.clone()).await?;
     // Ports first (netd makes the taps while the agent makes the disk).
     for net in &req.networks {
-        if let Err(e) =
-            crate::network::api::create_server_port(&s.networks, &auth, net, &id, &node).await
-        {
+        let made = match net {
+            NetReq::Network(net, ip) => {
+                crate::network::api::create_server_port(
+                    &s.networks,
+                    &auth,
+                    net,
+                    ip.as_deref(),
+                    &id,
+                    &node,
+                )
+                .await
+            }
+            NetReq::Port(p) => {
+                crate::network::api::bind_server_port(&s.networks, &auth, p, &id, &node).await
+            }
+        };
+        if let Err(e) = made {
             s.release(&id, &node).await;
             let id2 = id.clone();
             let _ = s
@@ -1075,9 +1126,50 @@ async fn delete_server(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
+/// Sets a server's status, vm_state and power_state together.
+pub(super) fn set_state(r: &mut Rec, status: &str, vm: &str, power: i64) {
+    r.insert("status".into(), json!(status));
+    r.insert("OS-EXT-STS:vm_state".into(), json!(vm));
+    r.insert("OS-EXT-STS:power_state".into(), json!(power));
+    r.insert("OS-EXT-STS:task_state".into(), Value::Null);
+}
+
+/// Appends an instance action (`os-instance-actions`) to a server record.
+pub(super) fn record_action(r: &mut Rec, action: &str, req: &RequestId, auth: &Auth) {
+    let entry = json!({"action": action, "instance_uuid": r["id"], "request_id": req.0,
+        "user_id": auth.0.user_id, "project_id": auth.0.project_id(), "start_time": now(),
+        "message": null});
+    match r.get_mut("ursa:actions").and_then(|v| v.as_array_mut()) {
+        Some(a) => a.push(entry),
+        None => {
+            r.insert("ursa:actions".into(), json!([entry]));
+        }
+    }
+}
+
+/// Actions a locked server refuses to anyone but an admin.
+const LOCKABLE: &[&str] = &[
+    "os-stop",
+    "os-start",
+    "reboot",
+    "pause",
+    "unpause",
+    "suspend",
+    "resume",
+    "shelve",
+    "shelveOffload",
+    "unshelve",
+    "rebuild",
+    "createImage",
+    "createBackup",
+    "resize",
+];
+
 async fn server_action(
     State(app): State<AppState>,
     auth: Auth,
+    Token(tok): Token,
+    req_id: RequestId,
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Result<Response> {
@@ -1092,69 +1184,348 @@ async fn server_action(
         .ok_or_else(|| Error::BadRequest("An action is required.".into()))?;
     let node = s.node(st(&r, "ursa:node")).cloned();
     let status = st(&r, "status").to_string();
+    let conflict = |what: &str| {
+        Error::Conflict(format!(
+            "Cannot '{what}' instance {id} while it is in vm_state {}",
+            st(&r, "OS-EXT-STS:vm_state")
+        ))
+    };
+    let need = |ok: &[&str], what: &str| -> Result<()> {
+        if ok.contains(&status.as_str()) {
+            Ok(())
+        } else {
+            Err(conflict(what))
+        }
+    };
+    let no_node = || Error::Conflict("The server has no compute node.".into());
+    if r.get("locked") == Some(&json!(true))
+        && !auth.0.is_admin()
+        && LOCKABLE.contains(&action.as_str())
+    {
+        return Err(Error::Conflict(format!("Instance {id} is locked")));
+    }
+    // The state a successful action leaves, recorded with the action.
+    let mut to: Option<(&str, &str, i64)> = None;
+    let mut reply: Option<Response> = None;
     match action.as_str() {
         "os-getConsoleOutput" => {
-            let n =
-                node.ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
-            let lines = args
-                .get("length")
-                .and_then(|v| {
-                    v.as_u64()
+            let n = node.ok_or_else(no_node)?;
+            let lines = match args.get("length") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_i64()
                         .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
-                })
-                .map(|v| v as usize);
-            Ok(Json(json!({"output": n.agent.console(&id, lines)})).into_response())
+                        .filter(|n| *n >= -1)
+                        .ok_or_else(|| {
+                            Error::BadRequest("Invalid input for field/attribute length.".into())
+                        })?,
+                ),
+            }
+            .filter(|n| *n >= 0)
+            .map(|v| v as usize);
+            let output = n.agent.console(&id, lines).await.map_err(|e| {
+                Error::ServiceUnavailable(format!("The compute node does not answer: {e}"))
+            })?;
+            return Ok(Json(json!({ "output": output })).into_response());
         }
         "os-stop" => {
-            if status != "ACTIVE" {
-                return Err(Error::Conflict(format!(
-                    "Cannot 'stop' instance {id} while it is in vm_state {status}"
-                )));
-            }
-            let n =
-                node.ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
-            n.agent.power_off(&id).await;
-            s.update(&id, |r| {
-                r.insert("status".into(), json!("SHUTOFF"));
-                r.insert("OS-EXT-STS:vm_state".into(), json!("stopped"));
-                r.insert("OS-EXT-STS:power_state".into(), json!(4));
-                Ok(())
-            })
-            .await?;
-            Ok(empty(StatusCode::ACCEPTED))
+            need(&["ACTIVE", "ERROR"], "stop")?;
+            node.ok_or_else(no_node)?.agent.power_off(&id).await;
+            to = Some(("SHUTOFF", "stopped", 4));
         }
         "os-start" => {
-            if status != "SHUTOFF" {
-                return Err(Error::Conflict(format!(
-                    "Cannot 'start' instance {id} while it is in vm_state {status}"
-                )));
-            }
-            let n =
-                node.ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
+            need(&["SHUTOFF"], "start")?;
+            let n = node.ok_or_else(no_node)?;
             n.agent.launch(&id).await.map_err(Error::Internal)?;
+            to = Some(("ACTIVE", "active", 1));
+        }
+        "reboot" => {
+            need(&["ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"], "reboot")?;
+            let n = node.ok_or_else(no_node)?;
+            if status == "ACTIVE" {
+                n.agent.reboot(&id).await.map_err(Error::Internal)?;
+            } else {
+                // A hard reboot starts a guest that was not running.
+                n.agent.power_off(&id).await;
+                n.agent.launch(&id).await.map_err(Error::Internal)?;
+            }
+            to = Some(("ACTIVE", "active", 1));
+        }
+        "pause" | "suspend" => {
+            need(&["ACTIVE"], action)?;
+            let n = node.ok_or_else(no_node)?;
+            n.agent.pause(&id).await.map_err(Error::Internal)?;
+            to = Some(if action == "pause" {
+                ("PAUSED", "paused", 3)
+            } else {
+                ("SUSPENDED", "suspended", 4)
+            });
+        }
+        "unpause" | "resume" => {
+            need(
+                &[if action == "unpause" {
+                    "PAUSED"
+                } else {
+                    "SUSPENDED"
+                }],
+                action,
+            )?;
+            let n = node.ok_or_else(no_node)?;
+            n.agent.unpause(&id).await.map_err(Error::Internal)?;
+            to = Some(("ACTIVE", "active", 1));
+        }
+        "lock" | "unlock" => {
+            let lock = action == "lock";
             s.update(&id, |r| {
-                r.insert("status".into(), json!("ACTIVE"));
-                r.insert("OS-EXT-STS:vm_state".into(), json!("active"));
-                r.insert("OS-EXT-STS:power_state".into(), json!(1));
+                r.insert("locked".into(), json!(lock));
                 Ok(())
             })
             .await?;
-            Ok(empty(StatusCode::ACCEPTED))
         }
-        "reboot" => {
-            if status != "ACTIVE" {
-                return Err(Error::Conflict(format!(
-                    "Cannot 'reboot' instance {id} while it is in vm_state {status}"
+        "os-resetState" => {
+            if !auth.0.is_admin() {
+                return Err(Error::Forbidden(
+                    "Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.".into(),
+                ));
+            }
+            to = match args.get("state").and_then(|v| v.as_str()) {
+                Some("active") => Some(("ACTIVE", "active", st_power(&r))),
+                Some("error") => Some(("ERROR", "error", st_power(&r))),
+                _ => {
+                    return Err(Error::BadRequest(
+                        "Invalid input for field/attribute state.".into(),
+                    ))
+                }
+            };
+        }
+        "injectNetworkInfo" | "resetNetwork" => {
+            if !auth.0.is_admin() {
+                return Err(Error::Forbidden(format!(
+                    "Policy doesn't allow {action} to be performed."
                 )));
             }
-            let n =
-                node.ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
-            n.agent.reboot(&id).await.map_err(Error::Internal)?;
-            Ok(empty(StatusCode::ACCEPTED))
         }
-        other => Err(Error::BadRequest(format!(
-            "There is no such action: {other}"
+        "addFloatingIp" | "removeFloatingIp" => {
+            super::proxy::floating_ip_action(&app, &tok, &id, action == "addFloatingIp", args)
+                .await?;
+        }
+        "addSecurityGroup" | "removeSecurityGroup" => {
+            super::proxy::security_group_action(
+                &app,
+                &tok,
+                &id,
+                action == "addSecurityGroup",
+                args,
+            )
+            .await?;
+        }
+        "createImage" | "createBackup" => {
+            need(&["ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"], action)?;
+            if r.get("OS-EXT-STS:task_state").is_some_and(|t| !t.is_null()) {
+                return Err(Error::Conflict(format!(
+                    "Cannot '{action}' instance {id} while it is in task_state {}",
+                    st(&r, "OS-EXT-STS:task_state")
+                )));
+            }
+            let name = args
+                .get("name")
+                .and_then(|v| v.as_str())
+                .filter(|n| !n.trim().is_empty() && n.len() <= 255)
+                .ok_or_else(|| {
+                    Error::BadRequest("Invalid input for field/attribute name.".into())
+                })?;
+            let mut meta = match args.get("metadata") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(m)) if m.values().all(|v| v.is_string()) => m.clone(),
+                Some(_) => {
+                    return Err(Error::BadRequest(
+                        "Invalid input for field/attribute metadata.".into(),
+                    ))
+                }
+            };
+            if action == "createBackup" {
+                let kind = args.get("backup_type").and_then(|v| v.as_str());
+                let rotation = args.get("rotation").and_then(|v| v.as_i64());
+                let (Some(kind), Some(rotation)) = (kind, rotation.filter(|r| *r >= 0)) else {
+                    return Err(Error::BadRequest(
+                        "createBackup needs backup_type and a rotation of 0 or more.".into(),
+                    ));
+                };
+                meta.insert("backup_type".into(), json!(kind));
+                meta.insert("image_type".into(), json!("backup"));
+                let _ = rotation;
+            }
+            let image = super::snapshot::start(&app, s, &tok, &r, name, meta).await?;
+            let loc = format!("{}/image/v2/images/{image}", app.base_url);
+            let mut resp = empty(StatusCode::ACCEPTED);
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                resp.headers_mut().insert("location", v);
+            }
+            reply = Some(resp);
+        }
+        "shelve" => {
+            need(&["ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"], "shelve")?;
+            super::snapshot::shelve(&app, s, &tok, &r).await?;
+        }
+        "shelveOffload" => {
+            need(&["SHELVED", "SHELVED_OFFLOADED"], "shelveOffload")?;
+        }
+        "unshelve" => {
+            need(&["SHELVED", "SHELVED_OFFLOADED"], "unshelve")?;
+            super::snapshot::unshelve(s, &r).await?;
+        }
+        "rebuild" => {
+            need(&["ACTIVE", "SHUTOFF", "ERROR"], "rebuild")?;
+            let image_ref = args.get("imageRef").and_then(|v| v.as_str()).unwrap_or("");
+            let image_id = image_ref.rsplit('/').next().unwrap_or("").to_string();
+            let img = app
+                .images
+                .get(&image_id)
+                .filter(|i| {
+                    let vis = st(i, "visibility");
+                    auth.0.is_admin()
+                        || vis == "public"
+                        || vis == "community"
+                        || auth.0.project_id() == Some(st(i, "owner"))
+                })
+                .ok_or_else(|| {
+                    Error::BadRequest(format!("Image {image_id} could not be found."))
+                })?;
+            if st(&img, "status") != "active" {
+                return Err(Error::BadRequest(format!(
+                    "Image {image_id} is not active."
+                )));
+            }
+            let name = match args.get("name") {
+                None => None,
+                Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => Some(n.clone()),
+                Some(_) => {
+                    return Err(Error::BadRequest(
+                        "Invalid input for field/attribute name.".into(),
+                    ))
+                }
+            };
+            let meta = match args.get("metadata") {
+                None => None,
+                Some(Value::Object(m)) if m.values().all(|v| v.is_string()) => Some(m.clone()),
+                Some(_) => {
+                    return Err(Error::BadRequest(
+                        "Invalid input for field/attribute metadata.".into(),
+                    ))
+                }
+            };
+            let empty_args = Map::new();
+            let o = args.as_object().unwrap_or(&empty_args);
+            let ip4 = access_ip(o, "accessIPv4")?;
+            let ip6 = access_ip(o, "accessIPv6")?;
+            let disk_config = disk_config(o)?;
+            let was_stopped = status == "SHUTOFF";
+            let req2 = req_id.clone();
+            let a2 = Auth(auth.0.clone());
+            let img2 = image_id.clone();
+            let r2 = s
+                .update(&id, move |r| {
+                    r.insert("ursa:image_id".into(), json!(img2));
+                    if let Some(n) = name {
+                        r.insert("name".into(), json!(n));
+                    }
+                    if let Some(m) = meta {
+                        r.insert("metadata".into(), Value::Object(m));
+                    }
+                    if let Some(v) = ip4 {
+                        r.insert("accessIPv4".into(), json!(v));
+                    }
+                    if let Some(v) = ip6 {
+                        r.insert("accessIPv6".into(), json!(v));
+                    }
+                    if let Some(d) = disk_config {
+                        r.insert("OS-DCF:diskConfig".into(), json!(d));
+                    }
+                    r.insert("status".into(), json!("REBUILD"));
+                    r.insert("OS-EXT-STS:task_state".into(), json!("rebuilding"));
+                    record_action(r, "rebuild", &req2, &a2);
+                    Ok(())
+                })
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
+            s.spawn_rebuild(r2.clone(), was_stopped);
+            let mut v = server_view(&app, s, &auth, &r2, true);
+            if let Some(pw) = args.get("adminPass").and_then(|v| v.as_str()) {
+                v["adminPass"] = json!(pw);
+            }
+            return Ok((StatusCode::ACCEPTED, Json(json!({ "server": v }))).into_response());
+        }
+        other => {
+            return Err(Error::BadRequest(format!(
+                "There is no such action: {other}"
+            )))
+        }
+    }
+    let name = match action.as_str() {
+        "os-stop" => "stop",
+        "os-start" => "start",
+        "addFloatingIp"
+        | "removeFloatingIp"
+        | "addSecurityGroup"
+        | "removeSecurityGroup"
+        | "injectNetworkInfo"
+        | "resetNetwork"
+        | "os-resetState" => "",
+        a => a,
+    }
+    .to_string();
+    let a2 = Auth(auth.0.clone());
+    s.update(&id, move |r| {
+        if let Some((st, vm, pw)) = to {
+            set_state(r, st, vm, pw);
+        }
+        if !name.is_empty() {
+            record_action(r, &name, &req_id, &a2);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(reply.unwrap_or_else(|| empty(StatusCode::ACCEPTED)))
+}
+
+fn st_power(r: &Rec) -> i64 {
+    r.get("OS-EXT-STS:power_state")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0)
+}
+
+/// `accessIPv4` / `accessIPv6`: an address of that family, or empty.
+pub(super) fn access_ip(b: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match b.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) if v.is_empty() => Ok(Some(String::new())),
+        Some(Value::String(v)) => {
+            let ok = match key {
+                "accessIPv4" => v.parse::<std::net::Ipv4Addr>().is_ok(),
+                _ => v.parse::<std::net::Ipv6Addr>().is_ok(),
+            };
+            if ok {
+                Ok(Some(v.clone()))
+            } else {
+                Err(Error::BadRequest(format!(
+                    "Invalid input for field/attribute {key}. Value: {v}."
+                )))
+            }
+        }
+        Some(_) => Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute {key}."
         ))),
+    }
+}
+
+/// `OS-DCF:diskConfig`: AUTO or MANUAL.
+pub(super) fn disk_config(b: &Map<String, Value>) -> Result<Option<String>> {
+    match b.get("OS-DCF:diskConfig") {
+        None => Ok(None),
+        Some(Value::String(v)) if v == "AUTO" || v == "MANUAL" => Ok(Some(v.clone())),
+        Some(_) => Err(Error::BadRequest(
+            "Invalid input for field/attribute OS-DCF:diskConfig.".into(),
+        )),
     }
 }
 
@@ -1208,7 +1579,7 @@ async fn zones_detail(State(app): State<AppState>, auth: Auth) -> Result<Json<Va
         .iter()
         .map(|n| {
             (
-                n.agent.node.clone(),
+                n.agent.node().to_string(),
                 json!({"nova-compute": {"available": true, "active": true, "updated_at": now()}}),
             )
         })
@@ -1368,7 +1739,7 @@ async fn attach_volume(
     }
     .await;
     let (sid, d2) = (id.clone(), dev.clone());
-    let host = node.agent.node.clone();
+    let host = node.agent.node().to_string();
     let ok = plugged.is_ok();
     let r = vols
         .update(crate::volume::VOLUME, &vol_id, move |r| {
@@ -1462,7 +1833,7 @@ fn hypervisor(s: &Compute, i: usize) -> Value {
     let servers: Vec<Rec> = s
         .docs(SERVER)
         .into_iter()
-        .filter(|r| st(r, "ursa:node") == n.agent.node)
+        .filter(|r| st(r, "ursa:node") == n.agent.node())
         .collect();
     let flavors = s.docs(FLAVOR);
     let (mut ram, mut cpu, mut disk) = (0u64, 0u64, 0u64);
@@ -1477,13 +1848,13 @@ fn hypervisor(s: &Compute, i: usize) -> Value {
         }
     }
     let local_gb = 100u64;
-    json!({"id": i + 1, "hypervisor_hostname": n.agent.node, "state": "up", "status": "enabled",
+    json!({"id": i + 1, "hypervisor_hostname": n.agent.node(), "state": "up", "status": "enabled",
            "hypervisor_type": "QEMU", "hypervisor_version": 7002000, "host_ip": "127.0.0.1",
            "cpu_info": "{}", "current_workload": 0, "running_vms": servers.len(),
            "vcpus": n.vcpus, "vcpus_used": cpu, "memory_mb": n.ram_mb, "memory_mb_used": ram,
            "free_ram_mb": n.ram_mb as i64 - ram as i64, "local_gb": local_gb, "local_gb_used": disk,
            "free_disk_gb": local_gb as i64 - disk as i64, "disk_available_least": local_gb as i64 - disk as i64,
-           "service": {"host": n.agent.node, "id": i + 1, "disabled_reason": null}})
+           "service": {"host": n.agent.node(), "id": i + 1, "disabled_reason": null}})
 }
 
 async fn hypervisors(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
@@ -1557,7 +1928,7 @@ async fn services(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>
     ];
     for (i, n) in s.nodes.iter().enumerate() {
         v.push(
-            json!({"id": i + 2, "binary": "nova-compute", "host": n.agent.node, "zone": "nova",
+            json!({"id": i + 2, "binary": "nova-compute", "host": n.agent.node(), "zone": "nova",
             "status": "enabled", "state": "up", "updated_at": now(), "disabled_reason": null}),
         );
     }

@@ -15,6 +15,9 @@
 pub mod agent;
 pub mod api;
 pub mod metadata;
+pub mod node;
+pub mod proxy;
+pub mod snapshot;
 
 use crate::error::{Error, Result};
 use crate::identity::Identity;
@@ -37,7 +40,7 @@ pub const QUOTA_KEYPAIRS: i64 = 100;
 /// A compute node: its agent and capacity.
 #[derive(Clone)]
 pub struct Node {
-    pub agent: agent::Agent,
+    pub agent: node::NodeAgent,
     pub ram_mb: u64,
     pub vcpus: u64,
 }
@@ -139,7 +142,7 @@ impl Compute {
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.agent.node == name)
+        self.nodes.iter().find(|n| n.agent.node() == name)
     }
 
     /// Filters nodes that fit the flavor, then spreads by free RAM.
@@ -165,11 +168,12 @@ impl Compute {
         self.nodes
             .iter()
             .filter_map(|n| {
-                let (r, c) = used(&n.agent.node);
+                let (r, c) = used(n.agent.node());
                 // Overcommit as Nova does by default: RAM 1.5x, CPU 16x.
                 let free_ram = (n.ram_mb * 3 / 2).saturating_sub(r);
                 let free_cpu = (n.vcpus * 16).saturating_sub(c);
-                (free_ram >= ram && free_cpu >= vcpus).then_some((free_ram, n.agent.node.clone()))
+                (free_ram >= ram && free_cpu >= vcpus)
+                    .then_some((free_ram, n.agent.node().to_string()))
             })
             .max_by_key(|(f, _)| *f)
             .map(|(_, n)| n)
@@ -182,16 +186,56 @@ impl Compute {
 
     /// Boots a stored server on its node; runs in the background.
     pub fn spawn_boot(&self, srv: Rec) {
+        self.spawn_boot_with(srv, BootOpts::default());
+    }
+
+    /// Rebuilds a server: its guest and disk go, and it boots again from
+    /// the image its record now names (stopped again if it was).
+    pub fn spawn_rebuild(&self, srv: Rec, stop_after: bool) {
+        self.spawn_boot_with(
+            srv,
+            BootOpts {
+                destroy_first: true,
+                stop_after,
+                ..Default::default()
+            },
+        );
+    }
+
+    pub fn spawn_boot_with(&self, srv: Rec, opts: BootOpts) {
         let me = self.clone();
         tokio::spawn(async move {
             let id = st(&srv, "id").to_string();
-            let r = me.boot(&srv).await;
+            if opts.destroy_first {
+                if let Some(n) = me.node(st(&srv, "ursa:node")) {
+                    n.agent.destroy(&id).await;
+                }
+            }
+            let mut r = me.boot(&srv, opts.standalone).await;
+            if r.is_ok() && opts.stop_after {
+                if let Some(n) = me.node(st(&srv, "ursa:node")) {
+                    n.agent.power_off(&id).await;
+                }
+            }
+            if r.is_ok() {
+                if let Some(img) = &opts.delete_image_after {
+                    if let Err(e) = me.images.delete(img).await {
+                        tracing::warn!(image = %img, error = %e, "deleting the shelved image");
+                    }
+                }
+            }
+            let stopped = opts.stop_after;
             let outcome = me
                 .update(&id, move |s| {
                     if s.get("status").and_then(|v| v.as_str()) == Some("DELETED") {
                         return Ok(());
                     }
-                    match r {
+                    match std::mem::replace(&mut r, Ok(())) {
+                        Ok(()) if stopped => {
+                            s.insert("status".into(), json!("SHUTOFF"));
+                            s.insert("OS-EXT-STS:vm_state".into(), json!("stopped"));
+                            s.insert("OS-EXT-STS:power_state".into(), json!(4));
+                        }
                         Ok(()) => {
                             s.insert("status".into(), json!("ACTIVE"));
                             s.insert("OS-EXT-STS:vm_state".into(), json!("active"));
@@ -209,6 +253,7 @@ impl Compute {
                             );
                         }
                     }
+                    s.remove("ursa:disk_image_id");
                     s.insert("OS-EXT-STS:task_state".into(), Value::Null);
                     Ok(())
                 })
@@ -226,7 +271,7 @@ impl Compute {
         });
     }
 
-    async fn boot(&self, srv: &Rec) -> std::result::Result<(), String> {
+    async fn boot(&self, srv: &Rec, standalone: bool) -> std::result::Result<(), String> {
         let id = st(srv, "id");
         let node = self
             .node(st(srv, "ursa:node"))
@@ -234,7 +279,12 @@ impl Compute {
         let flavor = self
             .doc(FLAVOR, st(srv, "ursa:flavor_id"))
             .ok_or("the flavor is gone")?;
-        let image_id = st(srv, "ursa:image_id");
+        // The disk comes from the image, or from the snapshot a shelved
+        // server was offloaded to.
+        let image_id = match st(srv, "ursa:disk_image_id") {
+            "" => st(srv, "ursa:image_id"),
+            other => other,
+        };
         let image = self.images.get(image_id).ok_or("the image is gone")?;
         let fmt = match image.get("disk_format").and_then(|v| v.as_str()) {
             Some("qcow2") => "qcow2",
@@ -266,6 +316,7 @@ impl Compute {
             vcpus: flavor["vcpus"].as_u64().unwrap_or(1),
             disk_gb: flavor["disk"].as_u64().unwrap_or(1),
             nics,
+            standalone,
         };
         node.agent.boot(&spec).await
     }
@@ -324,7 +375,7 @@ impl Compute {
             };
             let id = st(&s, "id").to_string();
             match st(&s, "status") {
-                "ACTIVE" if !n.agent.running(&id) => {
+                "ACTIVE" if !n.agent.running(&id).await => {
                     self.update(&id, |r| {
                         r.insert("status".into(), json!("SHUTOFF"));
                         r.insert("OS-EXT-STS:vm_state".into(), json!("stopped"));
@@ -342,6 +393,19 @@ impl Compute {
         }
         Ok(())
     }
+}
+
+/// How a background boot goes (see [`Compute::spawn_boot_with`]).
+#[derive(Default)]
+pub struct BootOpts {
+    /// Remove the guest and its disk first (rebuild).
+    pub destroy_first: bool,
+    /// Power off once booted (rebuilding a stopped server).
+    pub stop_after: bool,
+    /// A root disk that is a full copy, not an overlay of the image.
+    pub standalone: bool,
+    /// An image to delete once booted (unshelve's snapshot).
+    pub delete_image_after: Option<String>,
 }
 
 pub fn flavor_record(id: &str, name: &str, ram: u64, vcpus: u64, disk: u64, public: bool) -> Rec {

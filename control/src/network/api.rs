@@ -4026,24 +4026,64 @@ pub async fn create_server_port(
     s: &Networks,
     auth: &Auth,
     net_id: &str,
+    fixed_ip: Option<&str>,
     server_id: &str,
     host: &str,
 ) -> Result<Rec> {
     check_network(s, auth, net_id)?;
     let owner = project(auth).to_string();
-    let body = json!({"network_id": net_id, "device_id": server_id, "device_owner": "compute:nova",
-                      "binding:host_id": host, "project_id": owner});
+    let mut body = json!({"network_id": net_id, "device_id": server_id, "device_owner": "compute:nova",
+                          "binding:host_id": host, "project_id": owner});
+    if let Some(ip) = fixed_ip {
+        body["fixed_ips"] = json!([{ "ip_address": ip }]);
+    }
     let body = body.as_object().cloned().unwrap_or_default();
     let svc_auth = service_caller(&owner);
     s.change(|m| plan_port(m, &svc_auth, &body)).await
 }
 
-/// Deletes a device's ports (their floating IPs are let go).
+/// Binds a port the caller can see to a server on `host` (a server booted
+/// with `{"port": …}`). The port is marked as given, so that deleting the
+/// server unbinds it instead of deleting it, as Nova does.
+pub async fn bind_server_port(
+    s: &Networks,
+    auth: &Auth,
+    port_id: &str,
+    server_id: &str,
+    host: &str,
+) -> Result<Rec> {
+    s.change(|m| {
+        let mut p = find_port(m, auth, port_id)?;
+        if !st(&p, "device_id").is_empty() {
+            return Err(Error::Conflict(format!("Port {port_id} is still in use.")));
+        }
+        p.insert("device_id".into(), json!(server_id));
+        p.insert("device_owner".into(), json!("compute:nova"));
+        p.insert("binding:host_id".into(), json!(host));
+        p.insert("ursa:given".into(), json!(true));
+        bump(&mut p);
+        Ok((vec![put(PORT, &p)], p))
+    })
+    .await
+}
+
+/// A server's ports when it goes: the ones it made are deleted (their
+/// floating IPs let go), the ones it was given are unbound and kept.
 pub async fn delete_device_ports(s: &Networks, device_id: &str) -> Result<()> {
     s.change(|m| {
         let mut ops = Vec::new();
         for p in recs(m, PORT).filter(|p| st(p, "device_id") == device_id) {
             let pid = st(p, "id").to_string();
+            if p.get("ursa:given") == Some(&json!(true)) {
+                let mut p = p.clone();
+                p.remove("ursa:given");
+                for k in ["device_id", "device_owner", "binding:host_id"] {
+                    p.insert(k.into(), json!(""));
+                }
+                bump(&mut p);
+                ops.push(put(PORT, &p));
+                continue;
+            }
             for f in recs(m, FIP).filter(|f| st(f, "port_id") == pid) {
                 let mut f = f.clone();
                 disassociate(&mut f);

@@ -15,7 +15,6 @@ use crate::identity::model::Model;
 use crate::identity::Identity;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -28,24 +27,7 @@ const RESYNC: Duration = Duration::from_secs(20);
 
 /// Connects to netd at `unix:/path` or `http://host:port`.
 pub async fn connect(endpoint: &str) -> std::result::Result<NetdClient<Channel>, String> {
-    let ch = if let Some(path) = endpoint.strip_prefix("unix:") {
-        let path = PathBuf::from(path);
-        tonic::transport::Endpoint::try_from("http://netd.invalid")
-            .map_err(|e| e.to_string())?
-            .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-    } else {
-        tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_lazy()
-    };
-    Ok(NetdClient::new(ch))
+    crate::rpc::lazy(endpoint).map(NetdClient::new)
 }
 
 /// What a node told us about itself.
@@ -452,6 +434,9 @@ impl<'a> Plan<'a> {
                                     .filter(|ip| v4(ip))
                                     .collect(),
                                 vtep: c.vtep.clone(),
+                                port_id: st(p, "id").into(),
+                                device_id: st(p, "device_id").into(),
+                                project_id: st(p, "project_id").into(),
                             });
                         }
                     }

@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::store::Op;
 use serde_json::{json, Map, Value};
-use std::path::PathBuf;
 use tonic::transport::Channel;
 use ursa_proto::blockd::v1 as pb;
 use ursa_proto::blockd::v1::blockd_client::BlockdClient;
@@ -46,28 +45,7 @@ pub struct Node {
 
 /// Connects to blockd at `unix:/path` or `http://host:port`.
 pub async fn connect(endpoint: &str) -> std::result::Result<BlockdClient<Channel>, String> {
-    let ch = if let Some(path) = endpoint.strip_prefix("unix:") {
-        let path = PathBuf::from(path);
-        tonic::transport::Endpoint::try_from("http://blockd.invalid")
-            .map_err(|e| e.to_string())?
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .map_err(|e| e.to_string())?
-    } else {
-        tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?
-    };
-    Ok(BlockdClient::new(ch))
+    crate::rpc::connect(endpoint).await.map(BlockdClient::new)
 }
 
 #[derive(Clone)]
