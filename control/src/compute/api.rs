@@ -4,10 +4,7 @@
 //! (with extra specs), key pairs, limits and availability zones. The API
 //! answers at microversion 2.1.
 
-use super::{
-    flavor_record, now, st, Compute, Rec, FLAVOR, KEYPAIR, QUOTA_CORES, QUOTA_INSTANCES,
-    QUOTA_KEYPAIRS, QUOTA_RAM, SERVER,
-};
+use super::{flavor_record, now, st, Compute, Rec, FLAVOR, KEYPAIR, QUOTA_KEYPAIRS, SERVER};
 use crate::api::{empty, parse_body, AppState, Auth, RequestId, Token};
 use crate::error::{Error, Result};
 use axum::body::Bytes;
@@ -54,11 +51,11 @@ pub fn routes() -> Router<AppState> {
         .route("/os-hypervisors/statistics", get(hypervisor_stats))
         .route("/os-hypervisors/{hid}", get(hypervisor_show))
         .route("/os-services", get(services))
-        .route("/os-quota-sets/{project}", get(quota_set))
-        .route("/os-quota-sets/{project}/defaults", get(quota_defaults))
         .route("/os-availability-zone", get(zones))
         .route("/os-availability-zone/detail", get(zones_detail))
-        .merge(super::proxy::routes());
+        .merge(super::proxy::routes())
+        .merge(super::admin::routes())
+        .merge(super::server_parts::routes());
     Router::new()
         .route("/compute", get(versions))
         .route("/compute/", get(versions))
@@ -77,10 +74,7 @@ fn version_doc(app: &AppState) -> Value {
 }
 
 async fn versions(State(app): State<AppState>) -> Json<Value> {
-    let v20 = json!({"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
-                     "updated": "2011-01-21T11:33:21Z",
-                     "links": [{"rel": "self", "href": format!("{}/compute/v2/", app.base_url)}]});
-    Json(json!({"versions": [v20, version_doc(&app)]}))
+    Json(json!({"versions": [version_doc(&app)]}))
 }
 
 async fn version(State(app): State<AppState>) -> Json<Value> {
@@ -184,15 +178,42 @@ fn flavor_view(app: &AppState, f: &Rec, detail: bool) -> Value {
     let mut v = f.clone();
     v.remove("extra_specs");
     v.remove("description");
+    v.retain(|k, _| !k.starts_with("ursa:"));
     v.insert("links".into(), links);
     Value::Object(v)
 }
 
-fn flavors_visible(s: &Compute, auth: &Auth) -> Vec<Rec> {
+/// Whether a project may use a flavor: public ones, and private ones it
+/// was given access to.
+pub(super) fn flavor_usable(auth: &Auth, f: &Rec) -> bool {
+    f["os-flavor-access:is_public"] == true
+        || auth.0.is_admin()
+        || auth.0.project_id().is_some_and(|p| {
+            f.get("ursa:access")
+                .and_then(|a| a.as_array())
+                .is_some_and(|a| a.iter().any(|x| x == p))
+        })
+}
+
+/// A listing's flavors: as Nova does, `is_public` (default true) picks
+/// public flavors, plus for a project the private ones it may use;
+/// `is_public=none` (admins) shows all.
+fn flavors_listed(s: &Compute, auth: &Auth, q: &[(String, String)]) -> Vec<Rec> {
+    let want = q
+        .iter()
+        .find(|(k, _)| k == "is_public")
+        .map(|(_, v)| v.to_lowercase());
     let mut v: Vec<Rec> = s
         .docs(FLAVOR)
         .into_iter()
-        .filter(|f| f["os-flavor-access:is_public"] == true || auth.0.is_admin())
+        .filter(|f| {
+            let public = f["os-flavor-access:is_public"] == true;
+            match want.as_deref() {
+                Some("none") if auth.0.is_admin() => true,
+                Some("false" | "0" | "f" | "no") if auth.0.is_admin() => !public,
+                _ => public || (!auth.0.is_admin() && flavor_usable(auth, f)),
+            }
+        })
         .collect();
     v.sort_by_key(|f| (f["ram"].as_u64().unwrap_or(0), st(f, "id").to_string()));
     v
@@ -237,7 +258,8 @@ async fn list_flavors(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
-    let v = filter_flavors(flavors_visible(s, &auth), &query(&raw));
+    let q = query(&raw);
+    let v = filter_flavors(flavors_listed(s, &auth, &q), &q);
     Ok(Json(
         json!({"flavors": v.iter().map(|f| flavor_view(&app, f, false)).collect::<Vec<_>>()}),
     ))
@@ -249,15 +271,16 @@ async fn list_flavors_detail(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
-    let v = filter_flavors(flavors_visible(s, &auth), &query(&raw));
+    let q = query(&raw);
+    let v = filter_flavors(flavors_listed(s, &auth, &q), &q);
     Ok(Json(
         json!({"flavors": v.iter().map(|f| flavor_view(&app, f, true)).collect::<Vec<_>>()}),
     ))
 }
 
-fn find_flavor(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
+pub(super) fn find_flavor(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
     s.doc(FLAVOR, id)
-        .filter(|f| f["os-flavor-access:is_public"] == true || auth.0.is_admin())
+        .filter(|f| flavor_usable(auth, f))
         .ok_or_else(|| Error::NotFound(format!("Flavor {id} could not be found.")))
 }
 
@@ -307,15 +330,44 @@ async fn create_flavor(State(app): State<AppState>, auth: Auth, bytes: Bytes) ->
     };
     let (ram, vcpus) = (int("ram", 1)?, int("vcpus", 1)?);
     let disk = int("disk", 0)?;
-    let id = b
-        .get("id")
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let public = b
-        .get("os-flavor-access:is_public")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true);
+    let id = match b.get("id") {
+        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+        Some(Value::String(v)) if !v.is_empty() && v.len() <= 255 => v.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute id.".into(),
+            ))
+        }
+    };
+    let public = match b.get("os-flavor-access:is_public") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(v)) => *v,
+        Some(Value::String(v)) => !matches!(v.to_lowercase().as_str(), "false" | "0" | "no"),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute os-flavor-access:is_public.".into(),
+            ))
+        }
+    };
+    let swap = match b.get("swap") {
+        None | Some(Value::Null) => 0,
+        Some(_) => int("swap", 0)?,
+    };
+    let ephemeral = match b.get("OS-FLV-EXT-DATA:ephemeral") {
+        None | Some(Value::Null) => 0,
+        Some(_) => int("OS-FLV-EXT-DATA:ephemeral", 0)?,
+    };
+    let rxtx = match b.get("rxtx_factor") {
+        None | Some(Value::Null) => 1.0,
+        Some(v) => v
+            .as_f64()
+            .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+            .filter(|x| *x > 0.0)
+            .ok_or_else(|| {
+                Error::BadRequest("Invalid input for field/attribute rxtx_factor.".into())
+            })?,
+    };
     if s.docs(FLAVOR)
         .iter()
         .any(|f| st(f, "id") == id || st(f, "name") == name)
@@ -324,7 +376,13 @@ async fn create_flavor(State(app): State<AppState>, auth: Auth, bytes: Bytes) ->
             "Flavor with name {name} or ID {id} already exists."
         )));
     }
-    let f = flavor_record(&id, name, ram, vcpus, disk, public);
+    let mut f = flavor_record(&id, name, ram, vcpus, disk, public);
+    f.insert(
+        "swap".into(),
+        if swap == 0 { json!("") } else { json!(swap) },
+    );
+    f.insert("OS-FLV-EXT-DATA:ephemeral".into(), json!(ephemeral));
+    f.insert("rxtx_factor".into(), json!(rxtx));
     s.put(FLAVOR, f.clone()).await?;
     Ok(Json(json!({"flavor": flavor_view(&app, &f, true)})).into_response())
 }
@@ -641,8 +699,9 @@ fn server_view_with(
         "hostId": r["hostId"], "created": r["created"], "updated": r["updated"],
         "image": {"id": image, "links": [{"rel": "bookmark", "href": format!("{}/compute/images/{image}", app.base_url)}]},
         "flavor": {"id": flavor, "links": [{"rel": "bookmark", "href": format!("{}/compute/flavors/{flavor}", app.base_url)}]},
-        "addresses": addresses, "accessIPv4": "", "accessIPv6": "", "links": server_links(app, id),
-        "OS-DCF:diskConfig": "MANUAL", "progress": 0, "OS-EXT-AZ:availability_zone": "nova",
+        "addresses": addresses, "accessIPv4": r.get("accessIPv4").cloned().unwrap_or(json!("")),
+        "accessIPv6": r.get("accessIPv6").cloned().unwrap_or(json!("")), "links": server_links(app, id),
+        "OS-DCF:diskConfig": r.get("OS-DCF:diskConfig").cloned().unwrap_or(json!("MANUAL")), "progress": 0, "OS-EXT-AZ:availability_zone": "nova",
         "config_drive": "", "key_name": r.get("key_name").cloned().unwrap_or(Value::Null),
         "OS-SRV-USG:launched_at": r.get("OS-SRV-USG:launched_at").cloned().unwrap_or(Value::Null),
         "OS-SRV-USG:terminated_at": Value::Null,
@@ -789,6 +848,16 @@ struct Request {
     key_name: Option<String>,
     user_data: Option<String>,
     metadata: Map<String, Value>,
+    access_v4: Option<String>,
+    access_v6: Option<String>,
+    disk_config: Option<String>,
+    admin_pass: Option<String>,
+    min_count: u64,
+    max_count: u64,
+    /// Security group ids for the ports it makes (empty: the default).
+    security_groups: Vec<String>,
+    /// A server group (id, policy) from the scheduler hints.
+    group: Option<(String, String)>,
 }
 
 /// One entry of a server's `networks`: a new port on a network (with an
@@ -937,13 +1006,7 @@ fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Req
     };
     let metadata = match b.get("metadata") {
         Some(Value::Object(m)) => {
-            for (k, v) in m {
-                if k.is_empty() || k.len() > 255 || !v.is_string() {
-                    return Err(Error::BadRequest(
-                        "Invalid input for field/attribute metadata.".into(),
-                    ));
-                }
-            }
+            super::server_parts::check_metadata(m)?;
             m.clone()
         }
         None => Map::new(),
@@ -953,6 +1016,68 @@ fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Req
             ))
         }
     };
+    let access_v4 = access_ip(b, "accessIPv4")?;
+    let access_v6 = access_ip(b, "accessIPv6")?;
+    let disk_config = disk_config(b)?;
+    let admin_pass = match b.get("adminPass") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute adminPass.".into(),
+            ))
+        }
+    };
+    let count = |k: &str| -> Result<Option<u64>> {
+        match b.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+                .filter(|n| *n >= 1)
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::BadRequest(format!("Invalid input for field/attribute {k}."))
+                }),
+        }
+    };
+    let min_count = count("min_count")?.unwrap_or(1);
+    let max_count = count("max_count")?.unwrap_or(min_count);
+    if min_count > max_count {
+        return Err(Error::BadRequest("min_count must be <= max_count".into()));
+    }
+    let mut security_groups = Vec::new();
+    if let Some(g) = b.get("security_groups") {
+        let list = g.as_array().ok_or_else(|| {
+            Error::BadRequest("Invalid input for field/attribute security_groups.".into())
+        })?;
+        let m = s.identity.model();
+        let project = auth.0.project_id().unwrap_or("");
+        for x in list {
+            let n = x.get("name").and_then(|v| v.as_str()).ok_or_else(|| {
+                Error::BadRequest("Invalid input for field/attribute security_groups.".into())
+            })?;
+            let found = crate::network::recs(&m, crate::network::SG).find(|g| {
+                (st(g, "name") == n && st(g, "project_id") == project) || st(g, "id") == n
+            });
+            match found {
+                Some(g) => security_groups.push(st(g, "id").to_string()),
+                // The default group is made on first use.
+                None if n == "default" => {}
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "Security group {n} not found for project {project}."
+                    )))
+                }
+            }
+        }
+    }
+    let group = super::server_parts::hinted_group(
+        s,
+        auth,
+        b.get("os:scheduler_hints")
+            .or_else(|| b.get("OS-SCH-HNT:scheduler_hints")),
+    )?;
     Ok(Request {
         name,
         flavor,
@@ -961,10 +1086,23 @@ fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Req
         key_name,
         user_data,
         metadata,
+        access_v4,
+        access_v6,
+        disk_config,
+        admin_pass,
+        min_count,
+        max_count,
+        security_groups,
+        group,
     })
 }
 
-async fn create_server(State(app): State<AppState>, auth: Auth, bytes: Bytes) -> Result<Response> {
+async fn create_server(
+    State(app): State<AppState>,
+    auth: Auth,
+    req_id: RequestId,
+    bytes: Bytes,
+) -> Result<Response> {
     write_access(&auth)?;
     let s = svc(&app)?;
     let project = project(&auth)?;
@@ -972,17 +1110,91 @@ async fn create_server(State(app): State<AppState>, auth: Auth, bytes: Bytes) ->
     let req = parse_create(&app, s, &auth, &b)?;
     let ram = req.flavor["ram"].as_u64().unwrap_or(0);
     let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
-    // Quotas: instances, cores, RAM.
+    // Quotas: instances, cores, RAM, for as many as must be made.
     let (instances, cores, mem) = usage(s, &project);
-    if instances >= QUOTA_INSTANCES
-        || cores + vcpus as i64 > QUOTA_CORES
-        || mem + ram as i64 > QUOTA_RAM
-    {
+    let lim = super::admin::limits(s, &project);
+    let under = |key: &str, want: i64| {
+        let l = lim.get(key).and_then(|v| v.as_i64()).unwrap_or(-1);
+        l < 0 || want <= l
+    };
+    let fits = |n: i64| {
+        under("instances", instances + n)
+            && under("cores", cores + n * vcpus as i64)
+            && under("ram", mem + n * ram as i64)
+    };
+    if !fits(req.min_count as i64) {
         return Err(Error::Forbidden(
             "Quota exceeded for instances, cores or ram.".into(),
         ));
     }
-    let node = s.schedule(ram, vcpus)?;
+    let count = (req.min_count..=req.max_count)
+        .rev()
+        .find(|n| fits(*n as i64))
+        .unwrap_or(req.min_count);
+    let reservation = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let admin_pass = req.admin_pass.clone().unwrap_or_else(|| {
+        use rand::distributions::{Alphanumeric, DistString};
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+    });
+    let mut first = None;
+    for i in 1..=count {
+        let name = if count > 1 {
+            format!("{}-{i}", req.name)
+        } else {
+            req.name.clone()
+        };
+        let id = create_one(
+            s,
+            &auth,
+            &req,
+            &name,
+            &project,
+            &reservation,
+            &admin_pass,
+            &req_id,
+        )
+        .await?;
+        first.get_or_insert(id);
+    }
+    let id = first.unwrap_or_default();
+    if b.get("return_reservation_id") == Some(&json!(true)) {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "reservation_id": reservation })),
+        )
+            .into_response());
+    }
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"server": {"id": id, "links": server_links(&app, &id),
+            "OS-DCF:diskConfig": req.disk_config.as_deref().unwrap_or("MANUAL"),
+            "security_groups": [{"name": "default"}], "adminPass": admin_pass}}),
+        ),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/compute/v2.1/servers/{id}", app.base_url)) {
+        resp.headers_mut().insert("location", v);
+    }
+    Ok(resp)
+}
+
+/// Stores one server, makes its ports on the node the scheduler chose,
+/// and starts its boot; returns its id.
+#[allow(clippy::too_many_arguments)]
+async fn create_one(
+    s: &Compute,
+    auth: &Auth,
+    req: &Request,
+    name: &str,
+    project: &str,
+    reservation: &str,
+    admin_pass: &str,
+    req_id: &RequestId,
+) -> Result<String> {
+    let ram = req.flavor["ram"].as_u64().unwrap_or(0);
+    let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
+    let node = s.schedule_in_group(ram, vcpus, req.group.as_ref())?;
     let id = uuid::Uuid::new_v4().to_string();
     let host_id = {
         use sha2::Digest;
@@ -993,16 +1205,23 @@ async fn create_server(State(app): State<AppState>, auth: Auth, bytes: Bytes) ->
             .collect::<String>()
     };
     let t = now();
-    let rec = json!({
-        "id": id, "name": req.name, "status": "BUILD", "tenant_id": project, "user_id": auth.0.user_id,
+    let mut rec = json!({
+        "id": id, "name": name, "status": "BUILD", "tenant_id": project, "user_id": auth.0.user_id,
         "metadata": req.metadata, "hostId": host_id, "created": t, "updated": t,
         "key_name": req.key_name, "OS-EXT-STS:vm_state": "building", "OS-EXT-STS:task_state": "spawning",
         "OS-EXT-STS:power_state": 0, "ursa:node": node, "ursa:flavor_id": st(&req.flavor, "id"),
         "ursa:image_id": req.image_id, "ursa:user_data": req.user_data,
+        "accessIPv4": req.access_v4.clone().unwrap_or_default(),
+        "accessIPv6": req.access_v6.clone().unwrap_or_default(),
+        "OS-DCF:diskConfig": req.disk_config.as_deref().unwrap_or("MANUAL"),
+        "reservation_id": reservation, "ursa:password": "",
+        "ursa:group": req.group.as_ref().map(|g| g.0.clone()),
     })
     .as_object()
     .cloned()
     .unwrap_or_default();
+    let _ = admin_pass;
+    record_action(&mut rec, "create", req_id, auth);
     s.put(SERVER, rec.clone()).await?;
     // Ports first (netd makes the taps while the agent makes the disk).
     for net in &req.networks {
@@ -1010,16 +1229,17 @@ async fn create_server(State(app): State<AppState>, auth: Auth, bytes: Bytes) ->
             NetReq::Network(net, ip) => {
                 crate::network::api::create_server_port(
                     &s.networks,
-                    &auth,
+                    auth,
                     net,
                     ip.as_deref(),
+                    &req.security_groups,
                     &id,
                     &node,
                 )
                 .await
             }
             NetReq::Port(p) => {
-                crate::network::api::bind_server_port(&s.networks, &auth, p, &id, &node).await
+                crate::network::api::bind_server_port(&s.networks, auth, p, &id, &node).await
             }
         };
         if let Err(e) = made {
@@ -1036,16 +1256,7 @@ async fn create_server(State(app): State<AppState>, auth: Auth, bytes: Bytes) ->
         }
     }
     s.spawn_boot(rec);
-    let admin_pass: String = {
-        use rand::distributions::{Alphanumeric, DistString};
-        Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"server": {"id": id, "links": server_links(&app, &id), "OS-DCF:diskConfig": "MANUAL",
-                               "security_groups": [{"name": "default"}], "adminPass": admin_pass}})),
-    )
-        .into_response())
+    Ok(id)
 }
 
 async fn update_server(
@@ -1108,15 +1319,21 @@ async fn update_server(
 async fn delete_server(
     State(app): State<AppState>,
     auth: Auth,
+    req_id: RequestId,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Response> {
     write_access(&auth)?;
     let s = svc(&app)?;
     let id = last(&p);
-    find_server(s, &auth, &id)?;
+    let r = find_server(s, &auth, &id)?;
+    if r.get("locked") == Some(&json!(true)) && !auth.0.is_admin() {
+        return Err(Error::Conflict(format!("Instance {id} is locked")));
+    }
+    let a2 = Auth(auth.0.clone());
     let r = s
-        .update(&id, |r| {
+        .update(&id, move |r| {
             r.insert("OS-EXT-STS:task_state".into(), json!("deleting"));
+            record_action(r, "delete", &req_id, &a2);
             Ok(())
         })
         .await?;
@@ -1533,7 +1750,7 @@ pub(super) fn disk_config(b: &Map<String, Value>) -> Result<Option<String>> {
 // Limits and zones.
 
 /// A project's servers, and the cores and RAM their flavors take.
-fn usage(s: &Compute, project: &str) -> (i64, i64, i64) {
+pub(super) fn usage(s: &Compute, project: &str) -> (i64, i64, i64) {
     let flavors = s.docs(FLAVOR);
     s.docs(SERVER)
         .iter()
@@ -1551,11 +1768,14 @@ async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> 
     let s = svc(&app)?;
     let project = auth.0.project_id().unwrap_or("").to_string();
     let (instances, cores, ram) = usage(s, &project);
+    let l = super::admin::limits(s, &project);
     Ok(Json(json!({"limits": {"rate": [], "absolute": {
-        "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240, "maxImageMeta": 128,
-        "maxTotalKeypairs": QUOTA_KEYPAIRS, "maxSecurityGroupRules": 20, "maxSecurityGroups": 10,
-        "maxServerGroups": 10, "maxServerGroupMembers": 10, "maxTotalFloatingIps": 10,
-        "maxTotalInstances": QUOTA_INSTANCES, "maxTotalCores": QUOTA_CORES, "maxTotalRAMSize": QUOTA_RAM,
+        "maxServerMeta": l["metadata_items"], "maxPersonality": l["injected_files"],
+        "maxPersonalitySize": l["injected_file_content_bytes"], "maxImageMeta": 128,
+        "maxTotalKeypairs": l["key_pairs"], "maxSecurityGroupRules": 20, "maxSecurityGroups": 10,
+        "maxServerGroups": l["server_groups"], "maxServerGroupMembers": l["server_group_members"],
+        "maxTotalFloatingIps": 10,
+        "maxTotalInstances": l["instances"], "maxTotalCores": l["cores"], "maxTotalRAMSize": l["ram"],
         "totalInstancesUsed": instances, "totalCoresUsed": cores, "totalRAMUsed": ram,
         "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0}}})))
 }
@@ -1817,7 +2037,7 @@ async fn detach_volume(
 // ---------------------------------------------------------------------
 // Hypervisors, services and quotas (read-only views of what exists).
 
-fn admin_only(auth: &Auth, what: &str) -> Result<()> {
+pub(super) fn admin_only(auth: &Auth, what: &str) -> Result<()> {
     if auth.0.is_admin() {
         Ok(())
     } else {
@@ -1828,7 +2048,7 @@ fn admin_only(auth: &Auth, what: &str) -> Result<()> {
 }
 
 /// One compute node as a hypervisor (ids are the node's position, from 1).
-fn hypervisor(s: &Compute, i: usize) -> Value {
+pub(super) fn hypervisor(s: &Compute, i: usize) -> Value {
     let n = &s.nodes[i];
     let servers: Vec<Rec> = s
         .docs(SERVER)
@@ -1919,7 +2139,11 @@ async fn hypervisor_stats(State(app): State<AppState>, auth: Auth) -> Result<Jso
     Ok(Json(json!({"hypervisor_statistics": sum})))
 }
 
-async fn services(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+async fn services(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-services:list")?;
     let s = svc(&app)?;
     let mut v = vec![
@@ -1932,27 +2156,12 @@ async fn services(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>
             "status": "enabled", "state": "up", "updated_at": now(), "disabled_reason": null}),
         );
     }
+    let q = query(&raw);
+    v.retain(|x| {
+        q.iter().all(|(k, val)| match k.as_str() {
+            "host" | "binary" => x[k.as_str()] == val.as_str(),
+            _ => true,
+        })
+    });
     Ok(Json(json!({"services": v})))
-}
-
-fn quota_doc(project: &str) -> Value {
-    json!({"id": project, "instances": QUOTA_INSTANCES, "cores": QUOTA_CORES, "ram": QUOTA_RAM,
-           "floating_ips": -1, "fixed_ips": -1, "metadata_items": 128, "key_pairs": QUOTA_KEYPAIRS,
-           "security_groups": -1, "security_group_rules": -1, "injected_files": 5,
-           "injected_file_content_bytes": 10240, "injected_file_path_bytes": 255,
-           "server_groups": 10, "server_group_members": 10})
-}
-
-async fn quota_set(auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Result<Json<Value>> {
-    let project = param(&p, "project");
-    if !auth.0.is_admin() && auth.0.project_id() != Some(project.as_str()) {
-        return Err(Error::Forbidden(
-            "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.".into(),
-        ));
-    }
-    Ok(Json(json!({"quota_set": quota_doc(&project)})))
-}
-
-async fn quota_defaults(_auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Json<Value> {
-    Json(json!({"quota_set": quota_doc(&param(&p, "project"))}))
 }

@@ -12,11 +12,13 @@
 //! Today one agent runs inside `ursa up` (node `local`); the scheduler
 //! already filters nodes by free RAM and vCPUs and spreads by free RAM.
 
+pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod metadata;
 pub mod node;
 pub mod proxy;
+pub mod server_parts;
 pub mod snapshot;
 
 use crate::error::{Error, Result};
@@ -145,8 +147,45 @@ impl Compute {
         self.nodes.iter().find(|n| n.agent.node() == name)
     }
 
+    /// Like [`Compute::schedule`], honouring a server group's policy:
+    /// affinity keeps members on one node, anti-affinity on different
+    /// nodes (the soft policies prefer, and fall back to any node).
+    pub fn schedule_in_group(
+        &self,
+        ram: u64,
+        vcpus: u64,
+        group: Option<&(String, String)>,
+    ) -> Result<String> {
+        let Some((gid, policy)) = group else {
+            return self.schedule(ram, vcpus);
+        };
+        let used: Vec<String> = self
+            .docs(SERVER)
+            .iter()
+            .filter(|s| st(s, "ursa:group") == gid)
+            .map(|s| st(s, "ursa:node").to_string())
+            .collect();
+        let allowed = |n: &str| match policy.as_str() {
+            "affinity" | "soft-affinity" => used.is_empty() || used.iter().any(|u| u == n),
+            _ => !used.iter().any(|u| u == n),
+        };
+        match self.schedule_where(ram, vcpus, &allowed) {
+            Err(_) if policy.starts_with("soft-") => self.schedule(ram, vcpus),
+            other => other,
+        }
+    }
+
     /// Filters nodes that fit the flavor, then spreads by free RAM.
     pub fn schedule(&self, ram: u64, vcpus: u64) -> Result<String> {
+        self.schedule_where(ram, vcpus, &|_| true)
+    }
+
+    fn schedule_where(
+        &self,
+        ram: u64,
+        vcpus: u64,
+        allowed: &dyn Fn(&str) -> bool,
+    ) -> Result<String> {
         let servers = self.docs(SERVER);
         let flavors = self.docs(FLAVOR);
         let used = |node: &str| -> (u64, u64) {
@@ -167,6 +206,7 @@ impl Compute {
         };
         self.nodes
             .iter()
+            .filter(|n| allowed(n.agent.node()))
             .filter_map(|n| {
                 let (r, c) = used(n.agent.node());
                 // Overcommit as Nova does by default: RAM 1.5x, CPU 16x.

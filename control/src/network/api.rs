@@ -4027,6 +4027,7 @@ pub async fn create_server_port(
     auth: &Auth,
     net_id: &str,
     fixed_ip: Option<&str>,
+    security_groups: &[String],
     server_id: &str,
     host: &str,
 ) -> Result<Rec> {
@@ -4034,6 +4035,9 @@ pub async fn create_server_port(
     let owner = project(auth).to_string();
     let mut body = json!({"network_id": net_id, "device_id": server_id, "device_owner": "compute:nova",
                           "binding:host_id": host, "project_id": owner});
+    if !security_groups.is_empty() {
+        body["security_groups"] = json!(security_groups);
+    }
     if let Some(ip) = fixed_ip {
         body["fixed_ips"] = json!([{ "ip_address": ip }]);
     }
