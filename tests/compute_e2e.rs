@@ -648,6 +648,132 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
             "the outside never reached {fip_ip}"
         );
     }
+    // An interface hot-plugged into the first guest (a tap on its node and
+    // a virtio NIC through QMP), listed, then unplugged and gone.
+    let node_of = |i: usize| {
+        let (_, s) = api.server_status(&admin, &servers[i]);
+        lab.hv(if s["OS-EXT-SRV-ATTR:host"] == "h1" {
+            1
+        } else {
+            2
+        })
+    };
+    let tap_on = |ns: &str, tap: &str| {
+        netlab::sh(&["ip", "-n", ns, "link", "show", tap])
+            .status
+            .success()
+    };
+    let (st, att) = api.call(
+        "POST",
+        &format!("/compute/v2.1/servers/{}/os-interface", servers[0]),
+        &admin,
+        Some(json!({"interfaceAttachment": {"net_id": net_id}})),
+    );
+    assert_eq!(st, 200, "{att}");
+    let extra = att["interfaceAttachment"]["port_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let extra_tap = ursa_proto::netd::tap_device(&extra);
+    assert!(
+        tap_on(&node_of(0), &extra_tap),
+        "no tap {extra_tap} on the guest's node"
+    );
+    let (_, list) = api.call(
+        "GET",
+        &format!("/compute/v2.1/servers/{}/os-interface", servers[0]),
+        &admin,
+        None,
+    );
+    assert_eq!(
+        list["interfaceAttachments"].as_array().map(Vec::len),
+        Some(2),
+        "{list}"
+    );
+    let (st, _) = api.call(
+        "DELETE",
+        &format!("/compute/v2.1/servers/{}/os-interface/{extra}", servers[0]),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 202);
+    let (st, _) = api.call("GET", &format!("/network/v2.0/ports/{extra}"), &admin, None);
+    assert_eq!(st, 404, "the interface's port goes with it");
+    let t0 = Instant::now();
+    while tap_on(&node_of(0), &extra_tap) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "tap {extra_tap} stayed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Pause freezes the guest and unpause lets it run on (same QEMU).
+    let before = guests_under(&state);
+    for (action, want) in [("pause", "PAUSED"), ("unpause", "ACTIVE")] {
+        let (st, v) = api.call(
+            "POST",
+            &format!("/compute/v2.1/servers/{}/action", servers[1]),
+            &admin,
+            Some(json!({ action: null })),
+        );
+        assert_eq!(st, 202, "{action}: {v}");
+        api.wait_status(&admin, &servers[1], &[want], Duration::from_secs(30));
+    }
+    assert_eq!(guests_under(&state), before);
+    // A snapshot of the second guest's disk becomes an image, and a new
+    // server boots from it (on either node) and takes its lease.
+    let resp = cloud
+        .http()
+        .post(format!(
+            "{}/compute/v2.1/servers/{}/action",
+            cloud.url.trim_end_matches("/v3"),
+            servers[1]
+        ))
+        .header("X-Auth-Token", &admin)
+        .json(&json!({"createImage": {"name": "snap"}}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let loc = resp.headers()["location"].to_str().unwrap().to_string();
+    let snap = loc.rsplit('/').next().unwrap().to_string();
+    let t0 = Instant::now();
+    loop {
+        let (_, img) = api.call("GET", &format!("/image/v2/images/{snap}"), &admin, None);
+        if img["status"] == "active" {
+            assert!(img["size"].as_u64().unwrap_or(0) > 0, "{img}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "snapshot never became active: {img}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (st, v) = api.call(
+        "POST",
+        "/compute/v2.1/servers",
+        &admin,
+        Some(
+            json!({"server": {"name": "from-snap", "imageRef": snap, "flavorRef": "1",
+                               "networks": [{"uuid": net_id}]}}),
+        ),
+    );
+    assert_eq!(st, 202, "{v}");
+    let from_snap = v["server"]["id"].as_str().unwrap().to_string();
+    let s = api.wait_status(
+        &admin,
+        &from_snap,
+        &["ACTIVE", "ERROR"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(s["status"], "ACTIVE", "{s}");
+    let addr = s["addresses"]["two"][0]["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.wait_console(&admin, &from_snap, &format!("URSA-TINY: address {addr}"));
+    servers.push(from_snap);
+
     // Deleting the servers stops their guests on both nodes and gives the
     // ports back unbound (they were given, not made, by the servers).
     for id in &servers {

@@ -72,6 +72,11 @@ enum Cmd {
             conflicts_with = "no_compute"
         )]
         compute: Vec<String>,
+        /// A bootable raw disk (`images/tiny/build.sh OUT` makes
+        /// `OUT/tiny.raw`) to register as the public image `tiny` when no
+        /// image of that name exists.
+        #[arg(long, env = "URSA_TINY_IMAGE")]
+        tiny_image: Option<PathBuf>,
         /// Where the metadata API listens for the netd nodes' metadata
         /// proxies (each is told the URL); the local netd reaches 127.0.0.1.
         #[arg(long, env = "URSA_METADATA_BIND", default_value = "127.0.0.1:0")]
@@ -168,6 +173,7 @@ fn main() -> anyhow::Result<()> {
             no_netd,
             no_compute,
             compute,
+            tiny_image,
             metadata_bind,
             external_interface,
             vni_ranges,
@@ -192,6 +198,7 @@ fn main() -> anyhow::Result<()> {
                 no_netd,
                 no_compute,
                 compute,
+                tiny_image,
                 metadata_bind,
                 external_interface,
                 net,

@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub no_compute: bool,
     /// NAME=ENDPOINT of remote compute agents (`ursa agent`).
     pub compute: Vec<String>,
+    /// A raw disk to register as the public image `tiny`.
+    pub tiny_image: Option<PathBuf>,
     /// The metadata API's listener.
     pub metadata_bind: std::net::SocketAddr,
     /// The interface the local netd bridges into the external network.
@@ -232,7 +234,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .model()
         .project_by_name("default", ADMIN_PROJECT)
         .map(|p| p.id.clone());
-    if let Some(p) = admin_project {
+    if let Some(p) = &admin_project {
         crate::network::api::bootstrap(&networks, &p)
             .await
             .context("creating the public and private networks")?;
@@ -250,6 +252,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     });
     if let Some(c) = &compute {
         c.adopt().await.context("adopting running guests")?;
+    }
+    if let (Some(path), Some(p)) = (&opts.tiny_image, &admin_project) {
+        register_tiny(&images, p, path)
+            .await
+            .with_context(|| format!("registering {} as image tiny", path.display()))?;
     }
     let app = api::router(AppState {
         images,
@@ -401,6 +408,39 @@ fn spawn_daemon(
 /// here (state under `<state>/netd`, VTEP 127.0.0.1, physical network
 /// `public` on `external_interface` when given). No netd binary, or no
 /// privileges for it: the network API still works, nothing is plugged.
+/// Registers a raw disk as the public image `tiny` (once: an image of that
+/// name already there is kept).
+async fn register_tiny(
+    images: &crate::image::Images,
+    owner: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    if images
+        .all()
+        .iter()
+        .any(|i| i.get("name").and_then(|n| n.as_str()) == Some("tiny"))
+    {
+        return Ok(());
+    }
+    anyhow::ensure!(path.is_file(), "no such file");
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = crate::image::now();
+    let img = serde_json::json!({"id": id, "name": "tiny", "status": "saving", "visibility": "public",
+        "protected": false, "os_hidden": false, "checksum": null, "os_hash_algo": null,
+        "os_hash_value": null, "owner": owner, "size": null, "virtual_size": null, "min_ram": 0,
+        "min_disk": 0, "disk_format": "raw", "container_format": "bare", "created_at": now,
+        "updated_at": now, "tags": []});
+    images
+        .put(img.as_object().cloned().unwrap_or_default())
+        .await?;
+    images.import_file(&id, path).await?;
+    eprintln!(
+        "Registered {} as the public image tiny ({id}).",
+        path.display()
+    );
+    Ok(())
+}
+
 /// The compute nodes: the agents `--compute` names, or one agent in this
 /// process when guests can run here (QEMU installed and a network node to
 /// make their taps).

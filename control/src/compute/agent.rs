@@ -8,8 +8,12 @@
 //! starts a second QEMU on the same disk. Networking is the tap device
 //! netd made for the server's port (by name); the agent only opens it.
 //!
-//! Acceleration: KVM when `accel` says so, otherwise TCG (here /dev/kvm
-//! opens but Linux guests hang under it, so TCG is the default).
+//! Acceleration: `URSA_ACCEL=kvm` or `tcg` forces one; by default
+//! ("auto") a guest starts under KVM when /dev/kvm opens, and the agent
+//! watches its first seconds: a guest KVM cannot run (on this machine
+//! /dev/kvm opens but guests stop in a KVM internal error) is restarted
+//! under TCG, and the node remembers (`<dir>/kvm-broken`) so later guests
+//! start under TCG at once.
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -45,12 +49,28 @@ type R<T> = std::result::Result<T, String>;
 
 impl Agent {
     pub fn new(node: &str, dir: &Path) -> Agent {
-        let accel = std::env::var("URSA_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let accel = std::env::var("URSA_ACCEL").unwrap_or_else(|_| "auto".into());
         Agent {
             node: node.to_string(),
             dir: dir.to_path_buf(),
             accel,
             qemu: "qemu-system-x86_64".into(),
+        }
+    }
+
+    /// What the next guest starts under: "kvm" or "tcg".
+    pub fn effective_accel(&self) -> String {
+        match self.accel.as_str() {
+            "auto" => {
+                let kvm_ok = !self.dir.join("kvm-broken").exists()
+                    && std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open("/dev/kvm")
+                        .is_ok();
+                if kvm_ok { "kvm" } else { "tcg" }.to_string()
+            }
+            other => other.to_string(),
         }
     }
 
@@ -142,7 +162,7 @@ impl Agent {
             "-name".into(),
             format!("guest={},debug-threads=on", g.id),
             "-accel".into(),
-            self.accel.clone(),
+            self.effective_accel(),
             "-m".into(),
             g.ram_mb.to_string(),
             "-smp".into(),
@@ -166,11 +186,8 @@ impl Agent {
             d.join("qemu.pid").display().to_string(),
             "-daemonize".into(),
         ];
-        for (i, (tap, mac)) in g.nics.iter().enumerate() {
-            args.push("-netdev".into());
-            args.push(format!("tap,id=n{i},ifname={tap},script=no,downscript=no"));
-            args.push("-device".into());
-            args.push(format!("virtio-net-pci,netdev=n{i},mac={mac}"));
+        for (tap, mac) in &g.nics {
+            args.extend(nic_args(tap, mac));
         }
         std::fs::write(d.join("cmdline.json"), json!(args).to_string())
             .map_err(|e| format!("saving the command line: {e}"))?;
@@ -201,10 +218,59 @@ impl Agent {
         }
         // QEMU is up once its monitor answers and the VM runs.
         let st = self.qmp(id, "query-status", json!({})).await?;
+        let kvm = args.windows(2).any(|w| w[0] == "-accel" && w[1] == "kvm");
+        if kvm && self.accel == "auto" && !self.kvm_runs(id, &st).await {
+            // KVM opened but cannot run this guest: TCG from now on.
+            tracing::warn!(
+                server = id,
+                "the guest stopped under KVM; falling back to TCG"
+            );
+            let _ = std::fs::write(
+                self.dir.join("kvm-broken"),
+                "a guest stopped in a KVM internal error; guests run under TCG\n",
+            );
+            self.power_off(id).await;
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| {
+                    if a == "kvm" {
+                        "tcg".to_string()
+                    } else {
+                        a.clone()
+                    }
+                })
+                .collect();
+            self.save_args(id, &args)?;
+            return Box::pin(self.launch(id)).await;
+        }
         if st["status"] != "running" {
             return Err(format!("QEMU started but the guest is {}", st["status"]));
         }
         Ok(())
+    }
+
+    /// Watches a guest's first seconds under KVM: false when it stops in
+    /// an internal error (here that comes 4 to 6 s in, when the boot
+    /// loader starts the kernel); true once it writes to its console, or
+    /// after 20 s of running.
+    async fn kvm_runs(&self, id: &str, first: &Value) -> bool {
+        let mut st = first.clone();
+        let console = self.console_path(id);
+        for _ in 0..100 {
+            match st["status"].as_str() {
+                Some("internal-error") | Some("guest-panicked") | Some("shutdown") => return false,
+                _ => {}
+            }
+            if std::fs::metadata(&console).is_ok_and(|m| m.len() > 0) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match self.qmp(id, "query-status", json!({})).await {
+                Ok(v) => st = v,
+                Err(_) => return false,
+            }
+        }
+        st["status"] == "running"
     }
 
     /// One QMP command on the guest's monitor.
@@ -395,6 +461,77 @@ impl Agent {
         Ok(())
     }
 
+    /// Hot-plugs a NIC on `tap`; it stays in the saved command line.
+    pub async fn attach_nic(&self, id: &str, tap: &str, mac: &str) -> R<()> {
+        let t = nic_tag(tap);
+        if self.running(id) {
+            self.qmp(
+                id,
+                "netdev_add",
+                json!({"type": "tap", "id": format!("n{t}"), "ifname": tap,
+                       "script": "no", "downscript": "no"}),
+            )
+            .await?;
+            if let Err(e) = self
+                .qmp(
+                    id,
+                    "device_add",
+                    json!({"driver": "virtio-net-pci", "id": format!("d{t}"),
+                           "netdev": format!("n{t}"), "mac": mac}),
+                )
+                .await
+            {
+                let _ = self
+                    .qmp(id, "netdev_del", json!({"id": format!("n{t}")}))
+                    .await;
+                return Err(e);
+            }
+        }
+        let mut args = self.saved_args(id)?;
+        args.extend(nic_args(tap, mac));
+        self.save_args(id, &args)
+    }
+
+    /// Unplugs the NIC on `tap` (the guest acknowledges) and forgets it.
+    pub async fn detach_nic(&self, id: &str, tap: &str) -> R<()> {
+        let t = nic_tag(tap);
+        if self.running(id) {
+            self.qmp(id, "device_del", json!({"id": format!("d{t}")}))
+                .await?;
+            let path = format!("/machine/peripheral/d{t}");
+            let t0 = std::time::Instant::now();
+            while self
+                .qmp(id, "qom-list", json!({"path": path}))
+                .await
+                .is_ok()
+            {
+                if t0.elapsed() > Duration::from_secs(30) {
+                    return Err("the guest did not release the interface".into());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let _ = self
+                .qmp(id, "netdev_del", json!({"id": format!("n{t}")}))
+                .await;
+        }
+        let args = self.saved_args(id)?;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            if (args[i] == "-netdev" || args[i] == "-device")
+                && args
+                    .get(i + 1)
+                    .is_some_and(|a| a.contains(&format!("n{t},")) || a.ends_with(&format!("n{t}")))
+            {
+                i += 2;
+                continue;
+            }
+            out.push(args[i].clone());
+            i += 1;
+        }
+        self.save_args(id, &out)
+    }
+
     pub async fn reboot(&self, id: &str) -> R<()> {
         self.qmp(id, "system_reset", json!({})).await.map(|_| ())
     }
@@ -440,6 +577,23 @@ pub fn link_exists(name: &str) -> bool {
     };
     // SAFETY: a NUL-terminated string the call only reads.
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// QEMU ids for a NIC's netdev (`n…`) and device (`d…`): the tap's
+/// port part.
+fn nic_tag(tap: &str) -> String {
+    tap.trim_start_matches("utp-").to_string()
+}
+
+/// The command line of a NIC on `tap`.
+fn nic_args(tap: &str, mac: &str) -> [String; 4] {
+    let t = nic_tag(tap);
+    [
+        "-netdev".into(),
+        format!("tap,id=n{t},ifname={tap},script=no,downscript=no"),
+        "-device".into(),
+        format!("virtio-net-pci,id=d{t},netdev=n{t},mac={mac}"),
+    ]
 }
 
 /// QEMU ids for a volume's chardev (`c…`) and device (`v…`).

@@ -187,6 +187,28 @@ impl NodeAgent {
         }
     }
 
+    pub async fn attach_nic(&self, id: &str, tap: &str, mac: &str) -> R<()> {
+        match self.client() {
+            None => self.local().attach_nic(id, tap, mac).await,
+            Some(mut c) => c
+                .attach_nic(nic(id, tap, mac))
+                .await
+                .map(|_| ())
+                .map_err(msg),
+        }
+    }
+
+    pub async fn detach_nic(&self, id: &str, tap: &str) -> R<()> {
+        match self.client() {
+            None => self.local().detach_nic(id, tap).await,
+            Some(mut c) => c
+                .detach_nic(nic(id, tap, ""))
+                .await
+                .map(|_| ())
+                .map_err(msg),
+        }
+    }
+
     pub async fn wait_tap(&self, tap: &str, within: Duration) -> R<()> {
         match self.client() {
             None => self.local().wait_tap(tap, within).await,
@@ -208,6 +230,24 @@ impl NodeAgent {
             NodeAgent::Remote { .. } => unreachable!("a remote node has no local agent"),
         }
     }
+}
+
+fn nic(id: &str, tap: &str, mac: &str) -> pb::NicRequest {
+    pb::NicRequest {
+        id: id.to_string(),
+        tap: tap.to_string(),
+        mac: mac.to_string(),
+    }
+}
+
+/// A tap name as netd makes them (`utp-` and hex digits), nothing else.
+fn checked_tap(tap: &str) -> Result<&str, Status> {
+    let ok = tap.len() <= 15
+        && tap
+            .strip_prefix("utp-")
+            .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()));
+    ok.then_some(tap)
+        .ok_or_else(|| Status::invalid_argument(format!("{tap:?} is not a tap device name")))
 }
 
 fn disk(id: &str, volume_id: &str, socket: &str) -> pb::DiskRequest {
@@ -268,7 +308,7 @@ impl agent_server::Agent for AgentService {
             node_name: self.agent.node.clone(),
             ram_mb: self.ram_mb,
             vcpus: self.vcpus,
-            accel: self.agent.accel.clone(),
+            accel: self.agent.effective_accel(),
         }))
     }
 
@@ -389,6 +429,30 @@ impl agent_server::Agent for AgentService {
             .detach_disk(checked_id(&r.id)?, &r.volume_id)
             .await
             .map_err(failed)?;
+        Ok(Response::new(pb::Done {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(server = %r.get_ref().id))]
+    async fn attach_nic(&self, r: Request<pb::NicRequest>) -> Result<Response<pb::Done>, Status> {
+        let r = r.into_inner();
+        let id = checked_id(&r.id)?;
+        let tap = checked_tap(&r.tap)?;
+        if !r.mac.chars().all(|c| c.is_ascii_hexdigit() || c == ':') || r.mac.len() != 17 {
+            return Err(Status::invalid_argument("mac is not a MAC address"));
+        }
+        self.agent
+            .attach_nic(id, tap, &r.mac)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Done {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(server = %r.get_ref().id))]
+    async fn detach_nic(&self, r: Request<pb::NicRequest>) -> Result<Response<pb::Done>, Status> {
+        let r = r.into_inner();
+        let id = checked_id(&r.id)?;
+        let tap = checked_tap(&r.tap)?;
+        self.agent.detach_nic(id, tap).await.map_err(failed)?;
         Ok(Response::new(pb::Done {}))
     }
 

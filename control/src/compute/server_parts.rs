@@ -38,6 +38,14 @@ pub fn routes() -> Router<AppState> {
             get(password).delete(clear_password),
         )
         .route("/servers/{id}/diagnostics", get(diagnostics))
+        .route(
+            "/servers/{id}/os-interface",
+            get(list_interfaces).post(attach_interface),
+        )
+        .route(
+            "/servers/{id}/os-interface/{port}",
+            get(show_interface).delete(detach_interface),
+        )
         .route("/os-server-groups", get(list_groups).post(create_group))
         .route(
             "/os-server-groups/{gid}",
@@ -353,6 +361,186 @@ async fn diagnostics(
         "memory_details": {"maximum": flavor.get("ram").cloned().unwrap_or(json!(0)), "used": 0},
         "config_drive": false,
     })))
+}
+
+// ---------------------------------------------------------------------
+// Interfaces (`os-interface`): a server's ports, hot-plugged.
+
+fn interface_view(s: &Compute, p: &Rec) -> Value {
+    let ips: Vec<Value> = p
+        .get("fixed_ips")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .map(|x| json!({"subnet_id": x["subnet_id"], "ip_address": x["ip_address"]}))
+        .collect();
+    let host = st(p, "binding:host_id");
+    let up = !host.is_empty() && s.networks.pusher.node_ok(host) == Some(true);
+    json!({"port_state": if up { "ACTIVE" } else { "DOWN" }, "fixed_ips": ips,
+           "port_id": p["id"], "net_id": p["network_id"], "mac_addr": p["mac_address"]})
+}
+
+fn server_ports(s: &Compute, id: &str) -> Vec<Rec> {
+    let m = s.identity.model();
+    crate::network::recs(&m, crate::network::PORT)
+        .filter(|p| st(p, "device_id") == id)
+        .cloned()
+        .collect()
+}
+
+async fn list_interfaces(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let id = last(&p);
+    find_server(s, &auth, &id)?;
+    let v: Vec<Value> = server_ports(s, &id)
+        .iter()
+        .map(|p| interface_view(s, p))
+        .collect();
+    Ok(Json(json!({ "interfaceAttachments": v })))
+}
+
+async fn show_interface(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let (id, port) = (param(&p, "id"), param(&p, "port"));
+    find_server(s, &auth, &id)?;
+    let pr = server_ports(s, &id)
+        .into_iter()
+        .find(|x| st(x, "id") == port)
+        .ok_or_else(|| Error::NotFound(format!("Port {port} is not attached to instance {id}.")))?;
+    Ok(Json(json!({"interfaceAttachment": interface_view(s, &pr)})))
+}
+
+async fn attach_interface(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let id = last(&p);
+    let r = find_server(s, &auth, &id)?;
+    if !matches!(st(&r, "status"), "ACTIVE" | "SHUTOFF" | "PAUSED") {
+        return Err(Error::Conflict(format!(
+            "Cannot 'attach_interface' instance {id} while it is in vm_state {}",
+            st(&r, "OS-EXT-STS:vm_state")
+        )));
+    }
+    let b = body_obj(&bytes, "interfaceAttachment")?;
+    let node_name = st(&r, "ursa:node").to_string();
+    let node = s
+        .node(&node_name)
+        .cloned()
+        .ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
+    let net_id = b.get("net_id").and_then(|v| v.as_str());
+    let port_id = b.get("port_id").and_then(|v| v.as_str());
+    let fixed_ip = b
+        .get("fixed_ips")
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.first())
+        .and_then(|x| x.get("ip_address"))
+        .and_then(|v| v.as_str());
+    let port = match (port_id, net_id) {
+        (Some(pid), None) => {
+            crate::network::api::bind_server_port(&s.networks, &auth, pid, &id, &node_name)
+                .await
+                .map_err(|e| match e {
+                    Error::NotFound(m) => Error::NotFound(m),
+                    Error::Conflict(m) => Error::Conflict(m),
+                    other => other,
+                })?
+        }
+        (None, net) => {
+            let net = match net {
+                Some(n) => n.to_string(),
+                None => {
+                    let nets = crate::network::api::usable_networks(&s.networks, &auth);
+                    match nets.as_slice() {
+                        [one] => one.clone(),
+                        _ => return Err(Error::BadRequest("Give a net_id or a port_id.".into())),
+                    }
+                }
+            };
+            crate::network::api::create_server_port(
+                &s.networks,
+                &auth,
+                &net,
+                fixed_ip,
+                &[],
+                &id,
+                &node_name,
+            )
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(m) => Error::NotFound(m),
+                Error::Conflict(m) => Error::Conflict(m),
+                Error::Forbidden(m) => Error::NotFound(m),
+                other => other,
+            })?
+        }
+        (Some(_), Some(_)) => {
+            return Err(Error::BadRequest(
+                "Give a net_id or a port_id, not both.".into(),
+            ))
+        }
+    };
+    let pid = st(&port, "id").to_string();
+    let tap = ursa_proto::netd::tap_device(&pid);
+    s.networks.pusher.kick();
+    let plugged = async {
+        node.agent
+            .wait_tap(&tap, std::time::Duration::from_secs(30))
+            .await?;
+        node.agent
+            .attach_nic(&id, &tap, st(&port, "mac_address"))
+            .await
+    }
+    .await;
+    if let Err(e) = plugged {
+        let _ = crate::network::api::release_port(&s.networks, &pid).await;
+        return Err(Error::Internal(format!(
+            "Failed to attach network adapter device to {id}: {e}"
+        )));
+    }
+    let port = {
+        let m = s.identity.model();
+        crate::network::rec(&m, crate::network::PORT, &pid).unwrap_or(port)
+    };
+    Ok(Json(
+        json!({"interfaceAttachment": interface_view(s, &port)}),
+    ))
+}
+
+async fn detach_interface(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let (id, port) = (param(&p, "id"), param(&p, "port"));
+    let r = find_server(s, &auth, &id)?;
+    if !server_ports(s, &id).iter().any(|x| st(x, "id") == port) {
+        return Err(Error::NotFound(format!(
+            "Port {port} is not attached to instance {id}."
+        )));
+    }
+    if let Some(n) = s.node(st(&r, "ursa:node")) {
+        n.agent
+            .detach_nic(&id, &ursa_proto::netd::tap_device(&port))
+            .await
+            .map_err(|e| Error::Internal(format!("Failed to detach interface: {e}")))?;
+    }
+    crate::network::api::release_port(&s.networks, &port).await?;
+    Ok(empty(StatusCode::ACCEPTED))
 }
 
 // ---------------------------------------------------------------------

@@ -4075,29 +4075,42 @@ pub async fn bind_server_port(
 /// floating IPs let go), the ones it was given are unbound and kept.
 pub async fn delete_device_ports(s: &Networks, device_id: &str) -> Result<()> {
     s.change(|m| {
-        let mut ops = Vec::new();
-        for p in recs(m, PORT).filter(|p| st(p, "device_id") == device_id) {
-            let pid = st(p, "id").to_string();
-            if p.get("ursa:given") == Some(&json!(true)) {
-                let mut p = p.clone();
-                p.remove("ursa:given");
-                for k in ["device_id", "device_owner", "binding:host_id"] {
-                    p.insert(k.into(), json!(""));
-                }
-                bump(&mut p);
-                ops.push(put(PORT, &p));
-                continue;
-            }
-            for f in recs(m, FIP).filter(|f| st(f, "port_id") == pid) {
-                let mut f = f.clone();
-                disassociate(&mut f);
-                ops.push(put(FIP, &f));
-            }
-            ops.push(Op::delete(PORT, &pid));
-        }
-        Ok((ops, ()))
+        let ids: Vec<String> = recs(m, PORT)
+            .filter(|p| st(p, "device_id") == device_id)
+            .map(|p| st(p, "id").to_string())
+            .collect();
+        Ok((ids.iter().flat_map(|id| plan_release(m, id)).collect(), ()))
     })
     .await
+}
+
+/// One port taken off its server (interface detach), as above.
+pub async fn release_port(s: &Networks, port_id: &str) -> Result<()> {
+    s.change(|m| Ok((plan_release(m, port_id), ()))).await
+}
+
+fn plan_release(m: &Model, port_id: &str) -> Vec<Op> {
+    let Some(p) = rec(m, PORT, port_id) else {
+        return Vec::new();
+    };
+    let mut ops = Vec::new();
+    if p.get("ursa:given") == Some(&json!(true)) {
+        let mut p = p.clone();
+        p.remove("ursa:given");
+        for k in ["device_id", "device_owner", "binding:host_id"] {
+            p.insert(k.into(), json!(""));
+        }
+        bump(&mut p);
+        ops.push(put(PORT, &p));
+        return ops;
+    }
+    for f in recs(m, FIP).filter(|f| st(f, "port_id") == port_id) {
+        let mut f = f.clone();
+        disassociate(&mut f);
+        ops.push(put(FIP, &f));
+    }
+    ops.push(Op::delete(PORT, port_id));
+    ops
 }
 
 /// A server's addresses as Nova shows them, by network name.
