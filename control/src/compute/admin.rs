@@ -38,7 +38,8 @@ pub fn routes() -> Router<AppState> {
         .route("/flavors/{id}/os-flavor-access", get(flavor_access))
         .route("/flavors/{id}/action", post(flavor_action))
         .route("/os-hosts", get(hosts))
-        .route("/os-hosts/{host}", get(host_show))
+        .route("/os-hosts/{host}", get(host_show).put(host_update))
+        .route("/os-hosts/{host}/{power}", get(host_power))
         .route(
             "/os-aggregates",
             get(list_aggregates).post(create_aggregate),
@@ -463,7 +464,10 @@ async fn hosts(
     });
     let v: Vec<Value> = host_list(s)
         .into_iter()
-        .filter(|h| zone.as_deref().is_none_or(|z| h["zone"] == z))
+        .filter(|h| {
+            zone.as_deref()
+                .is_none_or(|z| z.is_empty() || h["zone"] == z)
+        })
         .collect();
     Ok(Json(json!({ "hosts": v })))
 }
@@ -490,12 +494,89 @@ async fn host_show(
     ]})))
 }
 
+fn known_host(s: &Compute, host: &str) -> Result<()> {
+    if s.nodes.iter().any(|n| n.agent.node() == host) {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!(
+            "Compute host {host} could not be found."
+        )))
+    }
+}
+
+/// `PUT /os-hosts/{host}`: enable or disable a host, or its maintenance
+/// mode. Ursa keeps scheduling on it (its one flag is the service state).
+async fn host_update(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
+    admin_only(&auth, "os_compute_api:os-hosts:update")?;
+    let s = svc(&app)?;
+    let host = last(&p);
+    let b: Map<String, Value> = parse_body(&bytes)?;
+    let mut out = json!({ "host": host });
+    let mut any = false;
+    for k in ["status", "maintenance_mode"] {
+        if let Some(v) = b.get(k) {
+            let v = v.as_str().unwrap_or("");
+            let word = match (k, v) {
+                ("status", "enable") => "enabled",
+                ("status", "disable") => "disabled",
+                ("maintenance_mode", "enable") => "on_maintenance",
+                ("maintenance_mode", "disable") => "off_maintenance",
+                _ => {
+                    return Err(Error::BadRequest(format!(
+                        "Invalid input for field/attribute {k}."
+                    )))
+                }
+            };
+            out[k] = json!(word);
+            any = true;
+        }
+    }
+    if !any || b.keys().any(|k| k != "status" && k != "maintenance_mode") {
+        return Err(Error::BadRequest(
+            "'status' or 'maintenance_mode' needed for host update".into(),
+        ));
+    }
+    known_host(s, &host)?;
+    Ok(Json(out))
+}
+
+/// `GET /os-hosts/{host}/reboot|shutdown|startup`: host power management,
+/// which Ursa's QEMU nodes do not offer (as libvirt's driver does not).
+async fn host_power(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
+    let power = param(&p, "power");
+    if !matches!(power.as_str(), "reboot" | "shutdown" | "startup") {
+        return Err(Error::NotFound(format!("No such host action: {power}")));
+    }
+    admin_only(&auth, &format!("os_compute_api:os-hosts:{power}"))?;
+    let s = svc(&app)?;
+    known_host(s, &param(&p, "host"))?;
+    Err(Error::NotImplemented(
+        "Virt driver does not implement host power management.".into(),
+    ))
+}
+
 // ---------------------------------------------------------------------
 // Aggregates.
 
 fn aggregate_view(a: &Rec) -> Value {
     let mut v = a.clone();
-    v.retain(|k, _| !k.starts_with("ursa:"));
+    v.retain(|k, _| !k.starts_with("ursa:") && k != "uuid");
+    Value::Object(v)
+}
+
+/// At 2.1 a created aggregate is answered without hosts and metadata.
+fn created_aggregate_view(a: &Rec) -> Value {
+    let mut v = a.clone();
+    v.retain(|k, _| !matches!(k.as_str(), "hosts" | "metadata" | "uuid"));
     Value::Object(v)
 }
 
@@ -577,7 +658,7 @@ async fn create_aggregate(
             ))
         })
         .await?;
-    Ok(Json(json!({"aggregate": aggregate_view(&a)})))
+    Ok(Json(json!({"aggregate": created_aggregate_view(&a)})))
 }
 
 async fn show_aggregate(
@@ -791,7 +872,7 @@ fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn usage_of(s: &Compute, project: &str, q: &[(String, String)]) -> Result<Value> {
+fn usage_of(s: &Compute, project: &str, q: &[(String, String)], one: bool) -> Result<Value> {
     let now_t = chrono::Utc::now();
     let start = parse_time(q, "start")?.unwrap_or(now_t - chrono::Duration::days(1));
     let end = parse_time(q, "end")?.unwrap_or(now_t);
@@ -800,7 +881,7 @@ fn usage_of(s: &Compute, project: &str, q: &[(String, String)]) -> Result<Value>
             "Invalid start time: the start is after the end.".into(),
         ));
     }
-    let detailed = q.iter().any(|(k, v)| k == "detailed" && v == "1");
+    let detailed = one || q.iter().any(|(k, v)| k == "detailed" && v == "1");
     let flavors = s.docs(FLAVOR);
     let mut servers = Vec::new();
     let (mut hours, mut mem, mut cpu, mut disk) = (0f64, 0f64, 0f64, 0f64);
@@ -818,13 +899,14 @@ fn usage_of(s: &Compute, project: &str, q: &[(String, String)]) -> Result<Value>
             .iter()
             .find(|f| st(f, "id") == st(r, "ursa:flavor_id"));
         let get = |k: &str| f.and_then(|f| f[k].as_f64()).unwrap_or(0.0);
+        let int = |k: &str| f.and_then(|f| f[k].as_i64()).unwrap_or(0);
         hours += h;
         mem += h * get("ram");
         cpu += h * get("vcpus");
         disk += h * get("disk");
         servers.push(
             json!({"instance_id": r["id"], "name": r["name"], "hours": h,
-            "memory_mb": get("ram"), "local_gb": get("disk"), "vcpus": get("vcpus"),
+            "memory_mb": int("ram"), "local_gb": int("disk"), "vcpus": int("vcpus"),
             "tenant_id": project, "flavor": f.map(|f| f["name"].clone()).unwrap_or(Value::Null),
             "started_at": r["created"], "ended_at": null, "state": st(r, "status").to_lowercase(),
             "uptime": (h * 3600.0) as i64}),
@@ -856,7 +938,7 @@ async fn usage_all(
     projects.dedup();
     let mut out = Vec::new();
     for p in projects {
-        out.push(usage_of(s, &p, &q)?);
+        out.push(usage_of(s, &p, &q, false)?);
     }
     Ok(Json(json!({ "tenant_usages": out })))
 }
@@ -876,7 +958,7 @@ async fn usage_one(
     }
     let s = svc(&app)?;
     Ok(Json(
-        json!({"tenant_usage": usage_of(s, &project, &query_pairs(&raw))?}),
+        json!({"tenant_usage": usage_of(s, &project, &query_pairs(&raw), true)?}),
     ))
 }
 
@@ -1037,6 +1119,11 @@ const EXTENSIONS: &[(&str, &str)] = &[
     ("os-shelve", "Shelve"),
     ("os-security-groups", "SecurityGroups"),
     ("os-floating-ips", "FloatingIps"),
+    ("os-consoles", "Consoles"),
+    ("os-console-output", "ConsoleOutput"),
+    ("os-interface", "AttachInterfaces"),
+    ("os-server-password", "ServerPassword"),
+    ("os-instance-usage-audit-log", "OSInstanceUsageAuditLog"),
 ];
 
 fn extension_doc(alias: &str, name: &str) -> Value {

@@ -394,17 +394,24 @@ impl Agent {
     pub async fn detach_disk(&self, id: &str, volume_id: &str) -> R<()> {
         let tag = tag(volume_id);
         if self.running(id) {
-            self.qmp(id, "device_del", json!({"id": format!("v{tag}")}))
-                .await?;
+            // Asking again is fine (a guest still booting may have missed
+            // the first request); a device already gone is detached.
             let path = format!("/machine/peripheral/v{tag}");
             let t0 = std::time::Instant::now();
+            let mut asked = std::time::Instant::now() - Duration::from_secs(60);
             while self
                 .qmp(id, "qom-list", json!({"path": path}))
                 .await
                 .is_ok()
             {
-                if t0.elapsed() > Duration::from_secs(30) {
+                if t0.elapsed() > Duration::from_secs(120) {
                     return Err("the guest did not release the volume".into());
+                }
+                if asked.elapsed() > Duration::from_secs(10) {
+                    let _ = self
+                        .qmp(id, "device_del", json!({"id": format!("v{tag}")}))
+                        .await;
+                    asked = std::time::Instant::now();
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -496,17 +503,22 @@ impl Agent {
     pub async fn detach_nic(&self, id: &str, tap: &str) -> R<()> {
         let t = nic_tag(tap);
         if self.running(id) {
-            self.qmp(id, "device_del", json!({"id": format!("d{t}")}))
-                .await?;
             let path = format!("/machine/peripheral/d{t}");
             let t0 = std::time::Instant::now();
+            let mut asked = std::time::Instant::now() - Duration::from_secs(60);
             while self
                 .qmp(id, "qom-list", json!({"path": path}))
                 .await
                 .is_ok()
             {
-                if t0.elapsed() > Duration::from_secs(30) {
+                if t0.elapsed() > Duration::from_secs(60) {
                     return Err("the guest did not release the interface".into());
+                }
+                if asked.elapsed() > Duration::from_secs(10) {
+                    let _ = self
+                        .qmp(id, "device_del", json!({"id": format!("d{t}")}))
+                        .await;
+                    asked = std::time::Instant::now();
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -59,6 +59,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/compute", get(versions))
         .route("/compute/", get(versions))
+        .route("/compute/v2", get(version20))
+        .route("/compute/v2/", get(version20))
         .route("/compute/v2.1", get(version))
         .route("/compute/v2.1/", get(version))
         .nest("/compute/v2.1/{project_id}", v.clone())
@@ -73,8 +75,20 @@ fn version_doc(app: &AppState) -> Value {
            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}]})
 }
 
+/// v2.0 is the same API without microversions (Nova serves both).
+fn v20_doc(app: &AppState) -> Value {
+    json!({"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+           "updated": "2011-01-21T11:33:21Z",
+           "links": [{"rel": "self", "href": format!("{}/compute/v2/", app.base_url)}],
+           "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}]})
+}
+
+async fn version20(State(app): State<AppState>) -> Json<Value> {
+    Json(json!({"version": v20_doc(&app)}))
+}
+
 async fn versions(State(app): State<AppState>) -> Json<Value> {
-    Json(json!({"versions": [version_doc(&app)]}))
+    Json(json!({"versions": [v20_doc(&app), version_doc(&app)]}))
 }
 
 async fn version(State(app): State<AppState>) -> Json<Value> {
@@ -460,6 +474,8 @@ fn keypair_id(user: &str, name: &str) -> String {
 /// Nova's fingerprint: MD5 of the key blob, colon-separated.
 fn fingerprint(public_key: &str) -> Result<String> {
     use md5::Digest;
+    ssh_key::PublicKey::from_openssh(public_key.trim())
+        .map_err(|e| Error::BadRequest(format!("Keypair data is invalid: {e}")))?;
     let blob = public_key
         .split_whitespace()
         .nth(1)
@@ -642,6 +658,8 @@ pub(super) fn server_links(app: &AppState, id: &str) -> Value {
 struct Related {
     with_ports: std::collections::HashSet<String>,
     volumes: std::collections::HashMap<String, Vec<Value>>,
+    /// Security group names of each server's ports.
+    groups: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl Related {
@@ -650,7 +668,25 @@ impl Related {
         {
             let m = s.identity.model();
             for p in crate::network::recs(&m, crate::network::PORT) {
-                out.with_ports.insert(st(p, "device_id").to_string());
+                let dev = st(p, "device_id").to_string();
+                out.with_ports.insert(dev.clone());
+                let names = out.groups.entry(dev).or_default();
+                for g in p
+                    .get("security_groups")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let name = g
+                        .as_str()
+                        .and_then(|g| crate::network::rec(&m, crate::network::SG, g))
+                        .map(|g| st(&g, "name").to_string());
+                    if let Some(n) = name {
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                }
             }
         }
         for (server, vol) in all_attachments(s) {
@@ -705,13 +741,24 @@ fn server_view_with(
         "config_drive": "", "key_name": r.get("key_name").cloned().unwrap_or(Value::Null),
         "OS-SRV-USG:launched_at": r.get("OS-SRV-USG:launched_at").cloned().unwrap_or(Value::Null),
         "OS-SRV-USG:terminated_at": Value::Null,
-        "security_groups": [{"name": "default"}],
         "OS-EXT-STS:task_state": r.get("OS-EXT-STS:task_state").cloned().unwrap_or(Value::Null),
         "OS-EXT-STS:vm_state": r["OS-EXT-STS:vm_state"], "OS-EXT-STS:power_state": r["OS-EXT-STS:power_state"],
         "os-extended-volumes:volumes_attached": rel.volumes.get(id).cloned().unwrap_or_default(),
     });
     if let Some(f) = r.get("fault") {
         v["fault"] = f.clone();
+    }
+    // Progress only while it means something (as Nova shows it).
+    if !matches!(
+        st(r, "status"),
+        "ACTIVE" | "BUILD" | "REBUILD" | "RESIZE" | "VERIFY_RESIZE"
+    ) {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("progress");
+        }
+    }
+    if let Some(g) = rel.groups.get(id).filter(|g| !g.is_empty()) {
+        v["security_groups"] = json!(g.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>());
     }
     if auth.0.is_admin() {
         v["OS-EXT-SRV-ATTR:host"] = json!(st(r, "ursa:node"));
@@ -752,17 +799,73 @@ async fn list_any(
                 auth.0.project_id() == Some(st(r, "tenant_id"))
             }
         })
-        .filter(|r| {
-            q.iter().all(|(k, val)| match k.as_str() {
-                "name" => regex_like(st(r, "name"), val),
+        .collect();
+    // Filters Nova answers for: regular expressions on name and addresses.
+    let mut res = Vec::new();
+    for (k, val) in &q {
+        if matches!(k.as_str(), "name" | "ip" | "ip6") {
+            res.push((
+                k.clone(),
+                regex::Regex::new(val).map_err(|_| {
+                    Error::BadRequest(format!("Invalid regular expression for {k}"))
+                })?,
+            ));
+        }
+    }
+    let since = match q.iter().find(|(k, _)| k == "changes-since") {
+        Some((_, v)) => Some(
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f")
+                        .map(|t| t.and_utc())
+                })
+                .map_err(|_| {
+                    Error::BadRequest(format!(
+                        "Invalid input for query parameters changes-since: {v}"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let model = s.identity.model();
+    v.retain(|r| {
+        let addrs = || -> Vec<String> {
+            crate::network::recs(&model, crate::network::PORT)
+                .filter(|p| st(p, "device_id") == st(r, "id"))
+                .flat_map(|p| {
+                    p.get("fixed_ips")
+                        .and_then(|f| f.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x["ip_address"].as_str().map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let regex_ok = res.iter().all(|(k, re)| match k.as_str() {
+            "name" => re.is_match(st(r, "name")),
+            "ip" => addrs().iter().any(|a| a.contains('.') && re.is_match(a)),
+            _ => addrs().iter().any(|a| a.contains(':') && re.is_match(a)),
+        });
+        let since_ok = since.is_none_or(|t| {
+            chrono::DateTime::parse_from_rfc3339(st(r, "updated"))
+                .is_ok_and(|u| u.with_timezone(&chrono::Utc) >= t)
+        });
+        regex_ok
+            && since_ok
+            && q.iter().all(|(k, val)| match k.as_str() {
                 "status" => st(r, "status").eq_ignore_ascii_case(val),
                 "flavor" => st(r, "ursa:flavor_id") == val,
                 "image" => st(r, "ursa:image_id") == val,
                 "tenant_id" | "project_id" => st(r, "tenant_id") == val,
+                "host" | "node" => !auth.0.is_admin() || st(r, "ursa:node") == val,
+                "reservation_id" => st(r, "reservation_id") == val,
+                "availability_zone" => val == "nova",
                 _ => true,
             })
-        })
-        .collect();
+    });
+    drop(model);
     v.sort_by(|a, b| (st(b, "created"), st(b, "id")).cmp(&(st(a, "created"), st(a, "id"))));
     if let Some((_, m)) = q.iter().find(|(k, _)| k == "marker") {
         let pos = v
@@ -796,19 +899,6 @@ async fn list_any(
         out["servers_links"] = l;
     }
     Ok(Json(out))
-}
-
-/// Nova's name filter is a regular expression; a substring match covers
-/// what clients send (names, or prefixes).
-fn regex_like(name: &str, pat: &str) -> bool {
-    let p = pat.trim_start_matches('^').trim_end_matches('$');
-    if pat.starts_with('^') && pat.ends_with('$') {
-        name == p
-    } else if pat.starts_with('^') {
-        name.starts_with(p)
-    } else {
-        name.contains(p)
-    }
 }
 
 async fn list_servers(
@@ -867,7 +957,13 @@ enum NetReq {
     Port(String),
 }
 
-fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Request> {
+fn parse_create(
+    app: &AppState,
+    s: &Compute,
+    auth: &Auth,
+    b: &Rec,
+    hints: Option<&Value>,
+) -> Result<Request> {
     let name = b
         .get("name")
         .and_then(|v| v.as_str())
@@ -908,6 +1004,12 @@ fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Req
         return Err(Error::BadRequest(format!(
             "Image {image_id} is not active."
         )));
+    }
+    let min_ram = img.get("min_ram").and_then(|v| v.as_u64()).unwrap_or(0);
+    if flavor["ram"].as_u64().unwrap_or(0) < min_ram {
+        return Err(Error::BadRequest(
+            "Flavor's memory is too small for requested image.".into(),
+        ));
     }
     let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
     if flavor["disk"].as_u64().unwrap_or(0) < min_disk {
@@ -1072,12 +1174,12 @@ fn parse_create(app: &AppState, s: &Compute, auth: &Auth, b: &Rec) -> Result<Req
             }
         }
     }
-    let group = super::server_parts::hinted_group(
-        s,
-        auth,
-        b.get("os:scheduler_hints")
-            .or_else(|| b.get("OS-SCH-HNT:scheduler_hints")),
-    )?;
+    let group = super::server_parts::hinted_group(s, auth, hints)?;
+    if b.contains_key("block_device_mapping_v2") || b.contains_key("block_device_mapping") {
+        return Err(Error::BadRequest(
+            "Block device mappings (boot from volume) are not supported: give an imageRef.".into(),
+        ));
+    }
     Ok(Request {
         name,
         flavor,
@@ -1106,8 +1208,13 @@ async fn create_server(
     write_access(&auth)?;
     let s = svc(&app)?;
     let project = project(&auth)?;
+    let top: Value = parse_body(&bytes)?;
     let b = body_obj(&bytes, "server")?;
-    let req = parse_create(&app, s, &auth, &b)?;
+    let hints = top
+        .get("os:scheduler_hints")
+        .or_else(|| top.get("OS-SCH-HNT:scheduler_hints"))
+        .or_else(|| b.get("os:scheduler_hints"));
+    let req = parse_create(&app, s, &auth, &b, hints)?;
     let ram = req.flavor["ram"].as_u64().unwrap_or(0);
     let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
     // Quotas: instances, cores, RAM, for as many as must be made.
@@ -1279,17 +1386,34 @@ async fn update_server(
         }
         None => None,
     };
+    let ip4 = access_ip(&b, "accessIPv4")?;
+    let ip6 = access_ip(&b, "accessIPv6")?;
+    let dc = disk_config(&b)?;
     let r = s
         .update(&id, move |r| {
             if let Some(n) = name {
                 r.insert("name".into(), json!(n));
             }
+            if let Some(v) = ip4 {
+                r.insert("accessIPv4".into(), json!(v));
+            }
+            if let Some(v) = ip6 {
+                r.insert("accessIPv6".into(), json!(v));
+            }
+            if let Some(v) = dc {
+                r.insert("OS-DCF:diskConfig".into(), json!(v));
+            }
             Ok(())
         })
         .await?
         .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
-    // At 2.1 an update answers with the core attributes only.
-    let mut v = server_view(&app, s, &auth, &r, true);
+    Ok(Json(
+        json!({"server": core_view(server_view(&app, s, &auth, &r, true))}),
+    ))
+}
+
+/// At 2.1 an update or a rebuild answers with the core attributes only.
+fn core_view(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
         const CORE: &[&str] = &[
             "OS-DCF:diskConfig",
@@ -1313,7 +1437,7 @@ async fn update_server(
         ];
         o.retain(|k, _| CORE.contains(&k.as_str()));
     }
-    Ok(Json(json!({"server": v})))
+    v
 }
 
 async fn delete_server(
@@ -1515,6 +1639,13 @@ async fn server_action(
                 }
             };
         }
+        "restore" => {
+            // Nothing is soft-deleted here: there is never anything to restore.
+            return Err(conflict("restore"));
+        }
+        "forceDelete" => {
+            return Err(conflict("forceDelete"));
+        }
         "injectNetworkInfo" | "resetNetwork" => {
             if !auth.0.is_admin() {
                 return Err(Error::Forbidden(format!(
@@ -1553,7 +1684,15 @@ async fn server_action(
                 })?;
             let mut meta = match args.get("metadata") {
                 None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(m)) if m.values().all(|v| v.is_string()) => m.clone(),
+                Some(Value::Object(m))
+                    if m.iter().all(|(k, v)| {
+                        !k.is_empty()
+                            && k.len() <= 255
+                            && v.as_str().is_some_and(|v| v.len() <= 255)
+                    }) =>
+                {
+                    m.clone()
+                }
                 Some(_) => {
                     return Err(Error::BadRequest(
                         "Invalid input for field/attribute metadata.".into(),
@@ -1666,7 +1805,7 @@ async fn server_action(
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
             s.spawn_rebuild(r2.clone(), was_stopped);
-            let mut v = server_view(&app, s, &auth, &r2, true);
+            let mut v = core_view(server_view(&app, s, &auth, &r2, true));
             if let Some(pw) = args.get("adminPass").and_then(|v| v.as_str()) {
                 v["adminPass"] = json!(pw);
             }
@@ -1717,12 +1856,12 @@ pub(super) fn access_ip(b: &Map<String, Value>, key: &str) -> Result<Option<Stri
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(v)) if v.is_empty() => Ok(Some(String::new())),
         Some(Value::String(v)) => {
-            let ok = match key {
-                "accessIPv4" => v.parse::<std::net::Ipv4Addr>().is_ok(),
-                _ => v.parse::<std::net::Ipv6Addr>().is_ok(),
+            let norm = match key {
+                "accessIPv4" => v.parse::<std::net::Ipv4Addr>().ok().map(|a| a.to_string()),
+                _ => v.parse::<std::net::Ipv6Addr>().ok().map(|a| a.to_string()),
             };
-            if ok {
-                Ok(Some(v.clone()))
+            if let Some(n) = norm {
+                Ok(Some(n))
             } else {
                 Err(Error::BadRequest(format!(
                     "Invalid input for field/attribute {key}. Value: {v}."
@@ -2013,24 +2152,35 @@ async fn detach_volume(
         })
         .await?
         .ok_or_else(|| Error::NotFound(format!("volume_id not found: {vol_id}")))?;
-    if let Some(n) = s.node(st(&srv, "ursa:node")) {
-        if let Err(e) = n.agent.detach_disk(&id, &vol_id).await {
-            let _ = vols
-                .update(crate::volume::VOLUME, &vol_id, |r| {
-                    r.insert("status".into(), json!("in-use"));
-                    Ok(())
-                })
-                .await;
-            return Err(Error::Internal(e));
+    // As Nova does: 202 now; the guest lets go of the disk (a guest still
+    // booting may take a while), then the volume is available again.
+    let node = s.node(st(&srv, "ursa:node")).cloned();
+    let vols = vols.clone();
+    tokio::spawn(async move {
+        if let Some(n) = node {
+            if let Err(e) = n.agent.detach_disk(&id, &vol_id).await {
+                tracing::warn!(server = %id, volume = %vol_id, error = %e, "detach failed");
+                let _ = vols
+                    .update(crate::volume::VOLUME, &vol_id, |r| {
+                        r.insert("status".into(), json!("in-use"));
+                        Ok(())
+                    })
+                    .await;
+                return;
+            }
         }
-    }
-    let _ = vols.unexport(&vol).await;
-    vols.update(crate::volume::VOLUME, &vol_id, |r| {
-        r.insert("status".into(), json!("available"));
-        r.insert("attachments".into(), json!([]));
-        Ok(())
-    })
-    .await?;
+        let _ = vols.unexport(&vol).await;
+        let r = vols
+            .update(crate::volume::VOLUME, &vol_id, |r| {
+                r.insert("status".into(), json!("available"));
+                r.insert("attachments".into(), json!([]));
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(volume = %vol_id, error = %e, "recording a detach");
+        }
+    });
     Ok(empty(StatusCode::ACCEPTED))
 }
 

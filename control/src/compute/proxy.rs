@@ -135,12 +135,23 @@ fn rule_view(r: &Value) -> Value {
 }
 
 fn group_view(g: &Value) -> Value {
+    group_view_named(g, &std::collections::HashMap::new())
+}
+
+/// A group with its rules, remote groups shown by name.
+fn group_view_named(g: &Value, names: &std::collections::HashMap<String, Value>) -> Value {
     let rules: Vec<Value> = g["security_group_rules"]
         .as_array()
         .map(|a| {
             a.iter()
                 .filter(|r| r["direction"] == "ingress")
-                .map(rule_view)
+                .map(|r| {
+                    let mut v = rule_view(r);
+                    if let Some(n) = r["remote_group_id"].as_str().and_then(|g| names.get(g)) {
+                        v["group"]["name"] = n.clone();
+                    }
+                    v
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -154,7 +165,10 @@ async fn list_groups(
     Token(tok): Token,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let all = raw.as_deref().is_some_and(|q| q.contains("all_tenants=1"));
+    let all = raw.as_deref().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == "all_tenants" && !matches!(v.to_lowercase().as_str(), "0" | "false"))
+    });
     let v = call(
         &app,
         Method::GET,
@@ -169,8 +183,14 @@ async fn list_groups(
             groups.retain(|g| g["tenant_id"] == p);
         }
     }
+    let names: std::collections::HashMap<String, Value> = v["security_groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| Some((g["id"].as_str()?.to_string(), g["name"].clone())))
+        .collect();
     Ok(Json(
-        json!({"security_groups": groups.iter().map(group_view).collect::<Vec<_>>()}),
+        json!({"security_groups": groups.iter().map(|g| group_view_named(g, &names)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -328,8 +348,8 @@ async fn create_rule(
         _ => return Err(Error::BadRequest("Invalid parent_group_id.".into())),
     };
     if uuid::Uuid::parse_str(&parent).is_err() {
-        return Err(Error::NotFound(format!(
-            "Security group {parent} not found."
+        return Err(Error::BadRequest(format!(
+            "Invalid parent_group_id: {parent} is not a security group id."
         )));
     }
     let proto = b
@@ -394,9 +414,21 @@ async fn create_rule(
         Error::Conflict(m) => Error::BadRequest(m),
         other => other,
     })?;
-    Ok(Json(
-        json!({"security_group_rule": rule_view(&v["security_group_rule"])}),
-    ))
+    let mut rule = rule_view(&v["security_group_rule"]);
+    if let Some(g) = v["security_group_rule"]["remote_group_id"].as_str() {
+        if let Ok(gv) = call(
+            &app,
+            Method::GET,
+            &format!("/network/v2.0/security-groups/{g}"),
+            &tok,
+            None,
+        )
+        .await
+        {
+            rule["group"]["name"] = gv["security_group"]["name"].clone();
+        }
+    }
+    Ok(Json(json!({ "security_group_rule": rule })))
 }
 
 async fn delete_rule(
@@ -704,7 +736,11 @@ pub async fn floating_ip_action(
         tok,
         Some(body),
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        Error::Conflict(m) => Error::BadRequest(m),
+        other => other,
+    })?;
     Ok(())
 }
 

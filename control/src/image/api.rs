@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
             "/image/v2/images/{id}/members/{member}",
             get(show_member).put(set_member).delete(remove_member),
         )
+        .route("/image/v2/images/{id}/tasks", get(image_tasks))
         .route("/image/v2/images/{id}/actions/deactivate", post(deactivate))
         .route("/image/v2/images/{id}/actions/reactivate", post(reactivate))
         .route("/image/v2/schemas/image", get(schema_image))
@@ -47,6 +48,18 @@ pub fn routes() -> Router<AppState> {
         .route("/image/v2/schemas/member", get(schema_member))
         .route("/image/v2/schemas/members", get(schema_members))
         .route("/image/v2/info/import", get(import_info))
+}
+
+/// The tasks that worked on an image (Glance 2.12). Ursa's image data
+/// arrives by upload or from a server's snapshot, never by a task, so the
+/// list is empty for any image the caller can see.
+async fn image_tasks(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    images(&state).visible(&auth.0, &id)?;
+    Ok(Json(json!({"tasks": []})))
 }
 
 /// Data routes: no body limit on upload.

@@ -3201,8 +3201,10 @@ async fn delete_sg(
         if recs(m, PORT).any(|p| str_list(p.get("security_groups")).contains(&id)) {
             return Err(Error::Conflict(format!("Security Group {id} in use.")));
         }
+        // Its rules go, and so do other groups' rules naming it as their
+        // remote group (Neutron cascades them).
         let mut ops: Vec<Op> = recs(m, RULE)
-            .filter(|r| st(r, "security_group_id") == id)
+            .filter(|r| st(r, "security_group_id") == id || st(r, "remote_group_id") == id)
             .map(|r| Op::delete(RULE, st(r, "id")))
             .collect();
         ops.push(Op::delete(SG, &id));
