@@ -6,8 +6,10 @@
 //! every layer are one type, [`error::Error`], turned into OpenStack's error
 //! body in exactly one place.
 //!
-//! - [`compute`]: Nova v2.1 (flavors, key pairs, servers) and the compute
-//!   agent that runs guests with QEMU on taps netd made.
+//! - [`compute`]: Nova v2.1 (flavors, key pairs, servers and their actions,
+//!   quotas, hosts, aggregates, proxies) and the compute agent that runs
+//!   guests with QEMU on taps netd made (in-process, or `ursa agent` over
+//!   gRPC).
 //! - [`identity`]: Keystone v3 (domains, projects, users, groups, roles,
 //!   assignments, application credentials, catalog, tokens, policy).
 //! - [`image`]: Glance v2 (images, data streamed to a local image store,
@@ -22,8 +24,8 @@
 //! - [`server`]: `ursa up`: state directory, bootstrap, the HTTP listener,
 //!   `clouds.yaml`/`openrc`, clean shutdown.
 //!
-//! Each service drives the node daemons (`netd`, `blockd`) through the
-//! gRPC clients in `ursa-proto`; the compute agent runs in-process.
+//! Each service drives the node daemons (`netd`, `blockd`, compute agents)
+//! through the gRPC clients in `ursa-proto` ([`rpc`] makes the channels).
 
 pub mod api;
 pub mod compute;

@@ -9,8 +9,19 @@
 //! are documents (kinds `flavor`, `keypair`, `server`) written through the
 //! control plane's single writer.
 //!
-//! Today one agent runs inside `ursa up` (node `local`); the scheduler
-//! already filters nodes by free RAM and vCPUs and spreads by free RAM.
+//! A node's agent runs inside `ursa up` (one node, named after the local
+//! netd) or on its own as `ursa agent`, reached over gRPC ([`node`]); the
+//! scheduler filters nodes by free RAM and vCPUs and server-group policy,
+//! and spreads by free RAM.
+//!
+//! - [`api`]: servers, actions, flavors, key pairs, limits, zones,
+//!   volume attachments, hypervisors, services.
+//! - [`server_parts`]: metadata, ips, interfaces, instance actions,
+//!   password, diagnostics, server groups.
+//! - [`admin`]: quotas, flavor access, hosts, aggregates, usage.
+//! - [`proxy`]: Nova's proxies to the network, image and volume APIs.
+//! - [`snapshot`]: createImage/createBackup and shelving.
+//! - [`metadata`]: the metadata API guests reach through netd.
 
 pub mod admin;
 pub mod agent;
