@@ -721,7 +721,8 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
     }
     assert_eq!(guests_under(&state), before);
     // A snapshot of the second guest's disk becomes an image, and a new
-    // server boots from it (on either node) and takes its lease.
+    // server boots from it (on either node), takes its lease and reads its
+    // config drive.
     let resp = cloud
         .http()
         .post(format!(
@@ -755,7 +756,7 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         &admin,
         Some(
             json!({"server": {"name": "from-snap", "imageRef": snap, "flavorRef": "1",
-                               "networks": [{"uuid": net_id}]}}),
+                               "networks": [{"uuid": net_id}], "config_drive": true}}),
         ),
     );
     assert_eq!(st, 202, "{v}");
@@ -772,6 +773,13 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         .unwrap()
         .to_string();
     api.wait_console(&admin, &from_snap, &format!("URSA-TINY: address {addr}"));
+    // It also has a config drive, which its init found and read.
+    assert_eq!(s["config_drive"], "True", "{s}");
+    api.wait_console(
+        &admin,
+        &from_snap,
+        "URSA-TINY: config-drive vdb hostname from-snap",
+    );
     servers.push(from_snap);
 
     // Deleting the servers stops their guests on both nodes and gives the

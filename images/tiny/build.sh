@@ -23,7 +23,8 @@ cp "$here/init" "$root/init"
 chmod +x "$root/init"
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev \
          drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
-         net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+         net/core/failover drivers/net/net_failover drivers/net/virtio_net \
+         fs/fat/fat fs/fat/vfat fs/nls/nls_cp437 fs/nls/nls_ascii fs/nls/nls_iso8859-1 fs/nls/nls_utf8; do
   src=/lib/modules/$ver/kernel/$m.ko
   for ext in "" .xz .zst; do
     if [ -f "$src$ext" ]; then

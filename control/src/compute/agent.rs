@@ -35,6 +35,8 @@ pub struct GuestSpec {
     /// A root disk that is a full copy of the image rather than an overlay
     /// on it (the image may go away: unshelve).
     pub standalone: bool,
+    /// Config drive files (relative path, contents); empty: none.
+    pub config_drive: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +190,15 @@ impl Agent {
         ];
         for (tap, mac) in &g.nics {
             args.extend(nic_args(tap, mac));
+        }
+        if !g.config_drive.is_empty() {
+            let img = d.join("config-drive.img");
+            make_config_drive(&img, &g.config_drive)?;
+            args.push("-drive".into());
+            args.push(format!(
+                "file={},format=raw,if=virtio,readonly=on",
+                img.display()
+            ));
         }
         std::fs::write(d.join("cmdline.json"), json!(args).to_string())
             .map_err(|e| format!("saving the command line: {e}"))?;
@@ -589,6 +600,45 @@ pub fn link_exists(name: &str) -> bool {
     };
     // SAFETY: a NUL-terminated string the call only reads.
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// Writes a config drive: a 16 MiB VFAT disk labelled `config-2` holding
+/// `files` (Nova's vfat config drive format).
+fn make_config_drive(path: &Path, files: &[(String, Vec<u8>)]) -> R<()> {
+    use std::io::Write;
+    let err = |e: std::io::Error| format!("writing the config drive: {e}");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(err)?;
+    f.set_len(16 << 20).map_err(err)?;
+    fatfs::format_volume(
+        &f,
+        fatfs::FormatVolumeOptions::new().volume_label(*b"config-2   "),
+    )
+    .map_err(err)?;
+    let fs = fatfs::FileSystem::new(&f, fatfs::FsOptions::new()).map_err(err)?;
+    for (rel, data) in files {
+        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.is_empty() || parts.iter().any(|p| *p == "." || *p == "..") {
+            return Err(format!("bad config drive path {rel:?}"));
+        }
+        let mut dir = fs.root_dir();
+        for p in &parts[..parts.len() - 1] {
+            dir = match dir.open_dir(p) {
+                Ok(d) => d,
+                Err(_) => dir.create_dir(p).map_err(err)?,
+            };
+        }
+        let mut file = dir.create_file(parts[parts.len() - 1]).map_err(err)?;
+        file.truncate().map_err(err)?;
+        file.write_all(data).map_err(err)?;
+    }
+    fs.unmount().map_err(err)?;
+    f.sync_all().map_err(err)
 }
 
 /// QEMU ids for a NIC's netdev (`n…`) and device (`d…`): the tap's

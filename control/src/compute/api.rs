@@ -738,7 +738,7 @@ fn server_view_with(
         "addresses": addresses, "accessIPv4": r.get("accessIPv4").cloned().unwrap_or(json!("")),
         "accessIPv6": r.get("accessIPv6").cloned().unwrap_or(json!("")), "links": server_links(app, id),
         "OS-DCF:diskConfig": r.get("OS-DCF:diskConfig").cloned().unwrap_or(json!("MANUAL")), "progress": 0, "OS-EXT-AZ:availability_zone": "nova",
-        "config_drive": "", "key_name": r.get("key_name").cloned().unwrap_or(Value::Null),
+        "config_drive": r.get("config_drive").cloned().unwrap_or(json!("")), "key_name": r.get("key_name").cloned().unwrap_or(Value::Null),
         "OS-SRV-USG:launched_at": r.get("OS-SRV-USG:launched_at").cloned().unwrap_or(Value::Null),
         "OS-SRV-USG:terminated_at": Value::Null,
         "OS-EXT-STS:task_state": r.get("OS-EXT-STS:task_state").cloned().unwrap_or(Value::Null),
@@ -948,6 +948,7 @@ struct Request {
     security_groups: Vec<String>,
     /// A server group (id, policy) from the scheduler hints.
     group: Option<(String, String)>,
+    config_drive: bool,
 }
 
 /// One entry of a server's `networks`: a new port on a network (with an
@@ -1175,6 +1176,24 @@ fn parse_create(
         }
     }
     let group = super::server_parts::hinted_group(s, auth, hints)?;
+    let config_drive = match b.get("config_drive") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(v)) => *v,
+        Some(Value::String(v)) => match v.to_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" | "" => false,
+            _ => {
+                return Err(Error::BadRequest(
+                    "Invalid input for field/attribute config_drive.".into(),
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute config_drive.".into(),
+            ))
+        }
+    };
     if b.contains_key("block_device_mapping_v2") || b.contains_key("block_device_mapping") {
         return Err(Error::BadRequest(
             "Block device mappings (boot from volume) are not supported: give an imageRef.".into(),
@@ -1196,6 +1215,7 @@ fn parse_create(
         max_count,
         security_groups,
         group,
+        config_drive,
     })
 }
 
@@ -1322,6 +1342,7 @@ async fn create_one(
         "accessIPv6": req.access_v6.clone().unwrap_or_default(),
         "OS-DCF:diskConfig": req.disk_config.as_deref().unwrap_or("MANUAL"),
         "reservation_id": reservation, "ursa:password": "",
+        "config_drive": if req.config_drive { "True" } else { "" },
         "ursa:group": req.group.as_ref().map(|g| g.0.clone()),
     })
     .as_object()

@@ -114,16 +114,14 @@ fn user_data(s: &serde_json::Map<String, Value>) -> Option<Vec<u8>> {
         })
 }
 
-fn key(m: &Metadata, s: &serde_json::Map<String, Value>) -> Option<(String, String)> {
+fn key(c: &Compute, s: &serde_json::Map<String, Value>) -> Option<(String, String)> {
     let name = s.get("key_name")?.as_str()?;
-    let k = m
-        .compute
-        .doc(KEYPAIR, &format!("{}/{name}", st(s, "user_id")))?;
+    let k = c.doc(KEYPAIR, &format!("{}/{name}", st(s, "user_id")))?;
     Some((name.to_string(), st(&k, "public_key").to_string()))
 }
 
-fn ports(m: &Metadata, id: &str) -> Vec<serde_json::Map<String, Value>> {
-    let model = m.compute.identity.model();
+fn ports(c: &Compute, id: &str) -> Vec<serde_json::Map<String, Value>> {
+    let model = c.identity.model();
     crate::network::recs(&model, crate::network::PORT)
         .filter(|p| st(p, "device_id") == id)
         .cloned()
@@ -141,48 +139,80 @@ async fn openstack(
     };
     let id = st(&s, "id").to_string();
     match file.as_str() {
-        "meta_data.json" => {
-            let (keys, public_keys) = match key(&m, &s) {
-                Some((n, k)) => (
-                    json!([{"name": n, "type": "ssh", "data": k}]),
-                    json!({ n: k }),
-                ),
-                None => (json!([]), json!({})),
-            };
-            axum::Json(json!({
-                "uuid": id, "name": s["name"], "hostname": hostname(&s), "availability_zone": "nova",
-                "project_id": s["tenant_id"], "launch_index": 0, "keys": keys, "public_keys": public_keys,
-                "meta": s.get("metadata").cloned().unwrap_or(json!({})), "devices": [],
-            }))
-            .into_response()
-        }
+        "meta_data.json" => axum::Json(meta_data(&m.compute, &s)).into_response(),
         "user_data" => match user_data(&s) {
             Some(u) => u.into_response(),
             None => (StatusCode::NOT_FOUND, "no user data\n").into_response(),
         },
         "vendor_data.json" | "vendor_data2.json" => axum::Json(json!({})).into_response(),
-        "network_data.json" => {
-            let ps = ports(&m, &id);
-            let links: Vec<Value> = ps
-                .iter()
-                .map(|p| json!({"id": ursa_proto::netd::tap_device(st(p, "id")), "vif_id": p["id"],
-                                "type": "phy", "ethernet_mac_address": p["mac_address"], "mtu": 1450}))
-                .collect();
-            let nets: Vec<Value> = ps
-                .iter()
-                .enumerate()
-                .map(|(i, p)| json!({"id": format!("network{i}"), "type": "ipv4_dhcp",
-                                     "link": ursa_proto::netd::tap_device(st(p, "id")), "network_id": p["network_id"]}))
-                .collect();
-            axum::Json(json!({"links": links, "networks": nets, "services": []})).into_response()
-        }
+        "network_data.json" => axum::Json(network_data(&m.compute, &id)).into_response(),
         _ => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
 
+fn meta_data(c: &Compute, s: &serde_json::Map<String, Value>) -> Value {
+    let (keys, public_keys) = match key(c, s) {
+        Some((n, k)) => (
+            json!([{"name": n, "type": "ssh", "data": k}]),
+            json!({ n: k }),
+        ),
+        None => (json!([]), json!({})),
+    };
+    json!({
+        "uuid": s["id"], "name": s["name"], "hostname": hostname(s), "availability_zone": "nova",
+        "project_id": s["tenant_id"], "launch_index": 0, "keys": keys, "public_keys": public_keys,
+        "meta": s.get("metadata").cloned().unwrap_or(json!({})), "devices": [],
+    })
+}
+
+fn network_data(c: &Compute, id: &str) -> Value {
+    let ps = ports(c, id);
+    let links: Vec<Value> = ps
+        .iter()
+        .map(|p| {
+            json!({"id": ursa_proto::netd::tap_device(st(p, "id")), "vif_id": p["id"],
+                        "type": "phy", "ethernet_mac_address": p["mac_address"], "mtu": 1450})
+        })
+        .collect();
+    let nets: Vec<Value> = ps
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"id": format!("network{i}"), "type": "ipv4_dhcp",
+                             "link": ursa_proto::netd::tap_device(st(p, "id")), "network_id": p["network_id"]}))
+        .collect();
+    json!({"links": links, "networks": nets, "services": []})
+}
+
+/// A server's config drive: the same documents the metadata API serves,
+/// under `openstack/latest/` and `openstack/2012-08-10/`.
+pub fn config_drive_files(
+    c: &Compute,
+    s: &serde_json::Map<String, Value>,
+) -> Vec<(String, Vec<u8>)> {
+    let id = st(s, "id");
+    let mut docs = vec![
+        ("meta_data.json", meta_data(c, s).to_string().into_bytes()),
+        (
+            "network_data.json",
+            network_data(c, id).to_string().into_bytes(),
+        ),
+        ("vendor_data.json", b"{}".to_vec()),
+    ];
+    if let Some(u) = user_data(s) {
+        docs.push(("user_data", u));
+    }
+    let mut out = Vec::new();
+    for v in ["latest", "2012-08-10"] {
+        for (name, data) in &docs {
+            out.push((format!("openstack/{v}/{name}"), data.clone()));
+        }
+    }
+    out
+}
+
 fn ec2_values(m: &Metadata, s: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
     let id = st(s, "id");
-    let ip = ports(m, id)
+    let ip = ports(&m.compute, id)
         .iter()
         .flat_map(crate::network::fixed_ips)
         .map(|(_, ip)| ip)
@@ -206,7 +236,7 @@ fn ec2_values(m: &Metadata, s: &serde_json::Map<String, Value>) -> Vec<(String, 
         ("local-ipv4".into(), ip),
         ("placement/availability-zone".into(), "nova".into()),
     ];
-    if let Some((n, k)) = key(m, s) {
+    if let Some((n, k)) = key(&m.compute, s) {
         v.push(("public-keys/0/openssh-key".into(), k));
         v.push(("public-keys".into(), format!("0={n}")));
     }

@@ -368,6 +368,11 @@ impl Compute {
             disk_gb: flavor["disk"].as_u64().unwrap_or(1),
             nics,
             standalone,
+            config_drive: if srv.get("config_drive").and_then(|v| v.as_str()) == Some("True") {
+                metadata::config_drive_files(self, srv)
+            } else {
+                Vec::new()
+            },
         };
         node.agent.boot(&spec).await
     }

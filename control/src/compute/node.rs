@@ -275,6 +275,14 @@ fn spec_to_pb(g: &GuestSpec) -> pb::GuestSpec {
             })
             .collect(),
         standalone: g.standalone,
+        config_drive: g
+            .config_drive
+            .iter()
+            .map(|(path, data)| pb::ConfigFile {
+                path: path.clone(),
+                data: data.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -328,6 +336,11 @@ impl agent_server::Agent for AgentService {
             disk_gb: g.disk_gb.clamp(1, 1 << 16),
             nics: g.nics.into_iter().map(|n| (n.tap, n.mac)).collect(),
             standalone: g.standalone,
+            config_drive: g
+                .config_drive
+                .into_iter()
+                .map(|f| (f.path, f.data))
+                .collect(),
         };
         self.agent.boot(&spec).await.map_err(failed)?;
         Ok(Response::new(pb::Done {}))
