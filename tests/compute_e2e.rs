@@ -597,7 +597,7 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
                "protocol": "icmp", "remote_ip_prefix": "0.0.0.0/0"}),
     );
     let mut servers = Vec::new();
-    for i in 0..2 {
+    for (i, port) in ports.iter().enumerate() {
         let peer = ip(1 - i);
         let script = format!(
             "#!/bin/sh\nfor i in $(seq 90); do\n  if ping -c 1 -W 1 {peer} >/dev/null 2>&1; then echo \"URSA-TINY: ping {peer} ok\"; exit 0; fi\n  sleep 1\ndone\necho \"URSA-TINY: ping {peer} failed\"\n"
@@ -606,8 +606,10 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
             "POST",
             "/compute/v2.1/servers",
             &admin,
-            Some(json!({"server": {"name": format!("vm{i}"), "imageRef": tiny, "flavorRef": "1",
-                                   "networks": [{"port": ports[i]["id"]}], "user_data": b64(&script)}})),
+            Some(
+                json!({"server": {"name": format!("vm{i}"), "imageRef": tiny, "flavorRef": "1",
+                                   "networks": [{"port": port["id"]}], "user_data": b64(&script)}}),
+            ),
         );
         assert_eq!(st, 202, "{v}");
         servers.push(v["server"]["id"].as_str().unwrap().to_string());

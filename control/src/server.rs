@@ -235,7 +235,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .project_by_name("default", ADMIN_PROJECT)
         .map(|p| p.id.clone());
     if let Some(p) = &admin_project {
-        crate::network::api::bootstrap(&networks, &p)
+        crate::network::api::bootstrap(&networks, p)
             .await
             .context("creating the public and private networks")?;
     }

@@ -685,7 +685,7 @@ async fn change_aggregate(
                 .collect();
             let mut a = all
                 .iter()
-                .find(|a| a["id"].to_string() == id)
+                .find(|a| a["id"].as_i64().map(|n| n.to_string()).as_deref() == Some(id.as_str()))
                 .cloned()
                 .ok_or_else(|| Error::NotFound(format!("Aggregate {id} could not be found.")))?;
             f(&mut a, &all)?;
