@@ -58,6 +58,8 @@ pub fn routes() -> Router<AppState> {
         .route("/os-hypervisors/{hid}/uptime", get(hypervisor_uptime))
         .route("/os-hypervisors/{pat}/search", get(hypervisor_search))
         .route("/os-hypervisors/{pat}/servers", get(hypervisor_servers))
+        .route("/os-migrations", get(migrations))
+        .route("/os-server-external-events", post(external_events))
         .route("/extensions", get(extensions))
         .route("/extensions/{alias}", get(extension))
 }
@@ -1093,6 +1095,58 @@ async fn hypervisor_servers(
         if !on.is_empty() { v["servers"] = json!(on); }
         v
     }).collect::<Vec<_>>()})))
+}
+
+// ---------------------------------------------------------------------
+// Migrations (none: Ursa does not move guests) and external events.
+
+async fn migrations(auth: Auth) -> Result<Json<Value>> {
+    admin_only(&auth, "os_compute_api:os-migrations:index")?;
+    Ok(Json(json!({"migrations": []})))
+}
+
+/// Events other services send about servers (Neutron's network-vif-plugged
+/// and the like): each is acknowledged for a server that exists. Ursa's
+/// own boot path does not wait for them.
+async fn external_events(
+    State(app): State<AppState>,
+    auth: Auth,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
+    if !auth.0.is_admin() && !auth.0.has("service") {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow os_compute_api:os-server-external-events:create to be performed."
+                .into(),
+        ));
+    }
+    let s = svc(&app)?;
+    let b: Map<String, Value> = parse_body(&bytes)?;
+    let events = b
+        .get("events")
+        .and_then(|v| v.as_array())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute events.".into()))?;
+    let mut out = Vec::new();
+    for e in events {
+        let server = e.get("server_uuid").and_then(|v| v.as_str()).unwrap_or("");
+        let name = e
+            .get("name")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute name.".into()))?;
+        let found = s.doc(SERVER, server).is_some();
+        let mut v = e.clone();
+        v["name"] = json!(name);
+        v["status"] = json!(if found { "completed" } else { "failed" });
+        v["code"] = json!(if found { 200 } else { 404 });
+        if v.get("tag").is_none() {
+            v["tag"] = Value::Null;
+        }
+        out.push(v);
+    }
+    if out.iter().all(|e| e["code"] == 404) {
+        return Err(Error::NotFound("No instances found for any event".into()));
+    }
+    Ok(Json(json!({ "events": out })))
 }
 
 // ---------------------------------------------------------------------

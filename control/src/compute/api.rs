@@ -1720,6 +1720,7 @@ async fn server_action(
                     ))
                 }
             };
+            let mut rotate = None;
             if action == "createBackup" {
                 let kind = args.get("backup_type").and_then(|v| v.as_str());
                 let rotation = args.get("rotation").and_then(|v| v.as_i64());
@@ -1730,9 +1731,9 @@ async fn server_action(
                 };
                 meta.insert("backup_type".into(), json!(kind));
                 meta.insert("image_type".into(), json!("backup"));
-                let _ = rotation;
+                rotate = Some((kind.to_string(), rotation as usize));
             }
-            let image = super::snapshot::start(&app, s, &tok, &r, name, meta).await?;
+            let image = super::snapshot::start(&app, s, &tok, &r, name, meta, rotate).await?;
             let loc = format!("{}/image/v2/images/{image}", app.base_url);
             let mut resp = empty(StatusCode::ACCEPTED);
             if let Ok(v) = HeaderValue::from_str(&loc) {
@@ -1827,9 +1828,25 @@ async fn server_action(
                 .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
             s.spawn_rebuild(r2.clone(), was_stopped);
             let mut v = core_view(server_view(&app, s, &auth, &r2, true));
-            if let Some(pw) = args.get("adminPass").and_then(|v| v.as_str()) {
-                v["adminPass"] = json!(pw);
+            // The 2.1 rebuild reply: addresses without the extended keys,
+            // and the (given or new) admin password.
+            if let Some(nets) = v["addresses"].as_object_mut() {
+                for ips in nets.values_mut() {
+                    for ip in ips.as_array_mut().into_iter().flatten() {
+                        if let Some(o) = ip.as_object_mut() {
+                            o.retain(|k, _| k == "addr" || k == "version");
+                        }
+                    }
+                }
             }
+            v["adminPass"] = json!(args
+                .get("adminPass")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    use rand::distributions::{Alphanumeric, DistString};
+                    Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+                }));
             return Ok((StatusCode::ACCEPTED, Json(json!({ "server": v }))).into_response());
         }
         other => {

@@ -81,7 +81,9 @@ async fn set_task(s: &Compute, id: &str, task: Option<&'static str>) -> Result<(
     .map(|_| ())
 }
 
-/// `createImage`: returns the new image's id at once; the data follows.
+/// `createImage` (and `createBackup`, with its rotation: the backup type
+/// and how many such backups of the server to keep): returns the new
+/// image's id at once; the data follows.
 pub async fn start(
     app: &AppState,
     s: &Compute,
@@ -89,18 +91,43 @@ pub async fn start(
     srv: &Rec,
     name: &str,
     meta: Map<String, Value>,
+    rotate: Option<(String, usize)>,
 ) -> Result<String> {
     let image = new_image(app, s, tok, srv, name, meta).await?;
     let id = st(srv, "id").to_string();
     set_task(s, &id, Some("image_snapshot")).await?;
     let (me, srv, img) = (s.clone(), srv.clone(), image.clone());
     tokio::spawn(async move {
-        let _ = save(&me, &srv, &img).await;
+        if save(&me, &srv, &img).await.is_ok() {
+            if let Some((kind, keep)) = rotate {
+                rotate_backups(&me, &id, &kind, keep).await;
+            }
+        }
         if let Err(e) = set_task(&me, &id, None).await {
             tracing::warn!(server = %id, error = %e, "recording the end of a snapshot");
         }
     });
     Ok(image)
+}
+
+/// Deletes a server's oldest backups of one type beyond `keep`.
+async fn rotate_backups(s: &Compute, server: &str, kind: &str, keep: usize) {
+    let mut backups: Vec<Rec> = s
+        .images
+        .all()
+        .into_iter()
+        .filter(|i| {
+            st(i, "instance_uuid") == server
+                && st(i, "image_type") == "backup"
+                && st(i, "backup_type") == kind
+        })
+        .collect();
+    backups.sort_by(|a, b| st(b, "created_at").cmp(st(a, "created_at")));
+    for old in backups.iter().skip(keep) {
+        if let Err(e) = s.images.delete(st(old, "id")).await {
+            tracing::warn!(image = st(old, "id"), error = %e, "rotating a backup out");
+        }
+    }
 }
 
 /// `shelve`: snapshot to `<name>-shelved`, then the guest and its disk go

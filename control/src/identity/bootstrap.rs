@@ -103,7 +103,11 @@ impl Bootstrap<'_> {
             let admin = role_id("admin", &mut ops);
             let member = role_id("member", &mut ops);
             let reader = role_id("reader", &mut ops);
-            for (p, i) in [(&admin, &member), (&member, &reader)] {
+            // As keystone-manage bootstrap makes them: a project manager
+            // (a member, and more), and the role services' users hold.
+            let manager = role_id("manager", &mut ops);
+            role_id("service", &mut ops);
+            for (p, i) in [(&admin, &member), (&member, &reader), (&manager, &member)] {
                 if !m.implied.contains(&(p.clone(), i.clone())) {
                     ops.push(ImpliedRole::op_put(p, i));
                 }
