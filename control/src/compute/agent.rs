@@ -216,8 +216,12 @@ impl Agent {
             .and_then(|s| serde_json::from_str(&s).ok())
             .ok_or("the guest has no saved command line")?;
         let _ = std::fs::remove_file(d.join("qmp.sock"));
+        // Volumes are not on QEMU's command line: the guest's firmware
+        // (SeaBIOS) stalls on a vhost-user-blk disk present at power-on,
+        // so they are hot-plugged once the guest is up, as at attach time.
+        let (run_args, volumes) = split_volumes(&args);
         let out = tokio::process::Command::new(&self.qemu)
-            .args(&args)
+            .args(&run_args)
             .output()
             .await
             .map_err(|e| format!("{} (qemu-system-x86) is needed: {e}", self.qemu))?;
@@ -256,6 +260,33 @@ impl Agent {
         }
         if st["status"] != "running" {
             return Err(format!("QEMU started but the guest is {}", st["status"]));
+        }
+        if !volumes.is_empty() {
+            let me = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                // Up: the guest writes to its console (or 60 s went by).
+                let console = me.console_path(&id);
+                for _ in 0..300 {
+                    if std::fs::metadata(&console).is_ok_and(|m| m.len() > 0) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for (tag, socket) in volumes {
+                    // Detached meanwhile: it left the saved command line.
+                    let still = me
+                        .saved_args(&id)
+                        .is_ok_and(|a| a.iter().any(|x| x.contains(&format!("id=c{tag},"))));
+                    if !still {
+                        continue;
+                    }
+                    if let Err(e) = me.plug_disk(&id, &tag, &socket).await {
+                        tracing::warn!(server = %id, error = %e, "plugging a volume back");
+                    }
+                }
+            });
         }
         Ok(())
     }
@@ -369,27 +400,7 @@ impl Agent {
     pub async fn attach_disk(&self, id: &str, volume_id: &str, socket: &str) -> R<()> {
         let tag = tag(volume_id);
         if self.running(id) {
-            self.qmp(
-                id,
-                "chardev-add",
-                json!({"id": format!("c{tag}"), "backend": {"type": "socket", "data": {
-                    "addr": {"type": "unix", "data": {"path": socket}}, "server": false}}}),
-            )
-            .await?;
-            if let Err(e) = self
-                .qmp(
-                    id,
-                    "device_add",
-                    json!({"driver": "vhost-user-blk-pci", "id": format!("v{tag}"),
-                           "chardev": format!("c{tag}")}),
-                )
-                .await
-            {
-                let _ = self
-                    .qmp(id, "chardev-remove", json!({"id": format!("c{tag}")}))
-                    .await;
-                return Err(e);
-            }
+            self.plug_disk(id, &tag, socket).await?;
         }
         let mut args = self.saved_args(id)?;
         args.extend([
@@ -399,6 +410,32 @@ impl Agent {
             format!("vhost-user-blk-pci,id=v{tag},chardev=c{tag}"),
         ]);
         self.save_args(id, &args)
+    }
+
+    /// Hot-plugs a vhost-user-blk disk through QMP.
+    async fn plug_disk(&self, id: &str, tag: &str, socket: &str) -> R<()> {
+        self.qmp(
+            id,
+            "chardev-add",
+            json!({"id": format!("c{tag}"), "backend": {"type": "socket", "data": {
+                "addr": {"type": "unix", "data": {"path": socket}}, "server": false}}}),
+        )
+        .await?;
+        if let Err(e) = self
+            .qmp(
+                id,
+                "device_add",
+                json!({"driver": "vhost-user-blk-pci", "id": format!("v{tag}"),
+                       "chardev": format!("c{tag}")}),
+            )
+            .await
+        {
+            let _ = self
+                .qmp(id, "chardev-remove", json!({"id": format!("c{tag}")}))
+                .await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Unplugs a volume (the guest acknowledges the eject) and forgets it.
@@ -639,6 +676,36 @@ fn make_config_drive(path: &Path, files: &[(String, Vec<u8>)]) -> R<()> {
     }
     fs.unmount().map_err(err)?;
     f.sync_all().map_err(err)
+}
+
+/// A saved command line without its vhost-user volumes, and those volumes
+/// as (tag, socket).
+fn split_volumes(args: &[String]) -> (Vec<String>, Vec<(String, String)>) {
+    let mut out = Vec::new();
+    let mut vols = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let next = args.get(i + 1).map(String::as_str).unwrap_or("");
+        if args[i] == "-chardev" && next.starts_with("socket,id=c") && next.contains(",path=") {
+            let tag = next
+                .trim_start_matches("socket,id=c")
+                .split(',')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let path = next.split(",path=").nth(1).unwrap_or("").to_string();
+            vols.push((tag, path));
+            i += 2;
+            continue;
+        }
+        if args[i] == "-device" && next.starts_with("vhost-user-blk-pci,") {
+            i += 2;
+            continue;
+        }
+        out.push(args[i].clone());
+        i += 1;
+    }
+    (out, vols)
 }
 
 /// QEMU ids for a NIC's netdev (`n…`) and device (`d…`): the tap's

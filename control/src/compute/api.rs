@@ -984,7 +984,27 @@ fn parse_create(
     let flavor = find_flavor(s, auth, &flavor_id)
         .map_err(|_| Error::BadRequest(format!("Flavor {flavor_id} could not be found.")))?;
     let image_ref = b.get("imageRef").and_then(|v| v.as_str()).unwrap_or("");
-    let image_id = image_ref.rsplit('/').next().unwrap_or("").to_string();
+    let mut image_id = image_ref.rsplit('/').next().unwrap_or("").to_string();
+    if image_id.is_empty() {
+        // The image may come as the boot block device instead.
+        if let Some(u) = b
+            .get("block_device_mapping_v2")
+            .and_then(|v| v.as_array())
+            .and_then(|a| {
+                a.iter().find(|m| {
+                    m.get("source_type").and_then(|v| v.as_str()) == Some("image")
+                        && m.get("destination_type")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("local")
+                            == "local"
+                })
+            })
+            .and_then(|m| m.get("uuid"))
+            .and_then(|v| v.as_str())
+        {
+            image_id = u.to_string();
+        }
+    }
     if image_id.is_empty() {
         return Err(Error::BadRequest(
             "Booting from a volume is not supported yet: give an imageRef.".into(),
@@ -1194,10 +1214,41 @@ fn parse_create(
             ))
         }
     };
-    if b.contains_key("block_device_mapping_v2") || b.contains_key("block_device_mapping") {
+    // Block device mappings: the one that says "boot the image on a local
+    // disk" (what the openstack CLI sends with --image) is what Ursa does;
+    // volumes as boot or extra disks are not supported here.
+    if b.contains_key("block_device_mapping") {
         return Err(Error::BadRequest(
-            "Block device mappings (boot from volume) are not supported: give an imageRef.".into(),
+            "Legacy block device mappings are not supported: give an imageRef.".into(),
         ));
+    }
+    if let Some(bdm) = b.get("block_device_mapping_v2") {
+        let list = bdm.as_array().ok_or_else(|| {
+            Error::BadRequest("Invalid input for field/attribute block_device_mapping_v2.".into())
+        })?;
+        for m in list {
+            let src = m.get("source_type").and_then(|v| v.as_str());
+            let dst = m
+                .get("destination_type")
+                .and_then(|v| v.as_str())
+                .unwrap_or("local");
+            let boot = m.get("boot_index").and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+            });
+            let uuid = m.get("uuid").and_then(|v| v.as_str());
+            let image_boot = src == Some("image")
+                && dst == "local"
+                && boot == Some(0)
+                && uuid.is_none_or(|u| u == image_id);
+            if !image_boot {
+                return Err(Error::BadRequest(
+                    "Block device mappings other than the image on a local boot disk (volumes, \
+                     snapshots, blank or swap disks) are not supported."
+                        .into(),
+                ));
+            }
+        }
     }
     Ok(Request {
         name,
