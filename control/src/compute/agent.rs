@@ -442,40 +442,49 @@ impl Agent {
     pub async fn detach_disk(&self, id: &str, volume_id: &str) -> R<()> {
         let tag = tag(volume_id);
         if self.running(id) {
-            // Asking again is fine (a guest still booting may have missed
-            // the first request); a device already gone is detached.
-            let path = format!("/machine/peripheral/v{tag}");
-            let t0 = std::time::Instant::now();
-            let mut asked = std::time::Instant::now() - Duration::from_secs(60);
-            while self
-                .qmp(id, "qom-list", json!({"path": path}))
+            self.unplug(id, &format!("v{tag}"), Duration::from_secs(120))
                 .await
-                .is_ok()
-            {
-                if t0.elapsed() > Duration::from_secs(120) {
-                    return Err("the guest did not release the volume".into());
-                }
-                if asked.elapsed() > Duration::from_secs(10) {
-                    let _ = self
-                        .qmp(id, "device_del", json!({"id": format!("v{tag}")}))
-                        .await;
-                    asked = std::time::Instant::now();
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+                .map_err(|_| "the guest did not release the volume".to_string())?;
             let _ = self
                 .qmp(id, "chardev-remove", json!({"id": format!("c{tag}")}))
                 .await;
         }
+        self.forget_args(id, &format!("c{tag}"))
+    }
+
+    /// Asks the guest to let a device go until it has (asking again is
+    /// fine: a guest still booting may have missed the first request; a
+    /// device already gone is unplugged).
+    async fn unplug(&self, id: &str, device: &str, within: Duration) -> R<()> {
+        let path = format!("/machine/peripheral/{device}");
+        let t0 = std::time::Instant::now();
+        let mut asked = std::time::Instant::now() - Duration::from_secs(60);
+        while self
+            .qmp(id, "qom-list", json!({ "path": path }))
+            .await
+            .is_ok()
+        {
+            if t0.elapsed() > within {
+                return Err(format!("the guest did not release {device}"));
+            }
+            if asked.elapsed() > Duration::from_secs(10) {
+                let _ = self.qmp(id, "device_del", json!({ "id": device })).await;
+                asked = std::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// Drops the `-chardev`/`-netdev`/`-device` pairs naming `needle` from
+    /// the saved command line.
+    fn forget_args(&self, id: &str, needle: &str) -> R<()> {
         let args = self.saved_args(id)?;
         let mut out = Vec::new();
         let mut i = 0;
         while i < args.len() {
-            if (args[i] == "-chardev" || args[i] == "-device")
-                && args
-                    .get(i + 1)
-                    .is_some_and(|a| a.contains(&format!("c{tag}")))
-            {
+            let pair = matches!(args[i].as_str(), "-chardev" | "-netdev" | "-device");
+            if pair && args.get(i + 1).is_some_and(|a| mentions(a, needle)) {
                 i += 2;
                 continue;
             }
@@ -551,45 +560,14 @@ impl Agent {
     pub async fn detach_nic(&self, id: &str, tap: &str) -> R<()> {
         let t = nic_tag(tap);
         if self.running(id) {
-            let path = format!("/machine/peripheral/d{t}");
-            let t0 = std::time::Instant::now();
-            let mut asked = std::time::Instant::now() - Duration::from_secs(60);
-            while self
-                .qmp(id, "qom-list", json!({"path": path}))
+            self.unplug(id, &format!("d{t}"), Duration::from_secs(60))
                 .await
-                .is_ok()
-            {
-                if t0.elapsed() > Duration::from_secs(60) {
-                    return Err("the guest did not release the interface".into());
-                }
-                if asked.elapsed() > Duration::from_secs(10) {
-                    let _ = self
-                        .qmp(id, "device_del", json!({"id": format!("d{t}")}))
-                        .await;
-                    asked = std::time::Instant::now();
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+                .map_err(|_| "the guest did not release the interface".to_string())?;
             let _ = self
                 .qmp(id, "netdev_del", json!({"id": format!("n{t}")}))
                 .await;
         }
-        let args = self.saved_args(id)?;
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < args.len() {
-            if (args[i] == "-netdev" || args[i] == "-device")
-                && args
-                    .get(i + 1)
-                    .is_some_and(|a| a.contains(&format!("n{t},")) || a.ends_with(&format!("n{t}")))
-            {
-                i += 2;
-                continue;
-            }
-            out.push(args[i].clone());
-            i += 1;
-        }
-        self.save_args(id, &out)
+        self.forget_args(id, &format!("n{t}"))
     }
 
     pub async fn reboot(&self, id: &str) -> R<()> {
@@ -678,6 +656,15 @@ fn make_config_drive(path: &Path, files: &[(String, Vec<u8>)]) -> R<()> {
     f.sync_all().map_err(err)
 }
 
+/// Whether a `-chardev`/`-netdev`/`-device` value names QEMU id `id`
+/// (as its own id, or as the chardev or netdev it uses).
+fn mentions(arg: &str, id: &str) -> bool {
+    arg.split(',').any(|kv| {
+        let v = kv.split_once('=').map(|(_, v)| v).unwrap_or(kv);
+        v == id
+    })
+}
+
 /// A saved command line without its vhost-user volumes, and those volumes
 /// as (tag, socket).
 fn split_volumes(args: &[String]) -> (Vec<String>, Vec<(String, String)>) {
@@ -732,4 +719,63 @@ fn tag(volume_id: &str) -> String {
         .filter(|c| c.is_ascii_hexdigit())
         .take(12)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_volumes_and_nics_are_found_by_their_ids() {
+        let mut args: Vec<String> = ["-m", "512"].iter().map(|s| s.to_string()).collect();
+        args.extend(nic_args("utp-0123456789a", "fa:16:3e:00:00:01"));
+        args.extend([
+            "-chardev".to_string(),
+            "socket,id=cabc,path=/run/v/abc.sock".to_string(),
+            "-device".to_string(),
+            "vhost-user-blk-pci,id=vabc,chardev=cabc".to_string(),
+        ]);
+        let (run, vols) = split_volumes(&args);
+        assert_eq!(
+            vols,
+            vec![("abc".to_string(), "/run/v/abc.sock".to_string())]
+        );
+        assert!(!run.iter().any(|a| a.contains("vhost-user")));
+        assert!(run.iter().any(|a| a.contains("virtio-net-pci")));
+        assert!(mentions("vhost-user-blk-pci,id=vabc,chardev=cabc", "cabc"));
+        assert!(mentions(
+            "virtio-net-pci,id=d0123456789a,netdev=n0123456789a,mac=x",
+            "n0123456789a"
+        ));
+        assert!(!mentions(
+            "virtio-net-pci,id=d0123456789a,netdev=n0123456789a",
+            "n0123"
+        ));
+    }
+
+    #[test]
+    fn a_config_drive_is_vfat_labelled_config_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("cd.img");
+        make_config_drive(
+            &img,
+            &[(
+                "openstack/latest/meta_data.json".into(),
+                b"{\"hostname\": \"h\"}".to_vec(),
+            )],
+        )
+        .unwrap();
+        let f = std::fs::File::open(&img).unwrap();
+        let fs = fatfs::FileSystem::new(f, fatfs::FsOptions::new()).unwrap();
+        assert_eq!(fs.volume_label().trim(), "config-2");
+        let mut data = String::new();
+        use std::io::Read;
+        fs.root_dir()
+            .open_file("openstack/latest/meta_data.json")
+            .unwrap()
+            .read_to_string(&mut data)
+            .unwrap();
+        assert!(data.contains("\"h\""));
+        assert!(make_config_drive(&img, &[("../x".into(), vec![])]).is_err());
+    }
 }
