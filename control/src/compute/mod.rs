@@ -14,7 +14,8 @@
 //! scheduler filters nodes by free RAM and vCPUs and server-group policy,
 //! and spreads by free RAM.
 //!
-//! - [`api`]: servers, actions, flavors, key pairs, limits, zones,
+//! - [`actions`]: server actions.
+//! - [`api`]: servers, flavors, key pairs, limits, zones,
 //!   volume attachments, hypervisors, services.
 //! - [`server_parts`]: metadata, ips, interfaces, instance actions,
 //!   password, diagnostics, server groups.
@@ -23,6 +24,7 @@
 //! - [`snapshot`]: createImage/createBackup and shelving.
 //! - [`metadata`]: the metadata API guests reach through netd.
 
+pub mod actions;
 pub mod admin;
 pub mod agent;
 pub mod api;

@@ -149,7 +149,7 @@ pub async fn shelve(app: &AppState, s: &Compute, tok: &str, srv: &Rec) -> Result
             .update(&id, move |r| {
                 match saved {
                     Ok(()) => {
-                        super::api::set_state(r, "SHELVED_OFFLOADED", "shelved_offloaded", 4);
+                        super::actions::set_state(r, "SHELVED_OFFLOADED", "shelved_offloaded", 4);
                         r.insert("ursa:shelved_image".into(), json!(image));
                     }
                     Err(e) => {
