@@ -1138,9 +1138,6 @@ async fn external_events(
         v["name"] = json!(name);
         v["status"] = json!(if found { "completed" } else { "failed" });
         v["code"] = json!(if found { 200 } else { 404 });
-        if v.get("tag").is_none() {
-            v["tag"] = Value::Null;
-        }
         out.push(v);
     }
     if out.iter().all(|e| e["code"] == 404) {

@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/servers/{id}/os-volume_attachments/{volume_id}",
-            get(show_attachment).delete(detach_volume),
+            get(show_attachment).put(swap_volume).delete(detach_volume),
         )
         .route("/flavors", get(list_flavors).post(create_flavor))
         .route("/flavors/detail", get(list_flavors_detail))
@@ -1815,6 +1815,27 @@ async fn attach_volume(
     r?;
     Ok(Json(
         json!({"volumeAttachment": attachment_view(&id, &vol_id, &dev)}),
+    ))
+}
+
+/// `PUT …/os-volume_attachments/{volume}` (swap volume): admins only;
+/// the attachment must exist; swapping itself is not offered here.
+async fn swap_volume(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Response> {
+    admin_only(&auth, "os_compute_api:os-volumes-attachments:swap")?;
+    let s = svc(&app)?;
+    let (id, vol_id) = (param(&p, "id"), param(&p, "volume_id"));
+    find_server(s, &auth, &id)?;
+    body_obj(&bytes, "volumeAttachment")?;
+    if !attached(s, &id).iter().any(|(v, _)| *v == vol_id) {
+        return Err(Error::NotFound(format!("volume_id not found: {vol_id}")));
+    }
+    Err(Error::Conflict(
+        "Swapping a server's volume for another is not supported.".into(),
     ))
 }
 
