@@ -331,6 +331,25 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     }
     assert_eq!(guests_under(&state), qemu, "no QEMU for the failed server");
 
+    // A guest whose QEMU dies becomes SHUTOFF (the power-state sync), and
+    // starts again on request.
+    let pid: i32 = std::fs::read_to_string(state.join("compute").join(&id2).join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    api.wait_status(&admin, &id2, &["SHUTOFF"], Duration::from_secs(30));
+    let (st, _) = api.call(
+        "POST",
+        &format!("/compute/v2.1/servers/{id2}/action"),
+        &admin,
+        Some(json!({"os-start": null})),
+    );
+    assert_eq!(st, 202);
+    api.wait_status(&admin, &id2, &["ACTIVE"], Duration::from_secs(30));
+    assert_eq!(guests_under(&state).len(), 2, "vm2 runs again");
+
     // Delete: QEMU, tap, port and disk go.
     for sid in [&id, &id2, &bad_id] {
         let (st, _) = api.call(

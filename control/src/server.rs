@@ -250,9 +250,13 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             }
         })
     });
-    if let Some(c) = &compute {
-        c.adopt().await.context("adopting running guests")?;
-    }
+    let power_task = match &compute {
+        Some(c) => {
+            c.adopt().await.context("adopting running guests")?;
+            Some(c.spawn_power_sync())
+        }
+        None => None,
+    };
     if let (Some(path), Some(p)) = (&opts.tiny_image, &admin_project) {
         register_tiny(&images, p, path)
             .await
@@ -285,6 +289,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     background.abort();
     push_task.abort();
     if let Some(t) = md_task {
+        t.abort();
+    }
+    if let Some(t) = power_task {
         t.abort();
     }
     if let Some(c) = local_blockd.as_mut() {

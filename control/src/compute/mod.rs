@@ -424,6 +424,50 @@ impl Compute {
         });
     }
 
+    /// Every few seconds, as Nova's power-state sync does: a server whose
+    /// guest is gone while nothing is being done to it (the guest powered
+    /// itself off, or QEMU died) becomes SHUTOFF.
+    pub fn spawn_power_sync(&self) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                for s in me.docs(SERVER) {
+                    let idle = s.get("OS-EXT-STS:task_state").is_none_or(|t| t.is_null());
+                    if !idle || !matches!(st(&s, "status"), "ACTIVE" | "PAUSED" | "SUSPENDED") {
+                        continue;
+                    }
+                    let Some(n) = me.node(st(&s, "ursa:node")) else {
+                        continue;
+                    };
+                    let id = st(&s, "id").to_string();
+                    // A node that does not answer says nothing about its guests.
+                    if n.agent.probe(&id).await != Some(false) {
+                        continue;
+                    }
+                    let was = st(&s, "status").to_string();
+                    let r = me
+                        .update(&id, move |r| {
+                            // Only if nothing changed it meanwhile.
+                            let same = st(r, "status") == was
+                                && r.get("OS-EXT-STS:task_state").is_none_or(|t| t.is_null());
+                            if same {
+                                r.insert("status".into(), json!("SHUTOFF"));
+                                r.insert("OS-EXT-STS:vm_state".into(), json!("stopped"));
+                                r.insert("OS-EXT-STS:power_state".into(), json!(4));
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => tracing::info!(server = %id, "the guest is gone: SHUTOFF"),
+                        Err(e) => tracing::warn!(server = %id, error = %e, "power sync"),
+                    }
+                }
+            }
+        })
+    }
+
     /// After a restart: guests still running are adopted as they are;
     /// servers whose guest is gone are SHUTOFF (started again on request).
     pub async fn adopt(&self) -> Result<()> {

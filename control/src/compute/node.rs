@@ -151,6 +151,18 @@ impl NodeAgent {
         }
     }
 
+    /// Whether the guest's QEMU runs; None when the node does not answer.
+    pub async fn probe(&self, id: &str) -> Option<bool> {
+        match self.client() {
+            None => Some(self.local().running(id)),
+            Some(mut c) => c
+                .get_status(Self::gref(id))
+                .await
+                .ok()
+                .map(|s| s.into_inner().running),
+        }
+    }
+
     pub async fn console(&self, id: &str, lines: Option<usize>) -> R<String> {
         match self.client() {
             None => Ok(self.local().console(id, lines)),
