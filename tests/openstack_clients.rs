@@ -136,19 +136,21 @@ fn tempest_image_suite_passes() {
 
 /// What Tempest must know of the network service, as devstack tells it:
 /// the extensions the cloud lists, and its external network.
+/// `GET` a path under the cloud's base URL as the admin.
+fn admin_get(cloud: &Cloud, path: &str) -> serde_json::Value {
+    let base = cloud.url.trim_end_matches("/v3");
+    cloud
+        .http()
+        .get(format!("{base}{path}"))
+        .header("X-Auth-Token", cloud.admin_token())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 fn neutron_conf(cloud: &Cloud, dir: &std::path::Path) -> (PathBuf, String) {
-    let admin = cloud.admin_token();
-    let base = cloud.url.trim_end_matches("/v3").to_string();
-    let get = |path: &str| -> serde_json::Value {
-        cloud
-            .http()
-            .get(format!("{base}/network/v2.0{path}"))
-            .header("X-Auth-Token", &admin)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
+    let get = |path: &str| admin_get(cloud, &format!("/network/v2.0{path}"));
     let exts: Vec<String> = get("/extensions")["extensions"]
         .as_array()
         .unwrap()
@@ -289,16 +291,7 @@ fn tempest_compute_suite_passes_four_in_five() {
          cold_migration = false\n",
     );
     std::fs::write(&conf, text).unwrap();
-    let admin = cloud.admin_token();
-    let base = cloud.url.trim_end_matches("/v3").to_string();
-    let images: serde_json::Value = cloud
-        .http()
-        .get(format!("{base}/image/v2/images?name=tiny"))
-        .header("X-Auth-Token", &admin)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let images = admin_get(&cloud, "/image/v2/images?name=tiny");
     let image = images["images"][0]["id"]
         .as_str()
         .expect("ursa up --tiny-image registers the image tiny")
@@ -336,16 +329,7 @@ struct RouterNamespaces(Vec<String>);
 
 impl RouterNamespaces {
     fn of(cloud: &Cloud) -> RouterNamespaces {
-        let admin = cloud.admin_token();
-        let base = cloud.url.trim_end_matches("/v3").to_string();
-        let v: serde_json::Value = cloud
-            .http()
-            .get(format!("{base}/network/v2.0/routers"))
-            .header("X-Auth-Token", &admin)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let v = admin_get(cloud, "/network/v2.0/routers");
         RouterNamespaces(
             v["routers"]
                 .as_array()

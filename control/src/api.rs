@@ -222,6 +222,19 @@ pub async fn internal(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> (StatusCode, serde_json::Value) {
+    internal_as(app, method, path, token, body, "application/json").await
+}
+
+/// [`internal`] with a body of another JSON media type (Glance's
+/// JSON-patch).
+pub async fn internal_as(
+    app: &AppState,
+    method: axum::http::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+    content_type: &str,
+) -> (StatusCode, serde_json::Value) {
     use tower::ServiceExt;
     let mut req = axum::http::Request::builder()
         .method(method)
@@ -229,7 +242,7 @@ pub async fn internal(
         .header("x-auth-token", token);
     let body = match body {
         Some(b) => {
-            req = req.header("content-type", "application/json");
+            req = req.header("content-type", content_type);
             axum::body::Body::from(b.to_string())
         }
         None => axum::body::Body::empty(),

@@ -3,7 +3,7 @@
 //! access and extra-spec items, hosts, aggregates, usage reports, the usage
 //! audit log, hypervisor uptime/search/servers, and the extension list.
 
-use super::api::{admin_only, body_obj, find_flavor, hypervisor, last, param, svc};
+use super::api::{admin_only, body_obj, find_flavor, hypervisor, last, param, query, svc};
 use super::{now, st, Compute, Rec, FLAVOR, SERVER};
 use crate::api::{empty, parse_body, AppState, Auth};
 use crate::error::{Error, Result};
@@ -459,11 +459,10 @@ async fn hosts(
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-hosts:list")?;
     let s = svc(&app)?;
-    let zone = raw.as_deref().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "zone")
-            .map(|(_, v)| v.into_owned())
-    });
+    let zone = query(&raw)
+        .into_iter()
+        .find(|(k, _)| k == "zone")
+        .map(|(_, v)| v);
     let v: Vec<Value> = host_list(s)
         .into_iter()
         .filter(|h| {
@@ -864,16 +863,6 @@ fn parse_time(q: &[(String, String)], key: &str) -> Result<Option<chrono::DateTi
     Ok(Some(t))
 }
 
-fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
-    raw.as_deref()
-        .map(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn usage_of(s: &Compute, project: &str, q: &[(String, String)], one: bool) -> Result<Value> {
     let now_t = chrono::Utc::now();
     let start = parse_time(q, "start")?.unwrap_or(now_t - chrono::Duration::days(1));
@@ -930,7 +919,7 @@ async fn usage_all(
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-simple-tenant-usage:list")?;
     let s = svc(&app)?;
-    let q = query_pairs(&raw);
+    let q = query(&raw);
     let mut projects: Vec<String> = s
         .docs(SERVER)
         .iter()
@@ -960,7 +949,7 @@ async fn usage_one(
     }
     let s = svc(&app)?;
     Ok(Json(
-        json!({"tenant_usage": usage_of(s, &project, &query_pairs(&raw), true)?}),
+        json!({"tenant_usage": usage_of(s, &project, &query(&raw), true)?}),
     ))
 }
 

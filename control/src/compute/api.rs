@@ -1321,17 +1321,7 @@ async fn create_server(
         } else {
             req.name.clone()
         };
-        let id = create_one(
-            s,
-            &auth,
-            &req,
-            &name,
-            &project,
-            &reservation,
-            &admin_pass,
-            &req_id,
-        )
-        .await?;
+        let id = create_one(s, &auth, &req, &name, &project, &reservation, &req_id).await?;
         first.get_or_insert(id);
     }
     let id = first.unwrap_or_default();
@@ -1359,7 +1349,6 @@ async fn create_server(
 
 /// Stores one server, makes its ports on the node the scheduler chose,
 /// and starts its boot; returns its id.
-#[allow(clippy::too_many_arguments)]
 async fn create_one(
     s: &Compute,
     auth: &Auth,
@@ -1367,7 +1356,6 @@ async fn create_one(
     name: &str,
     project: &str,
     reservation: &str,
-    admin_pass: &str,
     req_id: &RequestId,
 ) -> Result<String> {
     let ram = req.flavor["ram"].as_u64().unwrap_or(0);
@@ -1399,7 +1387,6 @@ async fn create_one(
     .as_object()
     .cloned()
     .unwrap_or_default();
-    let _ = admin_pass;
     super::actions::record_action(&mut rec, "create", req_id, auth);
     s.put(SERVER, rec.clone()).await?;
     // Ports first (netd makes the taps while the agent makes the disk).

@@ -460,7 +460,10 @@ impl Compute {
                         })
                         .await;
                     match r {
-                        Ok(_) => tracing::info!(server = %id, "the guest is gone: SHUTOFF"),
+                        Ok(Some(r)) if st(&r, "status") == "SHUTOFF" => {
+                            tracing::info!(server = %id, "the guest is gone: SHUTOFF")
+                        }
+                        Ok(_) => {}
                         Err(e) => tracing::warn!(server = %id, error = %e, "power sync"),
                     }
                 }

@@ -4,14 +4,14 @@
 //! image or volume API ([`crate::api::internal`]), the way Nova calls
 //! Neutron, Glance and Cinder, and reshapes the answer.
 
-use super::api::{body_obj, find_server, svc};
+use super::api::{body_obj, find_server, last, query, svc};
 use super::st;
 use crate::api::{empty, internal, AppState, Auth, Token};
 use crate::error::{Error, Result};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
@@ -60,11 +60,6 @@ pub fn routes() -> Router<AppState> {
         .route("/os-networks/{id}", get(show_network))
         .route("/os-tenant-networks", get(list_networks))
         .route("/os-tenant-networks/{id}", get(show_network))
-}
-
-/// The id the route names (the last path parameter).
-fn last(p: &[(String, String)]) -> String {
-    p.last().map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
 /// A call to another service; its error becomes ours with the same status.
@@ -165,10 +160,9 @@ async fn list_groups(
     Token(tok): Token,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let all = raw.as_deref().is_some_and(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .any(|(k, v)| k == "all_tenants" && !matches!(v.to_lowercase().as_str(), "0" | "false"))
-    });
+    let all = query(&raw)
+        .iter()
+        .any(|(k, v)| k == "all_tenants" && !matches!(v.to_lowercase().as_str(), "0" | "false"));
     let v = call(
         &app,
         Method::GET,
@@ -891,14 +885,7 @@ async fn images_any(
     raw: &Option<String>,
     detail: bool,
 ) -> Result<Value> {
-    let q: Vec<(String, String)> = raw
-        .as_deref()
-        .map(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let q = query(raw);
     let mut glance = Vec::new();
     for (k, v) in &q {
         match k.as_str() {
@@ -1072,31 +1059,15 @@ async fn patch_image_meta(
 }
 
 async fn internal_patch(app: &AppState, id: &str, tok: &str, ops: Value) -> (StatusCode, Value) {
-    use tower::ServiceExt;
-    let req = axum::http::Request::builder()
-        .method(Method::PATCH)
-        .uri(format!("/image/v2/images/{id}"))
-        .header("x-auth-token", tok)
-        .header(
-            "content-type",
-            "application/openstack-images-v2.1-json-patch",
-        )
-        .body(axum::body::Body::from(ops.to_string()));
-    let Ok(req) = req else {
-        return (StatusCode::BAD_REQUEST, Value::Null);
-    };
-    let resp = match crate::api::router(app.clone()).oneshot(req).await {
-        Ok(r) => r,
-        Err(e) => match e {},
-    };
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    crate::api::internal_as(
+        app,
+        Method::PATCH,
+        &format!("/image/v2/images/{id}"),
+        tok,
+        Some(ops),
+        "application/openstack-images-v2.1-json-patch",
     )
+    .await
 }
 
 async fn replace_image_meta(
@@ -1219,6 +1190,16 @@ fn volume_view(v: &Value) -> Value {
            "attachments": if attachments.is_empty() { json!([{}]) } else { json!(attachments) }})
 }
 
+/// Nova's attribute names to Cinder's: each present, non-null `from` of
+/// `b` goes into `out` as `to`.
+fn copy_renamed(b: &Map<String, Value>, out: &mut Value, names: &[(&str, &str)]) {
+    for (from, to) in names {
+        if let Some(v) = b.get(*from).filter(|v| !v.is_null()) {
+            out[*to] = v.clone();
+        }
+    }
+}
+
 fn volume_path(auth: &Auth, rest: &str) -> Result<String> {
     let p = auth
         .0
@@ -1274,18 +1255,18 @@ async fn create_volume(
     .filter(|s| *s >= 1)
     .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute size.".into()))?;
     let mut body = json!({"size": size});
-    for (from, to) in [
-        ("display_name", "name"),
-        ("display_description", "description"),
-        ("volume_type", "volume_type"),
-        ("snapshot_id", "snapshot_id"),
-        ("metadata", "metadata"),
-        ("availability_zone", "availability_zone"),
-    ] {
-        if let Some(v) = b.get(from).filter(|v| !v.is_null()) {
-            body[to] = v.clone();
-        }
-    }
+    copy_renamed(
+        &b,
+        &mut body,
+        &[
+            ("display_name", "name"),
+            ("display_description", "description"),
+            ("volume_type", "volume_type"),
+            ("snapshot_id", "snapshot_id"),
+            ("metadata", "metadata"),
+            ("availability_zone", "availability_zone"),
+        ],
+    );
     let v = call(
         &app,
         Method::POST,
@@ -1364,16 +1345,16 @@ async fn create_snapshot(
         .get("volume_id")
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute volume_id.".into()))?;
-    let mut body = json!({"volume_id": vol});
-    for (from, to) in [
-        ("display_name", "name"),
-        ("display_description", "description"),
-        ("force", "force"),
-    ] {
-        if let Some(v) = b.get(from).filter(|v| !v.is_null()) {
-            body[to] = v.clone();
-        }
-    }
+    let mut body = json!({ "volume_id": vol });
+    copy_renamed(
+        &b,
+        &mut body,
+        &[
+            ("display_name", "name"),
+            ("display_description", "description"),
+            ("force", "force"),
+        ],
+    );
     let v = call(
         &app,
         Method::POST,
@@ -1461,9 +1442,4 @@ async fn show_network(
     Ok(Json(
         json!({"network": network_view(&app, &tok, &v["network"]).await}),
     ))
-}
-
-/// Answers a created resource with 200 (Nova's proxies do).
-pub fn ok(v: Value) -> Response {
-    (StatusCode::OK, Json(v)).into_response()
 }

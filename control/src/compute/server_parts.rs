@@ -2,7 +2,7 @@
 //! addresses (`ips`), instance actions, the password and diagnostics; and
 //! server groups (`os-server-groups`), whose policies the scheduler honours.
 
-use super::api::{body_obj, find_server, last, svc, write_access};
+use super::api::{body_obj, find_server, last, param, svc, write_access};
 use super::{now, st, Compute, Rec, SERVER};
 use crate::api::{empty, parse_body, AppState, Auth};
 use crate::error::{Error, Result};
@@ -51,13 +51,6 @@ pub fn routes() -> Router<AppState> {
             "/os-server-groups/{gid}",
             get(show_group).delete(delete_group),
         )
-}
-
-fn param(p: &[(String, String)], name: &str) -> String {
-    p.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
 }
 
 /// Checks metadata as Nova does: keys 1–255 characters, string values of
@@ -136,17 +129,7 @@ async fn replace_meta(
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Result<Json<Value>> {
-    write_access(&auth)?;
-    let s = svc(&app)?;
-    let id = last(&p);
-    find_server(s, &auth, &id)?;
-    let new = meta_body(&bytes, "metadata")?;
-    let m = change_meta(s, &id, move |m| {
-        *m = new;
-        Ok(())
-    })
-    .await?;
-    Ok(Json(json!({ "metadata": m })))
+    write_meta(&app, &auth, &last(&p), &bytes, true).await
 }
 
 async fn update_meta(
@@ -155,13 +138,27 @@ async fn update_meta(
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Result<Json<Value>> {
-    write_access(&auth)?;
-    let s = svc(&app)?;
-    let id = last(&p);
-    find_server(s, &auth, &id)?;
-    let new = meta_body(&bytes, "metadata")?;
-    let m = change_meta(s, &id, move |m| {
-        m.extend(new);
+    write_meta(&app, &auth, &last(&p), &bytes, false).await
+}
+
+/// `PUT` (replace all) or `POST` (merge) of a server's metadata.
+async fn write_meta(
+    app: &AppState,
+    auth: &Auth,
+    id: &str,
+    bytes: &Bytes,
+    replace: bool,
+) -> Result<Json<Value>> {
+    write_access(auth)?;
+    let s = svc(app)?;
+    find_server(s, auth, id)?;
+    let new = meta_body(bytes, "metadata")?;
+    let m = change_meta(s, id, move |m| {
+        if replace {
+            *m = new;
+        } else {
+            m.extend(new);
+        }
         Ok(())
     })
     .await?;
@@ -201,10 +198,8 @@ async fn set_meta(
     if !item.contains_key(&key) {
         return Err(Error::BadRequest("Request body and URI mismatch".into()));
     }
-    let k2 = key.clone();
     let m = change_meta(s, &id, move |m| {
         m.extend(item);
-        let _ = k2;
         Ok(())
     })
     .await?;
