@@ -91,7 +91,7 @@ where
     L: FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<S>> + Send>>
         + Send
         + 'static,
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: nbd::Stream,
 {
     let mut accept = accept;
     tokio::spawn(async move {

@@ -44,7 +44,7 @@
 //! another volume.
 
 use crate::engine::{Engine, EngineFile};
-use crate::volume::{BoxFuture, Extent, Volume};
+use crate::volume::{BoxFuture, Extent, Plan, Seg, Volume};
 use nix::fcntl::{fallocate, FallocateFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -351,20 +351,6 @@ pub struct DeviceInfo {
     pub read_only: bool,
     /// Bytes of chunks it maps (shared chunks count in every device).
     pub mapped: u64,
-}
-
-/// Where a piece of a read comes from.
-enum Seg {
-    /// Bytes `[pos, pos+len)` of the request at byte `at` of the data file.
-    Data {
-        pos: usize,
-        len: usize,
-        at: u64,
-    },
-    Zero {
-        pos: usize,
-        len: usize,
-    },
 }
 
 /// Where a piece of a write goes.
@@ -915,11 +901,15 @@ impl ThinPool {
         offset: u64,
         len: usize,
         block: bool,
+        cow: bool,
     ) -> Option<(Vec<Put>, bool, Ticket)> {
         let mut changed = false;
         let mut puts: Vec<Put> = Vec::new();
         let mut st = self.state.lock().expect("state");
         if !block && busy(&st, no, offset, len) {
+            return None;
+        }
+        if !cow && needs_copy(&st, no, offset, len) {
             return None;
         }
         let ticket = self.gate.enter();
@@ -1002,7 +992,7 @@ impl ThinPool {
     /// Writes; returns whether the map changed.
     fn write(&self, no: u32, data: &[u8], offset: u64, fua: bool) -> io::Result<bool> {
         let (puts, mut changed, _ticket) = self
-            .plan_write(no, offset, data.len(), true)
+            .plan_write(no, offset, data.len(), true, true)
             .expect("blocking plans always succeed");
         let mut guards = Vec::new();
         for p in &puts {
@@ -1041,7 +1031,7 @@ impl ThinPool {
     async fn write_vec(&self, no: u32, data: Vec<u8>, offset: u64, fua: bool) -> io::Result<bool> {
         let len = data.len();
         let (puts, mut changed, ticket) = self
-            .plan_async(|| self.plan_write(no, offset, len, false))
+            .plan_async(|| self.plan_write(no, offset, len, false, true))
             .await;
         let mut guards = Vec::new();
         for p in &puts {
@@ -1193,6 +1183,29 @@ fn busy(st: &State, no: u32, offset: u64, len: usize) -> bool {
     (first..=last).any(|l| st.copying.contains(&(no, l)))
 }
 
+/// Whether a write of `[offset, offset+len)` to device `no` must copy a
+/// shared chunk (it writes part of one).
+fn needs_copy(st: &State, no: u32, offset: u64, len: usize) -> bool {
+    let Some(d) = st.devs.get(&no) else {
+        return false;
+    };
+    let mut pos = offset;
+    let end = offset + len as u64;
+    while pos < end {
+        let l = pos / CHUNK;
+        let next = ((l + 1) * CHUNK).min(end);
+        if next - pos != CHUNK {
+            if let Some(p) = d.map.get(&(l as u32)) {
+                if st.refs[*p as usize] > 1 {
+                    return true;
+                }
+            }
+        }
+        pos = next;
+    }
+    false
+}
+
 fn check_size(size: u64) -> Result<()> {
     if size == 0 || !size.is_multiple_of(512) || size > MAX_SIZE {
         return Err(Error::Invalid(format!(
@@ -1316,6 +1329,43 @@ impl Volume for ThinVolume {
 
     fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
         Ok(self.pool.extents(self.no, offset, len))
+    }
+
+    fn backing(&self) -> Option<&EngineFile> {
+        Some(&self.pool.data)
+    }
+
+    fn plan_read(&self, offset: u64, len: usize) -> Option<Plan> {
+        self.check(offset, len as u64).ok()?;
+        let (segs, ticket) = self.pool.plan_read(self.no, offset, len, false)?;
+        Some(Plan {
+            segs,
+            keep: Some(Box::new(ticket)),
+            changed: false,
+        })
+    }
+
+    fn plan_write(&self, offset: u64, len: usize) -> Option<Plan> {
+        self.writable().ok()?;
+        self.check(offset, len as u64).ok()?;
+        let (puts, changed, ticket) = self.pool.plan_write(self.no, offset, len, false, false)?;
+        let segs = puts
+            .into_iter()
+            .map(|p| match p {
+                Put::Direct { pos, len, at } => Some(Seg::Data { pos, len, at }),
+                Put::Cow { .. } => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .expect("plans without copies have only direct pieces");
+        Some(Plan {
+            segs,
+            keep: Some(Box::new(ticket)),
+            changed,
+        })
+    }
+
+    fn wrote(&self, plan: Plan, fua: bool) -> bool {
+        (fua && plan.changed) || self.pool.pending_len() > MAX_PENDING
     }
 }
 

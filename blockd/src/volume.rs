@@ -31,6 +31,25 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Where a piece of an I/O lives in the volume's backing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg {
+    /// Bytes `[pos, pos+len)` of the request are at byte `at` of the file.
+    Data { pos: usize, len: usize, at: u64 },
+    /// Bytes `[pos, pos+len)` of the request read as zeros (reads only).
+    Zero { pos: usize, len: usize },
+}
+
+/// An I/O planned for an export that does it itself, on its own ring,
+/// against [`Volume::backing`]. `keep` must live until the I/O has
+/// finished (it holds the chunks the plan points at).
+pub struct Plan {
+    pub segs: Vec<Seg>,
+    pub keep: Option<crate::engine::KeepAlive>,
+    /// A write that changed the volume's map.
+    pub changed: bool,
+}
+
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 pub trait Volume: Send + Sync {
@@ -65,6 +84,28 @@ pub trait Volume: Send + Sync {
     /// The QoS limiter requests to this volume go through, if any.
     fn qos(&self) -> Option<&crate::qos::Limiter> {
         None
+    }
+    /// The file that [`Plan`]s point into, for exports with a ring of
+    /// their own.
+    fn backing(&self) -> Option<&crate::engine::EngineFile> {
+        None
+    }
+    /// Plans a read of `[offset, offset+len)` (in range, aligned to the
+    /// backing file) for direct I/O; None when it cannot be planned
+    /// without waiting (the caller uses `read_vec`).
+    fn plan_read(&self, _offset: u64, _len: usize) -> Option<Plan> {
+        None
+    }
+    /// Plans a write like [`Volume::plan_read`]: every piece is `Data`.
+    /// None when the write needs more than plain writes (a copy on
+    /// write, a read-only volume): the caller uses `write_vec`.
+    fn plan_write(&self, _offset: u64, _len: usize) -> Option<Plan> {
+        None
+    }
+    /// A planned write is on disk (with `RWF_DSYNC` when `fua`): whether
+    /// the volume must be flushed before the write is acknowledged.
+    fn wrote(&self, _plan: Plan, _fua: bool) -> bool {
+        false
     }
 }
 
@@ -169,6 +210,24 @@ impl Volume for Throttled {
     fn read_only(&self) -> bool {
         self.inner.read_only()
     }
+    fn backing(&self) -> Option<&crate::engine::EngineFile> {
+        self.inner.backing()
+    }
+    fn plan_read(&self, offset: u64, len: usize) -> Option<Plan> {
+        let p = self.inner.plan_read(offset, len)?;
+        let s = &self.stats;
+        s.count(&s.read_ops, Some((&s.read_bytes, len)));
+        Some(p)
+    }
+    fn plan_write(&self, offset: u64, len: usize) -> Option<Plan> {
+        let p = self.inner.plan_write(offset, len)?;
+        let s = &self.stats;
+        s.count(&s.write_ops, Some((&s.write_bytes, len)));
+        Some(p)
+    }
+    fn wrote(&self, plan: Plan, fua: bool) -> bool {
+        self.inner.wrote(plan, fua)
+    }
 }
 
 /// A volume that is a plain file (or block device), served as it is, on
@@ -261,6 +320,26 @@ impl Volume for FileVolume {
             }
             Err(e) => Err(errno(e)),
         }
+    }
+
+    fn backing(&self) -> Option<&crate::engine::EngineFile> {
+        Some(&self.file)
+    }
+
+    fn plan_read(&self, offset: u64, len: usize) -> Option<Plan> {
+        Some(Plan {
+            segs: vec![Seg::Data {
+                pos: 0,
+                len,
+                at: offset,
+            }],
+            keep: None,
+            changed: false,
+        })
+    }
+
+    fn plan_write(&self, offset: u64, len: usize) -> Option<Plan> {
+        self.plan_read(offset, len)
     }
 
     fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
