@@ -532,7 +532,7 @@ impl Conn {
                 }
                 _ => {
                     self.held += cost;
-                    self.to_helper(Job::Handle(req, Vec::new()), cost);
+                    self.slow_path(Job::Handle(req, Vec::new()), cost);
                 }
             }
         }
@@ -560,7 +560,7 @@ impl Conn {
             None
         };
         let Some(plan) = plan else {
-            return self.to_helper(Job::Handle(req, Vec::new()), cost);
+            return self.slow_path(Job::Handle(req, Vec::new()), cost);
         };
         let mut buf = self.bufs.get(req.len as usize);
         if !self.s.structured {
@@ -583,7 +583,7 @@ impl Conn {
         let Some(plan) = plan else {
             let payload = buf.slice(0, req.len as usize).to_vec();
             self.bufs.put(buf);
-            return self.to_helper(Job::Handle(req, payload), cost);
+            return self.slow_path(Job::Handle(req, payload), cost);
         };
         self.start_io(req, buf, plan);
     }
@@ -739,7 +739,7 @@ impl Conn {
             let fua = req.flags & CMD_FLAG_FUA != 0;
             if self.v.wrote(plan.expect("plan"), fua) {
                 // The map must be durable before the write is acknowledged.
-                return self.to_helper(
+                return self.slow_path(
                     Job::Flush {
                         cookie: req.cookie,
                         barrier: false,
@@ -894,7 +894,7 @@ impl Conn {
         any
     }
 
-    fn to_helper(&mut self, job: Job, cost: usize) {
+    fn slow_path(&mut self, job: Job, cost: usize) {
         if self.jobs.is_none() {
             let (jtx, jrx) = mpsc::channel::<(Job, usize)>();
             let (dtx, drx) = mpsc::channel::<Done>();
@@ -950,7 +950,7 @@ impl Conn {
             if !self.barrier_sent && self.disk_ios == 0 && self.slow == 0 {
                 self.barrier_sent = true;
                 self.held += 1;
-                self.to_helper(
+                self.slow_path(
                     Job::Flush {
                         cookie,
                         barrier: true,
