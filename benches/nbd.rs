@@ -11,8 +11,9 @@
 //! `BENCH <job>-raw` lines against the raw file, and `BENCH <job>-file` for
 //! blockd's file export against qemu-storage-daemon. Then the cost of a
 //! snapshot and a clone of the thin volume against `qemu-img create` of a
-//! qcow2 overlay (both metadata only). RUNTIME (default 5 s per job) and
-//! SIZE (default 1g) pass through to fio-jobs.sh.
+//! qcow2 overlay (both metadata only). RUNTIME (default 5 s per job),
+//! SIZE (default 1g) and JOBS pass through to fio-jobs.sh; TARGETS (a
+//! comma list of raw, qsd, file, thin; default all) picks what runs.
 
 use std::collections::BTreeMap;
 use ursa_proto::blockd::v1 as pb;
@@ -150,58 +151,72 @@ fn main() {
     assert!(o.success());
     let path = file.display().to_string();
 
-    println!("raw file (io_uring, O_DIRECT):");
-    let raw = fio_jobs(script, "file", &path, &size, &runtime);
+    let targets = std::env::var("TARGETS").unwrap_or_else(|_| "raw,qsd,file,thin".into());
+    let on = |t: &str| targets.split(',').any(|x| x.trim() == t);
+    let mut raw = BTreeMap::new();
+    if on("raw") {
+        println!("raw file (io_uring, O_DIRECT):");
+        raw = fio_jobs(script, "file", &path, &size, &runtime);
+    }
 
     let qsock = dir.path().join("qsd.sock");
-    let qsd = Kill(Some(
-        Command::new("qemu-storage-daemon")
-            .arg("--blockdev")
-            .arg(format!(
-                "driver=file,node-name=f,filename={path},cache.direct=on,aio=io_uring"
-            ))
-            .arg("--nbd-server")
-            .arg(format!("addr.type=unix,addr.path={}", qsock.display()))
-            .arg("--export")
-            .arg("type=nbd,id=e,node-name=f,name=vol,writable=on")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("qemu-storage-daemon starts"),
-    ));
-    wait_socket(&qsock);
-    println!("qemu-storage-daemon over NBD:");
-    let peer = fio_jobs(
-        script,
-        "nbd",
-        &format!("nbd+unix:///vol?socket={}", qsock.display()),
-        &size,
-        &runtime,
-    );
-    drop(qsd);
+    let mut peer = BTreeMap::new();
+    if on("qsd") {
+        let qsd = Kill(Some(
+            Command::new("qemu-storage-daemon")
+                .arg("--blockdev")
+                .arg(format!(
+                    "driver=file,node-name=f,filename={path},cache.direct=on,aio=io_uring"
+                ))
+                .arg("--nbd-server")
+                .arg(format!("addr.type=unix,addr.path={}", qsock.display()))
+                .arg("--export")
+                .arg("type=nbd,id=e,node-name=f,name=vol,writable=on")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("qemu-storage-daemon starts"),
+        ));
+        wait_socket(&qsock);
+        println!("qemu-storage-daemon over NBD:");
+        peer = fio_jobs(
+            script,
+            "nbd",
+            &format!("nbd+unix:///vol?socket={}", qsock.display()),
+            &size,
+            &runtime,
+        );
+        drop(qsd);
+    }
 
     let bsock = dir.path().join("blockd.sock");
-    let blockd = Kill(Some(
-        Command::new(env!("CARGO_BIN_EXE_ursa-blockd"))
-            .arg("--nbd-unix")
-            .arg(&bsock)
-            .arg("--export")
-            .arg(format!("vol={path}"))
-            .env("URSA_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("ursa-blockd starts"),
-    ));
-    wait_socket(&bsock);
-    println!("ursa-blockd over NBD:");
-    let ours = fio_jobs(
-        script,
-        "nbd",
-        &format!("nbd+unix:///vol?socket={}", bsock.display()),
-        &size,
-        &runtime,
-    );
-    drop(blockd);
+    let mut ours = BTreeMap::new();
+    if on("file") {
+        let blockd = Kill(Some(
+            Command::new(env!("CARGO_BIN_EXE_ursa-blockd"))
+                .arg("--nbd-unix")
+                .arg(&bsock)
+                .arg("--export")
+                .arg(format!("vol={path}"))
+                .env("URSA_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("ursa-blockd starts"),
+        ));
+        wait_socket(&bsock);
+        println!("ursa-blockd over NBD:");
+        ours = fio_jobs(
+            script,
+            "nbd",
+            &format!("nbd+unix:///vol?socket={}", bsock.display()),
+            &size,
+            &runtime,
+        );
+        drop(blockd);
+    }
+    if !on("thin") {
+        return;
+    }
 
     // (d) A thin volume.
     let tdir = dir.path().join("thin");

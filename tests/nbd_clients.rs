@@ -17,11 +17,20 @@ struct Blockd {
 
 impl Blockd {
     fn start(exports: &[(&str, &str)]) -> Blockd {
+        Self::start_polling(exports, 200)
+    }
+
+    /// `poll_us`: how long connections poll before sleeping (0: they
+    /// always sleep, so every wake-up path is exercised).
+    fn start_polling(exports: &[(&str, &str)], poll_us: u64) -> Blockd {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let sock = path.join("nbd.sock");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ursa-blockd"));
-        cmd.arg("--nbd-unix").arg(&sock);
+        cmd.arg("--nbd-unix")
+            .arg(&sock)
+            .arg("--nbd-poll-us")
+            .arg(poll_us.to_string());
         for (name, size) in exports {
             cmd.arg("--export").arg(format!(
                 "{name}={}:{size}",
@@ -174,7 +183,7 @@ fn qemu_img_converts_in_and_out_with_identical_bytes() {
         eprintln!("SKIP: qemu-img (qemu-utils) is not installed");
         return;
     }
-    let b = Blockd::start(&[("img", "32M")]);
+    let b = Blockd::start_polling(&[("img", "32M")], 0);
     let src = b.dir.join("src.raw");
     let back = b.dir.join("back.raw");
     random_file(&src, 24 << 20);
@@ -289,7 +298,7 @@ fn nbdcopy_moves_a_gibibyte_in_and_out_intact() {
         eprintln!("SKIP: nbdcopy (libnbd-bin) is not installed");
         return;
     }
-    let b = Blockd::start(&[("big", "1G")]);
+    let b = Blockd::start_polling(&[("big", "1G")], 0);
     let src = b.dir.join("src.raw");
     let back = b.dir.join("back.raw");
     random_file(&src, 1 << 30);

@@ -15,6 +15,8 @@
 
 mod ring;
 
+pub use ring::set_poll;
+
 use crate::volume::Volume;
 use std::collections::BTreeMap;
 use std::io;
