@@ -233,6 +233,7 @@ struct Conn {
 pub(super) fn run(sock: OwnedFd, early: Vec<u8>, v: Arc<dyn Volume>, s: Session) -> io::Result<()> {
     let ring = IoUring::builder()
         .setup_single_issuer()
+        .setup_coop_taskrun()
         .build(RING_ENTRIES)
         .or_else(|_| IoUring::new(RING_ENTRIES))?;
     let align = match v.backing() {
