@@ -332,7 +332,16 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     assert_eq!(guests_under(&state), qemu, "no QEMU for the failed server");
 
     // A guest whose QEMU dies becomes SHUTOFF (the power-state sync), and
-    // starts again on request.
+    // starts again on request, with its volume on QEMU's command line at
+    // power-on: the firmware still boots the root disk, not the volume.
+    let (st, a) = api.call(
+        "POST",
+        &format!("/compute/v2.1/servers/{id2}/os-volume_attachments"),
+        &admin,
+        Some(json!({"volumeAttachment": {"volumeId": vol_id}})),
+    );
+    assert_eq!(st, 200, "{a}");
+    api.wait_volume(&admin, &vol_id, "in-use");
     let pid: i32 = std::fs::read_to_string(state.join("compute").join(&id2).join("qemu.pid"))
         .unwrap()
         .trim()
@@ -349,6 +358,11 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     assert_eq!(st, 202);
     api.wait_status(&admin, &id2, &["ACTIVE"], Duration::from_secs(30));
     assert_eq!(guests_under(&state).len(), 2, "vm2 runs again");
+    api.wait_console(
+        &admin,
+        &id2,
+        "URSA-TINY: disk vdb holds URSA-TINY-MARK by vm1",
+    );
 
     // Delete: QEMU, tap, port and disk go.
     for sid in [&id, &id2, &bad_id] {

@@ -36,7 +36,8 @@ struct Args {
     /// Directory for vhost-user-blk sockets (`<dir>/<volume>.sock`).
     #[arg(long)]
     vhost_user_dir: Option<PathBuf>,
-    /// NAME=PATH[:SIZE]: serve a file as it is (repeatable).
+    /// NAME=PATH[:SIZE]: serve a file as it is (repeatable), over NBD and,
+    /// with --vhost-user-dir, over vhost-user-blk at `<dir>/NAME.sock`.
     #[arg(long = "export")]
     exports: Vec<String>,
     /// Microseconds an NBD connection keeps polling its socket and ring
@@ -70,6 +71,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     nbd::set_poll(std::time::Duration::from_micros(args.nbd_poll_us));
     let table = ExportTable::default();
+    // Files served as they are: over NBD, and over vhost-user-blk too
+    // when there is a socket directory.
+    let mut vhost = Vec::new();
     for e in &args.exports {
         let (name, rest) = e
             .split_once('=')
@@ -86,10 +90,23 @@ fn main() -> anyhow::Result<()> {
                 path.display()
             ),
         };
-        table.insert(name, Arc::new(v));
+        let v: Arc<dyn ursa_blockd::volume::Volume> = Arc::new(v);
+        if let Some(dir) = &args.vhost_user_dir {
+            std::fs::create_dir_all(dir)?;
+            let sock = dir.join(format!("{name}.sock"));
+            vhost.push(ursa_blockd::export::vhost_user::VhostExport::start(
+                &sock,
+                name,
+                v.clone(),
+            )?);
+            eprintln!("ursa-blockd: vhost-user-blk {name} on {}", sock.display());
+        }
+        table.insert(name, v);
     }
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(run(args, table))
+    let r = rt.block_on(run(args, table));
+    drop(vhost);
+    r
 }
 
 fn serve_nbd<L, S>(accept: L, table: ExportTable) -> tokio::task::JoinHandle<()>

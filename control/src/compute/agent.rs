@@ -177,8 +177,12 @@ impl Agent {
             format!("file:{}", d.join("console.log").display()),
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", d.join("qmp.sock").display()),
+            // The root disk boots first: the firmware (SeaBIOS) boots only
+            // the first hard disk it finds, which could be a blank volume.
             "-drive".into(),
-            format!("file={},format=qcow2,if=virtio", disk.display()),
+            format!("file={},format=qcow2,if=none,id=root", disk.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=root,bootindex=0".into(),
             // Guest RAM a vhost-user backend (blockd) can map: volumes.
             "-object".into(),
             format!("memory-backend-memfd,id=mem,size={}M,share=on", g.ram_mb),
@@ -216,12 +220,8 @@ impl Agent {
             .and_then(|s| serde_json::from_str(&s).ok())
             .ok_or("the guest has no saved command line")?;
         let _ = std::fs::remove_file(d.join("qmp.sock"));
-        // Volumes are not on QEMU's command line: the guest's firmware
-        // (SeaBIOS) stalls on a vhost-user-blk disk present at power-on,
-        // so they are hot-plugged once the guest is up, as at attach time.
-        let (run_args, volumes) = split_volumes(&args);
         let out = tokio::process::Command::new(&self.qemu)
-            .args(&run_args)
+            .args(&args)
             .output()
             .await
             .map_err(|e| format!("{} (qemu-system-x86) is needed: {e}", self.qemu))?;
@@ -260,33 +260,6 @@ impl Agent {
         }
         if st["status"] != "running" {
             return Err(format!("QEMU started but the guest is {}", st["status"]));
-        }
-        if !volumes.is_empty() {
-            let me = self.clone();
-            let id = id.to_string();
-            tokio::spawn(async move {
-                // Up: the guest writes to its console (or 60 s went by).
-                let console = me.console_path(&id);
-                for _ in 0..300 {
-                    if std::fs::metadata(&console).is_ok_and(|m| m.len() > 0) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                for (tag, socket) in volumes {
-                    // Detached meanwhile: it left the saved command line.
-                    let still = me
-                        .saved_args(&id)
-                        .is_ok_and(|a| a.iter().any(|x| x.contains(&format!("id=c{tag},"))));
-                    if !still {
-                        continue;
-                    }
-                    if let Err(e) = me.plug_disk(&id, &tag, &socket).await {
-                        tracing::warn!(server = %id, error = %e, "plugging a volume back");
-                    }
-                }
-            });
         }
         Ok(())
     }
@@ -665,36 +638,6 @@ fn mentions(arg: &str, id: &str) -> bool {
     })
 }
 
-/// A saved command line without its vhost-user volumes, and those volumes
-/// as (tag, socket).
-fn split_volumes(args: &[String]) -> (Vec<String>, Vec<(String, String)>) {
-    let mut out = Vec::new();
-    let mut vols = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let next = args.get(i + 1).map(String::as_str).unwrap_or("");
-        if args[i] == "-chardev" && next.starts_with("socket,id=c") && next.contains(",path=") {
-            let tag = next
-                .trim_start_matches("socket,id=c")
-                .split(',')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            let path = next.split(",path=").nth(1).unwrap_or("").to_string();
-            vols.push((tag, path));
-            i += 2;
-            continue;
-        }
-        if args[i] == "-device" && next.starts_with("vhost-user-blk-pci,") {
-            i += 2;
-            continue;
-        }
-        out.push(args[i].clone());
-        i += 1;
-    }
-    (out, vols)
-}
-
 /// QEMU ids for a NIC's netdev (`n…`) and device (`d…`): the tap's
 /// port part.
 fn nic_tag(tap: &str) -> String {
@@ -735,13 +678,6 @@ mod tests {
             "-device".to_string(),
             "vhost-user-blk-pci,id=vabc,chardev=cabc".to_string(),
         ]);
-        let (run, vols) = split_volumes(&args);
-        assert_eq!(
-            vols,
-            vec![("abc".to_string(), "/run/v/abc.sock".to_string())]
-        );
-        assert!(!run.iter().any(|a| a.contains("vhost-user")));
-        assert!(run.iter().any(|a| a.contains("virtio-net-pci")));
         assert!(mentions("vhost-user-blk-pci,id=vabc,chardev=cabc", "cabc"));
         assert!(mentions(
             "virtio-net-pci,id=d0123456789a,netdev=n0123456789a,mac=x",
