@@ -1,6 +1,9 @@
 //! The I/O engine: io_uring rings, one per worker thread.
 //!
-//! Every file blockd reads or writes for a volume goes through here:
+//! Every file blockd reads or writes for a volume is opened here, and all
+//! volume I/O but the NBD fast path goes through these rings (an NBD
+//! connection does its reads and writes on a ring of its own, on the file
+//! opened here: see `export::nbd::ring`):
 //!
 //! - Files are opened with `O_DIRECT` where the filesystem allows it (the
 //!   page cache is bypassed, so a FLUSH means the device) and registered in

@@ -15,7 +15,10 @@
 //! - [`export::nbd`]: an NBD server (fixed newstyle; LIST/INFO/GO,
 //!   structured replies with sparse reads, `base:allocation` block status,
 //!   concurrent requests per connection) for qemu-img, qemu-io, nbdinfo,
-//!   nbdcopy and fio.
+//!   nbdcopy and fio. After the handshake a connection runs on a thread
+//!   with an io_uring of its own: volumes plan reads and writes
+//!   ([`volume::Volume::plan_read`]) into their backing file and the
+//!   connection does the I/O itself, with no hand-off between threads.
 //! - [`export::vhost_user`]: vhost-user-blk for local QEMU guests, on the
 //!   rust-vmm crates.
 //!
