@@ -145,7 +145,7 @@ struct Session {
 
 /// A client connection the server can take over as a plain socket once
 /// the handshake is done: the transmission phase runs on a thread of its
-/// own ([`ring`]).
+/// own (`ring`).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn into_fd(self) -> io::Result<OwnedFd>;
 }
