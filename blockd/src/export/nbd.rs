@@ -162,6 +162,33 @@ impl Stream for tokio::net::TcpStream {
     }
 }
 
+/// Connections in their transmission phase (each has a thread and a ring)
+/// at most.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+static CONNECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_CONNECTIONS`]; given back when dropped.
+struct ConnectionSlot;
+
+impl ConnectionSlot {
+    fn take() -> Option<ConnectionSlot> {
+        use std::sync::atomic::Ordering;
+        CONNECTIONS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CONNECTIONS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        CONNECTIONS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Serves one client connection to the end: the handshake here, the
 /// transmission phase on the connection's own thread and ring.
 pub async fn serve<S: Stream>(stream: S, exports: ExportTable) -> io::Result<()> {
@@ -186,11 +213,16 @@ pub async fn serve<S: Stream>(stream: S, exports: ExportTable) -> io::Result<()>
     let early = r.buffer().to_vec();
     let stream = r.into_inner().unsplit(w.into_inner());
     let fd = stream.into_fd()?;
+    let Some(slot) = ConnectionSlot::take() else {
+        // The client sees its connection close; the others go on.
+        return Err(io::Error::other("too many NBD connections"));
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("blockd-nbd".into())
         .spawn(move || {
             let _ = tx.send(ring::run(fd, early, volume, s));
+            drop(slot);
         })?;
     rx.await
         .unwrap_or_else(|_| Err(io::Error::other("NBD connection thread died")))
