@@ -7,6 +7,9 @@
 //! map and the virtqueue, and the backend serves requests straight from
 //! guest memory through the volume (and so the io_uring engine): IN, OUT
 //! (FUA-free: the guest flushes), FLUSH, GET_ID, DISCARD and WRITE_ZEROES.
+//! The requests of one kick are all in flight at once (the volume's async
+//! calls on a runtime of the connection's thread), so a guest's queue
+//! depth reaches the disk.
 //! When the guest goes away the socket listens again, so a restarted QEMU
 //! reconnects; unexporting stops the listener and drops any connection.
 
@@ -83,7 +86,8 @@ struct Backend {
     id: String,
     mem: Option<Mem>,
     event_idx: bool,
-    qos: Option<tokio::runtime::Handle>,
+    /// Runs a kick's requests concurrently (the volume's async calls).
+    rt: tokio::runtime::Runtime,
 }
 
 /// The virtio-blk configuration space (virtio spec 5.2.4).
@@ -104,7 +108,7 @@ fn config(size: u64) -> Vec<u8> {
 
 impl Backend {
     /// Serves one request; returns the bytes written into guest memory.
-    fn request(
+    async fn request(
         &self,
         chain: virtio_queue::DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>,
         mem: &GuestMemoryMmap<()>,
@@ -123,20 +127,17 @@ impl Backend {
                 .and_then(|o| o.checked_add(len))
                 .is_some_and(|e| e <= size)
         };
-        let throttle = |bytes: u64| {
-            if let (Some(h), Some(q)) = (&self.qos, self.volume.qos()) {
-                h.block_on(q.acquire(bytes));
-            }
-        };
+        let q = self.volume.qos();
         let status = match hdr.kind {
             T_IN => {
-                throttle(data_in as u64);
+                if let Some(q) = q {
+                    q.acquire(data_in as u64).await;
+                }
                 if !in_range(data_in as u64) {
                     S_IOERR
                 } else {
-                    let mut buf = vec![0u8; data_in];
-                    match self.volume.read_at(&mut buf, offset.unwrap_or(0)) {
-                        Ok(()) => {
+                    match self.volume.read_vec(offset.unwrap_or(0), data_in).await {
+                        Ok(buf) => {
                             writer.write_all(&buf)?;
                             S_OK
                         }
@@ -146,13 +147,15 @@ impl Backend {
             }
             T_OUT => {
                 let len = reader.available_bytes();
-                throttle(len as u64);
+                if let Some(q) = q {
+                    q.acquire(len as u64).await;
+                }
                 if self.volume.read_only() || !in_range(len as u64) {
                     S_IOERR
                 } else {
                     let mut buf = vec![0u8; len];
                     reader.read_exact(&mut buf)?;
-                    match self.volume.write_at(&buf, offset.unwrap_or(0), false) {
+                    match self.volume.write_vec(buf, offset.unwrap_or(0), false).await {
                         Ok(()) => S_OK,
                         Err(_) => S_IOERR,
                     }
@@ -171,7 +174,9 @@ impl Backend {
                 S_OK
             }
             T_DISCARD | T_WRITE_ZEROES => {
-                throttle(0);
+                if let Some(q) = q {
+                    q.acquire(0).await;
+                }
                 let mut st = S_OK;
                 while reader.available_bytes() >= std::mem::size_of::<DiscardSeg>() {
                     let seg: DiscardSeg = reader.read_obj()?;
@@ -223,15 +228,25 @@ impl Backend {
             .iter(mem.memory())
             .map_err(io::Error::other)?
             .collect();
-        for chain in chains {
-            let head = chain.head_index();
-            let len = match self.request(chain, &guard) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(volume = %self.id, error = %e, "bad virtio-blk request");
-                    0
+        // Every request of the kick is in flight at once; each is
+        // answered as the batch completes.
+        let done = self
+            .rt
+            .block_on(futures::future::join_all(chains.into_iter().map(|chain| {
+                let guard = &guard;
+                async move {
+                    let head = chain.head_index();
+                    let len = match self.request(chain, guard).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!(volume = %self.id, error = %e, "bad virtio-blk request");
+                            0
+                        }
+                    };
+                    (head, len)
                 }
-            };
+            })));
+        for (head, len) in done {
             vring.add_used(head, len).map_err(io::Error::other)?;
         }
         vring.signal_used_queue()
@@ -329,7 +344,6 @@ impl VhostExport {
         let _ = std::fs::remove_file(socket);
         let stop = Arc::new(AtomicBool::new(false));
         let daemon: Arc<Mutex<Option<vhost_user_backend::ShutdownHandle>>> = Default::default();
-        let qos = tokio::runtime::Handle::try_current().ok();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let thread = {
             let (socket, stop, daemon, id) = (
@@ -343,12 +357,22 @@ impl VhostExport {
                 .spawn(move || {
                     let mut ready = Some(ready_tx);
                     while !stop.load(Ordering::Acquire) {
+                        let rt = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt,
+                            Err(e) => {
+                                tracing::error!(volume = %id, error = %e, "vhost-user runtime");
+                                return;
+                            }
+                        };
                         let backend = Arc::new(RwLock::new(Backend {
                             volume: volume.clone(),
                             id: id.clone(),
                             mem: None,
                             event_idx: false,
-                            qos: qos.clone(),
+                            rt,
                         }));
                         let mut d = match VhostUserDaemon::new(
                             format!("vhost-user-blk-{id}"),
