@@ -923,7 +923,10 @@ impl ThinPool {
             let cur = st.devs.get(&no).and_then(|d| d.map.get(&l).copied());
             let p = match cur {
                 Some(p) if st.refs[p as usize] == 1 => p,
-                Some(old) if n as u64 != CHUNK => {
+                Some(old) => {
+                    // Shared: the write goes to a new chunk, mapped once it
+                    // is on disk (a copy first, unless wholly overwritten),
+                    // so a crash leaves the old data or the new.
                     let new = st.alloc();
                     st.copying.insert((no, l));
                     puts.push(Put::Cow {
@@ -937,13 +940,10 @@ impl ThinPool {
                     pos += n;
                     continue;
                 }
-                other => {
-                    // Unmapped, or shared and wholly overwritten: a new
-                    // chunk, no copy.
+                None => {
+                    // Unmapped: a new chunk (a hole until written, so the
+                    // map may be committed before the data is).
                     let new = st.alloc();
-                    if let Some(old) = other {
-                        st.decref(old);
-                    }
                     st.devs.get_mut(&no).expect("dev").map.insert(l, new);
                     st.pending.push(Op::Map { no, l, p: new });
                     changed = true;
@@ -1016,7 +1016,9 @@ impl ThinPool {
                 } => {
                     let g = guards.next().expect("a guard per copy");
                     let mut chunk = vec![0u8; CHUNK as usize];
-                    self.data.read_at(&mut chunk, old as u64 * CHUNK)?;
+                    if len as u64 != CHUNK {
+                        self.data.read_at(&mut chunk, old as u64 * CHUNK)?;
+                    }
                     chunk[within as usize..within as usize + len]
                         .copy_from_slice(&data[pos..pos + len]);
                     self.data.write_at(&chunk, new as u64 * CHUNK, fua)?;
@@ -1062,10 +1064,13 @@ impl ThinPool {
                     ..
                 } => {
                     let g = guards.next().expect("a guard per copy");
-                    let mut chunk = self
-                        .data
-                        .read_vec(old as u64 * CHUNK, CHUNK as usize, keep())
-                        .await?;
+                    let mut chunk = if len as u64 == CHUNK {
+                        vec![0u8; CHUNK as usize]
+                    } else {
+                        self.data
+                            .read_vec(old as u64 * CHUNK, CHUNK as usize, keep())
+                            .await?
+                    };
                     chunk[within as usize..within as usize + len]
                         .copy_from_slice(&data[pos..pos + len]);
                     self.data
@@ -1183,27 +1188,20 @@ fn busy(st: &State, no: u32, offset: u64, len: usize) -> bool {
     (first..=last).any(|l| st.copying.contains(&(no, l)))
 }
 
-/// Whether a write of `[offset, offset+len)` to device `no` must copy a
-/// shared chunk (it writes part of one).
+/// Whether a write of `[offset, offset+len)` to device `no` touches a
+/// shared chunk (which it must copy, or at least remap once written).
 fn needs_copy(st: &State, no: u32, offset: u64, len: usize) -> bool {
     let Some(d) = st.devs.get(&no) else {
         return false;
     };
-    let mut pos = offset;
-    let end = offset + len as u64;
-    while pos < end {
-        let l = pos / CHUNK;
-        let next = ((l + 1) * CHUNK).min(end);
-        if next - pos != CHUNK {
-            if let Some(p) = d.map.get(&(l as u32)) {
-                if st.refs[*p as usize] > 1 {
-                    return true;
-                }
-            }
-        }
-        pos = next;
+    if len == 0 {
+        return false;
     }
-    false
+    let first = (offset / CHUNK) as u32;
+    let last = ((offset + len as u64 - 1) / CHUNK) as u32;
+    d.map
+        .range(first..=last)
+        .any(|(_, p)| st.refs[*p as usize] > 1)
 }
 
 fn check_size(size: u64) -> Result<()> {
@@ -1413,6 +1411,37 @@ mod tests {
                 hole: false
             }
         );
+    }
+
+    #[test]
+    fn a_shared_chunk_wholly_overwritten_is_remapped_only_once_written() {
+        let d = tempfile::tempdir().unwrap();
+        let p = pool(d.path());
+        p.create("v", 4 * CHUNK, false).unwrap();
+        let v = p.volume("v").unwrap();
+        let a = pattern(1, CHUNK as usize);
+        v.write_at(&a, 0, false).unwrap();
+        p.copy("v", "s", true).unwrap();
+        assert!(
+            v.plan_write(0, CHUNK as usize).is_none(),
+            "the NBD fast path leaves shared chunks to the copy path"
+        );
+        let old = p.state.lock().unwrap().devs[&v.no].map[&0];
+        let (puts, changed, _ticket) = p.plan_write(v.no, 0, CHUNK as usize, true, true).unwrap();
+        assert!(matches!(puts[..], [Put::Cow { .. }]));
+        assert!(!changed);
+        // A flush now (another request's) must not commit a map entry for
+        // data that is not on disk yet.
+        assert_eq!(p.state.lock().unwrap().devs[&v.no].map[&0], old);
+        drop(puts);
+        p.state.lock().unwrap().copying.clear();
+        let b = pattern(2, CHUNK as usize);
+        v.write_at(&b, 0, false).unwrap();
+        let mut back = vec![0u8; CHUNK as usize];
+        v.read_at(&mut back, 0).unwrap();
+        assert_eq!(back, b);
+        p.volume("s").unwrap().read_at(&mut back, 0).unwrap();
+        assert_eq!(back, a, "the snapshot keeps the old data");
     }
 
     #[test]
