@@ -20,6 +20,16 @@ fn shared_api() -> Option<PathBuf> {
 }
 
 /// "N passed, M failed[, K skipped]" from the harness's last lines.
+/// A tempest.sh run's output, printed; its passed and failed counts and
+/// its text (for assertion messages).
+fn tempest_result(out: &std::process::Output) -> (u32, u32, String) {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tempest harness broke");
+    let (passed, failed) = counts(&text);
+    (passed, failed, text)
+}
+
 fn counts(out: &str) -> (u32, u32) {
     let line = out
         .lines()
@@ -123,10 +133,7 @@ fn tempest_image_suite_passes() {
         .env("TEMPEST_CONCURRENCY", "2")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "tempest harness broke");
-    let (passed, failed) = counts(&text);
+    let (passed, failed, text) = tempest_result(&out);
     assert_eq!(failed, 0, "tempest failures:\n{text}");
     assert!(
         passed >= 45,
@@ -190,10 +197,7 @@ fn tempest_network_suite_passes() {
         .env("TEMPEST_CONCURRENCY", "2")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "tempest harness broke");
-    let (passed, failed) = counts(&text);
+    let (passed, failed, text) = tempest_result(&out);
     assert!(
         passed >= 200,
         "expected the network suite, got {passed}:\n{text}"
@@ -212,10 +216,7 @@ fn tempest_identity_suite_passes() {
         .env("TEMPEST_CONCURRENCY", "2")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "tempest harness broke");
-    let (passed, failed) = counts(&text);
+    let (passed, failed, text) = tempest_result(&out);
     assert_eq!(failed, 0, "tempest failures:\n{text}");
     assert!(
         passed >= 120,
@@ -249,10 +250,7 @@ fn tempest_volume_suite_passes_four_in_five() {
         .env("TEMPEST_CONCURRENCY", "2")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "tempest harness broke");
-    let (passed, failed) = counts(&text);
+    let (passed, failed, text) = tempest_result(&out);
     assert!(
         passed >= 100,
         "expected the volume suite, got {passed}:\n{text}"
@@ -308,10 +306,7 @@ fn tempest_compute_suite_passes_four_in_five() {
         .env("TEMPEST_CONCURRENCY", "2")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "tempest harness broke");
-    let (passed, failed) = counts(&text);
+    let (passed, failed, text) = tempest_result(&out);
     assert!(
         passed >= 250,
         "expected the compute suite, got {passed}:\n{text}"

@@ -1333,8 +1333,9 @@ impl Volume for ThinVolume {
         Some(&self.pool.data)
     }
 
+    // The caller keeps plans in range (the `Volume` contract), so they
+    // take the pool's lock once.
     fn plan_read(&self, offset: u64, len: usize) -> Option<Plan> {
-        self.check(offset, len as u64).ok()?;
         let (segs, ticket) = self.pool.plan_read(self.no, offset, len, false)?;
         Some(Plan {
             segs,
@@ -1345,7 +1346,6 @@ impl Volume for ThinVolume {
 
     fn plan_write(&self, offset: u64, len: usize) -> Option<Plan> {
         self.writable().ok()?;
-        self.check(offset, len as u64).ok()?;
         let (puts, changed, ticket) = self.pool.plan_write(self.no, offset, len, false, false)?;
         let segs = puts
             .into_iter()

@@ -284,24 +284,7 @@ pub(super) async fn server_action(
             need(&["ACTIVE", "SHUTOFF", "ERROR"], "rebuild")?;
             let image_ref = args.get("imageRef").and_then(|v| v.as_str()).unwrap_or("");
             let image_id = image_ref.rsplit('/').next().unwrap_or("").to_string();
-            let img = app
-                .images
-                .get(&image_id)
-                .filter(|i| {
-                    let vis = st(i, "visibility");
-                    auth.0.is_admin()
-                        || vis == "public"
-                        || vis == "community"
-                        || auth.0.project_id() == Some(st(i, "owner"))
-                })
-                .ok_or_else(|| {
-                    Error::BadRequest(format!("Image {image_id} could not be found."))
-                })?;
-            if st(&img, "status") != "active" {
-                return Err(Error::BadRequest(format!(
-                    "Image {image_id} is not active."
-                )));
-            }
+            super::api::bootable_image(&app, &auth, &image_id)?;
             let name = match args.get("name") {
                 None => None,
                 Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => Some(n.clone()),

@@ -1010,22 +1010,7 @@ fn parse_create(
             "Booting from a volume is not supported yet: give an imageRef.".into(),
         ));
     }
-    let img = app
-        .images
-        .get(&image_id)
-        .filter(|i| {
-            let vis = st(i, "visibility");
-            auth.0.is_admin()
-                || vis == "public"
-                || vis == "community"
-                || auth.0.project_id() == Some(st(i, "owner"))
-        })
-        .ok_or_else(|| Error::BadRequest(format!("Image {image_id} could not be found.")))?;
-    if st(&img, "status") != "active" {
-        return Err(Error::BadRequest(format!(
-            "Image {image_id} is not active."
-        )));
-    }
+    let img = bootable_image(app, auth, &image_id)?;
     let min_ram = img.get("min_ram").and_then(|v| v.as_u64()).unwrap_or(0);
     if flavor["ram"].as_u64().unwrap_or(0) < min_ram {
         return Err(Error::BadRequest(
@@ -1693,6 +1678,28 @@ async fn list_attachments(
         .map(|(vol, dev)| attachment_view(&id, vol, dev))
         .collect();
     Ok(Json(json!({"volumeAttachments": v})))
+}
+
+/// The image `image_id` if the caller may boot it (admin, public,
+/// community or its own) and it is active; 400 otherwise, as Nova says.
+pub(super) fn bootable_image(app: &AppState, auth: &Auth, image_id: &str) -> Result<Rec> {
+    let img = app
+        .images
+        .get(image_id)
+        .filter(|i| {
+            let vis = st(i, "visibility");
+            auth.0.is_admin()
+                || vis == "public"
+                || vis == "community"
+                || auth.0.project_id() == Some(st(i, "owner"))
+        })
+        .ok_or_else(|| Error::BadRequest(format!("Image {image_id} could not be found.")))?;
+    if st(&img, "status") != "active" {
+        return Err(Error::BadRequest(format!(
+            "Image {image_id} is not active."
+        )));
+    }
+    Ok(img)
 }
 
 async fn show_attachment(

@@ -226,6 +226,9 @@ struct Conn {
     closing: bool,
     /// The socket failed: nothing more is sent either.
     dead: bool,
+    /// Scratch for `reap` and `send`, kept to spare an allocation a turn.
+    cqes: Vec<(u64, i32)>,
+    iov: Vec<libc::iovec>,
 }
 
 /// Runs the transmission phase on `sock` (non-blocking) to the end;
@@ -282,6 +285,8 @@ pub(super) fn run(sock: OwnedFd, early: Vec<u8>, v: Arc<dyn Volume>, s: Session)
         pollout_armed: false,
         closing: false,
         dead: false,
+        cqes: Vec::new(),
+        iov: Vec::with_capacity(MAX_IOV),
     };
     let r = c.run();
     // The kernel may still be using buffers of requests in flight.
@@ -694,12 +699,11 @@ impl Conn {
     }
 
     fn reap(&mut self) {
-        let cqes: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        for (ud, res) in cqes {
+        // Reused across turns: the loop runs this on every turn.
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(ud, res) in &cqes {
             match ud {
                 UD_WAKE => {
                     self.wake_armed = false;
@@ -713,6 +717,7 @@ impl Conn {
                 _ => self.completed((ud >> 16) as usize, (ud & 0xffff) as usize, res),
             }
         }
+        self.cqes = cqes;
     }
 
     fn completed(&mut self, slot: usize, k: usize, res: i32) {
@@ -861,7 +866,8 @@ impl Conn {
     fn send(&mut self) -> bool {
         let mut any = false;
         while !self.out.is_empty() && !self.dead {
-            let mut iov: Vec<libc::iovec> = Vec::with_capacity(MAX_IOV);
+            let mut iov = std::mem::take(&mut self.iov);
+            iov.clear();
             'outs: for o in &self.out {
                 let mut skip = o.sent;
                 for &(body, start, len) in &o.parts {
@@ -899,6 +905,8 @@ impl Conn {
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 )
             };
+            iov.clear();
+            self.iov = iov;
             if n < 0 {
                 match errno() {
                     libc::EINTR => continue,
