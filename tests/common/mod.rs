@@ -240,6 +240,18 @@ impl Cloud {
 
 impl Drop for Cloud {
     fn drop(&mut self) {
+        // A failing test shows what the cloud said (the last 200 lines), so
+        // a CI failure can be read without re-running it.
+        if std::thread::panicking() {
+            let log = self.stderr();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(200);
+            eprintln!(
+                "---- ursa up stderr (last {} lines) ----\n{}",
+                lines.len() - from,
+                lines[from..].join("\n")
+            );
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -387,13 +387,14 @@ impl Agent {
 
     /// Hot-plugs a vhost-user-blk disk through QMP.
     async fn plug_disk(&self, id: &str, tag: &str, socket: &str) -> R<()> {
-        self.qmp(
-            id,
-            "chardev-add",
-            json!({"id": format!("c{tag}"), "backend": {"type": "socket", "data": {
-                "addr": {"type": "unix", "data": {"path": socket}}, "server": false}}}),
-        )
-        .await?;
+        let chardev = json!({"id": format!("c{tag}"), "backend": {"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": socket}}, "server": false}}});
+        if self.qmp(id, "chardev-add", chardev.clone()).await.is_err() {
+            // The same volume's chardev from an earlier attachment may still
+            // be on its way out: wait for it to go, then add again.
+            self.release_chardev(id, &format!("c{tag}")).await?;
+            self.qmp(id, "chardev-add", chardev).await?;
+        }
         if let Err(e) = self
             .qmp(
                 id,
@@ -418,11 +419,27 @@ impl Agent {
             self.unplug(id, &format!("v{tag}"), Duration::from_secs(120))
                 .await
                 .map_err(|_| "the guest did not release the volume".to_string())?;
-            let _ = self
-                .qmp(id, "chardev-remove", json!({"id": format!("c{tag}")}))
-                .await;
+            self.release_chardev(id, &format!("c{tag}")).await?;
         }
         self.forget_args(id, &format!("c{tag}"))
+    }
+
+    /// Removes a chardev once nothing holds it: QEMU lets go of an
+    /// unplugged device's chardev only when the device is finalized, which
+    /// can come a little after the device left the QOM tree.
+    async fn release_chardev(&self, id: &str, chardev: &str) -> R<()> {
+        let t0 = std::time::Instant::now();
+        loop {
+            match self
+                .qmp(id, "chardev-remove", json!({ "id": chardev }))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.contains("not found") => return Ok(()),
+                Err(e) if t0.elapsed() > Duration::from_secs(10) => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Asks the guest to let a device go until it has (asking again is
