@@ -54,6 +54,12 @@ impl Cloud {
             } else {
                 &["--no-netd"][..]
             })
+            // What compute does to guests is worth reading when a test fails.
+            .env(
+                "URSA_LOG",
+                std::env::var("URSA_LOG")
+                    .unwrap_or_else(|_| "warn,ursa_control::compute=info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

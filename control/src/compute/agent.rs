@@ -455,14 +455,17 @@ impl Agent {
             .is_ok()
         {
             if t0.elapsed() > within {
+                tracing::warn!(server = id, device, "the guest did not release the device");
                 return Err(format!("the guest did not release {device}"));
             }
             if asked.elapsed() > Duration::from_secs(10) {
-                let _ = self.qmp(id, "device_del", json!({ "id": device })).await;
+                let r = self.qmp(id, "device_del", json!({ "id": device })).await;
+                tracing::info!(server = id, device, waited = ?t0.elapsed(), answer = ?r.err(), "asking the guest to release a device");
                 asked = std::time::Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        tracing::info!(server = id, device, took = ?t0.elapsed(), "the guest released a device");
         Ok(())
     }
 
