@@ -318,13 +318,25 @@ impl Conn {
             // way forward is an armed poll or an I/O in flight.
             let mut worked = false;
             loop {
-                let mut moved = false;
+                // Replies first (they free the client), then the disk
+                // reads and writes of new requests go to the kernel at once.
+                let mut moved = self.send();
                 if self.input_ready && !self.closing {
                     moved |= self.recv();
                 }
-                moved |= self.parse();
+                if self.parse() {
+                    moved = true;
+                    self.push_backlog();
+                    if !self.ring.submission().is_empty() {
+                        match self.ring.submit() {
+                            Ok(_) => {}
+                            Err(e)
+                                if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
                 moved |= self.start_barrier();
-                moved |= self.send();
                 if !moved || self.dead {
                     break;
                 }
