@@ -218,8 +218,29 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
 
     // A volume goes from one guest to another with its data: vm1 marks
     // the blank disk with its name, vm2 reads the mark.
+    // vm2 boots from a volume made from the image (blockd serves it over
+    // vhost-user-blk), which goes when the server goes.
     let mut b2 = good.clone();
     b2["name"] = json!("vm2");
+    b2["imageRef"] = json!("");
+    for bad in [
+        json!([{"boot_index": 0, "source_type": "image", "destination_type": "volume", "uuid": tiny}]),
+        json!([{"boot_index": 0, "source_type": "snapshot", "destination_type": "volume", "uuid": tiny, "volume_size": 1}]),
+        json!([{"boot_index": 0, "source_type": "volume", "destination_type": "volume", "uuid": uuid::Uuid::new_v4().to_string()}]),
+    ] {
+        let mut b = b2.clone();
+        b["block_device_mapping_v2"] = bad.clone();
+        let (st, v) = api.call(
+            "POST",
+            "/compute/v2.1/servers",
+            &admin,
+            Some(json!({"server": b})),
+        );
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+    b2["block_device_mapping_v2"] = json!([{"boot_index": 0, "source_type": "image",
+        "destination_type": "volume", "uuid": tiny, "volume_size": 1,
+        "delete_on_termination": true}]);
     let (st, created) = api.call(
         "POST",
         "/compute/v2.1/servers",
@@ -228,7 +249,37 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     );
     assert_eq!(st, 202, "{created}");
     let id2 = created["server"]["id"].as_str().unwrap().to_string();
-    api.wait_status(&admin, &id2, &["ACTIVE"], Duration::from_secs(90));
+    let srv2 = api.wait_status(&admin, &id2, &["ACTIVE", "ERROR"], Duration::from_secs(180));
+    assert_eq!(srv2["status"], "ACTIVE", "{srv2}");
+    assert_eq!(
+        srv2["image"], "",
+        "a volume-backed server has no image: {srv2}"
+    );
+    let root_vol = srv2["os-extended-volumes:volumes_attached"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("vm2 lists its root volume: {srv2}"))
+        .to_string();
+    let (_, rv) = api.call(
+        "GET",
+        &format!("/volume/v3/volumes/{root_vol}"),
+        &admin,
+        None,
+    );
+    assert_eq!(rv["volume"]["status"], "in-use", "{rv}");
+    assert_eq!(rv["volume"]["bootable"], "true", "{rv}");
+    assert_eq!(rv["volume"]["attachments"][0]["device"], "/dev/vda", "{rv}");
+    assert_eq!(
+        rv["volume"]["attachments"][0]["server_id"],
+        id2.as_str(),
+        "{rv}"
+    );
+    let (st, v) = api.call(
+        "DELETE",
+        &format!("/compute/v2.1/servers/{id2}/os-volume_attachments/{root_vol}"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 400, "the root volume stays: {v}");
     let (st, vol) = api.call(
         "POST",
         "/volume/v3/volumes",
@@ -388,6 +439,24 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(guests_under(&state).is_empty(), "QEMU still runs");
+    // The root volume went with vm2 (delete_on_termination).
+    let t0 = Instant::now();
+    while api
+        .call(
+            "GET",
+            &format!("/volume/v3/volumes/{root_vol}"),
+            &admin,
+            None,
+        )
+        .0
+        != 404
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "vm2's root volume was not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     assert!(
         !state.join("compute").join(&id).exists(),
         "the disk is still there"

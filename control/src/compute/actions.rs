@@ -94,6 +94,18 @@ pub(super) async fn server_action(
     {
         return Err(Error::Conflict(format!("Instance {id} is locked")));
     }
+    // A volume-backed server's root disk is not a local disk these copy or
+    // remake.
+    if super::volume_backed(&r)
+        && matches!(
+            action.as_str(),
+            "createImage" | "createBackup" | "shelve" | "shelveOffload" | "rebuild"
+        )
+    {
+        return Err(Error::BadRequest(format!(
+            "'{action}' of a volume-backed server (instance {id}) is not supported by Ursa."
+        )));
+    }
     // The state a successful action leaves, recorded with the action.
     let mut to: Option<(&str, &str, i64)> = None;
     let mut reply: Option<Response> = None;

@@ -37,6 +37,9 @@ pub struct GuestSpec {
     pub standalone: bool,
     /// Config drive files (relative path, contents); empty: none.
     pub config_drive: Vec<(String, Vec<u8>)>,
+    /// The root disk is a volume served over vhost-user-blk at this socket
+    /// (boot from volume); empty: a local disk made from `image`.
+    pub root_socket: String,
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +120,7 @@ impl Agent {
         let d = self.guest_dir(&g.id);
         std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         let disk = d.join("disk.qcow2");
-        if !disk.exists() {
+        if g.root_socket.is_empty() && !disk.exists() {
             let mut steps: Vec<Vec<std::ffi::OsString>> = Vec::new();
             let size = format!("{}G", g.disk_gb.max(1));
             if g.standalone {
@@ -177,12 +180,6 @@ impl Agent {
             format!("file:{}", d.join("console.log").display()),
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", d.join("qmp.sock").display()),
-            // The root disk boots first: the firmware (SeaBIOS) boots only
-            // the first hard disk it finds, which could be a blank volume.
-            "-drive".into(),
-            format!("file={},format=qcow2,if=none,id=root", disk.display()),
-            "-device".into(),
-            "virtio-blk-pci,drive=root,bootindex=0".into(),
             // Guest RAM a vhost-user backend (blockd) can map: volumes.
             "-object".into(),
             format!("memory-backend-memfd,id=mem,size={}M,share=on", g.ram_mb),
@@ -192,6 +189,23 @@ impl Agent {
             d.join("qemu.pid").display().to_string(),
             "-daemonize".into(),
         ];
+        // The root disk boots first: the firmware (SeaBIOS) boots only the
+        // first hard disk it finds, which could be a blank volume.
+        if g.root_socket.is_empty() {
+            args.extend([
+                "-drive".into(),
+                format!("file={},format=qcow2,if=none,id=root", disk.display()),
+                "-device".into(),
+                "virtio-blk-pci,drive=root,bootindex=0".into(),
+            ]);
+        } else {
+            args.extend([
+                "-chardev".into(),
+                format!("socket,id=croot,path={}", g.root_socket),
+                "-device".into(),
+                "vhost-user-blk-pci,id=vroot,chardev=croot,bootindex=0".into(),
+            ]);
+        }
         for (tap, mac) in &g.nics {
             args.extend(nic_args(tap, mac));
         }

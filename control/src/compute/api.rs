@@ -733,7 +733,10 @@ fn server_view_with(
         "id": id, "name": r["name"], "status": r["status"], "tenant_id": r["tenant_id"],
         "user_id": r["user_id"], "metadata": r.get("metadata").cloned().unwrap_or(json!({})),
         "hostId": r["hostId"], "created": r["created"], "updated": r["updated"],
-        "image": {"id": image, "links": [{"rel": "bookmark", "href": format!("{}/compute/images/{image}", app.base_url)}]},
+        // A volume-backed server has no image (Nova says "").
+        "image": if image.is_empty() { json!("") } else {
+            json!({"id": image, "links": [{"rel": "bookmark", "href": format!("{}/compute/images/{image}", app.base_url)}]})
+        },
         "flavor": {"id": flavor, "links": [{"rel": "bookmark", "href": format!("{}/compute/flavors/{flavor}", app.base_url)}]},
         "addresses": addresses, "accessIPv4": r.get("accessIPv4").cloned().unwrap_or(json!("")),
         "accessIPv6": r.get("accessIPv6").cloned().unwrap_or(json!("")), "links": server_links(app, id),
@@ -949,6 +952,10 @@ struct Request {
     /// A server group (id, policy) from the scheduler hints.
     group: Option<(String, String)>,
     config_drive: bool,
+    /// The root disk is a volume (boot from volume), as the server record's
+    /// `ursa:boot_volume` keeps it: {source_type, uuid, volume_size,
+    /// delete_on_termination}.
+    boot_volume: Option<Value>,
 }
 
 /// One entry of a server's `networks`: a new port on a network (with an
@@ -1005,23 +1012,40 @@ fn parse_create(
             image_id = u.to_string();
         }
     }
-    if image_id.is_empty() {
+    let boot_volume = boot_volume(s, auth, b)?;
+    if image_id.is_empty() && boot_volume.is_none() {
         return Err(Error::BadRequest(
-            "Booting from a volume is not supported yet: give an imageRef.".into(),
+            "Give an imageRef, or a block device mapping to boot from.".into(),
         ));
     }
-    let img = bootable_image(app, auth, &image_id)?;
-    let min_ram = img.get("min_ram").and_then(|v| v.as_u64()).unwrap_or(0);
-    if flavor["ram"].as_u64().unwrap_or(0) < min_ram {
-        return Err(Error::BadRequest(
-            "Flavor's memory is too small for requested image.".into(),
-        ));
-    }
-    let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
-    if flavor["disk"].as_u64().unwrap_or(0) < min_disk {
-        return Err(Error::BadRequest(
-            "Flavor's disk is too small for requested image.".into(),
-        ));
+    if let Some(bv) = &boot_volume {
+        // The root disk is the volume: the image (if any) is its source.
+        image_id = String::new();
+        if bv["source_type"] == "image" {
+            let img = bootable_image(app, auth, bv["uuid"].as_str().unwrap_or(""))?;
+            let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
+            let bytes = img.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+            let need = bytes.div_ceil(1 << 30).max(min_disk).max(1);
+            if bv["volume_size"].as_u64().unwrap_or(0) < need {
+                return Err(Error::BadRequest(format!(
+                    "Volume size must be at least {need} GiB for the image."
+                )));
+            }
+        }
+    } else {
+        let img = bootable_image(app, auth, &image_id)?;
+        let min_ram = img.get("min_ram").and_then(|v| v.as_u64()).unwrap_or(0);
+        if flavor["ram"].as_u64().unwrap_or(0) < min_ram {
+            return Err(Error::BadRequest(
+                "Flavor's memory is too small for requested image.".into(),
+            ));
+        }
+        let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
+        if flavor["disk"].as_u64().unwrap_or(0) < min_disk {
+            return Err(Error::BadRequest(
+                "Flavor's disk is too small for requested image.".into(),
+            ));
+        }
     }
     let networks = match b.get("networks") {
         None | Some(Value::String(_)) => {
@@ -1199,41 +1223,10 @@ fn parse_create(
             ))
         }
     };
-    // Block device mappings: the one that says "boot the image on a local
-    // disk" (what the openstack CLI sends with --image) is what Ursa does;
-    // volumes as boot or extra disks are not supported here.
     if b.contains_key("block_device_mapping") {
         return Err(Error::BadRequest(
-            "Legacy block device mappings are not supported: give an imageRef.".into(),
+            "Legacy block device mappings are not supported: use block_device_mapping_v2.".into(),
         ));
-    }
-    if let Some(bdm) = b.get("block_device_mapping_v2") {
-        let list = bdm.as_array().ok_or_else(|| {
-            Error::BadRequest("Invalid input for field/attribute block_device_mapping_v2.".into())
-        })?;
-        for m in list {
-            let src = m.get("source_type").and_then(|v| v.as_str());
-            let dst = m
-                .get("destination_type")
-                .and_then(|v| v.as_str())
-                .unwrap_or("local");
-            let boot = m.get("boot_index").and_then(|v| {
-                v.as_i64()
-                    .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
-            });
-            let uuid = m.get("uuid").and_then(|v| v.as_str());
-            let image_boot = src == Some("image")
-                && dst == "local"
-                && boot == Some(0)
-                && uuid.is_none_or(|u| u == image_id);
-            if !image_boot {
-                return Err(Error::BadRequest(
-                    "Block device mappings other than the image on a local boot disk (volumes, \
-                     snapshots, blank or swap disks) are not supported."
-                        .into(),
-                ));
-            }
-        }
     }
     Ok(Request {
         name,
@@ -1252,7 +1245,95 @@ fn parse_create(
         security_groups,
         group,
         config_drive,
+        boot_volume,
     })
+}
+
+/// The root volume a server's block device mappings ask for, if any.
+/// Ursa boots the image on a local disk (`source_type` image,
+/// `destination_type` local: what `--image` sends), a new volume made from
+/// an image (image → volume, `volume_size`), or an existing volume (volume →
+/// volume); each as boot index 0. Blank, snapshot and swap disks, and more
+/// than one mapping, are refused.
+fn boot_volume(s: &Compute, auth: &Auth, b: &Map<String, Value>) -> Result<Option<Value>> {
+    let Some(bdm) = b.get("block_device_mapping_v2") else {
+        return Ok(None);
+    };
+    let bad = |what: &str| Error::BadRequest(format!("Invalid block device mapping: {what}."));
+    let list = bdm.as_array().ok_or_else(|| {
+        Error::BadRequest("Invalid input for field/attribute block_device_mapping_v2.".into())
+    })?;
+    if list.len() > 1 {
+        return Err(bad(
+            "Ursa boots one disk (the image, or a volume); attach more volumes once the server is up",
+        ));
+    }
+    let Some(m) = list.first() else {
+        return Ok(None);
+    };
+    let m = m
+        .as_object()
+        .ok_or_else(|| bad("each mapping is an object"))?;
+    let text = |k: &str| m.get(k).and_then(|v| v.as_str());
+    let src = text("source_type").unwrap_or("");
+    let dst = text("destination_type").unwrap_or("local");
+    let boot = m.get("boot_index").and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+    });
+    if boot != Some(0) {
+        return Err(bad("the mapping must be the boot device (boot_index 0)"));
+    }
+    let uuid = text("uuid").unwrap_or("").to_string();
+    let delete = match m.get("delete_on_termination") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(v)) => *v,
+        Some(Value::String(v)) => matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
+        Some(_) => return Err(bad("delete_on_termination is a boolean")),
+    };
+    match (src, dst) {
+        ("image", "local") => Ok(None),
+        ("image", "volume") => {
+            let size = m
+                .get("volume_size")
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+                })
+                .filter(|n| (1..=1 << 20).contains(n))
+                .ok_or_else(|| bad("volume_size (GiB, at least 1) is needed to make a volume"))?;
+            if s.volumes.is_none() {
+                return Err(bad("there is no volume service here"));
+            }
+            Ok(Some(
+                json!({"source_type": "image", "uuid": uuid, "volume_size": size,
+                           "delete_on_termination": delete}),
+            ))
+        }
+        ("volume", "volume") => {
+            let vols = s
+                .volumes
+                .as_ref()
+                .ok_or_else(|| bad("there is no volume service here"))?;
+            let vol = vols
+                .doc(crate::volume::VOLUME, &uuid)
+                .filter(|v| auth.0.is_admin() || auth.0.project_id() == Some(st(v, "project_id")))
+                .ok_or_else(|| Error::BadRequest(format!("Volume {uuid} could not be found.")))?;
+            if st(&vol, "status") != "available" {
+                return Err(Error::BadRequest(format!(
+                    "Volume {uuid} status must be available, but current status is: {}",
+                    st(&vol, "status")
+                )));
+            }
+            Ok(Some(
+                json!({"source_type": "volume", "uuid": uuid, "volume_size": vol.get("size"),
+                           "delete_on_termination": delete}),
+            ))
+        }
+        _ => Err(bad(&format!(
+            "{src} → {dst} is not supported (image → local, image → volume, volume → volume are)"
+        ))),
+    }
 }
 
 async fn create_server(
@@ -1271,6 +1352,16 @@ async fn create_server(
         .or_else(|| top.get("OS-SCH-HNT:scheduler_hints"))
         .or_else(|| b.get("os:scheduler_hints"));
     let req = parse_create(&app, s, &auth, &b, hints)?;
+    if req.max_count > 1
+        && req
+            .boot_volume
+            .as_ref()
+            .is_some_and(|v| v["source_type"] == "volume")
+    {
+        return Err(Error::BadRequest(
+            "One volume cannot boot more than one server (max_count is above 1).".into(),
+        ));
+    }
     let ram = req.flavor["ram"].as_u64().unwrap_or(0);
     let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
     // Quotas: instances, cores, RAM, for as many as must be made.
@@ -1361,7 +1452,7 @@ async fn create_one(
         "metadata": req.metadata, "hostId": host_id, "created": t, "updated": t,
         "key_name": req.key_name, "OS-EXT-STS:vm_state": "building", "OS-EXT-STS:task_state": "spawning",
         "OS-EXT-STS:power_state": 0, "ursa:node": node, "ursa:flavor_id": st(&req.flavor, "id"),
-        "ursa:image_id": req.image_id, "ursa:user_data": req.user_data,
+        "ursa:image_id": req.image_id, "ursa:boot_volume": req.boot_volume, "ursa:user_data": req.user_data,
         "accessIPv4": req.access_v4.clone().unwrap_or_default(),
         "accessIPv6": req.access_v6.clone().unwrap_or_default(),
         "OS-DCF:diskConfig": req.disk_config.as_deref().unwrap_or("MANUAL"),
@@ -1790,9 +1881,7 @@ async fn attach_volume(
                     r.insert("status".into(), json!("in-use"));
                     r.insert(
                         "attachments".into(),
-                        json!([{"server_id": sid, "attachment_id": uuid::Uuid::new_v4().to_string(),
-                                "volume_id": st(r, "id"), "device": d2, "host_name": host,
-                                "attached_at": now(), "id": st(r, "id")}]),
+                        json!([super::attachment(&sid, st(r, "id"), &d2, &host)]),
                     );
                 }
                 false => {
@@ -1846,8 +1935,14 @@ async fn detach_volume(
         .volumes
         .as_ref()
         .ok_or_else(|| Error::Conflict("There is no volume service here.".into()))?;
-    if !attached(s, &id).iter().any(|(v, _)| *v == vol_id) {
+    let at = attached(s, &id);
+    if !at.iter().any(|(v, _)| *v == vol_id) {
         return Err(Error::NotFound(format!("volume_id not found: {vol_id}")));
+    }
+    if at.iter().any(|(v, d)| *v == vol_id && d == "/dev/vda") && super::volume_backed(&srv) {
+        return Err(Error::BadRequest(
+            "Cannot detach a root device volume".into(),
+        ));
     }
     let vol = vols
         .update(crate::volume::VOLUME, &vol_id, |r| {

@@ -332,16 +332,26 @@ impl Compute {
         let flavor = self
             .doc(FLAVOR, st(srv, "ursa:flavor_id"))
             .ok_or("the flavor is gone")?;
-        // The disk comes from the image, or from the snapshot a shelved
-        // server was offloaded to.
-        let image_id = match st(srv, "ursa:disk_image_id") {
-            "" => st(srv, "ursa:image_id"),
-            other => other,
+        // The root disk is a volume (served by blockd over vhost-user-blk),
+        // or made from the image, or from the snapshot a shelved server was
+        // offloaded to.
+        let root_socket = match srv.get("ursa:boot_volume").filter(|v| v.is_object()) {
+            Some(bv) => Some(self.root_volume(srv, bv).await?),
+            None => None,
         };
-        let image = self.images.get(image_id).ok_or("the image is gone")?;
-        let fmt = match image.get("disk_format").and_then(|v| v.as_str()) {
-            Some("qcow2") => "qcow2",
-            _ => "raw",
+        let (image_path, fmt) = if root_socket.is_some() {
+            (std::path::PathBuf::new(), "raw")
+        } else {
+            let image_id = match st(srv, "ursa:disk_image_id") {
+                "" => st(srv, "ursa:image_id"),
+                other => other,
+            };
+            let image = self.images.get(image_id).ok_or("the image is gone")?;
+            let fmt = match image.get("disk_format").and_then(|v| v.as_str()) {
+                Some("qcow2") => "qcow2",
+                _ => "raw",
+            };
+            (self.images.store.path(image_id), fmt)
         };
         let nics: Vec<(String, String)> = {
             let m = self.identity.model();
@@ -363,8 +373,9 @@ impl Compute {
         }
         let spec = agent::GuestSpec {
             id: id.to_string(),
-            image: self.images.store.path(image_id),
+            image: image_path,
             image_format: fmt.into(),
+            root_socket: root_socket.unwrap_or_default(),
             ram_mb: flavor["ram"].as_u64().unwrap_or(512),
             vcpus: flavor["vcpus"].as_u64().unwrap_or(1),
             disk_gb: flavor["disk"].as_u64().unwrap_or(1),
@@ -377,6 +388,116 @@ impl Compute {
             },
         };
         node.agent.boot(&spec).await
+    }
+
+    /// The root volume of a volume-backed server, made from its image the
+    /// first time (the volume's id is then kept in the server's record, so
+    /// a boot tried again uses it), attached as /dev/vda and exported over
+    /// vhost-user-blk: the socket QEMU connects to.
+    async fn root_volume(&self, srv: &Rec, bv: &Value) -> std::result::Result<String, String> {
+        use crate::volume::VOLUME;
+        let vols = self
+            .volumes
+            .as_ref()
+            .ok_or("there is no volume service here")?;
+        let id = st(srv, "id").to_string();
+        let vol_id = match (bv["source_type"].as_str(), bv["volume_id"].as_str()) {
+            (_, Some(v)) => v.to_string(),
+            (Some("volume"), None) => bv["uuid"].as_str().unwrap_or("").to_string(),
+            _ => {
+                let image_id = bv["uuid"].as_str().unwrap_or("").to_string();
+                let img = self.images.get(&image_id).ok_or("the image is gone")?;
+                let vtype = vols
+                    .doc(crate::volume::TYPE, crate::volume::DEFAULT_TYPE_ID)
+                    .ok_or("there is no default volume type")?;
+                let vol = crate::volume::api::create_record(
+                    vols,
+                    crate::volume::api::NewVolume {
+                        project: st(srv, "tenant_id").to_string(),
+                        user: st(srv, "user_id").to_string(),
+                        name: json!(""),
+                        description: Value::Null,
+                        size: bv["volume_size"].as_u64().unwrap_or(1),
+                        vtype,
+                        snapshot_id: None,
+                        source_volid: None,
+                        image: Some((image_id.clone(), img)),
+                        meta: json!({}),
+                        host: None,
+                    },
+                    crate::volume::Source::Image(image_id),
+                )
+                .await
+                .map_err(|e| format!("making the root volume: {e}"))?;
+                let vol_id = st(&vol, "id").to_string();
+                let v2 = vol_id.clone();
+                self.update(&id, move |r| {
+                    if let Some(b) = r
+                        .get_mut("ursa:boot_volume")
+                        .and_then(|b| b.as_object_mut())
+                    {
+                        b.insert("volume_id".into(), json!(v2));
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                vol_id
+            }
+        };
+        // Wait for the volume (an image is being copied onto it), then
+        // claim it for this server.
+        let t0 = std::time::Instant::now();
+        loop {
+            let vol = vols
+                .doc(VOLUME, &vol_id)
+                .ok_or_else(|| format!("the root volume {vol_id} is gone"))?;
+            let ours = vol
+                .get("attachments")
+                .and_then(|a| a.as_array())
+                .is_some_and(|a| a.iter().any(|x| x["server_id"] == id.as_str()));
+            match st(&vol, "status") {
+                "in-use" if ours => break,
+                "available" => {
+                    let (sid, host) = (
+                        id.clone(),
+                        self.node(st(srv, "ursa:node"))
+                            .map(|n| n.agent.node().to_string())
+                            .unwrap_or_default(),
+                    );
+                    let claimed = vols
+                        .update(VOLUME, &vol_id, move |r| {
+                            if st(r, "status") != "available" {
+                                return Err(crate::error::Error::Conflict("taken".into()));
+                            }
+                            r.insert("status".into(), json!("in-use"));
+                            let a = attachment(&sid, st(r, "id"), "/dev/vda", &host);
+                            r.insert("attachments".into(), json!([a]));
+                            Ok(())
+                        })
+                        .await;
+                    if claimed.is_ok() {
+                        break;
+                    }
+                }
+                "creating" | "downloading"
+                    if t0.elapsed() < std::time::Duration::from_secs(1800) => {}
+                other => {
+                    return Err(format!(
+                        "the root volume {vol_id} is {other}, not available for this server"
+                    ))
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let vol = vols
+            .doc(VOLUME, &vol_id)
+            .ok_or_else(|| format!("the root volume {vol_id} is gone"))?;
+        let conn = vols
+            .export(&vol, true)
+            .await
+            .map_err(|e| format!("exporting the root volume: {e}"))?;
+        Ok(conn.socket_path)
     }
 
     /// Stops and removes a server's guest, disk and ports; its volumes are
@@ -393,13 +514,19 @@ impl Compute {
                     .is_some_and(|a| a.iter().any(|x| x["server_id"] == id));
                 if attached {
                     let _ = v.unexport(&vol).await;
-                    let _ = v
-                        .update(crate::volume::VOLUME, st(&vol, "id"), |r| {
-                            r.insert("status".into(), json!("available"));
+                    // A root volume asked to go with its server goes.
+                    let gone = root_volume_goes(&self.doc(SERVER, id), st(&vol, "id"));
+                    let r = v
+                        .update(crate::volume::VOLUME, st(&vol, "id"), move |r| {
+                            let status = if gone { "deleting" } else { "available" };
+                            r.insert("status".into(), json!(status));
                             r.insert("attachments".into(), json!([]));
                             Ok(())
                         })
                         .await;
+                    if let (true, Ok(Some(rec))) = (gone, r) {
+                        v.spawn_delete(crate::volume::VOLUME, rec);
+                    }
                 }
             }
         }
@@ -520,4 +647,30 @@ pub fn flavor_record(id: &str, name: &str, ram: u64, vcpus: u64, disk: u64, publ
     .as_object()
     .cloned()
     .unwrap_or_default()
+}
+
+/// A volume's attachment to a server, as Cinder shows it.
+pub(crate) fn attachment(server: &str, volume: &str, device: &str, host: &str) -> Value {
+    json!({"server_id": server, "attachment_id": uuid::Uuid::new_v4().to_string(),
+           "volume_id": volume, "device": device, "host_name": host,
+           "attached_at": crate::volume::now(), "id": volume})
+}
+
+/// Whether `volume` is the server's root volume, to be deleted with it.
+fn root_volume_goes(srv: &Option<Rec>, volume: &str) -> bool {
+    let Some(bv) = srv.as_ref().and_then(|s| s.get("ursa:boot_volume")) else {
+        return false;
+    };
+    let root = bv["volume_id"]
+        .as_str()
+        .or_else(|| match bv["source_type"].as_str() {
+            Some("volume") => bv["uuid"].as_str(),
+            _ => None,
+        });
+    root == Some(volume) && bv["delete_on_termination"] == true
+}
+
+/// Whether a server's root disk is a volume.
+pub(crate) fn volume_backed(srv: &Rec) -> bool {
+    srv.get("ursa:boot_volume").is_some_and(|v| v.is_object())
 }

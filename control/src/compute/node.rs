@@ -295,6 +295,7 @@ fn spec_to_pb(g: &GuestSpec) -> pb::GuestSpec {
                 data: data.clone(),
             })
             .collect(),
+        root_socket: g.root_socket.clone(),
     }
 }
 
@@ -353,6 +354,7 @@ impl agent_server::Agent for AgentService {
                 .into_iter()
                 .map(|f| (f.path, f.data))
                 .collect(),
+            root_socket: g.root_socket,
         };
         self.agent.boot(&spec).await.map_err(failed)?;
         Ok(Response::new(pb::Done {}))

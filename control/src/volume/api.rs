@@ -481,6 +481,65 @@ async fn create_volume(
             .filter(|x| x.get("is_public") != Some(&Value::Bool(false)) || auth.0.is_admin())
             .ok_or_else(|| Error::NotFound(format!("Volume type {t} could not be found.")))?,
     };
+    let vol = create_record(
+        s,
+        NewVolume {
+            project: project.clone(),
+            user: auth.0.user_id.clone(),
+            name,
+            description,
+            size,
+            vtype,
+            snapshot_id,
+            source_volid,
+            image: image.and_then(|iid| state.images.get(&iid).map(|i| (iid, i))),
+            meta,
+            host,
+        },
+        source,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"volume": volume_view(&state, &auth, mv, &vol, true, false)})),
+    )
+        .into_response())
+}
+
+/// What a new volume is made of (the API's request, or compute's
+/// boot-from-volume).
+pub(crate) struct NewVolume {
+    pub project: String,
+    pub user: String,
+    pub name: Value,
+    pub description: Value,
+    pub size: u64,
+    pub vtype: Rec,
+    pub snapshot_id: Option<String>,
+    pub source_volid: Option<String>,
+    /// The image it is made from: id and record.
+    pub image: Option<(String, Rec)>,
+    pub meta: Value,
+    /// The storage node, when the source decides it.
+    pub host: Option<String>,
+}
+
+/// Checks the project's quota, places and records a volume, and starts
+/// making its backing: the record says "creating" until it is there.
+pub(crate) async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> Result<Rec> {
+    let NewVolume {
+        project,
+        user,
+        name,
+        description,
+        size,
+        vtype,
+        snapshot_id,
+        source_volid,
+        image,
+        meta,
+        host,
+    } = n;
     let (nv, _, gib) = usage(s, &project);
     let quota = quota_of(s, &project);
     let (qv, qg, qp) = (
@@ -504,13 +563,13 @@ async fn create_volume(
     };
     let now = now();
     let id = uuid::Uuid::new_v4().to_string();
-    let vol = json!({
+    let mut vol = json!({
         "id": id, "name": name, "description": description, "status": "creating", "size": size,
         "availability_zone": ZONE, "created_at": now, "updated_at": now,
         "volume_type": st(&vtype, "name"), "volume_type_id": st(&vtype, "id"),
         "snapshot_id": snapshot_id, "source_volid": source_volid, "metadata": meta,
         "bootable": if image.is_some() { "true" } else { "false" }, "encrypted": false, "multiattach": false,
-        "attachments": [], "user_id": auth.0.user_id, "project_id": project,
+        "attachments": [], "user_id": user, "project_id": project,
         "replication_status": "disabled", "consistencygroup_id": null, "migration_status": null,
         "group_id": null, "ursa:node": host, "shared_targets": false,
         "os-vol-mig-status-attr:migstat": null, "os-vol-mig-status-attr:name_id": null,
@@ -518,24 +577,17 @@ async fn create_volume(
     .as_object()
     .cloned()
     .expect("object");
-    let mut vol = vol;
-    if let Some(iid) = &image {
-        if let Some(img) = state.images.get(iid) {
-            vol.insert(
-                "volume_image_metadata".into(),
-                json!({"image_id": iid, "image_name": img.get("name").cloned().unwrap_or(Value::Null),
-                       "disk_format": img.get("disk_format"), "container_format": img.get("container_format"),
-                       "checksum": img.get("checksum"), "size": img.get("size")}),
-            );
-        }
+    if let Some((iid, img)) = &image {
+        vol.insert(
+            "volume_image_metadata".into(),
+            json!({"image_id": iid, "image_name": img.get("name").cloned().unwrap_or(Value::Null),
+                   "disk_format": img.get("disk_format"), "container_format": img.get("container_format"),
+                   "checksum": img.get("checksum"), "size": img.get("size")}),
+        );
     }
     s.put(VOLUME, vol.clone()).await?;
     s.spawn_create(vol.clone(), source);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"volume": volume_view(&state, &auth, mv, &vol, true, false)})),
-    )
-        .into_response())
+    Ok(vol)
 }
 
 fn page(
