@@ -106,12 +106,133 @@ fn openstack_cli_drives_every_service() {
             "a guest outlived its server"
         );
     }
+    if let (Some(g), true) = (&guest, blockd_built()) {
+        cli_boots_from_volume(&api, &cloud, g);
+        assert!(
+            common::guests_under(&state).is_empty(),
+            "a guest outlived its server"
+        );
+    }
     assert!(text.contains("ok    port has an address"), "{text}");
     // The volume section runs when ursa-blockd was built beside ursa.
-    let blockd = std::path::Path::new(common::ursa_bin()).with_file_name("ursa-blockd");
-    if blockd.exists() {
+    if blockd_built() {
         assert!(text.contains("ok    snapshot available"), "{text}");
     }
+}
+
+fn blockd_built() -> bool {
+    std::path::Path::new(common::ursa_bin())
+        .with_file_name("ursa-blockd")
+        .exists()
+}
+
+/// `openstack server create --boot-from-volume`: the server runs from a
+/// volume made from the image, which the volume service lists in use.
+fn cli_boots_from_volume(api: &std::path::Path, cloud: &Cloud, image_file: &std::path::Path) {
+    let venv = Command::new("bash")
+        .arg(api.join("setup.sh"))
+        .output()
+        .unwrap();
+    let venv = String::from_utf8_lossy(&venv.stdout).trim().to_string();
+    let try_os = |args: &[&str]| -> std::process::Output {
+        Command::new(format!("{venv}/bin/openstack"))
+            .args(args)
+            .env("OS_AUTH_URL", &cloud.url)
+            .env("OS_USERNAME", "admin")
+            .env("OS_PASSWORD", "cli-smoke-pw")
+            .env("OS_PROJECT_NAME", "admin")
+            .env("OS_USER_DOMAIN_NAME", "Default")
+            .env("OS_PROJECT_DOMAIN_NAME", "Default")
+            .env("OS_IDENTITY_API_VERSION", "3")
+            .env("OS_REGION_NAME", "RegionOne")
+            .env("OS_INTERFACE", "public")
+            .output()
+            .unwrap()
+    };
+    let os = |args: &[&str]| -> String {
+        let out = try_os(args);
+        assert!(
+            out.status.success(),
+            "openstack {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let file = image_file.display().to_string();
+    os(&[
+        "image",
+        "create",
+        "--disk-format",
+        "raw",
+        "--file",
+        &file,
+        "bfv-img",
+    ]);
+    os(&["network", "create", "bfv-net"]);
+    os(&[
+        "subnet",
+        "create",
+        "--network",
+        "bfv-net",
+        "--subnet-range",
+        "10.79.0.0/24",
+        "bfv-sub",
+    ]);
+    os(&[
+        "server",
+        "create",
+        "--flavor",
+        "1",
+        "--image",
+        "bfv-img",
+        "--boot-from-volume",
+        "1",
+        "--network",
+        "bfv-net",
+        "--wait",
+        "bfv-vm",
+    ]);
+    let status = os(&["server", "show", "bfv-vm", "-f", "value", "-c", "status"]);
+    assert_eq!(status, "ACTIVE");
+    let vols = os(&["volume", "list", "-f", "value", "-c", "ID", "-c", "Status"]);
+    let root = vols
+        .lines()
+        .find(|l| l.ends_with("in-use"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no volume in use: {vols}"))
+        .to_string();
+    let attached = os(&[
+        "server",
+        "show",
+        "bfv-vm",
+        "-f",
+        "value",
+        "-c",
+        "volumes_attached",
+    ]);
+    assert!(attached.contains(&root), "{attached}");
+    os(&["server", "delete", "--wait", "bfv-vm"]);
+    // The root volume outlives the server unless the mapping said
+    // delete_on_termination: then it is available again, and can go.
+    let t0 = std::time::Instant::now();
+    loop {
+        let out = try_os(&["volume", "show", &root, "-f", "value", "-c", "status"]);
+        if !out.status.success() {
+            break; // deleted with the server
+        }
+        if String::from_utf8_lossy(&out.stdout).trim() == "available" {
+            os(&["volume", "delete", &root]);
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the root volume stays in use"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    os(&["subnet", "delete", "bfv-sub"]);
+    os(&["network", "delete", "bfv-net"]);
+    os(&["image", "delete", "bfv-img"]);
 }
 
 /// Tempest's image suite, less what Ursa does not serve: tasks (the

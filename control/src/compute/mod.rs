@@ -449,6 +449,9 @@ impl Compute {
         // claim it for this server.
         let t0 = std::time::Instant::now();
         loop {
+            if self.doc(SERVER, &id).is_none() {
+                return Err("the server was deleted while it was being built".into());
+            }
             let vol = vols
                 .doc(VOLUME, &vol_id)
                 .ok_or_else(|| format!("the root volume {vol_id} is gone"))?;
@@ -477,6 +480,18 @@ impl Compute {
                         })
                         .await;
                     if claimed.is_ok() {
+                        if self.doc(SERVER, &id).is_none() {
+                            // Deleted meanwhile: its release did not see
+                            // this attachment, so let the volume go here.
+                            let _ = vols
+                                .update(VOLUME, &vol_id, |r| {
+                                    r.insert("status".into(), json!("available"));
+                                    r.insert("attachments".into(), json!([]));
+                                    Ok(())
+                                })
+                                .await;
+                            return Err("the server was deleted while it was being built".into());
+                        }
                         break;
                     }
                 }
@@ -507,7 +522,29 @@ impl Compute {
             n.agent.destroy(id).await;
         }
         if let Some(v) = &self.volumes {
+            let srv = self.doc(SERVER, id);
             for vol in v.docs(crate::volume::VOLUME) {
+                // A root volume made for the server that never got attached
+                // (the boot failed first) goes with it when asked to.
+                let unattached = vol
+                    .get("attachments")
+                    .and_then(|a| a.as_array())
+                    .is_none_or(|a| a.is_empty());
+                if unattached
+                    && matches!(st(&vol, "status"), "available" | "error")
+                    && root_volume_goes(&srv, st(&vol, "id"), true)
+                {
+                    let r = v
+                        .update(crate::volume::VOLUME, st(&vol, "id"), |r| {
+                            r.insert("status".into(), json!("deleting"));
+                            Ok(())
+                        })
+                        .await;
+                    if let Ok(Some(rec)) = r {
+                        v.spawn_delete(crate::volume::VOLUME, rec);
+                    }
+                    continue;
+                }
                 let attached = vol
                     .get("attachments")
                     .and_then(|a| a.as_array())
@@ -515,7 +552,7 @@ impl Compute {
                 if attached {
                     let _ = v.unexport(&vol).await;
                     // A root volume asked to go with its server goes.
-                    let gone = root_volume_goes(&self.doc(SERVER, id), st(&vol, "id"));
+                    let gone = root_volume_goes(&srv, st(&vol, "id"), false);
                     let r = v
                         .update(crate::volume::VOLUME, st(&vol, "id"), move |r| {
                             let status = if gone { "deleting" } else { "available" };
@@ -656,15 +693,16 @@ pub(crate) fn attachment(server: &str, volume: &str, device: &str, host: &str) -
            "attached_at": crate::volume::now(), "id": volume})
 }
 
-/// Whether `volume` is the server's root volume, to be deleted with it.
-fn root_volume_goes(srv: &Option<Rec>, volume: &str) -> bool {
+/// Whether `volume` is the server's root volume, to be deleted with it
+/// (`made`: only one compute made from the image).
+fn root_volume_goes(srv: &Option<Rec>, volume: &str, made: bool) -> bool {
     let Some(bv) = srv.as_ref().and_then(|s| s.get("ursa:boot_volume")) else {
         return false;
     };
     let root = bv["volume_id"]
         .as_str()
         .or_else(|| match bv["source_type"].as_str() {
-            Some("volume") => bv["uuid"].as_str(),
+            Some("volume") if !made => bv["uuid"].as_str(),
             _ => None,
         });
     root == Some(volume) && bv["delete_on_termination"] == true
