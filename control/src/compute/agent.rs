@@ -472,7 +472,9 @@ impl Agent {
                 tracing::warn!(server = id, device, "the guest did not release the device");
                 return Err(format!("the guest did not release {device}"));
             }
-            if asked.elapsed() > Duration::from_secs(10) {
+            // A guest often misses the first request (it is still busy
+            // with the hot-add, or booting) and answers the next at once.
+            if asked.elapsed() > Duration::from_secs(3) {
                 let r = self.qmp(id, "device_del", json!({ "id": device })).await;
                 tracing::info!(server = id, device, waited = ?t0.elapsed(), answer = ?r.err(), "asking the guest to release a device");
                 asked = std::time::Instant::now();
