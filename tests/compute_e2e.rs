@@ -241,6 +241,36 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     b2["block_device_mapping_v2"] = json!([{"boot_index": 0, "source_type": "image",
         "destination_type": "volume", "uuid": tiny, "volume_size": 1,
         "delete_on_termination": true}]);
+    // Deleted while its root volume is being made: the volume goes too.
+    let mut gone = b2.clone();
+    gone["name"] = json!("vm-gone");
+    let (st, created) = api.call(
+        "POST",
+        "/compute/v2.1/servers",
+        &admin,
+        Some(json!({"server": gone})),
+    );
+    assert_eq!(st, 202, "{created}");
+    let gone_id = created["server"]["id"].as_str().unwrap().to_string();
+    let (st, _) = api.call(
+        "DELETE",
+        &format!("/compute/v2.1/servers/{gone_id}"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    let t0 = Instant::now();
+    loop {
+        let (_, vols) = api.call("GET", "/volume/v3/volumes", &admin, None);
+        if api.server_status(&admin, &gone_id).0 == 404 && vols["volumes"] == json!([]) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "a server deleted while being built left {vols}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let (st, created) = api.call(
         "POST",
         "/compute/v2.1/servers",

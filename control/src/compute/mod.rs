@@ -447,9 +447,13 @@ impl Compute {
         };
         // Wait for the volume (an image is being copied onto it), then
         // claim it for this server.
+        let made = bv["source_type"] == "image";
         let t0 = std::time::Instant::now();
         loop {
             if self.doc(SERVER, &id).is_none() {
+                if made && bv["delete_on_termination"] == true {
+                    self.drop_made_volume(vols, &vol_id).await;
+                }
                 return Err("the server was deleted while it was being built".into());
             }
             let vol = vols
@@ -490,6 +494,9 @@ impl Compute {
                                     Ok(())
                                 })
                                 .await;
+                            if made && bv["delete_on_termination"] == true {
+                                self.drop_made_volume(vols, &vol_id).await;
+                            }
                             return Err("the server was deleted while it was being built".into());
                         }
                         break;
@@ -513,6 +520,32 @@ impl Compute {
             .await
             .map_err(|e| format!("exporting the root volume: {e}"))?;
         Ok(conn.socket_path)
+    }
+
+    /// Deletes a root volume compute made for a server that is gone, once
+    /// the image is copied onto it (a delete must not race the copy).
+    async fn drop_made_volume(&self, vols: &crate::volume::Volumes, vol_id: &str) {
+        use crate::volume::VOLUME;
+        let t0 = std::time::Instant::now();
+        while vols
+            .doc(VOLUME, vol_id)
+            .is_some_and(|v| matches!(st(&v, "status"), "creating" | "downloading"))
+            && t0.elapsed() < std::time::Duration::from_secs(1800)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let r = vols
+            .update(VOLUME, vol_id, |r| {
+                if !matches!(st(r, "status"), "available" | "error") {
+                    return Err(crate::error::Error::Conflict("in use".into()));
+                }
+                r.insert("status".into(), json!("deleting"));
+                Ok(())
+            })
+            .await;
+        if let Ok(Some(rec)) = r {
+            vols.spawn_delete(VOLUME, rec);
+        }
     }
 
     /// Stops and removes a server's guest, disk and ports; its volumes are
