@@ -223,6 +223,12 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
     let mut b2 = good.clone();
     b2["name"] = json!("vm2");
     b2["imageRef"] = json!("");
+    // It reads its root disk every 2 s (past the page cache), so the test
+    // sees the disk answer, also after blockd restarts under it.
+    b2["user_data"] = json!(b64(
+        "#!/bin/sh\nwhile true; do dd if=/dev/vda of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null \
+         && echo URSA-TINY: root read ok; sleep 2; done\n"
+    ));
     for bad in [
         json!([{"boot_index": 0, "source_type": "image", "destination_type": "volume", "uuid": tiny}]),
         json!([{"boot_index": 0, "source_type": "snapshot", "destination_type": "volume", "uuid": tiny, "volume_size": 1}]),
@@ -355,6 +361,7 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
 
     // Kill the control plane (and with it netd); the guest keeps running
     // and the new process adopts it.
+    api.wait_console(&admin, &id2, "URSA-TINY: root read ok");
     drop(cloud);
     let cloud = Cloud::start_with_nodes(&state, "secret", &args);
     let admin = cloud.admin_token();
@@ -366,6 +373,19 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
         qemu,
         "the same QEMU still runs the guest"
     );
+    // blockd went down with the control plane and came back: vm2's QEMU
+    // reconnects to it, and the guest reads its root disk again.
+    let reads = |api: &Api| api.console(&admin, &id2).matches("root read ok").count();
+    let before = reads(&api);
+    let t0 = Instant::now();
+    while reads(&api) < before + 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "vm2 no longer reads its root volume after blockd restarted:\n{}",
+            api.console(&admin, &id2)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 
     // A guest that cannot start: ERROR with a fault, nothing left behind.
     let junk = dir.path().join("junk.qcow2");

@@ -190,7 +190,10 @@ impl Agent {
             "-daemonize".into(),
         ];
         // The root disk boots first: the firmware (SeaBIOS) boots only the
-        // first hard disk it finds, which could be a blank volume.
+        // first hard disk it finds, which could be a blank volume. Volumes'
+        // chardevs reconnect (every second) to a blockd that restarted: the
+        // guest's requests that were in flight are taken up again, as QEMU
+        // resets the queue to what was completed.
         if g.root_socket.is_empty() {
             args.extend([
                 "-drive".into(),
@@ -201,7 +204,7 @@ impl Agent {
         } else {
             args.extend([
                 "-chardev".into(),
-                format!("socket,id=croot,path={}", g.root_socket),
+                format!("socket,id=croot,path={},reconnect=1", g.root_socket),
                 "-device".into(),
                 "vhost-user-blk-pci,id=vroot,chardev=croot,bootindex=0".into(),
             ]);
@@ -392,7 +395,7 @@ impl Agent {
         let mut args = self.saved_args(id)?;
         args.extend([
             "-chardev".to_string(),
-            format!("socket,id=c{tag},path={socket}"),
+            format!("socket,id=c{tag},path={socket},reconnect=1"),
             "-device".to_string(),
             format!("vhost-user-blk-pci,id=v{tag},chardev=c{tag}"),
         ]);
@@ -402,7 +405,7 @@ impl Agent {
     /// Hot-plugs a vhost-user-blk disk through QMP.
     async fn plug_disk(&self, id: &str, tag: &str, socket: &str) -> R<()> {
         let chardev = json!({"id": format!("c{tag}"), "backend": {"type": "socket", "data": {
-            "addr": {"type": "unix", "data": {"path": socket}}, "server": false}}});
+            "addr": {"type": "unix", "data": {"path": socket}}, "server": false, "reconnect": 1}}});
         if self.qmp(id, "chardev-add", chardev.clone()).await.is_err() {
             // The same volume's chardev from an earlier attachment may still
             // be on its way out: wait for it to go, then add again.
