@@ -431,10 +431,21 @@ impl Drop for VhostExport {
         if let Some(h) = self.daemon.lock().expect("daemon").take() {
             h.shutdown();
         }
-        // Wake a listener blocked in accept.
-        let _ = std::os::unix::net::UnixStream::connect(&self.socket);
+        // Wake a listener blocked in accept, again until the thread is
+        // gone: it may be between two connections, about to listen anew,
+        // and miss one wake-up. A thread that does not end is left behind
+        // rather than hang the caller (an unexport, or blockd's exit).
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let t0 = std::time::Instant::now();
+            while !t.is_finished() && t0.elapsed() < std::time::Duration::from_secs(5) {
+                let _ = std::os::unix::net::UnixStream::connect(&self.socket);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!(socket = %self.socket.display(), "a vhost-user export thread did not stop");
+            }
         }
         let _ = std::fs::remove_file(&self.socket);
     }
