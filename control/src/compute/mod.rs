@@ -447,11 +447,12 @@ impl Compute {
         };
         // Wait for the volume (an image is being copied onto it), then
         // claim it for this server.
-        let made = bv["source_type"] == "image";
+        // A volume compute made goes if the server goes before it boots.
+        let drop_made = bv["source_type"] == "image" && bv["delete_on_termination"] == true;
         let t0 = std::time::Instant::now();
         loop {
             if self.doc(SERVER, &id).is_none() {
-                if made && bv["delete_on_termination"] == true {
+                if drop_made {
                     self.drop_made_volume(vols, &vol_id).await;
                 }
                 return Err("the server was deleted while it was being built".into());
@@ -494,7 +495,7 @@ impl Compute {
                                     Ok(())
                                 })
                                 .await;
-                            if made && bv["delete_on_termination"] == true {
+                            if drop_made {
                                 self.drop_made_volume(vols, &vol_id).await;
                             }
                             return Err("the server was deleted while it was being built".into());
@@ -567,15 +568,7 @@ impl Compute {
                     && matches!(st(&vol, "status"), "available" | "error")
                     && root_volume_goes(&srv, st(&vol, "id"), true)
                 {
-                    let r = v
-                        .update(crate::volume::VOLUME, st(&vol, "id"), |r| {
-                            r.insert("status".into(), json!("deleting"));
-                            Ok(())
-                        })
-                        .await;
-                    if let Ok(Some(rec)) = r {
-                        v.spawn_delete(crate::volume::VOLUME, rec);
-                    }
+                    self.drop_made_volume(v, st(&vol, "id")).await;
                     continue;
                 }
                 let attached = vol

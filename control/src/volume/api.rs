@@ -527,21 +527,8 @@ pub(crate) struct NewVolume {
 /// Checks the project's quota, places and records a volume, and starts
 /// making its backing: the record says "creating" until it is there.
 pub(crate) async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> Result<Rec> {
-    let NewVolume {
-        project,
-        user,
-        name,
-        description,
-        size,
-        vtype,
-        snapshot_id,
-        source_volid,
-        image,
-        meta,
-        host,
-    } = n;
-    let (nv, _, gib) = usage(s, &project);
-    let quota = quota_of(s, &project);
+    let (nv, _, gib) = usage(s, &n.project);
+    let quota = quota_of(s, &n.project);
     let (qv, qg, qp) = (
         limit(&quota, "volumes"),
         limit(&quota, "gigabytes"),
@@ -552,24 +539,25 @@ pub(crate) async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> 
             "VolumeLimitExceeded: Maximum number of volumes allowed ({qv}) exceeded for quota 'volumes'."
         )));
     }
-    if (qg >= 0 && (gib + size) as i64 > qg) || (qp >= 0 && size as i64 > qp) {
+    if (qg >= 0 && (gib + n.size) as i64 > qg) || (qp >= 0 && n.size as i64 > qp) {
         return Err(Error::PayloadTooLarge(format!(
-            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested {size}G, quota is {qg}G and {gib}G has been consumed."
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested {}G, quota is {qg}G and {gib}G has been consumed.",
+            n.size
         )));
     }
-    let host = match host {
+    let host = match n.host {
         Some(h) => h,
-        None => s.schedule(size * GIB).await?.name,
+        None => s.schedule(n.size * GIB).await?.name,
     };
     let now = now();
     let id = uuid::Uuid::new_v4().to_string();
     let mut vol = json!({
-        "id": id, "name": name, "description": description, "status": "creating", "size": size,
+        "id": id, "name": n.name, "description": n.description, "status": "creating", "size": n.size,
         "availability_zone": ZONE, "created_at": now, "updated_at": now,
-        "volume_type": st(&vtype, "name"), "volume_type_id": st(&vtype, "id"),
-        "snapshot_id": snapshot_id, "source_volid": source_volid, "metadata": meta,
-        "bootable": if image.is_some() { "true" } else { "false" }, "encrypted": false, "multiattach": false,
-        "attachments": [], "user_id": user, "project_id": project,
+        "volume_type": st(&n.vtype, "name"), "volume_type_id": st(&n.vtype, "id"),
+        "snapshot_id": n.snapshot_id, "source_volid": n.source_volid, "metadata": n.meta,
+        "bootable": if n.image.is_some() { "true" } else { "false" }, "encrypted": false, "multiattach": false,
+        "attachments": [], "user_id": n.user, "project_id": n.project,
         "replication_status": "disabled", "consistencygroup_id": null, "migration_status": null,
         "group_id": null, "ursa:node": host, "shared_targets": false,
         "os-vol-mig-status-attr:migstat": null, "os-vol-mig-status-attr:name_id": null,
@@ -577,7 +565,7 @@ pub(crate) async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> 
     .as_object()
     .cloned()
     .expect("object");
-    if let Some((iid, img)) = &image {
+    if let Some((iid, img)) = &n.image {
         vol.insert(
             "volume_image_metadata".into(),
             json!({"image_id": iid, "image_name": img.get("name").cloned().unwrap_or(Value::Null),

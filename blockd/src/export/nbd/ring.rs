@@ -328,12 +328,7 @@ impl Conn {
                     moved = true;
                     self.push_backlog();
                     if !self.ring.submission().is_empty() {
-                        match self.ring.submit() {
-                            Ok(_) => {}
-                            Err(e)
-                                if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                            Err(e) => return Err(e),
-                        }
+                        self.enter(0)?;
                     }
                 }
                 moved |= self.start_barrier();
@@ -383,16 +378,21 @@ impl Conn {
                     "NBD connection waits"
                 );
             }
-            match self.ring.submit_and_wait(wait) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                Err(e) => return Err(e),
-            }
+            self.enter(wait)?;
             if spin && want_input && self.ring.completion().is_empty() {
                 // Look at the socket ourselves rather than wait for the poll.
                 self.input_ready = true;
             }
             self.reap();
+        }
+    }
+
+    /// Submits what is queued and waits for `wait` completions; an
+    /// interrupted or busy ring is not an error (the loop comes back).
+    fn enter(&mut self, wait: usize) -> io::Result<()> {
+        match self.ring.submit_and_wait(wait) {
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Err(e),
+            _ => Ok(()),
         }
     }
 
