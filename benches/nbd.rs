@@ -11,7 +11,13 @@
 //! `BENCH <job>-raw` lines against the raw file, and `BENCH <job>-file` for
 //! blockd's file export against qemu-storage-daemon. Then the cost of a
 //! snapshot and a clone of the thin volume against `qemu-img create` of a
-//! qcow2 overlay (both metadata only). RUNTIME (default 5 s per job),
+//! qcow2 overlay (both metadata only).
+//!
+//! With randread1 among the jobs it also measures the floor for that job
+//! on this machine (`nbd_floor.rs`): one minimal client against blockd's
+//! thin volume and against a server that does nothing but the read, and
+//! prints `BENCH randread1-floor` and how the floor compares with twice
+//! the raw p50 (issue 5's QD1 target). RUNTIME (default 5 s per job),
 //! SIZE (default 1g) and JOBS pass through to fio-jobs.sh; TARGETS (a
 //! comma list of raw, qsd, file, thin; default all) picks what runs.
 
@@ -110,8 +116,22 @@ fn wait_socket(p: &std::path::Path) {
     }
 }
 
+#[path = "nbd_floor.rs"]
+mod floor;
+
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--floor-server") {
+        if let Err(e) = floor::server(
+            std::path::Path::new(&args[2]),
+            std::path::Path::new(&args[3]),
+        ) {
+            eprintln!("floor server: {e}");
+            std::process::exit(1);
+        }
         return;
     }
     let script = concat!(
@@ -270,6 +290,39 @@ fn main() {
     println!("ursa-blockd thin volume over NBD:");
     let vol = fio_jobs(script, "nbd", &uri, &size, &runtime);
 
+    // The floor for randread1 here, and blockd beside it, with one
+    // minimal client (see nbd_floor.rs).
+    let jobs = std::env::var("JOBS").unwrap_or_default();
+    let floor_p50 = if jobs.is_empty() || jobs.split_whitespace().any(|j| j == "randread1") {
+        let secs: f64 = runtime.parse().unwrap_or(5.0);
+        let name = uri
+            .split_once(":///")
+            .and_then(|(_, r)| r.split_once('?'))
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default();
+        let fsock = dir.path().join("floor.sock");
+        let fserver = Kill(Some(
+            Command::new(std::env::current_exe().expect("bench path"))
+                .arg("--floor-server")
+                .arg(&fsock)
+                .arg(&file)
+                .spawn()
+                .expect("floor server starts"),
+        ));
+        wait_socket(&fsock);
+        let floor = floor::client(&fsock, "floor", bytes, secs).expect("floor client");
+        drop(fserver);
+        let ours = floor::client(&tsock, &name, bytes, secs).expect("client of blockd");
+        println!("randread1, one minimal client (4 KiB, QD1, p50 from send to whole reply):");
+        println!(
+            "  floor server (a polled O_DIRECT read per request, nothing else): {floor:.1} us"
+        );
+        println!("  ursa-blockd thin volume:                                         {ours:.1} us");
+        Some((floor, ours))
+    } else {
+        None
+    };
+
     // Snapshot and clone of the written volume vs a qcow2 overlay.
     let t0 = Instant::now();
     rt.block_on(c.create_snapshot(pb::CreateSnapshotRequest {
@@ -343,6 +396,19 @@ fn main() {
                 r.p50,
                 r.p50 / o.p50.max(1e-9)
             );
+            if let Some((floor, ours)) = floor_p50 {
+                println!(
+                    "BENCH {name}-floor ours={ours:.1} peer={floor:.1} ratio={:.2} unit=p50_us (peer/ours; peer: a server that does only the read, same minimal client)",
+                    floor / ours.max(1e-9)
+                );
+                if r.p50 > 0.0 {
+                    println!(
+                        "  the floor is {:.2}x raw here: QD1 p50 <= 2x raw is {} for any NBD server on a unix socket on this machine",
+                        floor / r.p50,
+                        if floor > 2.0 * r.p50 { "out of reach" } else { "within reach" }
+                    );
+                }
+            }
             continue;
         }
         let (ov, unit) = figure(name, o);
