@@ -63,6 +63,22 @@ fn restart_keeps_state_tokens_and_revocations() {
     assert_eq!(st, 204);
     assert_eq!(cloud.validate(&admin, &revoked), 404);
 
+    // A second `ursa up` on the same state directory stops at once and
+    // says which process holds it; the running one goes on serving.
+    let second = std::process::Command::new(common::ursa_bin())
+        .args(["up", "--state-dir"])
+        .arg(dir.path())
+        .args(["--bind", "127.0.0.1:0", "--no-netd"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "second ursa up: {err}");
+    assert!(
+        err.contains(&format!("another ursa up (pid {})", cloud.pid())),
+        "second ursa up names the first: {err}"
+    );
+    assert_eq!(cloud.validate(&admin, &live), 200);
+
     let status = cloud.stop();
     assert!(status.success(), "ursa exits 0 on SIGTERM: {status:?}");
 

@@ -83,6 +83,40 @@ fn admin_password(dir: &Path, given: Option<String>) -> anyhow::Result<String> {
     Ok(p)
 }
 
+/// Takes `<dir>/lock` for as long as this `ursa up` runs (the lock goes
+/// with the process, also on SIGKILL). A second `ursa up` on the same
+/// state directory would share the first one's database, blockd pool and
+/// guests, and each would undo what the other does; it stops here instead,
+/// naming the process that holds the directory.
+fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0)?;
+            writeln!(f, "{}", std::process::id())?;
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "another ursa up (pid {}) is using the state directory {}: stop it, or give this one another --state-dir",
+                pid.trim(),
+                dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -117,6 +151,7 @@ fn clouds_yaml(auth_url: &str, password: &str) -> String {
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let dir = &opts.state_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _lock = lock_state_dir(dir)?;
     let url = opts
         .database_url
         .clone()
