@@ -240,10 +240,29 @@ fn images_upload_share_isolate_and_refuse_bad_input() {
         (json!({"name": "x", "os_glance_foo": "bar"}), 403),
         (json!({"name": "x", "min_ram": -1}), 400),
         (json!({"id": "not-a-uuid"}), 400),
+        // Glance's schema: a property outside it is a string.
+        (json!({"name": "x", "hw_disk_bus": 1}), 400),
+        (json!({"name": "x", "image": null}), 400),
+        (json!({"name": "x", "extra": {"a": "b"}}), 400),
     ] {
         let (st, e) = api.json("POST", "/images", &a, Some(body.clone()));
         assert_eq!(st, want, "{body}: {e}");
     }
+    let (st, e) = api.patch(
+        &id,
+        &a,
+        json!([{"op": "add", "path": "/hw_disk_bus", "value": ["virtio"]}]),
+        PATCH,
+    );
+    assert_eq!(st, 400, "a list as a property value: {e}");
+    let (st, e) = api.patch(
+        &id,
+        &a,
+        json!([{"op": "add", "path": "/hw_disk_bus", "value": "virtio"}]),
+        PATCH,
+    );
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["hw_disk_bus"], "virtio");
     let r = api
         .req("POST", "/images", &a)
         .header("Content-Type", "application/json")

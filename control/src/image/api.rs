@@ -164,9 +164,26 @@ fn check_prop(auth: &Auth, k: &str, v: &Value) -> Result<()> {
         "owner" if !auth.0.is_admin() => {
             Err(Error::Forbidden("Attribute 'owner' is reserved.".into()))
         }
+        "owner" | "kernel_id" | "ramdisk_id" if !(v.is_null() || v.is_string()) => {
+            Err(not_a_string(v))
+        }
         _ if k.len() > 255 => Err(Error::BadRequest("Property name too long.".into())),
+        "name" | "owner" | "kernel_id" | "ramdisk_id" | "protected" | "os_hidden" | "min_ram"
+        | "min_disk" => Ok(()),
+        // Glance's schema: every other property of an image is a string.
+        _ if !v.is_string() => Err(not_a_string(v)),
         _ => Ok(()),
     }
+}
+
+fn not_a_string(v: &Value) -> Error {
+    let mut shown = v.to_string();
+    if shown.len() > 80 {
+        shown = format!("{}…", shown.chars().take(80).collect::<String>());
+    }
+    Error::BadRequest(format!(
+        "Provided object does not match schema 'image': {shown} is not of type 'string'"
+    ))
 }
 
 async fn create(
