@@ -1,7 +1,8 @@
 //! Every route of the REST API against bad input, through the real `ursa`
 //! binary (with its own blockd, without netd): malformed and mistyped JSON,
 //! out-of-range numbers, huge strings, deep nesting, odd path parameters and
-//! query strings. Nothing may answer 5xx, and the process must live on.
+//! query strings, as the admin and as a member of another project. Nothing
+//! may answer 5xx, and the process must live on.
 //!
 //! The routes are read from the source (`.route("…", get(…).post(…))` in
 //! control/src, under their service's prefix), so a route added later is
@@ -107,7 +108,10 @@ fn no_route_answers_bad_input_with_a_server_error() {
     );
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path(), "sweep-pw");
-    let token = cloud.admin_token();
+    let admin = cloud.admin_token();
+    // The same sweep as a member of another project: the policy checks come
+    // first there, and must not fail either.
+    let (member, _) = cloud.member_of(&admin, "sweep-member");
     let base = cloud.url.trim_end_matches("/v3").to_string();
     // A connection per request: a server may close a kept-alive connection
     // after refusing a body it did not read, and a pooled request that
@@ -123,51 +127,52 @@ fn no_route_answers_bad_input_with_a_server_error() {
     let mut failures = Vec::new();
     let mut sent = 0;
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for (path, methods) in &routes {
-        for param in ["00000000-0000-4000-8000-000000000000", long.as_str(), "-1"] {
-            let mut p = String::new();
-            let mut in_param = false;
-            for c in path.chars() {
-                match c {
-                    '{' => {
-                        in_param = true;
-                        p.push_str(param);
+    for (who, token) in [("admin", &admin), ("member", &member)] {
+        for (path, methods) in &routes {
+            for param in ["00000000-0000-4000-8000-000000000000", long.as_str(), "-1"] {
+                let mut p = String::new();
+                let mut in_param = false;
+                for c in path.chars() {
+                    match c {
+                        '{' => {
+                            in_param = true;
+                            p.push_str(param);
+                        }
+                        '}' => in_param = false,
+                        '*' => {}
+                        c if !in_param => p.push(c),
+                        _ => {}
                     }
-                    '}' => in_param = false,
-                    '*' => {}
-                    c if !in_param => p.push(c),
-                    _ => {}
                 }
-            }
-            // The body's key: the resource the path names (`servers` →
-            // `server`), so that the handler gets past its first check.
-            let key = path
-                .split('/')
-                .rfind(|s| !s.is_empty() && !s.starts_with('{') && !s.starts_with('v'))
-                .unwrap_or("x")
-                .trim_end_matches('s')
-                .replace('-', "_");
-            let wrap = |v: serde_json::Value| {
-                let mut m = serde_json::Map::new();
-                m.insert(key.clone(), v);
-                serde_json::Value::Object(m)
-            };
-            let typed = [
-                wrap(serde_json::Value::Null),
-                wrap(serde_json::json!([])),
-                wrap(serde_json::json!({
-                    "name": 123, "size": -1, "id": [], "flavorRef": {},
-                    "imageRef": 1e308, "networks": "auto2", "cidr": "999.1.1.1/99",
-                    "ip_version": 7, "port_range_min": 70000, "volume_size": -5,
-                    "min_count": 0, "max_count": 1e20, "password": {}, "enabled": "yes",
-                })),
-                wrap(serde_json::json!({ "name": "a".repeat(100_000) })),
-            ];
-            for m in methods {
-                let method = reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
-                let mut attempts: Vec<reqwest::blocking::RequestBuilder> = Vec::new();
-                let url = format!("{base}{p}");
-                match m.as_str() {
+                // The body's key: the resource the path names (`servers` →
+                // `server`), so that the handler gets past its first check.
+                let key = path
+                    .split('/')
+                    .rfind(|s| !s.is_empty() && !s.starts_with('{') && !s.starts_with('v'))
+                    .unwrap_or("x")
+                    .trim_end_matches('s')
+                    .replace('-', "_");
+                let wrap = |v: serde_json::Value| {
+                    let mut m = serde_json::Map::new();
+                    m.insert(key.clone(), v);
+                    serde_json::Value::Object(m)
+                };
+                let typed = [
+                    wrap(serde_json::Value::Null),
+                    wrap(serde_json::json!([])),
+                    wrap(serde_json::json!({
+                        "name": 123, "size": -1, "id": [], "flavorRef": {},
+                        "imageRef": 1e308, "networks": "auto2", "cidr": "999.1.1.1/99",
+                        "ip_version": 7, "port_range_min": 70000, "volume_size": -5,
+                        "min_count": 0, "max_count": 1e20, "password": {}, "enabled": "yes",
+                    })),
+                    wrap(serde_json::json!({ "name": "a".repeat(100_000) })),
+                ];
+                for m in methods {
+                    let method = reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
+                    let mut attempts: Vec<reqwest::blocking::RequestBuilder> = Vec::new();
+                    let url = format!("{base}{p}");
+                    match m.as_str() {
                     "post" | "put" | "patch" => {
                         for r in &raw {
                             attempts.push(
@@ -190,17 +195,18 @@ fn no_route_answers_bad_input_with_a_server_error() {
                     }
                     _ => {}
                 }
-                for a in attempts {
-                    sent += 1;
-                    let r = a.header("X-Auth-Token", &token).send();
-                    let st = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
-                    *statuses.entry(st).or_default() += 1;
-                    if st == 0 || st >= 500 {
-                        let body = match r {
-                            Ok(r) => r.text().unwrap_or_default(),
-                            Err(e) => format!("{e:?}"),
-                        };
-                        failures.push(format!("{m} {p}: {st} {body:.200}"));
+                    for a in attempts {
+                        sent += 1;
+                        let r = a.header("X-Auth-Token", token).send();
+                        let st = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                        *statuses.entry(st).or_default() += 1;
+                        if st == 0 || st >= 500 {
+                            let body = match r {
+                                Ok(r) => r.text().unwrap_or_default(),
+                                Err(e) => format!("{e:?}"),
+                            };
+                            failures.push(format!("{who}: {m} {p}: {st} {body:.200}"));
+                        }
                     }
                 }
             }
@@ -217,5 +223,5 @@ fn no_route_answers_bad_input_with_a_server_error() {
         failures.join("\n")
     );
     // Still serving, and the admin still logs in.
-    assert_eq!(cloud.validate(&token, &cloud.admin_token()), 200);
+    assert_eq!(cloud.validate(&admin, &cloud.admin_token()), 200);
 }
