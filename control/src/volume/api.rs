@@ -1427,11 +1427,7 @@ async fn quotas(
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
     let project = p.get("project").cloned().unwrap_or_default();
-    if !auth.0.is_reader_everywhere() && auth.0.project_id() != Some(project.as_str()) {
-        return Err(Error::Forbidden(
-            "Policy doesn't allow this operation to be performed.".into(),
-        ));
-    }
+    own_project_or_reader(&auth, &project)?;
     let mut out = quota_of(s, &project);
     if q.get("usage").is_some_and(|v| v == "true" || v == "True") {
         let (nv, ns, gib) = usage(s, &project);
@@ -1453,12 +1449,27 @@ async fn quotas(
     Ok(Json(json!({"quota_set": out})))
 }
 
+/// Cinder's `volume_extension:quotas:show`: a project's readers, or a
+/// reader of every project.
+fn own_project_or_reader(auth: &Auth, project: &str) -> Result<()> {
+    if auth.0.is_reader_everywhere() || auth.0.project_id() == Some(project) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "Policy doesn't allow this operation to be performed.".into(),
+        ))
+    }
+}
+
+/// The defaults a project starts from; Cinder guards them as it guards the
+/// project's own quotas.
 async fn quota_defaults(
     State(state): State<AppState>,
-    _auth: Auth,
+    auth: Auth,
     Path(p): Params,
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
+    own_project_or_reader(&auth, p.get("project").map_or("", String::as_str))?;
     let mut out = quota_of(s, "");
     out.insert(
         "id".into(),
@@ -1526,12 +1537,14 @@ async fn delete_quotas(
     Ok(empty(StatusCode::OK))
 }
 
+/// Cinder's `volume_extension:quota_classes`: admins only.
 async fn quota_class(
     State(state): State<AppState>,
-    _auth: Auth,
+    auth: Auth,
     Path(p): Params,
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
+    admin(&auth)?;
     let mut out = quota_of(s, "");
     out.insert(
         "id".into(),
