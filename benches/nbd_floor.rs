@@ -9,7 +9,9 @@
 //! planning, no copies, no other thread.
 //!
 //! [`client`] is a client just as small: one request, `poll`, `recv` until
-//! the reply is whole, the next request. It measures the same way against
+//! the reply is whole, the next request; it times each read from the
+//! request sent to the reply whole, as fio's `clat` (and so fio-jobs.sh's
+//! p50) does, so the floor compares with raw's p50. It measures the same way against
 //! the floor server and against blockd, so the difference between the two
 //! is what blockd costs above the floor. Neither process is pinned: the
 //! scheduler places them as it places fio and a server.
@@ -150,7 +152,8 @@ fn serve(mut s: UnixStream, f: &std::fs::File) -> io::Result<()> {
 
 /// Reads 4 KiB blocks at random offsets of the first `span` bytes of
 /// export `name` at `sock`, one at a time, for `secs`; the median time
-/// from sending a request to holding its whole reply, in microseconds.
+/// from a request sent to its whole reply, in microseconds (what fio
+/// reports as `clat`, and fio-jobs.sh as p50).
 pub fn client(sock: &Path, name: &str, span: u64, secs: f64) -> io::Result<f64> {
     let mut s = UnixStream::connect(sock)?;
     let mut greet = [0u8; 18];
@@ -179,8 +182,9 @@ pub fn client(sock: &Path, name: &str, span: u64, secs: f64) -> io::Result<f64> 
         q[8..16].copy_from_slice(&(lat.len() as u64).to_be_bytes());
         q[16..24].copy_from_slice(&((x % blocks) * BS as u64).to_be_bytes());
         q[24..28].copy_from_slice(&(BS as u32).to_be_bytes());
-        let t0 = Instant::now();
         s.write_all(&q)?;
+        // As fio's clat: from the request sent to the reply whole.
+        let t0 = Instant::now();
         let mut got = 0;
         while got < reply.len() {
             let mut p = libc::pollfd {
