@@ -135,9 +135,9 @@ fn start(dir: &std::path::Path, tag: &str) -> Option<(Netns, Cloud)> {
 
 /// When dropped (also when the test fails): deletes the routers, ports and
 /// networks the test made, waits for netd to remove the namespaces it made
-/// for them (`urt-` and the id's first 11 hex digits, one per router and
-/// per DHCP network, outside the test's own namespace), and removes any
-/// that are left.
+/// for them (one per router and per DHCP network, outside the test's own
+/// namespace; netd lists them in `<state>/netd/state/namespaces.json`), and
+/// removes any that are left.
 struct Cleanup<'a> {
     cloud: &'a Cloud,
     admin: String,
@@ -145,21 +145,14 @@ struct Cleanup<'a> {
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let mut names = Vec::new();
         for collection in ["routers", "ports", "networks"] {
             let path = format!("/network/v2.0/{collection}");
             let (_, list) = self.cloud.service_call("GET", &path, &self.admin, None);
             for r in list[collection].as_array().into_iter().flatten() {
-                let id = r["id"].as_str().unwrap_or_default();
-                let short: String = id
-                    .chars()
-                    .filter(char::is_ascii_hexdigit)
-                    .take(11)
-                    .collect();
-                names.push(format!("urt-{}", short.to_ascii_lowercase()));
                 if r["device_owner"] == "network:dhcp" {
                     continue; // goes with its network
                 }
+                let id = r["id"].as_str().unwrap_or_default();
                 let (st, v) =
                     self.cloud
                         .service_call("DELETE", &format!("{path}/{id}"), &self.admin, None);
@@ -168,18 +161,18 @@ impl Drop for Cleanup<'_> {
                 }
             }
         }
-        let left = || {
-            names
-                .iter()
-                .filter(|n| std::path::Path::new("/run/netns").join(n).exists())
-                .cloned()
-                .collect::<Vec<_>>()
+        let file = self.cloud.state_dir.join("netd/state/namespaces.json");
+        let owned = || -> Vec<String> {
+            std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
         };
         let t0 = std::time::Instant::now();
-        while !left().is_empty() && t0.elapsed() < Duration::from_secs(15) {
+        while !owned().is_empty() && t0.elapsed() < Duration::from_secs(15) {
             std::thread::sleep(Duration::from_millis(200));
         }
-        for n in left() {
+        for n in owned() {
             eprintln!("netd left namespace {n}: removing it");
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", &n])
