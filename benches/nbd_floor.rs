@@ -131,21 +131,23 @@ fn serve(mut s: UnixStream, f: &std::fs::File) -> io::Result<()> {
                 iov_len: BS,
             },
         ];
-        let mut sent = 0usize;
-        while sent < head.len() + BS {
-            // The reply is small: a socket buffer takes it whole.
+        // The reply is small: a socket buffer takes it whole, or not at
+        // all while the client has not read the last one.
+        loop {
             // SAFETY: both iovecs point at our buffers.
             let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
-            if n < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
-                    continue;
-                }
-                return Err(io::Error::last_os_error());
+            if n == (head.len() + BS) as isize {
+                break;
             }
-            sent += n as usize;
-            if sent < head.len() + BS {
-                return Err(io::Error::other("short reply write"));
+            let e = io::Error::last_os_error();
+            if n < 0 && e.kind() == io::ErrorKind::WouldBlock {
+                continue;
             }
+            return Err(if n < 0 {
+                e
+            } else {
+                io::Error::other("short reply write")
+            });
         }
     }
 }
