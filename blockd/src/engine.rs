@@ -10,7 +10,8 @@
 //!   every ring (`register_files_update` into a sparse table): requests name
 //!   a slot, not a descriptor.
 //! - Each worker owns a ring and an arena of page-aligned buffers registered
-//!   with the ring (`READ_FIXED`/`WRITE_FIXED`); a request is cut into
+//!   with the ring (`READ_FIXED`/`WRITE_FIXED`; plain `READ`/`WRITE` of the
+//!   same arena when RLIMIT_MEMLOCK is below it); a request is cut into
 //!   buffer-sized chunks, copied in (writes) or out (reads) of the arena.
 //! - Submission is batched: a worker drains its queue, pushes every chunk it
 //!   has buffers for, and enters the kernel once (`submit_and_wait`) for
@@ -41,6 +42,37 @@ pub const CHUNK: usize = 128 << 10;
 const BUFFERS: usize = 64;
 const RING_ENTRIES: u32 = 256;
 const MAX_FILES: u32 = 4096;
+
+/// The registered-file table's size: MAX_FILES, or less when
+/// RLIMIT_NOFILE is lower (the kernel refuses a larger sparse table).
+fn file_table_size() -> u32 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 256;
+    }
+    (r.rlim_cur.min(MAX_FILES as libc::rlim_t) as u32).max(16)
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit (an NBD
+/// connection holds a socket and a ring; the file table wants up to
+/// MAX_FILES slots), as daemons do at start.
+pub fn raise_nofile_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
 const WAKE: u64 = u64::MAX;
 const NO_BUF: u32 = u32::MAX;
 
@@ -141,6 +173,7 @@ impl Engine {
     }
 
     pub fn new(workers: usize) -> io::Result<Engine> {
+        let files = file_table_size();
         let mut ws = Vec::new();
         for i in 0..workers.max(1) {
             let ring = IoUring::new(RING_ENTRIES)?;
@@ -155,7 +188,7 @@ impl Engine {
             let (ready_tx, ready_rx) = mpsc::sync_channel(1);
             std::thread::Builder::new()
                 .name(format!("blockd-ring{i}"))
-                .spawn(move || run(ring, rx, efd, ready_tx))?;
+                .spawn(move || run(ring, rx, efd, ready_tx, files))?;
             ready_rx
                 .recv()
                 .map_err(|_| io::Error::other("ring worker died"))??;
@@ -164,7 +197,7 @@ impl Engine {
         Ok(Engine {
             workers: ws,
             next: AtomicUsize::new(0),
-            free_slots: Mutex::new((0..MAX_FILES).rev().collect()),
+            free_slots: Mutex::new((0..files).rev().collect()),
         })
     }
 
@@ -496,7 +529,13 @@ impl Drop for Arena {
     }
 }
 
-fn run(mut ring: IoUring, rx: Receiver<Msg>, wake: RawFd, ready: SyncSender<io::Result<()>>) {
+fn run(
+    mut ring: IoUring,
+    rx: Receiver<Msg>,
+    wake: RawFd,
+    ready: SyncSender<io::Result<()>>,
+    files: u32,
+) {
     let layout = std::alloc::Layout::from_size_align(CHUNK * BUFFERS, 4096).expect("layout");
     // SAFETY: non-zero layout; owned by `arena`, freed on return.
     let base = unsafe { std::alloc::alloc_zeroed(layout) };
@@ -512,13 +551,32 @@ fn run(mut ring: IoUring, rx: Receiver<Msg>, wake: RawFd, ready: SyncSender<io::
             iov_len: CHUNK,
         })
         .collect();
-    let setup = (|| -> io::Result<()> {
-        // SAFETY: the arena outlives the ring's use of it (both live to
-        // the end of this function; the ring is dropped first).
-        unsafe { ring.submitter().register_buffers(&iovecs)? };
-        ring.submitter().register_files_sparse(MAX_FILES)?;
-        Ok(())
-    })();
+    // Registered buffers are pinned and count against RLIMIT_MEMLOCK for
+    // a user without CAP_IPC_LOCK (8 MiB by default, one ring's arena):
+    // past it the ring reads and writes the same arena unregistered, a
+    // little slower, and says so once.
+    // SAFETY: the arena outlives the ring's use of it (both live to the
+    // end of this function; the ring is dropped first).
+    let fixed = match unsafe { ring.submitter().register_buffers(&iovecs) } {
+        Ok(()) => true,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EPERM)) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    error = %e,
+                    arena_kib = CHUNK * BUFFERS / 1024,
+                    "io_uring buffers not registered: over RLIMIT_MEMLOCK (raise `ulimit -l`, or LimitMEMLOCK= in a unit, to at least {} KiB per ring for fixed buffers); using unregistered buffers",
+                    CHUNK * BUFFERS / 1024
+                )
+            });
+            false
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let setup = ring.submitter().register_files_sparse(files);
     let failed = setup.is_err();
     let _ = ready.send(setup);
     if failed {
@@ -606,6 +664,11 @@ fn run(mut ring: IoUring, rx: Receiver<Msg>, wake: RawFd, ready: SyncSender<io::
             // SAFETY: inside the arena.
             let buf = unsafe { arena.base.add(b as usize * CHUNK) };
             let e = match p.kind {
+                Kind::Read if !fixed => {
+                    opcode::Read::new(types::Fixed(p.slot), buf, piece.len as u32)
+                        .offset(piece.offset)
+                        .build()
+                }
                 Kind::Read => {
                     opcode::ReadFixed::new(types::Fixed(p.slot), buf, piece.len as u32, b as u16)
                         .offset(piece.offset)
@@ -615,15 +678,28 @@ fn run(mut ring: IoUring, rx: Receiver<Msg>, wake: RawFd, ready: SyncSender<io::
                     // SAFETY: the caller's memory is valid while it waits;
                     // the piece lies inside it and inside the buffer.
                     unsafe { std::ptr::copy_nonoverlapping(p.ptr.add(piece.pos), buf, piece.len) };
-                    opcode::WriteFixed::new(types::Fixed(p.slot), buf, piece.len as u32, b as u16)
+                    let flags = if dsync { libc::RWF_DSYNC } else { 0 };
+                    if fixed {
+                        opcode::WriteFixed::new(
+                            types::Fixed(p.slot),
+                            buf,
+                            piece.len as u32,
+                            b as u16,
+                        )
                         .offset(piece.offset)
-                        .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
+                        .rw_flags(flags)
                         .build()
+                    } else {
+                        opcode::Write::new(types::Fixed(p.slot), buf, piece.len as u32)
+                            .offset(piece.offset)
+                            .rw_flags(flags)
+                            .build()
+                    }
                 }
                 Kind::Sync => unreachable!("syncs are queued apart"),
             };
-            // SAFETY: the buffer is registered and owned by this piece
-            // until its completion.
+            // SAFETY: the buffer (registered or not) is in the arena and
+            // owned by this piece until its completion.
             let _ = unsafe {
                 ring.submission()
                     .push(&e.user_data(((piece.req as u64) << 32) | b as u64))

@@ -69,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    ursa_blockd::engine::raise_nofile_limit();
     nbd::set_poll(std::time::Duration::from_micros(args.nbd_poll_us));
     let table = ExportTable::default();
     // Files served as they are: over NBD, and over vhost-user-blk too

@@ -21,6 +21,9 @@
 //!   blockd nodes and driven over their gRPC API.
 //! - [`store`]: SQLite (embedded, the default) or PostgreSQL, behind one
 //!   interface, with migrations.
+//! - [`doctor`]: the host's prerequisites (root, nftables, QEMU, qemu-img,
+//!   memlock, kernel modules): the table `ursa up` prints once at start and
+//!   `ursa doctor` prints.
 //! - [`server`]: `ursa up`: state directory, bootstrap, the HTTP listener,
 //!   `clouds.yaml`/`openrc`, clean shutdown.
 //!
@@ -29,6 +32,7 @@
 
 pub mod api;
 pub mod compute;
+pub mod doctor;
 pub mod error;
 pub mod identity;
 pub mod image;

@@ -1,5 +1,6 @@
-//! The `ursa` command: `ursa up` runs a single-node cloud; `ursa keys
-//! rotate` rotates the token keys of a state directory.
+//! The `ursa` command: `ursa up` runs a single-node cloud; `ursa doctor`
+//! checks the host's prerequisites; `ursa agent` runs a compute node; `ursa
+//! keys rotate` rotates the token keys of a state directory.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -75,8 +76,14 @@ enum Cmd {
         /// A bootable raw disk (`images/tiny/build.sh OUT` makes
         /// `OUT/tiny.raw`) to register as the public image `tiny` when no
         /// image of that name exists.
-        #[arg(long, env = "URSA_TINY_IMAGE")]
+        #[arg(long, env = "URSA_TINY_IMAGE", conflicts_with = "no_tiny_image")]
         tiny_image: Option<PathBuf>,
+        /// Without --tiny-image, a fresh cloud with a compute node builds
+        /// the image `tiny` from this host's packages (linux-image-amd64,
+        /// busybox-static, syslinux, mtools, dosfstools, cpio) into
+        /// `<state-dir>/tiny`; this turns that off.
+        #[arg(long)]
+        no_tiny_image: bool,
         /// Where the metadata API listens for the netd nodes' metadata
         /// proxies (each is told the URL); the local netd reaches 127.0.0.1.
         #[arg(long, env = "URSA_METADATA_BIND", default_value = "127.0.0.1:0")]
@@ -117,6 +124,9 @@ enum Cmd {
         #[arg(long, env = "URSA_NODE_NAME")]
         node: String,
     },
+    /// Check this host's prerequisites (root, nftables, QEMU, qemu-img,
+    /// memlock, kernel modules): exits 1 when the default cloud lacks one.
+    Doctor,
     /// Manage token keys.
     Keys {
         #[command(subcommand)]
@@ -174,6 +184,7 @@ fn main() -> anyhow::Result<()> {
             no_compute,
             compute,
             tiny_image,
+            no_tiny_image,
             metadata_bind,
             external_interface,
             vni_ranges,
@@ -199,10 +210,22 @@ fn main() -> anyhow::Result<()> {
                 no_compute,
                 compute,
                 tiny_image,
+                no_tiny_image,
                 metadata_bind,
                 external_interface,
                 net,
             }))
+        }
+        Cmd::Doctor => {
+            let r = ursa_control::doctor::Report::probe();
+            print!("{}", r.table());
+            if r.complete() {
+                println!("Everything the default cloud needs is here.");
+                Ok(())
+            } else {
+                println!("Missing above (MISSING): ursa up serves without what each one provides.");
+                std::process::exit(1);
+            }
         }
         Cmd::Agent { listen, dir, node } => {
             std::fs::create_dir_all(&dir)?;

@@ -40,6 +40,8 @@ pub struct UpOptions {
     pub compute: Vec<String>,
     /// A raw disk to register as the public image `tiny`.
     pub tiny_image: Option<PathBuf>,
+    /// Do not build the image `tiny` when none is given and none exists.
+    pub no_tiny_image: bool,
     /// The metadata API's listener.
     pub metadata_bind: std::net::SocketAddr,
     /// The interface the local netd bridges into the external network.
@@ -152,6 +154,12 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let dir = &opts.state_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = lock_state_dir(dir)?;
+    // The host's prerequisites, said once; what is missing is then shown
+    // through the API (a router in ERROR, a port binding_failed), not
+    // logged again.
+    let host = crate::doctor::Report::probe();
+    eprint!("{}", host.table());
+    let privileged = host.has("privileges");
     let url = opts
         .database_url
         .clone()
@@ -216,6 +224,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     }
     let md_secret = std::fs::read_to_string(&md_secret_file)?.trim().to_string();
     let (net_nodes, mut local_netd) = if opts.no_netd {
+        (Vec::new(), None)
+    } else if opts.netd.is_empty() && !privileged {
+        eprintln!(
+            "Not root: no local network node (networks are stored, nothing is plugged) and no compute; identity, images and volumes are served."
+        );
         (Vec::new(), None)
     } else {
         network_nodes(
@@ -292,7 +305,18 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if let (Some(path), Some(p)) = (&opts.tiny_image, &admin_project) {
+    let tiny = match &opts.tiny_image {
+        Some(p) => Some(p.clone()),
+        None if compute.is_some()
+            && !opts.no_tiny_image
+            && host.has("tiny image tools")
+            && !has_image(&images, "tiny") =>
+        {
+            build_tiny(dir).await
+        }
+        None => None,
+    };
+    if let (Some(path), Some(p)) = (&tiny, &admin_project) {
         register_tiny(&images, p, path)
             .await
             .with_context(|| format!("registering {} as image tiny", path.display()))?;
@@ -382,9 +406,18 @@ async fn storage_nodes(
         .arg(bdir.join("nbd.sock"))
         .arg("--vhost-user-dir")
         .arg(bdir.join("vhost"));
-    let child = spawn_daemon(cmd, &bdir.join("blockd.log"))?;
+    let log = bdir.join("blockd.log");
+    let mut child = spawn_daemon(cmd, &log)?;
     let t0 = std::time::Instant::now();
     let client = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!(
+                "ursa-blockd exited at start ({status}): {}; the volume service is off (log: {}).",
+                last_line(&log),
+                log.display()
+            );
+            return Ok((Vec::new(), None));
+        }
         if sock.exists() {
             if let Ok(c) = crate::volume::connect(&format!("unix:{}", sock.display())).await {
                 break c;
@@ -408,17 +441,31 @@ async fn storage_nodes(
 
 /// A daemon binary next to `ursa`, or on PATH.
 fn find_bin(name: &str) -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join(name)))
-        .filter(|p| p.exists())
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join(name))
-                    .find(|p| p.exists())
-            })
-        })
+    crate::doctor::daemon_bin(name)
+}
+
+/// The last line of a daemon's log with text in it (its error, when it
+/// died at start), without the tracing prefix's colour codes.
+fn last_line(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    // anyhow's "Error: …" when the daemon failed (a backtrace may follow).
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("Error: "))
+        .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("(nothing logged)");
+    let mut out = String::with_capacity(line.len());
+    let mut esc = false;
+    for c in line.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out.trim().to_string()
 }
 
 /// Starts a node daemon that logs to `log` and dies with us.
@@ -450,6 +497,57 @@ fn spawn_daemon(
 /// here (state under `<state>/netd`, VTEP 127.0.0.1, physical network
 /// `public` on `external_interface` when given). No netd binary, or no
 /// privileges for it: the network API still works, nothing is plugged.
+/// Whether an image of that name exists.
+fn has_image(images: &crate::image::Images, name: &str) -> bool {
+    images
+        .all()
+        .iter()
+        .any(|i| i.get("name").and_then(|n| n.as_str()) == Some(name))
+}
+
+/// Builds the tiny test guest (`images/tiny/build.sh`, carried in the
+/// binary) into `<state>/tiny`; None, said in one line, when it fails.
+async fn build_tiny(dir: &Path) -> Option<PathBuf> {
+    const BUILD: &str = include_str!("../../images/tiny/build.sh");
+    const INIT: &str = include_str!("../../images/tiny/init");
+    let out = dir.join("tiny");
+    let src = out.join("src");
+    let prepared = std::fs::create_dir_all(&src)
+        .and_then(|()| std::fs::write(src.join("build.sh"), BUILD))
+        .and_then(|()| std::fs::write(src.join("init"), INIT));
+    if let Err(e) = prepared {
+        eprintln!("Not building the image tiny: {}: {e}", src.display());
+        return None;
+    }
+    eprintln!("Building the image tiny into {} ...", out.display());
+    let run = tokio::process::Command::new("bash")
+        .arg(src.join("build.sh"))
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match tokio::time::timeout(Duration::from_secs(300), run).await {
+        Ok(Ok(o)) if o.status.success() && out.join("tiny.raw").is_file() => {
+            Some(out.join("tiny.raw"))
+        }
+        Ok(Ok(o)) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            eprintln!(
+                "Could not build the image tiny: {}",
+                err.lines().last().unwrap_or("no tiny.raw")
+            );
+            None
+        }
+        Ok(Err(e)) => {
+            eprintln!("Could not build the image tiny: bash: {e}");
+            None
+        }
+        Err(_) => {
+            eprintln!("Could not build the image tiny: it took over 300 s");
+            None
+        }
+    }
+}
+
 /// Registers a raw disk as the public image `tiny` (once: an image of that
 /// name already there is kept).
 async fn register_tiny(
@@ -457,11 +555,7 @@ async fn register_tiny(
     owner: &str,
     path: &Path,
 ) -> anyhow::Result<()> {
-    if images
-        .all()
-        .iter()
-        .any(|i| i.get("name").and_then(|n| n.as_str()) == Some("tiny"))
-    {
+    if has_image(images, "tiny") {
         return Ok(());
     }
     anyhow::ensure!(path.is_file(), "no such file");
@@ -585,7 +679,8 @@ async fn network_nodes(
         .arg(md_url)
         .arg("--metadata-secret-file")
         .arg(md_secret);
-    let mut child = spawn_daemon(cmd, &ndir.join("netd.log"))?;
+    let log = ndir.join("netd.log");
+    let mut child = spawn_daemon(cmd, &log)?;
     let client = connect(&format!("unix:{}", sock.display()))
         .await
         .map_err(|e| anyhow::anyhow!("netd: {e}"))?;
@@ -593,8 +688,9 @@ async fn network_nodes(
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             eprintln!(
-                "ursa-netd exited ({status}); see {}. Networks are not plugged anywhere.",
-                ndir.join("netd.log").display()
+                "ursa-netd exited at start ({status}): {}; networks are not plugged anywhere (log: {}).",
+                last_line(&log),
+                log.display()
             );
             return Ok((Vec::new(), None));
         }

@@ -554,6 +554,15 @@ impl pb::netd_server::Netd for Service {
                 reason: node.vlan_missing_reason.clone(),
             });
         }
+        if !crate::nft::installed() {
+            missing.push(pb::MissingFeature {
+                name: "nftables".into(),
+                reason: format!(
+                    "{}: routers' NAT and floating IPs and security groups are not applied",
+                    crate::nft::NOT_INSTALLED
+                ),
+            });
+        }
         Ok(Response::new(pb::Capabilities {
             segmentation_types: types,
             missing,

@@ -77,12 +77,31 @@ impl Batch {
         if self.cmds.is_empty() {
             return Ok(());
         }
+        if !installed() {
+            return Err(Error::Nft(NOT_INSTALLED.into()));
+        }
         let doc = self.to_json();
         let ns = netns.map(|p| p.to_path_buf());
         tokio::task::spawn_blocking(move || run(&doc, ns.as_deref()))
             .await
             .map_err(|e| Error::Nft(format!("nft task: {e}")))?
     }
+}
+
+/// What a transaction fails with when `nft` is not on PATH.
+pub const NOT_INSTALLED: &str = "nft is not installed (apt-get install nftables)";
+
+/// Whether `nft` is on PATH (looked up each time: it may be installed
+/// while netd runs).
+pub fn installed() -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            std::fs::metadata(d.join("nft")).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    })
 }
 
 fn run(doc: &str, netns: Option<&Path>) -> Result<()> {
@@ -112,9 +131,10 @@ fn run(doc: &str, netns: Option<&Path>) -> Result<()> {
             });
         }
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::Nft(format!("cannot run nft (apt-get install nftables): {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Nft(NOT_INSTALLED.into()),
+        _ => Error::Nft(format!("cannot run nft: {e}")),
+    })?;
     child
         .stdin
         .take()

@@ -70,6 +70,9 @@ struct Inner {
     /// only ones it removes, since /run/netns is shared by the whole host.
     owned_ns: std::sync::Mutex<std::collections::BTreeSet<String>>,
     owned_ns_file: PathBuf,
+    /// The errors of the last pass, so that a lasting failure is logged
+    /// once (when it starts) and once more when it clears.
+    reported: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Netd {
@@ -111,6 +114,7 @@ impl Netd {
                 router_nft: Mutex::new(BTreeMap::new()),
                 owned_ns: std::sync::Mutex::new(owned_ns),
                 owned_ns_file,
+                reported: Default::default(),
             }),
         })
     }
@@ -354,7 +358,6 @@ impl Netd {
                 report.actions.push(a.to_string());
             }
             for (a, e) in &applied.errors {
-                tracing::warn!(action = %a, error = %e, "reconcile step failed");
                 report.errors.push(format!("{a}: {e}"));
             }
             let links = self.inner.kernel.links().await.unwrap_or_default();
@@ -376,7 +379,8 @@ impl Netd {
         span.record("removed", report.removed);
         span.record("errors", report.errors.len());
         span.record("duration_us", report.duration_us);
-        if report.added + report.changed + report.removed > 0 || !report.errors.is_empty() {
+        let errors_changed = !dry_run && self.log_errors(&report.errors);
+        if report.added + report.changed + report.removed > 0 || errors_changed {
             tracing::info!(
                 added = report.added,
                 changed = report.changed,
@@ -389,6 +393,33 @@ impl Netd {
         Ok(report)
     }
 
+    /// Logs what failed this pass and did not fail the last one (a missing
+    /// `nft` once, for everything it fails), and what failed then and no
+    /// longer does. Returns whether the set changed.
+    fn log_errors(&self, errors: &[String]) -> bool {
+        use std::collections::BTreeSet;
+        let nft_missing = |e: &String| e.contains(crate::nft::NOT_INSTALLED);
+        let now: BTreeSet<String> = errors.iter().cloned().collect();
+        let mut last = self.inner.reported.lock().expect("reported");
+        if *last == now {
+            return false;
+        }
+        if now.iter().any(nft_missing) && !last.iter().any(nft_missing) {
+            tracing::warn!(
+                "{}: routers' NAT and floating IPs and security groups are not applied (shown as failed through the API) until it is",
+                crate::nft::NOT_INSTALLED
+            );
+        }
+        for e in now.difference(&last).filter(|e| !nft_missing(e)) {
+            tracing::warn!(error = %e, "could not apply");
+        }
+        for e in last.difference(&now) {
+            tracing::info!(error = %e, "applied now (failed before)");
+        }
+        *last = now;
+        true
+    }
+
     /// Routers (inside their namespaces), security groups and the metadata
     /// proxies, after the links they sit on exist.
     async fn services(&self, want: &Desired, report: &mut Report) {
@@ -396,7 +427,6 @@ impl Netd {
             let mut last = self.inner.router_nft.lock().await;
             for r in want.routers.values() {
                 if let Err(e) = crate::router::configure(&self.inner.kernel, r, &mut last).await {
-                    tracing::warn!(router = %r.id, error = %e, "router configuration failed");
                     report.errors.push(format!(
                         "router {} ({}): {e}",
                         r.id,
@@ -435,10 +465,7 @@ impl Netd {
                     a.commands, a.compile_us, a.nft_us
                 ));
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "security group transaction failed");
-                report.errors.push(format!("security groups: {e}"));
-            }
+            Err(e) => report.errors.push(format!("security groups: {e}")),
         }
         for (id, e) in self.inner.metadata.sync(want).await {
             report.errors.push(format!(

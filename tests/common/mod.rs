@@ -47,6 +47,12 @@ impl Cloud {
             .arg(state_dir)
             .args(["--admin-password", password, "--bind", "127.0.0.1:0"])
             .args(extra)
+            // Tests register the images they boot; none builds `tiny` itself.
+            .args(if extra.iter().any(|a| a.starts_with("--tiny-image")) {
+                &[][..]
+            } else {
+                &["--no-tiny-image"][..]
+            })
             // Tests that do not plug networks run no netd (it would leave
             // bridges and router namespaces on the host).
             .args(if nodes || extra.iter().any(|a| a.starts_with("--netd")) {

@@ -555,9 +555,18 @@ fn network_view(m: &Model, auth: &Auth, n: &Rec) -> Rec {
 fn port_view(s: &Networks, auth: &Auth, p: &Rec) -> Rec {
     let mut v = public(p);
     let host = st(p, "binding:host_id");
-    let status = if p["admin_state_up"] == false {
+    let owner = st(p, "device_owner");
+    // Security groups its node cannot apply: the port is not bound, as
+    // Neutron shows a port no agent could wire (binding_failed).
+    let sg_failed = !host.is_empty()
+        && p["port_security_enabled"] != false
+        && !owner.starts_with("network:")
+        && s.pusher.security_group_error(host).is_some();
+    let router_failed = (owner == super::OWNER_ROUTER_IF || owner == super::OWNER_ROUTER_GW)
+        && s.pusher.router_error(st(p, "device_id")).is_some();
+    let status = if p["admin_state_up"] == false || sg_failed || router_failed {
         "DOWN"
-    } else if st(p, "device_owner").starts_with("network:")
+    } else if owner.starts_with("network:")
         || (!host.is_empty() && s.pusher.node_ok(host) == Some(true))
     {
         "ACTIVE"
@@ -567,6 +576,8 @@ fn port_view(s: &Networks, auth: &Auth, p: &Rec) -> Rec {
     v.insert("status".into(), json!(status));
     let vif = if host.is_empty() {
         "unbound"
+    } else if sg_failed {
+        "binding_failed"
     } else if p
         .get("binding:profile")
         .and_then(|x| x.get("ursa_netns"))
@@ -590,8 +601,16 @@ fn port_view(s: &Networks, auth: &Auth, p: &Rec) -> Rec {
     v
 }
 
-fn router_view(m: &Model, auth: &Auth, r: &Rec) -> Rec {
+fn router_view(s: &Networks, m: &Model, auth: &Auth, r: &Rec) -> Rec {
     let mut v = public(r);
+    // A router its node could not apply (e.g. no nftables for its NAT) is
+    // in ERROR, as Neutron's L3 agent leaves it; admins see why.
+    if let Some(why) = s.pusher.router_error(st(r, "id")) {
+        v.insert("status".into(), json!("ERROR"));
+        if is_admin(auth) {
+            v.insert("ursa:fault".into(), json!(why));
+        }
+    }
     if let Some(Value::Object(g)) = r.get("external_gateway_info") {
         let mut g = g.clone();
         let ips: Vec<Value> = recs(m, PORT)
@@ -2100,7 +2119,7 @@ async fn list_routers(
         let m = app.identity.model();
         recs(&m, ROUTER)
             .filter(|r| owns(&auth, r))
-            .map(|r| router_view(&m, &auth, r))
+            .map(|r| router_view(svc(&app), &m, &auth, r))
             .collect()
     };
     list_response(&app, raw, "routers", ROUTER_FIELDS, items)
@@ -2115,7 +2134,7 @@ async fn show_router(
     let m = app.identity.model();
     let r = find_router(&m, &auth, &id)?;
     Ok(Json(
-        json!({"router": show_fields(&raw, router_view(&m, &auth, &r))}),
+        json!({"router": show_fields(&raw, router_view(svc(&app), &m, &auth, &r))}),
     ))
 }
 
@@ -2346,7 +2365,10 @@ async fn create_router(State(app): State<AppState>, auth: Auth, body: Bytes) -> 
         })
         .await?;
     let m = app.identity.model();
-    Ok(created("router", Value::Object(router_view(&m, &auth, &r))))
+    Ok(created(
+        "router",
+        Value::Object(router_view(svc(&app), &m, &auth, &r)),
+    ))
 }
 
 /// Subnets a router is attached to (interfaces and gateway).
@@ -2463,7 +2485,9 @@ async fn update_router(
         })
         .await?;
     let m = app.identity.model();
-    Ok(Json(json!({"router": router_view(&m, &auth, &r)})))
+    Ok(Json(
+        json!({"router": router_view(svc(&app), &m, &auth, &r)}),
+    ))
 }
 
 async fn delete_router(
@@ -2713,7 +2737,9 @@ async fn change_extraroutes(
         })
         .await?;
     let m = app.identity.model();
-    Ok(Json(json!({"router": router_view(&m, auth, &r)})))
+    Ok(Json(
+        json!({"router": router_view(svc(&app), &m, auth, &r)}),
+    ))
 }
 
 async fn add_extraroutes(

@@ -50,6 +50,44 @@ struct NodeHealth {
     ok: bool,
     at: Option<Instant>,
     error: String,
+    /// What the node could not apply at its last sync, by kind.
+    failures: Failures,
+}
+
+/// A node's sync errors sorted by what they are about, so that the API can
+/// show each failure on the resource it concerns (a router's `status`, a
+/// port's `binding:vif_type`), as Neutron does.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Failures {
+    /// router id -> why it is not (wholly) applied
+    routers: BTreeMap<String, String>,
+    /// why the node's security groups are not applied
+    security_groups: Option<String>,
+    /// anything else (links, namespaces): the node as a whole is unwell
+    other: Vec<String>,
+}
+
+impl Failures {
+    /// Sorts netd's report lines: "router ID (NS): …", "security groups: …",
+    /// and the rest.
+    fn from_errors(errors: &[String]) -> Failures {
+        let mut f = Failures::default();
+        for e in errors {
+            if let Some(rest) = e.strip_prefix("router ") {
+                let id = rest.split([' ', ':']).next().unwrap_or("");
+                if !id.is_empty() {
+                    f.routers.entry(id.to_string()).or_insert_with(|| e.clone());
+                    continue;
+                }
+            }
+            if e.starts_with("security groups:") {
+                f.security_groups.get_or_insert_with(|| e.clone());
+                continue;
+            }
+            f.other.push(e.clone());
+        }
+        f
+    }
 }
 
 struct Inner {
@@ -87,10 +125,26 @@ impl Pusher {
         self.0.nodes.first().map(|n| n.name.as_str())
     }
 
-    /// Whether the node's last sync worked (None: unknown node or not yet).
+    /// Whether the node's last sync worked for its links (None: unknown
+    /// node or not yet). Router and security-group failures do not count
+    /// here: they are shown on those resources.
     pub fn node_ok(&self, name: &str) -> Option<bool> {
         let h = self.0.health.lock().expect("health");
-        h.get(name).filter(|x| x.at.is_some()).map(|x| x.ok)
+        h.get(name)
+            .filter(|x| x.at.is_some())
+            .map(|x| x.failures.other.is_empty())
+    }
+
+    /// Why a router could not be applied on some node, if it could not.
+    pub fn router_error(&self, id: &str) -> Option<String> {
+        let h = self.0.health.lock().expect("health");
+        h.values().find_map(|x| x.failures.routers.get(id).cloned())
+    }
+
+    /// Why the node's security groups could not be applied, if they could not.
+    pub fn security_group_error(&self, node: &str) -> Option<String> {
+        let h = self.0.health.lock().expect("health");
+        h.get(node).and_then(|x| x.failures.security_groups.clone())
     }
 
     /// (node, alive, last error) for the agents list.
@@ -167,6 +221,7 @@ impl Pusher {
                         e.ok = false;
                         e.at = Some(Instant::now());
                         e.error = format!("netd {}: {}", n.name, s.message());
+                        e.failures.other = vec![e.error.clone()];
                     }
                 }
             }
@@ -215,15 +270,31 @@ impl Pusher {
                     let rep = rep.into_inner();
                     e.ok = rep.errors.is_empty();
                     e.error = rep.errors.join("; ");
-                    if !rep.errors.is_empty() {
-                        tracing::warn!(node = %n.name, errors = ?rep.errors, "netd could not apply everything");
-                    } else if rep.added + rep.changed + rep.removed > 0 {
+                    let failures = Failures::from_errors(&rep.errors);
+                    // Said once: a failure that lasts is shown on its
+                    // resources, not logged again at every retry.
+                    if failures != e.failures {
+                        if rep.errors.is_empty() {
+                            tracing::info!(node = %n.name, "netd applies everything again");
+                        } else {
+                            tracing::warn!(node = %n.name, errors = ?rep.errors, "netd could not apply everything");
+                        }
+                        e.failures = failures;
+                    }
+                    if rep.errors.is_empty() && rep.added + rep.changed + rep.removed > 0 {
                         tracing::info!(node = %n.name, added = rep.added, changed = rep.changed, removed = rep.removed, "netd synced");
                     }
                     e.last = Some(state);
                 }
                 Err(s) => {
-                    tracing::warn!(node = %n.name, error = %s.message(), "netd sync failed");
+                    let failures = Failures {
+                        other: vec![format!("netd {}: {}", n.name, s.message())],
+                        ..Failures::default()
+                    };
+                    if failures != e.failures {
+                        tracing::warn!(node = %n.name, error = %s.message(), "netd sync failed");
+                        e.failures = failures;
+                    }
                     e.ok = false;
                     e.error = s.message().to_string();
                     if s.code() == tonic::Code::Unavailable {
