@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{Cloud, Netns};
+use common::{Cleanup, Cloud, Netns};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -131,54 +131,6 @@ fn start(dir: &std::path::Path, tag: &str) -> Option<(Netns, Cloud)> {
     let ns = Netns::enter(&format!("usw{tag}{}", std::process::id() % 100000), &state);
     let cloud = Cloud::start_with_nodes(&state, "sweep-pw", &["--physical-network=ext"]);
     Some((ns, cloud))
-}
-
-/// When dropped (also when the test fails): deletes the routers, ports and
-/// networks the test made, waits for netd to remove the namespaces it made
-/// for them (one per router and per DHCP network, outside the test's own
-/// namespace; netd lists them in `<state>/netd/state/namespaces.json`), and
-/// removes any that are left.
-struct Cleanup<'a> {
-    cloud: &'a Cloud,
-    admin: String,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for collection in ["routers", "ports", "networks"] {
-            let path = format!("/network/v2.0/{collection}");
-            let (_, list) = self.cloud.service_call("GET", &path, &self.admin, None);
-            for r in list[collection].as_array().into_iter().flatten() {
-                if r["device_owner"] == "network:dhcp" {
-                    continue; // goes with its network
-                }
-                let id = r["id"].as_str().unwrap_or_default();
-                let (st, v) =
-                    self.cloud
-                        .service_call("DELETE", &format!("{path}/{id}"), &self.admin, None);
-                if st != 204 {
-                    eprintln!("deleting {collection}/{id}: {st} {v}");
-                }
-            }
-        }
-        let file = self.cloud.state_dir.join("netd/state/namespaces.json");
-        let owned = || -> Vec<String> {
-            std::fs::read(&file)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default()
-        };
-        let t0 = std::time::Instant::now();
-        while !owned().is_empty() && t0.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        for n in owned() {
-            eprintln!("netd left namespace {n}: removing it");
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &n])
-                .status();
-        }
-    }
 }
 
 /// A client that opens a connection per request: a server may close a

@@ -131,7 +131,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         r.errors.len(),
         r.duration_us
     );
-    for a in r.actions.iter().chain(r.errors.iter()) {
+    // Its errors were logged by the pass itself (each once).
+    for a in &r.actions {
         eprintln!("ursa-netd:   {a}");
     }
     let _kernel_watch = netd.watch_kernel()?;

@@ -41,8 +41,30 @@ impl Cloud {
         Self::start_inner(true, state_dir, password, extra)
     }
 
+    /// As [`Cloud::start_with_nodes`], with extra environment (e.g. a PATH
+    /// that lacks a tool).
+    pub fn start_with_nodes_env(
+        state_dir: &Path,
+        password: &str,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Cloud {
+        Self::start_full(true, state_dir, password, extra, env)
+    }
+
     fn start_inner(nodes: bool, state_dir: &Path, password: &str, extra: &[&str]) -> Cloud {
+        Self::start_full(nodes, state_dir, password, extra, &[])
+    }
+
+    fn start_full(
+        nodes: bool,
+        state_dir: &Path,
+        password: &str,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Cloud {
         let mut child = Command::new(ursa_bin())
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .args(["up", "--state-dir"])
             .arg(state_dir)
             .args(["--admin-password", password, "--bind", "127.0.0.1:0"])
@@ -391,4 +413,67 @@ pub fn tiny_guest_missing() -> Option<String> {
         return Some(format!("{} is not built", netd.display()));
     }
     None
+}
+
+/// When dropped (also when the test fails): deletes the routers, ports and
+/// networks the test made, waits for netd to remove the namespaces it made
+/// for them (one per router and per DHCP network, outside the test's own
+/// namespace; netd lists them in `<state>/netd/state/namespaces.json`), and
+/// removes any that are left.
+pub struct Cleanup<'a> {
+    pub cloud: &'a Cloud,
+    pub admin: String,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        // A router's interfaces go first: neither the router nor its
+        // interface ports can be deleted while attached.
+        let (_, ports) = self
+            .cloud
+            .service_call("GET", "/network/v2.0/ports", &self.admin, None);
+        for p in ports["ports"].as_array().into_iter().flatten() {
+            if p["device_owner"] == "network:router_interface" {
+                let router = p["device_id"].as_str().unwrap_or_default();
+                let path = format!("/network/v2.0/routers/{router}/remove_router_interface");
+                let body = json!({"port_id": p["id"]});
+                let _ = self
+                    .cloud
+                    .service_call("PUT", &path, &self.admin, Some(body));
+            }
+        }
+        for collection in ["routers", "ports", "networks"] {
+            let path = format!("/network/v2.0/{collection}");
+            let (_, list) = self.cloud.service_call("GET", &path, &self.admin, None);
+            for r in list[collection].as_array().into_iter().flatten() {
+                if r["device_owner"] == "network:dhcp" {
+                    continue; // goes with its network
+                }
+                let id = r["id"].as_str().unwrap_or_default();
+                let (st, v) =
+                    self.cloud
+                        .service_call("DELETE", &format!("{path}/{id}"), &self.admin, None);
+                if st != 204 {
+                    eprintln!("deleting {collection}/{id}: {st} {v}");
+                }
+            }
+        }
+        let file = self.cloud.state_dir.join("netd/state/namespaces.json");
+        let owned = || -> Vec<String> {
+            std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        };
+        let t0 = std::time::Instant::now();
+        while !owned().is_empty() && t0.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for n in owned() {
+            eprintln!("netd left namespace {n}: removing it");
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &n])
+                .status();
+        }
+    }
 }

@@ -2738,7 +2738,7 @@ async fn change_extraroutes(
         .await?;
     let m = app.identity.model();
     Ok(Json(
-        json!({"router": router_view(svc(&app), &m, auth, &r)}),
+        json!({"router": router_view(svc(app), &m, auth, &r)}),
     ))
 }
 

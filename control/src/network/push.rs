@@ -88,6 +88,24 @@ impl Failures {
         }
         f
     }
+
+    /// Why things failed, without which router each line is about: one
+    /// cause (e.g. nft missing) behind many routers is one cause.
+    fn causes(&self) -> BTreeSet<String> {
+        let routers = self
+            .routers
+            .values()
+            .map(|e| e.split_once("): ").map_or(e.as_str(), |(_, c)| c));
+        let sg = self
+            .security_groups
+            .iter()
+            .map(|e| e.trim_start_matches("security groups: "));
+        routers
+            .chain(sg)
+            .chain(self.other.iter().map(String::as_str))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 struct Inner {
@@ -271,16 +289,18 @@ impl Pusher {
                     e.ok = rep.errors.is_empty();
                     e.error = rep.errors.join("; ");
                     let failures = Failures::from_errors(&rep.errors);
-                    // Said once: a failure that lasts is shown on its
-                    // resources, not logged again at every retry.
-                    if failures != e.failures {
-                        if rep.errors.is_empty() {
-                            tracing::info!(node = %n.name, "netd applies everything again");
-                        } else {
-                            tracing::warn!(node = %n.name, errors = ?rep.errors, "netd could not apply everything");
-                        }
-                        e.failures = failures;
+                    // Said once per cause: a failure that lasts is shown on
+                    // its resources (router status, port binding), not
+                    // logged again at every retry or for every router.
+                    let (was, now) = (e.failures.causes(), failures.causes());
+                    for c in now.difference(&was) {
+                        tracing::warn!(node = %n.name, cause = %c, "netd could not apply everything; the API shows what is affected");
                     }
+                    for c in was.difference(&now) {
+                        tracing::info!(node = %n.name, cause = %c, "netd applies this again");
+                    }
+                    tracing::debug!(node = %n.name, errors = ?rep.errors, "netd sync errors");
+                    e.failures = failures;
                     if rep.errors.is_empty() && rep.added + rep.changed + rep.removed > 0 {
                         tracing::info!(node = %n.name, added = rep.added, changed = rep.changed, removed = rep.removed, "netd synced");
                     }
