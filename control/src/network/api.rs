@@ -2737,9 +2737,7 @@ async fn change_extraroutes(
         })
         .await?;
     let m = app.identity.model();
-    Ok(Json(
-        json!({"router": router_view(svc(app), &m, auth, &r)}),
-    ))
+    Ok(Json(json!({"router": router_view(svc(app), &m, auth, &r)})))
 }
 
 async fn add_extraroutes(
