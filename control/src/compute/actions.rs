@@ -327,19 +327,19 @@ pub(super) async fn server_action(
             let r2 = s
                 .update(&id, move |r| {
                     r.insert("ursa:image_id".into(), json!(img2));
-                    if let Some(n) = name {
+                    if let Some(n) = name.clone() {
                         r.insert("name".into(), json!(n));
                     }
-                    if let Some(m) = meta {
+                    if let Some(m) = meta.clone() {
                         r.insert("metadata".into(), Value::Object(m));
                     }
-                    if let Some(v) = ip4 {
+                    if let Some(v) = ip4.clone() {
                         r.insert("accessIPv4".into(), json!(v));
                     }
-                    if let Some(v) = ip6 {
+                    if let Some(v) = ip6.clone() {
                         r.insert("accessIPv6".into(), json!(v));
                     }
-                    if let Some(d) = disk_config {
+                    if let Some(d) = disk_config.clone() {
                         r.insert("OS-DCF:diskConfig".into(), json!(d));
                     }
                     r.insert("status".into(), json!("REBUILD"));

@@ -214,7 +214,7 @@ async fn put_quota(s: &Compute, id: String, m: Map<String, Value>) -> Result<()>
                 .doc(QUOTA, &id)
                 .and_then(|v| v.as_object().cloned())
                 .unwrap_or_default();
-            cur.extend(m);
+            cur.extend(m.clone());
             Ok((vec![Op::put(QUOTA, &id, "", &id, Value::Object(cur))], ()))
         })
         .await
@@ -675,7 +675,7 @@ async fn show_aggregate(
 async fn change_aggregate(
     s: &Compute,
     id: &str,
-    f: impl FnOnce(&mut Rec, &[Rec]) -> Result<()> + Send + 'static,
+    mut f: impl FnMut(&mut Rec, &[Rec]) -> Result<()> + Send + 'static,
 ) -> Result<Rec> {
     let id = id.to_string();
     s.identity
@@ -716,13 +716,13 @@ async fn update_aggregate(
         ));
     }
     let a = change_aggregate(s, &last(&p), move |a, all| {
-        if let Some(n) = name {
+        if let Some(n) = name.clone() {
             if all.iter().any(|o| o["id"] != a["id"] && st(o, "name") == n) {
                 return Err(Error::Conflict(format!("Aggregate {n} already exists.")));
             }
             a.insert("name".into(), json!(n));
         }
-        if let Some(z) = zone {
+        if let Some(z) = zone.clone() {
             a.insert("availability_zone".into(), z);
         }
         Ok(())
@@ -814,7 +814,7 @@ async fn aggregate_action(
                 })?;
             change_aggregate(s, &last(&p), move |a, _| {
                 let mut m = a["metadata"].as_object().cloned().unwrap_or_default();
-                for (k, v) in meta {
+                for (k, v) in meta.clone() {
                     match v {
                         Value::Null => {
                             m.remove(&k);

@@ -589,7 +589,7 @@ async fn create_keypair(State(app): State<AppState>, auth: Auth, bytes: Bytes) -
                     &id2,
                     "",
                     &id2,
-                    Value::Object(k),
+                    Value::Object(k.clone()),
                 )],
                 (),
             ))
@@ -1526,16 +1526,16 @@ async fn update_server(
     let dc = disk_config(&b)?;
     let r = s
         .update(&id, move |r| {
-            if let Some(n) = name {
+            if let Some(n) = name.clone() {
                 r.insert("name".into(), json!(n));
             }
-            if let Some(v) = ip4 {
+            if let Some(v) = ip4.clone() {
                 r.insert("accessIPv4".into(), json!(v));
             }
-            if let Some(v) = ip6 {
+            if let Some(v) = ip6.clone() {
                 r.insert("accessIPv6".into(), json!(v));
             }
-            if let Some(v) = dc {
+            if let Some(v) = dc.clone() {
                 r.insert("OS-DCF:diskConfig".into(), json!(v));
             }
             Ok(())

@@ -115,14 +115,19 @@ impl Compute {
     pub async fn put(&self, kind: &'static str, rec: Rec) -> Result<()> {
         let id = st(&rec, "id").to_string();
         self.identity
-            .change(move |_| Ok((vec![Op::put(kind, &id, "", &id, Value::Object(rec))], ())))
+            .change(move |_| {
+                Ok((
+                    vec![Op::put(kind, &id, "", &id, Value::Object(rec.clone()))],
+                    (),
+                ))
+            })
             .await
     }
 
     pub async fn update(
         &self,
         id: &str,
-        f: impl FnOnce(&mut Rec) -> Result<()>,
+        mut f: impl FnMut(&mut Rec) -> Result<()>,
     ) -> Result<Option<Rec>> {
         let id = id.to_string();
         self.identity

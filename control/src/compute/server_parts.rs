@@ -89,7 +89,7 @@ fn meta_of(r: &Rec) -> Map<String, Value> {
 async fn change_meta(
     s: &Compute,
     id: &str,
-    f: impl FnOnce(&mut Map<String, Value>) -> Result<()> + Send + 'static,
+    mut f: impl FnMut(&mut Map<String, Value>) -> Result<()> + Send + 'static,
 ) -> Result<Map<String, Value>> {
     let r = s
         .update(id, move |r| {
@@ -155,9 +155,9 @@ async fn write_meta(
     let new = meta_body(bytes, "metadata")?;
     let m = change_meta(s, id, move |m| {
         if replace {
-            *m = new;
+            *m = new.clone();
         } else {
-            m.extend(new);
+            m.extend(new.clone());
         }
         Ok(())
     })
@@ -199,7 +199,7 @@ async fn set_meta(
         return Err(Error::BadRequest("Request body and URI mismatch".into()));
     }
     let m = change_meta(s, &id, move |m| {
-        m.extend(item);
+        m.extend(item.clone());
         Ok(())
     })
     .await?;

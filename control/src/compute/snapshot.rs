@@ -147,7 +147,7 @@ pub async fn shelve(app: &AppState, s: &Compute, tok: &str, srv: &Rec) -> Result
         }
         let r = me
             .update(&id, move |r| {
-                match saved {
+                match saved.clone() {
                     Ok(()) => {
                         super::actions::set_state(r, "SHELVED_OFFLOADED", "shelved_offloaded", 4);
                         r.insert("ursa:shelved_image".into(), json!(image));

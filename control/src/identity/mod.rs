@@ -117,6 +117,10 @@ fn unauthorized() -> Error {
     Error::Unauthorized("The request you have made requires authentication.".into())
 }
 
+/// How often [`Identity::change`] computes a change again after another
+/// controller committed first.
+pub const CHANGE_ATTEMPTS: u32 = 20;
+
 impl Identity {
     /// Loads the identity state from the store.
     pub async fn open(store: Store, codec: TokenCodec, settings: Settings) -> Result<Identity> {
@@ -156,22 +160,37 @@ impl Identity {
 
     /// Computes a change against the current state and makes it durable,
     /// then visible. `f` sees the model as it is under the writer lock.
-    pub async fn change<T>(&self, f: impl FnOnce(&Model) -> Result<(Vec<Op>, T)>) -> Result<T> {
+    ///
+    /// With several controllers on one database, another one may commit
+    /// first; then this one catches up and computes the change again
+    /// against the new state (so uniqueness, addresses and quotas are
+    /// decided on what is really stored), up to [`CHANGE_ATTEMPTS`] times.
+    /// A conflict reaches the client only when every attempt lost.
+    pub async fn change<T>(&self, mut f: impl FnMut(&Model) -> Result<(Vec<Op>, T)>) -> Result<T> {
         let mut rev = self.inner.writer.lock().await;
-        let (ops, out) = {
-            let m = self.model();
-            f(&m)?
-        };
-        if !ops.is_empty() {
+        for attempt in 1..=CHANGE_ATTEMPTS {
+            let (ops, out) = {
+                let m = self.model();
+                f(&m)?
+            };
+            if ops.is_empty() {
+                return Ok(out);
+            }
             match self.inner.store.apply_at(&ops, Some(*rev)).await {
                 Ok(r) => *rev = r,
                 Err(crate::store::StoreError::Stale(_)) => {
-                    // Another controller wrote first: catch up, let the client retry.
+                    // Another controller wrote first: catch up and compute again.
                     *rev = self.reload().await?;
-                    return Err(Error::Conflict(
-                        "The state changed concurrently on another controller; retry the request."
-                            .into(),
-                    ));
+                    tracing::debug!(
+                        attempt,
+                        "store moved on another controller; recomputing the change"
+                    );
+                    if attempt < CHANGE_ATTEMPTS {
+                        // Spread the retries of controllers that collide.
+                        let jitter = rand::random::<u64>() % (attempt as u64 * 5 + 1);
+                        tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+                    }
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -179,8 +198,12 @@ impl Identity {
             for op in &ops {
                 m.apply(op);
             }
+            return Ok(out);
         }
-        Ok(out)
+        Err(Error::Conflict(
+            "The state changed concurrently on other controllers too often; retry the request."
+                .into(),
+        ))
     }
 
     /// Replaces the model with the store's content; returns its revision.

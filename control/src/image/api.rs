@@ -689,7 +689,7 @@ async fn update(
     }
     let img = images(&state)
         .update(&id, move |img| {
-            for (kind, name, v) in checked {
+            for (kind, name, v) in checked.clone() {
                 match (kind.as_str(), v) {
                     ("replace", Some(_)) if !img.contains_key(&name) => {
                         return Err(Error::Conflict(format!("Property {name} does not exist.")))

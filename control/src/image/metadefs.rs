@@ -150,7 +150,7 @@ fn view(d: &Doc) -> Value {
 }
 
 async fn write(app: &AppState, op: Vec<Op>) -> Result<()> {
-    app.identity.change(move |_| Ok((op, ()))).await
+    app.identity.change(move |_| Ok((op.clone(), ()))).await
 }
 
 /// Changes a namespace under the writer lock, stores it (under its new
@@ -159,7 +159,7 @@ async fn modify<T: Send + 'static>(
     app: &AppState,
     auth: &Auth,
     ns: &str,
-    f: impl FnOnce(&mut Doc) -> Result<T> + Send,
+    mut f: impl FnMut(&mut Doc) -> Result<T> + Send,
 ) -> Result<T> {
     admin(auth)?;
     app.identity
@@ -288,7 +288,10 @@ async fn create(State(app): State<AppState>, auth: Auth, bytes: Bytes) -> Result
                     "A namespace named {id} already exists."
                 )));
             }
-            Ok((vec![Op::put(KIND, &id, "", &id, Value::Object(d))], ()))
+            Ok((
+                vec![Op::put(KIND, &id, "", &id, Value::Object(d.clone()))],
+                (),
+            ))
         })
         .await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
@@ -406,7 +409,7 @@ async fn create_prop(
                 "A property named {name} already exists in {ns}."
             )));
         }
-        props[&name] = p;
+        props[&name] = p.clone();
         Ok(())
     })
     .await?;
@@ -444,7 +447,7 @@ async fn update_prop(
                 "Property {name} not found in namespace {ns}."
             )));
         }
-        o.insert(new, p);
+        o.insert(new.clone(), p.clone());
         Ok(())
     })
     .await?;
@@ -532,7 +535,7 @@ async fn create_object(
                 o["name"]
             )));
         }
-        list.push(o);
+        list.push(o.clone());
         Ok(())
     })
     .await?;
@@ -576,7 +579,7 @@ async fn replace_entry(
             )));
         }
         let created = list[i]["created_at"].clone();
-        let mut o = b;
+        let mut o = b.clone();
         o.insert("name".into(), json!(new_name));
         o.insert("created_at".into(), created);
         o.insert("updated_at".into(), json!(now()));
@@ -664,7 +667,7 @@ async fn create_tags(
                 )));
             }
         }
-        *entries(d, "tags") = tags;
+        *entries(d, "tags") = tags.clone();
         Ok(())
     })
     .await?;
@@ -700,7 +703,7 @@ async fn create_tag(
                 "A tag named {name} already exists in {ns}."
             )));
         }
-        list.push(t);
+        list.push(t.clone());
         Ok(())
     })
     .await?;
@@ -774,7 +777,7 @@ async fn create_assoc(
                 a["name"]
             )));
         }
-        list.push(a);
+        list.push(a.clone());
         Ok(())
     })
     .await?;

@@ -201,7 +201,7 @@ impl Images {
         self.identity
             .change(move |_| {
                 Ok((
-                    vec![Op::put(KIND, &id, &owner, &id, Value::Object(img))],
+                    vec![Op::put(KIND, &id, &owner, &id, Value::Object(img.clone()))],
                     (),
                 ))
             })
@@ -213,7 +213,7 @@ impl Images {
     pub async fn update(
         &self,
         id: &str,
-        f: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
+        mut f: impl FnMut(&mut Map<String, Value>) -> Result<()>,
     ) -> Result<Map<String, Value>> {
         let id = id.to_string();
         self.identity
@@ -254,7 +254,12 @@ impl Images {
     pub async fn put_member(&self, m: Map<String, Value>) -> Result<()> {
         let id = format!("{}:{}", s(&m, "image_id"), s(&m, "member_id"));
         self.identity
-            .change(move |_| Ok((vec![Op::put(MEMBER, &id, "", &id, Value::Object(m))], ())))
+            .change(move |_| {
+                Ok((
+                    vec![Op::put(MEMBER, &id, "", &id, Value::Object(m.clone()))],
+                    (),
+                ))
+            })
             .await
     }
 

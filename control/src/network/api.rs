@@ -2569,7 +2569,7 @@ async fn add_interface(
                     })
                     .map(|x| st(x, "cidr").to_string())
             };
-            match (sid, pid) {
+            match (sid.clone(), pid.clone()) {
                 (Some(_), Some(_)) => Err(Error::BadRequest("Bad router request: Cannot specify both subnet-id and port-id".into())),
                 (None, None) => Err(Error::BadRequest("Bad router request: Either subnet_id or port_id must be specified".into())),
                 (Some(sid), None) => {
@@ -3669,7 +3669,7 @@ async fn update_quota(
                 .unwrap_or_default();
             d.insert("id".into(), json!(p));
             d.insert("project_id".into(), json!(p));
-            for (k, n) in vals {
+            for (k, n) in vals.clone() {
                 d.insert(k, json!(n));
             }
             Ok((vec![put(QUOTA, &d)], ()))
@@ -3771,7 +3771,7 @@ async fn retag(
     auth: &Auth,
     coll: &str,
     id: &str,
-    f: impl FnOnce(&mut Vec<String>) -> Result<()>,
+    mut f: impl FnMut(&mut Vec<String>) -> Result<()>,
 ) -> Result<Vec<String>> {
     write_access(auth)?;
     let kind = tag_kind(coll)?;
@@ -3846,7 +3846,7 @@ async fn set_tags(
     }
     let tags = retag(&app, &auth, &coll, &id, |cur| {
         let mut uniq: Vec<String> = Vec::new();
-        for t in tags {
+        for t in tags.clone() {
             if !uniq.contains(&t) {
                 uniq.push(t);
             }
@@ -3866,7 +3866,7 @@ async fn add_tag(
     check_tag(&tag)?;
     retag(&app, &auth, &coll, &id, |cur| {
         if !cur.contains(&tag) {
-            cur.push(tag);
+            cur.push(tag.clone());
         }
         Ok(())
     })

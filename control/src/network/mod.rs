@@ -385,7 +385,7 @@ impl Networks {
 
     /// Runs a change under the writer lock and, when it stored anything,
     /// asks the pusher to bring the nodes up to date.
-    pub async fn change<T>(&self, f: impl FnOnce(&Model) -> Result<(Vec<Op>, T)>) -> Result<T> {
+    pub async fn change<T>(&self, mut f: impl FnMut(&Model) -> Result<(Vec<Op>, T)>) -> Result<T> {
         let dirty = Arc::new(Mutex::new(false));
         let d2 = dirty.clone();
         let out = self

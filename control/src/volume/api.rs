@@ -797,13 +797,13 @@ async fn update_volume(
     };
     let v = s
         .update(VOLUME, &p["id"], move |v| {
-            if let Some(n) = name {
+            if let Some(n) = name.clone() {
                 v.insert("name".into(), n);
             }
-            if let Some(d) = desc {
+            if let Some(d) = desc.clone() {
                 v.insert("description".into(), d);
             }
-            if let Some(m) = meta {
+            if let Some(m) = meta.clone() {
                 v.insert("metadata".into(), m);
             }
             Ok(())
@@ -1148,10 +1148,10 @@ async fn update_snapshot(
     };
     let sn = s
         .update(SNAPSHOT, &p["id"], move |r| {
-            if let Some(n) = name {
+            if let Some(n) = name.clone() {
                 r.insert("name".into(), n);
             }
-            if let Some(d) = desc {
+            if let Some(d) = desc.clone() {
                 r.insert("description".into(), d);
             }
             Ok(())
@@ -1359,7 +1359,7 @@ async fn set_type_specs(
             .and_then(|v| v.as_object())
             .cloned()
             .unwrap_or_default();
-        cur.extend(new);
+        cur.extend(new.clone());
         r.insert("extra_specs".into(), Value::Object(cur));
         Ok(())
     })
@@ -1687,7 +1687,7 @@ async fn put_type_spec(
             .and_then(|v| v.as_object())
             .cloned()
             .unwrap_or_default();
-        cur.extend(body);
+        cur.extend(body.clone());
         r.insert("extra_specs".into(), Value::Object(cur));
         Ok(())
     })
@@ -1775,7 +1775,7 @@ async fn change_metadata<K: MetaKind>(
     let r = s
         .update(K::KIND, id, move |r| {
             let mut cur = if replace { Map::new() } else { meta_of(r) };
-            if let Value::Object(n) = new {
+            if let Value::Object(n) = new.clone() {
                 cur.extend(n);
             }
             r.insert("metadata".into(), Value::Object(cur));
@@ -1842,7 +1842,7 @@ async fn put_metadata_item<K: MetaKind>(
     let out = meta.clone();
     s.update(K::KIND, &p["id"], move |r| {
         let mut cur = meta_of(r);
-        cur.extend(meta);
+        cur.extend(meta.clone());
         r.insert("metadata".into(), Value::Object(cur));
         Ok(())
     })
@@ -1914,7 +1914,7 @@ async fn snapshot_action(
                 .map(str::to_string);
             s.update(SNAPSHOT, &id, move |r| {
                 r.insert("status".into(), json!(status));
-                if let Some(pr) = progress {
+                if let Some(pr) = progress.clone() {
                     r.insert("ursa:progress".into(), json!(pr));
                 }
                 Ok(())
@@ -1982,10 +1982,10 @@ async fn update_type(
     let name = b.get("name").and_then(|v| v.as_str()).map(str::to_string);
     let t = s
         .update(TYPE, st(&t, "id"), move |r| {
-            if let Some(n) = name {
+            if let Some(n) = name.clone() {
                 r.insert("name".into(), json!(n));
             }
-            if let Some(d) = desc {
+            if let Some(d) = desc.clone() {
                 r.insert("description".into(), d);
             }
             if let Some(p) = public {

@@ -90,7 +90,12 @@ impl Volumes {
     pub async fn put(&self, kind: &'static str, rec: Map<String, Value>) -> Result<()> {
         let id = st(&rec, "id").to_string();
         self.identity
-            .change(move |_| Ok((vec![Op::put(kind, &id, "", &id, Value::Object(rec))], ())))
+            .change(move |_| {
+                Ok((
+                    vec![Op::put(kind, &id, "", &id, Value::Object(rec.clone()))],
+                    (),
+                ))
+            })
             .await
     }
 
@@ -99,7 +104,7 @@ impl Volumes {
         &self,
         kind: &'static str,
         id: &str,
-        f: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
+        mut f: impl FnMut(&mut Map<String, Value>) -> Result<()>,
     ) -> Result<Option<Map<String, Value>>> {
         let id = id.to_string();
         self.identity
@@ -134,7 +139,7 @@ impl Volumes {
     ) {
         let res = self
             .update(kind, id, move |rec| {
-                match r {
+                match r.clone() {
                     Ok(fields) => {
                         for (k, v) in fields {
                             rec.insert(k, v);

@@ -428,7 +428,7 @@ async fn create(
             if m.doc(spec.kind, &id).is_some() {
                 return Err(Error::Conflict(format!("Duplicate ID, {id}.")));
             }
-            let doc = Value::Object(b);
+            let doc = Value::Object(b.clone());
             ops.push(Op::put(spec.kind, &id, "", &id, &doc));
             Ok((ops, doc))
         })
@@ -475,7 +475,7 @@ async fn update(
             let mut ops = (spec.validate)(m, &mut b, Some(old))?;
             let mut doc = old.clone();
             if let Some(o) = doc.as_object_mut() {
-                o.extend(b);
+                o.extend(b.clone());
             }
             ops.push(Op::put(spec.kind, &id, "", &id, &doc));
             Ok((ops, doc))

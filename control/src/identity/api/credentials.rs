@@ -124,7 +124,7 @@ async fn create(
             }
             b.insert("id".into(), json!(id));
             b.entry("project_id").or_insert(Value::Null);
-            let doc = Value::Object(b);
+            let doc = Value::Object(b.clone());
             Ok((vec![Op::put(KIND, &id, "", &id, &doc)], doc))
         })
         .await?;
@@ -162,7 +162,7 @@ async fn update(
             validate(m, &b, false)?;
             let mut doc = old.clone();
             if let Some(o) = doc.as_object_mut() {
-                o.extend(b);
+                o.extend(b.clone());
             }
             Ok((vec![Op::put(KIND, &id, "", &id, &doc)], doc))
         })

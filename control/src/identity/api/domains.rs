@@ -137,7 +137,7 @@ async fn create(
             if m.domain_by_name(&d.name).is_some() || m.projects.contains_key(&d.id) {
                 return Err(Error::Conflict(format!("Conflict occurred attempting to store domain - Duplicate entry found with name {}.", d.name)));
             }
-            Ok((vec![put_project(&d)], d))
+            Ok((vec![put_project(&d)], d.clone()))
         })
         .await?;
     Ok((
@@ -367,7 +367,7 @@ async fn config_create(
 async fn merge_config(
     state: &AppState,
     id: &str,
-    f: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
+    mut f: impl FnMut(&mut Map<String, Value>) -> Result<()>,
 ) -> Result<Map<String, Value>> {
     state
         .identity
@@ -513,7 +513,7 @@ async fn option_update(
     let cfg = merge_config(&state, &id, |cfg| {
         option_of(cfg, &group, &option)?;
         if let Some(g) = cfg.get_mut(&group).and_then(Value::as_object_mut) {
-            g.insert(option.clone(), v);
+            g.insert(option.clone(), v.clone());
         }
         Ok(())
     })

@@ -96,7 +96,7 @@ async fn create(
                     g.name
                 )));
             }
-            Ok((vec![put_group(&g)], g))
+            Ok((vec![put_group(&g)], g.clone()))
         })
         .await?;
     Ok((

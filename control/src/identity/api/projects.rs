@@ -136,7 +136,7 @@ async fn create(
                         d.name
                     )));
                 }
-                Ok((vec![put_project(&d)], d))
+                Ok((vec![put_project(&d)], d.clone()))
             })
             .await?;
         return Ok((
@@ -379,7 +379,7 @@ async fn edit_tags(
     state: &AppState,
     c: &Caller,
     id: &str,
-    f: impl FnOnce(&mut Vec<String>) -> Result<()>,
+    mut f: impl FnMut(&mut Vec<String>) -> Result<()>,
 ) -> Result<Vec<String>> {
     state
         .identity
@@ -406,7 +406,7 @@ async fn tags_replace(
 ) -> Result<Json<Value>> {
     let tags = check_tags(Some(body.get("tags").unwrap_or(&Value::Null)))?;
     let tags = edit_tags(&state, &c, &id, |t| {
-        *t = tags;
+        *t = tags.clone();
         Ok(())
     })
     .await?;
@@ -452,7 +452,7 @@ async fn tag_add(
     // 201 with an empty body, as the API working group's tag guideline says.
     edit_tags(&state, &c, &id, |t| {
         if !t.contains(&tag) {
-            t.push(tag);
+            t.push(tag.clone());
         }
         Ok(())
     })

@@ -122,7 +122,7 @@ async fn create(
                     r.name
                 )));
             }
-            Ok((vec![put_role(&r)], r))
+            Ok((vec![put_role(&r)], r.clone()))
         })
         .await?;
     Ok((

@@ -137,7 +137,7 @@ async fn create(
                     u.name, u.domain_id
                 )));
             }
-            Ok((vec![put_user(&u)], u))
+            Ok((vec![put_user(&u)], u.clone()))
         })
         .await?;
     Ok((
@@ -284,7 +284,7 @@ async fn change_password(
         .identity
         .change(|m| {
             let mut u = found(m, &id)?.clone();
-            u.password_hash = Some(hash);
+            u.password_hash = Some(hash.clone());
             Ok((vec![put_user(&u)], ()))
         })
         .await?;
