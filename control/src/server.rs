@@ -747,6 +747,9 @@ fn spawn_background(identity: Identity, codec: TokenCodec) -> tokio::task::JoinH
                 tracing::warn!(error = %e, "could not check the store for changes");
             }
             if n.is_multiple_of(1800) {
+                if let Err(e) = identity.prune_changes().await {
+                    tracing::warn!(error = %e, "change feed pruning failed");
+                }
                 match identity.prune_revocations().await {
                     Ok(k) if k > 0 => tracing::info!(pruned = k, "expired revocations removed"),
                     Ok(_) => {}

@@ -180,7 +180,7 @@ impl Identity {
                 Ok(r) => *rev = r,
                 Err(crate::store::StoreError::Stale(_)) => {
                     // Another controller wrote first: catch up and compute again.
-                    *rev = self.reload().await?;
+                    *rev = self.catch_up(*rev).await?;
                     tracing::debug!(
                         attempt,
                         "store moved on another controller; recomputing the change"
@@ -217,15 +217,42 @@ impl Identity {
         Ok(rev)
     }
 
-    /// Reloads the model if another controller changed the store.
+    /// Brings the model up to the store's revision from `rev`: the change
+    /// feed's deltas, or a whole reload when the feed does not reach back.
+    async fn catch_up(&self, rev: i64) -> Result<i64> {
+        match self.inner.store.changes_since(rev).await? {
+            Some((now, ops)) => {
+                let mut m = self.inner.model.write().expect("model lock");
+                for op in &ops {
+                    m.apply(op);
+                }
+                Ok(now)
+            }
+            None => {
+                tracing::info!(
+                    rev,
+                    "the change feed does not reach back: reloading the store"
+                );
+                self.reload().await
+            }
+        }
+    }
+
+    /// Applies what other controllers changed in the store since this one
+    /// last looked (deltas from the change feed).
     pub async fn sync_from_store(&self) -> Result<bool> {
         let mut rev = self.inner.writer.lock().await;
         let current = self.inner.store.revision().await?;
         if current == *rev {
             return Ok(false);
         }
-        *rev = self.reload().await?;
+        *rev = self.catch_up(*rev).await?;
         Ok(true)
+    }
+
+    /// Forgets the change feed beyond the last 100,000 revisions.
+    pub async fn prune_changes(&self) -> Result<u64> {
+        Ok(self.inner.store.prune_changes(100_000).await?)
     }
 
     /// Checks a token and the state it depends on: the user, the scope and
