@@ -295,3 +295,32 @@ fn an_ordinary_user_gets_identity_images_and_volumes_within_10_s() {
     println!("ursa up as nobody served in {served_in:?}");
     drop(guard);
 }
+
+/// The README's `--state-dir ./ursa-state` is relative: everything under it
+/// is named by its absolute path (qemu-img reads a relative backing file
+/// relative to the overlay, so a guest's disk could not be made).
+#[test]
+fn a_relative_state_dir_is_used_as_an_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::ursa_bin())
+        .current_dir(dir.path())
+        .args(["up", "--state-dir", "./rel-state", "--bind", "127.0.0.1:0"])
+        .args(["--admin-password", "rel-pw", "--no-netd", "--no-tiny-image"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("State directory: "))
+        .unwrap_or_default();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let want = std::fs::canonicalize(dir.path().join("rel-state")).unwrap();
+    assert!(
+        line.starts_with(&format!("State directory: {} ", want.display())),
+        "{line}"
+    );
+}

@@ -229,6 +229,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Agent { listen, dir, node } => {
             std::fs::create_dir_all(&dir)?;
+            let dir = std::fs::canonicalize(&dir)?;
             let agent = ursa_control::compute::agent::Agent::new(&node, &dir);
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(ursa_control::compute::node::serve(agent, &listen))

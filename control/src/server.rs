@@ -151,8 +151,13 @@ fn clouds_yaml(auth_url: &str, password: &str) -> String {
 
 /// Runs the cloud until SIGINT/SIGTERM.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
-    let dir = &opts.state_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("creating {}", opts.state_dir.display()))?;
+    // Absolute from here on: paths under it go to qemu-img (a relative
+    // backing file would be read relative to the overlay), QEMU and the
+    // daemons, whatever their working directory.
+    let dir = &std::fs::canonicalize(&opts.state_dir)
+        .with_context(|| format!("resolving {}", opts.state_dir.display()))?;
     let _lock = lock_state_dir(dir)?;
     // The host's prerequisites, said once; what is missing is then shown
     // through the API (a router in ERROR, a port binding_failed), not
