@@ -381,7 +381,7 @@ fn postgres_store_serves_and_survives_restart() {
         );
         return;
     };
-    let (db_url, _db) = FreshDb::create(&url, "ursa_e2e");
+    let (db_url, _db) = common::FreshDb::create(&url, "ursa_e2e");
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start_with(dir.path(), "pgpw", &["--database-url", &db_url]);
     let admin = cloud.admin_token();
@@ -401,55 +401,6 @@ fn postgres_store_serves_and_survives_restart() {
     drop(again);
 }
 
-/// A PostgreSQL database of its own for one test, dropped with it.
-struct FreshDb {
-    admin_url: String,
-    name: String,
-}
-
-impl FreshDb {
-    /// Creates `<prefix>_<pid>` next to the database `url` names; returns
-    /// its URL.
-    fn create(url: &str, prefix: &str) -> (String, FreshDb) {
-        let name = format!("{prefix}_{}", std::process::id());
-        let sql = |q: String| {
-            let url = url.to_string();
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async move {
-                    use sqlx::Connection;
-                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                    sqlx::query(&q).execute(&mut c).await.map(|_| ())
-                })
-        };
-        sql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
-        sql(format!("CREATE DATABASE {name}")).unwrap();
-        let db_url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
-        (
-            db_url,
-            FreshDb {
-                admin_url: url.to_string(),
-                name,
-            },
-        )
-    }
-}
-
-impl Drop for FreshDb {
-    fn drop(&mut self) {
-        let (url, name) = (self.admin_url.clone(), self.name.clone());
-        let _ = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async move {
-                use sqlx::Connection;
-                let mut c = sqlx::PgConnection::connect(&url).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut c)
-                    .await
-            });
-    }
-}
-
 /// Two `ursa up` on one PostgreSQL (token keys copied): creates spread
 /// (96 projects and 96 networks: under the default network quota of 100)
 /// over both from 8 clients all succeed (a write that loses a race with
@@ -461,18 +412,15 @@ fn two_controllers_on_postgres_answer_every_create() {
         eprintln!("SKIP two_controllers_on_postgres_answer_every_create: URSA_TEST_POSTGRES_URL is not set");
         return;
     };
-    let (db_url, _db) = FreshDb::create(&url, "ursa_two");
+    let (db_url, _db) = common::FreshDb::create(&url, "ursa_two");
     let a_dir = tempfile::tempdir().unwrap();
     let b_dir = tempfile::tempdir().unwrap();
-    let a = Cloud::start_with(a_dir.path(), "twopw", &["--database-url", &db_url]);
-    std::fs::create_dir_all(b_dir.path().join("keys")).unwrap();
-    for k in std::fs::read_dir(a_dir.path().join("keys"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(k.path(), b_dir.path().join("keys").join(k.file_name())).unwrap();
-    }
-    let b = Cloud::start_with(b_dir.path(), "twopw", &["--database-url", &db_url]);
+    // One token-key directory for both (as a shared mount would be).
+    let keys = a_dir.path().join("shared-keys");
+    let keys_arg = format!("--keys-dir={}", keys.display());
+    let args = ["--database-url", db_url.as_str(), keys_arg.as_str()];
+    let a = Cloud::start_with(a_dir.path(), "twopw", &args);
+    let b = Cloud::start_with(b_dir.path(), "twopw", &args);
     let token = a.admin_token();
     assert_eq!(
         b.validate(&token, &token),
@@ -541,6 +489,29 @@ fn two_controllers_on_postgres_answer_every_create() {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
+    // A key rotated through one controller's directory is used by both.
+    let out = std::process::Command::new(common::ursa_bin())
+        .args(["keys", "rotate", "--keys-dir"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let fresh = a.admin_token();
+    assert_eq!(
+        b.validate(&fresh, &fresh),
+        200,
+        "the other controller knows the new key"
+    );
+    assert_eq!(
+        b.validate(&fresh, &token),
+        200,
+        "tokens of the old key stay valid"
+    );
 }
 
 #[test]

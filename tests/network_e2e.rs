@@ -616,3 +616,152 @@ fn api_networks_reach_vms_on_two_netd_nodes() {
     }
     assert!(lab.ping(&vms[0].0, &ip(2)), "v1 → v3 still works");
 }
+
+/// Two controllers on one PostgreSQL drive one netd: one of them holds the
+/// push duty; SIGKILL it, and a port created on the other is plugged by
+/// netd within 10 s (the lease ran out and the survivor took the duty).
+#[test]
+fn the_push_duty_moves_when_its_controller_is_killed() {
+    let Ok(pg) = std::env::var("URSA_TEST_POSTGRES_URL") else {
+        eprintln!("SKIP push duty takeover: URSA_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP push duty takeover: needs root (a namespace for netd)");
+        return;
+    }
+    let netd_bin = std::path::Path::new(common::ursa_bin()).with_file_name("ursa-netd");
+    if !netd_bin.exists() {
+        eprintln!("SKIP push duty takeover: ursa-netd is not built beside the tests");
+        return;
+    }
+    let (db_url, _db) = common::FreshDb::create(&pg, "ursa_duty");
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    // netd lives in a namespace of the test's own; the controllers stay
+    // outside it, where PostgreSQL is (they reach netd by its socket).
+    let ns = format!("udty{}", std::process::id() % 100000);
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = sh(&["ip", "netns", "del", &self.0]);
+        }
+    }
+    ok(&["ip", "netns", "add", &ns]);
+    let _ns = Ns(ns.clone());
+    ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    let sock = dir.path().join("netd.sock");
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _netd = Daemon(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(&netd_bin)
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--state-dir")
+            .arg(dir.path().join("netd"))
+            .args(["--vtep-address", "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "netd listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let netd_arg = format!("--netd=n1=unix:{}", sock.display());
+    let args = [
+        "--database-url",
+        db_url.as_str(),
+        netd_arg.as_str(),
+        "--no-compute",
+        "--physical-network=ext",
+    ];
+    let a = Cloud::start_with(&a_dir, "duty-pw", &args);
+    common::share_keys(&a_dir, &b_dir);
+    let b = Cloud::start_with(&b_dir, "duty-pw", &args);
+    let token = a.admin_token();
+    let on = |c: &Cloud, m: &str, p: &str, body: Option<Value>| {
+        c.service_call(m, &format!("/network/v2.0{p}"), &token, body)
+    };
+    let (st, n) = on(
+        &a,
+        "POST",
+        "/networks",
+        Some(json!({"network": {"name": "duty"}})),
+    );
+    assert_eq!(st, 201, "{n}");
+    let net = id(&n["network"]);
+    let (st, s) = on(
+        &a,
+        "POST",
+        "/subnets",
+        Some(json!({"subnet": {"network_id": net, "cidr": "10.78.0.0/24", "ip_version": 4}})),
+    );
+    assert_eq!(st, 201, "{s}");
+    let tap = |port: &str| format!("utp-{}", &port.replace('-', "")[..11]);
+    let plugged_within = |port: &str, secs: u64| -> Option<Duration> {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            if sh(&["ip", "-n", &ns, "link", "show", &tap(port)])
+                .status
+                .success()
+            {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    };
+    let bound = json!({"port": {"network_id": net, "binding:host_id": "n1"}});
+    let (st, p1) = on(&a, "POST", "/ports", Some(bound.clone()));
+    assert_eq!(st, 201, "{p1}");
+    let p1 = id(&p1["port"]);
+    assert!(
+        plugged_within(&p1, 20).is_some(),
+        "the first port is plugged"
+    );
+    // The other controller shows the port as the pushing one found it.
+    let t0 = Instant::now();
+    loop {
+        let (_, v) = on(&b, "GET", &format!("/ports/{p1}"), None);
+        if v["port"]["status"] == "ACTIVE" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "ACTIVE on the other controller: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // One controller pushes; kill it, and the other must take over.
+    let pushes = |c: &Cloud| {
+        c.stderr()
+            .lines()
+            .any(|l| l.contains("this controller holds the duty") && l.contains("netd-push"))
+    };
+    assert!(pushes(&a) != pushes(&b), "exactly one controller pushes");
+    let (dead, alive) = if pushes(&a) { (a, b) } else { (b, a) };
+    unsafe { libc::kill(dead.pid() as i32, libc::SIGKILL) };
+    let (st, p2) = on(&alive, "POST", "/ports", Some(bound));
+    assert_eq!(st, 201, "{p2}");
+    let p2 = id(&p2["port"]);
+    let took = plugged_within(&p2, 10);
+    println!("a port created after SIGKILL of the pushing controller was plugged in {took:?}");
+    assert!(took.is_some(), "plugged within 10 s of the kill");
+    assert!(pushes(&alive), "the survivor took the push duty");
+    let _cleanup = common::Cleanup {
+        cloud: &alive,
+        admin: token.clone(),
+    };
+    drop(dead);
+}

@@ -24,6 +24,8 @@
 //! - [`doctor`]: the host's prerequisites (root, nftables, QEMU, qemu-img,
 //!   memlock, kernel modules): the table `ursa up` prints once at start and
 //!   `ursa doctor` prints.
+//! - [`duty`]: background duties (the netd push, the power-state sync) held
+//!   by one controller at a time under a lease in the database.
 //! - [`server`]: `ursa up`: state directory, bootstrap, the HTTP listener,
 //!   `clouds.yaml`/`openrc`, clean shutdown.
 //!
@@ -33,6 +35,7 @@
 pub mod api;
 pub mod compute;
 pub mod doctor;
+pub mod duty;
 pub mod error;
 pub mod identity;
 pub mod image;

@@ -26,6 +26,11 @@ enum Cmd {
         /// Where the store, token keys, clouds.yaml and openrc live.
         #[arg(long, env = "URSA_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        /// The token keys' directory (default `<state-dir>/keys`): point
+        /// every controller of one cloud at one shared directory, so that a
+        /// key rotated on one is used by all within 2 s.
+        #[arg(long, env = "URSA_KEYS_DIR")]
+        keys_dir: Option<PathBuf>,
         /// Address of the one HTTP listener.
         #[arg(long, env = "URSA_BIND", default_value = "127.0.0.1:5000")]
         bind: SocketAddr,
@@ -141,6 +146,9 @@ enum KeysCmd {
     Rotate {
         #[arg(long, env = "URSA_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        /// The token keys' directory (default `<state-dir>/keys`).
+        #[arg(long, env = "URSA_KEYS_DIR")]
+        keys_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 3)]
         max_active: usize,
     },
@@ -171,6 +179,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Up {
             state_dir,
+            keys_dir,
             bind,
             admin_password,
             database_url,
@@ -195,6 +204,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(up(UpOptions {
                 state_dir: state_dir.unwrap_or_else(default_state_dir),
+                keys_dir,
                 bind,
                 database_url,
                 admin_password,
@@ -238,10 +248,12 @@ fn main() -> anyhow::Result<()> {
             cmd:
                 KeysCmd::Rotate {
                     state_dir,
+                    keys_dir,
                     max_active,
                 },
         } => {
-            let dir = state_dir.unwrap_or_else(default_state_dir).join("keys");
+            let dir = keys_dir
+                .unwrap_or_else(|| state_dir.unwrap_or_else(default_state_dir).join("keys"));
             let id = KeyRepo::new(&dir).rotate(max_active)?;
             println!("new primary token key {id} in {}", dir.display());
             Ok(())

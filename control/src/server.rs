@@ -22,6 +22,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub state_dir: PathBuf,
+    /// The token keys' directory; `<state_dir>/keys` when None.
+    pub keys_dir: Option<PathBuf>,
     pub bind: SocketAddr,
     pub database_url: Option<String>,
     pub admin_password: Option<String>,
@@ -172,7 +174,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store at {url}"))?;
-    let codec = TokenCodec::open(KeyRepo::new(dir.join("keys")))?;
+    let keys = opts.keys_dir.clone().unwrap_or_else(|| dir.join("keys"));
+    let codec = TokenCodec::open(KeyRepo::new(keys))?;
     let identity = Identity::open(
         store.clone(),
         codec.clone(),
@@ -201,7 +204,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     write_private(&dir.join("openrc"), &openrc(&auth_url, &password))?;
     write_private(&dir.join("clouds.yaml"), &clouds_yaml(&auth_url, &password))?;
 
-    let background = spawn_background(identity.clone(), codec);
+    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let background = spawn_background(identity.clone(), codec, changed_tx);
     let images = crate::image::Images::new(identity.clone(), &dir.join("images"))
         .with_context(|| format!("opening the image store in {}", dir.display()))?;
     let (nodes, mut local_blockd) = storage_nodes(dir, &opts.blockd).await?;
@@ -247,7 +251,24 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let pusher = crate::network::push::Pusher::new(net_nodes);
     let networks =
         crate::network::Networks::new(identity.clone(), opts.net.clone(), pusher.clone());
-    let push_task = pusher.spawn(identity.clone());
+    // This controller's name in the leases of the background duties.
+    let holder = format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    // Another controller's change: push it too (when this one pushes).
+    let kick_task = {
+        let p = pusher.clone();
+        tokio::spawn(async move {
+            while changed_rx.recv().await.is_some() {
+                p.kick();
+            }
+        })
+    };
+    let push_duty = crate::duty::Duty::start(store.clone(), "netd-push", &holder).await;
+    let power_duty = crate::duty::Duty::start(store.clone(), "power-sync", &holder).await;
+    let push_task = pusher.spawn(identity.clone(), push_duty.clone());
     let compute_nodes = compute_nodes(dir, &opts, &pusher.node_names()).await?;
     let compute = if compute_nodes.is_empty() {
         None
@@ -306,7 +327,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let power_task = match &compute {
         Some(c) => {
             c.adopt().await.context("adopting running guests")?;
-            Some(c.spawn_power_sync())
+            Some(c.spawn_power_sync(power_duty.clone()))
         }
         None => None,
     };
@@ -352,6 +373,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .await?;
     background.abort();
     push_task.abort();
+    kick_task.abort();
+    push_duty.release().await;
+    power_duty.release().await;
     if let Some(t) = md_task {
         t.abort();
     }
@@ -740,7 +764,11 @@ async fn stop_child(c: &mut tokio::process::Child) {
 
 /// Key reloads, revocation pruning and, with a shared database, picking up
 /// other controllers' changes.
-fn spawn_background(identity: Identity, codec: TokenCodec) -> tokio::task::JoinHandle<()> {
+fn spawn_background(
+    identity: Identity,
+    codec: TokenCodec,
+    changed: tokio::sync::mpsc::Sender<()>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut n: u64 = 0;
@@ -748,8 +776,12 @@ fn spawn_background(identity: Identity, codec: TokenCodec) -> tokio::task::JoinH
             tick.tick().await;
             n += 1;
             codec.refresh();
-            if let Err(e) = identity.sync_from_store().await {
-                tracing::warn!(error = %e, "could not check the store for changes");
+            match identity.sync_from_store().await {
+                Ok(true) => {
+                    let _ = changed.try_send(());
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not check the store for changes"),
             }
             if n.is_multiple_of(1800) {
                 if let Err(e) = identity.prune_changes().await {

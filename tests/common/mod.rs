@@ -85,8 +85,9 @@ impl Cloud {
             // What compute does to guests is worth reading when a test fails.
             .env(
                 "URSA_LOG",
-                std::env::var("URSA_LOG")
-                    .unwrap_or_else(|_| "warn,ursa_control::compute=info".into()),
+                std::env::var("URSA_LOG").unwrap_or_else(|_| {
+                    "warn,ursa_control::compute=info,ursa_control::duty=info".into()
+                }),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -475,5 +476,62 @@ impl Drop for Cleanup<'_> {
                 .args(["netns", "del", &n])
                 .status();
         }
+    }
+}
+
+/// A PostgreSQL database of its own for one test, dropped with it.
+pub struct FreshDb {
+    admin_url: String,
+    name: String,
+}
+
+impl FreshDb {
+    /// Creates `<prefix>_<pid>` next to the database `url` names; returns
+    /// its URL.
+    pub fn create(url: &str, prefix: &str) -> (String, FreshDb) {
+        let name = format!("{prefix}_{}", std::process::id());
+        let sql = |q: String| {
+            let url = url.to_string();
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move {
+                    use sqlx::Connection;
+                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                    sqlx::query(&q).execute(&mut c).await.map(|_| ())
+                })
+        };
+        sql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+        sql(format!("CREATE DATABASE {name}")).unwrap();
+        let db_url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
+        (
+            db_url,
+            FreshDb {
+                admin_url: url.to_string(),
+                name,
+            },
+        )
+    }
+}
+
+impl Drop for FreshDb {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await
+            });
+    }
+}
+
+/// Gives `to` the token keys of `from` (two controllers of one cloud).
+pub fn share_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keys")).unwrap();
+    for k in std::fs::read_dir(from.join("keys")).unwrap().flatten() {
+        std::fs::copy(k.path(), to.join("keys").join(k.file_name())).unwrap();
     }
 }

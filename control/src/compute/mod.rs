@@ -622,11 +622,14 @@ impl Compute {
     /// Every few seconds, as Nova's power-state sync does: a server whose
     /// guest is gone while nothing is being done to it (the guest powered
     /// itself off, or QEMU died) becomes SHUTOFF.
-    pub fn spawn_power_sync(&self) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_power_sync(&self, duty: crate::duty::Duty) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                if !duty.held() {
+                    continue; // another controller syncs power states
+                }
                 for s in me.docs(SERVER) {
                     let idle = s.get("OS-EXT-STS:task_state").is_none_or(|t| t.is_null());
                     if !idle || !matches!(st(&s, "status"), "ACTIVE" | "PAUSED" | "SUSPENDED") {

@@ -22,6 +22,9 @@ use tonic::transport::Channel;
 use ursa_proto::netd::v1 as pb;
 use ursa_proto::netd::v1::netd_client::NetdClient;
 
+/// The store kind of each node's published health (see [`Pusher::spawn`]).
+const HEALTH: &str = "netd-health";
+
 /// How often every node gets its whole state again.
 const RESYNC: Duration = Duration::from_secs(20);
 
@@ -57,7 +60,7 @@ struct NodeHealth {
 /// A node's sync errors sorted by what they are about, so that the API can
 /// show each failure on the resource it concerns (a router's `status`, a
 /// port's `binding:vif_type`), as Neutron does.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Failures {
     /// router id -> why it is not (wholly) applied
     routers: BTreeMap<String, String>,
@@ -194,19 +197,87 @@ impl Pusher {
         }
     }
 
-    /// Runs the push loop for as long as the process lives.
-    pub fn spawn(&self, identity: Identity) -> tokio::task::JoinHandle<()> {
+    /// Runs the push loop for as long as the process lives, while this
+    /// controller holds the push duty (with several controllers, one
+    /// pushes; the others take over when its lease runs out).
+    pub fn spawn(
+        &self,
+        identity: Identity,
+        duty: crate::duty::Duty,
+    ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             if me.0.nodes.is_empty() {
                 return;
             }
             loop {
+                if !duty.held() {
+                    // Another controller pushes: show what it found.
+                    me.adopt_published(&identity);
+                    let _ = tokio::time::timeout(crate::duty::RENEW, duty.wait_held()).await;
+                    me.0.rounds.send_modify(|r| *r += 1);
+                    continue;
+                }
                 me.round(&identity).await;
+                me.publish(&identity).await;
                 me.0.rounds.send_modify(|r| *r += 1);
                 let _ = tokio::time::timeout(Duration::from_secs(5), me.0.kick.notified()).await;
             }
         })
+    }
+
+    /// The pushing controller's view of a node, as the other controllers
+    /// read it (a document per node, written only when it changes).
+    fn published(&self, name: &str) -> Option<Value> {
+        let h = self.0.health.lock().expect("health");
+        let x = h.get(name).filter(|x| x.at.is_some())?;
+        Some(serde_json::json!({"ok": x.ok, "error": x.error, "failures": x.failures}))
+    }
+
+    /// Writes each node's health where the other controllers read it.
+    async fn publish(&self, identity: &Identity) {
+        for n in &self.0.nodes {
+            let Some(doc) = self.published(&n.name) else {
+                continue;
+            };
+            let same = identity.model().doc(HEALTH, &n.name) == Some(&doc);
+            if same {
+                continue;
+            }
+            let name = n.name.clone();
+            let r = identity
+                .change(|_| {
+                    Ok((
+                        vec![crate::store::Op::put(HEALTH, &name, "", &name, &doc)],
+                        (),
+                    ))
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(node = %n.name, error = %e, "could not publish the node's health");
+            }
+        }
+    }
+
+    /// Takes the pushing controller's published view of every node, and
+    /// forgets what this one last sent (stale once it takes over).
+    fn adopt_published(&self, identity: &Identity) {
+        let m = identity.model();
+        let mut h = self.0.health.lock().expect("health");
+        for n in &self.0.nodes {
+            let e = h.entry(n.name.clone()).or_default();
+            e.last = None;
+            e.caps = None;
+            match m.doc(HEALTH, &n.name) {
+                Some(d) => {
+                    e.ok = d["ok"] == true;
+                    e.error = d["error"].as_str().unwrap_or("").to_string();
+                    e.failures = serde_json::from_value(d["failures"].clone()).unwrap_or_default();
+                    e.at = Some(Instant::now());
+                }
+                None => e.at = None,
+            }
+        }
     }
 
     async fn round(&self, identity: &Identity) {

@@ -307,6 +307,45 @@ impl Store {
         Ok(Some((rev, ops)))
     }
 
+    /// Takes or renews the lease `name` for `holder` until `now_ms +
+    /// ttl_ms` when it is free, expired or already `holder`'s; returns
+    /// whether `holder` holds it now.
+    pub async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now_ms + ttl_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        let h: String = sqlx::query("SELECT holder FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(h == holder)
+    }
+
+    /// Gives the lease up, if `holder` has it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Forgets the change feed older than the last `keep` revisions.
     pub async fn prune_changes(&self, keep: i64) -> Result<u64> {
         let rev = self.revision().await?;
