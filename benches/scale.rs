@@ -1,0 +1,213 @@
+//! `cargo bench --bench scale`: the control plane as the cloud grows.
+//!
+//! Starts `ursa up --no-netd --no-compute` (release build; SQLite in a
+//! temporary state directory, or `URSA_BENCH_DATABASE_URL=postgres://…`),
+//! lifts the admin project's port quota, and has 16 clients create
+//! `URSA_BENCH_PORTS` ports (default 100,000) on one network. It then reads
+//! `GET /v2.0/ports?limit=100` with a marker deep in the list, and reads
+//! `ursa`'s resident memory empty and full.
+//!
+//! The peer of each line is the cloud at its start: creates/s over the last
+//! tenth of the ports against the first tenth (issue 17's target: the last
+//! at least 0.8x the first), create p99 against 50 ms, the deep page's p50
+//! against 10 ms, RSS empty against RSS full (target at most 1.5x). Each
+//! ends in a `BENCH` line. Environment: URSA_BENCH_PORTS,
+//! URSA_BENCH_CLIENTS (16), URSA_BENCH_DATABASE_URL.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+struct Ursa(Child);
+
+impl Drop for Ursa {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let n: usize = std::env::var("URSA_BENCH_PORTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let clients: usize = std::env::var("URSA_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ursa"));
+    cmd.args(["up", "--state-dir"])
+        .arg(dir.path())
+        .args(["--bind", "127.0.0.1:0", "--admin-password", "scale-pw"])
+        .args(["--no-netd", "--no-compute", "--no-tiny-image"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Ok(db) = std::env::var("URSA_BENCH_DATABASE_URL") {
+        cmd.args(["--database-url", &db]);
+    }
+    let mut child = cmd.spawn().expect("ursa starts");
+    let stdout = child.stdout.take().unwrap();
+    let ursa = Ursa(child);
+    let url = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("export OS_AUTH_URL=").map(str::to_string))
+        .expect("ursa prints OS_AUTH_URL");
+    let base = url.trim_end_matches("/v3").to_string();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let auth = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"id": "default"}, "password": "scale-pw"}}},
+        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}});
+    let r = http
+        .post(format!("{url}/auth/tokens"))
+        .json(&auth)
+        .send()
+        .unwrap();
+    let token = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let project = r.json::<Value>().unwrap()["token"]["project"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let net = |m: reqwest::Method, p: &str, b: Option<Value>| -> (u16, Value) {
+        let mut rb = http
+            .request(m, format!("{base}/network/v2.0{p}"))
+            .header("X-Auth-Token", &token);
+        if let Some(b) = b {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    let (st, _) = net(
+        reqwest::Method::PUT,
+        &format!("/quotas/{project}"),
+        Some(json!({"quota": {"port": -1}})),
+    );
+    assert_eq!(st, 200, "quota lifted");
+    let (_, n0) = net(
+        reqwest::Method::POST,
+        "/networks",
+        Some(json!({"network": {"name": "scale"}})),
+    );
+    let network = n0["network"]["id"].as_str().unwrap().to_string();
+    let (st, _) = net(
+        reqwest::Method::POST,
+        "/subnets",
+        Some(json!({"subnet": {"network_id": network, "cidr": "10.64.0.0/14", "ip_version": 4}})),
+    );
+    assert_eq!(st, 201, "subnet");
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_empty = rss_kib(ursa.0.id());
+
+    // (finish time, latency ms) of every create, and one id deep in the list.
+    let done = Mutex::new(Vec::with_capacity(n));
+    let next = AtomicUsize::new(0);
+    let errors = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let t = Instant::now();
+                let (st, _) = net(
+                    reqwest::Method::POST,
+                    "/ports",
+                    Some(json!({"port": {"network_id": network, "name": format!("p{i}")}})),
+                );
+                if st != 201 {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                done.lock().unwrap().push((t0.elapsed().as_secs_f64(), ms));
+                if i % 10_000 == 9_999 {
+                    eprintln!("{} ports, {:.0} s", i + 1, t0.elapsed().as_secs_f64());
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap();
+    done.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let tenth = (n / 10).clamp(1, 10_000);
+    let rate = |w: &[(f64, f64)]| {
+        let span = w.last().unwrap().0 - w.first().unwrap().0;
+        w.len() as f64 / span.max(1e-3)
+    };
+    let first = rate(&done[..tenth]);
+    let last = rate(&done[done.len() - tenth..]);
+    let mut lat: Vec<f64> = done.iter().map(|d| d.1).collect();
+    lat.sort_by(f64::total_cmp);
+    let p99 = pct(&lat, 0.99);
+    let rss_full = rss_kib(ursa.0.id());
+
+    // A page deep in the list: the marker is the port 9/10 of the way down.
+    let (_, all) = net(reqwest::Method::GET, "/ports?fields=id&sort_key=id", None);
+    let ids: Vec<String> = all["ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let marker = ids.get(ids.len() * 9 / 10).cloned().unwrap_or_default();
+    let mut page = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let (st, _) = net(
+            reqwest::Method::GET,
+            &format!("/ports?limit=100&sort_key=id&marker={marker}"),
+            None,
+        );
+        assert_eq!(st, 200);
+        page.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    page.sort_by(f64::total_cmp);
+    let backend = if std::env::var("URSA_BENCH_DATABASE_URL").is_ok() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    println!(
+        "{n} ports ({backend}, {clients} clients) in {:.0} s, {} errors",
+        t0.elapsed().as_secs_f64(),
+        errors.load(Ordering::Relaxed)
+    );
+    println!("BENCH scale-creates-last-vs-first ours={last:.1} peer={first:.1} ratio={:.2} unit=creates_per_s (peer: the first {tenth})", last / first);
+    println!("BENCH scale-create-p99 ours={p99:.1} peer=50 ratio={:.2} unit=ms (peer: the 50 ms target; peer/ours)", 50.0 / p99);
+    let p50 = pct(&page, 0.5);
+    println!("BENCH scale-ports-page-deep-p50 ours={p50:.1} peer=10 ratio={:.2} unit=ms (peer: the 10 ms target; peer/ours)", 10.0 / p50);
+    println!(
+        "BENCH scale-rss ours={rss_full} peer={rss_empty} ratio={:.2} unit=KiB (peer: empty; peer/ours, target >= 0.67)",
+        rss_empty as f64 / rss_full.max(1) as f64
+    );
+    println!("SKIP scale-servers-detail: making 100,000 server records needs the compute tables issue 17 asks for");
+}
