@@ -6,7 +6,8 @@
 //! take) the lease every [`RENEW`]; the lease lasts [`TTL`], so when its
 //! holder dies (even by SIGKILL) another controller takes the duty over
 //! within `TTL + RENEW`. A clean stop gives the lease up at once. With one
-//! controller the duty is simply always held. Leases are timed by each
+//! controller the duty is simply always held (on SQLite, which one process
+//! opens at a time, a restart takes it at once, even after a SIGKILL). Leases are timed by each
 //! controller's clock: controllers must keep their clocks within a second
 //! or so of each other (NTP).
 
@@ -50,6 +51,13 @@ impl Duty {
             held: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         }));
+        if d.0.store.backend() == crate::store::Backend::Sqlite {
+            // One process at a time opens SQLite: a lease left in it is a
+            // dead process's (killed a moment ago); do not wait it out.
+            if let Err(e) = d.0.store.clear_lease(name).await {
+                tracing::warn!(duty = name, error = %e, "could not clear a stale lease");
+            }
+        }
         d.try_hold().await;
         let me = d.clone();
         tokio::spawn(async move {

@@ -336,6 +336,17 @@ impl Store {
         Ok(h == holder)
     }
 
+    /// Forgets the lease `name` whoever holds it: for an embedded SQLite
+    /// store, which one process at a time opens (`ursa up` holds the state
+    /// directory's lock), so a holder left in it died with its process.
+    pub async fn clear_lease(&self, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Gives the lease up, if `holder` has it.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
