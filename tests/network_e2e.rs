@@ -765,3 +765,70 @@ fn the_push_duty_moves_when_its_controller_is_killed() {
     };
     drop(dead);
 }
+
+/// Neutron's `If-Match: revision_number=N`: an update or delete applies
+/// only at that revision (412 otherwise, and nothing changes).
+#[test]
+fn if_match_constrains_updates_and_deletes_to_a_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "ifm-pw");
+    let token = cloud.admin_token();
+    let net = Net(&cloud);
+    let n = net.create("networks", "network", &token, json!({"name": "ifm"}));
+    let nid = id(&n);
+    let rev = n["revision_number"].as_u64().unwrap();
+    let base = cloud.url.trim_end_matches("/v3").to_string();
+    let send = |m: reqwest::Method, if_match: &str, body: Option<Value>| -> (u16, Value) {
+        let mut rb = cloud
+            .http()
+            .request(m, format!("{base}/network/v2.0/networks/{nid}"))
+            .header("X-Auth-Token", &token)
+            .header("If-Match", if_match);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().unwrap();
+        let st = r.status().as_u16();
+        (st, r.json().unwrap_or(Value::Null))
+    };
+    let rename = |name: &str| Some(json!({"network": {"name": name}}));
+    let (st, v) = send(
+        reqwest::Method::PUT,
+        &format!("revision_number={rev}"),
+        rename("ifm2"),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["network"]["revision_number"], rev + 1);
+    let (st, v) = send(
+        reqwest::Method::PUT,
+        &format!("revision_number={rev}"),
+        rename("stale"),
+    );
+    assert_eq!(st, 412, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("current revision is"),
+        "{v}"
+    );
+    let (st, _) = send(
+        reqwest::Method::DELETE,
+        &format!("revision_number={rev}"),
+        None,
+    );
+    assert_eq!(st, 412);
+    let (st, _) = send(reqwest::Method::PUT, "etag-ish", rename("bad"));
+    assert_eq!(st, 400);
+    let (_, v) = net.call("GET", &format!("/networks/{nid}"), &token, None);
+    assert_eq!(
+        v["network"]["name"], "ifm2",
+        "the refused writes changed nothing"
+    );
+    let (st, _) = send(
+        reqwest::Method::DELETE,
+        &format!("revision_number={}", rev + 1),
+        None,
+    );
+    assert_eq!(st, 204);
+}

@@ -6,9 +6,9 @@
 
 use super::query::{self, ListQuery};
 use super::{
-    allocate, bump, fixed_ips, ipam, public, put, rec, recs, st, standard, str_list, IpRequest,
-    Networks, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_FIP, OWNER_ROUTER_GW, OWNER_ROUTER_IF, PORT,
-    QUOTA, QUOTA_DEFAULTS, ROUTER, RULE, SG, SUBNET,
+    allocate, bump, fixed_ips, ipam, public, put, rec, recs, st, standard, str_list, IfMatch,
+    IpRequest, Networks, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_FIP, OWNER_ROUTER_GW,
+    OWNER_ROUTER_IF, PORT, QUOTA, QUOTA_DEFAULTS, ROUTER, RULE, SG, SUBNET,
 };
 use crate::api::{empty, parse_body, AppState, Auth};
 use crate::error::{Error, Result};
@@ -915,6 +915,7 @@ async fn create_networks(State(app): State<AppState>, auth: Auth, body: Bytes) -
 async fn update_network(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
@@ -947,6 +948,7 @@ async fn update_network(
     let n = s
         .change(|m| {
             let mut n = find_network(m, a, &id)?;
+            if_match.check(&n)?;
             if !owns(a, &n) {
                 return Err(Error::Forbidden(format!("Network {id}: changing it is disallowed by policy")));
             }
@@ -990,6 +992,7 @@ async fn update_network(
 async fn delete_network(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
 ) -> Result<Response> {
     write_access(&auth)?;
@@ -997,6 +1000,7 @@ async fn delete_network(
     let a = &auth;
     s.change(|m| {
         let n = find_network(m, a, &id)?;
+        if_match.check(&n)?;
         if !owns(a, &n) {
             return Err(Error::Forbidden(format!("Network {id}: deleting it is disallowed by policy")));
         }
@@ -1429,6 +1433,7 @@ async fn create_subnets(State(app): State<AppState>, auth: Auth, body: Bytes) ->
 async fn update_subnet(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
@@ -1470,6 +1475,7 @@ async fn update_subnet(
     let sub = s
         .change(|m| {
             let mut sub = find_subnet(m, a, &id)?;
+            if_match.check(&sub)?;
             if !owns(a, &sub) {
                 return Err(Error::Forbidden(format!(
                     "Subnet {id}: changing it is disallowed by policy"
@@ -1547,6 +1553,7 @@ async fn update_subnet(
 async fn delete_subnet(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
 ) -> Result<Response> {
     write_access(&auth)?;
@@ -1555,6 +1562,7 @@ async fn delete_subnet(
     let net = s
         .change(|m| {
             let sub = find_subnet(m, a, &id)?;
+            if_match.check(&sub)?;
             if !owns(a, &sub) {
                 return Err(Error::Forbidden(format!("Subnet {id}: deleting it is disallowed by policy")));
             }
@@ -1949,6 +1957,7 @@ async fn create_ports(State(app): State<AppState>, auth: Auth, body: Bytes) -> R
 async fn update_port(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
@@ -1986,6 +1995,7 @@ async fn update_port(
     let p = s
         .change(|m| {
             let mut p = find_port(m, a, &id)?;
+            if_match.check(&p)?;
             if !owns(a, &p) && !rec(m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
                 return Err(Error::Forbidden(format!("Port {id}: changing it is disallowed by policy")));
             }
@@ -2071,6 +2081,7 @@ fn disassociate(f: &mut Rec) {
 async fn delete_port(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
 ) -> Result<Response> {
     write_access(&auth)?;
@@ -2078,6 +2089,7 @@ async fn delete_port(
     let a = &auth;
     s.change(|m| {
         let p = find_port(m, a, &id)?;
+        if_match.check(&p)?;
         if !owns(a, &p) && !rec(m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
             return Err(Error::Forbidden(format!(
                 "Port {id}: deleting it is disallowed by policy"
@@ -2425,6 +2437,7 @@ fn parse_extra_routes(m: &Model, rid: &str, v: &Value) -> Result<Vec<Value>> {
 async fn update_router(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
@@ -2447,6 +2460,7 @@ async fn update_router(
     let r = s
         .change(|m| {
             let mut r = find_router(m, a, &id)?;
+            if_match.check(&r)?;
             for k in ["distributed", "ha"] {
                 if b.contains_key(k) && !is_admin(a) {
                     return Err(Error::Forbidden(format!(
@@ -2493,13 +2507,15 @@ async fn update_router(
 async fn delete_router(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
 ) -> Result<Response> {
     write_access(&auth)?;
     let s = svc(&app);
     let a = &auth;
     s.change(|m| {
-        find_router(m, a, &id)?;
+        let cur = find_router(m, a, &id)?;
+        if_match.check(&cur)?;
         if recs(m, PORT)
             .any(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_ROUTER_IF)
         {
@@ -2982,6 +2998,7 @@ async fn create_fip(State(app): State<AppState>, auth: Auth, body: Bytes) -> Res
 async fn update_fip(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
@@ -3001,6 +3018,7 @@ async fn update_fip(
     let f = s
         .change(|m| {
             let mut f = find_fip(m, a, &id)?;
+            if_match.check(&f)?;
             if let Some(v) = opt_str(&b, "description")? {
                 f.insert("description".into(), json!(v));
             }
@@ -3022,13 +3040,15 @@ async fn update_fip(
 async fn delete_fip(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
 ) -> Result<Response> {
     write_access(&auth)?;
     let s = svc(&app);
     let a = &auth;
     s.change(|m| {
-        find_fip(m, a, &id)?;
+        let cur = find_fip(m, a, &id)?;
+        if_match.check(&cur)?;
         let mut ops: Vec<Op> = recs(m, PORT)
             .filter(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_FIP)
             .map(|p| Op::delete(PORT, st(p, "id")))
@@ -3169,6 +3189,7 @@ async fn create_sg(State(app): State<AppState>, auth: Auth, body: Bytes) -> Resu
 async fn update_sg(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
@@ -3180,6 +3201,7 @@ async fn update_sg(
     let g = s
         .change(|m| {
             let mut g = find_sg(m, a, &id)?;
+            if_match.check(&g)?;
             if let Some(n) = opt_str(&b, "name")? {
                 if st(&g, "name") == "default" && n != "default" {
                     return Err(Error::Conflict(
@@ -3210,6 +3232,7 @@ async fn update_sg(
 async fn delete_sg(
     State(app): State<AppState>,
     auth: Auth,
+    if_match: IfMatch,
     Path(id): Path<String>,
 ) -> Result<Response> {
     write_access(&auth)?;
@@ -3217,6 +3240,7 @@ async fn delete_sg(
     let a = &auth;
     s.change(|m| {
         let g = find_sg(m, a, &id)?;
+        if_match.check(&g)?;
         if st(&g, "name") == "default" && !is_admin(a) {
             return Err(Error::Conflict(
                 "Removing default security group not allowed.".into(),

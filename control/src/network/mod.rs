@@ -138,6 +138,63 @@ pub fn bump(r: &mut Rec) {
     r.insert("updated_at".into(), json!(now()));
 }
 
+/// Neutron's `If-Match: revision_number=N[, revision_number=M]` on an
+/// update or delete: it applies only while the record is at one of those
+/// revisions (checked inside the change, so against what is stored), else
+/// 412. No header: no constraint.
+#[derive(Debug, Default)]
+pub struct IfMatch(Option<Vec<u64>>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfMatch {
+    type Rejection = crate::error::Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        let Some(h) = parts.headers.get(axum::http::header::IF_MATCH) else {
+            return Ok(IfMatch(None));
+        };
+        let bad = || {
+            crate::error::Error::BadRequest(format!(
+                "Unrecognized If-Match header {h:?}: expected revision_number=N."
+            ))
+        };
+        let text = h.to_str().map_err(|_| bad())?;
+        let mut revs = Vec::new();
+        for part in text.split(',') {
+            let n = part
+                .trim()
+                .strip_prefix("revision_number=")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .ok_or_else(bad)?;
+            revs.push(n);
+        }
+        Ok(IfMatch(Some(revs)))
+    }
+}
+
+impl IfMatch {
+    /// 412 unless the record is at a revision the header names.
+    pub fn check(&self, r: &Rec) -> crate::error::Result<()> {
+        let Some(want) = &self.0 else {
+            return Ok(());
+        };
+        let have = r
+            .get("revision_number")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if want.contains(&have) {
+            return Ok(());
+        }
+        let want: Vec<String> = want.iter().map(u64::to_string).collect();
+        Err(crate::error::Error::PreconditionFailed(format!(
+            "Constrained to {}, but current revision is {have}",
+            want.join(", ")
+        )))
+    }
+}
+
 /// The record without its internal attributes.
 pub fn public(r: &Rec) -> Rec {
     r.iter()
