@@ -376,14 +376,23 @@ fn kernel_config(name: &str) -> bool {
         "nf_conntrack" => "CONFIG_NF_CONNTRACK=y",
         _ => return false,
     };
-    if !Path::new("/proc/config.gz").exists() {
-        return false;
-    }
-    std::process::Command::new("zcat")
-        .arg("/proc/config.gz")
-        .stderr(std::process::Stdio::null())
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == opt))
+    kernel_config_text().lines().any(|l| l == opt)
+}
+
+/// /proc/config.gz as text (read once per process; empty when absent).
+fn kernel_config_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        if !Path::new("/proc/config.gz").exists() {
+            return String::new();
+        }
+        std::process::Command::new("zcat")
+            .arg("/proc/config.gz")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    })
 }
 
 /// The tools `images/tiny/build.sh` needs, or the first that is missing.

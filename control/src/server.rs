@@ -416,7 +416,7 @@ async fn storage_nodes(
     if !nodes.is_empty() {
         return Ok((nodes, None));
     }
-    let Some(bin) = find_bin("ursa-blockd") else {
+    let Some(bin) = crate::doctor::daemon_bin("ursa-blockd") else {
         eprintln!("No ursa-blockd next to ursa or on PATH: the volume service is off.");
         return Ok((nodes, None));
     };
@@ -439,12 +439,7 @@ async fn storage_nodes(
     let mut child = spawn_daemon(cmd, &log)?;
     let t0 = std::time::Instant::now();
     let client = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            eprintln!(
-                "ursa-blockd exited at start ({status}): {}; the volume service is off (log: {}).",
-                last_line(&log),
-                log.display()
-            );
+        if died_at_start(&mut child, "ursa-blockd", &log, "the volume service is off") {
             return Ok((Vec::new(), None));
         }
         if sock.exists() {
@@ -468,9 +463,18 @@ async fn storage_nodes(
     Ok((nodes, Some(child)))
 }
 
-/// A daemon binary next to `ursa`, or on PATH.
-fn find_bin(name: &str) -> Option<PathBuf> {
-    crate::doctor::daemon_bin(name)
+/// Whether a daemon `ursa up` started has exited; if so, says so once with
+/// its error line and what is off without it.
+fn died_at_start(child: &mut tokio::process::Child, name: &str, log: &Path, off: &str) -> bool {
+    let Ok(Some(status)) = child.try_wait() else {
+        return false;
+    };
+    eprintln!(
+        "{name} exited at start ({status}): {}; {off} (log: {}).",
+        last_line(log),
+        log.display()
+    );
+    true
 }
 
 /// The last line of a daemon's log with text in it (its error, when it
@@ -637,7 +641,7 @@ async fn compute_nodes(
     if !nodes.is_empty() || opts.no_compute {
         return Ok(nodes);
     }
-    let qemu = find_bin("qemu-system-x86_64").is_some();
+    let qemu = crate::doctor::daemon_bin("qemu-system-x86_64").is_some();
     let Some(node) = net_nodes.first() else {
         eprintln!("No compute node: no network node (ursa-netd) runs.");
         return Ok(nodes);
@@ -684,7 +688,7 @@ async fn network_nodes(
     if !nodes.is_empty() {
         return Ok((nodes, None));
     }
-    let Some(bin) = find_bin("ursa-netd") else {
+    let Some(bin) = crate::doctor::daemon_bin("ursa-netd") else {
         eprintln!("No ursa-netd next to ursa or on PATH: networks are not plugged anywhere.");
         return Ok((nodes, None));
     };
@@ -715,12 +719,12 @@ async fn network_nodes(
         .map_err(|e| anyhow::anyhow!("netd: {e}"))?;
     let t0 = std::time::Instant::now();
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            eprintln!(
-                "ursa-netd exited at start ({status}): {}; networks are not plugged anywhere (log: {}).",
-                last_line(&log),
-                log.display()
-            );
+        if died_at_start(
+            &mut child,
+            "ursa-netd",
+            &log,
+            "networks are not plugged anywhere",
+        ) {
             return Ok((Vec::new(), None));
         }
         if sock.exists()
