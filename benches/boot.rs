@@ -240,7 +240,7 @@ fn main() {
 fn seed_servers(state: &Path, image: &str, n: usize) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = ursa_control::store::Store::open(&ursa_control::store::Store::sqlite_url(state))
+        let store = ursa_core::store::Store::open(&ursa_core::store::Store::sqlite_url(state))
             .await
             .unwrap();
         let mut ops = Vec::new();
@@ -251,7 +251,7 @@ fn seed_servers(state: &Path, image: &str, n: usize) {
                 "tenant_id": "SEED", "user_id": "seed", "metadata": {}, "hostId": "", "created": t,
                 "updated": t, "key_name": null, "OS-EXT-STS:vm_state": "stopped", "OS-EXT-STS:task_state": null,
                 "OS-EXT-STS:power_state": 4, "ursa:node": "elsewhere", "ursa:flavor_id": "1", "ursa:image_id": image});
-            ops.push(ursa_control::store::Op::put("server", &id, "", &id, rec));
+            ops.push(ursa_core::store::Op::put("server", &id, "", &id, rec));
         }
         store.apply(&ops).await.unwrap();
         store.close().await;

@@ -24,7 +24,7 @@ struct Workload {
 }
 
 fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
 }
 
 fn parse_bench(out: &str) -> HashMap<String, Workload> {

@@ -1,7 +1,7 @@
 //! Sweeps of every route of the REST API through the real `ursa` binary,
 //! with its own blockd, netd and compute node (in a network namespace made
 //! for the test; no guest is booted). The routes are read from the source
-//! (`.route("…", get(…).post(…))` in control/src, under their service's
+//! (`.route("…", get(…).post(…))` in control/*/src, under their service's
 //! prefix), so a route added later is swept too.
 //!
 //! - Bad input: malformed and mistyped JSON, out-of-range numbers, huge
@@ -18,12 +18,11 @@ use common::{Cleanup, Cloud, Netns};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// `(path, methods)` of every `.route(…)` call in control/src.
+/// `(path, methods)` of every `.route(…)` call in control/*/src (one
+/// crate per service).
 fn routes() -> Vec<(String, Vec<String>)> {
-    let mut files = vec![std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src"
-    ))];
+    let control = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut files = vec![control.clone()];
     let mut out = Vec::new();
     while let Some(p) = files.pop() {
         if p.is_dir() {
@@ -36,9 +35,10 @@ fn routes() -> Vec<(String, Vec<String>)> {
         // Compute, network and volume routes are nested under their
         // service's versioned prefix; the metadata API has a port of its own.
         let module = p
-            .parent()
-            .and_then(|d| d.file_name())
-            .and_then(|n| n.to_str());
+            .strip_prefix(&control)
+            .ok()
+            .and_then(|r| r.components().next())
+            .and_then(|c| c.as_os_str().to_str());
         let (service, prefix) = match module {
             Some("compute") if p.ends_with("metadata.rs") => continue,
             Some("compute") => ("/compute", "/compute/v2.1"),
@@ -149,7 +149,7 @@ fn no_route_answers_bad_input_with_a_server_error() {
     let routes = routes();
     assert!(
         routes.len() > 150,
-        "found only {} routes in control/src",
+        "found only {} routes in control/*/src",
         routes.len()
     );
     let dir = tempfile::tempdir().unwrap();

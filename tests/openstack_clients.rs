@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn shared_api() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/api");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/api");
     if p.join("cli-smoke.sh").exists() {
         Some(p)
     } else {

@@ -85,9 +85,8 @@ impl Cloud {
             // What compute does to guests is worth reading when a test fails.
             .env(
                 "URSA_LOG",
-                std::env::var("URSA_LOG").unwrap_or_else(|_| {
-                    "warn,ursa_control::compute=info,ursa_control::duty=info".into()
-                }),
+                std::env::var("URSA_LOG")
+                    .unwrap_or_else(|_| "warn,ursa_compute=info,ursa_core::duty=info".into()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -312,7 +311,7 @@ fn sh(args: &[&str]) -> std::process::Output {
 /// Builds the tiny guest's bootable disk (images/tiny/build.sh) into `dir`.
 pub fn build_tiny(dir: &Path) -> PathBuf {
     let build = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/tiny/build.sh"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images/tiny/build.sh"))
         .arg(dir)
         .output()
         .unwrap();

@@ -1,0 +1,372 @@
+//! The image service (Glance v2): image records, members and the image
+//! store.
+//!
+//! Records are documents in the control plane's store (kind `image`, and
+//! `image_member` with id `<image>:<project>`), changed through the same
+//! single writer as identity ([`Identity::change`]), so one revision counter
+//! orders every change. Image data lives in an [`ImageStore`]: a local
+//! directory now (`<state>/images/<id>`), written through a `.part` file
+//! while it streams in (constant memory, whatever the size) and renamed
+//! when complete, with its MD5 (`checksum`) and SHA-512 (`os_hash_value`)
+//! computed on the way.
+
+pub mod api;
+pub mod metadefs;
+
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use ursa_core::error::{Error, Result};
+use ursa_core::policy::Caller;
+use ursa_core::store::Op;
+use ursa_identity::Identity;
+
+pub const KIND: &str = "image";
+pub const MEMBER: &str = "image_member";
+
+pub const DISK_FORMATS: &[&str] = &[
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
+pub const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
+/// Properties the service sets; clients may not.
+pub const READ_ONLY: &[&str] = &[
+    "status",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "size",
+    "virtual_size",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "direct_url",
+    "locations",
+];
+/// Largest image accepted.
+pub const MAX_IMAGE: u64 = 1 << 40;
+
+/// Where image bytes live.
+#[derive(Clone)]
+pub struct ImageStore {
+    dir: PathBuf,
+}
+
+impl ImageStore {
+    pub fn new(dir: PathBuf) -> std::io::Result<ImageStore> {
+        std::fs::create_dir_all(&dir)?;
+        // Uploads that never finished.
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            if e.path().extension().is_some_and(|x| x == "part") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(ImageStore { dir })
+    }
+
+    /// The finished data of an image.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn part(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.part"))
+    }
+
+    pub fn remove(&self, id: &str) {
+        let _ = std::fs::remove_file(self.path(id));
+        let _ = std::fs::remove_file(self.part(id));
+    }
+}
+
+/// What an upload produced.
+pub struct Uploaded {
+    pub size: u64,
+    pub md5: String,
+    pub sha512: String,
+}
+
+/// The image service.
+/// What the image API's handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub identity: ursa_identity::Identity,
+    pub images: Images,
+    /// Base URL clients reach us at, without a trailing slash.
+    pub base_url: String,
+}
+
+impl ursa_core::http::Authenticate for AppState {
+    fn authenticate(&self, token: &str) -> ursa_core::error::Result<ursa_core::policy::Caller> {
+        self.identity.caller(token)
+    }
+}
+
+#[derive(Clone)]
+pub struct Images {
+    pub identity: Identity,
+    pub store: ImageStore,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn s<'a>(img: &'a Map<String, Value>, k: &str) -> &'a str {
+    img.get(k).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// The caller's relation to an image.
+pub struct Access {
+    /// The caller may see it.
+    pub visible: bool,
+    /// The caller may change it (owner or admin).
+    pub owns: bool,
+    /// The caller's membership status, if it is a member.
+    pub member_status: Option<String>,
+}
+
+impl Images {
+    pub fn new(identity: Identity, dir: &Path) -> std::io::Result<Images> {
+        Ok(Images {
+            identity,
+            store: ImageStore::new(dir.to_path_buf())?,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Map<String, Value>> {
+        self.identity
+            .model()
+            .doc(KIND, id)
+            .and_then(|v| v.as_object().cloned())
+    }
+
+    pub fn all(&self) -> Vec<Map<String, Value>> {
+        self.identity
+            .model()
+            .docs_of(KIND)
+            .filter_map(|v| v.as_object().cloned())
+            .collect()
+    }
+
+    pub fn members(&self, image_id: &str) -> Vec<Map<String, Value>> {
+        self.identity
+            .model()
+            .docs_of(MEMBER)
+            .filter_map(|v| v.as_object())
+            .filter(|m| s(m, "image_id") == image_id)
+            .cloned()
+            .collect()
+    }
+
+    pub fn member(&self, image_id: &str, project: &str) -> Option<Map<String, Value>> {
+        self.identity
+            .model()
+            .doc(MEMBER, &format!("{image_id}:{project}"))
+            .and_then(|v| v.as_object().cloned())
+    }
+
+    pub fn access(&self, c: &Caller, img: &Map<String, Value>) -> Access {
+        let project = c.project_id().unwrap_or("");
+        let owns = c.is_admin() || (!project.is_empty() && s(img, "owner") == project);
+        let member_status = if project.is_empty() {
+            None
+        } else {
+            self.member(s(img, "id"), project)
+                .map(|m| s(&m, "status").to_string())
+        };
+        let visible = owns
+            || c.is_reader_everywhere()
+            || matches!(s(img, "visibility"), "public" | "community")
+            || (s(img, "visibility") == "shared" && member_status.is_some());
+        Access {
+            visible,
+            owns,
+            member_status,
+        }
+    }
+
+    /// The image if the caller may see it, else 404 (never 403: one
+    /// project does not learn of another's private images).
+    pub fn visible(&self, c: &Caller, id: &str) -> Result<(Map<String, Value>, Access)> {
+        let img = self
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
+        let a = self.access(c, &img);
+        if !a.visible {
+            return Err(Error::NotFound(format!("No image found with ID {id}")));
+        }
+        Ok((img, a))
+    }
+
+    /// Stores an image record (whole).
+    pub async fn put(&self, img: Map<String, Value>) -> Result<Map<String, Value>> {
+        let id = s(&img, "id").to_string();
+        let owner = s(&img, "owner").to_string();
+        let out = img.clone();
+        self.identity
+            .change(move |_| {
+                Ok((
+                    vec![Op::put(KIND, &id, &owner, &id, Value::Object(img.clone()))],
+                    (),
+                ))
+            })
+            .await?;
+        Ok(out)
+    }
+
+    /// Changes a record under the writer lock: `f` sees the current one.
+    pub async fn update(
+        &self,
+        id: &str,
+        mut f: impl FnMut(&mut Map<String, Value>) -> Result<()>,
+    ) -> Result<Map<String, Value>> {
+        let id = id.to_string();
+        self.identity
+            .change(move |m| {
+                let mut img = m
+                    .doc(KIND, &id)
+                    .and_then(|v| v.as_object().cloned())
+                    .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
+                f(&mut img)?;
+                img.insert("updated_at".into(), json!(now()));
+                let owner = s(&img, "owner").to_string();
+                Ok((
+                    vec![Op::put(KIND, &id, &owner, &id, Value::Object(img.clone()))],
+                    img,
+                ))
+            })
+            .await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let members: Vec<String> = self
+            .members(id)
+            .iter()
+            .map(|m| format!("{id}:{}", s(m, "member_id")))
+            .collect();
+        let id2 = id.to_string();
+        self.identity
+            .change(move |_| {
+                let mut ops = vec![Op::delete(KIND, &id2)];
+                ops.extend(members.iter().map(|m| Op::delete(MEMBER, m)));
+                Ok((ops, ()))
+            })
+            .await?;
+        self.store.remove(id);
+        Ok(())
+    }
+
+    pub async fn put_member(&self, m: Map<String, Value>) -> Result<()> {
+        let id = format!("{}:{}", s(&m, "image_id"), s(&m, "member_id"));
+        self.identity
+            .change(move |_| {
+                Ok((
+                    vec![Op::put(MEMBER, &id, "", &id, Value::Object(m.clone()))],
+                    (),
+                ))
+            })
+            .await
+    }
+
+    pub async fn delete_member(&self, image_id: &str, project: &str) -> Result<()> {
+        let id = format!("{image_id}:{project}");
+        self.identity
+            .change(move |_| Ok((vec![Op::delete(MEMBER, &id)], ())))
+            .await
+    }
+
+    /// Streams `body` into the store for image `id`, hashing it.
+    pub async fn receive<S, E>(&self, id: &str, mut body: S) -> Result<Uploaded>
+    where
+        S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use futures_util::StreamExt;
+        use md5::Digest as _;
+        use tokio::io::AsyncWriteExt;
+        let part = self.store.part(id);
+        let mut f = tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| Error::Internal(format!("{}: {e}", part.display())))?;
+        let mut md5 = md5::Md5::new();
+        let mut sha = <sha2::Sha512 as sha2::Digest>::new();
+        let mut size = 0u64;
+        let r: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk =
+                    chunk.map_err(|e| Error::BadRequest(format!("reading the upload: {e}")))?;
+                size += chunk.len() as u64;
+                if size > MAX_IMAGE {
+                    return Err(Error::PayloadTooLarge(format!(
+                        "Image exceeds the storage limit of {MAX_IMAGE} bytes."
+                    )));
+                }
+                md5.update(&chunk);
+                sha2::Digest::update(&mut sha, &chunk);
+                f.write_all(&chunk)
+                    .await
+                    .map_err(|e| Error::Internal(format!("{}: {e}", part.display())))?;
+            }
+            f.sync_all()
+                .await
+                .map_err(|e| Error::Internal(format!("{}: {e}", part.display())))?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&part, self.store.path(id))
+            .await
+            .map_err(|e| Error::Internal(format!("{}: {e}", part.display())))?;
+        Ok(Uploaded {
+            size,
+            md5: hex(&md5.finalize()),
+            sha512: hex(&sha2::Digest::finalize(sha)),
+        })
+    }
+}
+
+impl Images {
+    /// Takes a file made here (a server's snapshot) as image `id`'s data:
+    /// hashed, stored, and the image made active.
+    pub async fn import_file(&self, id: &str, path: &Path) -> Result<()> {
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        let u = self
+            .receive(id, tokio_util::io::ReaderStream::new(f))
+            .await?;
+        let r = self
+            .update(id, move |img| {
+                img.insert("status".into(), json!("active"));
+                img.insert("size".into(), json!(u.size));
+                img.insert("virtual_size".into(), json!(u.size));
+                img.insert("checksum".into(), json!(u.md5));
+                img.insert("os_hash_algo".into(), json!("sha512"));
+                img.insert("os_hash_value".into(), json!(u.sha512));
+                Ok(())
+            })
+            .await;
+        if r.is_err() {
+            // Deleted while it was being saved.
+            self.store.remove(id);
+        }
+        r.map(|_| ())
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
