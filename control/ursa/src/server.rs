@@ -205,7 +205,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     write_private(&dir.join("clouds.yaml"), &clouds_yaml(&auth_url, &password))?;
 
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let background = spawn_background(identity.clone(), codec, changed_tx);
+    let background = spawn_background(identity.clone(), &store, codec, changed_tx);
     let images = ursa_image::Images::new(identity.clone(), &dir.join("images"))
         .with_context(|| format!("opening the image store in {}", dir.display()))?;
     let (nodes, mut local_blockd) = storage_nodes(dir, &opts.blockd).await?;
@@ -763,19 +763,35 @@ async fn stop_child(c: &mut tokio::process::Child) {
 }
 
 /// Key reloads, revocation pruning and, with a shared database, picking up
-/// other controllers' changes.
+/// other controllers' changes: at once when PostgreSQL announces a commit
+/// (LISTEN/NOTIFY), and at least every 2 s whatever happens to the
+/// announcements.
 fn spawn_background(
     identity: Identity,
+    store: &Store,
     codec: TokenCodec,
     changed: tokio::sync::mpsc::Sender<()>,
 ) -> tokio::task::JoinHandle<()> {
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listening = store.listen(wake.clone());
     tokio::spawn(async move {
+        // Ends with this task, which is aborted at shutdown.
+        struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                if let Some(t) = &self.0 {
+                    t.abort();
+                }
+            }
+        }
+        let _listening = AbortOnDrop(listening);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut n: u64 = 0;
         loop {
-            tick.tick().await;
-            n += 1;
-            codec.refresh();
+            let ticked = tokio::select! {
+                _ = tick.tick() => true,
+                _ = wake.notified() => false,
+            };
             match identity.sync_from_store().await {
                 Ok(true) => {
                     let _ = changed.try_send(());
@@ -783,6 +799,11 @@ fn spawn_background(
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "could not check the store for changes"),
             }
+            if !ticked {
+                continue;
+            }
+            n += 1;
+            codec.refresh();
             if n.is_multiple_of(1800) {
                 if let Err(e) = identity.prune_changes().await {
                     tracing::warn!(error = %e, "change feed pruning failed");

@@ -99,11 +99,27 @@ impl Op {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The store handle; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The PostgreSQL URL, for the connection that listens for other
+    /// controllers' commits (it may hold a password: never printed).
+    url: std::sync::Arc<str>,
 }
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The channel every commit is announced on (PostgreSQL NOTIFY), so that
+/// the other controllers read the change feed at once instead of at their
+/// next poll.
+pub const CHANGES_CHANNEL: &str = "ursa_changes";
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs migrations.
@@ -151,7 +167,11 @@ impl Store {
             }
         };
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            url: url.into(),
+        })
     }
 
     /// The SQLite URL for a state directory.
@@ -242,8 +262,59 @@ impl Store {
                 }
             }
         }
+        if self.backend == Backend::Postgres {
+            // Delivered at commit, to every controller listening.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(rev.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(rev)
+    }
+
+    /// Wakes `wake` whenever another writer commits (each commit on
+    /// PostgreSQL is announced on [`CHANGES_CHANNEL`]); a burst of commits
+    /// is one wake-up, and the caller then reads the change feed. The
+    /// listening connection reconnects by itself when it drops. On SQLite
+    /// (one process) there is no one else to hear, and nothing is spawned.
+    pub fn listen(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if self.backend != Backend::Postgres {
+            return None;
+        }
+        let url = self.url.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let mut listener = match sqlx::postgres::PgListener::connect(&url).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not listen for other controllers' changes; polling");
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(CHANGES_CHANNEL).await {
+                    tracing::warn!(error = %e, "could not listen for other controllers' changes; polling");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    continue;
+                }
+                loop {
+                    match listener.recv().await {
+                        Ok(_) => wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the change listener failed; listening again");
+                            // Whatever was missed is in the feed.
+                            wake.notify_one();
+                            break;
+                        }
+                    }
+                }
+            }
+        }))
     }
 
     /// What changed after revision `since`, as the ops that bring a copy at
