@@ -1,0 +1,63 @@
+//! Limits and zones.
+
+use super::*;
+
+/// A project's servers, and the cores and RAM their flavors take.
+pub(crate) fn usage(s: &Compute, project: &str) -> (i64, i64, i64) {
+    let flavors = s.docs(FLAVOR);
+    s.docs(SERVER)
+        .iter()
+        .filter(|r| st(r, "tenant_id") == project)
+        .fold((0, 0, 0), |(n, c, m), r| {
+            let f = flavors
+                .iter()
+                .find(|f| st(f, "id") == st(r, "ursa:flavor_id"));
+            let get = |k: &str| f.and_then(|f| f[k].as_i64()).unwrap_or(0);
+            (n + 1, c + get("vcpus"), m + get("ram"))
+        })
+}
+
+pub(super) async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let project = auth.0.project_id().unwrap_or("").to_string();
+    let (instances, cores, ram) = usage(s, &project);
+    let l = crate::admin::limits(s, &project);
+    Ok(Json(json!({"limits": {"rate": [], "absolute": {
+        "maxServerMeta": l["metadata_items"], "maxPersonality": l["injected_files"],
+        "maxPersonalitySize": l["injected_file_content_bytes"], "maxImageMeta": 128,
+        "maxTotalKeypairs": l["key_pairs"], "maxSecurityGroupRules": 20, "maxSecurityGroups": 10,
+        "maxServerGroups": l["server_groups"], "maxServerGroupMembers": l["server_group_members"],
+        "maxTotalFloatingIps": 10,
+        "maxTotalInstances": l["instances"], "maxTotalCores": l["cores"], "maxTotalRAMSize": l["ram"],
+        "totalInstancesUsed": instances, "totalCoresUsed": cores, "totalRAMUsed": ram,
+        "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0}}})))
+}
+
+pub(super) async fn zones(_auth: Auth) -> Json<Value> {
+    Json(
+        json!({"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}, "hosts": null}]}),
+    )
+}
+
+pub(super) async fn zones_detail(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+    if !auth.0.is_admin() {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow os_compute_api:os-availability-zone:detail to be performed."
+                .into(),
+        ));
+    }
+    let s = svc(&app)?;
+    let hosts: Map<String, Value> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.agent.node().to_string(),
+                json!({"nova-compute": {"available": true, "active": true, "updated_at": now()}}),
+            )
+        })
+        .collect();
+    Ok(Json(
+        json!({"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}, "hosts": hosts}]}),
+    ))
+}

@@ -1,0 +1,999 @@
+//! Servers.
+
+use super::*;
+
+pub(crate) fn server_links(app: &AppState, id: &str) -> Value {
+    json!([
+        {"rel": "self", "href": format!("{}/compute/v2.1/servers/{id}", app.base_url)},
+        {"rel": "bookmark", "href": format!("{}/compute/servers/{id}", app.base_url)}
+    ])
+}
+
+/// What a listing looks up once for all its servers: which servers have
+/// ports, and the volumes attached to each.
+#[derive(Default)]
+pub(super) struct Related {
+    with_ports: std::collections::HashSet<String>,
+    volumes: std::collections::HashMap<String, Vec<Value>>,
+    /// Security group names of each server's ports.
+    groups: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl Related {
+    fn gather(s: &Compute) -> Related {
+        let mut out = Related::default();
+        {
+            let m = s.identity.model();
+            for p in ursa_network::recs(&m, ursa_network::PORT) {
+                let dev = st(p, "device_id").to_string();
+                out.with_ports.insert(dev.clone());
+                let names = out.groups.entry(dev).or_default();
+                for g in p
+                    .get("security_groups")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let name = g
+                        .as_str()
+                        .and_then(|g| ursa_network::rec(&m, ursa_network::SG, g))
+                        .map(|g| st(&g, "name").to_string());
+                    if let Some(n) = name {
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        for (server, vol) in all_attachments(s) {
+            out.volumes
+                .entry(server)
+                .or_default()
+                .push(json!({"id": vol}));
+        }
+        out
+    }
+}
+
+pub(crate) fn server_view(
+    app: &AppState,
+    s: &Compute,
+    auth: &Auth,
+    r: &Rec,
+    detail: bool,
+) -> Value {
+    server_view_with(app, s, auth, r, detail, &Related::gather(s))
+}
+
+pub(super) fn server_view_with(
+    app: &AppState,
+    s: &Compute,
+    auth: &Auth,
+    r: &Rec,
+    detail: bool,
+    rel: &Related,
+) -> Value {
+    let id = st(r, "id");
+    if !detail {
+        return json!({"id": id, "name": r["name"], "links": server_links(app, id)});
+    }
+    let addresses = if rel.with_ports.contains(id) {
+        let m = s.identity.model();
+        ursa_network::api::addresses(&m, id)
+    } else {
+        json!({})
+    };
+    let image = st(r, "ursa:image_id");
+    let flavor = st(r, "ursa:flavor_id");
+    let mut v = json!({
+        "id": id, "name": r["name"], "status": r["status"], "tenant_id": r["tenant_id"],
+        "user_id": r["user_id"], "metadata": r.get("metadata").cloned().unwrap_or(json!({})),
+        "hostId": r["hostId"], "created": r["created"], "updated": r["updated"],
+        // A volume-backed server has no image (Nova says "").
+        "image": if image.is_empty() { json!("") } else {
+            json!({"id": image, "links": [{"rel": "bookmark", "href": format!("{}/compute/images/{image}", app.base_url)}]})
+        },
+        "flavor": {"id": flavor, "links": [{"rel": "bookmark", "href": format!("{}/compute/flavors/{flavor}", app.base_url)}]},
+        "addresses": addresses, "accessIPv4": r.get("accessIPv4").cloned().unwrap_or(json!("")),
+        "accessIPv6": r.get("accessIPv6").cloned().unwrap_or(json!("")), "links": server_links(app, id),
+        "OS-DCF:diskConfig": r.get("OS-DCF:diskConfig").cloned().unwrap_or(json!("MANUAL")), "progress": 0, "OS-EXT-AZ:availability_zone": "nova",
+        "config_drive": r.get("config_drive").cloned().unwrap_or(json!("")), "key_name": r.get("key_name").cloned().unwrap_or(Value::Null),
+        "OS-SRV-USG:launched_at": r.get("OS-SRV-USG:launched_at").cloned().unwrap_or(Value::Null),
+        "OS-SRV-USG:terminated_at": Value::Null,
+        "OS-EXT-STS:task_state": r.get("OS-EXT-STS:task_state").cloned().unwrap_or(Value::Null),
+        "OS-EXT-STS:vm_state": r["OS-EXT-STS:vm_state"], "OS-EXT-STS:power_state": r["OS-EXT-STS:power_state"],
+        "os-extended-volumes:volumes_attached": rel.volumes.get(id).cloned().unwrap_or_default(),
+    });
+    if let Some(f) = r.get("fault") {
+        v["fault"] = f.clone();
+    }
+    // Progress only while it means something (as Nova shows it).
+    if !matches!(
+        st(r, "status"),
+        "ACTIVE" | "BUILD" | "REBUILD" | "RESIZE" | "VERIFY_RESIZE"
+    ) {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("progress");
+        }
+    }
+    if let Some(g) = rel.groups.get(id).filter(|g| !g.is_empty()) {
+        v["security_groups"] = json!(g.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>());
+    }
+    if auth.0.is_admin() {
+        v["OS-EXT-SRV-ATTR:host"] = json!(st(r, "ursa:node"));
+        v["OS-EXT-SRV-ATTR:hypervisor_hostname"] = json!(st(r, "ursa:node"));
+        v["OS-EXT-SRV-ATTR:instance_name"] = json!(format!("instance-{}", &id[..8.min(id.len())]));
+    }
+    v
+}
+
+pub(crate) fn may_see(auth: &Auth, r: &Rec) -> bool {
+    auth.0.is_admin() || auth.0.project_id() == Some(st(r, "tenant_id"))
+}
+
+pub(crate) fn find_server(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
+    s.doc(SERVER, id)
+        .filter(|r| may_see(auth, r))
+        .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))
+}
+
+pub(super) async fn list_any(
+    app: &AppState,
+    auth: &Auth,
+    raw: &Option<String>,
+    detail: bool,
+) -> Result<Json<Value>> {
+    let s = svc(app)?;
+    let q = query(raw);
+    let all = auth.0.is_admin()
+        && q.iter()
+            .any(|(k, v)| k == "all_tenants" && v != "0" && v.to_lowercase() != "false");
+    let mut v: Vec<Rec> = s
+        .docs(SERVER)
+        .into_iter()
+        .filter(|r| {
+            if all {
+                true
+            } else {
+                auth.0.project_id() == Some(st(r, "tenant_id"))
+            }
+        })
+        .collect();
+    // Filters Nova answers for: regular expressions on name and addresses.
+    let mut res = Vec::new();
+    for (k, val) in &q {
+        if matches!(k.as_str(), "name" | "ip" | "ip6") {
+            res.push((
+                k.clone(),
+                regex::Regex::new(val).map_err(|_| {
+                    Error::BadRequest(format!("Invalid regular expression for {k}"))
+                })?,
+            ));
+        }
+    }
+    let since = match q.iter().find(|(k, _)| k == "changes-since") {
+        Some((_, v)) => Some(
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f")
+                        .map(|t| t.and_utc())
+                })
+                .map_err(|_| {
+                    Error::BadRequest(format!(
+                        "Invalid input for query parameters changes-since: {v}"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let model = s.identity.model();
+    v.retain(|r| {
+        let addrs = || -> Vec<String> {
+            ursa_network::recs(&model, ursa_network::PORT)
+                .filter(|p| st(p, "device_id") == st(r, "id"))
+                .flat_map(|p| {
+                    p.get("fixed_ips")
+                        .and_then(|f| f.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x["ip_address"].as_str().map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let regex_ok = res.iter().all(|(k, re)| match k.as_str() {
+            "name" => re.is_match(st(r, "name")),
+            "ip" => addrs().iter().any(|a| a.contains('.') && re.is_match(a)),
+            _ => addrs().iter().any(|a| a.contains(':') && re.is_match(a)),
+        });
+        let since_ok = since.is_none_or(|t| {
+            chrono::DateTime::parse_from_rfc3339(st(r, "updated"))
+                .is_ok_and(|u| u.with_timezone(&chrono::Utc) >= t)
+        });
+        regex_ok
+            && since_ok
+            && q.iter().all(|(k, val)| match k.as_str() {
+                "status" => st(r, "status").eq_ignore_ascii_case(val),
+                "flavor" => st(r, "ursa:flavor_id") == val,
+                "image" => st(r, "ursa:image_id") == val,
+                "tenant_id" | "project_id" => st(r, "tenant_id") == val,
+                "host" | "node" => !auth.0.is_admin() || st(r, "ursa:node") == val,
+                "reservation_id" => st(r, "reservation_id") == val,
+                "availability_zone" => val == "nova",
+                _ => true,
+            })
+    });
+    drop(model);
+    v.sort_by(|a, b| (st(b, "created"), st(b, "id")).cmp(&(st(a, "created"), st(a, "id"))));
+    if let Some((_, m)) = q.iter().find(|(k, _)| k == "marker") {
+        let pos = v
+            .iter()
+            .position(|r| st(r, "id") == m)
+            .ok_or_else(|| Error::BadRequest(format!("marker [{m}] not found")))?;
+        v = v.split_off(pos + 1);
+    }
+    let mut links = None;
+    if let Some((_, l)) = q.iter().find(|(k, _)| k == "limit") {
+        let l: usize = l
+            .parse()
+            .map_err(|_| Error::BadRequest("Invalid input for query parameters limit.".into()))?;
+        if v.len() > l {
+            v.truncate(l);
+            if let Some(last) = v.last() {
+                links = Some(
+                    json!([{"rel": "next", "href": format!("{}/compute/v2.1/servers{}?limit={l}&marker={}",
+                    app.base_url, if detail { "/detail" } else { "" }, st(last, "id"))}]),
+                );
+            }
+        }
+    }
+    let rel = if detail {
+        Related::gather(s)
+    } else {
+        Related::default()
+    };
+    let mut out = json!({"servers": v.iter().map(|r| server_view_with(app, s, auth, r, detail, &rel)).collect::<Vec<_>>()});
+    if let Some(l) = links {
+        out["servers_links"] = l;
+    }
+    Ok(Json(out))
+}
+
+pub(super) async fn list_servers(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    list_any(&app, &auth, &raw, false).await
+}
+
+pub(super) async fn list_servers_detail(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    list_any(&app, &auth, &raw, true).await
+}
+
+pub(super) async fn show_server(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Json<Value>> {
+    let s = svc(&app)?;
+    let r = find_server(s, &auth, &last(&p))?;
+    Ok(Json(
+        json!({"server": server_view(&app, s, &auth, &r, true)}),
+    ))
+}
+
+/// What a server create asks for, checked before anything is made.
+pub(super) struct Request {
+    name: String,
+    flavor: Rec,
+    image_id: String,
+    networks: Vec<NetReq>,
+    key_name: Option<String>,
+    user_data: Option<String>,
+    metadata: Map<String, Value>,
+    access_v4: Option<String>,
+    access_v6: Option<String>,
+    disk_config: Option<String>,
+    admin_pass: Option<String>,
+    min_count: u64,
+    max_count: u64,
+    /// Security group ids for the ports it makes (empty: the default).
+    security_groups: Vec<String>,
+    /// A server group (id, policy) from the scheduler hints.
+    group: Option<(String, String)>,
+    config_drive: bool,
+    /// The root disk is a volume (boot from volume), as the server record's
+    /// `ursa:boot_volume` keeps it: {source_type, uuid, volume_size,
+    /// delete_on_termination}.
+    boot_volume: Option<Value>,
+}
+
+/// One entry of a server's `networks`: a new port on a network (with an
+/// address asked for, or not), or an existing port.
+pub(super) enum NetReq {
+    Network(String, Option<String>),
+    Port(String),
+}
+
+pub(super) fn parse_create(
+    app: &AppState,
+    s: &Compute,
+    auth: &Auth,
+    b: &Rec,
+    hints: Option<&Value>,
+) -> Result<Request> {
+    let name = b
+        .get("name")
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && n.len() <= 255)
+        .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute name.".into()))?
+        .to_string();
+    let flavor_ref = b
+        .get("flavorRef")
+        .and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        })
+        .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute flavorRef.".into()))?;
+    let flavor_id = flavor_ref.rsplit('/').next().unwrap_or("").to_string();
+    let flavor = find_flavor(s, auth, &flavor_id)
+        .map_err(|_| Error::BadRequest(format!("Flavor {flavor_id} could not be found.")))?;
+    let image_ref = b.get("imageRef").and_then(|v| v.as_str()).unwrap_or("");
+    let mut image_id = image_ref.rsplit('/').next().unwrap_or("").to_string();
+    if image_id.is_empty() {
+        // The image may come as the boot block device instead.
+        if let Some(u) = b
+            .get("block_device_mapping_v2")
+            .and_then(|v| v.as_array())
+            .and_then(|a| {
+                a.iter().find(|m| {
+                    m.get("source_type").and_then(|v| v.as_str()) == Some("image")
+                        && m.get("destination_type")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("local")
+                            == "local"
+                })
+            })
+            .and_then(|m| m.get("uuid"))
+            .and_then(|v| v.as_str())
+        {
+            image_id = u.to_string();
+        }
+    }
+    let boot_volume = boot_volume(s, auth, b)?;
+    if image_id.is_empty() && boot_volume.is_none() {
+        return Err(Error::BadRequest(
+            "Give an imageRef, or a block device mapping to boot from.".into(),
+        ));
+    }
+    if let Some(bv) = &boot_volume {
+        // The root disk is the volume: the image (if any) is its source.
+        image_id = String::new();
+        if bv["source_type"] == "image" {
+            let img = bootable_image(app, auth, bv["uuid"].as_str().unwrap_or(""))?;
+            let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
+            let bytes = img.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+            let need = bytes.div_ceil(1 << 30).max(min_disk).max(1);
+            if bv["volume_size"].as_u64().unwrap_or(0) < need {
+                return Err(Error::BadRequest(format!(
+                    "Volume size must be at least {need} GiB for the image."
+                )));
+            }
+        }
+    } else {
+        let img = bootable_image(app, auth, &image_id)?;
+        let min_ram = img.get("min_ram").and_then(|v| v.as_u64()).unwrap_or(0);
+        if flavor["ram"].as_u64().unwrap_or(0) < min_ram {
+            return Err(Error::BadRequest(
+                "Flavor's memory is too small for requested image.".into(),
+            ));
+        }
+        let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
+        if flavor["disk"].as_u64().unwrap_or(0) < min_disk {
+            return Err(Error::BadRequest(
+                "Flavor's disk is too small for requested image.".into(),
+            ));
+        }
+    }
+    let networks = match b.get("networks") {
+        None | Some(Value::String(_)) => {
+            let auto = b.get("networks").and_then(|v| v.as_str());
+            match auto {
+                Some("none") => Vec::new(),
+                _ => {
+                    let nets = ursa_network::api::usable_networks(&s.networks, auth);
+                    if nets.len() > 1 {
+                        return Err(Error::Conflict("Multiple possible networks found, use a Network ID to be more specific.".into()));
+                    }
+                    nets.into_iter().map(|n| NetReq::Network(n, None)).collect()
+                }
+            }
+        }
+        Some(Value::Array(a)) => {
+            let mut out = Vec::new();
+            for n in a {
+                if let Some(port) = n.get("port").filter(|v| !v.is_null()) {
+                    let port = port.as_str().ok_or_else(|| {
+                        Error::BadRequest("Invalid input for field/attribute port.".into())
+                    })?;
+                    let m = s.identity.model();
+                    let p = ursa_network::rec(&m, ursa_network::PORT, port)
+                        .filter(|p| {
+                            auth.0.is_admin() || auth.0.project_id() == Some(st(p, "project_id"))
+                        })
+                        .ok_or_else(|| {
+                            Error::BadRequest(format!("Port {port} could not be found."))
+                        })?;
+                    if !st(&p, "device_id").is_empty() {
+                        return Err(Error::Conflict(format!("Port {port} is still in use.")));
+                    }
+                    out.push(NetReq::Port(port.to_string()));
+                    continue;
+                }
+                let id = n.get("uuid").and_then(|v| v.as_str()).ok_or_else(|| {
+                    Error::BadRequest(
+                        "Bad networks format: network uuid is not in proper format".into(),
+                    )
+                })?;
+                ursa_network::api::check_network(&s.networks, auth, id)
+                    .map_err(|_| Error::BadRequest(format!("Network {id} could not be found.")))?;
+                let fixed_ip = match n.get("fixed_ip") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(ip)) if ip.parse::<std::net::IpAddr>().is_ok() => {
+                        Some(ip.clone())
+                    }
+                    Some(_) => {
+                        return Err(Error::BadRequest(
+                            "Invalid input for field/attribute fixed_ip.".into(),
+                        ))
+                    }
+                };
+                out.push(NetReq::Network(id.to_string(), fixed_ip));
+            }
+            out
+        }
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute networks.".into(),
+            ))
+        }
+    };
+    let key_name = b
+        .get("key_name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    if let Some(k) = &key_name {
+        if s.doc(KEYPAIR, &keypair_id(&auth.0.user_id, k)).is_none() {
+            return Err(Error::BadRequest(format!("Invalid key_name provided: {k}")));
+        }
+    }
+    let user_data = match b.get("user_data") {
+        Some(Value::String(u)) => {
+            base64::engine::general_purpose::STANDARD
+                .decode(u.trim())
+                .map_err(|_| Error::BadRequest("User data needs to be valid base 64.".into()))?;
+            if u.len() > 65535 {
+                return Err(Error::BadRequest("User data too large.".into()));
+            }
+            Some(u.clone())
+        }
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute user_data.".into(),
+            ))
+        }
+    };
+    let metadata = match b.get("metadata") {
+        Some(Value::Object(m)) => {
+            crate::server_parts::check_metadata(m)?;
+            m.clone()
+        }
+        None => Map::new(),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute metadata.".into(),
+            ))
+        }
+    };
+    let access_v4 = access_ip(b, "accessIPv4")?;
+    let access_v6 = access_ip(b, "accessIPv6")?;
+    let disk_config = disk_config(b)?;
+    let admin_pass = match b.get("adminPass") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute adminPass.".into(),
+            ))
+        }
+    };
+    let count = |k: &str| -> Result<Option<u64>> {
+        match b.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+                .filter(|n| *n >= 1)
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::BadRequest(format!("Invalid input for field/attribute {k}."))
+                }),
+        }
+    };
+    let min_count = count("min_count")?.unwrap_or(1);
+    let max_count = count("max_count")?.unwrap_or(min_count);
+    if min_count > max_count {
+        return Err(Error::BadRequest("min_count must be <= max_count".into()));
+    }
+    let mut security_groups = Vec::new();
+    if let Some(g) = b.get("security_groups") {
+        let list = g.as_array().ok_or_else(|| {
+            Error::BadRequest("Invalid input for field/attribute security_groups.".into())
+        })?;
+        let m = s.identity.model();
+        let project = auth.0.project_id().unwrap_or("");
+        for x in list {
+            let n = x.get("name").and_then(|v| v.as_str()).ok_or_else(|| {
+                Error::BadRequest("Invalid input for field/attribute security_groups.".into())
+            })?;
+            let found = ursa_network::recs(&m, ursa_network::SG).find(|g| {
+                (st(g, "name") == n && st(g, "project_id") == project) || st(g, "id") == n
+            });
+            match found {
+                Some(g) => security_groups.push(st(g, "id").to_string()),
+                // The default group is made on first use.
+                None if n == "default" => {}
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "Security group {n} not found for project {project}."
+                    )))
+                }
+            }
+        }
+    }
+    let group = crate::server_parts::hinted_group(s, auth, hints)?;
+    let config_drive = match b.get("config_drive") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(v)) => *v,
+        Some(Value::String(v)) => match v.to_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" | "" => false,
+            _ => {
+                return Err(Error::BadRequest(
+                    "Invalid input for field/attribute config_drive.".into(),
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute config_drive.".into(),
+            ))
+        }
+    };
+    if b.contains_key("block_device_mapping") {
+        return Err(Error::BadRequest(
+            "Legacy block device mappings are not supported: use block_device_mapping_v2.".into(),
+        ));
+    }
+    Ok(Request {
+        name,
+        flavor,
+        image_id,
+        networks,
+        key_name,
+        user_data,
+        metadata,
+        access_v4,
+        access_v6,
+        disk_config,
+        admin_pass,
+        min_count,
+        max_count,
+        security_groups,
+        group,
+        config_drive,
+        boot_volume,
+    })
+}
+
+/// The root volume a server's block device mappings ask for, if any.
+/// Ursa boots the image on a local disk (`source_type` image,
+/// `destination_type` local: what `--image` sends), a new volume made from
+/// an image (image → volume, `volume_size`), or an existing volume (volume →
+/// volume); each as boot index 0. Blank, snapshot and swap disks, and more
+/// than one mapping, are refused.
+pub(super) fn boot_volume(
+    s: &Compute,
+    auth: &Auth,
+    b: &Map<String, Value>,
+) -> Result<Option<Value>> {
+    let Some(bdm) = b.get("block_device_mapping_v2") else {
+        return Ok(None);
+    };
+    let bad = |what: &str| Error::BadRequest(format!("Invalid block device mapping: {what}."));
+    let list = bdm.as_array().ok_or_else(|| {
+        Error::BadRequest("Invalid input for field/attribute block_device_mapping_v2.".into())
+    })?;
+    if list.len() > 1 {
+        return Err(bad(
+            "Ursa boots one disk (the image, or a volume); attach more volumes once the server is up",
+        ));
+    }
+    let Some(m) = list.first() else {
+        return Ok(None);
+    };
+    let m = m
+        .as_object()
+        .ok_or_else(|| bad("each mapping is an object"))?;
+    let text = |k: &str| m.get(k).and_then(|v| v.as_str());
+    let src = text("source_type").unwrap_or("");
+    let dst = text("destination_type").unwrap_or("local");
+    let boot = m.get("boot_index").and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+    });
+    if boot != Some(0) {
+        return Err(bad("the mapping must be the boot device (boot_index 0)"));
+    }
+    let uuid = text("uuid").unwrap_or("").to_string();
+    let delete = match m.get("delete_on_termination") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(v)) => *v,
+        Some(Value::String(v)) => matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
+        Some(_) => return Err(bad("delete_on_termination is a boolean")),
+    };
+    match (src, dst) {
+        ("image", "local") => Ok(None),
+        ("image", "volume") => {
+            let size = m
+                .get("volume_size")
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|x| x.parse().ok()))
+                })
+                .filter(|n| (1..=1 << 20).contains(n))
+                .ok_or_else(|| bad("volume_size (GiB, at least 1) is needed to make a volume"))?;
+            if s.volumes.is_none() {
+                return Err(bad("there is no volume service here"));
+            }
+            Ok(Some(
+                json!({"source_type": "image", "uuid": uuid, "volume_size": size,
+                           "delete_on_termination": delete}),
+            ))
+        }
+        ("volume", "volume") => {
+            let vols = s
+                .volumes
+                .as_ref()
+                .ok_or_else(|| bad("there is no volume service here"))?;
+            let vol = vols
+                .doc(ursa_volume::VOLUME, &uuid)
+                .filter(|v| auth.0.is_admin() || auth.0.project_id() == Some(st(v, "project_id")))
+                .ok_or_else(|| Error::BadRequest(format!("Volume {uuid} could not be found.")))?;
+            if st(&vol, "status") != "available" {
+                return Err(Error::BadRequest(format!(
+                    "Volume {uuid} status must be available, but current status is: {}",
+                    st(&vol, "status")
+                )));
+            }
+            Ok(Some(
+                json!({"source_type": "volume", "uuid": uuid, "volume_size": vol.get("size"),
+                           "delete_on_termination": delete}),
+            ))
+        }
+        _ => Err(bad(&format!(
+            "{src} → {dst} is not supported (image → local, image → volume, volume → volume are)"
+        ))),
+    }
+}
+
+pub(super) async fn create_server(
+    State(app): State<AppState>,
+    auth: Auth,
+    req_id: RequestId,
+    bytes: Bytes,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let project = project(&auth)?;
+    let top: Value = parse_body(&bytes)?;
+    let b = body_obj(&bytes, "server")?;
+    let hints = top
+        .get("os:scheduler_hints")
+        .or_else(|| top.get("OS-SCH-HNT:scheduler_hints"))
+        .or_else(|| b.get("os:scheduler_hints"));
+    let req = parse_create(&app, s, &auth, &b, hints)?;
+    if req.max_count > 1
+        && req
+            .boot_volume
+            .as_ref()
+            .is_some_and(|v| v["source_type"] == "volume")
+    {
+        return Err(Error::BadRequest(
+            "One volume cannot boot more than one server (max_count is above 1).".into(),
+        ));
+    }
+    let ram = req.flavor["ram"].as_u64().unwrap_or(0);
+    let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
+    // Quotas: instances, cores, RAM, for as many as must be made.
+    let (instances, cores, mem) = usage(s, &project);
+    let lim = crate::admin::limits(s, &project);
+    let under = |key: &str, want: i64| {
+        let l = lim.get(key).and_then(|v| v.as_i64()).unwrap_or(-1);
+        l < 0 || want <= l
+    };
+    let fits = |n: i64| {
+        under("instances", instances + n)
+            && under("cores", cores + n * vcpus as i64)
+            && under("ram", mem + n * ram as i64)
+    };
+    if !fits(req.min_count as i64) {
+        return Err(Error::Forbidden(
+            "Quota exceeded for instances, cores or ram.".into(),
+        ));
+    }
+    let count = (req.min_count..=req.max_count)
+        .rev()
+        .find(|n| fits(*n as i64))
+        .unwrap_or(req.min_count);
+    let reservation = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let admin_pass = req.admin_pass.clone().unwrap_or_else(|| {
+        use rand::distributions::{Alphanumeric, DistString};
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+    });
+    let mut first = None;
+    for i in 1..=count {
+        let name = if count > 1 {
+            format!("{}-{i}", req.name)
+        } else {
+            req.name.clone()
+        };
+        let id = create_one(s, &auth, &req, &name, &project, &reservation, &req_id).await?;
+        first.get_or_insert(id);
+    }
+    let id = first.unwrap_or_default();
+    if b.get("return_reservation_id") == Some(&json!(true)) {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "reservation_id": reservation })),
+        )
+            .into_response());
+    }
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"server": {"id": id, "links": server_links(&app, &id),
+            "OS-DCF:diskConfig": req.disk_config.as_deref().unwrap_or("MANUAL"),
+            "security_groups": [{"name": "default"}], "adminPass": admin_pass}}),
+        ),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/compute/v2.1/servers/{id}", app.base_url)) {
+        resp.headers_mut().insert("location", v);
+    }
+    Ok(resp)
+}
+
+/// Stores one server, makes its ports on the node the scheduler chose,
+/// and starts its boot; returns its id.
+pub(super) async fn create_one(
+    s: &Compute,
+    auth: &Auth,
+    req: &Request,
+    name: &str,
+    project: &str,
+    reservation: &str,
+    req_id: &RequestId,
+) -> Result<String> {
+    let ram = req.flavor["ram"].as_u64().unwrap_or(0);
+    let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
+    let node = s.schedule_in_group(ram, vcpus, req.group.as_ref())?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let host_id = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(format!("{project}{node}").as_bytes());
+        d.iter()
+            .take(28)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let t = now();
+    let mut rec = json!({
+        "id": id, "name": name, "status": "BUILD", "tenant_id": project, "user_id": auth.0.user_id,
+        "metadata": req.metadata, "hostId": host_id, "created": t, "updated": t,
+        "key_name": req.key_name, "OS-EXT-STS:vm_state": "building", "OS-EXT-STS:task_state": "spawning",
+        "OS-EXT-STS:power_state": 0, "ursa:node": node, "ursa:flavor_id": st(&req.flavor, "id"),
+        "ursa:image_id": req.image_id, "ursa:boot_volume": req.boot_volume, "ursa:user_data": req.user_data,
+        "accessIPv4": req.access_v4.clone().unwrap_or_default(),
+        "accessIPv6": req.access_v6.clone().unwrap_or_default(),
+        "OS-DCF:diskConfig": req.disk_config.as_deref().unwrap_or("MANUAL"),
+        "reservation_id": reservation, "ursa:password": "",
+        "config_drive": if req.config_drive { "True" } else { "" },
+        "ursa:group": req.group.as_ref().map(|g| g.0.clone()),
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    crate::actions::record_action(&mut rec, "create", req_id, auth);
+    s.put(SERVER, rec.clone()).await?;
+    // Ports first (netd makes the taps while the agent makes the disk).
+    for net in &req.networks {
+        let made = match net {
+            NetReq::Network(net, ip) => {
+                ursa_network::api::create_server_port(
+                    &s.networks,
+                    auth,
+                    net,
+                    ip.as_deref(),
+                    &req.security_groups,
+                    &id,
+                    &node,
+                )
+                .await
+            }
+            NetReq::Port(p) => {
+                ursa_network::api::bind_server_port(&s.networks, auth, p, &id, &node).await
+            }
+        };
+        if let Err(e) = made {
+            s.release(&id, &node).await;
+            let id2 = id.clone();
+            let _ = s
+                .identity
+                .change(move |_| Ok((vec![ursa_core::store::Op::delete(SERVER, &id2)], ())))
+                .await;
+            return Err(match e {
+                Error::Conflict(m) => Error::BadRequest(format!("Could not allocate a port: {m}")),
+                other => other,
+            });
+        }
+    }
+    s.spawn_boot(rec);
+    Ok(id)
+}
+
+pub(super) async fn update_server(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let id = last(&p);
+    find_server(s, &auth, &id)?;
+    let b = body_obj(&bytes, "server")?;
+    let name = match b.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => Some(n.clone()),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute name.".into(),
+            ))
+        }
+        None => None,
+    };
+    let ip4 = access_ip(&b, "accessIPv4")?;
+    let ip6 = access_ip(&b, "accessIPv6")?;
+    let dc = disk_config(&b)?;
+    let r = s
+        .update(&id, move |r| {
+            if let Some(n) = name.clone() {
+                r.insert("name".into(), json!(n));
+            }
+            if let Some(v) = ip4.clone() {
+                r.insert("accessIPv4".into(), json!(v));
+            }
+            if let Some(v) = ip6.clone() {
+                r.insert("accessIPv6".into(), json!(v));
+            }
+            if let Some(v) = dc.clone() {
+                r.insert("OS-DCF:diskConfig".into(), json!(v));
+            }
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
+    Ok(Json(
+        json!({"server": core_view(server_view(&app, s, &auth, &r, true))}),
+    ))
+}
+
+/// At 2.1 an update or a rebuild answers with the core attributes only.
+pub(crate) fn core_view(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        const CORE: &[&str] = &[
+            "OS-DCF:diskConfig",
+            "accessIPv4",
+            "accessIPv6",
+            "addresses",
+            "created",
+            "fault",
+            "flavor",
+            "hostId",
+            "id",
+            "image",
+            "links",
+            "metadata",
+            "name",
+            "progress",
+            "status",
+            "tenant_id",
+            "updated",
+            "user_id",
+        ];
+        o.retain(|k, _| CORE.contains(&k.as_str()));
+    }
+    v
+}
+
+pub(super) async fn delete_server(
+    State(app): State<AppState>,
+    auth: Auth,
+    req_id: RequestId,
+    Path(p): Path<Vec<(String, String)>>,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app)?;
+    let id = last(&p);
+    let r = find_server(s, &auth, &id)?;
+    if r.get("locked") == Some(&json!(true)) && !auth.0.is_admin() {
+        return Err(Error::Conflict(format!("Instance {id} is locked")));
+    }
+    let a2 = Auth(auth.0.clone());
+    let r = s
+        .update(&id, move |r| {
+            r.insert("OS-EXT-STS:task_state".into(), json!("deleting"));
+            crate::actions::record_action(r, "delete", &req_id, &a2);
+            Ok(())
+        })
+        .await?;
+    if let Some(r) = r {
+        s.spawn_delete(r);
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `accessIPv4` / `accessIPv6`: an address of that family, or empty.
+pub(crate) fn access_ip(b: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match b.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) if v.is_empty() => Ok(Some(String::new())),
+        Some(Value::String(v)) => {
+            let norm = match key {
+                "accessIPv4" => v.parse::<std::net::Ipv4Addr>().ok().map(|a| a.to_string()),
+                _ => v.parse::<std::net::Ipv6Addr>().ok().map(|a| a.to_string()),
+            };
+            if let Some(n) = norm {
+                Ok(Some(n))
+            } else {
+                Err(Error::BadRequest(format!(
+                    "Invalid input for field/attribute {key}. Value: {v}."
+                )))
+            }
+        }
+        Some(_) => Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute {key}."
+        ))),
+    }
+}
+
+/// `OS-DCF:diskConfig`: AUTO or MANUAL.
+pub(crate) fn disk_config(b: &Map<String, Value>) -> Result<Option<String>> {
+    match b.get("OS-DCF:diskConfig") {
+        None => Ok(None),
+        Some(Value::String(v)) if v == "AUTO" || v == "MANUAL" => Ok(Some(v.clone())),
+        Some(_) => Err(Error::BadRequest(
+            "Invalid input for field/attribute OS-DCF:diskConfig.".into(),
+        )),
+    }
+}

@@ -1,0 +1,163 @@
+//! What the compute service asks of the network service.
+
+use super::*;
+
+/// An admin caller acting for `project` (internal steps after the user's
+/// own rights were checked).
+pub fn service_caller(project: &str) -> Auth {
+    Auth(ursa_core::policy::Caller {
+        user_id: "ursa-compute".into(),
+        user_domain_id: "default".into(),
+        scope: ursa_identity::token::Scope::Project(project.into()),
+        project_domain_id: Some("default".into()),
+        roles: ["admin", "member", "reader"]
+            .iter()
+            .map(|r| r.to_string())
+            .collect(),
+        audit_ids: Vec::new(),
+        app_cred_id: None,
+    })
+}
+
+/// The networks a project may plug a server into without naming one: its
+/// own and the shared ones (never external ones).
+pub fn usable_networks(s: &Networks, auth: &Auth) -> Vec<String> {
+    let m = s.identity.model();
+    recs(&m, NETWORK)
+        .filter(|n| n["router:external"] != true && (owns(auth, n) || n["shared"] == true))
+        .map(|n| st(n, "id").to_string())
+        .collect()
+}
+
+/// Whether `auth` may plug into this network (404 otherwise).
+pub fn check_network(s: &Networks, auth: &Auth, net_id: &str) -> Result<()> {
+    let m = s.identity.model();
+    let n = find_network(&m, auth, net_id)?;
+    if n["shared"] != true && !owns(auth, &n) {
+        return Err(not_found("Network", net_id));
+    }
+    Ok(())
+}
+
+/// Creates a server's port on `net_id`, bound to compute node `host`.
+pub async fn create_server_port(
+    s: &Networks,
+    auth: &Auth,
+    net_id: &str,
+    fixed_ip: Option<&str>,
+    security_groups: &[String],
+    server_id: &str,
+    host: &str,
+) -> Result<Rec> {
+    check_network(s, auth, net_id)?;
+    let owner = project(auth).to_string();
+    let mut body = json!({"network_id": net_id, "device_id": server_id, "device_owner": "compute:nova",
+                          "binding:host_id": host, "project_id": owner});
+    if !security_groups.is_empty() {
+        body["security_groups"] = json!(security_groups);
+    }
+    if let Some(ip) = fixed_ip {
+        body["fixed_ips"] = json!([{ "ip_address": ip }]);
+    }
+    let body = body.as_object().cloned().unwrap_or_default();
+    let svc_auth = service_caller(&owner);
+    s.change(|m| plan_port(m, &svc_auth, &body)).await
+}
+
+/// Binds a port the caller can see to a server on `host` (a server booted
+/// with `{"port": …}`). The port is marked as given, so that deleting the
+/// server unbinds it instead of deleting it, as Nova does.
+pub async fn bind_server_port(
+    s: &Networks,
+    auth: &Auth,
+    port_id: &str,
+    server_id: &str,
+    host: &str,
+) -> Result<Rec> {
+    s.change(|m| {
+        let mut p = find_port(m, auth, port_id)?;
+        if !st(&p, "device_id").is_empty() {
+            return Err(Error::Conflict(format!("Port {port_id} is still in use.")));
+        }
+        p.insert("device_id".into(), json!(server_id));
+        p.insert("device_owner".into(), json!("compute:nova"));
+        p.insert("binding:host_id".into(), json!(host));
+        p.insert("ursa:given".into(), json!(true));
+        bump(&mut p);
+        Ok((vec![put(PORT, &p)], p))
+    })
+    .await
+}
+
+/// A server's ports when it goes: the ones it made are deleted (their
+/// floating IPs let go), the ones it was given are unbound and kept.
+pub async fn delete_device_ports(s: &Networks, device_id: &str) -> Result<()> {
+    s.change(|m| {
+        let ids: Vec<String> = recs(m, PORT)
+            .filter(|p| st(p, "device_id") == device_id)
+            .map(|p| st(p, "id").to_string())
+            .collect();
+        Ok((ids.iter().flat_map(|id| plan_release(m, id)).collect(), ()))
+    })
+    .await
+}
+
+/// One port taken off its server (interface detach), as above.
+pub async fn release_port(s: &Networks, port_id: &str) -> Result<()> {
+    s.change(|m| Ok((plan_release(m, port_id), ()))).await
+}
+
+pub(super) fn plan_release(m: &Model, port_id: &str) -> Vec<Op> {
+    let Some(p) = rec(m, PORT, port_id) else {
+        return Vec::new();
+    };
+    let mut ops = Vec::new();
+    if p.get("ursa:given") == Some(&json!(true)) {
+        let mut p = p.clone();
+        p.remove("ursa:given");
+        for k in ["device_id", "device_owner", "binding:host_id"] {
+            p.insert(k.into(), json!(""));
+        }
+        bump(&mut p);
+        ops.push(put(PORT, &p));
+        return ops;
+    }
+    for f in recs(m, FIP).filter(|f| st(f, "port_id") == port_id) {
+        let mut f = f.clone();
+        disassociate(&mut f);
+        ops.push(put(FIP, &f));
+    }
+    ops.push(Op::delete(PORT, port_id));
+    ops
+}
+
+/// A server's addresses as Nova shows them, by network name.
+pub fn addresses(m: &Model, device_id: &str) -> Value {
+    let mut out = Map::new();
+    let mut ports: Vec<&Rec> = recs(m, PORT)
+        .filter(|p| st(p, "device_id") == device_id)
+        .collect();
+    ports.sort_by_key(|p| st(p, "created_at").to_string());
+    for p in ports {
+        let name = rec(m, NETWORK, st(p, "network_id"))
+            .map(|n| st(&n, "name").to_string())
+            .unwrap_or_default();
+        let mac = st(p, "mac_address").to_string();
+        let list = out.entry(name).or_insert_with(|| json!([]));
+        for (_, ip) in fixed_ips(p) {
+            let v = if ip.contains(':') { 6 } else { 4 };
+            list.as_array_mut()
+                .expect("list")
+                .push(json!({"version": v, "addr": ip,
+                "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac}));
+            for f in recs(m, FIP)
+                .filter(|f| st(f, "port_id") == st(p, "id") && st(f, "fixed_ip_address") == ip)
+            {
+                list.as_array_mut().expect("list").push(json!({"version": 4,
+                    "addr": st(f, "floating_ip_address"), "OS-EXT-IPS:type": "floating",
+                    "OS-EXT-IPS-MAC:mac_addr": mac}));
+            }
+        }
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,518 @@
+//! Ports.
+
+use super::*;
+
+pub(super) const PORT_CREATE: &[&str] = &[
+    "name",
+    "description",
+    "network_id",
+    "mac_address",
+    "admin_state_up",
+    "fixed_ips",
+    "device_id",
+    "device_owner",
+    "security_groups",
+    "port_security_enabled",
+    "allowed_address_pairs",
+    "extra_dhcp_opts",
+    "binding:host_id",
+    "binding:profile",
+    "binding:vnic_type",
+    "tenant_id",
+    "project_id",
+    "dns_name",
+    "propagate_uplink_status",
+];
+
+pub(super) fn port_visible(m: &Model, auth: &Auth, p: &Rec) -> bool {
+    owns(auth, p) || rec(m, NETWORK, st(p, "network_id")).is_some_and(|n| owns(auth, &n))
+}
+
+pub(super) fn find_port(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
+    rec(m, PORT, id)
+        .filter(|p| port_visible(m, auth, p))
+        .ok_or_else(|| not_found("Port", id))
+}
+
+pub(super) async fn list_ports(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    let s = svc(&app);
+    let items: Vec<Rec> = {
+        let m = app.identity.model();
+        recs(&m, PORT)
+            .filter(|p| port_visible(&m, &auth, p))
+            .map(|p| port_view(s, &auth, p))
+            .collect()
+    };
+    list_response(&app, raw, "ports", PORT_FIELDS, items)
+}
+
+pub(super) async fn show_port(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    let m = app.identity.model();
+    let p = find_port(&m, &auth, &id)?;
+    Ok(Json(
+        json!({"port": show_fields(&raw, port_view(svc(&app), &auth, &p))}),
+    ))
+}
+
+pub(super) fn parse_fixed_ips(v: &Value) -> Result<Vec<IpRequest>> {
+    let a = v.as_array().ok_or_else(|| {
+        Error::BadRequest("Invalid input for fixed_ips. Reason: a list is expected.".into())
+    })?;
+    let mut out = Vec::new();
+    for x in a {
+        let o = x.as_object().ok_or_else(|| {
+            Error::BadRequest("Invalid input for fixed_ips. Reason: objects are expected.".into())
+        })?;
+        if let Some(k) = o.keys().find(|k| *k != "subnet_id" && *k != "ip_address") {
+            return Err(Error::BadRequest(format!(
+                "Invalid input for fixed_ips. Reason: unexpected key '{k}'."
+            )));
+        }
+        out.push(IpRequest {
+            subnet_id: opt_str(o, "subnet_id")?,
+            ip_address: opt_str(o, "ip_address")?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn parse_pairs(v: &Value) -> Result<Value> {
+    let a = v.as_array().ok_or_else(|| {
+        Error::BadRequest("Invalid input for allowed_address_pairs: a list is expected.".into())
+    })?;
+    let mut out: Vec<Value> = Vec::new();
+    for x in a {
+        let o = x.as_object().ok_or_else(|| {
+            Error::BadRequest(
+                "Invalid input for allowed_address_pairs: objects are expected.".into(),
+            )
+        })?;
+        if let Some(k) = o.keys().find(|k| *k != "ip_address" && *k != "mac_address") {
+            return Err(Error::BadRequest(format!(
+                "Unrecognized attribute(s) '{k}'"
+            )));
+        }
+        let ip = opt_str(o, "ip_address")?.ok_or_else(|| {
+            Error::BadRequest("AllowedAddressPair must contain ip_address".into())
+        })?;
+        if ip.parse::<std::net::IpAddr>().is_err() && ip.parse::<ipnet::IpNet>().is_err() {
+            return Err(Error::BadRequest(format!(
+                "'{ip}' is not a valid IP address or CIDR."
+            )));
+        }
+        let mut item = json!({"ip_address": ip});
+        if let Some(mac) = opt_str(o, "mac_address")? {
+            if !ipam::valid_mac(&mac) {
+                return Err(Error::BadRequest(format!(
+                    "'{mac}' is not a valid MAC address"
+                )));
+            }
+            item["mac_address"] = json!(mac.to_lowercase());
+        }
+        if out.iter().any(|y| {
+            y["ip_address"] == item["ip_address"] && y.get("mac_address") == item.get("mac_address")
+        }) {
+            return Err(Error::BadRequest(
+                "Request contains duplicate address pair.".into(),
+            ));
+        }
+        out.push(item);
+    }
+    Ok(Value::Array(out))
+}
+
+/// Security groups named for a port: each must be one the caller may use.
+pub(super) fn check_groups(m: &Model, auth: &Auth, v: &Value) -> Result<Vec<String>> {
+    let a = v.as_array().ok_or_else(|| {
+        Error::BadRequest("Invalid input for security_groups: a list is expected.".into())
+    })?;
+    let mut out = Vec::new();
+    for x in a {
+        let id = x.as_str().ok_or_else(|| {
+            Error::BadRequest("Invalid input for security_groups: ids expected.".into())
+        })?;
+        match rec(m, SG, id) {
+            Some(g) if owns(auth, &g) => {
+                if !out.contains(&id.to_string()) {
+                    out.push(id.to_string());
+                }
+            }
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "Security group {id} does not exist"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn default_sg_id(m: &Model, project: &str) -> Option<String> {
+    recs(m, SG)
+        .find(|g| st(g, "project_id") == project && st(g, "name") == "default")
+        .map(|g| st(g, "id").to_string())
+}
+
+pub(super) fn check_binding_policy(auth: &Auth, b: &Rec) -> Result<()> {
+    for k in ["binding:host_id", "binding:profile"] {
+        if b.contains_key(k) && !is_admin(auth) {
+            return Err(Error::Forbidden(format!(
+                "rule:create_port:{k} is disallowed by policy"
+            )));
+        }
+    }
+    if let Some(v) = b.get("binding:profile") {
+        if !v.is_object() && !v.is_null() {
+            return Err(Error::BadRequest(
+                "Invalid input for binding:profile: an object is expected.".into(),
+            ));
+        }
+    }
+    if let Some(v) = opt_str(b, "binding:vnic_type")? {
+        if ![
+            "normal",
+            "direct",
+            "macvtap",
+            "baremetal",
+            "direct-physical",
+            "virtio-forwarder",
+            "smart-nic",
+            "remote-managed",
+            "vdpa",
+        ]
+        .contains(&v.as_str())
+        {
+            return Err(Error::BadRequest(format!(
+                "Invalid input for binding:vnic_type. Reason: '{v}' is not in the valid values."
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn plan_port(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec)> {
+    check_keys(b, PORT_CREATE)?;
+    let net_id = opt_str(b, "network_id")?
+        .ok_or_else(|| Error::BadRequest("Invalid input: 'network_id' is required.".into()))?;
+    let n = find_network(m, auth, &net_id)?;
+    let owner = owner_for(auth, b)?;
+    check_binding_policy(auth, b)?;
+    let device_owner = opt_str(b, "device_owner")?.unwrap_or_default();
+    if device_owner.starts_with("network:") && !is_admin(auth) && !owns(auth, &n) {
+        return Err(Error::Forbidden(
+            "rule:create_port:device_owner is disallowed by policy".into(),
+        ));
+    }
+    if n["shared"] != true && !owns(auth, &n) && !n["router:external"].as_bool().unwrap_or(false) {
+        return Err(not_found("Network", &net_id));
+    }
+    Networks::check_quota(m, &owner, "port", 1)?;
+    let mac = match opt_str(b, "mac_address")? {
+        Some(mac) => {
+            if !ipam::valid_mac(&mac) {
+                return Err(Error::BadRequest(format!(
+                    "Invalid input for mac_address. Reason: '{mac}' is not a valid MAC address."
+                )));
+            }
+            let mac = mac.to_lowercase();
+            if crate::ports_of(m, &net_id)
+                .iter()
+                .any(|p| st(p, "mac_address") == mac)
+            {
+                return Err(Error::Conflict(format!(
+                    "Unable to complete operation for network {net_id}. The mac address {mac} is in use."
+                )));
+            }
+            mac
+        }
+        None => loop {
+            let mac = ipam::random_mac();
+            if !recs(m, PORT).any(|p| st(p, "mac_address") == mac) {
+                break mac;
+            }
+        },
+    };
+    let reqs = match b.get("fixed_ips") {
+        Some(v) if !v.is_null() => Some(parse_fixed_ips(v)?),
+        _ => None,
+    };
+    let ips = allocate(m, &net_id, &mac, reqs.as_deref(), None)?;
+    let security =
+        opt_bool(b, "port_security_enabled")?.unwrap_or(n["port_security_enabled"] != false);
+    let mut ops = Vec::new();
+    let groups = match b.get("security_groups") {
+        Some(v) if !v.is_null() => check_groups(m, auth, v)?,
+        _ if device_owner.starts_with("network:") || !security => Vec::new(),
+        _ => match default_sg_id(m, &owner) {
+            Some(g) => vec![g],
+            None => {
+                let new = Networks::default_sg_ops(m, &owner);
+                let gid = new
+                    .iter()
+                    .find_map(|o| match o {
+                        Op::Put(d) if d.kind == SG => Some(d.id.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                ops.extend(new);
+                vec![gid]
+            }
+        },
+    };
+    let pairs = match b.get("allowed_address_pairs") {
+        Some(v) if !v.is_null() => parse_pairs(v)?,
+        _ => json!([]),
+    };
+    if !security && (!groups.is_empty() || pairs.as_array().is_some_and(|a| !a.is_empty())) {
+        return Err(Error::Conflict(
+            "Port security must be enabled and port must have an IP address in order to use security groups or allowed address pairs.".into(),
+        ));
+    }
+    let mut p = standard(&owner);
+    p.insert(
+        "name".into(),
+        json!(opt_str(b, "name")?.unwrap_or_default()),
+    );
+    p.insert(
+        "description".into(),
+        json!(opt_str(b, "description")?.unwrap_or_default()),
+    );
+    p.insert("network_id".into(), json!(net_id));
+    p.insert("mac_address".into(), json!(mac));
+    p.insert(
+        "admin_state_up".into(),
+        json!(opt_bool(b, "admin_state_up")?.unwrap_or(true)),
+    );
+    p.insert(
+        "device_id".into(),
+        json!(opt_str(b, "device_id")?.unwrap_or_default()),
+    );
+    p.insert("device_owner".into(), json!(device_owner));
+    p.insert("fixed_ips".into(), Value::Array(ips));
+    p.insert("allowed_address_pairs".into(), pairs);
+    p.insert(
+        "extra_dhcp_opts".into(),
+        b.get("extra_dhcp_opts")
+            .cloned()
+            .filter(|v| v.is_array())
+            .unwrap_or(json!([])),
+    );
+    p.insert("security_groups".into(), json!(groups));
+    p.insert("port_security_enabled".into(), json!(security));
+    p.insert(
+        "binding:host_id".into(),
+        json!(opt_str(b, "binding:host_id")?.unwrap_or_default()),
+    );
+    p.insert(
+        "binding:profile".into(),
+        b.get("binding:profile")
+            .cloned()
+            .filter(|v| v.is_object())
+            .unwrap_or(json!({})),
+    );
+    p.insert(
+        "binding:vnic_type".into(),
+        json!(opt_str(b, "binding:vnic_type")?.unwrap_or_else(|| "normal".into())),
+    );
+    p.insert("binding:vif_details".into(), json!({}));
+    p.insert("ip_allocation".into(), json!("immediate"));
+    p.insert(
+        "propagate_uplink_status".into(),
+        json!(opt_bool(b, "propagate_uplink_status")?.unwrap_or(false)),
+    );
+    p.insert(
+        "dns_name".into(),
+        json!(opt_str(b, "dns_name")?.unwrap_or_default()),
+    );
+    ops.push(put(PORT, &p));
+    Ok((ops, p))
+}
+
+pub(super) async fn create_ports(
+    State(app): State<AppState>,
+    auth: Auth,
+    body: Bytes,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app);
+    let (items, bulk) = body_many(&body, "port", "ports")?;
+    let mut out = Vec::new();
+    for b in items {
+        let a = &auth;
+        let p = s.change(|m| plan_port(m, a, &b)).await?;
+        out.push(Value::Object(port_view(s, &auth, &p)));
+    }
+    Ok(if bulk {
+        created("ports", Value::Array(out))
+    } else {
+        created("port", out.pop().unwrap_or(Value::Null))
+    })
+}
+
+pub(super) async fn update_port(
+    State(app): State<AppState>,
+    auth: Auth,
+    if_match: IfMatch,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    let b = body_obj(&body, "port")?;
+    if b.contains_key("network_id") {
+        return Err(Error::BadRequest(
+            "Cannot update read-only attribute network_id".into(),
+        ));
+    }
+    check_keys(
+        &b,
+        &[
+            "name",
+            "description",
+            "admin_state_up",
+            "fixed_ips",
+            "device_id",
+            "device_owner",
+            "security_groups",
+            "port_security_enabled",
+            "allowed_address_pairs",
+            "extra_dhcp_opts",
+            "binding:host_id",
+            "binding:profile",
+            "binding:vnic_type",
+            "mac_address",
+            "dns_name",
+            "propagate_uplink_status",
+        ],
+    )?;
+    check_binding_policy(&auth, &b)?;
+    let s = svc(&app);
+    let a = &auth;
+    let p = s
+        .change(|m| {
+            let mut p = find_port(m, a, &id)?;
+            if_match.check(&p)?;
+            if !owns(a, &p) && !rec(m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
+                return Err(Error::Forbidden(format!("Port {id}: changing it is disallowed by policy")));
+            }
+            let net_id = st(&p, "network_id").to_string();
+            for k in ["name", "description", "device_id", "device_owner", "dns_name", "binding:host_id", "binding:vnic_type"] {
+                if let Some(v) = opt_str(&b, k)? {
+                    p.insert(k.into(), json!(v));
+                }
+            }
+            if let Some(v) = opt_bool(&b, "admin_state_up")? {
+                p.insert("admin_state_up".into(), json!(v));
+            }
+            if let Some(v) = opt_bool(&b, "propagate_uplink_status")? {
+                p.insert("propagate_uplink_status".into(), json!(v));
+            }
+            if let Some(v) = b.get("binding:profile") {
+                p.insert("binding:profile".into(), if v.is_null() { json!({}) } else { v.clone() });
+            }
+            if let Some(mac) = opt_str(&b, "mac_address")? {
+                if !is_admin(a) {
+                    return Err(Error::Forbidden("rule:update_port:mac_address is disallowed by policy".into()));
+                }
+                if !ipam::valid_mac(&mac) {
+                    return Err(Error::BadRequest(format!("Invalid input for mac_address. Reason: '{mac}' is not a valid MAC address.")));
+                }
+                let mac = mac.to_lowercase();
+                if crate::ports_of(m, &net_id).iter().any(|o| st(o, "id") != id && st(o, "mac_address") == mac) {
+                    return Err(Error::Conflict(format!("Unable to complete operation for network {net_id}. The mac address {mac} is in use.")));
+                }
+                p.insert("mac_address".into(), json!(mac));
+            }
+            if let Some(v) = b.get("fixed_ips") {
+                let reqs = if v.is_null() { Vec::new() } else { parse_fixed_ips(v)? };
+                // Addresses the port keeps stay as they are.
+                let ips = allocate(m, &net_id, st(&p, "mac_address"), Some(&reqs), Some(&id))?;
+                p.insert("fixed_ips".into(), Value::Array(ips));
+            }
+            if let Some(v) = b.get("extra_dhcp_opts") {
+                p.insert("extra_dhcp_opts".into(), if v.is_array() { v.clone() } else { json!([]) });
+            }
+            if let Some(v) = opt_bool(&b, "port_security_enabled")? {
+                p.insert("port_security_enabled".into(), json!(v));
+            }
+            if let Some(v) = b.get("security_groups") {
+                let g = if v.is_null() { Vec::new() } else { check_groups(m, a, v)? };
+                p.insert("security_groups".into(), json!(g));
+            }
+            if let Some(v) = b.get("allowed_address_pairs") {
+                p.insert("allowed_address_pairs".into(), if v.is_null() { json!([]) } else { parse_pairs(v)? });
+            }
+            let secure = p["port_security_enabled"] != false;
+            let has_groups = p["security_groups"].as_array().is_some_and(|x| !x.is_empty());
+            let has_pairs = p["allowed_address_pairs"].as_array().is_some_and(|x| !x.is_empty());
+            if !secure && (has_groups || has_pairs) {
+                return Err(Error::Conflict(
+                    "Port security must be enabled and port must have an IP address in order to use security groups or allowed address pairs.".into(),
+                ));
+            }
+            bump(&mut p);
+            // A floating IP follows its fixed address: drop it when the address goes.
+            let mut ops = vec![put(PORT, &p)];
+            let now: Vec<String> = fixed_ips(&p).into_iter().map(|(_, ip)| ip).collect();
+            for f in recs(m, FIP).filter(|f| st(f, "port_id") == id) {
+                if !now.iter().any(|ip| ip == st(f, "fixed_ip_address")) {
+                    let mut f = f.clone();
+                    disassociate(&mut f);
+                    ops.push(put(FIP, &f));
+                }
+            }
+            Ok((ops, p))
+        })
+        .await?;
+    Ok(Json(json!({"port": port_view(s, &auth, &p)})))
+}
+
+pub(super) fn disassociate(f: &mut Rec) {
+    f.insert("port_id".into(), Value::Null);
+    f.insert("fixed_ip_address".into(), Value::Null);
+    f.insert("router_id".into(), Value::Null);
+    bump(f);
+}
+
+pub(super) async fn delete_port(
+    State(app): State<AppState>,
+    auth: Auth,
+    if_match: IfMatch,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app);
+    let a = &auth;
+    s.change(|m| {
+        let p = find_port(m, a, &id)?;
+        if_match.check(&p)?;
+        if !owns(a, &p) && !rec(m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
+            return Err(Error::Forbidden(format!(
+                "Port {id}: deleting it is disallowed by policy"
+            )));
+        }
+        let owner = st(&p, "device_owner");
+        if owner == OWNER_ROUTER_IF || owner == OWNER_ROUTER_GW || owner == OWNER_FIP {
+            return Err(Error::Conflict(format!(
+                "Port {id} cannot be deleted directly via the port API: has device owner {owner}."
+            )));
+        }
+        let mut ops = vec![Op::delete(PORT, &id)];
+        for f in recs(m, FIP).filter(|f| st(f, "port_id") == id) {
+            let mut f = f.clone();
+            disassociate(&mut f);
+            ops.push(put(FIP, &f));
+        }
+        Ok((ops, ()))
+    })
+    .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}

@@ -1,0 +1,671 @@
+//! Routers.
+
+use super::*;
+
+pub(super) fn find_router(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
+    rec(m, ROUTER, id)
+        .filter(|r| owns(auth, r))
+        .ok_or_else(|| not_found("Router", id))
+}
+
+pub(super) async fn list_routers(
+    State(app): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    let items: Vec<Rec> = {
+        let m = app.identity.model();
+        recs(&m, ROUTER)
+            .filter(|r| owns(&auth, r))
+            .map(|r| router_view(svc(&app), &m, &auth, r))
+            .collect()
+    };
+    list_response(&app, raw, "routers", ROUTER_FIELDS, items)
+}
+
+pub(super) async fn show_router(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    let m = app.identity.model();
+    let r = find_router(&m, &auth, &id)?;
+    Ok(Json(
+        json!({"router": show_fields(&raw, router_view(svc(&app), &m, &auth, &r))}),
+    ))
+}
+
+pub(super) fn service_port(
+    project: &str,
+    net: &str,
+    owner: &str,
+    device: &str,
+    mac: String,
+    ips: Vec<Value>,
+) -> Rec {
+    let mut p = standard(project);
+    for (k, v) in [
+        ("name", json!("")),
+        ("description", json!("")),
+        ("network_id", json!(net)),
+        ("mac_address", json!(mac)),
+        ("admin_state_up", json!(true)),
+        ("device_owner", json!(owner)),
+        ("device_id", json!(device)),
+        ("fixed_ips", Value::Array(ips)),
+        ("allowed_address_pairs", json!([])),
+        ("extra_dhcp_opts", json!([])),
+        ("security_groups", json!([])),
+        ("port_security_enabled", json!(false)),
+        ("binding:host_id", json!("")),
+        ("binding:profile", json!({})),
+        ("binding:vnic_type", json!("normal")),
+        ("binding:vif_details", json!({})),
+        ("ip_allocation", json!("immediate")),
+        ("propagate_uplink_status", json!(false)),
+        ("dns_name", json!("")),
+    ] {
+        p.insert(k.into(), v);
+    }
+    p
+}
+
+pub(super) fn fresh_mac(m: &Model) -> String {
+    loop {
+        let mac = ipam::random_mac();
+        if !recs(m, PORT).any(|p| st(p, "mac_address") == mac) {
+            return mac;
+        }
+    }
+}
+
+/// Sets, replaces or clears a router's external gateway.
+pub(super) fn plan_gateway(
+    m: &Model,
+    auth: &Auth,
+    r: &mut Rec,
+    g: &Value,
+    ops: &mut Vec<Op>,
+) -> Result<()> {
+    let rid = st(r, "id").to_string();
+    let old_port = recs(m, PORT)
+        .find(|p| st(p, "device_id") == rid && st(p, "device_owner") == OWNER_ROUTER_GW)
+        .cloned();
+    let clear = g.is_null()
+        || g.as_object()
+            .is_some_and(|o| o.is_empty() || o.get("network_id").is_none_or(|v| v.is_null()));
+    if clear {
+        if recs(m, FIP).any(|f| st(f, "router_id") == rid) {
+            return Err(Error::Conflict(format!(
+                "Gateway cannot be updated for router {rid}, since a gateway to an external network is required by one or more floating IPs."
+            )));
+        }
+        if let Some(p) = old_port {
+            ops.push(Op::delete(PORT, st(&p, "id")));
+        }
+        r.insert("external_gateway_info".into(), Value::Null);
+        return Ok(());
+    }
+    let o = g.as_object().ok_or_else(|| {
+        Error::BadRequest("Invalid input for external_gateway_info: an object is expected.".into())
+    })?;
+    check_keys(o, &["network_id", "enable_snat", "external_fixed_ips"])?;
+    let net_id = opt_str(o, "network_id")?.unwrap_or_default();
+    let n = rec(m, NETWORK, &net_id).ok_or_else(|| not_found("Network", &net_id))?;
+    if n["router:external"] != true {
+        return Err(Error::BadRequest(format!(
+            "Bad router request: Network {net_id} is not an external network."
+        )));
+    }
+    let snat = opt_bool(o, "enable_snat")?;
+    if snat.is_some() && !is_admin(auth) {
+        return Err(Error::Forbidden(
+            "rule:update_router:external_gateway_info:enable_snat is disallowed by policy".into(),
+        ));
+    }
+    let fixed = match o.get("external_fixed_ips") {
+        Some(v) if !v.is_null() => {
+            if !is_admin(auth) {
+                return Err(Error::Forbidden("rule:update_router:external_gateway_info:external_fixed_ips is disallowed by policy".into()));
+            }
+            Some(parse_fixed_ips(v)?)
+        }
+        _ => None,
+    };
+    let same_net = old_port
+        .as_ref()
+        .is_some_and(|p| st(p, "network_id") == net_id);
+    if let Some(p) = &old_port {
+        if !same_net || fixed.is_some() {
+            if !same_net && recs(m, FIP).any(|f| st(f, "router_id") == rid) {
+                return Err(Error::Conflict(format!(
+                    "Gateway cannot be updated for router {rid}, since a gateway to an external network is required by one or more floating IPs."
+                )));
+            }
+            ops.push(Op::delete(PORT, st(p, "id")));
+        }
+    }
+    if !same_net || fixed.is_some() {
+        let mac = fresh_mac(m);
+        let ips = match &fixed {
+            Some(f) => allocate(
+                m,
+                &net_id,
+                &mac,
+                Some(f),
+                old_port.as_ref().map(|p| st(p, "id")),
+            )?,
+            None => {
+                let v4: Vec<&Rec> = crate::subnets_of(m, &net_id)
+                    .into_iter()
+                    .filter(|s| s["ip_version"] == 4)
+                    .collect();
+                let mut got = Err(Error::BadRequest(format!(
+                    "Bad router request: No IPv4 subnet on external network {net_id}."
+                )));
+                for s in v4 {
+                    got = allocate(
+                        m,
+                        &net_id,
+                        &mac,
+                        Some(&[IpRequest {
+                            subnet_id: Some(st(s, "id").into()),
+                            ip_address: None,
+                        }]),
+                        None,
+                    );
+                    if got.is_ok() {
+                        break;
+                    }
+                }
+                got?
+            }
+        };
+        ops.push(put(
+            PORT,
+            &service_port("", &net_id, OWNER_ROUTER_GW, &rid, mac, ips),
+        ));
+    }
+    let prev_snat = r
+        .get("external_gateway_info")
+        .and_then(|g| g.get("enable_snat"))
+        .and_then(|v| v.as_bool());
+    r.insert(
+        "external_gateway_info".into(),
+        json!({"network_id": net_id, "enable_snat": snat.or(if same_net { prev_snat } else { None }).unwrap_or(true)}),
+    );
+    Ok(())
+}
+
+pub(super) async fn create_router(
+    State(app): State<AppState>,
+    auth: Auth,
+    body: Bytes,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let b = body_obj(&body, "router")?;
+    check_keys(
+        &b,
+        &[
+            "name",
+            "description",
+            "admin_state_up",
+            "external_gateway_info",
+            "distributed",
+            "ha",
+            "availability_zone_hints",
+            "flavor_id",
+            "tenant_id",
+            "project_id",
+        ],
+    )?;
+    for k in ["distributed", "ha"] {
+        if b.contains_key(k) && !is_admin(&auth) {
+            return Err(Error::Forbidden(format!(
+                "rule:create_router:{k} is disallowed by policy"
+            )));
+        }
+        if opt_bool(&b, k)? == Some(true) {
+            return Err(Error::BadRequest(format!(
+                "Routers here are neither distributed nor HA ({k})."
+            )));
+        }
+    }
+    let s = svc(&app);
+    let a = &auth;
+    let r = s
+        .change(|m| {
+            let owner = owner_for(a, &b)?;
+            Networks::check_quota(m, &owner, "router", 1)?;
+            let mut r = standard(&owner);
+            r.insert(
+                "name".into(),
+                json!(opt_str(&b, "name")?.unwrap_or_default()),
+            );
+            r.insert(
+                "description".into(),
+                json!(opt_str(&b, "description")?.unwrap_or_default()),
+            );
+            r.insert(
+                "admin_state_up".into(),
+                json!(opt_bool(&b, "admin_state_up")?.unwrap_or(true)),
+            );
+            r.insert("status".into(), json!("ACTIVE"));
+            r.insert("external_gateway_info".into(), Value::Null);
+            r.insert("routes".into(), json!([]));
+            r.insert("distributed".into(), json!(false));
+            r.insert("ha".into(), json!(false));
+            r.insert(
+                "availability_zone_hints".into(),
+                b.get("availability_zone_hints")
+                    .cloned()
+                    .unwrap_or(json!([])),
+            );
+            r.insert("availability_zones".into(), json!(["nova"]));
+            r.insert("flavor_id".into(), Value::Null);
+            let mut ops = Vec::new();
+            if let Some(g) = b.get("external_gateway_info") {
+                plan_gateway(m, a, &mut r, g, &mut ops)?;
+            }
+            ops.push(put(ROUTER, &r));
+            Ok((ops, r))
+        })
+        .await?;
+    let m = app.identity.model();
+    Ok(created(
+        "router",
+        Value::Object(router_view(svc(&app), &m, &auth, &r)),
+    ))
+}
+
+/// Subnets a router is attached to (interfaces and gateway).
+pub(super) fn router_subnets(m: &Model, rid: &str) -> Vec<Rec> {
+    let ids: Vec<String> = recs(m, PORT)
+        .filter(|p| {
+            st(p, "device_id") == rid
+                && matches!(st(p, "device_owner"), OWNER_ROUTER_IF | OWNER_ROUTER_GW)
+        })
+        .flat_map(fixed_ips)
+        .map(|(s, _)| s)
+        .collect();
+    ids.iter().filter_map(|i| rec(m, SUBNET, i)).collect()
+}
+
+pub(super) fn parse_extra_routes(m: &Model, rid: &str, v: &Value) -> Result<Vec<Value>> {
+    let a = v
+        .as_array()
+        .ok_or_else(|| Error::BadRequest("Invalid input for routes: a list is expected.".into()))?;
+    let nets: Vec<ipnet::IpNet> = router_subnets(m, rid)
+        .iter()
+        .filter_map(|s| st(s, "cidr").parse().ok())
+        .collect();
+    let mut out: Vec<Value> = Vec::new();
+    for r in a {
+        let o = r.as_object().ok_or_else(|| {
+            Error::BadRequest("Invalid input for routes: objects are expected.".into())
+        })?;
+        check_keys(o, &["destination", "nexthop"])?;
+        let d = opt_str(o, "destination")?.unwrap_or_default();
+        let n = opt_str(o, "nexthop")?.unwrap_or_default();
+        let dn: ipnet::IpNet = d.parse().map_err(|_| {
+            Error::BadRequest(format!(
+                "Invalid input for routes. Reason: '{d}' is not a valid IP subnet."
+            ))
+        })?;
+        let nh = ipam::parse_ip(&n, "routes")?;
+        if !nets.iter().any(|x| x.contains(&nh)) {
+            return Err(Error::BadRequest(format!(
+                "Invalid format for routes: [{{'destination': '{d}', 'nexthop': '{n}'}}], the nexthop is not connected with router"
+            )));
+        }
+        let item = json!({"destination": dn.trunc().to_string(), "nexthop": nh.to_string()});
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    if out.len() > 30 {
+        return Err(Error::BadRequest("Too many routes (30 at most).".into()));
+    }
+    Ok(out)
+}
+
+pub(super) async fn update_router(
+    State(app): State<AppState>,
+    auth: Auth,
+    if_match: IfMatch,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    let b = body_obj(&body, "router")?;
+    check_keys(
+        &b,
+        &[
+            "name",
+            "description",
+            "admin_state_up",
+            "external_gateway_info",
+            "routes",
+            "distributed",
+            "ha",
+        ],
+    )?;
+    let s = svc(&app);
+    let a = &auth;
+    let r = s
+        .change(|m| {
+            let mut r = find_router(m, a, &id)?;
+            if_match.check(&r)?;
+            for k in ["distributed", "ha"] {
+                if b.contains_key(k) && !is_admin(a) {
+                    return Err(Error::Forbidden(format!(
+                        "rule:update_router:{k} is disallowed by policy"
+                    )));
+                }
+                if opt_bool(&b, k)? == Some(true) {
+                    return Err(Error::BadRequest(format!(
+                        "Routers here are neither distributed nor HA ({k})."
+                    )));
+                }
+            }
+            for k in ["name", "description"] {
+                if let Some(v) = opt_str(&b, k)? {
+                    r.insert(k.into(), json!(v));
+                }
+            }
+            if let Some(v) = opt_bool(&b, "admin_state_up")? {
+                r.insert("admin_state_up".into(), json!(v));
+            }
+            let mut ops = Vec::new();
+            if let Some(g) = b.get("external_gateway_info") {
+                plan_gateway(m, a, &mut r, g, &mut ops)?;
+            }
+            if let Some(v) = b.get("routes") {
+                let routes = if v.is_null() {
+                    Vec::new()
+                } else {
+                    parse_extra_routes(m, &id, v)?
+                };
+                r.insert("routes".into(), Value::Array(routes));
+            }
+            bump(&mut r);
+            ops.push(put(ROUTER, &r));
+            Ok((ops, r))
+        })
+        .await?;
+    let m = app.identity.model();
+    Ok(Json(
+        json!({"router": router_view(svc(&app), &m, &auth, &r)}),
+    ))
+}
+
+pub(super) async fn delete_router(
+    State(app): State<AppState>,
+    auth: Auth,
+    if_match: IfMatch,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    write_access(&auth)?;
+    let s = svc(&app);
+    let a = &auth;
+    s.change(|m| {
+        let cur = find_router(m, a, &id)?;
+        if_match.check(&cur)?;
+        if recs(m, PORT)
+            .any(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_ROUTER_IF)
+        {
+            return Err(Error::Conflict(format!("Router {id} still has ports")));
+        }
+        if recs(m, FIP).any(|f| st(f, "router_id") == id) {
+            return Err(Error::Conflict(format!(
+                "Router {id} still has floating IPs associated"
+            )));
+        }
+        let mut ops: Vec<Op> = recs(m, PORT)
+            .filter(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_ROUTER_GW)
+            .map(|p| Op::delete(PORT, st(p, "id")))
+            .collect();
+        ops.push(Op::delete(ROUTER, &id));
+        Ok((ops, ()))
+    })
+    .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub(super) fn interface_info(r: &Rec, p: &Rec) -> Value {
+    let subnets: Vec<String> = fixed_ips(p).into_iter().map(|(s, _)| s).collect();
+    json!({
+        "id": st(r, "id"),
+        "tenant_id": st(r, "project_id"),
+        "project_id": st(r, "project_id"),
+        "port_id": st(p, "id"),
+        "network_id": st(p, "network_id"),
+        "subnet_id": subnets.first().cloned().unwrap_or_default(),
+        "subnet_ids": subnets,
+    })
+}
+
+pub(super) fn interface_target(body: &Bytes) -> Result<(Option<String>, Option<String>)> {
+    let v: Value = parse_body(body)?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| Error::BadRequest("Invalid input: a JSON object is expected.".into()))?;
+    let sid = opt_str(o, "subnet_id")?;
+    let pid = opt_str(o, "port_id")?;
+    Ok((sid, pid))
+}
+
+pub(super) async fn add_interface(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    let (sid, pid) = interface_target(&body)?;
+    let s = svc(&app);
+    let a = &auth;
+    let info = s
+        .change(|m| {
+            let r = find_router(m, a, &id)?;
+            let attached = router_subnets(m, &id);
+            let overlaps = |cidr: &str| -> Option<String> {
+                let n: ipnet::IpNet = cidr.parse().ok()?;
+                attached
+                    .iter()
+                    .find(|x| {
+                        st(x, "cidr")
+                            .parse::<ipnet::IpNet>()
+                            .is_ok_and(|o| o.contains(&n.network()) || n.contains(&o.network()))
+                    })
+                    .map(|x| st(x, "cidr").to_string())
+            };
+            match (sid.clone(), pid.clone()) {
+                (Some(_), Some(_)) => Err(Error::BadRequest("Bad router request: Cannot specify both subnet-id and port-id".into())),
+                (None, None) => Err(Error::BadRequest("Bad router request: Either subnet_id or port_id must be specified".into())),
+                (Some(sid), None) => {
+                    let sub = find_subnet(m, a, &sid)?;
+                    let net = rec(m, NETWORK, st(&sub, "network_id")).ok_or_else(|| not_found("Network", st(&sub, "network_id")))?;
+                    if net["router:external"] == true && !is_admin(a) {
+                        return Err(Error::BadRequest(format!("Bad router request: Router {id} cannot be connected to external network subnet {sid}.")));
+                    }
+                    let gw = sub
+                        .get("gateway_ip")
+                        .and_then(|v| v.as_str())
+                        .ok_or_else(|| Error::BadRequest(format!("Bad router request: Subnet {sid} does not have a gateway IP.")))?
+                        .to_string();
+                    if attached.iter().any(|x| st(x, "id") == sid) {
+                        return Err(Error::BadRequest(format!("Bad router request: Router already has a port on subnet {sid}.")));
+                    }
+                    if let Some(c) = overlaps(st(&sub, "cidr")) {
+                        return Err(Error::BadRequest(format!(
+                            "Bad router request: Cidr {} of subnet {sid} overlaps with cidr {c} of another subnet of the router.",
+                            st(&sub, "cidr")
+                        )));
+                    }
+                    let net_id = st(&sub, "network_id").to_string();
+                    let mac = fresh_mac(m);
+                    let ips = allocate(m, &net_id, &mac, Some(&[IpRequest { subnet_id: Some(sid.clone()), ip_address: Some(gw) }]), None)?;
+                    let p = service_port(st(&r, "project_id"), &net_id, OWNER_ROUTER_IF, &id, mac, ips);
+                    Ok((vec![put(PORT, &p)], interface_info(&r, &p)))
+                }
+                (None, Some(pid)) => {
+                    let mut p = find_port(m, a, &pid)?;
+                    if !st(&p, "device_id").is_empty() || !st(&p, "device_owner").is_empty() {
+                        return Err(Error::Conflict(format!(
+                            "Unable to complete operation on port {pid} for network {}. Port already has an attached device {}.",
+                            st(&p, "network_id"),
+                            st(&p, "device_id")
+                        )));
+                    }
+                    let ips = fixed_ips(&p);
+                    if ips.is_empty() {
+                        return Err(Error::BadRequest(format!("Bad router request: Router port {pid} must have at least one fixed IP.")));
+                    }
+                    for (s2, _) in &ips {
+                        if let Some(sub) = rec(m, SUBNET, s2) {
+                            if let Some(c) = overlaps(st(&sub, "cidr")) {
+                                return Err(Error::BadRequest(format!(
+                                    "Bad router request: Cidr {} of subnet {s2} overlaps with cidr {c} of another subnet of the router.",
+                                    st(&sub, "cidr")
+                                )));
+                            }
+                        }
+                    }
+                    p.insert("device_owner".into(), json!(OWNER_ROUTER_IF));
+                    p.insert("device_id".into(), json!(id));
+                    p.insert("security_groups".into(), json!([]));
+                    p.insert("allowed_address_pairs".into(), json!([]));
+                    p.insert("port_security_enabled".into(), json!(false));
+                    bump(&mut p);
+                    Ok((vec![put(PORT, &p)], interface_info(&r, &p)))
+                }
+            }
+        })
+        .await?;
+    Ok(Json(info))
+}
+
+pub(super) async fn remove_interface(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    let (sid, pid) = interface_target(&body)?;
+    let s = svc(&app);
+    let a = &auth;
+    let info = s
+        .change(|m| {
+            let r = find_router(m, a, &id)?;
+            let ifaces: Vec<&Rec> = recs(m, PORT)
+                .filter(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_ROUTER_IF)
+                .collect();
+            let port = match (&sid, &pid) {
+                (None, None) => return Err(Error::BadRequest("Bad router request: Either subnet_id or port_id must be specified".into())),
+                (_, Some(pid)) => {
+                    let p = ifaces.iter().find(|p| st(p, "id") == pid).ok_or_else(|| {
+                        Error::NotFound(format!("Router {id} does not have an interface with id {pid}"))
+                    })?;
+                    if let Some(sid) = &sid {
+                        if !fixed_ips(p).iter().any(|(s2, _)| s2 == sid) {
+                            return Err(Error::Conflict(format!("Subnet {sid} is not on port {pid}.")));
+                        }
+                    }
+                    (*p).clone()
+                }
+                (Some(sid), None) => {
+                    find_subnet(m, a, sid)?;
+                    ifaces
+                        .iter()
+                        .find(|p| fixed_ips(p).iter().any(|(s2, _)| s2 == sid))
+                        .map(|p| (*p).clone())
+                        .ok_or_else(|| Error::NotFound(format!("Router {id} has no interface on subnet {sid}")))?
+                }
+            };
+            let on: Vec<String> = fixed_ips(&port).into_iter().map(|(s, _)| s).collect();
+            let fip_uses = recs(m, FIP).filter(|f| st(f, "router_id") == id).any(|f| {
+                recs(m, PORT)
+                    .find(|p| st(p, "id") == st(f, "port_id"))
+                    .is_some_and(|p| fixed_ips(p).iter().any(|(s2, ip)| on.contains(s2) && ip == st(f, "fixed_ip_address")))
+            });
+            if fip_uses {
+                return Err(Error::Conflict(format!(
+                    "Router interface for subnet {} on router {id} cannot be deleted, as it is required by one or more floating IPs.",
+                    on.first().cloned().unwrap_or_default()
+                )));
+            }
+            let info = interface_info(&r, &port);
+            Ok((vec![Op::delete(PORT, st(&port, "id"))], info))
+        })
+        .await?;
+    Ok(Json(info))
+}
+
+pub(super) async fn change_extraroutes(
+    app: &AppState,
+    auth: &Auth,
+    id: &str,
+    body: &Bytes,
+    add: bool,
+) -> Result<Json<Value>> {
+    write_access(auth)?;
+    let b = body_obj(body, "router")?;
+    check_keys(&b, &["routes"])?;
+    let s = svc(app);
+    let r = s
+        .change(|m| {
+            let mut r = find_router(m, auth, id)?;
+            let given =
+                parse_extra_routes(m, id, b.get("routes").unwrap_or(&json!([]))).or_else(|e| {
+                    if add {
+                        Err(e)
+                    } else {
+                        Ok(b.get("routes")
+                            .and_then(|v| v.as_array())
+                            .cloned()
+                            .unwrap_or_default())
+                    }
+                })?;
+            let mut routes = r
+                .get("routes")
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default();
+            if add {
+                for x in given {
+                    if !routes.contains(&x) {
+                        routes.push(x);
+                    }
+                }
+            } else {
+                routes.retain(|x| !given.contains(x));
+            }
+            r.insert("routes".into(), Value::Array(routes));
+            bump(&mut r);
+            Ok((vec![put(ROUTER, &r)], r))
+        })
+        .await?;
+    let m = app.identity.model();
+    Ok(Json(json!({"router": router_view(svc(app), &m, auth, &r)})))
+}
+
+pub(super) async fn add_extraroutes(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    change_extraroutes(&app, &auth, &id, &body, true).await
+}
+
+pub(super) async fn remove_extraroutes(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    change_extraroutes(&app, &auth, &id, &body, false).await
+}

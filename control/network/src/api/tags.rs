@@ -1,0 +1,208 @@
+//! Zones, agents, tags.
+
+use super::*;
+
+pub(super) async fn zones(_auth: Auth) -> Json<Value> {
+    Json(json!({"availability_zones": [
+        {"name": "nova", "resource": "network", "state": "available"},
+        {"name": "nova", "resource": "router", "state": "available"}
+    ]}))
+}
+
+pub(super) async fn agents(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+    if !is_admin(&auth) {
+        // Neutron filters what policy hides: a member sees no agents.
+        return Ok(Json(json!({"agents": []})));
+    }
+    let s = svc(&app);
+    let nn = s.pusher.network_node().unwrap_or("").to_string();
+    let mut out = Vec::new();
+    for (name, alive, error) in s.pusher.status() {
+        let mut kinds = vec![("Open vSwitch agent", "ursa-netd")];
+        if name == nn {
+            kinds.push(("DHCP agent", "ursa-netd-dhcp"));
+            kinds.push(("L3 agent", "ursa-netd-l3"));
+            kinds.push(("Metadata agent", "ursa-netd-metadata"));
+        }
+        for (ty, binary) in kinds {
+            out.push(json!({
+                "id": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{name}/{ty}").as_bytes()).to_string(),
+                "agent_type": ty, "binary": binary, "host": name, "alive": alive,
+                "admin_state_up": true, "availability_zone": "nova", "topic": "N/A",
+                "description": error, "configurations": {}, "resources_synced": alive,
+                "created_at": "", "started_at": "", "heartbeat_timestamp": ""
+            }));
+        }
+    }
+    Ok(Json(json!({"agents": out})))
+}
+
+pub(super) fn tag_kind(coll: &str) -> Result<&'static str> {
+    Ok(match coll {
+        "networks" => NETWORK,
+        "subnets" => SUBNET,
+        "ports" => PORT,
+        "routers" => ROUTER,
+        "floatingips" => FIP,
+        "security-groups" => SG,
+        _ => return Err(Error::NotFound("The resource could not be found.".into())),
+    })
+}
+
+pub(super) fn tag_target(m: &Model, auth: &Auth, kind: &str, id: &str) -> Result<Rec> {
+    match kind {
+        NETWORK => find_network(m, auth, id),
+        SUBNET => find_subnet(m, auth, id),
+        PORT => find_port(m, auth, id),
+        ROUTER => find_router(m, auth, id),
+        FIP => find_fip(m, auth, id),
+        _ => find_sg(m, auth, id),
+    }
+}
+
+pub(super) fn check_tag(t: &str) -> Result<()> {
+    if t.is_empty() || t.len() > 255 || t.contains(',') || t.contains('/') {
+        return Err(Error::BadRequest(format!(
+            "Invalid input for tags: '{t}' is not a valid tag."
+        )));
+    }
+    Ok(())
+}
+
+pub(super) async fn retag(
+    app: &AppState,
+    auth: &Auth,
+    coll: &str,
+    id: &str,
+    mut f: impl FnMut(&mut Vec<String>) -> Result<()>,
+) -> Result<Vec<String>> {
+    write_access(auth)?;
+    let kind = tag_kind(coll)?;
+    svc(app)
+        .change(|m| {
+            let mut r = tag_target(m, auth, kind, id)?;
+            if !owns(auth, &r) {
+                return Err(Error::Forbidden(
+                    "Changing tags of this resource is disallowed by policy".into(),
+                ));
+            }
+            let mut tags = str_list(r.get("tags"));
+            f(&mut tags)?;
+            r.insert("tags".into(), json!(tags));
+            bump(&mut r);
+            Ok((vec![put(kind, &r)], tags))
+        })
+        .await
+}
+
+pub(super) type TagPath = Path<(String, String)>;
+pub(super) type TagItemPath = Path<(String, String, String)>;
+
+pub(super) async fn get_tags(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((coll, id)): TagPath,
+) -> Result<Json<Value>> {
+    let kind = tag_kind(&coll)?;
+    let m = app.identity.model();
+    let r = tag_target(&m, &auth, kind, &id)?;
+    Ok(Json(json!({"tags": str_list(r.get("tags"))})))
+}
+
+pub(super) async fn has_tag(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((coll, id, tag)): TagItemPath,
+) -> Result<Response> {
+    let kind = tag_kind(&coll)?;
+    let m = app.identity.model();
+    let r = tag_target(&m, &auth, kind, &id)?;
+    if str_list(r.get("tags")).contains(&tag) {
+        Ok(empty(StatusCode::NO_CONTENT))
+    } else {
+        Err(Error::NotFound(format!(
+            "Tag {tag} could not be found for {coll} {id}."
+        )))
+    }
+}
+
+pub(super) async fn set_tags(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((coll, id)): TagPath,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let v: Value = parse_body(&body)?;
+    let tags = v
+        .get("tags")
+        .and_then(|t| t.as_array())
+        .ok_or_else(|| Error::BadRequest("Invalid input: 'tags' must be a list.".into()))?
+        .iter()
+        .map(|t| {
+            t.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::BadRequest("Invalid input: tags are strings.".into()))
+        })
+        .collect::<Result<Vec<String>>>()?;
+    for t in &tags {
+        check_tag(t)?;
+    }
+    let tags = retag(&app, &auth, &coll, &id, |cur| {
+        let mut uniq: Vec<String> = Vec::new();
+        for t in tags.clone() {
+            if !uniq.contains(&t) {
+                uniq.push(t);
+            }
+        }
+        *cur = uniq;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"tags": tags})))
+}
+
+pub(super) async fn add_tag(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((coll, id, tag)): TagItemPath,
+) -> Result<Response> {
+    check_tag(&tag)?;
+    retag(&app, &auth, &coll, &id, |cur| {
+        if !cur.contains(&tag) {
+            cur.push(tag.clone());
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::CREATED))
+}
+
+pub(super) async fn remove_tag(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((coll, id, tag)): TagItemPath,
+) -> Result<Response> {
+    retag(&app, &auth, &coll, &id, |cur| {
+        let before = cur.len();
+        cur.retain(|t| *t != tag);
+        if cur.len() == before {
+            return Err(Error::NotFound(format!("Tag {tag} could not be found.")));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub(super) async fn clear_tags(
+    State(app): State<AppState>,
+    auth: Auth,
+    Path((coll, id)): TagPath,
+) -> Result<Response> {
+    retag(&app, &auth, &coll, &id, |cur| {
+        cur.clear();
+        Ok(())
+    })
+    .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}

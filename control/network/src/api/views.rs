@@ -1,0 +1,119 @@
+//! Views.
+
+use super::*;
+
+pub(super) fn network_view(m: &Model, auth: &Auth, n: &Rec) -> Rec {
+    let mut v = public(n);
+    let subnets: Vec<Value> = crate::subnets_of(m, st(n, "id"))
+        .iter()
+        .map(|s| json!(st(s, "id")))
+        .collect();
+    v.insert("subnets".into(), Value::Array(subnets));
+    if !is_admin(auth) {
+        v.retain(|k, _| !k.starts_with("provider:"));
+    }
+    v
+}
+
+pub(super) fn port_view(s: &Networks, auth: &Auth, p: &Rec) -> Rec {
+    let mut v = public(p);
+    let host = st(p, "binding:host_id");
+    let owner = st(p, "device_owner");
+    // Security groups its node cannot apply: the port is not bound, as
+    // Neutron shows a port no agent could wire (binding_failed).
+    let sg_failed = !host.is_empty()
+        && p["port_security_enabled"] != false
+        && !owner.starts_with("network:")
+        && s.pusher.security_group_error(host).is_some();
+    let router_failed = (owner == crate::OWNER_ROUTER_IF || owner == crate::OWNER_ROUTER_GW)
+        && s.pusher.router_error(st(p, "device_id")).is_some();
+    let status = if p["admin_state_up"] == false || sg_failed || router_failed {
+        "DOWN"
+    } else if owner.starts_with("network:")
+        || (!host.is_empty() && s.pusher.node_ok(host) == Some(true))
+    {
+        "ACTIVE"
+    } else {
+        "DOWN"
+    };
+    v.insert("status".into(), json!(status));
+    let vif = if host.is_empty() {
+        "unbound"
+    } else if sg_failed {
+        "binding_failed"
+    } else if p
+        .get("binding:profile")
+        .and_then(|x| x.get("ursa_netns"))
+        .is_some()
+    {
+        "other"
+    } else {
+        "tap"
+    };
+    v.insert("binding:vif_type".into(), json!(vif));
+    if !is_admin(auth) {
+        for k in [
+            "binding:host_id",
+            "binding:profile",
+            "binding:vif_type",
+            "binding:vif_details",
+        ] {
+            v.remove(k);
+        }
+    }
+    v
+}
+
+pub(super) fn router_view(s: &Networks, m: &Model, auth: &Auth, r: &Rec) -> Rec {
+    let mut v = public(r);
+    // A router its node could not apply (e.g. no nftables for its NAT) is
+    // in ERROR, as Neutron's L3 agent leaves it; admins see why.
+    if let Some(why) = s.pusher.router_error(st(r, "id")) {
+        v.insert("status".into(), json!("ERROR"));
+        if is_admin(auth) {
+            v.insert("ursa:fault".into(), json!(why));
+        }
+    }
+    if let Some(Value::Object(g)) = r.get("external_gateway_info") {
+        let mut g = g.clone();
+        let ips: Vec<Value> = recs(m, PORT)
+            .filter(|p| {
+                st(p, "device_id") == st(r, "id") && st(p, "device_owner") == OWNER_ROUTER_GW
+            })
+            .flat_map(fixed_ips)
+            .map(|(s, ip)| json!({"subnet_id": s, "ip_address": ip}))
+            .collect();
+        g.insert("external_fixed_ips".into(), Value::Array(ips));
+        v.insert("external_gateway_info".into(), Value::Object(g));
+    }
+    if !is_admin(auth) {
+        v.remove("distributed");
+        v.remove("ha");
+    }
+    v
+}
+
+pub(super) fn fip_view(f: &Rec) -> Rec {
+    let mut v = public(f);
+    let status = if st(f, "port_id").is_empty() {
+        "DOWN"
+    } else {
+        "ACTIVE"
+    };
+    v.insert("status".into(), json!(status));
+    v
+}
+
+pub(super) fn sg_view(m: &Model, g: &Rec) -> Rec {
+    let mut v = public(g);
+    let rules: Vec<Value> = crate::by_creation(
+        recs(m, RULE)
+            .filter(|r| st(r, "security_group_id") == st(g, "id"))
+            .collect(),
+    )
+    .into_iter()
+    .map(|r| Value::Object(public(r)))
+    .collect();
+    v.insert("security_group_rules".into(), Value::Array(rules));
+    v
+}

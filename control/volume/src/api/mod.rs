@@ -1,0 +1,366 @@
+//! Cinder v3 over HTTP at `/volume/v3` (with or without the project id in
+//! the path): volumes (create blank, from a snapshot, a volume or an
+//! image; list with filters, sorting and pagination; show, update,
+//! extend, delete), snapshots, volume types with extra specs,
+//! availability zones, limits and quotas. Microversions are negotiated with
+//! `OpenStack-API-Version: volume 3.x` (3.0 to 3.70).
+
+use crate::AppState;
+use crate::{
+    now, st, Source, Volumes, DEFAULT_TYPE, DEFAULT_TYPE_ID, GIB, QUOTA, QUOTA_GIGABYTES,
+    QUOTA_SNAPSHOTS, QUOTA_VOLUMES, SNAPSHOT, TYPE, VOLUME, ZONE,
+};
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use ursa_core::error::{Error, Result};
+use ursa_core::http::{empty, parse_body, Auth};
+
+mod metadata;
+mod quotas;
+mod snapshots;
+mod types;
+mod volumes;
+use metadata::*;
+pub use quotas::*;
+use snapshots::*;
+use types::*;
+pub use volumes::*;
+
+type Query = axum::extract::Query<HashMap<String, String>>;
+type Params = Path<HashMap<String, String>>;
+type Rec = Map<String, Value>;
+
+const MAX_MICRO: u32 = 70;
+
+/// The negotiated microversion (the minor number of 3.x).
+#[derive(Clone, Copy, Debug)]
+pub struct Micro(pub u32);
+
+type Mv = Extension<Micro>;
+
+/// Fields of a volume in a create/update reply (Cinder's schema).
+const VOLUME_FIELDS: &[&str] = &[
+    "migration_status",
+    "attachments",
+    "availability_zone",
+    "encrypted",
+    "updated_at",
+    "replication_status",
+    "snapshot_id",
+    "id",
+    "size",
+    "user_id",
+    "metadata",
+    "status",
+    "description",
+    "multiattach",
+    "source_volid",
+    "consistencygroup_id",
+    "name",
+    "bootable",
+    "created_at",
+    "volume_type",
+    "group_id",
+    "provider_id",
+    "service_uuid",
+    "shared_targets",
+];
+
+pub fn routes() -> Router<AppState> {
+    let inner = Router::new()
+        .route("/volumes", get(list_volumes).post(create_volume))
+        .route("/volumes/detail", get(list_volumes_detail))
+        .route(
+            "/volumes/{id}",
+            get(show_volume).put(update_volume).delete(delete_volume),
+        )
+        .route("/volumes/{id}/action", post(volume_action))
+        .route("/snapshots", get(list_snapshots).post(create_snapshot))
+        .route("/snapshots/detail", get(list_snapshots_detail))
+        .route(
+            "/snapshots/{id}",
+            get(show_snapshot)
+                .put(update_snapshot)
+                .delete(delete_snapshot),
+        )
+        .route("/snapshots/{id}/action", post(snapshot_action))
+        .route(
+            "/snapshots/{id}/metadata",
+            get(show_metadata::<OnSnapshot>)
+                .post(add_metadata::<OnSnapshot>)
+                .put(set_metadata::<OnSnapshot>),
+        )
+        .route(
+            "/snapshots/{id}/metadata/{key}",
+            get(show_metadata_item::<OnSnapshot>)
+                .put(put_metadata_item::<OnSnapshot>)
+                .delete(delete_metadata_item::<OnSnapshot>),
+        )
+        .route("/types", get(list_types).post(create_type))
+        .route("/types/default", get(default_type))
+        .route(
+            "/types/{id}",
+            get(show_type).put(update_type).delete(delete_type),
+        )
+        .route("/capabilities/{host}", get(capabilities))
+        .route(
+            "/types/{id}/extra_specs",
+            get(type_specs).post(set_type_specs),
+        )
+        .route(
+            "/types/{id}/extra_specs/{key}",
+            get(type_spec).put(put_type_spec).delete(delete_type_spec),
+        )
+        .route(
+            "/volumes/{id}/metadata",
+            get(show_metadata::<OnVolume>)
+                .post(add_metadata::<OnVolume>)
+                .put(set_metadata::<OnVolume>),
+        )
+        .route(
+            "/volumes/{id}/metadata/{key}",
+            get(show_metadata_item::<OnVolume>)
+                .put(put_metadata_item::<OnVolume>)
+                .delete(delete_metadata_item::<OnVolume>),
+        )
+        .route("/os-availability-zone", get(zones))
+        .route("/limits", get(limits))
+        .route(
+            "/os-quota-sets/{project}",
+            get(quotas).put(set_quotas).delete(delete_quotas),
+        )
+        .route("/os-quota-sets/{project}/defaults", get(quota_defaults))
+        .route(
+            "/os-quota-class-sets/{class}",
+            get(quota_class).put(set_quota_class),
+        )
+        .route("/extensions", get(extensions))
+        .route("/scheduler-stats/get_pools", get(get_pools))
+        .route("/os-services", get(services));
+    Router::new()
+        .route("/volume", get(versions))
+        .route("/volume/", get(versions))
+        .route("/volume/v3", get(version))
+        .route("/volume/v3/", get(version))
+        .nest("/volume/v3/{project_id}", inner.clone())
+        .nest("/volume/v3", inner)
+        .layer(axum::middleware::from_fn(microversion))
+}
+
+fn version_doc(st: &AppState) -> Value {
+    json!({"id": "v3.0", "status": "CURRENT", "version": format!("3.{MAX_MICRO}"),
+           "min_version": "3.0", "updated": "2023-02-01T00:00:00Z",
+           "media-types": [{"base": "application/json",
+                            "type": "application/vnd.openstack.volume+json;version=3"}],
+           "links": [{"rel": "self", "href": format!("{}/volume/v3/", st.base_url)}]})
+}
+
+async fn versions(State(st): State<AppState>) -> Response {
+    (
+        StatusCode::MULTIPLE_CHOICES,
+        Json(json!({"versions": [version_doc(&st)]})),
+    )
+        .into_response()
+}
+
+async fn version(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({"versions": [version_doc(&st)]}))
+}
+
+/// Negotiates the microversion and says which one answered.
+async fn microversion(req: Request, next: axum::middleware::Next) -> Response {
+    let asked = req
+        .headers()
+        .get("openstack-api-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("volume"))
+        .map(|v| v.trim().to_string());
+    let minor = match asked.as_deref() {
+        None | Some("") => 0,
+        Some("latest") => MAX_MICRO,
+        Some(v) => match v.strip_prefix("3.").and_then(|m| m.parse::<u32>().ok()) {
+            Some(m) if m <= MAX_MICRO => m,
+            _ => {
+                return Error::NotAcceptable(format!(
+                    "Version {v} is not supported by the API. Minimum is 3.0 and maximum is 3.{MAX_MICRO}."
+                ))
+                .into_response()
+            }
+        },
+    };
+    let mut req = req;
+    req.extensions_mut().insert(Micro(minor));
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("volume 3.{minor}")) {
+        h.insert("openstack-api-version", v);
+    }
+    h.insert("vary", HeaderValue::from_static("OpenStack-API-Version"));
+    resp
+}
+
+fn svc(state: &AppState) -> Result<&Volumes> {
+    state.volumes.as_ref().ok_or_else(|| {
+        Error::NotFound("The volume service has no storage node (ursa-blockd) here.".into())
+    })
+}
+
+fn project(auth: &Auth) -> Result<String> {
+    auth.0.project_id().map(str::to_string).ok_or_else(|| {
+        Error::Forbidden("Volumes belong to projects: use a project-scoped token.".into())
+    })
+}
+
+fn may_see(auth: &Auth, rec: &Rec) -> bool {
+    auth.0.is_reader_everywhere() || auth.0.project_id() == Some(st(rec, "project_id"))
+}
+
+fn find(s: &Volumes, auth: &Auth, kind: &str, id: &str) -> Result<Rec> {
+    let what = if kind == VOLUME { "Volume" } else { "Snapshot" };
+    s.doc(kind, id)
+        .filter(|r| may_see(auth, r))
+        .ok_or_else(|| Error::NotFound(format!("{what} {id} could not be found.")))
+}
+
+fn write_access(auth: &Auth) -> Result<()> {
+    if auth.0.has("member") || auth.0.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "Policy doesn't allow this operation to be performed.".into(),
+        ))
+    }
+}
+
+/// How a volume is shown: `full` for show and detailed lists (with the
+/// extended attributes), else as create and update answer.
+fn volume_view(
+    state: &AppState,
+    auth: &Auth,
+    mv: Micro,
+    v: &Rec,
+    detail: bool,
+    full: bool,
+) -> Value {
+    let id = st(v, "id");
+    let links = json!([
+        {"href": format!("{}/volume/v3/{}/volumes/{id}", state.base_url, st(v, "project_id")), "rel": "self"},
+        {"href": format!("{}/volume/{}/volumes/{id}", state.base_url, st(v, "project_id")), "rel": "bookmark"}
+    ]);
+    if !detail {
+        return json!({"id": id, "name": v.get("name").cloned().unwrap_or(Value::Null), "links": links});
+    }
+    let mut out = Map::new();
+    for k in VOLUME_FIELDS {
+        out.insert((*k).into(), v.get(*k).cloned().unwrap_or(Value::Null));
+    }
+    out.insert("links".into(), links);
+    if full {
+        out.insert(
+            "os-vol-tenant-attr:tenant_id".into(),
+            json!(st(v, "project_id")),
+        );
+        out.insert("os-vol-mig-status-attr:migstat".into(), Value::Null);
+        out.insert("os-vol-mig-status-attr:name_id".into(), Value::Null);
+        if auth.0.is_admin() {
+            out.insert(
+                "os-vol-host-attr:host".into(),
+                json!(format!("{}@blockd#default", st(v, "ursa:node"))),
+            );
+        }
+        if let Some(m) = v.get("volume_image_metadata") {
+            out.insert("volume_image_metadata".into(), m.clone());
+        }
+    }
+    if mv.0 >= 61 {
+        out.insert(
+            "volume_type_id".into(),
+            v.get("volume_type_id").cloned().unwrap_or(Value::Null),
+        );
+    }
+    if let Some(e) = v.get("ursa:error") {
+        if full {
+            out.insert("ursa:error".into(), e.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn snapshot_view(s: &Rec, detail: bool) -> Value {
+    let mut out = Map::new();
+    for k in [
+        "status",
+        "description",
+        "created_at",
+        "name",
+        "volume_id",
+        "metadata",
+        "id",
+        "size",
+        "updated_at",
+    ] {
+        out.insert(k.into(), s.get(k).cloned().unwrap_or(Value::Null));
+    }
+    if detail {
+        out.insert(
+            "os-extended-snapshot-attributes:project_id".into(),
+            json!(st(s, "project_id")),
+        );
+        out.insert(
+            "os-extended-snapshot-attributes:progress".into(),
+            s.get("ursa:progress").cloned().unwrap_or(json!("0%")),
+        );
+    }
+    Value::Object(out)
+}
+
+fn opt_string(b: &Map<String, Value>, k: &str, max: usize) -> Result<Value> {
+    match b.get(k) {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::String(s)) if s.chars().count() <= max => Ok(json!(s)),
+        Some(v) => Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute {k}. Value: {v}."
+        ))),
+    }
+}
+
+fn metadata(b: &Map<String, Value>) -> Result<Value> {
+    match b.get("metadata") {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                if k.is_empty() || k.len() > 255 || v.as_str().is_none_or(|s| s.len() > 255) {
+                    return Err(Error::BadRequest(format!("Invalid metadata: {k}")));
+                }
+            }
+            Ok(Value::Object(m.clone()))
+        }
+        Some(v) => Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute metadata. Value: {v}."
+        ))),
+    }
+}
+
+fn usage(s: &Volumes, project: &str) -> (u64, u64, u64) {
+    let vols: Vec<Rec> = s
+        .docs(VOLUME)
+        .into_iter()
+        .filter(|v| st(v, "project_id") == project)
+        .collect();
+    let snaps: Vec<Rec> = s
+        .docs(SNAPSHOT)
+        .into_iter()
+        .filter(|v| st(v, "project_id") == project)
+        .collect();
+    let gib: u64 = vols
+        .iter()
+        .chain(snaps.iter())
+        .filter_map(|v| v.get("size")?.as_u64())
+        .sum();
+    (vols.len() as u64, snaps.len() as u64, gib)
+}

@@ -1,0 +1,663 @@
+//! volumes
+
+use super::*;
+
+pub(super) async fn create_volume(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(mv): Mv,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let project = project(&auth)?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let b = body
+        .get("volume")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::BadRequest("Missing required element 'volume' in request body.".into())
+        })?;
+    let name = opt_string(b, "name", 255)?;
+    let description = opt_string(b, "description", 255)?;
+    let meta = metadata(b)?;
+    let snapshot_id = b
+        .get("snapshot_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let source_volid = b
+        .get("source_volid")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let image = b
+        .get("imageRef")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    if [&snapshot_id, &source_volid, &image]
+        .iter()
+        .filter(|x| x.is_some())
+        .count()
+        > 1
+    {
+        return Err(Error::BadRequest(
+            "Give at most one of snapshot_id, source_volid and imageRef.".into(),
+        ));
+    }
+    if let Some(z) = b.get("availability_zone").and_then(|v| v.as_str()) {
+        if z != ZONE {
+            return Err(Error::BadRequest(format!(
+                "Availability zone '{z}' is invalid."
+            )));
+        }
+    }
+    // The source decides the minimum size and the node.
+    let (source, min_gib, host) = if let Some(sid) = &snapshot_id {
+        let snap = find(s, &auth, SNAPSHOT, sid)?;
+        if st(&snap, "status") != "available" {
+            return Err(Error::BadRequest(format!(
+                "Snapshot {sid} is not available."
+            )));
+        }
+        let host = s
+            .doc(VOLUME, st(&snap, "volume_id"))
+            .map(|v| st(&v, "ursa:node").to_string())
+            .unwrap_or_else(|| st(&snap, "ursa:host").to_string());
+        (
+            Source::Copy(sid.clone()),
+            snap.get("size").and_then(|v| v.as_u64()).unwrap_or(1),
+            Some(host),
+        )
+    } else if let Some(vid) = &source_volid {
+        let src = find(s, &auth, VOLUME, vid)?;
+        if !matches!(st(&src, "status"), "available" | "in-use") {
+            return Err(Error::BadRequest(format!("Volume {vid} is not available.")));
+        }
+        (
+            Source::Copy(vid.clone()),
+            src.get("size").and_then(|v| v.as_u64()).unwrap_or(1),
+            Some(st(&src, "ursa:node").to_string()),
+        )
+    } else if let Some(iid) = &image {
+        let (img, _) = state.images.visible(&auth.0, iid).map_err(|_| {
+            Error::BadRequest(format!(
+                "Invalid image identifier or unable to access requested image {iid}."
+            ))
+        })?;
+        if st(&img, "status") != "active" {
+            return Err(Error::BadRequest(format!("Image {iid} is not active.")));
+        }
+        let bytes = img.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+        let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
+        (
+            Source::Image(iid.clone()),
+            bytes.div_ceil(GIB).max(min_disk).max(1),
+            None,
+        )
+    } else {
+        (Source::Blank, 1, None)
+    };
+    let size = match b.get("size").filter(|v| !v.is_null()) {
+        None if matches!(source, Source::Copy(_)) => min_gib,
+        None => {
+            return Err(Error::BadRequest(
+                "Invalid input received: size is required.".into(),
+            ))
+        }
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|n| *n >= 1 && *n <= 1 << 20)
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "Invalid input received: size {v} must be a positive integer."
+                ))
+            })?,
+    };
+    if size < min_gib {
+        return Err(Error::BadRequest(format!(
+            "Invalid input received: volume size {size} GiB is smaller than its source ({min_gib} GiB)."
+        )));
+    }
+    let vtype = match b.get("volume_type").and_then(|v| v.as_str()) {
+        None => s
+            .doc(TYPE, DEFAULT_TYPE_ID)
+            .ok_or_else(|| Error::Internal("no default volume type".into()))?,
+        Some(t) => s
+            .docs(TYPE)
+            .into_iter()
+            .find(|x| st(x, "id") == t || st(x, "name") == t)
+            // A private type is only for admins.
+            .filter(|x| x.get("is_public") != Some(&Value::Bool(false)) || auth.0.is_admin())
+            .ok_or_else(|| Error::NotFound(format!("Volume type {t} could not be found.")))?,
+    };
+    let vol = create_record(
+        s,
+        NewVolume {
+            project: project.clone(),
+            user: auth.0.user_id.clone(),
+            name,
+            description,
+            size,
+            vtype,
+            snapshot_id,
+            source_volid,
+            image: image.and_then(|iid| state.images.get(&iid).map(|i| (iid, i))),
+            meta,
+            host,
+        },
+        source,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"volume": volume_view(&state, &auth, mv, &vol, true, false)})),
+    )
+        .into_response())
+}
+
+/// What a new volume is made of (the API's request, or compute's
+/// boot-from-volume).
+pub struct NewVolume {
+    pub project: String,
+    pub user: String,
+    pub name: Value,
+    pub description: Value,
+    pub size: u64,
+    pub vtype: Rec,
+    pub snapshot_id: Option<String>,
+    pub source_volid: Option<String>,
+    /// The image it is made from: id and record.
+    pub image: Option<(String, Rec)>,
+    pub meta: Value,
+    /// The storage node, when the source decides it.
+    pub host: Option<String>,
+}
+
+/// Checks the project's quota, places and records a volume, and starts
+/// making its backing: the record says "creating" until it is there.
+pub async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> Result<Rec> {
+    let (nv, _, gib) = usage(s, &n.project);
+    let quota = quota_of(s, &n.project);
+    let (qv, qg, qp) = (
+        limit(&quota, "volumes"),
+        limit(&quota, "gigabytes"),
+        limit(&quota, "per_volume_gigabytes"),
+    );
+    if qv >= 0 && nv as i64 + 1 > qv {
+        return Err(Error::PayloadTooLarge(format!(
+            "VolumeLimitExceeded: Maximum number of volumes allowed ({qv}) exceeded for quota 'volumes'."
+        )));
+    }
+    if (qg >= 0 && (gib + n.size) as i64 > qg) || (qp >= 0 && n.size as i64 > qp) {
+        return Err(Error::PayloadTooLarge(format!(
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested {}G, quota is {qg}G and {gib}G has been consumed.",
+            n.size
+        )));
+    }
+    let host = match n.host {
+        Some(h) => h,
+        None => s.schedule(n.size * GIB).await?.name,
+    };
+    let now = now();
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut vol = json!({
+        "id": id, "name": n.name, "description": n.description, "status": "creating", "size": n.size,
+        "availability_zone": ZONE, "created_at": now, "updated_at": now,
+        "volume_type": st(&n.vtype, "name"), "volume_type_id": st(&n.vtype, "id"),
+        "snapshot_id": n.snapshot_id, "source_volid": n.source_volid, "metadata": n.meta,
+        "bootable": if n.image.is_some() { "true" } else { "false" }, "encrypted": false, "multiattach": false,
+        "attachments": [], "user_id": n.user, "project_id": n.project,
+        "replication_status": "disabled", "consistencygroup_id": null, "migration_status": null,
+        "group_id": null, "ursa:node": host, "shared_targets": false,
+        "os-vol-mig-status-attr:migstat": null, "os-vol-mig-status-attr:name_id": null,
+    })
+    .as_object()
+    .cloned()
+    .expect("object");
+    if let Some((iid, img)) = &n.image {
+        vol.insert(
+            "volume_image_metadata".into(),
+            json!({"image_id": iid, "image_name": img.get("name").cloned().unwrap_or(Value::Null),
+                   "disk_format": img.get("disk_format"), "container_format": img.get("container_format"),
+                   "checksum": img.get("checksum"), "size": img.get("size")}),
+        );
+    }
+    s.put(VOLUME, vol.clone()).await?;
+    s.spawn_create(vol.clone(), source);
+    Ok(vol)
+}
+
+pub(super) fn page(
+    mut recs: Vec<Rec>,
+    q: &HashMap<String, String>,
+    filters: &[&str],
+) -> Result<(Vec<Rec>, bool)> {
+    for k in filters {
+        if let Some(want) = q.get(*k) {
+            recs.retain(|r| match r.get(*k) {
+                Some(Value::String(s)) => s == want,
+                Some(v) => want.as_str() == v.to_string().as_str(),
+                None => false,
+            });
+        }
+    }
+    // sort=key:dir,… or sort_key/sort_dir; default created_at desc.
+    let mut keys: Vec<(String, bool)> = Vec::new();
+    if let Some(sort) = q.get("sort") {
+        for p in sort.split(',') {
+            let (k, d) = p.split_once(':').unwrap_or((p, "desc"));
+            keys.push((k.to_string(), d != "asc"));
+        }
+    } else if let Some(k) = q.get("sort_key") {
+        keys.push((
+            k.clone(),
+            q.get("sort_dir").map(String::as_str) != Some("asc"),
+        ));
+    }
+    for (k, _) in &keys {
+        if !matches!(
+            k.as_str(),
+            "created_at" | "updated_at" | "id" | "name" | "size" | "status" | "display_name"
+        ) {
+            return Err(Error::BadRequest(format!(
+                "Invalid input received: Invalid sort key {k}."
+            )));
+        }
+    }
+    if keys.is_empty() {
+        keys.push(("created_at".into(), true));
+    }
+    keys.push(("id".into(), keys.last().map(|k| k.1).unwrap_or(true)));
+    recs.sort_by(|a, b| {
+        for (k, desc) in &keys {
+            let k = if k == "display_name" {
+                "name"
+            } else {
+                k.as_str()
+            };
+            let o = match (a.get(k), b.get(k)) {
+                (Some(Value::Number(x)), Some(Value::Number(y))) => x
+                    .as_f64()
+                    .partial_cmp(&y.as_f64())
+                    .unwrap_or(std::cmp::Ordering::Equal),
+                (x, y) => x.map(|v| v.to_string()).cmp(&y.map(|v| v.to_string())),
+            };
+            if o != std::cmp::Ordering::Equal {
+                return if *desc { o.reverse() } else { o };
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    let start = match q.get("marker") {
+        None => 0,
+        Some(m) => {
+            recs.iter()
+                .position(|r| st(r, "id") == m)
+                .ok_or_else(|| Error::NotFound(format!("Marker {m} could not be found.")))?
+                + 1
+        }
+    };
+    let offset = match q.get("offset") {
+        None => 0,
+        Some(o) => o
+            .parse::<usize>()
+            .map_err(|_| Error::BadRequest(format!("Invalid input received: offset {o}")))?,
+    };
+    let limit = match q.get("limit") {
+        None => 1000,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| Error::BadRequest(format!("Invalid input received: limit {l}")))?,
+    };
+    let page: Vec<Rec> = recs.into_iter().skip(start + offset).take(limit).collect();
+    // Like Cinder: a full page links to the next one (which may be empty).
+    let full = limit > 0 && page.len() == limit;
+    Ok((page, full))
+}
+
+/// The `next` link of a page that was cut short.
+pub(super) fn next_link(
+    state: &AppState,
+    what: &str,
+    q: &HashMap<String, String>,
+    last: Option<&Rec>,
+    more: bool,
+) -> Option<Value> {
+    let last = last.filter(|_| more)?;
+    let mut params: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "offset")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    params.push(format!("marker={}", st(last, "id")));
+    Some(
+        json!([{"rel": "next", "href": format!("{}/volume/v3/{what}?{}", state.base_url, params.join("&"))}]),
+    )
+}
+
+pub(super) fn visible(
+    s: &Volumes,
+    auth: &Auth,
+    kind: &str,
+    q: &HashMap<String, String>,
+) -> Vec<Rec> {
+    let all_tenants = auth.0.is_admin()
+        && q.get("all_tenants")
+            .is_some_and(|v| v != "0" && v != "false");
+    let project = auth.0.project_id().unwrap_or("");
+    s.docs(kind)
+        .into_iter()
+        .filter(|r| {
+            (all_tenants && q.get("project_id").is_none_or(|p| p == st(r, "project_id")))
+                || st(r, "project_id") == project
+        })
+        .collect()
+}
+
+pub(super) async fn list_volumes_any(
+    state: &AppState,
+    auth: &Auth,
+    mv: Micro,
+    q: &HashMap<String, String>,
+    detail: bool,
+) -> Result<Json<Value>> {
+    let s = svc(state)?;
+    let (recs, more) = page(
+        visible(s, auth, VOLUME, q),
+        q,
+        &[
+            "name",
+            "status",
+            "bootable",
+            "availability_zone",
+            "volume_type",
+        ],
+    )?;
+    let vols: Vec<Value> = recs
+        .iter()
+        .map(|v| volume_view(state, auth, mv, v, detail, detail))
+        .collect();
+    let mut out = json!({"volumes": vols});
+    let what = if detail { "volumes/detail" } else { "volumes" };
+    if let Some(l) = next_link(state, what, q, recs.last(), more) {
+        out["volumes_links"] = l;
+    }
+    Ok(Json(out))
+}
+
+pub(super) async fn list_volumes(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(mv): Mv,
+    q: Query,
+) -> Result<Json<Value>> {
+    list_volumes_any(&state, &auth, mv, &q.0, false).await
+}
+
+pub(super) async fn list_volumes_detail(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(mv): Mv,
+    q: Query,
+) -> Result<Json<Value>> {
+    list_volumes_any(&state, &auth, mv, &q.0, true).await
+}
+
+pub(super) async fn show_volume(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(mv): Mv,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    let v = find(s, &auth, VOLUME, &p["id"])?;
+    Ok(Json(
+        json!({"volume": volume_view(&state, &auth, mv, &v, true, true)}),
+    ))
+}
+
+pub(super) async fn update_volume(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(mv): Mv,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    find(s, &auth, VOLUME, &p["id"])?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let b = body
+        .get("volume")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::BadRequest("Missing required element 'volume' in request body.".into())
+        })?
+        .clone();
+    let name = if b.contains_key("name") {
+        Some(opt_string(&b, "name", 255)?)
+    } else {
+        None
+    };
+    let desc = if b.contains_key("description") {
+        Some(opt_string(&b, "description", 255)?)
+    } else {
+        None
+    };
+    let meta = if b.contains_key("metadata") {
+        Some(metadata(&b)?)
+    } else {
+        None
+    };
+    let v = s
+        .update(VOLUME, &p["id"], move |v| {
+            if let Some(n) = name.clone() {
+                v.insert("name".into(), n);
+            }
+            if let Some(d) = desc.clone() {
+                v.insert("description".into(), d);
+            }
+            if let Some(m) = meta.clone() {
+                v.insert("metadata".into(), m);
+            }
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Volume {} could not be found.", p["id"])))?;
+    Ok(Json(
+        json!({"volume": volume_view(&state, &auth, mv, &v, true, false)}),
+    ))
+}
+
+pub(super) async fn delete_volume(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    q: Query,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let id = p["id"].clone();
+    let v = find(s, &auth, VOLUME, &id)?;
+    let status = st(&v, "status");
+    if !matches!(
+        status,
+        "available" | "error" | "error_restoring" | "error_extending" | "error_managing"
+    ) {
+        return Err(Error::BadRequest(format!(
+            "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer. (status {status})"
+        )));
+    }
+    let snaps: Vec<Rec> = s
+        .docs(SNAPSHOT)
+        .into_iter()
+        .filter(|x| st(x, "volume_id") == id)
+        .collect();
+    let cascade = q
+        .get("cascade")
+        .is_some_and(|v| v == "true" || v == "True" || v == "1");
+    if !snaps.is_empty() && !cascade {
+        return Err(Error::BadRequest(format!(
+            "Invalid volume: Volume {id} still has dependent snapshots."
+        )));
+    }
+    for sn in snaps {
+        let sn = s
+            .update(SNAPSHOT, st(&sn, "id"), |r| {
+                r.insert("status".into(), json!("deleting"));
+                Ok(())
+            })
+            .await?;
+        if let Some(sn) = sn {
+            s.spawn_delete(SNAPSHOT, sn);
+        }
+    }
+    let v = s
+        .update(VOLUME, &id, |r| {
+            r.insert("status".into(), json!("deleting"));
+            Ok(())
+        })
+        .await?;
+    if let Some(v) = v {
+        s.spawn_delete(VOLUME, v);
+    }
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+pub(super) async fn volume_action(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let s = svc(&state)?;
+    write_access(&auth)?;
+    let id = p["id"].clone();
+    let v = find(s, &auth, VOLUME, &id)?;
+    let body: Map<String, Value> = parse_body(&body)?;
+    let (action, args) = body
+        .iter()
+        .next()
+        .ok_or_else(|| Error::BadRequest("An action is required.".into()))?;
+    match action.as_str() {
+        "os-extend" | "extend" => {
+            let new = args
+                .get("new_size")
+                .and_then(|n| {
+                    n.as_u64()
+                        .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
+                })
+                .ok_or_else(|| {
+                    Error::BadRequest("Invalid input received: new_size must be an integer.".into())
+                })?;
+            let cur = v.get("size").and_then(|x| x.as_u64()).unwrap_or(0);
+            if st(&v, "status") != "available" {
+                return Err(Error::BadRequest(format!(
+                    "Invalid volume: Volume {id} status must be available to extend."
+                )));
+            }
+            if new <= cur {
+                return Err(Error::BadRequest(format!(
+                    "Invalid input received: New size for extend must be greater than current size. (current: {cur}, extended: {new})."
+                )));
+            }
+            let (_, _, gib) = usage(s, st(&v, "project_id"));
+            let qg = limit(&quota_of(s, st(&v, "project_id")), "gigabytes");
+            if qg >= 0 && (gib + (new - cur)) as i64 > qg {
+                return Err(Error::PayloadTooLarge(
+                    "VolumeSizeExceedsAvailableQuota: gigabytes quota exceeded.".into(),
+                ));
+            }
+            let v = s
+                .update(VOLUME, &id, |r| {
+                    r.insert("status".into(), json!("extending"));
+                    // So that another controller can finish it (tasks).
+                    r.insert("ursa:extend_to".into(), json!(new));
+                    Ok(())
+                })
+                .await?;
+            if let Some(v) = v {
+                s.spawn_extend(v, new);
+            }
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-reset_status" if auth.0.is_admin() => {
+            let status = args
+                .get("status")
+                .and_then(|x| x.as_str())
+                .ok_or_else(|| Error::BadRequest("status is required.".into()))?
+                .to_string();
+            s.update(VOLUME, &id, move |r| {
+                r.insert("status".into(), json!(status));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-force_delete" if auth.0.is_admin() => {
+            if s.docs(SNAPSHOT).iter().any(|x| st(x, "volume_id") == id) {
+                return Err(Error::BadRequest(format!(
+                    "Invalid volume: Volume {id} still has dependent snapshots."
+                )));
+            }
+            let v = s
+                .update(VOLUME, &id, |r| {
+                    r.insert("status".into(), json!("deleting"));
+                    Ok(())
+                })
+                .await?;
+            if let Some(v) = v {
+                s.spawn_delete(VOLUME, v);
+            }
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        // The reservation steps of an attachment (Nova's old flow).
+        "os-reserve" | "os-unreserve" | "os-begin_detaching" | "os-roll_detaching" => {
+            let (from, to) = match action.as_str() {
+                "os-reserve" => ("available", "attaching"),
+                "os-unreserve" => ("attaching", "available"),
+                "os-begin_detaching" => ("in-use", "detaching"),
+                _ => ("detaching", "in-use"),
+            };
+            let a2 = action.clone();
+            s.update(VOLUME, &id, move |r| {
+                let now = st(r, "status").to_string();
+                if now != from {
+                    return Err(Error::BadRequest(format!(
+                        "Invalid volume: {a2} needs status {from}, the volume is {now}."
+                    )));
+                }
+                r.insert("status".into(), json!(to));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-set_bootable" => {
+            let b = args
+                .get("bootable")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false);
+            s.update(VOLUME, &id, move |r| {
+                r.insert("bootable".into(), json!(if b { "true" } else { "false" }));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::OK))
+        }
+        "os-initialize_connection" => {
+            // The connection info a client (Nova, a test) attaches with.
+            let vhost = args
+                .pointer("/connector/ursa_vhost_user")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false);
+            let c = s.export(&v, vhost).await?;
+            let data = json!({"export_name": c.export_name, "uri": c.uri,
+                              "socket_path": c.socket_path, "host": c.host, "port": c.port});
+            Ok(Json(json!({"connection_info": {"driver_volume_type": c.driver_volume_type, "data": data}})).into_response())
+        }
+        other => Err(Error::BadRequest(format!(
+            "Invalid action: {other} is not supported."
+        ))),
+    }
+}
