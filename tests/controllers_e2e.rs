@@ -400,6 +400,53 @@ fn three_controllers_on_postgres_serve_one_cloud() {
         }
     }
 
+    // Every volume gets made, also those whose creation the killed
+    // controller had under way (the volume-tasks duty carries them on).
+    let t0 = Instant::now();
+    let vols: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.kind == 4 && a.status.is_some())
+        .collect();
+    for a in &vols {
+        loop {
+            let (st, v) = try_call(
+                &http,
+                &bases[survivors[0]],
+                "GET",
+                &format!("/volume/v3/volumes/{}", a.id),
+                &token,
+                None,
+            )
+            .expect("a survivor answers");
+            assert_eq!(st, 200, "{v}");
+            if v["volume"]["status"] == "available" {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "volume {} (made through controller {}) is still {}",
+                a.id,
+                a.controller,
+                v["volume"]["status"]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let taken: usize = survivors
+        .iter()
+        .map(|&i| {
+            clouds[i]
+                .stderr()
+                .matches("carrying on a volume task a stopped controller left")
+                .count()
+        })
+        .sum();
+    eprintln!(
+        "three controllers: all {} volumes available after {:?}; {taken} taken over from the killed controller",
+        vols.len(),
+        t0.elapsed()
+    );
+
     // An object made on one survivor is readable on the other within 1 s.
     let mut slowest = Duration::ZERO;
     for k in 0..10 {

@@ -269,3 +269,84 @@ fn volumes_from_images_snapshots_isolation_and_restart() {
     api.gone(&format!("/volumes/{vol2}"), &a);
     api.gone(&format!("/snapshots/{snap}"), &a);
 }
+
+/// Work a controller left in flight when it died (a volume in `creating`,
+/// another in `deleting`, naming a controller that no longer runs) is
+/// carried on by the controller holding the `volume-tasks` duty: the one
+/// is made on blockd and becomes available, the other is deleted.
+#[test]
+fn volume_work_a_dead_controller_left_is_carried_on() {
+    let blockd = std::path::Path::new(common::ursa_bin()).with_file_name("ursa-blockd");
+    if !blockd.exists() {
+        eprintln!("SKIP volume task takeover: ursa-blockd is not built");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "task-pw");
+    let base = cloud.url.trim_end_matches("/v3").to_string();
+    let api = Api {
+        cloud: &cloud,
+        base: format!("{base}/volume/v3"),
+    };
+    let admin = cloud.admin_token();
+    let (st, v) = api.call(
+        "POST",
+        "/volumes",
+        &admin,
+        Some(json!({"volume": {"name": "kept", "size": 1}})),
+    );
+    assert_eq!(st, 202, "{v}");
+    let kept = v["volume"]["id"].as_str().unwrap().to_string();
+    api.wait(&format!("/volumes/{kept}"), "volume", &admin, "available");
+    drop(api);
+    assert!(cloud.stop().success());
+
+    // What a controller that was killed mid-work leaves in the store.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use ursa_core::store::{Op, Store};
+        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let doc = store.get("volume", &kept).await.unwrap().unwrap();
+        let mut left = doc.body.as_object().unwrap().clone();
+        let left_id = "0c0ffee0-0000-4000-8000-000000000001";
+        left.insert("id".into(), json!(left_id));
+        left.insert("name".into(), json!("left-creating"));
+        left.insert("status".into(), json!("creating"));
+        left.insert("ursa:task_by".into(), json!("999999-deadbeef"));
+        let mut doomed = doc.body.as_object().unwrap().clone();
+        doomed.insert("status".into(), json!("deleting"));
+        doomed.insert("ursa:task_by".into(), json!("999999-deadbeef"));
+        store
+            .apply(&[
+                Op::put("volume", left_id, "", left_id, Value::Object(left)),
+                Op::put("volume", &kept, "", &kept, Value::Object(doomed)),
+            ])
+            .await
+            .unwrap();
+        store.close().await;
+    });
+
+    let cloud = Cloud::start(dir.path(), "task-pw");
+    let api = Api {
+        cloud: &cloud,
+        base: format!(
+            "{base_of}/volume/v3",
+            base_of = cloud.url.trim_end_matches("/v3")
+        ),
+    };
+    let admin = cloud.admin_token();
+    let v = api.wait(
+        "/volumes/0c0ffee0-0000-4000-8000-000000000001",
+        "volume",
+        &admin,
+        "available",
+    );
+    assert_eq!(v["name"], "left-creating");
+    api.gone(&format!("/volumes/{kept}"), &admin);
+    assert!(
+        cloud
+            .stderr()
+            .contains("carrying on a volume task a stopped controller left"),
+        "the takeover is logged"
+    );
+}

@@ -85,8 +85,9 @@ impl Cloud {
             // What compute does to guests is worth reading when a test fails.
             .env(
                 "URSA_LOG",
-                std::env::var("URSA_LOG")
-                    .unwrap_or_else(|_| "warn,ursa_compute=info,ursa_core::duty=info".into()),
+                std::env::var("URSA_LOG").unwrap_or_else(|_| {
+                    "warn,ursa_compute=info,ursa_core::duty=info,ursa_volume=info".into()
+                }),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -22,7 +22,7 @@ pub const TTL: Duration = Duration::from_secs(6);
 pub const RENEW: Duration = Duration::from_secs(2);
 
 struct Inner {
-    name: &'static str,
+    name: String,
     holder: String,
     store: Store,
     held: AtomicBool,
@@ -43,9 +43,9 @@ fn now_ms() -> i64 {
 impl Duty {
     /// Tries the lease once, then keeps renewing or trying in the
     /// background for as long as the process lives.
-    pub async fn start(store: Store, name: &'static str, holder: &str) -> Duty {
+    pub async fn start(store: Store, name: &str, holder: &str) -> Duty {
         let d = Duty(Arc::new(Inner {
-            name,
+            name: name.to_string(),
             holder: holder.to_string(),
             store,
             held: AtomicBool::new(false),
@@ -55,7 +55,7 @@ impl Duty {
             // One process at a time opens SQLite: a lease left in it is a
             // dead process's (killed a moment ago); do not wait it out.
             if let Err(e) = d.0.store.clear_lease(name).await {
-                tracing::warn!(duty = name, error = %e, "could not clear a stale lease");
+                tracing::warn!(duty = %name, error = %e, "could not clear a stale lease");
             }
         }
         d.try_hold().await;
@@ -73,21 +73,21 @@ impl Duty {
         let i = &self.0;
         let now = match i
             .store
-            .hold_lease(i.name, &i.holder, now_ms(), TTL.as_millis() as i64)
+            .hold_lease(&i.name, &i.holder, now_ms(), TTL.as_millis() as i64)
             .await
         {
             Ok(h) => h,
             Err(e) => {
-                tracing::warn!(duty = i.name, error = %e, "could not renew the lease");
+                tracing::warn!(duty = %i.name, error = %e, "could not renew the lease");
                 false
             }
         };
         let was = i.held.swap(now, Ordering::SeqCst);
         if now != was {
             if now {
-                tracing::info!(duty = i.name, holder = %i.holder, "this controller holds the duty");
+                tracing::info!(duty = %i.name, holder = %i.holder, "this controller holds the duty");
             } else {
-                tracing::info!(duty = i.name, "another controller holds the duty");
+                tracing::info!(duty = %i.name, "another controller holds the duty");
             }
             i.changed.notify_waiters();
         }
@@ -114,8 +114,25 @@ impl Duty {
     pub async fn release(&self) {
         let i = &self.0;
         i.held.store(false, Ordering::SeqCst);
-        if let Err(e) = i.store.release_lease(i.name, &i.holder).await {
-            tracing::warn!(duty = i.name, error = %e, "could not give the lease up");
+        if let Err(e) = i.store.release_lease(&i.name, &i.holder).await {
+            tracing::warn!(duty = %i.name, error = %e, "could not give the lease up");
         }
     }
+}
+
+/// The lease that says a controller is alive: every controller holds its
+/// own ([`Duty::start`] with this name) for as long as it runs, so that
+/// the holder of a duty can tell work another controller started and
+/// left (it died) from work still under way.
+pub fn alive_lease(holder: &str) -> String {
+    format!("alive:{holder}")
+}
+
+/// Whether the controller named `holder` is alive: its [`alive_lease`]
+/// has not expired. A name never seen (or empty) is not alive.
+pub async fn is_alive(store: &Store, holder: &str) -> crate::store::Result<bool> {
+    if holder.is_empty() {
+        return Ok(false);
+    }
+    store.lease_live(&alive_lease(holder), now_ms()).await
 }

@@ -183,6 +183,12 @@ impl Identity {
         self.inner.model.read().expect("model lock")
     }
 
+    /// The store the identity state (and, for now, every service's
+    /// records) is kept in.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
     pub fn codec(&self) -> &TokenCodec {
         &self.inner.codec
     }

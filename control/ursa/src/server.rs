@@ -208,6 +208,20 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let background = spawn_background(identity.clone(), &store, codec, changed_tx);
     let images = ursa_image::Images::new(identity.clone(), &dir.join("images"))
         .with_context(|| format!("opening the image store in {}", dir.display()))?;
+    // This controller's name in the leases of the background duties, and
+    // the lease that says it is alive (work it leaves when it dies is
+    // taken over by the holder of that work's duty).
+    let holder = format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let alive = ursa_core::duty::Duty::start(
+        store.clone(),
+        &ursa_core::duty::alive_lease(&holder),
+        &holder,
+    )
+    .await;
     let (nodes, mut local_blockd) = storage_nodes(dir, &opts.blockd).await?;
     let volumes = if nodes.is_empty() {
         None
@@ -216,6 +230,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             identity: identity.clone(),
             nodes,
             images: images.clone(),
+            controller: holder.clone(),
         };
         v.bootstrap().await?;
         Some(v)
@@ -250,12 +265,6 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     };
     let pusher = ursa_network::push::Pusher::new(net_nodes);
     let networks = ursa_network::Networks::new(identity.clone(), opts.net.clone(), pusher.clone());
-    // This controller's name in the leases of the background duties.
-    let holder = format!(
-        "{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
     // Another controller's change: push it too (when this one pushes).
     let kick_task = {
         let p = pusher.clone();
@@ -268,6 +277,10 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let push_duty = ursa_core::duty::Duty::start(store.clone(), "netd-push", &holder).await;
     let power_duty = ursa_core::duty::Duty::start(store.clone(), "power-sync", &holder).await;
     let push_task = pusher.spawn(identity.clone(), push_duty.clone());
+    let volume_duty = ursa_core::duty::Duty::start(store.clone(), "volume-tasks", &holder).await;
+    let volume_task = volumes
+        .as_ref()
+        .map(|v| v.spawn_recovery(volume_duty.clone()));
     let compute_nodes = compute_nodes(dir, &opts, &pusher.node_names()).await?;
     let compute = if compute_nodes.is_empty() {
         None
@@ -373,8 +386,13 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     background.abort();
     push_task.abort();
     kick_task.abort();
+    if let Some(t) = volume_task {
+        t.abort();
+    }
     push_duty.release().await;
     power_duty.release().await;
+    volume_duty.release().await;
+    alive.release().await;
     if let Some(t) = md_task {
         t.abort();
     }

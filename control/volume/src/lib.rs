@@ -13,6 +13,7 @@
 //! export.
 
 pub mod api;
+pub mod tasks;
 
 use serde_json::{json, Map, Value};
 use tonic::transport::Channel;
@@ -73,6 +74,10 @@ pub struct Volumes {
     pub nodes: Vec<Node>,
     /// Where image data is (for volumes from images).
     pub images: ursa_image::Images,
+    /// This controller's name in the leases (see [`tasks`]): a record this
+    /// controller puts in a status that a background task carries on
+    /// (`creating`, `deleting`, `extending`) names it as `ursa:task_by`.
+    pub controller: String,
 }
 
 pub fn now() -> String {
@@ -87,6 +92,16 @@ pub fn st<'a>(m: &'a Map<String, Value>, k: &str) -> &'a str {
 
 fn grpc(e: tonic::Status) -> String {
     format!("blockd: {} ({:?})", e.message(), e.code())
+}
+
+/// blockd's "already exists" is success for a create that may be a
+/// second attempt at the same id.
+fn exists_ok(e: tonic::Status) -> std::result::Result<(), String> {
+    if e.code() == tonic::Code::AlreadyExists {
+        Ok(())
+    } else {
+        Err(grpc(e))
+    }
 }
 
 impl Volumes {
@@ -106,7 +121,8 @@ impl Volumes {
     }
 
     /// Stores a record whole.
-    pub async fn put(&self, kind: &'static str, rec: Map<String, Value>) -> Result<()> {
+    pub async fn put(&self, kind: &'static str, mut rec: Map<String, Value>) -> Result<()> {
+        tasks::stamp(&mut rec, &self.controller);
         let id = st(&rec, "id").to_string();
         self.identity
             .change(move |_| {
@@ -126,6 +142,7 @@ impl Volumes {
         mut f: impl FnMut(&mut Map<String, Value>) -> Result<()>,
     ) -> Result<Option<Map<String, Value>>> {
         let id = id.to_string();
+        let controller = self.controller.clone();
         self.identity
             .change(move |m| {
                 let Some(mut rec) = m.doc(kind, &id).and_then(|v| v.as_object().cloned()) else {
@@ -133,6 +150,7 @@ impl Volumes {
                 };
                 f(&mut rec)?;
                 rec.insert("updated_at".into(), json!(now()));
+                tasks::stamp(&mut rec, &controller);
                 Ok((
                     vec![Op::put(kind, &id, "", &id, Value::Object(rec.clone()))],
                     Some(rec),
@@ -238,6 +256,7 @@ impl Volumes {
         let mut c = node.client.clone();
         match &source {
             Source::Blank | Source::Image(_) => {
+                // Made already by an attempt another controller left.
                 c.create_volume(pb::CreateVolumeRequest {
                     id: id.clone(),
                     size_bytes: size,
@@ -245,7 +264,8 @@ impl Volumes {
                     qos: None,
                 })
                 .await
-                .map_err(grpc)?;
+                .map(|_| ())
+                .or_else(exists_ok)?;
             }
             Source::Copy(src) => {
                 c.clone_volume(pb::CloneVolumeRequest {
@@ -253,7 +273,8 @@ impl Volumes {
                     id: id.clone(),
                 })
                 .await
-                .map_err(grpc)?;
+                .map(|_| ())
+                .or_else(exists_ok)?;
                 let cur = c
                     .get_volume(pb::VolumeRef { id: id.clone() })
                     .await
@@ -322,10 +343,12 @@ impl Volumes {
                 Some(n) => {
                     let mut c = n.client.clone();
                     let _ = c.unexport_volume(pb::VolumeRef { id: id.clone() }).await;
-                    c.delete_volume(pb::VolumeRef { id: id.clone() })
-                        .await
-                        .map(|_| ())
-                        .map_err(grpc)
+                    // Gone already: an attempt another controller left.
+                    match c.delete_volume(pb::VolumeRef { id: id.clone() }).await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.code() == tonic::Code::NotFound => Ok(()),
+                        Err(e) => Err(grpc(e)),
+                    }
                 }
                 None => Ok(()), // never placed
             };
@@ -361,13 +384,14 @@ impl Volumes {
                         snapshot_id: id.clone(),
                     })
                     .await
-                    .map(|_| {
+                    .map(|_| ())
+                    .or_else(exists_ok)
+                    .map(|()| {
                         let mut m = Map::new();
                         m.insert("status".into(), json!("available"));
                         m.insert("ursa:progress".into(), json!("100%"));
                         m
-                    })
-                    .map_err(grpc),
+                    }),
                 None => Err("the volume's node is not configured".into()),
             };
             me.settle(SNAPSHOT, &id, r).await;

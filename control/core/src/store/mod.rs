@@ -378,6 +378,18 @@ impl Store {
         Ok(Some((rev, ops)))
     }
 
+    /// Whether the lease `name` is held and has not expired at `now_ms`.
+    pub async fn lease_live(&self, name: &str, now_ms: i64) -> Result<bool> {
+        let row = sqlx::query("SELECT expires_at FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>(0)? >= now_ms,
+            None => false,
+        })
+    }
+
     /// Takes or renews the lease `name` for `holder` until `now_ms +
     /// ttl_ms` when it is free, expired or already `holder`'s; returns
     /// whether `holder` holds it now.
