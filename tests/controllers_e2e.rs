@@ -15,33 +15,14 @@
 
 mod common;
 
-use common::Cloud;
+use common::{sh, Cloud, Daemon};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 16;
 const PER_CLIENT: usize = 188; // 3,008 creates in all
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Ns(String);
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.0]);
-    }
-}
 
 /// One request that may fail to connect (the controller may be dead).
 fn try_call(
@@ -135,29 +116,8 @@ fn three_controllers_on_postgres_serve_one_cloud() {
     let (db_url, _db) = common::FreshDb::create(&pg, "ursa_three");
     let dir = tempfile::tempdir().unwrap();
 
-    // netd in a namespace of the test's own; the controllers stay outside
-    // it, where PostgreSQL is, and reach netd by its socket.
-    let ns = format!("uthr{}", std::process::id() % 100000);
-    assert!(sh(&["ip", "netns", "add", &ns]).status.success());
-    let _ns = Ns(ns.clone());
-    assert!(sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])
-        .status
-        .success());
-    let netd_sock = dir.path().join("netd.sock");
-    let _netd = Daemon(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .arg(&netd_bin)
-            .arg("--listen")
-            .arg(format!("unix:{}", netd_sock.display()))
-            .arg("--state-dir")
-            .arg(dir.path().join("netd"))
-            .args(["--vtep-address", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let netd = common::NsNetd::start("uthr", &netd_bin, dir.path());
+    let (ns, netd_sock) = (netd.ns.clone(), netd.sock.clone());
     let blockd_sock = dir.path().join("blockd.sock");
     let _blockd = Daemon(
         Command::new(&blockd_bin)
@@ -174,7 +134,6 @@ fn three_controllers_on_postgres_serve_one_cloud() {
             .spawn()
             .unwrap(),
     );
-    wait_for(&netd_sock, "netd");
     wait_for(&blockd_sock, "blockd");
 
     let netd_arg = format!("--netd=n1=unix:{}", netd_sock.display());

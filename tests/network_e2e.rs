@@ -640,43 +640,8 @@ fn the_push_duty_moves_when_its_controller_is_killed() {
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     // netd lives in a namespace of the test's own; the controllers stay
     // outside it, where PostgreSQL is (they reach netd by its socket).
-    let ns = format!("udty{}", std::process::id() % 100000);
-    struct Ns(String);
-    impl Drop for Ns {
-        fn drop(&mut self) {
-            let _ = sh(&["ip", "netns", "del", &self.0]);
-        }
-    }
-    ok(&["ip", "netns", "add", &ns]);
-    let _ns = Ns(ns.clone());
-    ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-    let sock = dir.path().join("netd.sock");
-    struct Daemon(std::process::Child);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _netd = Daemon(
-        std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .arg(&netd_bin)
-            .arg("--listen")
-            .arg(format!("unix:{}", sock.display()))
-            .arg("--state-dir")
-            .arg(dir.path().join("netd"))
-            .args(["--vtep-address", "127.0.0.1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while !sock.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "netd listens");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let netd = common::NsNetd::start("udty", &netd_bin, dir.path());
+    let (ns, sock) = (netd.ns.clone(), netd.sock.clone());
     let netd_arg = format!("--netd=n1=unix:{}", sock.display());
     let args = [
         "--database-url",

@@ -302,11 +302,78 @@ pub fn assert_keystone_error(status: u16, body: &Value, want: u16) {
     assert!(body["error"]["message"].is_string(), "error body: {body}");
 }
 
-fn sh(args: &[&str]) -> std::process::Output {
+pub fn sh(args: &[&str]) -> std::process::Output {
     Command::new(args[0])
         .args(&args[1..])
         .output()
         .expect("command runs")
+}
+
+/// A child process killed (and reaped) when the test lets go of it, also
+/// when the test fails.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One `ursa-netd` in a network namespace of the test's own (named
+/// `<prefix><pid>`, with its loopback up), listening on `<dir>/netd.sock`,
+/// its state in `<dir>/netd`. Controllers stay outside the namespace and
+/// reach netd by its socket. Dropping it stops netd, then deletes the
+/// namespace.
+pub struct NsNetd {
+    pub ns: String,
+    pub sock: PathBuf,
+    netd: Option<Daemon>,
+}
+
+impl NsNetd {
+    pub fn start(prefix: &str, netd_bin: &Path, dir: &Path) -> NsNetd {
+        let ns = format!("{prefix}{}", std::process::id() % 100000);
+        assert!(
+            sh(&["ip", "netns", "add", &ns]).status.success(),
+            "ip netns add {ns}"
+        );
+        let mut me = NsNetd {
+            ns: ns.clone(),
+            sock: dir.join("netd.sock"),
+            netd: None,
+        };
+        assert!(sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])
+            .status
+            .success());
+        me.netd = Some(Daemon(
+            Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{ns}"))
+                .arg(netd_bin)
+                .arg("--listen")
+                .arg(format!("unix:{}", me.sock.display()))
+                .arg("--state-dir")
+                .arg(dir.join("netd"))
+                .args(["--vtep-address", "127.0.0.1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("netd starts"),
+        ));
+        let t0 = std::time::Instant::now();
+        while !me.sock.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "netd listens");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        me
+    }
+}
+
+impl Drop for NsNetd {
+    fn drop(&mut self) {
+        self.netd.take();
+        let _ = sh(&["ip", "netns", "del", &self.ns]);
+    }
 }
 
 /// Builds the tiny guest's bootable disk (images/tiny/build.sh) into `dir`.

@@ -289,7 +289,11 @@ impl Store {
         let url = self.url.clone();
         Some(tokio::spawn(async move {
             loop {
-                let mut listener = match sqlx::postgres::PgListener::connect(&url).await {
+                let listening = async {
+                    let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+                    l.listen(CHANGES_CHANNEL).await.map(|()| l)
+                };
+                let mut listener = match listening.await {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not listen for other controllers' changes; polling");
@@ -297,11 +301,6 @@ impl Store {
                         continue;
                     }
                 };
-                if let Err(e) = listener.listen(CHANGES_CHANNEL).await {
-                    tracing::warn!(error = %e, "could not listen for other controllers' changes; polling");
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                    continue;
-                }
                 loop {
                     match listener.recv().await {
                         Ok(_) => wake.notify_one(),
