@@ -351,7 +351,7 @@ pub(super) async fn server_action(
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
             s.spawn_rebuild(r2.clone(), was_stopped);
-            let mut v = core_view(server_view(&app, s, &auth, &r2, true));
+            let mut v = core_view(server_view(&app, s, &auth, &r2, true).await?);
             // The 2.1 rebuild reply: addresses without the extended keys,
             // and the (given or new) admin password.
             if let Some(nets) = v["addresses"].as_object_mut() {

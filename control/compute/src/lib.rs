@@ -382,9 +382,10 @@ impl Compute {
             (self.images.store.path(image_id), fmt)
         };
         let nics: Vec<(String, String)> = {
-            let m = self.identity.model();
-            ursa_network::recs(&m, ursa_network::PORT)
-                .filter(|p| st(p, "device_id") == id)
+            ursa_network::api::device_ports(&self.networks, &[id.to_string()])
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
                 .map(|p| {
                     (
                         ursa_proto::netd::tap_device(st(p, "id")),
@@ -410,7 +411,7 @@ impl Compute {
             nics,
             standalone,
             config_drive: if srv.get("config_drive").and_then(|v| v.as_str()) == Some("True") {
-                metadata::config_drive_files(self, srv)
+                metadata::config_drive_files(self, srv).await
             } else {
                 Vec::new()
             },

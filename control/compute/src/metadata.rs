@@ -120,12 +120,14 @@ fn key(c: &Compute, s: &serde_json::Map<String, Value>) -> Option<(String, Strin
     Some((name.to_string(), st(&k, "public_key").to_string()))
 }
 
-fn ports(c: &Compute, id: &str) -> Vec<serde_json::Map<String, Value>> {
-    let model = c.identity.model();
-    ursa_network::recs(&model, ursa_network::PORT)
-        .filter(|p| st(p, "device_id") == id)
-        .cloned()
-        .collect()
+async fn ports(c: &Compute, id: &str) -> Vec<serde_json::Map<String, Value>> {
+    match ursa_network::api::device_ports(&c.networks, &[id.to_string()]).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(server = id, error = %e, "could not read the server's ports");
+            Vec::new()
+        }
+    }
 }
 
 async fn openstack(
@@ -145,7 +147,9 @@ async fn openstack(
             None => (StatusCode::NOT_FOUND, "no user data\n").into_response(),
         },
         "vendor_data.json" | "vendor_data2.json" => axum::Json(json!({})).into_response(),
-        "network_data.json" => axum::Json(network_data(&m.compute, &id)).into_response(),
+        "network_data.json" => {
+            axum::Json(network_data(&ports(&m.compute, &id).await)).into_response()
+        }
         _ => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
@@ -165,8 +169,7 @@ fn meta_data(c: &Compute, s: &serde_json::Map<String, Value>) -> Value {
     })
 }
 
-fn network_data(c: &Compute, id: &str) -> Value {
-    let ps = ports(c, id);
+fn network_data(ps: &[serde_json::Map<String, Value>]) -> Value {
     let links: Vec<Value> = ps
         .iter()
         .map(|p| {
@@ -185,16 +188,17 @@ fn network_data(c: &Compute, id: &str) -> Value {
 
 /// A server's config drive: the same documents the metadata API serves,
 /// under `openstack/latest/` and `openstack/2012-08-10/`.
-pub fn config_drive_files(
+pub async fn config_drive_files(
     c: &Compute,
     s: &serde_json::Map<String, Value>,
 ) -> Vec<(String, Vec<u8>)> {
     let id = st(s, "id");
+    let ps = ports(c, id).await;
     let mut docs = vec![
         ("meta_data.json", meta_data(c, s).to_string().into_bytes()),
         (
             "network_data.json",
-            network_data(c, id).to_string().into_bytes(),
+            network_data(&ps).to_string().into_bytes(),
         ),
         ("vendor_data.json", b"{}".to_vec()),
     ];
@@ -210,9 +214,10 @@ pub fn config_drive_files(
     out
 }
 
-fn ec2_values(m: &Metadata, s: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+async fn ec2_values(m: &Metadata, s: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
     let id = st(s, "id");
     let ip = ports(&m.compute, id)
+        .await
         .iter()
         .flat_map(ursa_network::fixed_ips)
         .map(|(_, ip)| ip)
@@ -249,6 +254,7 @@ async fn ec2_index(State(m): State<Metadata>, h: HeaderMap) -> Response {
         Err(r) => return r.into_response(),
     };
     let mut keys: Vec<String> = ec2_values(&m, &s)
+        .await
         .into_iter()
         .map(|(k, _)| match k.split_once('/') {
             Some((d, _)) => format!("{d}/"),
@@ -269,7 +275,7 @@ async fn ec2_key(
         Err(r) => return r.into_response(),
     };
     let key = key.trim_end_matches('/');
-    match ec2_values(&m, &s).into_iter().find(|(k, _)| k == key) {
+    match ec2_values(&m, &s).await.into_iter().find(|(k, _)| k == key) {
         Some((_, v)) => v.into_response(),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }

@@ -231,9 +231,10 @@ async fn delete_meta(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-fn addresses(s: &Compute, id: &str) -> Value {
+async fn addresses(s: &Compute, id: &str) -> Result<Value> {
+    let ports = server_ports(s, id).await?;
     let m = s.identity.model();
-    ursa_network::api::addresses(&m, id)
+    Ok(ursa_network::api::addresses(&m, &ports, id))
 }
 
 async fn ips(
@@ -244,7 +245,7 @@ async fn ips(
     let s = svc(&app)?;
     let id = last(&p);
     find_server(s, &auth, &id)?;
-    Ok(Json(json!({"addresses": addresses(s, &id)})))
+    Ok(Json(json!({"addresses": addresses(s, &id).await?})))
 }
 
 async fn ips_of(
@@ -255,7 +256,7 @@ async fn ips_of(
     let s = svc(&app)?;
     let (id, net) = (param(&p, "id"), param(&p, "network"));
     find_server(s, &auth, &id)?;
-    let a = addresses(s, &id);
+    let a = addresses(s, &id).await?;
     let v = a
         .get(&net)
         .cloned()
@@ -376,12 +377,8 @@ fn interface_view(s: &Compute, p: &Rec) -> Value {
            "port_id": p["id"], "net_id": p["network_id"], "mac_addr": p["mac_address"]})
 }
 
-fn server_ports(s: &Compute, id: &str) -> Vec<Rec> {
-    let m = s.identity.model();
-    ursa_network::recs(&m, ursa_network::PORT)
-        .filter(|p| st(p, "device_id") == id)
-        .cloned()
-        .collect()
+async fn server_ports(s: &Compute, id: &str) -> Result<Vec<Rec>> {
+    ursa_network::api::device_ports(&s.networks, &[id.to_string()]).await
 }
 
 async fn list_interfaces(
@@ -393,6 +390,7 @@ async fn list_interfaces(
     let id = last(&p);
     find_server(s, &auth, &id)?;
     let v: Vec<Value> = server_ports(s, &id)
+        .await?
         .iter()
         .map(|p| interface_view(s, p))
         .collect();
@@ -408,6 +406,7 @@ async fn show_interface(
     let (id, port) = (param(&p, "id"), param(&p, "port"));
     find_server(s, &auth, &id)?;
     let pr = server_ports(s, &id)
+        .await?
         .into_iter()
         .find(|x| st(x, "id") == port)
         .ok_or_else(|| Error::NotFound(format!("Port {port} is not attached to instance {id}.")))?;
@@ -506,10 +505,9 @@ async fn attach_interface(
             "Failed to attach network adapter device to {id}: {e}"
         )));
     }
-    let port = {
-        let m = s.identity.model();
-        ursa_network::rec(&m, ursa_network::PORT, &pid).unwrap_or(port)
-    };
+    let port = ursa_network::api::port(&s.networks, &pid)
+        .await?
+        .unwrap_or(port);
     Ok(Json(
         json!({"interfaceAttachment": interface_view(s, &port)}),
     ))
@@ -524,7 +522,11 @@ async fn detach_interface(
     let s = svc(&app)?;
     let (id, port) = (param(&p, "id"), param(&p, "port"));
     let r = find_server(s, &auth, &id)?;
-    if !server_ports(s, &id).iter().any(|x| st(x, "id") == port) {
+    if !server_ports(s, &id)
+        .await?
+        .iter()
+        .any(|x| st(x, "id") == port)
+    {
         return Err(Error::NotFound(format!(
             "Port {port} is not attached to instance {id}."
         )));

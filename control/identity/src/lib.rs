@@ -154,9 +154,41 @@ fn unauthorized() -> Error {
     Error::Unauthorized("The request you have made requires authentication.".into())
 }
 
-/// How often [`Identity::change`] computes a change again after another
-/// controller committed first.
-pub const CHANGE_ATTEMPTS: u32 = 20;
+/// A write in progress (see [`Identity::write`]).
+pub struct Writer<'a> {
+    identity: &'a Identity,
+    rev: tokio::sync::MutexGuard<'a, i64>,
+    tx: ursa_core::store::WriteTx,
+}
+
+impl Writer<'_> {
+    /// The model as this write sees it (do not hold it across an await).
+    pub fn model(&self) -> RwLockReadGuard<'_, Model> {
+        self.identity.model()
+    }
+
+    /// The store transaction, for a service's reads and writes of its own
+    /// tables.
+    pub fn tx(&mut self) -> &mut ursa_core::store::WriteTx {
+        &mut self.tx
+    }
+
+    /// Makes `ops` (and the rows written through [`Writer::tx`]) durable,
+    /// then applies `ops` to the model.
+    pub async fn commit(self, ops: &[Op]) -> Result<()> {
+        let Writer {
+            identity,
+            mut rev,
+            tx,
+        } = self;
+        *rev = tx.commit(ops).await?;
+        let mut m = identity.inner.model.write().expect("model lock");
+        for op in ops {
+            m.apply(op);
+        }
+        Ok(())
+    }
+}
 
 impl Identity {
     /// Loads the identity state from the store.
@@ -202,51 +234,36 @@ impl Identity {
     }
 
     /// Computes a change against the current state and makes it durable,
-    /// then visible. `f` sees the model as it is under the writer lock.
+    /// then visible. `f` sees the model as it is under the write lock.
     ///
-    /// With several controllers on one database, another one may commit
-    /// first; then this one catches up and computes the change again
-    /// against the new state (so uniqueness, addresses and quotas are
-    /// decided on what is really stored), up to [`CHANGE_ATTEMPTS`] times.
-    /// A conflict reaches the client only when every attempt lost.
-    pub async fn change<T>(&self, mut f: impl FnMut(&Model) -> Result<(Vec<Op>, T)>) -> Result<T> {
+    /// The write holds the store's revision row from the start (see
+    /// [`Identity::write`]), so with several controllers on one database
+    /// the writes take turns instead of colliding: `f` always runs against
+    /// what is really stored, and no client ever sees a conflict that is
+    /// only another controller's concurrent write.
+    pub async fn change<T>(&self, f: impl FnOnce(&Model) -> Result<(Vec<Op>, T)>) -> Result<T> {
+        let w = self.write().await?;
+        let (ops, out) = f(&w.model())?;
+        w.commit(&ops).await?;
+        Ok(out)
+    }
+
+    /// Begins a write: this controller's writer lock, then the store's
+    /// revision row (which other controllers' writes wait for), then the
+    /// model brought up to what they committed before. The [`Writer`] reads
+    /// the model and the service tables as they are until it commits or is
+    /// dropped (which writes nothing).
+    pub async fn write(&self) -> Result<Writer<'_>> {
         let mut rev = self.inner.writer.lock().await;
-        for attempt in 1..=CHANGE_ATTEMPTS {
-            let (ops, out) = {
-                let m = self.model();
-                f(&m)?
-            };
-            if ops.is_empty() {
-                return Ok(out);
-            }
-            match self.inner.store.apply_at(&ops, Some(*rev)).await {
-                Ok(r) => *rev = r,
-                Err(ursa_core::store::StoreError::Stale(_)) => {
-                    // Another controller wrote first: catch up and compute again.
-                    *rev = self.catch_up(*rev).await?;
-                    tracing::debug!(
-                        attempt,
-                        "store moved on another controller; recomputing the change"
-                    );
-                    if attempt < CHANGE_ATTEMPTS {
-                        // Spread the retries of controllers that collide.
-                        let jitter = rand::random::<u64>() % (attempt as u64 * 5 + 1);
-                        tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let mut m = self.inner.model.write().expect("model lock");
-            for op in &ops {
-                m.apply(op);
-            }
-            return Ok(out);
+        let tx = self.inner.store.begin_write().await?;
+        if tx.rev() != *rev {
+            *rev = self.catch_up(*rev).await?;
         }
-        Err(Error::Conflict(
-            "The state changed concurrently on other controllers too often; retry the request."
-                .into(),
-        ))
+        Ok(Writer {
+            identity: self,
+            rev,
+            tx,
+        })
     }
 
     /// Replaces the model with the store's content; returns its revision.

@@ -3,15 +3,21 @@
 //! groups, quotas and tags; every change is stored first, then pushed to
 //! the netd of each node as that node's whole desired state ([`push`]).
 //!
-//! Records are documents (kinds `network`, `subnet`, `port`, `router`,
-//! `floatingip`, `security_group`, `security_group_rule`,
-//! `network_quota`) in the control plane's store, written through its
-//! single writer, so an address is allocated, a segment id taken or a
-//! quota counted under the same lock that stores the result. A record
-//! holds its API attributes as Neutron shows them, plus internal ones
-//! prefixed `ursa:` that views leave out. Derived attributes (a network's
-//! `subnets`, a group's `security_group_rules`, a port's `status`) are
-//! computed when shown.
+//! Ports, the records there are most of, are rows of the service's own
+//! tables ([`port_table`]: `net_ports` and `net_ip_allocations`, migrated
+//! by this crate's `migrations/`), read by indexed queries and listed page
+//! by page in SQL ([`port_list`]); nothing holds them in memory. The other
+//! records (kinds `network`, `subnet`, `router`, `floatingip`,
+//! `security_group`, `security_group_rule`, `network_quota`) are still
+//! documents in the control plane's store, cached in identity's model.
+//! Every change is one write ([`Networks::write`]): it holds the store's
+//! revision row from its first read to its commit, so an address is
+//! allocated, a MAC or segment id taken or a quota counted against what
+//! is stored, and committed with the rest of the change, also with several
+//! controllers. A record holds its API attributes as Neutron shows them,
+//! plus internal ones prefixed `ursa:` that views leave out. Derived
+//! attributes (a network's `subnets`, a group's `security_group_rules`, a
+//! port's `status`) are computed when shown.
 //!
 //! Where Neutron has agents, Ursa has netd: the first node (or the one
 //! named with `--network-node`) hosts DHCP and routers; a node hosts a
@@ -22,12 +28,72 @@
 
 pub mod api;
 pub mod ipam;
+pub mod port_list;
+pub mod port_table;
 pub mod push;
 pub mod query;
 
+/// A write of the network service (see [`Networks::write`]): the model,
+/// the transaction for port rows, and a push once it committed anything.
+pub struct NetWriter<'a> {
+    w: ursa_identity::Writer<'a>,
+    pusher: &'a push::Pusher,
+}
+
+impl NetWriter<'_> {
+    /// The model as this write sees it (do not hold it across an await).
+    pub fn model(&self) -> std::sync::RwLockReadGuard<'_, Model> {
+        self.w.model()
+    }
+
+    /// Decides a change against the model (what `change` closures do).
+    pub fn plan<T>(&self, f: impl FnOnce(&Model) -> Result<(Vec<Op>, T)>) -> Result<(Vec<Op>, T)> {
+        f(&self.model())
+    }
+
+    pub fn tx(&mut self) -> &mut ursa_core::store::WriteTx {
+        self.w.tx()
+    }
+
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        self.w.tx().conn()
+    }
+
+    /// Commits `ops` and the port rows written, then kicks the pusher. A
+    /// port in `ops` (kind [`PORT`]) is written to its table, taking the
+    /// addresses its `fixed_ips` name; the rest are documents.
+    pub async fn commit(mut self, ops: &[Op]) -> Result<()> {
+        let mut docs = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                Op::Put(d) if d.kind == PORT => {
+                    let p = d.body.as_object().cloned().unwrap_or_default();
+                    let subnets: Vec<Rec> = subnets_of(&self.model(), st(&p, "network_id"))
+                        .into_iter()
+                        .cloned()
+                        .collect();
+                    port_table::release(self.tx(), &d.id).await?;
+                    port_table::claim(self.tx(), &subnets, &p).await?;
+                    port_table::put(self.tx(), &p).await?;
+                }
+                Op::Delete { kind, id } if kind == PORT => {
+                    port_table::delete(self.tx(), id).await?;
+                }
+                _ => docs.push(op.clone()),
+            }
+        }
+        let dirty = !docs.is_empty() || self.w.tx().is_touched();
+        self.w.commit(&docs).await?;
+        if dirty {
+            self.pusher.kick();
+        }
+        Ok(())
+    }
+}
+
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use ursa_core::error::{Error, Result};
 use ursa_core::store::Op;
 use ursa_identity::model::Model;
@@ -106,6 +172,18 @@ pub struct Networks {
     pub identity: Identity,
     pub cfg: Arc<NetConfig>,
     pub pusher: push::Pusher,
+}
+
+/// Creates or updates the network service's tables, and moves ports an
+/// earlier release kept as documents into them (once). Run at start,
+/// before the identity model is loaded.
+pub async fn prepare_store(store: &ursa_core::store::Store) -> Result<()> {
+    store.migrate(&port_table::MIGRATOR).await?;
+    let moved = port_table::upgrade(store).await?;
+    if moved > 0 {
+        tracing::info!(ports = moved, "moved the ports into their table");
+    }
+    Ok(())
 }
 
 pub fn now() -> String {
@@ -232,12 +310,6 @@ pub fn subnets_of<'a>(m: &'a Model, net: &str) -> Vec<&'a Rec> {
     )
 }
 
-pub fn ports_of<'a>(m: &'a Model, net: &str) -> Vec<&'a Rec> {
-    recs(m, PORT)
-        .filter(|p| st(p, "network_id") == net)
-        .collect()
-}
-
 /// Fixed IPs of a port as (subnet id, address).
 pub fn fixed_ips(p: &Rec) -> Vec<(String, String)> {
     p.get("fixed_ips")
@@ -288,164 +360,6 @@ pub struct IpRequest {
     pub ip_address: Option<String>,
 }
 
-fn slaac(s: &Rec) -> bool {
-    matches!(st(s, "ipv6_address_mode"), "slaac" | "dhcpv6-stateless")
-}
-
-/// Picks a port's addresses on `net`: the requested ones, or by default one
-/// IPv4 address, one stateful IPv6 address and every SLAAC address.
-/// `except` is the port being changed (its own addresses are free to it).
-pub fn allocate(
-    m: &Model,
-    net: &str,
-    mac: &str,
-    want: Option<&[IpRequest]>,
-    except: Option<&str>,
-) -> Result<Vec<Value>> {
-    let subnets = subnets_of(m, net);
-    let mut used: HashMap<String, BTreeSet<u128>> = HashMap::new();
-    for p in ports_of(m, net) {
-        if Some(st(p, "id")) == except {
-            continue;
-        }
-        for (sid, ip) in fixed_ips(p) {
-            if let Ok(a) = ip.parse::<std::net::IpAddr>() {
-                used.entry(sid).or_default().insert(ipam::to_u128(a));
-            }
-        }
-    }
-    let net_of = |s: &Rec| -> Option<ipnet::IpNet> { st(s, "cidr").parse().ok() };
-    let mut out: Vec<Value> = Vec::new();
-    let mut take = |sid: &str, ip: std::net::IpAddr, used: &mut HashMap<String, BTreeSet<u128>>| {
-        used.entry(sid.to_string())
-            .or_default()
-            .insert(ipam::to_u128(ip));
-        out.push(json!({"subnet_id": sid, "ip_address": ip.to_string()}));
-    };
-    let pick = |s: &Rec, used: &HashMap<String, BTreeSet<u128>>| -> Result<std::net::IpAddr> {
-        let n = net_of(s).ok_or_else(|| Error::Internal("stored subnet without a cidr".into()))?;
-        if slaac(s) {
-            return ipam::eui64(&n, mac)
-                .ok_or_else(|| Error::BadRequest("A SLAAC address needs a /64 and a MAC.".into()));
-        }
-        let empty = BTreeSet::new();
-        ipam::first_free(&pools_of(s), used.get(st(s, "id")).unwrap_or(&empty))
-            .map(|a| ipam::from_u128(a, ipam::version(&n.network())))
-            .ok_or_else(|| {
-                Error::Conflict(format!(
-                    "No more IP addresses available for subnet {}.",
-                    st(s, "id")
-                ))
-            })
-    };
-    match want {
-        None => {
-            if let Some(s) = subnets.iter().find(|s| s["ip_version"] == 4) {
-                let v4: Vec<&&Rec> = subnets.iter().filter(|s| s["ip_version"] == 4).collect();
-                let mut got = None;
-                for s in &v4 {
-                    if let Ok(ip) = pick(s, &used) {
-                        got = Some((st(s, "id").to_string(), ip));
-                        break;
-                    }
-                }
-                match got {
-                    Some((sid, ip)) => take(&sid, ip, &mut used),
-                    None => {
-                        return Err(Error::Conflict(format!(
-                            "No more IP addresses available on network {net} (subnet {} is full).",
-                            st(s, "id")
-                        )))
-                    }
-                }
-            }
-            let mut stateful_done = false;
-            for s in subnets.iter().filter(|s| s["ip_version"] == 6) {
-                if slaac(s) {
-                    let ip = pick(s, &used)?;
-                    take(st(s, "id"), ip, &mut used);
-                } else if !stateful_done {
-                    if let Ok(ip) = pick(s, &used) {
-                        take(st(s, "id"), ip, &mut used);
-                        stateful_done = true;
-                    }
-                }
-            }
-        }
-        Some(reqs) => {
-            for r in reqs {
-                let subnet = match (&r.subnet_id, &r.ip_address) {
-                    (Some(sid), _) => Some(
-                        subnets
-                            .iter()
-                            .find(|s| st(s, "id") == sid)
-                            .copied()
-                            .ok_or_else(|| {
-                                if m.doc(SUBNET, sid).is_some() {
-                                    Error::BadRequest(format!(
-                                        "Invalid input for operation: Failed to create port on network {net}, because fixed_ips included invalid subnet {sid}."
-                                    ))
-                                } else {
-                                    Error::NotFound(format!("Subnet {sid} could not be found."))
-                                }
-                            })?,
-                    ),
-                    (None, Some(_)) => None,
-                    (None, None) => {
-                        return Err(Error::BadRequest(
-                            "Invalid input for fixed_ips: a subnet_id or an ip_address is required.".into(),
-                        ))
-                    }
-                };
-                match &r.ip_address {
-                    Some(a) => {
-                        let ip = ipam::parse_ip(a, "ip_address")?;
-                        let s = match subnet {
-                            Some(s) => {
-                                if !net_of(s).is_some_and(|n| n.contains(&ip)) {
-                                    return Err(Error::BadRequest(format!(
-                                        "IP address {a} is not a valid IP for the specified subnet."
-                                    )));
-                                }
-                                s
-                            }
-                            None => subnets
-                                .iter()
-                                .find(|s| net_of(s).is_some_and(|n| n.contains(&ip)))
-                                .copied()
-                                .ok_or_else(|| {
-                                    Error::BadRequest(format!(
-                                        "IP address {a} is not a valid IP for any of the subnets on the specified network."
-                                    ))
-                                })?,
-                        };
-                        let n = net_of(s).expect("checked");
-                        let (lo, hi) = ipam::host_range(&n);
-                        let v = ipam::to_u128(ip);
-                        if v < lo || v > hi {
-                            return Err(Error::BadRequest(format!(
-                                "IP address {a} is not a valid IP for the specified subnet."
-                            )));
-                        }
-                        if used.get(st(s, "id")).is_some_and(|u| u.contains(&v)) {
-                            return Err(Error::Conflict(format!(
-                                "Unable to complete operation for network {net}. The IP address {a} is in use."
-                            )));
-                        }
-                        take(st(s, "id"), ip, &mut used);
-                    }
-                    None => {
-                        let s = subnet.expect("subnet given");
-                        let ip = pick(s, &used)?;
-                        take(st(s, "id"), ip, &mut used);
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 impl Networks {
     pub fn new(identity: Identity, cfg: NetConfig, pusher: push::Pusher) -> Networks {
         Networks {
@@ -455,23 +369,45 @@ impl Networks {
         }
     }
 
-    /// Runs a change under the writer lock and, when it stored anything,
-    /// asks the pusher to bring the nodes up to date.
-    pub async fn change<T>(&self, mut f: impl FnMut(&Model) -> Result<(Vec<Op>, T)>) -> Result<T> {
-        let dirty = Arc::new(Mutex::new(false));
-        let d2 = dirty.clone();
-        let out = self
-            .identity
-            .change(move |m| {
-                let (ops, out) = f(m)?;
-                *d2.lock().expect("flag") = !ops.is_empty();
-                Ok((ops, out))
-            })
-            .await?;
-        if *dirty.lock().expect("flag") {
-            self.pusher.kick();
-        }
+    /// Runs a change of documents only (no port rows) under the write
+    /// lock and, when it stored anything, asks the pusher to bring the
+    /// nodes up to date.
+    pub async fn change<T>(&self, f: impl FnOnce(&Model) -> Result<(Vec<Op>, T)>) -> Result<T> {
+        let w = self.write().await?;
+        let (ops, out) = f(&w.model())?;
+        w.commit(&ops).await?;
         Ok(out)
+    }
+
+    /// Begins a write that may read and write port rows (see
+    /// [`port_table`]) as well as documents.
+    pub async fn write(&self) -> Result<NetWriter<'_>> {
+        Ok(NetWriter {
+            w: self.identity.write().await?,
+            pusher: &self.pusher,
+        })
+    }
+
+    /// A connection for reads of the network tables outside a write.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.identity
+            .store()
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| Error::ServiceUnavailable(format!("database unavailable: {e}")))
+    }
+
+    /// 409 when `project` would go over its port limit by adding `n`
+    /// (counted inside the write, so against what is stored).
+    pub async fn check_port_quota(w: &mut NetWriter<'_>, project: &str, n: i64) -> Result<()> {
+        let limit = Self::quota(&w.model(), project, "port");
+        if limit >= 0 && port_table::count_of_project(w.conn(), project).await? + n > limit {
+            return Err(Error::Conflict(
+                "Quota exceeded for resources: ['port'].".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The project's default security group, made when first needed.
@@ -538,7 +474,6 @@ impl Networks {
         let kind = match what {
             "network" => NETWORK,
             "subnet" => SUBNET,
-            "port" => PORT,
             "router" => ROUTER,
             "floatingip" => FIP,
             "security_group" => SG,

@@ -9,7 +9,7 @@
 
 use super::{
     fixed_ips, recs, st, str_list, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_ROUTER_GW, OWNER_ROUTER_IF,
-    PORT, ROUTER, RULE, SG, SUBNET,
+    ROUTER, RULE, SG, SUBNET,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -327,9 +327,16 @@ impl Pusher {
                 })
                 .collect()
         };
+        let ports = match read_ports(identity).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the ports to push; trying again");
+                return;
+            }
+        };
         let states: Vec<(usize, pb::NodeState)> = {
             let m = identity.model();
-            let plan = Plan::new(&m, self.network_node().unwrap_or(""), &caps);
+            let plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
             self.0
                 .nodes
                 .iter()
@@ -397,6 +404,18 @@ impl Pusher {
     }
 }
 
+/// Every port, for a round (see item 5 of the control-plane issue: a
+/// round still computes every node's whole state).
+async fn read_ports(identity: &Identity) -> ursa_core::error::Result<Vec<Rec>> {
+    let mut c = identity
+        .store()
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| ursa_core::error::Error::ServiceUnavailable(e.to_string()))?;
+    crate::port_table::all(&mut c).await
+}
+
 /// The bound node of a port ("" when unbound).
 fn host(p: &Rec) -> &str {
     st(p, "binding:host_id")
@@ -413,6 +432,7 @@ fn v4(ip: &str) -> bool {
 /// Every node's desired state, computed from one view of the records.
 struct Plan<'a> {
     m: &'a Model,
+    ports: &'a [Rec],
     network_node: &'a str,
     caps: &'a BTreeMap<String, Caps>,
     /// node → networks it hosts
@@ -421,12 +441,18 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(m: &'a Model, network_node: &'a str, caps: &'a BTreeMap<String, Caps>) -> Plan<'a> {
+    fn new(
+        m: &'a Model,
+        ports: &'a [Rec],
+        network_node: &'a str,
+        caps: &'a BTreeMap<String, Caps>,
+    ) -> Plan<'a> {
         let subnets: HashMap<String, &Rec> = recs(m, SUBNET)
             .map(|s| (st(s, "id").to_string(), s))
             .collect();
         let mut p = Plan {
             m,
+            ports,
             network_node,
             caps,
             hosted: BTreeMap::new(),
@@ -434,7 +460,7 @@ impl<'a> Plan<'a> {
         };
         for node in caps.keys() {
             let mut nets = BTreeSet::new();
-            for port in recs(m, PORT) {
+            for port in ports {
                 if host(port) == node && !is_service_port(port) {
                     nets.insert(st(port, "network_id").to_string());
                 }
@@ -445,7 +471,7 @@ impl<'a> Plan<'a> {
                         nets.insert(st(s, "network_id").to_string());
                     }
                 }
-                for port in recs(m, PORT) {
+                for port in ports {
                     let o = st(port, "device_owner");
                     if o == OWNER_ROUTER_IF || o == OWNER_ROUTER_GW {
                         nets.insert(st(port, "network_id").to_string());
@@ -497,7 +523,8 @@ impl<'a> Plan<'a> {
     }
 
     fn dhcp_ip(&self, net: &str, subnet: &str) -> String {
-        recs(self.m, PORT)
+        self.ports
+            .iter()
             .filter(|p| st(p, "network_id") == net && st(p, "device_owner") == OWNER_DHCP)
             .flat_map(fixed_ips)
             .find(|(s, _)| s == subnet)
@@ -550,7 +577,7 @@ impl<'a> Plan<'a> {
                 .collect();
             let mut dhcp_hosts = Vec::new();
             if serves_dhcp {
-                for p in super::ports_of(self.m, net) {
+                for p in self.ports.iter().filter(|p| st(p, "network_id") == net) {
                     if is_service_port(p) || host(p) == node {
                         continue;
                     }
@@ -580,7 +607,7 @@ impl<'a> Plan<'a> {
                         continue;
                     }
                     vteps.insert(c.vtep.clone());
-                    for p in super::ports_of(self.m, net) {
+                    for p in self.ports.iter().filter(|p| st(p, "network_id") == net) {
                         let lives_there = if is_service_port(p) {
                             other == self.network_node
                                 && matches!(st(p, "device_owner"), OWNER_ROUTER_IF | OWNER_DHCP)
@@ -615,7 +642,7 @@ impl<'a> Plan<'a> {
         let mut ports = Vec::new();
         let mut groups: BTreeSet<String> = BTreeSet::new();
         let mut local_ports: BTreeSet<String> = BTreeSet::new();
-        for p in recs(self.m, PORT) {
+        for p in self.ports.iter() {
             if host(p) != node || is_service_port(p) || !hosted.contains(st(p, "network_id")) {
                 continue;
             }
@@ -711,7 +738,9 @@ impl<'a> Plan<'a> {
                     })
                     .collect();
                 rules.sort_by(|a, b| a.id.cmp(&b.id));
-                let mut remote_members: Vec<String> = recs(self.m, PORT)
+                let mut remote_members: Vec<String> = self
+                    .ports
+                    .iter()
                     .filter(|p| !local_ports.contains(st(p, "id")))
                     .filter(|p| str_list(p.get("security_groups")).contains(g))
                     .flat_map(fixed_ips)
@@ -747,7 +776,7 @@ impl<'a> Plan<'a> {
             let rid = st(r, "id");
             let mut interfaces = Vec::new();
             let mut gateway = None;
-            for p in recs(self.m, PORT).filter(|p| st(p, "device_id") == rid) {
+            for p in self.ports.iter().filter(|p| st(p, "device_id") == rid) {
                 if !hosted.contains(st(p, "network_id")) {
                     continue;
                 }

@@ -169,33 +169,7 @@ pub fn answer(
                 && (not_any.is_empty() || !not_any.iter().any(has))
         });
     }
-    // Sorting: keys and directions pair up; id breaks ties.
-    let keys = q.all("sort_key");
-    let dirs = q.all("sort_dir");
-    let mut order: Vec<(String, bool)> = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        if !known.contains(k) {
-            return Err(Error::BadRequest(format!(
-                "{k} is an invalid attribute for sort_key"
-            )));
-        }
-        let asc = match dirs.get(i).copied().unwrap_or("asc") {
-            "asc" => true,
-            "desc" => false,
-            d => {
-                return Err(Error::BadRequest(format!(
-                    "{d} is an invalid value for sort_dir, valid values are 'asc' and 'desc'"
-                )))
-            }
-        };
-        order.push((k.to_string(), asc));
-    }
-    if dirs.len() > keys.len() {
-        return Err(Error::BadRequest(
-            "The number of sort_keys and sort_dirs must be same".into(),
-        ));
-    }
-    order.push(("id".into(), order.first().is_none_or(|(_, a)| *a)));
+    let order = sort_order(q, known)?;
     items.sort_by(|a, b| {
         for (k, asc) in &order {
             let c = cmp_values(
@@ -209,21 +183,8 @@ pub fn answer(
         Ordering::Equal
     });
     // Pagination.
-    let limit = match q.one("limit") {
-        None | Some("") => None,
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if n > 0 => Some(n as usize),
-            Ok(0) => None,
-            _ => {
-                return Err(Error::BadRequest(format!(
-                    "Bad limit request: Limit must be an integer 0 or greater and not '{l}'"
-                )))
-            }
-        },
-    };
-    let reverse = q
-        .one("page_reverse")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let limit = limit(q)?;
+    let reverse = reverse(q);
     let marker = q.one("marker").filter(|m| !m.is_empty());
     let id_of = |o: &Map<String, Value>| {
         o.get("id")
@@ -254,6 +215,96 @@ pub fn answer(
             }
         }
     }
+    Ok(page_answer(q, page, more, collection, url))
+}
+
+/// Keeps only the asked-for fields (all when none are asked for).
+pub fn select(o: Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
+    if fields.is_empty() {
+        return o;
+    }
+    o.into_iter()
+        .filter(|(k, _)| fields.contains(&k.as_str()))
+        .collect()
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The sort order a list asks for: `(key, ascending)` pairs, ending with
+/// `id` (in the first key's direction) to break ties.
+pub fn sort_order(q: &ListQuery, known: &[&str]) -> Result<Vec<(String, bool)>> {
+    let keys = q.all("sort_key");
+    let dirs = q.all("sort_dir");
+    let mut order: Vec<(String, bool)> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        if !known.contains(k) {
+            return Err(Error::BadRequest(format!(
+                "{k} is an invalid attribute for sort_key"
+            )));
+        }
+        let asc = match dirs.get(i).copied().unwrap_or("asc") {
+            "asc" => true,
+            "desc" => false,
+            d => {
+                return Err(Error::BadRequest(format!(
+                    "{d} is an invalid value for sort_dir, valid values are 'asc' and 'desc'"
+                )))
+            }
+        };
+        order.push((k.to_string(), asc));
+    }
+    if dirs.len() > keys.len() {
+        return Err(Error::BadRequest(
+            "The number of sort_keys and sort_dirs must be same".into(),
+        ));
+    }
+    order.push(("id".into(), order.first().is_none_or(|(_, a)| *a)));
+    Ok(order)
+}
+
+/// The `limit` of a list (none for absent or 0).
+pub fn limit(q: &ListQuery) -> Result<Option<usize>> {
+    Ok(match q.one("limit") {
+        None | Some("") => None,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n as usize),
+            Ok(0) => None,
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "Bad limit request: Limit must be an integer 0 or greater and not '{l}'"
+                )))
+            }
+        },
+    })
+}
+
+/// Whether the list goes backwards from its marker.
+pub fn reverse(q: &ListQuery) -> bool {
+    q.one("page_reverse")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The page's answer: its items (with `fields` applied) and the links to
+/// the next and previous pages. `more` says items exist beyond the page
+/// in the direction of travel.
+pub fn page_answer(
+    q: &ListQuery,
+    page: Vec<Map<String, Value>>,
+    more: bool,
+    collection: &str,
+    url: &str,
+) -> Value {
+    let limit = limit(q).ok().flatten();
+    let reverse = reverse(q);
+    let marker = q.one("marker").filter(|m| !m.is_empty());
+    let id_of = |o: &Map<String, Value>| {
+        o.get("id")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let mut links = Vec::new();
     if limit.is_some() {
         let base: Vec<String> = q
@@ -297,21 +348,14 @@ pub fn answer(
     if !links.is_empty() {
         out.insert(format!("{collection}_links"), Value::Array(links));
     }
-    Ok(Value::Object(out))
+    Value::Object(out)
 }
 
-/// Keeps only the asked-for fields (all when none are asked for).
-pub fn select(o: Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
-    if fields.is_empty() {
-        return o;
+impl ListQuery {
+    /// The attribute filters, with repeated keys gathered.
+    pub fn filter_pairs(&self) -> Vec<(&str, Vec<&str>)> {
+        self.filters()
     }
-    o.into_iter()
-        .filter(|(k, _)| fields.contains(&k.as_str()))
-        .collect()
-}
-
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]

@@ -174,6 +174,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store at {url}"))?;
+    ursa_network::prepare_store(&store)
+        .await
+        .context("preparing the network service's tables")?;
     let keys = opts.keys_dir.clone().unwrap_or_else(|| dir.join("keys"));
     let codec = TokenCodec::open(KeyRepo::new(keys))?;
     let identity = Identity::open(

@@ -14,17 +14,23 @@ pub(crate) fn server_links(app: &AppState, id: &str) -> Value {
 #[derive(Default)]
 pub(super) struct Related {
     with_ports: std::collections::HashSet<String>,
+    /// The listed servers' ports.
+    ports: Vec<Rec>,
     volumes: std::collections::HashMap<String, Vec<Value>>,
     /// Security group names of each server's ports.
     groups: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl Related {
-    fn gather(s: &Compute) -> Related {
-        let mut out = Related::default();
+    /// What the views of these servers show besides their records.
+    pub(super) async fn gather(s: &Compute, servers: &[String]) -> Result<Related> {
+        let mut out = Related {
+            ports: ursa_network::api::device_ports(&s.networks, servers).await?,
+            ..Related::default()
+        };
         {
             let m = s.identity.model();
-            for p in ursa_network::recs(&m, ursa_network::PORT) {
+            for p in &out.ports {
                 let dev = st(p, "device_id").to_string();
                 out.with_ports.insert(dev.clone());
                 let names = out.groups.entry(dev).or_default();
@@ -52,18 +58,19 @@ impl Related {
                 .or_default()
                 .push(json!({"id": vol}));
         }
-        out
+        Ok(out)
     }
 }
 
-pub(crate) fn server_view(
+pub(crate) async fn server_view(
     app: &AppState,
     s: &Compute,
     auth: &Auth,
     r: &Rec,
     detail: bool,
-) -> Value {
-    server_view_with(app, s, auth, r, detail, &Related::gather(s))
+) -> Result<Value> {
+    let rel = Related::gather(s, &[st(r, "id").to_string()]).await?;
+    Ok(server_view_with(app, s, auth, r, detail, &rel))
 }
 
 pub(super) fn server_view_with(
@@ -80,7 +87,7 @@ pub(super) fn server_view_with(
     }
     let addresses = if rel.with_ports.contains(id) {
         let m = s.identity.model();
-        ursa_network::api::addresses(&m, id)
+        ursa_network::api::addresses(&m, &rel.ports, id)
     } else {
         json!({})
     };
@@ -188,10 +195,17 @@ pub(super) async fn list_any(
         ),
         None => None,
     };
-    let model = s.identity.model();
+    // Addresses are read only when a filter asks for them.
+    let ports = if res.iter().any(|(k, _)| k != "name") {
+        let ids: Vec<String> = v.iter().map(|r| st(r, "id").to_string()).collect();
+        ursa_network::api::device_ports(&s.networks, &ids).await?
+    } else {
+        Vec::new()
+    };
     v.retain(|r| {
         let addrs = || -> Vec<String> {
-            ursa_network::recs(&model, ursa_network::PORT)
+            ports
+                .iter()
                 .filter(|p| st(p, "device_id") == st(r, "id"))
                 .flat_map(|p| {
                     p.get("fixed_ips")
@@ -225,7 +239,6 @@ pub(super) async fn list_any(
                 _ => true,
             })
     });
-    drop(model);
     v.sort_by(|a, b| (st(b, "created"), st(b, "id")).cmp(&(st(a, "created"), st(a, "id"))));
     if let Some((_, m)) = q.iter().find(|(k, _)| k == "marker") {
         let pos = v
@@ -250,7 +263,8 @@ pub(super) async fn list_any(
         }
     }
     let rel = if detail {
-        Related::gather(s)
+        let ids: Vec<String> = v.iter().map(|r| st(r, "id").to_string()).collect();
+        Related::gather(s, &ids).await?
     } else {
         Related::default()
     };
@@ -285,7 +299,7 @@ pub(super) async fn show_server(
     let s = svc(&app)?;
     let r = find_server(s, &auth, &last(&p))?;
     Ok(Json(
-        json!({"server": server_view(&app, s, &auth, &r, true)}),
+        json!({"server": server_view(&app, s, &auth, &r, true).await?}),
     ))
 }
 
@@ -322,7 +336,7 @@ pub(super) enum NetReq {
     Port(String),
 }
 
-pub(super) fn parse_create(
+pub(super) async fn parse_create(
     app: &AppState,
     s: &Compute,
     auth: &Auth,
@@ -425,8 +439,8 @@ pub(super) fn parse_create(
                     let port = port.as_str().ok_or_else(|| {
                         Error::BadRequest("Invalid input for field/attribute port.".into())
                     })?;
-                    let m = s.identity.model();
-                    let p = ursa_network::rec(&m, ursa_network::PORT, port)
+                    let p = ursa_network::api::port(&s.networks, port)
+                        .await?
                         .filter(|p| {
                             auth.0.is_admin() || auth.0.project_id() == Some(st(p, "project_id"))
                         })
@@ -712,7 +726,7 @@ pub(super) async fn create_server(
         .get("os:scheduler_hints")
         .or_else(|| top.get("OS-SCH-HNT:scheduler_hints"))
         .or_else(|| b.get("os:scheduler_hints"));
-    let req = parse_create(&app, s, &auth, &b, hints)?;
+    let req = parse_create(&app, s, &auth, &b, hints).await?;
     if req.max_count > 1
         && req
             .boot_volume
@@ -904,7 +918,7 @@ pub(super) async fn update_server(
         .await?
         .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
     Ok(Json(
-        json!({"server": core_view(server_view(&app, s, &auth, &r, true))}),
+        json!({"server": core_view(server_view(&app, s, &auth, &r, true).await?)}),
     ))
 }
 

@@ -166,12 +166,13 @@ impl Store {
                     .await?
             }
         };
-        MIGRATOR.run(&pool).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             backend,
             url: url.into(),
-        })
+        };
+        store.migrate(&MIGRATOR).await?;
+        Ok(store)
     }
 
     /// The SQLite URL for a state directory.
@@ -193,85 +194,55 @@ impl Store {
     /// `expected` (optimistic concurrency between controllers); otherwise
     /// nothing is written and [`StoreError::Stale`] is returned.
     pub async fn apply_at(&self, ops: &[Op], expected: Option<i64>) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        // Taking the row lock first serialises writers on PostgreSQL; the
-        // new revision names this batch in the change feed.
-        let bumped = match expected {
-            Some(rev) => {
-                sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1 AND value = $1")
-                    .bind(rev)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
+        let w = self.begin_write().await?;
+        if let Some(rev) = expected {
+            if w.rev() != rev {
+                return Err(StoreError::Stale(rev));
             }
-            None => sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1")
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-        };
-        if bumped == 0 {
-            return Err(StoreError::Stale(expected.unwrap_or_default()));
         }
+        w.commit(ops).await
+    }
+
+    /// Begins a write: takes the revision row, which serialises writers
+    /// (every controller's) until this one commits or is dropped, so what
+    /// the write reads inside [`WriteTx::conn`] stays true until it
+    /// commits. A dropped [`WriteTx`] rolls back.
+    pub async fn begin_write(&self) -> Result<WriteTx> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE revision SET value = value WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
         let rev: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-        for op in ops {
-            let (kind, id) = match op {
-                Op::Put(d) => (&d.kind, &d.id),
-                Op::Delete { kind, id } => (kind, id),
-            };
-            sqlx::query(
-                "INSERT INTO changes (rev, kind, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(rev)
-            .bind(kind)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            match op {
-                Op::Put(d) => {
-                    let body = d.body.to_string();
-                    let r = sqlx::query(
-                        "INSERT INTO documents (kind, id, scope, name, body) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (kind, id) DO UPDATE SET scope = excluded.scope, name = excluded.name, body = excluded.body",
-                    )
-                    .bind(&d.kind)
-                    .bind(&d.id)
-                    .bind(&d.scope)
-                    .bind(&d.name)
-                    .bind(body)
-                    .execute(&mut *tx)
-                    .await;
-                    if let Err(e) = r {
-                        if is_unique_violation(&e) {
-                            return Err(StoreError::Conflict(format!(
-                                "{} named {:?} already exists",
-                                d.kind, d.name
-                            )));
-                        }
-                        return Err(e.into());
-                    }
-                }
-                Op::Delete { kind, id } => {
-                    sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
-                        .bind(kind)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        if self.backend == Backend::Postgres {
-            // Delivered at commit, to every controller listening.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANGES_CHANNEL)
-                .bind(rev.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(rev)
+        Ok(WriteTx {
+            tx,
+            rev,
+            backend: self.backend,
+            touched: Vec::new(),
+        })
+    }
+
+    /// Runs a service's own migrations (a folder of its crate, numbered in
+    /// the service's range so they never collide with another's).
+    pub async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        // Each service's migrator knows only its own versions: the others'
+        // rows in _sqlx_migrations are not "missing" to it. (The fields are
+        // sqlx's, public for its macro; sqlx is pinned in Cargo.lock.)
+        let m = sqlx::migrate::Migrator {
+            migrations: migrator.migrations.clone(),
+            ignore_missing: true,
+            locking: migrator.locking,
+            no_tx: migrator.no_tx,
+        };
+        m.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool, for a service's reads of its own tables.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Wakes `wake` whenever another writer commits (each commit on
@@ -526,6 +497,125 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// One write in progress (see [`Store::begin_write`]): a service reads
+/// and writes its own tables through [`WriteTx::conn`], names the rows it
+/// changed with [`WriteTx::touch`], and [`WriteTx::commit`] stores the
+/// documents, bumps the revision and records everything in the change
+/// feed, all in the one transaction.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    rev: i64,
+    backend: Backend,
+    touched: Vec<(String, String)>,
+}
+
+impl WriteTx {
+    /// The revision the store was at when this write began.
+    pub fn rev(&self) -> i64 {
+        self.rev
+    }
+
+    /// The transaction's connection.
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    /// Records that the row `id` of a service's table `kind` changed, so
+    /// the commit bumps the revision and other controllers hear of it.
+    pub fn touch(&mut self, kind: &str, id: &str) {
+        self.touched.push((kind.to_string(), id.to_string()));
+    }
+
+    /// Whether anything was written through [`WriteTx::touch`].
+    pub fn is_touched(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// Stores `ops` and commits; returns the new revision (the old one
+    /// when nothing at all was written).
+    pub async fn commit(mut self, ops: &[Op]) -> Result<i64> {
+        if ops.is_empty() && self.touched.is_empty() {
+            self.tx.rollback().await?;
+            return Ok(self.rev);
+        }
+        let tx = &mut self.tx;
+        sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1")
+            .execute(&mut **tx)
+            .await?;
+        let rev = self.rev + 1;
+        let mut changed: Vec<(&str, &str)> = self
+            .touched
+            .iter()
+            .map(|(k, i)| (k.as_str(), i.as_str()))
+            .collect();
+        for op in ops {
+            changed.push(match op {
+                Op::Put(d) => (&d.kind, &d.id),
+                Op::Delete { kind, id } => (kind, id),
+            });
+        }
+        for (kind, id) in changed {
+            sqlx::query(
+                "INSERT INTO changes (rev, kind, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(rev)
+            .bind(kind)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for op in ops {
+            match op {
+                Op::Put(d) => {
+                    let body = d.body.to_string();
+                    let r = sqlx::query(
+                        "INSERT INTO documents (kind, id, scope, name, body) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (kind, id) DO UPDATE SET scope = excluded.scope, name = excluded.name, body = excluded.body",
+                    )
+                    .bind(&d.kind)
+                    .bind(&d.id)
+                    .bind(&d.scope)
+                    .bind(&d.name)
+                    .bind(body)
+                    .execute(&mut **tx)
+                    .await;
+                    if let Err(e) = r {
+                        if is_unique_violation(&e) {
+                            return Err(StoreError::Conflict(format!(
+                                "{} named {:?} already exists",
+                                d.kind, d.name
+                            )));
+                        }
+                        return Err(e.into());
+                    }
+                }
+                Op::Delete { kind, id } => {
+                    sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
+                        .bind(kind)
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+        }
+        if self.backend == Backend::Postgres {
+            // Delivered at commit, to every controller listening.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(rev.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(rev)
+    }
+}
+
+/// Whether a database error is a unique-constraint violation.
+pub fn unique_violation(e: &sqlx::Error) -> bool {
+    is_unique_violation(e)
 }
 
 #[cfg(test)]

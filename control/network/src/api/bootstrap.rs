@@ -61,7 +61,10 @@ pub async fn bootstrap(s: &Networks, admin_project: &str) -> Result<()> {
         .await?;
     sync_dhcp_port(s, &nid).await;
     let sid = st(&sub, "id").to_string();
-    s.change(|m| {
+    let mut w = s.write().await?;
+    let gw = json!({"network_id": pid});
+    let (r, mut ops, gw_plan) = {
+        let m = w.model();
         let mut r = standard(admin_project);
         for (k, v) in [
             ("name", json!("router1")),
@@ -78,26 +81,32 @@ pub async fn bootstrap(s: &Networks, admin_project: &str) -> Result<()> {
         ] {
             r.insert(k.into(), v);
         }
-        let mut ops = Vec::new();
-        plan_gateway(m, a, &mut r, &json!({"network_id": pid}), &mut ops)?;
-        let mac = fresh_mac(m);
-        let ips = allocate(
-            m,
+        let plan = plan_gateway(&m, a, &mut r, &gw, &[])?;
+        (r, Vec::new(), plan)
+    };
+    apply_gateway(&mut w, gw_plan).await?;
+    let subnets = {
+        let m = w.model();
+        port_table::Subnets::of(&m, &nid, None)
+    };
+    port_table::create(
+        w.tx(),
+        &subnets,
+        service_port(
+            admin_project,
             &nid,
-            &mac,
-            Some(&[IpRequest {
-                subnet_id: Some(sid.clone()),
-                ip_address: Some("10.0.0.1".into()),
-            }]),
-            None,
-        )?;
-        ops.push(put(
-            PORT,
-            &service_port(admin_project, &nid, OWNER_ROUTER_IF, st(&r, "id"), mac, ips),
-        ));
-        ops.push(put(ROUTER, &r));
-        Ok((ops, ()))
-    })
+            OWNER_ROUTER_IF,
+            st(&r, "id"),
+            String::new(),
+            vec![],
+        ),
+        Some(&[IpRequest {
+            subnet_id: Some(sid.clone()),
+            ip_address: Some("10.0.0.1".into()),
+        }]),
+    )
     .await?;
+    ops.push(put(ROUTER, &r));
+    w.commit(&ops).await?;
     Ok(())
 }

@@ -34,6 +34,32 @@ pub(super) async fn show_fip(
     Ok(Json(json!({"floatingip": show_fields(&raw, fip_view(&f))})))
 }
 
+/// What associating needs from the port table: the port, and the router
+/// interfaces on its subnets.
+pub(super) struct AssocPorts {
+    port: Option<Rec>,
+    router_ifaces: Vec<Rec>,
+}
+
+pub(super) async fn assoc_ports(c: &mut sqlx::AnyConnection, port_id: &str) -> Result<AssocPorts> {
+    let port = port_table::get(c, port_id).await?;
+    let mut router_ifaces = Vec::new();
+    if let Some(p) = &port {
+        for (sid, _) in fixed_ips(p) {
+            router_ifaces.extend(
+                port_table::on_subnet(c, &sid)
+                    .await?
+                    .into_iter()
+                    .filter(|q| st(q, "device_owner") == OWNER_ROUTER_IF),
+            );
+        }
+    }
+    Ok(AssocPorts {
+        port,
+        router_ifaces,
+    })
+}
+
 /// Points a floating IP at a port (and one of its addresses), through the
 /// router that joins the port's subnet to the floating IP's network.
 pub(super) fn associate(
@@ -42,8 +68,9 @@ pub(super) fn associate(
     f: &mut Rec,
     port_id: &str,
     fixed: Option<String>,
+    pre: AssocPorts,
 ) -> Result<()> {
-    let p = find_port(m, auth, port_id)?;
+    let p = find_port(m, auth, port_id, pre.port)?;
     if !owns(auth, &p) {
         return Err(not_found("Port", port_id));
     }
@@ -75,7 +102,7 @@ pub(super) fn associate(
             .and_then(|g| g.get("network_id"))
             .and_then(|v| v.as_str())
             == Some(ext.as_str())
-            && recs(m, PORT).any(|q| {
+            && pre.router_ifaces.iter().any(|q| {
                 st(q, "device_id") == st(r, "id")
                     && st(q, "device_owner") == OWNER_ROUTER_IF
                     && fixed_ips(q).iter().any(|(s2, _)| *s2 == sid)
@@ -129,98 +156,92 @@ pub(super) async fn create_fip(
     )?;
     let s = svc(&app);
     let a = &auth;
-    let f = s
-        .change(|m| {
-            let owner = owner_for(a, &b)?;
-            let net_id = opt_str(&b, "floating_network_id")?.ok_or_else(|| {
-                Error::BadRequest("Invalid input: 'floating_network_id' is required.".into())
-            })?;
-            let n = rec(m, NETWORK, &net_id)
-                .filter(|n| net_visible(a, n))
-                .ok_or_else(|| not_found("Network", &net_id))?;
-            if n["router:external"] != true {
+    let owner = owner_for(a, &b)?;
+    let net_id = opt_str(&b, "floating_network_id")?.ok_or_else(|| {
+        Error::BadRequest("Invalid input: 'floating_network_id' is required.".into())
+    })?;
+    let want = opt_str(&b, "floating_ip_address")?;
+    let sub = opt_str(&b, "subnet_id")?;
+    let target = opt_str(&b, "port_id")?;
+    let mut w = s.write().await?;
+    let pre = match &target {
+        Some(pid) => Some(assoc_ports(w.conn(), pid).await?),
+        None => None,
+    };
+    let (mut f, subnets) = {
+        let m = w.model();
+        let m = &*m;
+        let n = rec(m, NETWORK, &net_id)
+            .filter(|n| net_visible(a, n))
+            .ok_or_else(|| not_found("Network", &net_id))?;
+        if n["router:external"] != true {
+            return Err(Error::BadRequest(format!(
+                "Bad floatingip request: Network {net_id} is not a valid external network."
+            )));
+        }
+        Networks::check_quota(m, &owner, "floatingip", 1)?;
+        if let Some(sid) = &sub {
+            let s2 = rec(m, SUBNET, sid).ok_or_else(|| not_found("Subnet", sid))?;
+            if st(&s2, "network_id") != net_id {
                 return Err(Error::BadRequest(format!(
-                    "Bad floatingip request: Network {net_id} is not a valid external network."
+                    "Bad floatingip request: Subnet {sid} is not on network {net_id}."
                 )));
             }
-            Networks::check_quota(m, &owner, "floatingip", 1)?;
-            let mac = fresh_mac(m);
-            let want = opt_str(&b, "floating_ip_address")?;
-            let sub = opt_str(&b, "subnet_id")?;
-            let ips = if want.is_some() || sub.is_some() {
-                if let Some(sid) = &sub {
-                    let s2 = rec(m, SUBNET, sid).ok_or_else(|| not_found("Subnet", sid))?;
-                    if st(&s2, "network_id") != net_id {
-                        return Err(Error::BadRequest(format!(
-                            "Bad floatingip request: Subnet {sid} is not on network {net_id}."
-                        )));
-                    }
-                }
-                allocate(
-                    m,
-                    &net_id,
-                    &mac,
-                    Some(&[IpRequest {
-                        subnet_id: sub.clone(),
-                        ip_address: want.clone(),
-                    }]),
-                    None,
-                )?
-            } else {
-                let mut got = Err(Error::Conflict(format!(
-                    "No more IP addresses available on network {net_id}."
-                )));
-                for s2 in crate::subnets_of(m, &net_id)
-                    .into_iter()
-                    .filter(|x| x["ip_version"] == 4)
-                {
-                    got = allocate(
-                        m,
-                        &net_id,
-                        &mac,
-                        Some(&[IpRequest {
-                            subnet_id: Some(st(s2, "id").into()),
-                            ip_address: None,
-                        }]),
-                        None,
-                    );
-                    if got.is_ok() {
-                        break;
-                    }
-                }
-                got?
-            };
-            let (sid, addr) = ips
-                .first()
-                .map(|v| {
-                    (
-                        v["subnet_id"].as_str().unwrap_or("").to_string(),
-                        v["ip_address"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .ok_or_else(|| Error::Conflict("No address could be allocated.".into()))?;
-            let _ = sid;
-            let mut f = standard(&owner);
-            f.insert(
-                "description".into(),
-                json!(opt_str(&b, "description")?.unwrap_or_default()),
-            );
-            f.insert("floating_network_id".into(), json!(net_id));
-            f.insert("floating_ip_address".into(), json!(addr));
-            f.insert("fixed_ip_address".into(), Value::Null);
-            f.insert("port_id".into(), Value::Null);
-            f.insert("router_id".into(), Value::Null);
-            f.insert("dns_domain".into(), json!(""));
-            f.insert("dns_name".into(), json!(""));
-            f.insert("port_forwardings".into(), json!([]));
-            f.insert("qos_policy_id".into(), Value::Null);
-            if let Some(pid) = opt_str(&b, "port_id")? {
-                associate(m, a, &mut f, &pid, opt_str(&b, "fixed_ip_address")?)?;
+        }
+        let mut f = standard(&owner);
+        f.insert(
+            "description".into(),
+            json!(opt_str(&b, "description")?.unwrap_or_default()),
+        );
+        f.insert("floating_network_id".into(), json!(net_id));
+        f.insert("fixed_ip_address".into(), Value::Null);
+        f.insert("port_id".into(), Value::Null);
+        f.insert("router_id".into(), Value::Null);
+        f.insert("dns_domain".into(), json!(""));
+        f.insert("dns_name".into(), json!(""));
+        f.insert("port_forwardings".into(), json!([]));
+        f.insert("qos_policy_id".into(), Value::Null);
+        if let (Some(pid), Some(pre)) = (&target, pre) {
+            associate(m, a, &mut f, pid, opt_str(&b, "fixed_ip_address")?, pre)?;
+        }
+        let req = IpRequest {
+            subnet_id: sub.clone(),
+            ip_address: want.clone(),
+        };
+        (
+            f,
+            port_table::Subnets::of(m, &net_id, Some(std::slice::from_ref(&req))),
+        )
+    };
+    let port = service_port("", &net_id, OWNER_FIP, st(&f, "id"), String::new(), vec![]);
+    let made = if want.is_some() || sub.is_some() {
+        let req = IpRequest {
+            subnet_id: sub.clone(),
+            ip_address: want.clone(),
+        };
+        port_table::create(w.tx(), &subnets, port, Some(&[req])).await?
+    } else {
+        let mut got = Err(Error::Conflict(format!(
+            "No more IP addresses available on network {net_id}."
+        )));
+        for s2 in subnets.list.iter().filter(|x| x["ip_version"] == 4) {
+            let req = [IpRequest {
+                subnet_id: Some(st(s2, "id").into()),
+                ip_address: None,
+            }];
+            got = port_table::create(w.tx(), &subnets, port.clone(), Some(&req)).await;
+            if !matches!(got, Err(Error::Conflict(_))) {
+                break;
             }
-            let port = service_port("", &net_id, OWNER_FIP, st(&f, "id"), mac, ips);
-            Ok((vec![put(PORT, &port), put(FIP, &f)], f))
-        })
-        .await?;
+        }
+        got?
+    };
+    let addr = fixed_ips(&made)
+        .first()
+        .map(|(_, ip)| ip.clone())
+        .ok_or_else(|| Error::Conflict("No address could be allocated.".into()))?;
+    f.insert("floating_ip_address".into(), json!(addr));
+    w.commit(&[put(FIP, &f)]).await?;
     Ok(created("floatingip", Value::Object(fip_view(&f))))
 }
 
@@ -244,25 +265,32 @@ pub(super) async fn update_fip(
     )?;
     let s = svc(&app);
     let a = &auth;
-    let f = s
-        .change(|m| {
-            let mut f = find_fip(m, a, &id)?;
-            if_match.check(&f)?;
-            if let Some(v) = opt_str(&b, "description")? {
-                f.insert("description".into(), json!(v));
+    let mut w = s.write().await?;
+    let mut pre = match b.get("port_id") {
+        Some(Value::String(pid)) => Some(assoc_ports(w.conn(), pid).await?),
+        _ => None,
+    };
+    let (ops, f) = w.plan(|m| {
+        let mut f = find_fip(m, a, &id)?;
+        if_match.check(&f)?;
+        if let Some(v) = opt_str(&b, "description")? {
+            f.insert("description".into(), json!(v));
+        }
+        match b.get("port_id") {
+            Some(Value::Null) => disassociate(&mut f),
+            Some(Value::String(pid)) => {
+                let pre = pre
+                    .take()
+                    .ok_or_else(|| Error::Internal("port not read".into()))?;
+                associate(m, a, &mut f, pid, opt_str(&b, "fixed_ip_address")?, pre)?
             }
-            match b.get("port_id") {
-                Some(Value::Null) => disassociate(&mut f),
-                Some(Value::String(pid)) => {
-                    associate(m, a, &mut f, pid, opt_str(&b, "fixed_ip_address")?)?
-                }
-                Some(_) => return Err(Error::BadRequest("Invalid input for port_id.".into())),
-                None => {}
-            }
-            bump(&mut f);
-            Ok((vec![put(FIP, &f)], f))
-        })
-        .await?;
+            Some(_) => return Err(Error::BadRequest("Invalid input for port_id.".into())),
+            None => {}
+        }
+        bump(&mut f);
+        Ok((vec![put(FIP, &f)], f))
+    })?;
+    w.commit(&ops).await?;
     Ok(Json(json!({"floatingip": fip_view(&f)})))
 }
 
@@ -275,16 +303,20 @@ pub(super) async fn delete_fip(
     write_access(&auth)?;
     let s = svc(&app);
     let a = &auth;
-    s.change(|m| {
-        let cur = find_fip(m, a, &id)?;
+    let mut w = s.write().await?;
+    let ports = port_table::of_device(w.conn(), &id).await?;
+    let ops = {
+        let m = w.model();
+        let cur = find_fip(&m, a, &id)?;
         if_match.check(&cur)?;
-        let mut ops: Vec<Op> = recs(m, PORT)
-            .filter(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_FIP)
+        let mut ops: Vec<Op> = ports
+            .iter()
+            .filter(|p| st(p, "device_owner") == OWNER_FIP)
             .map(|p| Op::delete(PORT, st(p, "id")))
             .collect();
         ops.push(Op::delete(FIP, &id));
-        Ok((ops, ()))
-    })
-    .await?;
+        ops
+    };
+    w.commit(&ops).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

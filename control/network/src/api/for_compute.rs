@@ -61,7 +61,25 @@ pub async fn create_server_port(
     }
     let body = body.as_object().cloned().unwrap_or_default();
     let svc_auth = service_caller(&owner);
-    s.change(|m| plan_port(m, &svc_auth, &body)).await
+    let mut w = s.write().await?;
+    let (ops, p) = insert_port(&mut w, &svc_auth, &body).await?;
+    w.commit(&ops).await?;
+    Ok(p)
+}
+
+/// The ports of these devices (servers), from their table.
+pub async fn device_ports(s: &Networks, devices: &[String]) -> Result<Vec<Rec>> {
+    port_table::of_devices(&mut *s.conn().await?, devices).await
+}
+
+/// A port by id (None when there is none).
+pub async fn port(s: &Networks, id: &str) -> Result<Option<Rec>> {
+    port_table::get(&mut *s.conn().await?, id).await
+}
+
+/// The ports holding an address (any subnet).
+pub async fn ports_with_address(s: &Networks, address: &str) -> Result<Vec<Rec>> {
+    port_table::with_address(&mut *s.conn().await?, address).await
 }
 
 /// Binds a port the caller can see to a server on `host` (a server booted
@@ -74,43 +92,50 @@ pub async fn bind_server_port(
     server_id: &str,
     host: &str,
 ) -> Result<Rec> {
-    s.change(|m| {
-        let mut p = find_port(m, auth, port_id)?;
-        if !st(&p, "device_id").is_empty() {
-            return Err(Error::Conflict(format!("Port {port_id} is still in use.")));
-        }
-        p.insert("device_id".into(), json!(server_id));
-        p.insert("device_owner".into(), json!("compute:nova"));
-        p.insert("binding:host_id".into(), json!(host));
-        p.insert("ursa:given".into(), json!(true));
-        bump(&mut p);
-        Ok((vec![put(PORT, &p)], p))
-    })
-    .await
+    let mut w = s.write().await?;
+    let got = port_table::get(w.conn(), port_id).await?;
+    let mut p = find_port(&w.model(), auth, port_id, got)?;
+    if !st(&p, "device_id").is_empty() {
+        return Err(Error::Conflict(format!("Port {port_id} is still in use.")));
+    }
+    p.insert("device_id".into(), json!(server_id));
+    p.insert("device_owner".into(), json!("compute:nova"));
+    p.insert("binding:host_id".into(), json!(host));
+    p.insert("ursa:given".into(), json!(true));
+    bump(&mut p);
+    port_table::put(w.tx(), &p).await?;
+    w.commit(&[]).await?;
+    Ok(p)
 }
 
 /// A server's ports when it goes: the ones it made are deleted (their
 /// floating IPs let go), the ones it was given are unbound and kept.
 pub async fn delete_device_ports(s: &Networks, device_id: &str) -> Result<()> {
-    s.change(|m| {
-        let ids: Vec<String> = recs(m, PORT)
-            .filter(|p| st(p, "device_id") == device_id)
-            .map(|p| st(p, "id").to_string())
-            .collect();
-        Ok((ids.iter().flat_map(|id| plan_release(m, id)).collect(), ()))
-    })
-    .await
+    let mut w = s.write().await?;
+    let ports = port_table::of_device(w.conn(), device_id).await?;
+    let ops: Vec<Op> = {
+        let m = w.model();
+        ports
+            .into_iter()
+            .flat_map(|p| plan_release(&m, p))
+            .collect()
+    };
+    w.commit(&ops).await
 }
 
 /// One port taken off its server (interface detach), as above.
 pub async fn release_port(s: &Networks, port_id: &str) -> Result<()> {
-    s.change(|m| Ok((plan_release(m, port_id), ()))).await
+    let mut w = s.write().await?;
+    let Some(p) = port_table::get(w.conn(), port_id).await? else {
+        return Ok(());
+    };
+    let ops = plan_release(&w.model(), p);
+    w.commit(&ops).await
 }
 
-pub(super) fn plan_release(m: &Model, port_id: &str) -> Vec<Op> {
-    let Some(p) = rec(m, PORT, port_id) else {
-        return Vec::new();
-    };
+pub(super) fn plan_release(m: &Model, p: Rec) -> Vec<Op> {
+    let port_id = st(&p, "id").to_string();
+    let port_id = port_id.as_str();
     let mut ops = Vec::new();
     if p.get("ursa:given") == Some(&json!(true)) {
         let mut p = p.clone();
@@ -131,10 +156,12 @@ pub(super) fn plan_release(m: &Model, port_id: &str) -> Vec<Op> {
     ops
 }
 
-/// A server's addresses as Nova shows them, by network name.
-pub fn addresses(m: &Model, device_id: &str) -> Value {
+/// A server's addresses as Nova shows them, by network name; `ports`
+/// holds (at least) the server's ports.
+pub fn addresses(m: &Model, ports: &[Rec], device_id: &str) -> Value {
     let mut out = Map::new();
-    let mut ports: Vec<&Rec> = recs(m, PORT)
+    let mut ports: Vec<&Rec> = ports
+        .iter()
         .filter(|p| st(p, "device_id") == device_id)
         .collect();
     ports.sort_by_key(|p| st(p, "created_at").to_string());

@@ -298,8 +298,14 @@ pub(super) async fn update_network(
     }
     let s = svc(&app);
     let a = &auth;
-    let n = s
-        .change(|m| {
+    let mut w = s.write().await?;
+    let external_users = if opt_bool(&b, "router:external")? == Some(false) {
+        port_table::of_network_owned(w.conn(), &id, &[OWNER_ROUTER_GW, OWNER_FIP]).await?
+    } else {
+        Vec::new()
+    };
+    let (ops, n) = w
+        .plan(|m| {
             let mut n = find_network(m, a, &id)?;
             if_match.check(&n)?;
             if !owns(a, &n) {
@@ -310,15 +316,13 @@ pub(super) async fn update_network(
                     return Err(Error::Forbidden(format!("rule:update_network:{k} is disallowed by policy")));
                 }
             }
-            if opt_bool(&b, "router:external")? == Some(false) && n["router:external"] == true {
-                let used = recs(m, PORT).any(|p| {
-                    st(p, "network_id") == id && matches!(st(p, "device_owner"), OWNER_ROUTER_GW | OWNER_FIP)
-                });
-                if used {
-                    return Err(Error::Conflict(format!(
-                        "Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it."
-                    )));
-                }
+            if opt_bool(&b, "router:external")? == Some(false)
+                && n["router:external"] == true
+                && !external_users.is_empty()
+            {
+                return Err(Error::Conflict(format!(
+                    "Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it."
+                )));
             }
             for k in ["name", "description", "dns_domain"] {
                 if let Some(v) = opt_str(&b, k)? {
@@ -337,7 +341,8 @@ pub(super) async fn update_network(
             bump(&mut n);
             Ok((vec![put(NETWORK, &n)], n))
         })
-        .await?;
+        ?;
+    w.commit(&ops).await?;
     let m = app.identity.model();
     Ok(Json(json!({"network": network_view(&m, &auth, &n)})))
 }
@@ -351,29 +356,42 @@ pub(super) async fn delete_network(
     write_access(&auth)?;
     let s = svc(&app);
     let a = &auth;
-    s.change(|m| {
+    let mut w = s.write().await?;
+    let in_use = port_table::network_has_other(w.conn(), &id, &[OWNER_DHCP, OWNER_FIP]).await?;
+    let ports = port_table::of_network_owned(w.conn(), &id, &[OWNER_DHCP, OWNER_FIP]).await?;
+    let ops = {
+        let m = w.model();
+        let m = &*m;
         let n = find_network(m, a, &id)?;
         if_match.check(&n)?;
         if !owns(a, &n) {
-            return Err(Error::Forbidden(format!("Network {id}: deleting it is disallowed by policy")));
+            return Err(Error::Forbidden(format!(
+                "Network {id}: deleting it is disallowed by policy"
+            )));
         }
-        let ports = crate::ports_of(m, &id);
-        if ports.iter().any(|p| !matches!(st(p, "device_owner"), OWNER_DHCP | OWNER_FIP)) {
+        if in_use {
             return Err(Error::Conflict(format!(
                 "Unable to complete operation on network {id}. There are one or more ports still in use on the network."
             )));
         }
-        let mut ops: Vec<Op> = ports.iter().map(|p| Op::delete(PORT, st(p, "id"))).collect();
+        let mut ops: Vec<Op> = ports
+            .iter()
+            .map(|p| Op::delete(PORT, st(p, "id")))
+            .collect();
         // Floating IPs of an external network go with it.
         ops.extend(
             recs(m, FIP)
                 .filter(|f| st(f, "floating_network_id") == id)
                 .map(|f| Op::delete(FIP, st(f, "id"))),
         );
-        ops.extend(crate::subnets_of(m, &id).iter().map(|x| Op::delete(SUBNET, st(x, "id"))));
+        ops.extend(
+            crate::subnets_of(m, &id)
+                .iter()
+                .map(|x| Op::delete(SUBNET, st(x, "id"))),
+        );
         ops.push(Op::delete(NETWORK, &id));
-        Ok((ops, ()))
-    })
-    .await?;
+        ops
+    };
+    w.commit(&ops).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -28,10 +28,27 @@ pub(super) fn port_visible(m: &Model, auth: &Auth, p: &Rec) -> bool {
     owns(auth, p) || rec(m, NETWORK, st(p, "network_id")).is_some_and(|n| owns(auth, &n))
 }
 
-pub(super) fn find_port(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
-    rec(m, PORT, id)
-        .filter(|p| port_visible(m, auth, p))
+/// The port as the caller may see it (`p` read from its table), or 404.
+pub(super) fn find_port(m: &Model, auth: &Auth, id: &str, p: Option<Rec>) -> Result<Rec> {
+    p.filter(|p| port_visible(m, auth, p))
         .ok_or_else(|| not_found("Port", id))
+}
+
+/// Which ports the caller sees, for a query.
+pub(super) fn port_visibility(m: &Model, auth: &Auth) -> crate::port_list::Visible {
+    let project = project(auth).to_string();
+    crate::port_list::Visible {
+        all: is_admin(auth),
+        networks: if is_admin(auth) || project.is_empty() {
+            Vec::new()
+        } else {
+            recs(m, NETWORK)
+                .filter(|n| st(n, "project_id") == project)
+                .map(|n| st(n, "id").to_string())
+                .collect()
+        },
+        project,
+    }
 }
 
 pub(super) async fn list_ports(
@@ -40,14 +57,28 @@ pub(super) async fn list_ports(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let s = svc(&app);
-    let items: Vec<Rec> = {
-        let m = app.identity.model();
-        recs(&m, PORT)
-            .filter(|p| port_visible(&m, &auth, p))
-            .map(|p| port_view(s, &auth, p))
-            .collect()
-    };
-    list_response(&app, raw, "ports", PORT_FIELDS, items)
+    let q = ListQuery::parse(raw.as_deref());
+    let vis = port_visibility(&app.identity.model(), &auth);
+    let mut c = s.conn().await?;
+    let backend = app.identity.store().backend();
+    match crate::port_list::page(&mut c, backend, &q, &vis, PORT_FIELDS).await? {
+        Some((rows, more)) => {
+            let page = rows.iter().map(|p| port_view(s, &auth, p)).collect();
+            Ok(Json(query::page_answer(
+                &q,
+                page,
+                more,
+                "ports",
+                &url(&app, "ports"),
+            )))
+        }
+        None => {
+            let rows = crate::port_list::visible_matching(&mut c, &q, &vis).await?;
+            drop(c);
+            let items = rows.iter().map(|p| port_view(s, &auth, p)).collect();
+            list_response(&app, raw, "ports", PORT_FIELDS, items)
+        }
+    }
 }
 
 pub(super) async fn show_port(
@@ -56,10 +87,11 @@ pub(super) async fn show_port(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let m = app.identity.model();
-    let p = find_port(&m, &auth, &id)?;
+    let s = svc(&app);
+    let got = port_table::get(&mut *s.conn().await?, &id).await?;
+    let p = find_port(&app.identity.model(), &auth, &id, got)?;
     Ok(Json(
-        json!({"port": show_fields(&raw, port_view(svc(&app), &auth, &p))}),
+        json!({"port": show_fields(&raw, port_view(s, &auth, &p))}),
     ))
 }
 
@@ -199,10 +231,56 @@ pub(super) fn check_binding_policy(auth: &Auth, b: &Rec) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn plan_port(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec)> {
+/// Creates a port inside the write `w`: checked against the model, its
+/// MAC, addresses and quota decided on the stored rows. Returns the
+/// documents to commit with it (a default security group made for it).
+pub(super) async fn insert_port(
+    w: &mut NetWriter<'_>,
+    auth: &Auth,
+    b: &Rec,
+) -> Result<(Vec<Op>, Rec)> {
     check_keys(b, PORT_CREATE)?;
     let net_id = opt_str(b, "network_id")?
         .ok_or_else(|| Error::BadRequest("Invalid input: 'network_id' is required.".into()))?;
+    let reqs = match b.get("fixed_ips") {
+        Some(v) if !v.is_null() => Some(parse_fixed_ips(v)?),
+        _ => None,
+    };
+    let (mut p, ops, subnets) = {
+        let m = w.model();
+        let (p, ops) = draft_port(&m, auth, b, &net_id)?;
+        (
+            p,
+            ops,
+            port_table::Subnets::of(&m, &net_id, reqs.as_deref()),
+        )
+    };
+    let owner = st(&p, "project_id").to_string();
+    Networks::check_port_quota(w, &owner, 1).await?;
+    let mac = match opt_str(b, "mac_address")? {
+        Some(mac) => {
+            let mac = mac.to_lowercase();
+            if port_table::mac_in_use(w.conn(), &net_id, &mac, None).await? {
+                return Err(Error::Conflict(format!(
+                    "Unable to complete operation for network {net_id}. The mac address {mac} is in use."
+                )));
+            }
+            mac
+        }
+        None => port_table::fresh_mac(w.conn(), &net_id).await?,
+    };
+    let id = st(&p, "id").to_string();
+    let ips = port_table::allocate(w.tx(), &subnets, &id, &mac, reqs.as_deref()).await?;
+    p.insert("mac_address".into(), json!(mac));
+    p.insert("fixed_ips".into(), Value::Array(ips));
+    port_table::put(w.tx(), &p).await?;
+    Ok((ops, p))
+}
+
+/// A new port's record from the request, checked against the model (its
+/// MAC and addresses are decided by [`insert_port`]).
+fn draft_port(m: &Model, auth: &Auth, b: &Rec, net_id: &str) -> Result<(Rec, Vec<Op>)> {
+    let net_id = net_id.to_string();
     let n = find_network(m, auth, &net_id)?;
     let owner = owner_for(auth, b)?;
     check_binding_policy(auth, b)?;
@@ -215,37 +293,13 @@ pub(super) fn plan_port(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec
     if n["shared"] != true && !owns(auth, &n) && !n["router:external"].as_bool().unwrap_or(false) {
         return Err(not_found("Network", &net_id));
     }
-    Networks::check_quota(m, &owner, "port", 1)?;
-    let mac = match opt_str(b, "mac_address")? {
-        Some(mac) => {
-            if !ipam::valid_mac(&mac) {
-                return Err(Error::BadRequest(format!(
-                    "Invalid input for mac_address. Reason: '{mac}' is not a valid MAC address."
-                )));
-            }
-            let mac = mac.to_lowercase();
-            if crate::ports_of(m, &net_id)
-                .iter()
-                .any(|p| st(p, "mac_address") == mac)
-            {
-                return Err(Error::Conflict(format!(
-                    "Unable to complete operation for network {net_id}. The mac address {mac} is in use."
-                )));
-            }
-            mac
+    if let Some(mac) = opt_str(b, "mac_address")? {
+        if !ipam::valid_mac(&mac) {
+            return Err(Error::BadRequest(format!(
+                "Invalid input for mac_address. Reason: '{mac}' is not a valid MAC address."
+            )));
         }
-        None => loop {
-            let mac = ipam::random_mac();
-            if !recs(m, PORT).any(|p| st(p, "mac_address") == mac) {
-                break mac;
-            }
-        },
-    };
-    let reqs = match b.get("fixed_ips") {
-        Some(v) if !v.is_null() => Some(parse_fixed_ips(v)?),
-        _ => None,
-    };
-    let ips = allocate(m, &net_id, &mac, reqs.as_deref(), None)?;
+    }
     let security =
         opt_bool(b, "port_security_enabled")?.unwrap_or(n["port_security_enabled"] != false);
     let mut ops = Vec::new();
@@ -287,7 +341,6 @@ pub(super) fn plan_port(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec
         json!(opt_str(b, "description")?.unwrap_or_default()),
     );
     p.insert("network_id".into(), json!(net_id));
-    p.insert("mac_address".into(), json!(mac));
     p.insert(
         "admin_state_up".into(),
         json!(opt_bool(b, "admin_state_up")?.unwrap_or(true)),
@@ -297,7 +350,7 @@ pub(super) fn plan_port(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec
         json!(opt_str(b, "device_id")?.unwrap_or_default()),
     );
     p.insert("device_owner".into(), json!(device_owner));
-    p.insert("fixed_ips".into(), Value::Array(ips));
+    p.insert("fixed_ips".into(), json!([]));
     p.insert("allowed_address_pairs".into(), pairs);
     p.insert(
         "extra_dhcp_opts".into(),
@@ -333,8 +386,7 @@ pub(super) fn plan_port(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec
         "dns_name".into(),
         json!(opt_str(b, "dns_name")?.unwrap_or_default()),
     );
-    ops.push(put(PORT, &p));
-    Ok((ops, p))
+    Ok((p, ops))
 }
 
 pub(super) async fn create_ports(
@@ -347,8 +399,9 @@ pub(super) async fn create_ports(
     let (items, bulk) = body_many(&body, "port", "ports")?;
     let mut out = Vec::new();
     for b in items {
-        let a = &auth;
-        let p = s.change(|m| plan_port(m, a, &b)).await?;
+        let mut w = s.write().await?;
+        let (ops, p) = insert_port(&mut w, &auth, &b).await?;
+        w.commit(&ops).await?;
         out.push(Value::Object(port_view(s, &auth, &p)));
     }
     Ok(if bulk {
@@ -396,82 +449,137 @@ pub(super) async fn update_port(
     check_binding_policy(&auth, &b)?;
     let s = svc(&app);
     let a = &auth;
-    let p = s
-        .change(|m| {
-            let mut p = find_port(m, a, &id)?;
-            if_match.check(&p)?;
-            if !owns(a, &p) && !rec(m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
-                return Err(Error::Forbidden(format!("Port {id}: changing it is disallowed by policy")));
-            }
-            let net_id = st(&p, "network_id").to_string();
-            for k in ["name", "description", "device_id", "device_owner", "dns_name", "binding:host_id", "binding:vnic_type"] {
-                if let Some(v) = opt_str(&b, k)? {
-                    p.insert(k.into(), json!(v));
-                }
-            }
-            if let Some(v) = opt_bool(&b, "admin_state_up")? {
-                p.insert("admin_state_up".into(), json!(v));
-            }
-            if let Some(v) = opt_bool(&b, "propagate_uplink_status")? {
-                p.insert("propagate_uplink_status".into(), json!(v));
-            }
-            if let Some(v) = b.get("binding:profile") {
-                p.insert("binding:profile".into(), if v.is_null() { json!({}) } else { v.clone() });
-            }
-            if let Some(mac) = opt_str(&b, "mac_address")? {
-                if !is_admin(a) {
-                    return Err(Error::Forbidden("rule:update_port:mac_address is disallowed by policy".into()));
-                }
-                if !ipam::valid_mac(&mac) {
-                    return Err(Error::BadRequest(format!("Invalid input for mac_address. Reason: '{mac}' is not a valid MAC address.")));
-                }
-                let mac = mac.to_lowercase();
-                if crate::ports_of(m, &net_id).iter().any(|o| st(o, "id") != id && st(o, "mac_address") == mac) {
-                    return Err(Error::Conflict(format!("Unable to complete operation for network {net_id}. The mac address {mac} is in use.")));
-                }
-                p.insert("mac_address".into(), json!(mac));
-            }
-            if let Some(v) = b.get("fixed_ips") {
-                let reqs = if v.is_null() { Vec::new() } else { parse_fixed_ips(v)? };
-                // Addresses the port keeps stay as they are.
-                let ips = allocate(m, &net_id, st(&p, "mac_address"), Some(&reqs), Some(&id))?;
-                p.insert("fixed_ips".into(), Value::Array(ips));
-            }
-            if let Some(v) = b.get("extra_dhcp_opts") {
-                p.insert("extra_dhcp_opts".into(), if v.is_array() { v.clone() } else { json!([]) });
-            }
-            if let Some(v) = opt_bool(&b, "port_security_enabled")? {
-                p.insert("port_security_enabled".into(), json!(v));
-            }
-            if let Some(v) = b.get("security_groups") {
-                let g = if v.is_null() { Vec::new() } else { check_groups(m, a, v)? };
-                p.insert("security_groups".into(), json!(g));
-            }
-            if let Some(v) = b.get("allowed_address_pairs") {
-                p.insert("allowed_address_pairs".into(), if v.is_null() { json!([]) } else { parse_pairs(v)? });
-            }
-            let secure = p["port_security_enabled"] != false;
-            let has_groups = p["security_groups"].as_array().is_some_and(|x| !x.is_empty());
-            let has_pairs = p["allowed_address_pairs"].as_array().is_some_and(|x| !x.is_empty());
-            if !secure && (has_groups || has_pairs) {
-                return Err(Error::Conflict(
-                    "Port security must be enabled and port must have an IP address in order to use security groups or allowed address pairs.".into(),
+    let mut w = s.write().await?;
+    let got = port_table::get(w.conn(), &id).await?;
+    let new_mac = match opt_str(&b, "mac_address")? {
+        Some(mac) => {
+            if !is_admin(a) {
+                return Err(Error::Forbidden(
+                    "rule:update_port:mac_address is disallowed by policy".into(),
                 ));
             }
-            bump(&mut p);
-            // A floating IP follows its fixed address: drop it when the address goes.
-            let mut ops = vec![put(PORT, &p)];
-            let now: Vec<String> = fixed_ips(&p).into_iter().map(|(_, ip)| ip).collect();
-            for f in recs(m, FIP).filter(|f| st(f, "port_id") == id) {
-                if !now.iter().any(|ip| ip == st(f, "fixed_ip_address")) {
-                    let mut f = f.clone();
-                    disassociate(&mut f);
-                    ops.push(put(FIP, &f));
-                }
+            if !ipam::valid_mac(&mac) {
+                return Err(Error::BadRequest(format!(
+                    "Invalid input for mac_address. Reason: '{mac}' is not a valid MAC address."
+                )));
             }
-            Ok((ops, p))
-        })
-        .await?;
+            Some(mac.to_lowercase())
+        }
+        None => None,
+    };
+    let reqs = match b.get("fixed_ips") {
+        Some(v) if v.is_null() => Some(Vec::new()),
+        Some(v) => Some(parse_fixed_ips(v)?),
+        None => None,
+    };
+    let (mut p, subnets) = {
+        let m = w.model();
+        let mut p = find_port(&m, a, &id, got)?;
+        if_match.check(&p)?;
+        if !owns(a, &p) && !rec(&m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
+            return Err(Error::Forbidden(format!(
+                "Port {id}: changing it is disallowed by policy"
+            )));
+        }
+        for k in [
+            "name",
+            "description",
+            "device_id",
+            "device_owner",
+            "dns_name",
+            "binding:host_id",
+            "binding:vnic_type",
+        ] {
+            if let Some(v) = opt_str(&b, k)? {
+                p.insert(k.into(), json!(v));
+            }
+        }
+        if let Some(v) = opt_bool(&b, "admin_state_up")? {
+            p.insert("admin_state_up".into(), json!(v));
+        }
+        if let Some(v) = opt_bool(&b, "propagate_uplink_status")? {
+            p.insert("propagate_uplink_status".into(), json!(v));
+        }
+        if let Some(v) = b.get("binding:profile") {
+            p.insert(
+                "binding:profile".into(),
+                if v.is_null() { json!({}) } else { v.clone() },
+            );
+        }
+        if let Some(v) = b.get("extra_dhcp_opts") {
+            p.insert(
+                "extra_dhcp_opts".into(),
+                if v.is_array() { v.clone() } else { json!([]) },
+            );
+        }
+        if let Some(v) = opt_bool(&b, "port_security_enabled")? {
+            p.insert("port_security_enabled".into(), json!(v));
+        }
+        if let Some(v) = b.get("security_groups") {
+            let g = if v.is_null() {
+                Vec::new()
+            } else {
+                check_groups(&m, a, v)?
+            };
+            p.insert("security_groups".into(), json!(g));
+        }
+        if let Some(v) = b.get("allowed_address_pairs") {
+            p.insert(
+                "allowed_address_pairs".into(),
+                if v.is_null() {
+                    json!([])
+                } else {
+                    parse_pairs(v)?
+                },
+            );
+        }
+        let secure = p["port_security_enabled"] != false;
+        let has_groups = p["security_groups"]
+            .as_array()
+            .is_some_and(|x| !x.is_empty());
+        let has_pairs = p["allowed_address_pairs"]
+            .as_array()
+            .is_some_and(|x| !x.is_empty());
+        if !secure && (has_groups || has_pairs) {
+            return Err(Error::Conflict(
+                "Port security must be enabled and port must have an IP address in order to use security groups or allowed address pairs.".into(),
+            ));
+        }
+        let net_id = st(&p, "network_id").to_string();
+        let subnets = port_table::Subnets::of(&m, &net_id, reqs.as_deref());
+        (p, subnets)
+    };
+    let net_id = st(&p, "network_id").to_string();
+    if let Some(mac) = new_mac {
+        if port_table::mac_in_use(w.conn(), &net_id, &mac, Some(&id)).await? {
+            return Err(Error::Conflict(format!("Unable to complete operation for network {net_id}. The mac address {mac} is in use.")));
+        }
+        p.insert("mac_address".into(), json!(mac));
+    }
+    if let Some(reqs) = &reqs {
+        // Addresses the port keeps stay as they are: it gives them all
+        // back, then takes what it asks for.
+        port_table::release(w.tx(), &id).await?;
+        let mac = st(&p, "mac_address").to_string();
+        let ips = port_table::allocate(w.tx(), &subnets, &id, &mac, Some(reqs)).await?;
+        p.insert("fixed_ips".into(), Value::Array(ips));
+    }
+    bump(&mut p);
+    port_table::put(w.tx(), &p).await?;
+    // A floating IP follows its fixed address: drop it when the address goes.
+    let mut ops = Vec::new();
+    {
+        let m = w.model();
+        let now: Vec<String> = fixed_ips(&p).into_iter().map(|(_, ip)| ip).collect();
+        for f in recs(&m, FIP).filter(|f| st(f, "port_id") == id) {
+            if !now.iter().any(|ip| ip == st(f, "fixed_ip_address")) {
+                let mut f = f.clone();
+                disassociate(&mut f);
+                ops.push(put(FIP, &f));
+            }
+        }
+    }
+    w.commit(&ops).await?;
     Ok(Json(json!({"port": port_view(s, &auth, &p)})))
 }
 
@@ -491,10 +599,13 @@ pub(super) async fn delete_port(
     write_access(&auth)?;
     let s = svc(&app);
     let a = &auth;
-    s.change(|m| {
-        let p = find_port(m, a, &id)?;
+    let mut w = s.write().await?;
+    let got = port_table::get(w.conn(), &id).await?;
+    let ops = {
+        let m = w.model();
+        let p = find_port(&m, a, &id, got)?;
         if_match.check(&p)?;
-        if !owns(a, &p) && !rec(m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
+        if !owns(a, &p) && !rec(&m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
             return Err(Error::Forbidden(format!(
                 "Port {id}: deleting it is disallowed by policy"
             )));
@@ -506,13 +617,13 @@ pub(super) async fn delete_port(
             )));
         }
         let mut ops = vec![Op::delete(PORT, &id)];
-        for f in recs(m, FIP).filter(|f| st(f, "port_id") == id) {
+        for f in recs(&m, FIP).filter(|f| st(f, "port_id") == id) {
             let mut f = f.clone();
             disassociate(&mut f);
             ops.push(put(FIP, &f));
         }
-        Ok((ops, ()))
-    })
-    .await?;
+        ops
+    };
+    w.commit(&ops).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

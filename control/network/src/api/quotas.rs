@@ -72,13 +72,18 @@ pub(super) async fn quota_details(
     Path(p): Path<String>,
 ) -> Result<Json<Value>> {
     may_read_quota(&auth, &p)?;
+    let ports = port_table::count_of_project(&mut *svc(&app).conn().await?, &p).await?;
     let m = app.identity.model();
     let d: Map<String, Value> = QUOTA_DEFAULTS
         .iter()
         .map(|(k, _)| {
+            let used = match *k {
+                "port" => ports,
+                _ => Networks::used(&m, &p, k),
+            };
             (
                 k.to_string(),
-                json!({"limit": Networks::quota(&m, &p, k), "used": Networks::used(&m, &p, k), "reserved": 0}),
+                json!({"limit": Networks::quota(&m, &p, k), "used": used, "reserved": 0}),
             )
         })
         .collect();

@@ -13,11 +13,17 @@ pub(super) async fn list_routers(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
+    let routers: Vec<Rec> = recs(&app.identity.model(), ROUTER)
+        .filter(|r| owns(&auth, r))
+        .cloned()
+        .collect();
+    let ids: Vec<String> = routers.iter().map(|r| st(r, "id").to_string()).collect();
+    let ports = port_table::of_devices(&mut *svc(&app).conn().await?, &ids).await?;
     let items: Vec<Rec> = {
         let m = app.identity.model();
-        recs(&m, ROUTER)
-            .filter(|r| owns(&auth, r))
-            .map(|r| router_view(svc(&app), &m, &auth, r))
+        routers
+            .iter()
+            .map(|r| router_view(svc(&app), &m, &auth, r, &ports))
             .collect()
     };
     list_response(&app, raw, "routers", ROUTER_FIELDS, items)
@@ -29,10 +35,11 @@ pub(super) async fn show_router(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
+    let ports = router_ports(&mut *svc(&app).conn().await?, &id).await?;
     let m = app.identity.model();
     let r = find_router(&m, &auth, &id)?;
     Ok(Json(
-        json!({"router": show_fields(&raw, router_view(svc(&app), &m, &auth, &r))}),
+        json!({"router": show_fields(&raw, router_view(svc(&app), &m, &auth, &r, &ports))}),
     ))
 }
 
@@ -71,26 +78,44 @@ pub(super) fn service_port(
     p
 }
 
-pub(super) fn fresh_mac(m: &Model) -> String {
-    loop {
-        let mac = ipam::random_mac();
-        if !recs(m, PORT).any(|p| st(p, "mac_address") == mac) {
-            return mac;
-        }
-    }
+/// A router's own ports (its interfaces and gateway), from their table.
+pub(super) async fn router_ports(c: &mut sqlx::AnyConnection, rid: &str) -> Result<Vec<Rec>> {
+    Ok(port_table::of_device(c, rid)
+        .await?
+        .into_iter()
+        .filter(|p| matches!(st(p, "device_owner"), OWNER_ROUTER_IF | OWNER_ROUTER_GW))
+        .collect())
 }
 
-/// Sets, replaces or clears a router's external gateway.
+/// What setting a gateway does to ports, decided against the model by
+/// [`plan_gateway`] and done in the write by [`apply_gateway`].
+#[derive(Default)]
+pub(super) struct GatewayPlan {
+    /// The old gateway port to remove.
+    drop_old: Option<String>,
+    /// The network of a new gateway port, its requested addresses, and
+    /// the network's subnets.
+    make: Option<(String, Option<Vec<IpRequest>>, port_table::Subnets)>,
+    router: String,
+}
+
+/// Sets, replaces or clears a router's external gateway in `r`; `ports`
+/// are the router's own ports.
 pub(super) fn plan_gateway(
     m: &Model,
     auth: &Auth,
     r: &mut Rec,
     g: &Value,
-    ops: &mut Vec<Op>,
-) -> Result<()> {
+    ports: &[Rec],
+) -> Result<GatewayPlan> {
     let rid = st(r, "id").to_string();
-    let old_port = recs(m, PORT)
-        .find(|p| st(p, "device_id") == rid && st(p, "device_owner") == OWNER_ROUTER_GW)
+    let mut plan = GatewayPlan {
+        router: rid.clone(),
+        ..Default::default()
+    };
+    let old_port = ports
+        .iter()
+        .find(|p| st(p, "device_owner") == OWNER_ROUTER_GW)
         .cloned();
     let clear = g.is_null()
         || g.as_object()
@@ -101,11 +126,9 @@ pub(super) fn plan_gateway(
                 "Gateway cannot be updated for router {rid}, since a gateway to an external network is required by one or more floating IPs."
             )));
         }
-        if let Some(p) = old_port {
-            ops.push(Op::delete(PORT, st(&p, "id")));
-        }
+        plan.drop_old = old_port.map(|p| st(&p, "id").to_string());
         r.insert("external_gateway_info".into(), Value::Null);
-        return Ok(());
+        return Ok(plan);
     }
     let o = g.as_object().ok_or_else(|| {
         Error::BadRequest("Invalid input for external_gateway_info: an object is expected.".into())
@@ -143,49 +166,12 @@ pub(super) fn plan_gateway(
                     "Gateway cannot be updated for router {rid}, since a gateway to an external network is required by one or more floating IPs."
                 )));
             }
-            ops.push(Op::delete(PORT, st(p, "id")));
+            plan.drop_old = Some(st(p, "id").to_string());
         }
     }
     if !same_net || fixed.is_some() {
-        let mac = fresh_mac(m);
-        let ips = match &fixed {
-            Some(f) => allocate(
-                m,
-                &net_id,
-                &mac,
-                Some(f),
-                old_port.as_ref().map(|p| st(p, "id")),
-            )?,
-            None => {
-                let v4: Vec<&Rec> = crate::subnets_of(m, &net_id)
-                    .into_iter()
-                    .filter(|s| s["ip_version"] == 4)
-                    .collect();
-                let mut got = Err(Error::BadRequest(format!(
-                    "Bad router request: No IPv4 subnet on external network {net_id}."
-                )));
-                for s in v4 {
-                    got = allocate(
-                        m,
-                        &net_id,
-                        &mac,
-                        Some(&[IpRequest {
-                            subnet_id: Some(st(s, "id").into()),
-                            ip_address: None,
-                        }]),
-                        None,
-                    );
-                    if got.is_ok() {
-                        break;
-                    }
-                }
-                got?
-            }
-        };
-        ops.push(put(
-            PORT,
-            &service_port("", &net_id, OWNER_ROUTER_GW, &rid, mac, ips),
-        ));
+        let subnets = port_table::Subnets::of(m, &net_id, fixed.as_deref());
+        plan.make = Some((net_id.clone(), fixed, subnets));
     }
     let prev_snat = r
         .get("external_gateway_info")
@@ -195,7 +181,43 @@ pub(super) fn plan_gateway(
         "external_gateway_info".into(),
         json!({"network_id": net_id, "enable_snat": snat.or(if same_net { prev_snat } else { None }).unwrap_or(true)}),
     );
-    Ok(())
+    Ok(plan)
+}
+
+/// Removes the old gateway port and makes the new one (its addresses as
+/// requested, else one from the first IPv4 subnet with room).
+pub(super) async fn apply_gateway(w: &mut NetWriter<'_>, plan: GatewayPlan) -> Result<()> {
+    if let Some(old) = &plan.drop_old {
+        port_table::delete(w.tx(), old).await?;
+    }
+    let Some((net_id, fixed, subnets)) = plan.make else {
+        return Ok(());
+    };
+    let port = service_port(
+        "",
+        &net_id,
+        OWNER_ROUTER_GW,
+        &plan.router,
+        String::new(),
+        vec![],
+    );
+    if fixed.is_some() {
+        port_table::create(w.tx(), &subnets, port, fixed.as_deref()).await?;
+        return Ok(());
+    }
+    for s in subnets.list.iter().filter(|s| s["ip_version"] == 4) {
+        let req = [IpRequest {
+            subnet_id: Some(st(s, "id").into()),
+            ip_address: None,
+        }];
+        match port_table::create(w.tx(), &subnets, port.clone(), Some(&req)).await {
+            Err(Error::Conflict(_)) => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+    Err(Error::BadRequest(format!(
+        "Bad router request: No IPv4 subnet on external network {net_id}."
+    )))
 }
 
 pub(super) async fn create_router(
@@ -234,69 +256,66 @@ pub(super) async fn create_router(
     }
     let s = svc(&app);
     let a = &auth;
-    let r = s
-        .change(|m| {
-            let owner = owner_for(a, &b)?;
-            Networks::check_quota(m, &owner, "router", 1)?;
-            let mut r = standard(&owner);
-            r.insert(
-                "name".into(),
-                json!(opt_str(&b, "name")?.unwrap_or_default()),
-            );
-            r.insert(
-                "description".into(),
-                json!(opt_str(&b, "description")?.unwrap_or_default()),
-            );
-            r.insert(
-                "admin_state_up".into(),
-                json!(opt_bool(&b, "admin_state_up")?.unwrap_or(true)),
-            );
-            r.insert("status".into(), json!("ACTIVE"));
-            r.insert("external_gateway_info".into(), Value::Null);
-            r.insert("routes".into(), json!([]));
-            r.insert("distributed".into(), json!(false));
-            r.insert("ha".into(), json!(false));
-            r.insert(
-                "availability_zone_hints".into(),
-                b.get("availability_zone_hints")
-                    .cloned()
-                    .unwrap_or(json!([])),
-            );
-            r.insert("availability_zones".into(), json!(["nova"]));
-            r.insert("flavor_id".into(), Value::Null);
-            let mut ops = Vec::new();
-            if let Some(g) = b.get("external_gateway_info") {
-                plan_gateway(m, a, &mut r, g, &mut ops)?;
-            }
-            ops.push(put(ROUTER, &r));
-            Ok((ops, r))
-        })
-        .await?;
+    let mut w = s.write().await?;
+    let (r, mut ops, plan) = {
+        let m = w.model();
+        let m = &*m;
+        let owner = owner_for(a, &b)?;
+        Networks::check_quota(m, &owner, "router", 1)?;
+        let mut r = standard(&owner);
+        r.insert(
+            "name".into(),
+            json!(opt_str(&b, "name")?.unwrap_or_default()),
+        );
+        r.insert(
+            "description".into(),
+            json!(opt_str(&b, "description")?.unwrap_or_default()),
+        );
+        r.insert(
+            "admin_state_up".into(),
+            json!(opt_bool(&b, "admin_state_up")?.unwrap_or(true)),
+        );
+        r.insert("status".into(), json!("ACTIVE"));
+        r.insert("external_gateway_info".into(), Value::Null);
+        r.insert("routes".into(), json!([]));
+        r.insert("distributed".into(), json!(false));
+        r.insert("ha".into(), json!(false));
+        r.insert(
+            "availability_zone_hints".into(),
+            b.get("availability_zone_hints")
+                .cloned()
+                .unwrap_or(json!([])),
+        );
+        r.insert("availability_zones".into(), json!(["nova"]));
+        r.insert("flavor_id".into(), Value::Null);
+        let plan = match b.get("external_gateway_info") {
+            Some(g) => plan_gateway(m, a, &mut r, g, &[])?,
+            None => GatewayPlan::default(),
+        };
+        (r, Vec::new(), plan)
+    };
+    apply_gateway(&mut w, plan).await?;
+    ops.push(put(ROUTER, &r));
+    let ports = router_ports(w.conn(), st(&r, "id")).await?;
+    w.commit(&ops).await?;
     let m = app.identity.model();
     Ok(created(
         "router",
-        Value::Object(router_view(svc(&app), &m, &auth, &r)),
+        Value::Object(router_view(svc(&app), &m, &auth, &r, &ports)),
     ))
 }
 
 /// Subnets a router is attached to (interfaces and gateway).
-pub(super) fn router_subnets(m: &Model, rid: &str) -> Vec<Rec> {
-    let ids: Vec<String> = recs(m, PORT)
-        .filter(|p| {
-            st(p, "device_id") == rid
-                && matches!(st(p, "device_owner"), OWNER_ROUTER_IF | OWNER_ROUTER_GW)
-        })
-        .flat_map(fixed_ips)
-        .map(|(s, _)| s)
-        .collect();
+pub(super) fn router_subnets(m: &Model, ports: &[Rec]) -> Vec<Rec> {
+    let ids: Vec<String> = ports.iter().flat_map(fixed_ips).map(|(s, _)| s).collect();
     ids.iter().filter_map(|i| rec(m, SUBNET, i)).collect()
 }
 
-pub(super) fn parse_extra_routes(m: &Model, rid: &str, v: &Value) -> Result<Vec<Value>> {
+pub(super) fn parse_extra_routes(m: &Model, ports: &[Rec], v: &Value) -> Result<Vec<Value>> {
     let a = v
         .as_array()
         .ok_or_else(|| Error::BadRequest("Invalid input for routes: a list is expected.".into()))?;
-    let nets: Vec<ipnet::IpNet> = router_subnets(m, rid)
+    let nets: Vec<ipnet::IpNet> = router_subnets(m, ports)
         .iter()
         .filter_map(|s| st(s, "cidr").parse().ok())
         .collect();
@@ -353,50 +372,54 @@ pub(super) async fn update_router(
     )?;
     let s = svc(&app);
     let a = &auth;
-    let r = s
-        .change(|m| {
-            let mut r = find_router(m, a, &id)?;
-            if_match.check(&r)?;
-            for k in ["distributed", "ha"] {
-                if b.contains_key(k) && !is_admin(a) {
-                    return Err(Error::Forbidden(format!(
-                        "rule:update_router:{k} is disallowed by policy"
-                    )));
-                }
-                if opt_bool(&b, k)? == Some(true) {
-                    return Err(Error::BadRequest(format!(
-                        "Routers here are neither distributed nor HA ({k})."
-                    )));
-                }
+    let mut w = s.write().await?;
+    let ports = router_ports(w.conn(), &id).await?;
+    let (r, plan) = {
+        let m = w.model();
+        let m = &*m;
+        let mut r = find_router(m, a, &id)?;
+        if_match.check(&r)?;
+        for k in ["distributed", "ha"] {
+            if b.contains_key(k) && !is_admin(a) {
+                return Err(Error::Forbidden(format!(
+                    "rule:update_router:{k} is disallowed by policy"
+                )));
             }
-            for k in ["name", "description"] {
-                if let Some(v) = opt_str(&b, k)? {
-                    r.insert(k.into(), json!(v));
-                }
+            if opt_bool(&b, k)? == Some(true) {
+                return Err(Error::BadRequest(format!(
+                    "Routers here are neither distributed nor HA ({k})."
+                )));
             }
-            if let Some(v) = opt_bool(&b, "admin_state_up")? {
-                r.insert("admin_state_up".into(), json!(v));
+        }
+        for k in ["name", "description"] {
+            if let Some(v) = opt_str(&b, k)? {
+                r.insert(k.into(), json!(v));
             }
-            let mut ops = Vec::new();
-            if let Some(g) = b.get("external_gateway_info") {
-                plan_gateway(m, a, &mut r, g, &mut ops)?;
-            }
-            if let Some(v) = b.get("routes") {
-                let routes = if v.is_null() {
-                    Vec::new()
-                } else {
-                    parse_extra_routes(m, &id, v)?
-                };
-                r.insert("routes".into(), Value::Array(routes));
-            }
-            bump(&mut r);
-            ops.push(put(ROUTER, &r));
-            Ok((ops, r))
-        })
-        .await?;
+        }
+        if let Some(v) = opt_bool(&b, "admin_state_up")? {
+            r.insert("admin_state_up".into(), json!(v));
+        }
+        let plan = match b.get("external_gateway_info") {
+            Some(g) => plan_gateway(m, a, &mut r, g, &ports)?,
+            None => GatewayPlan::default(),
+        };
+        if let Some(v) = b.get("routes") {
+            let routes = if v.is_null() {
+                Vec::new()
+            } else {
+                parse_extra_routes(m, &ports, v)?
+            };
+            r.insert("routes".into(), Value::Array(routes));
+        }
+        bump(&mut r);
+        (r, plan)
+    };
+    apply_gateway(&mut w, plan).await?;
+    let ports = router_ports(w.conn(), &id).await?;
+    w.commit(&[put(ROUTER, &r)]).await?;
     let m = app.identity.model();
     Ok(Json(
-        json!({"router": router_view(svc(&app), &m, &auth, &r)}),
+        json!({"router": router_view(svc(&app), &m, &auth, &r, &ports)}),
     ))
 }
 
@@ -409,11 +432,16 @@ pub(super) async fn delete_router(
     write_access(&auth)?;
     let s = svc(&app);
     let a = &auth;
-    s.change(|m| {
+    let mut w = s.write().await?;
+    let ports = router_ports(w.conn(), &id).await?;
+    let ops = {
+        let m = w.model();
+        let m = &*m;
         let cur = find_router(m, a, &id)?;
         if_match.check(&cur)?;
-        if recs(m, PORT)
-            .any(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_ROUTER_IF)
+        if ports
+            .iter()
+            .any(|p| st(p, "device_owner") == OWNER_ROUTER_IF)
         {
             return Err(Error::Conflict(format!("Router {id} still has ports")));
         }
@@ -422,14 +450,15 @@ pub(super) async fn delete_router(
                 "Router {id} still has floating IPs associated"
             )));
         }
-        let mut ops: Vec<Op> = recs(m, PORT)
-            .filter(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_ROUTER_GW)
+        let mut ops: Vec<Op> = ports
+            .iter()
+            .filter(|p| st(p, "device_owner") == OWNER_ROUTER_GW)
             .map(|p| Op::delete(PORT, st(p, "id")))
             .collect();
         ops.push(Op::delete(ROUTER, &id));
-        Ok((ops, ()))
-    })
-    .await?;
+        ops
+    };
+    w.commit(&ops).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -466,85 +495,123 @@ pub(super) async fn add_interface(
     let (sid, pid) = interface_target(&body)?;
     let s = svc(&app);
     let a = &auth;
-    let info = s
-        .change(|m| {
-            let r = find_router(m, a, &id)?;
-            let attached = router_subnets(m, &id);
-            let overlaps = |cidr: &str| -> Option<String> {
-                let n: ipnet::IpNet = cidr.parse().ok()?;
-                attached
-                    .iter()
-                    .find(|x| {
-                        st(x, "cidr")
-                            .parse::<ipnet::IpNet>()
-                            .is_ok_and(|o| o.contains(&n.network()) || n.contains(&o.network()))
-                    })
-                    .map(|x| st(x, "cidr").to_string())
-            };
-            match (sid.clone(), pid.clone()) {
-                (Some(_), Some(_)) => Err(Error::BadRequest("Bad router request: Cannot specify both subnet-id and port-id".into())),
-                (None, None) => Err(Error::BadRequest("Bad router request: Either subnet_id or port_id must be specified".into())),
-                (Some(sid), None) => {
-                    let sub = find_subnet(m, a, &sid)?;
-                    let net = rec(m, NETWORK, st(&sub, "network_id")).ok_or_else(|| not_found("Network", st(&sub, "network_id")))?;
-                    if net["router:external"] == true && !is_admin(a) {
-                        return Err(Error::BadRequest(format!("Bad router request: Router {id} cannot be connected to external network subnet {sid}.")));
-                    }
-                    let gw = sub
-                        .get("gateway_ip")
-                        .and_then(|v| v.as_str())
-                        .ok_or_else(|| Error::BadRequest(format!("Bad router request: Subnet {sid} does not have a gateway IP.")))?
-                        .to_string();
-                    if attached.iter().any(|x| st(x, "id") == sid) {
-                        return Err(Error::BadRequest(format!("Bad router request: Router already has a port on subnet {sid}.")));
-                    }
-                    if let Some(c) = overlaps(st(&sub, "cidr")) {
-                        return Err(Error::BadRequest(format!(
+    let mut w = s.write().await?;
+    let ports = router_ports(w.conn(), &id).await?;
+    let given = match &pid {
+        Some(pid) => port_table::get(w.conn(), pid).await?,
+        None => None,
+    };
+    let planned = {
+        let m = w.model();
+        let m = &*m;
+        let r = find_router(m, a, &id)?;
+        let attached = router_subnets(m, &ports);
+        let overlaps = |cidr: &str| -> Option<String> {
+            let n: ipnet::IpNet = cidr.parse().ok()?;
+            attached
+                .iter()
+                .find(|x| {
+                    st(x, "cidr")
+                        .parse::<ipnet::IpNet>()
+                        .is_ok_and(|o| o.contains(&n.network()) || n.contains(&o.network()))
+                })
+                .map(|x| st(x, "cidr").to_string())
+        };
+        match (sid.clone(), pid.clone()) {
+            (Some(_), Some(_)) => Err(Error::BadRequest(
+                "Bad router request: Cannot specify both subnet-id and port-id".into(),
+            )),
+            (None, None) => Err(Error::BadRequest(
+                "Bad router request: Either subnet_id or port_id must be specified".into(),
+            )),
+            (Some(sid), None) => {
+                let sub = find_subnet(m, a, &sid)?;
+                let net = rec(m, NETWORK, st(&sub, "network_id"))
+                    .ok_or_else(|| not_found("Network", st(&sub, "network_id")))?;
+                if net["router:external"] == true && !is_admin(a) {
+                    return Err(Error::BadRequest(format!("Bad router request: Router {id} cannot be connected to external network subnet {sid}.")));
+                }
+                let gw = sub
+                    .get("gateway_ip")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!(
+                            "Bad router request: Subnet {sid} does not have a gateway IP."
+                        ))
+                    })?
+                    .to_string();
+                if attached.iter().any(|x| st(x, "id") == sid) {
+                    return Err(Error::BadRequest(format!(
+                        "Bad router request: Router already has a port on subnet {sid}."
+                    )));
+                }
+                if let Some(c) = overlaps(st(&sub, "cidr")) {
+                    return Err(Error::BadRequest(format!(
                             "Bad router request: Cidr {} of subnet {sid} overlaps with cidr {c} of another subnet of the router.",
                             st(&sub, "cidr")
                         )));
-                    }
-                    let net_id = st(&sub, "network_id").to_string();
-                    let mac = fresh_mac(m);
-                    let ips = allocate(m, &net_id, &mac, Some(&[IpRequest { subnet_id: Some(sid.clone()), ip_address: Some(gw) }]), None)?;
-                    let p = service_port(st(&r, "project_id"), &net_id, OWNER_ROUTER_IF, &id, mac, ips);
-                    Ok((vec![put(PORT, &p)], interface_info(&r, &p)))
                 }
-                (None, Some(pid)) => {
-                    let mut p = find_port(m, a, &pid)?;
-                    if !st(&p, "device_id").is_empty() || !st(&p, "device_owner").is_empty() {
-                        return Err(Error::Conflict(format!(
+                let net_id = st(&sub, "network_id").to_string();
+                let req = IpRequest {
+                    subnet_id: Some(sid.clone()),
+                    ip_address: Some(gw),
+                };
+                let subnets = port_table::Subnets::of(m, &net_id, Some(std::slice::from_ref(&req)));
+                let p = service_port(
+                    st(&r, "project_id"),
+                    &net_id,
+                    OWNER_ROUTER_IF,
+                    &id,
+                    String::new(),
+                    vec![],
+                );
+                Ok((r, p, Some((subnets, req))))
+            }
+            (None, Some(pid)) => {
+                let mut p = find_port(m, a, &pid, given)?;
+                if !st(&p, "device_id").is_empty() || !st(&p, "device_owner").is_empty() {
+                    return Err(Error::Conflict(format!(
                             "Unable to complete operation on port {pid} for network {}. Port already has an attached device {}.",
                             st(&p, "network_id"),
                             st(&p, "device_id")
                         )));
-                    }
-                    let ips = fixed_ips(&p);
-                    if ips.is_empty() {
-                        return Err(Error::BadRequest(format!("Bad router request: Router port {pid} must have at least one fixed IP.")));
-                    }
-                    for (s2, _) in &ips {
-                        if let Some(sub) = rec(m, SUBNET, s2) {
-                            if let Some(c) = overlaps(st(&sub, "cidr")) {
-                                return Err(Error::BadRequest(format!(
+                }
+                let ips = fixed_ips(&p);
+                if ips.is_empty() {
+                    return Err(Error::BadRequest(format!(
+                        "Bad router request: Router port {pid} must have at least one fixed IP."
+                    )));
+                }
+                for (s2, _) in &ips {
+                    if let Some(sub) = rec(m, SUBNET, s2) {
+                        if let Some(c) = overlaps(st(&sub, "cidr")) {
+                            return Err(Error::BadRequest(format!(
                                     "Bad router request: Cidr {} of subnet {s2} overlaps with cidr {c} of another subnet of the router.",
                                     st(&sub, "cidr")
                                 )));
-                            }
                         }
                     }
-                    p.insert("device_owner".into(), json!(OWNER_ROUTER_IF));
-                    p.insert("device_id".into(), json!(id));
-                    p.insert("security_groups".into(), json!([]));
-                    p.insert("allowed_address_pairs".into(), json!([]));
-                    p.insert("port_security_enabled".into(), json!(false));
-                    bump(&mut p);
-                    Ok((vec![put(PORT, &p)], interface_info(&r, &p)))
                 }
+                p.insert("device_owner".into(), json!(OWNER_ROUTER_IF));
+                p.insert("device_id".into(), json!(id));
+                p.insert("security_groups".into(), json!([]));
+                p.insert("allowed_address_pairs".into(), json!([]));
+                p.insert("port_security_enabled".into(), json!(false));
+                bump(&mut p);
+                Ok((r, p, None))
             }
-        })
-        .await?;
-    Ok(Json(info))
+        }
+    };
+    let (r, p, new) = planned?;
+    let p = match new {
+        Some((subnets, req)) => port_table::create(w.tx(), &subnets, p, Some(&[req])).await?,
+        None => {
+            port_table::put(w.tx(), &p).await?;
+            p
+        }
+    };
+    w.commit(&[]).await?;
+    Ok(Json(interface_info(&r, &p)))
 }
 
 pub(super) async fn remove_interface(
@@ -557,50 +624,78 @@ pub(super) async fn remove_interface(
     let (sid, pid) = interface_target(&body)?;
     let s = svc(&app);
     let a = &auth;
-    let info = s
-        .change(|m| {
-            let r = find_router(m, a, &id)?;
-            let ifaces: Vec<&Rec> = recs(m, PORT)
-                .filter(|p| st(p, "device_id") == id && st(p, "device_owner") == OWNER_ROUTER_IF)
-                .collect();
-            let port = match (&sid, &pid) {
-                (None, None) => return Err(Error::BadRequest("Bad router request: Either subnet_id or port_id must be specified".into())),
-                (_, Some(pid)) => {
-                    let p = ifaces.iter().find(|p| st(p, "id") == pid).ok_or_else(|| {
-                        Error::NotFound(format!("Router {id} does not have an interface with id {pid}"))
-                    })?;
-                    if let Some(sid) = &sid {
-                        if !fixed_ips(p).iter().any(|(s2, _)| s2 == sid) {
-                            return Err(Error::Conflict(format!("Subnet {sid} is not on port {pid}.")));
-                        }
+    let mut w = s.write().await?;
+    let ports = router_ports(w.conn(), &id).await?;
+    // The ports floating IPs through this router point at.
+    let fip_ports: Vec<String> = recs(&w.model(), FIP)
+        .filter(|f| st(f, "router_id") == id)
+        .map(|f| st(f, "port_id").to_string())
+        .collect();
+    let mut fip_targets = Vec::new();
+    for pid in &fip_ports {
+        fip_targets.extend(port_table::get(w.conn(), pid).await?);
+    }
+    let planned = {
+        let m = w.model();
+        let m = &*m;
+        let r = find_router(m, a, &id)?;
+        let ifaces: Vec<&Rec> = ports
+            .iter()
+            .filter(|p| st(p, "device_owner") == OWNER_ROUTER_IF)
+            .collect();
+        let port = match (&sid, &pid) {
+            (None, None) => {
+                return Err(Error::BadRequest(
+                    "Bad router request: Either subnet_id or port_id must be specified".into(),
+                ))
+            }
+            (_, Some(pid)) => {
+                let p = ifaces.iter().find(|p| st(p, "id") == pid).ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "Router {id} does not have an interface with id {pid}"
+                    ))
+                })?;
+                if let Some(sid) = &sid {
+                    if !fixed_ips(p).iter().any(|(s2, _)| s2 == sid) {
+                        return Err(Error::Conflict(format!(
+                            "Subnet {sid} is not on port {pid}."
+                        )));
                     }
-                    (*p).clone()
                 }
-                (Some(sid), None) => {
-                    find_subnet(m, a, sid)?;
-                    ifaces
+                (*p).clone()
+            }
+            (Some(sid), None) => {
+                find_subnet(m, a, sid)?;
+                ifaces
+                    .iter()
+                    .find(|p| fixed_ips(p).iter().any(|(s2, _)| s2 == sid))
+                    .map(|p| (*p).clone())
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("Router {id} has no interface on subnet {sid}"))
+                    })?
+            }
+        };
+        let on: Vec<String> = fixed_ips(&port).into_iter().map(|(s, _)| s).collect();
+        let fip_uses = recs(m, FIP).filter(|f| st(f, "router_id") == id).any(|f| {
+            fip_targets
+                .iter()
+                .find(|p| st(p, "id") == st(f, "port_id"))
+                .is_some_and(|p| {
+                    fixed_ips(p)
                         .iter()
-                        .find(|p| fixed_ips(p).iter().any(|(s2, _)| s2 == sid))
-                        .map(|p| (*p).clone())
-                        .ok_or_else(|| Error::NotFound(format!("Router {id} has no interface on subnet {sid}")))?
-                }
-            };
-            let on: Vec<String> = fixed_ips(&port).into_iter().map(|(s, _)| s).collect();
-            let fip_uses = recs(m, FIP).filter(|f| st(f, "router_id") == id).any(|f| {
-                recs(m, PORT)
-                    .find(|p| st(p, "id") == st(f, "port_id"))
-                    .is_some_and(|p| fixed_ips(p).iter().any(|(s2, ip)| on.contains(s2) && ip == st(f, "fixed_ip_address")))
-            });
-            if fip_uses {
-                return Err(Error::Conflict(format!(
+                        .any(|(s2, ip)| on.contains(s2) && ip == st(f, "fixed_ip_address"))
+                })
+        });
+        if fip_uses {
+            return Err(Error::Conflict(format!(
                     "Router interface for subnet {} on router {id} cannot be deleted, as it is required by one or more floating IPs.",
                     on.first().cloned().unwrap_or_default()
                 )));
-            }
-            let info = interface_info(&r, &port);
-            Ok((vec![Op::delete(PORT, st(&port, "id"))], info))
-        })
-        .await?;
+        }
+        Ok::<_, Error>((interface_info(&r, &port), st(&port, "id").to_string()))
+    };
+    let (info, port): (Value, String) = planned?;
+    w.commit(&[Op::delete(PORT, &port)]).await?;
     Ok(Json(info))
 }
 
@@ -615,41 +710,44 @@ pub(super) async fn change_extraroutes(
     let b = body_obj(body, "router")?;
     check_keys(&b, &["routes"])?;
     let s = svc(app);
-    let r = s
-        .change(|m| {
-            let mut r = find_router(m, auth, id)?;
-            let given =
-                parse_extra_routes(m, id, b.get("routes").unwrap_or(&json!([]))).or_else(|e| {
-                    if add {
-                        Err(e)
-                    } else {
-                        Ok(b.get("routes")
-                            .and_then(|v| v.as_array())
-                            .cloned()
-                            .unwrap_or_default())
-                    }
-                })?;
-            let mut routes = r
-                .get("routes")
-                .and_then(|v| v.as_array())
-                .cloned()
-                .unwrap_or_default();
-            if add {
-                for x in given {
-                    if !routes.contains(&x) {
-                        routes.push(x);
-                    }
+    let mut w = s.write().await?;
+    let ports = router_ports(w.conn(), id).await?;
+    let (ops, r) = w.plan(|m| {
+        let mut r = find_router(m, auth, id)?;
+        let given =
+            parse_extra_routes(m, &ports, b.get("routes").unwrap_or(&json!([]))).or_else(|e| {
+                if add {
+                    Err(e)
+                } else {
+                    Ok(b.get("routes")
+                        .and_then(|v| v.as_array())
+                        .cloned()
+                        .unwrap_or_default())
                 }
-            } else {
-                routes.retain(|x| !given.contains(x));
+            })?;
+        let mut routes = r
+            .get("routes")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if add {
+            for x in given {
+                if !routes.contains(&x) {
+                    routes.push(x);
+                }
             }
-            r.insert("routes".into(), Value::Array(routes));
-            bump(&mut r);
-            Ok((vec![put(ROUTER, &r)], r))
-        })
-        .await?;
+        } else {
+            routes.retain(|x| !given.contains(x));
+        }
+        r.insert("routes".into(), Value::Array(routes));
+        bump(&mut r);
+        Ok((vec![put(ROUTER, &r)], r))
+    })?;
+    w.commit(&ops).await?;
     let m = app.identity.model();
-    Ok(Json(json!({"router": router_view(svc(app), &m, auth, &r)})))
+    Ok(Json(
+        json!({"router": router_view(svc(app), &m, auth, &r, &ports)}),
+    ))
 }
 
 pub(super) async fn add_extraroutes(

@@ -181,7 +181,9 @@ pub(super) async fn delete_sg(
     write_access(&auth)?;
     let s = svc(&app);
     let a = &auth;
-    s.change(|m| {
+    let mut w = s.write().await?;
+    let in_use = port_table::group_in_use(w.conn(), &id).await?;
+    let (ops, ()) = w.plan(|m| {
         let g = find_sg(m, a, &id)?;
         if_match.check(&g)?;
         if st(&g, "name") == "default" && !is_admin(a) {
@@ -189,7 +191,7 @@ pub(super) async fn delete_sg(
                 "Removing default security group not allowed.".into(),
             ));
         }
-        if recs(m, PORT).any(|p| str_list(p.get("security_groups")).contains(&id)) {
+        if in_use {
             return Err(Error::Conflict(format!("Security Group {id} in use.")));
         }
         // Its rules go, and so do other groups' rules naming it as their
@@ -200,8 +202,8 @@ pub(super) async fn delete_sg(
             .collect();
         ops.push(Op::delete(SG, &id));
         Ok((ops, ()))
-    })
-    .await?;
+    })?;
+    w.commit(&ops).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

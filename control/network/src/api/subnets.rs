@@ -316,74 +316,82 @@ pub(super) fn plan_subnet(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, R
 /// Keeps the network's DHCP port holding one address on each IPv4 subnet
 /// that has DHCP on (the address netd answers from).
 pub(super) async fn sync_dhcp_port(s: &Networks, net_id: &str) {
-    let r = s
-        .change(|m| {
-            let Some(n) = rec(m, NETWORK, net_id) else {
-                return Ok((vec![], ()));
-            };
-            let want: Vec<&Rec> = crate::subnets_of(m, net_id)
-                .into_iter()
-                .filter(|x| x["ip_version"] == 4 && x["enable_dhcp"] == true)
-                .collect();
-            let port = crate::ports_of(m, net_id)
-                .into_iter()
-                .find(|p| st(p, "device_owner") == OWNER_DHCP)
-                .cloned();
-            let have: Vec<(String, String)> = port.as_ref().map(fixed_ips).unwrap_or_default();
-            let mut keep: Vec<Value> = have
-                .iter()
-                .filter(|(sid, _)| want.iter().any(|w| st(w, "id") == sid))
-                .map(|(sid, ip)| json!({"subnet_id": sid, "ip_address": ip}))
-                .collect();
-            let missing: Vec<IpRequest> = want
-                .iter()
-                .filter(|w| !have.iter().any(|(sid, _)| sid == st(w, "id")))
-                .map(|w| IpRequest {
-                    subnet_id: Some(st(w, "id").to_string()),
-                    ip_address: None,
-                })
-                .collect();
-            if missing.is_empty() && keep.len() == have.len() {
-                return Ok((vec![], ()));
-            }
-            let mac = port
-                .as_ref()
-                .map(|p| st(p, "mac_address").to_string())
-                .unwrap_or_else(ipam::random_mac);
-            if !missing.is_empty() {
-                keep.extend(allocate(
-                    m,
-                    net_id,
-                    &mac,
-                    Some(&missing),
-                    port.as_ref().map(|p| st(p, "id")),
-                )?);
-            }
-            if keep.is_empty() {
-                return Ok((
-                    port.iter().map(|p| Op::delete(PORT, st(p, "id"))).collect(),
-                    (),
-                ));
-            }
-            let mut p = match port {
-                Some(p) => p,
-                None => service_port(
-                    st(&n, "project_id"),
-                    net_id,
-                    OWNER_DHCP,
-                    &format!("dhcp-{net_id}"),
-                    mac,
-                    Vec::new(),
-                ),
-            };
-            p.insert("fixed_ips".into(), Value::Array(keep));
-            bump(&mut p);
-            Ok((vec![put(PORT, &p)], ()))
-        })
-        .await;
-    if let Err(e) = r {
+    if let Err(e) = try_sync_dhcp_port(s, net_id).await {
         tracing::warn!(network = net_id, error = %e, "could not give the network's DHCP port an address");
     }
+}
+
+async fn try_sync_dhcp_port(s: &Networks, net_id: &str) -> Result<()> {
+    let mut w = s.write().await?;
+    let port = port_table::of_network_owned(w.conn(), net_id, &[OWNER_DHCP])
+        .await?
+        .into_iter()
+        .next();
+    let (p, keep, missing, subnets) = {
+        let m = w.model();
+        let m = &*m;
+        let Some(n) = rec(m, NETWORK, net_id) else {
+            return Ok(());
+        };
+        let want: Vec<&Rec> = crate::subnets_of(m, net_id)
+            .into_iter()
+            .filter(|x| x["ip_version"] == 4 && x["enable_dhcp"] == true)
+            .collect();
+        let have: Vec<(String, String)> = port.as_ref().map(fixed_ips).unwrap_or_default();
+        let keep: Vec<Value> = have
+            .iter()
+            .filter(|(sid, _)| want.iter().any(|w| st(w, "id") == sid))
+            .map(|(sid, ip)| json!({"subnet_id": sid, "ip_address": ip}))
+            .collect();
+        let missing: Vec<IpRequest> = want
+            .iter()
+            .filter(|w| !have.iter().any(|(sid, _)| sid == st(w, "id")))
+            .map(|w| IpRequest {
+                subnet_id: Some(st(w, "id").to_string()),
+                ip_address: None,
+            })
+            .collect();
+        if missing.is_empty() && keep.len() == have.len() {
+            return Ok(());
+        }
+        let p = match &port {
+            Some(p) => p.clone(),
+            None => service_port(
+                st(&n, "project_id"),
+                net_id,
+                OWNER_DHCP,
+                &format!("dhcp-{net_id}"),
+                String::new(),
+                Vec::new(),
+            ),
+        };
+        (p, keep, missing, port_table::Subnets::of(m, net_id, None))
+    };
+    let id = st(&p, "id").to_string();
+    if keep.is_empty() && missing.is_empty() {
+        if port.is_some() {
+            port_table::delete(w.tx(), &id).await?;
+        }
+        return w.commit(&[]).await;
+    }
+    let mut p = p;
+    if port.is_some() {
+        port_table::release(w.tx(), &id).await?;
+    } else {
+        let mac = port_table::fresh_mac(w.conn(), net_id).await?;
+        p.insert("mac_address".into(), json!(mac));
+    }
+    p.insert("fixed_ips".into(), Value::Array(keep.clone()));
+    port_table::claim(w.tx(), &subnets.list, &p).await?;
+    let mut ips = keep;
+    if !missing.is_empty() {
+        let mac = st(&p, "mac_address").to_string();
+        ips.extend(port_table::allocate(w.tx(), &subnets, &id, &mac, Some(&missing)).await?);
+    }
+    p.insert("fixed_ips".into(), Value::Array(ips));
+    bump(&mut p);
+    port_table::put(w.tx(), &p).await?;
+    w.commit(&[]).await
 }
 
 pub(super) async fn create_subnets(
@@ -450,80 +458,88 @@ pub(super) async fn update_subnet(
     )?;
     let s = svc(&app);
     let a = &auth;
-    let sub = s
-        .change(|m| {
-            let mut sub = find_subnet(m, a, &id)?;
-            if_match.check(&sub)?;
-            if !owns(a, &sub) {
-                return Err(Error::Forbidden(format!(
-                    "Subnet {id}: changing it is disallowed by policy"
-                )));
+    let mut w = s.write().await?;
+    // The ports already holding a new gateway address.
+    let gw_holders = match b.get("gateway_ip").and_then(|v| v.as_str()) {
+        Some(g) => match g.parse::<std::net::IpAddr>() {
+            Ok(ip) => port_table::with_address(w.conn(), &ip.to_string()).await?,
+            Err(_) => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    let (ops, sub) = w.plan(|m| {
+        let mut sub = find_subnet(m, a, &id)?;
+        if_match.check(&sub)?;
+        if !owns(a, &sub) {
+            return Err(Error::Forbidden(format!(
+                "Subnet {id}: changing it is disallowed by policy"
+            )));
+        }
+        let net: ipnet::IpNet = st(&sub, "cidr")
+            .parse()
+            .map_err(|_| Error::Internal("bad stored cidr".into()))?;
+        let version = ipam::version(&net.network());
+        for k in ["name", "description"] {
+            if let Some(v) = opt_str(&b, k)? {
+                sub.insert(k.into(), json!(v));
             }
-            let net: ipnet::IpNet = st(&sub, "cidr")
-                .parse()
-                .map_err(|_| Error::Internal("bad stored cidr".into()))?;
-            let version = ipam::version(&net.network());
-            for k in ["name", "description"] {
-                if let Some(v) = opt_str(&b, k)? {
-                    sub.insert(k.into(), json!(v));
+        }
+        if let Some(v) = opt_bool(&b, "enable_dhcp")? {
+            sub.insert("enable_dhcp".into(), json!(v));
+        }
+        if let Some(v) = b.get("dns_nameservers") {
+            sub.insert(
+                "dns_nameservers".into(),
+                if v.is_null() {
+                    json!([])
+                } else {
+                    parse_dns(v, version)?
+                },
+            );
+        }
+        if let Some(v) = b.get("host_routes") {
+            sub.insert(
+                "host_routes".into(),
+                if v.is_null() {
+                    json!([])
+                } else {
+                    parse_routes(v, version)?
+                },
+            );
+        }
+        let gw = match b.get("gateway_ip") {
+            Some(v) => gateway_of(v, &net)?,
+            None => sub
+                .get("gateway_ip")
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse().ok()),
+        };
+        let pools = match b.get("allocation_pools") {
+            Some(v) if !v.is_null() => parse_pools(v, &net)?,
+            _ => crate::pools_of(&sub),
+        };
+        ipam::check_pools(&net, &pools, gw.map(ipam::to_u128))?;
+        if b.contains_key("gateway_ip") {
+            if let Some(g) = gw {
+                let used_by_port = gw_holders.iter().any(|p| {
+                    st(p, "device_owner") != OWNER_ROUTER_IF
+                        && fixed_ips(p)
+                            .iter()
+                            .any(|(sid, ip)| sid == &id && ip == &g.to_string())
+                });
+                if used_by_port {
+                    return Err(Error::Conflict(format!(
+                        "Gateway ip {g} conflicts with an address in use on subnet {id}."
+                    )));
                 }
             }
-            if let Some(v) = opt_bool(&b, "enable_dhcp")? {
-                sub.insert("enable_dhcp".into(), json!(v));
-            }
-            if let Some(v) = b.get("dns_nameservers") {
-                sub.insert(
-                    "dns_nameservers".into(),
-                    if v.is_null() {
-                        json!([])
-                    } else {
-                        parse_dns(v, version)?
-                    },
-                );
-            }
-            if let Some(v) = b.get("host_routes") {
-                sub.insert(
-                    "host_routes".into(),
-                    if v.is_null() {
-                        json!([])
-                    } else {
-                        parse_routes(v, version)?
-                    },
-                );
-            }
-            let gw = match b.get("gateway_ip") {
-                Some(v) => gateway_of(v, &net)?,
-                None => sub
-                    .get("gateway_ip")
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| s.parse().ok()),
-            };
-            let pools = match b.get("allocation_pools") {
-                Some(v) if !v.is_null() => parse_pools(v, &net)?,
-                _ => crate::pools_of(&sub),
-            };
-            ipam::check_pools(&net, &pools, gw.map(ipam::to_u128))?;
-            if b.contains_key("gateway_ip") {
-                if let Some(g) = gw {
-                    let used_by_port = recs(m, PORT).any(|p| {
-                        st(p, "device_owner") != OWNER_ROUTER_IF
-                            && fixed_ips(p)
-                                .iter()
-                                .any(|(sid, ip)| sid == &id && ip == &g.to_string())
-                    });
-                    if used_by_port {
-                        return Err(Error::Conflict(format!(
-                            "Gateway ip {g} conflicts with an address in use on subnet {id}."
-                        )));
-                    }
-                }
-                sub.insert("gateway_ip".into(), json!(gw.map(|x| x.to_string())));
-            }
-            sub.insert("allocation_pools".into(), pools_json(&pools, version));
-            bump(&mut sub);
-            Ok((vec![put(SUBNET, &sub)], sub))
-        })
-        .await?;
+            sub.insert("gateway_ip".into(), json!(gw.map(|x| x.to_string())));
+        }
+        sub.insert("allocation_pools".into(), pools_json(&pools, version));
+        bump(&mut sub);
+        Ok((vec![put(SUBNET, &sub)], sub))
+    })?;
+    w.commit(&ops).await?;
     sync_dhcp_port(s, crate::st(&sub, "network_id")).await;
     Ok(Json(json!({"subnet": public(&sub)})))
 }
@@ -537,15 +553,17 @@ pub(super) async fn delete_subnet(
     write_access(&auth)?;
     let s = svc(&app);
     let a = &auth;
-    let net = s
-        .change(|m| {
+    let mut w = s.write().await?;
+    let on = port_table::on_subnet(w.conn(), &id).await?;
+    let (ops, net) = w
+        .plan(|m| {
             let sub = find_subnet(m, a, &id)?;
             if_match.check(&sub)?;
             if !owns(a, &sub) {
                 return Err(Error::Forbidden(format!("Subnet {id}: deleting it is disallowed by policy")));
             }
             let mut ops = Vec::new();
-            for p in recs(m, PORT) {
+            for p in &on {
                 let ips = fixed_ips(p);
                 if !ips.iter().any(|(sid, _)| sid == &id) {
                     continue;
@@ -572,7 +590,8 @@ pub(super) async fn delete_subnet(
             ops.push(Op::delete(SUBNET, &id));
             Ok((ops, st(&sub, "network_id").to_string()))
         })
-        .await?;
+        ?;
+    w.commit(&ops).await?;
     let _ = net;
     Ok(empty(StatusCode::NO_CONTENT))
 }

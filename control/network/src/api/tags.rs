@@ -49,14 +49,29 @@ pub(super) fn tag_kind(coll: &str) -> Result<&'static str> {
     })
 }
 
-pub(super) fn tag_target(m: &Model, auth: &Auth, kind: &str, id: &str) -> Result<Rec> {
+/// The tagged resource; a port is read from its table first (`port`).
+pub(super) fn tag_target(
+    m: &Model,
+    auth: &Auth,
+    kind: &str,
+    id: &str,
+    port: Option<Rec>,
+) -> Result<Rec> {
     match kind {
         NETWORK => find_network(m, auth, id),
         SUBNET => find_subnet(m, auth, id),
-        PORT => find_port(m, auth, id),
+        PORT => find_port(m, auth, id, port),
         ROUTER => find_router(m, auth, id),
         FIP => find_fip(m, auth, id),
         _ => find_sg(m, auth, id),
+    }
+}
+
+/// The port to tag, read from its table (None for other kinds).
+async fn tagged_port(app: &AppState, kind: &str, id: &str) -> Result<Option<Rec>> {
+    match kind {
+        PORT => port_table::get(&mut *svc(app).conn().await?, id).await,
+        _ => Ok(None),
     }
 }
 
@@ -78,21 +93,27 @@ pub(super) async fn retag(
 ) -> Result<Vec<String>> {
     write_access(auth)?;
     let kind = tag_kind(coll)?;
-    svc(app)
-        .change(|m| {
-            let mut r = tag_target(m, auth, kind, id)?;
-            if !owns(auth, &r) {
-                return Err(Error::Forbidden(
-                    "Changing tags of this resource is disallowed by policy".into(),
-                ));
-            }
-            let mut tags = str_list(r.get("tags"));
-            f(&mut tags)?;
-            r.insert("tags".into(), json!(tags));
-            bump(&mut r);
-            Ok((vec![put(kind, &r)], tags))
-        })
-        .await
+    let mut w = svc(app).write().await?;
+    let port = match kind {
+        PORT => port_table::get(w.conn(), id).await?,
+        _ => None,
+    };
+    let (ops, tags) = {
+        let m = w.model();
+        let mut r = tag_target(&m, auth, kind, id, port)?;
+        if !owns(auth, &r) {
+            return Err(Error::Forbidden(
+                "Changing tags of this resource is disallowed by policy".into(),
+            ));
+        }
+        let mut tags = str_list(r.get("tags"));
+        f(&mut tags)?;
+        r.insert("tags".into(), json!(tags));
+        bump(&mut r);
+        (vec![put(kind, &r)], tags)
+    };
+    w.commit(&ops).await?;
+    Ok(tags)
 }
 
 pub(super) type TagPath = Path<(String, String)>;
@@ -104,8 +125,9 @@ pub(super) async fn get_tags(
     Path((coll, id)): TagPath,
 ) -> Result<Json<Value>> {
     let kind = tag_kind(&coll)?;
+    let port = tagged_port(&app, kind, &id).await?;
     let m = app.identity.model();
-    let r = tag_target(&m, &auth, kind, &id)?;
+    let r = tag_target(&m, &auth, kind, &id, port)?;
     Ok(Json(json!({"tags": str_list(r.get("tags"))})))
 }
 
@@ -115,8 +137,9 @@ pub(super) async fn has_tag(
     Path((coll, id, tag)): TagItemPath,
 ) -> Result<Response> {
     let kind = tag_kind(&coll)?;
+    let port = tagged_port(&app, kind, &id).await?;
     let m = app.identity.model();
-    let r = tag_target(&m, &auth, kind, &id)?;
+    let r = tag_target(&m, &auth, kind, &id, port)?;
     if str_list(r.get("tags")).contains(&tag) {
         Ok(empty(StatusCode::NO_CONTENT))
     } else {

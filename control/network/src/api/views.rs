@@ -64,7 +64,8 @@ pub(super) fn port_view(s: &Networks, auth: &Auth, p: &Rec) -> Rec {
     v
 }
 
-pub(super) fn router_view(s: &Networks, m: &Model, auth: &Auth, r: &Rec) -> Rec {
+/// A router as shown; `ports` holds (at least) its own ports.
+pub(super) fn router_view(s: &Networks, _m: &Model, auth: &Auth, r: &Rec, ports: &[Rec]) -> Rec {
     let mut v = public(r);
     // A router its node could not apply (e.g. no nftables for its NAT) is
     // in ERROR, as Neutron's L3 agent leaves it; admins see why.
@@ -76,7 +77,8 @@ pub(super) fn router_view(s: &Networks, m: &Model, auth: &Auth, r: &Rec) -> Rec 
     }
     if let Some(Value::Object(g)) = r.get("external_gateway_info") {
         let mut g = g.clone();
-        let ips: Vec<Value> = recs(m, PORT)
+        let ips: Vec<Value> = ports
+            .iter()
             .filter(|p| {
                 st(p, "device_id") == st(r, "id") && st(p, "device_owner") == OWNER_ROUTER_GW
             })
