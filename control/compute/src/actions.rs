@@ -67,7 +67,7 @@ pub(super) async fn server_action(
     write_access(&auth)?;
     let s = svc(&app)?;
     let id = param(&p, "id");
-    let r = find_server(s, &auth, &id)?;
+    let r = find_server(s, &auth, &id).await?;
     let body: Map<String, Value> = parse_body(&bytes)?;
     let (action, args) = body
         .iter()

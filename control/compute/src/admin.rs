@@ -4,7 +4,7 @@
 //! audit log, hypervisor uptime/search/servers, and the extension list.
 
 use super::api::{admin_only, body_obj, find_flavor, hypervisor, last, param, query, svc};
-use super::{now, st, Compute, Rec, FLAVOR, SERVER};
+use super::{now, st, Compute, Rec, FLAVOR};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -165,7 +165,7 @@ async fn quota_detail(
     let project = param(&p, "project");
     may_read_quota(&auth, &project)?;
     let s = svc(&app)?;
-    let (instances, cores, ram) = super::api::usage(s, &project);
+    let (instances, cores, ram) = super::api::usage(s, &project).await?;
     let keypairs = s
         .docs(super::KEYPAIR)
         .iter()
@@ -487,7 +487,8 @@ async fn host_show(
         .iter()
         .position(|n| n.agent.node() == host)
         .ok_or_else(|| Error::NotFound(format!("Compute host {host} could not be found.")))?;
-    let h = hypervisor(s, i);
+    let counts = super::api::node_counts(s).await?;
+    let h = hypervisor(s, i, &counts);
     let res = |project: &str, cpu: &Value, mem: &Value, disk: &Value| json!({"resource": {"host": host, "project": project, "cpu": cpu, "memory_mb": mem, "disk_gb": disk}});
     Ok(Json(json!({"host": [
         res("(total)", &h["vcpus"], &h["memory_mb"], &h["local_gb"]),
@@ -864,7 +865,7 @@ fn parse_time(q: &[(String, String)], key: &str) -> Result<Option<chrono::DateTi
     Ok(Some(t))
 }
 
-fn usage_of(s: &Compute, project: &str, q: &[(String, String)], one: bool) -> Result<Value> {
+async fn usage_of(s: &Compute, project: &str, q: &[(String, String)], one: bool) -> Result<Value> {
     let now_t = chrono::Utc::now();
     let start = parse_time(q, "start")?.unwrap_or(now_t - chrono::Duration::days(1));
     let end = parse_time(q, "end")?.unwrap_or(now_t);
@@ -877,11 +878,13 @@ fn usage_of(s: &Compute, project: &str, q: &[(String, String)], one: bool) -> Re
     let flavors = s.docs(FLAVOR);
     let mut servers = Vec::new();
     let (mut hours, mut mem, mut cpu, mut disk) = (0f64, 0f64, 0f64, 0f64);
-    for r in s
-        .docs(SERVER)
-        .iter()
-        .filter(|r| st(r, "tenant_id") == project)
-    {
+    let of_project = s
+        .servers(&crate::server_table::Filter {
+            project: Some(project.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    for r in &of_project {
         let created = chrono::DateTime::parse_from_rfc3339(st(r, "created"))
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or(now_t);
@@ -921,16 +924,10 @@ async fn usage_all(
     admin_only(&auth, "os_compute_api:os-simple-tenant-usage:list")?;
     let s = svc(&app)?;
     let q = query(&raw);
-    let mut projects: Vec<String> = s
-        .docs(SERVER)
-        .iter()
-        .map(|r| st(r, "tenant_id").to_string())
-        .collect();
-    projects.sort();
-    projects.dedup();
+    let projects = crate::server_table::projects(&mut *s.conn().await?).await?;
     let mut out = Vec::new();
     for p in projects {
-        out.push(usage_of(s, &p, &q, false)?);
+        out.push(usage_of(s, &p, &q, false).await?);
     }
     Ok(Json(json!({ "tenant_usages": out })))
 }
@@ -950,11 +947,11 @@ async fn usage_one(
     }
     let s = svc(&app)?;
     Ok(Json(
-        json!({"tenant_usage": usage_of(s, &project, &query(&raw), true)?}),
+        json!({"tenant_usage": usage_of(s, &project, &query(&raw), true).await?}),
     ))
 }
 
-fn audit_doc(s: &Compute, before: chrono::DateTime<chrono::Utc>) -> Value {
+fn audit_doc(s: &Compute, total: i64, before: chrono::DateTime<chrono::Utc>) -> Value {
     let begin = before - chrono::Duration::days(30);
     let n = s.nodes.len();
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
@@ -962,14 +959,14 @@ fn audit_doc(s: &Compute, before: chrono::DateTime<chrono::Utc>) -> Value {
            "num_hosts_not_run": 0, "num_hosts_running": 0,
            "overall_status": format!("ALL hosts done. 0 errors."),
            "period_beginning": fmt(begin), "period_ending": fmt(before), "total_errors": 0,
-           "total_instances": s.docs(SERVER).len()})
+           "total_instances": total})
 }
 
 async fn audit_logs(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-instance-usage-audit-log:list")?;
     let s = svc(&app)?;
     Ok(Json(
-        json!({"instance_usage_audit_logs": audit_doc(s, chrono::Utc::now())}),
+        json!({"instance_usage_audit_logs": audit_doc(s, crate::server_table::count(&mut *s.conn().await?).await?, chrono::Utc::now())}),
     ))
 }
 
@@ -990,7 +987,9 @@ async fn audit_log(
                 .map(|t| t.and_utc())
         })
         .ok_or_else(|| Error::BadRequest(format!("Invalid timestamp for date {before}")))?;
-    Ok(Json(json!({"instance_usage_audit_log": audit_doc(s, t)})))
+    Ok(Json(
+        json!({"instance_usage_audit_log": audit_doc(s, crate::server_table::count(&mut *s.conn().await?).await?, t)}),
+    ))
 }
 
 // ---------------------------------------------------------------------
@@ -1027,7 +1026,8 @@ async fn hypervisor_uptime(
         up % 3600 / 60,
         l.join(", ")
     );
-    let h = hypervisor(s, i - 1);
+    let counts = super::api::node_counts(s).await?;
+    let h = hypervisor(s, i - 1, &counts);
     Ok(Json(
         json!({"hypervisor": {"id": h["id"], "hypervisor_hostname": h["hypervisor_hostname"],
         "state": h["state"], "status": h["status"], "uptime": uptime}}),
@@ -1054,8 +1054,9 @@ async fn hypervisor_search(
             "No hypervisor matching '{pat}' could be found."
         )));
     }
+    let counts = super::api::node_counts(s).await?;
     Ok(Json(json!({"hypervisors": found.iter().map(|i| {
-        let h = hypervisor(s, *i);
+        let h = hypervisor(s, *i, &counts);
         json!({"id": h["id"], "hypervisor_hostname": h["hypervisor_hostname"], "state": h["state"], "status": h["status"]})
     }).collect::<Vec<_>>()})))
 }
@@ -1074,9 +1075,19 @@ async fn hypervisor_servers(
             "No hypervisor matching '{pat}' could be found."
         )));
     }
-    let servers = s.docs(SERVER);
+    let counts = super::api::node_counts(s).await?;
+    let mut servers = Vec::new();
+    for i in &found {
+        servers.extend(
+            s.servers(&crate::server_table::Filter {
+                node: Some(s.nodes[*i].agent.node().to_string()),
+                ..Default::default()
+            })
+            .await?,
+        );
+    }
     Ok(Json(json!({"hypervisors": found.iter().map(|i| {
-        let h = hypervisor(s, *i);
+        let h = hypervisor(s, *i, &counts);
         let node = s.nodes[*i].agent.node();
         let on: Vec<Value> = servers.iter().filter(|r| st(r, "ursa:node") == node)
             .map(|r| json!({"uuid": r["id"], "name": format!("instance-{}", &st(r, "id")[..8.min(st(r, "id").len())])}))
@@ -1123,7 +1134,7 @@ async fn external_events(
             .get("name")
             .and_then(|v| v.as_str())
             .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute name.".into()))?;
-        let found = s.doc(SERVER, server).is_some();
+        let found = s.server(server).await?.is_some();
         let mut v = e.clone();
         v["name"] = json!(name);
         v["status"] = json!(if found { "completed" } else { "failed" });

@@ -32,6 +32,7 @@ pub mod metadata;
 pub mod node;
 pub mod proxy;
 pub mod server_parts;
+pub mod server_table;
 pub mod snapshot;
 
 use serde_json::{json, Map, Value};
@@ -137,35 +138,58 @@ impl Compute {
 
     pub async fn put(&self, kind: &'static str, rec: Rec) -> Result<()> {
         let id = st(&rec, "id").to_string();
-        self.identity
-            .change(move |_| {
-                Ok((
-                    vec![Op::put(kind, &id, "", &id, Value::Object(rec.clone()))],
-                    (),
-                ))
-            })
+        let mut w = self.identity.write().await?;
+        if kind == SERVER {
+            server_table::put(w.tx(), &rec).await?;
+            return w.commit(&[]).await;
+        }
+        w.commit(&[Op::put(kind, &id, "", &id, Value::Object(rec))])
             .await
     }
 
+    /// A connection for reads of the compute tables.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.identity
+            .store()
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| Error::ServiceUnavailable(format!("database unavailable: {e}")))
+    }
+
+    /// The server `id`'s record.
+    pub async fn server(&self, id: &str) -> Result<Option<Rec>> {
+        server_table::get(&mut *self.conn().await?, id).await
+    }
+
+    /// The servers a filter selects.
+    pub async fn servers(&self, f: &server_table::Filter) -> Result<Vec<Rec>> {
+        server_table::select(&mut *self.conn().await?, f).await
+    }
+
+    /// Removes a server's record.
+    pub async fn delete_server(&self, id: &str) -> Result<()> {
+        let mut w = self.identity.write().await?;
+        server_table::delete(w.tx(), id).await?;
+        w.commit(&[]).await
+    }
+
+    /// Changes a server's record with `f` (inside one write, so against
+    /// what is stored); None when there is no such server.
     pub async fn update(
         &self,
         id: &str,
         mut f: impl FnMut(&mut Rec) -> Result<()>,
     ) -> Result<Option<Rec>> {
-        let id = id.to_string();
-        self.identity
-            .change(move |m| {
-                let Some(mut r) = m.doc(SERVER, &id).and_then(|v| v.as_object().cloned()) else {
-                    return Ok((Vec::new(), None));
-                };
-                f(&mut r)?;
-                r.insert("updated".into(), json!(now()));
-                Ok((
-                    vec![Op::put(SERVER, &id, "", &id, Value::Object(r.clone()))],
-                    Some(r),
-                ))
-            })
-            .await
+        let mut w = self.identity.write().await?;
+        let Some(mut r) = server_table::get(w.tx().conn(), id).await? else {
+            return Ok(None);
+        };
+        f(&mut r)?;
+        r.insert("updated".into(), json!(now()));
+        server_table::put(w.tx(), &r).await?;
+        w.commit(&[]).await?;
+        Ok(Some(r))
     }
 
     /// The default flavors, made once.
@@ -191,57 +215,61 @@ impl Compute {
     /// Like [`Compute::schedule`], honouring a server group's policy:
     /// affinity keeps members on one node, anti-affinity on different
     /// nodes (the soft policies prefer, and fall back to any node).
-    pub fn schedule_in_group(
+    pub async fn schedule_in_group(
         &self,
         ram: u64,
         vcpus: u64,
         group: Option<&(String, String)>,
     ) -> Result<String> {
         let Some((gid, policy)) = group else {
-            return self.schedule(ram, vcpus);
+            return self.schedule(ram, vcpus).await;
         };
         let used: Vec<String> = self
-            .docs(SERVER)
+            .servers(&server_table::Filter {
+                group: Some(gid.clone()),
+                ..Default::default()
+            })
+            .await?
             .iter()
-            .filter(|s| st(s, "ursa:group") == gid)
             .map(|s| st(s, "ursa:node").to_string())
             .collect();
         let allowed = |n: &str| match policy.as_str() {
             "affinity" | "soft-affinity" => used.is_empty() || used.iter().any(|u| u == n),
             _ => !used.iter().any(|u| u == n),
         };
-        match self.schedule_where(ram, vcpus, &allowed) {
-            Err(_) if policy.starts_with("soft-") => self.schedule(ram, vcpus),
+        match self.schedule_where(ram, vcpus, &allowed).await {
+            Err(_) if policy.starts_with("soft-") => self.schedule(ram, vcpus).await,
             other => other,
         }
     }
 
     /// Filters nodes that fit the flavor, then spreads by free RAM.
-    pub fn schedule(&self, ram: u64, vcpus: u64) -> Result<String> {
-        self.schedule_where(ram, vcpus, &|_| true)
+    pub async fn schedule(&self, ram: u64, vcpus: u64) -> Result<String> {
+        self.schedule_where(ram, vcpus, &|_| true).await
     }
 
-    fn schedule_where(
+    async fn schedule_where(
         &self,
         ram: u64,
         vcpus: u64,
-        allowed: &dyn Fn(&str) -> bool,
+        allowed: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<String> {
-        let servers = self.docs(SERVER);
+        let counts = server_table::node_flavor_counts(&mut *self.conn().await?, false).await?;
         let flavors = self.docs(FLAVOR);
         let used = |node: &str| -> (u64, u64) {
-            servers
+            counts
                 .iter()
-                .filter(|s| st(s, "ursa:node") == node && st(s, "status") != "ERROR")
-                .filter_map(|s| {
+                .filter(|(n, _, _)| n == node)
+                .filter_map(|(_, fid, k)| {
                     flavors
                         .iter()
-                        .find(|f| st(f, "id") == st(s, "ursa:flavor_id"))
+                        .find(|f| st(f, "id") == fid)
+                        .map(|f| (f, *k as u64))
                 })
-                .fold((0, 0), |(r, c), f| {
+                .fold((0, 0), |(r, c), (f, k)| {
                     (
-                        r + f["ram"].as_u64().unwrap_or(0),
-                        c + f["vcpus"].as_u64().unwrap_or(0),
+                        r + k * f["ram"].as_u64().unwrap_or(0),
+                        c + k * f["vcpus"].as_u64().unwrap_or(0),
                     )
                 })
         };
@@ -344,7 +372,10 @@ impl Compute {
             }
             // A failed boot leaves nothing behind but the record.
             if me
-                .doc(SERVER, &id)
+                .server(&id)
+                .await
+                .ok()
+                .flatten()
                 .is_some_and(|s| st(&s, "status") == "ERROR")
             {
                 me.release(&id, st(&srv, "ursa:node")).await;
@@ -480,7 +511,7 @@ impl Compute {
         let drop_made = bv["source_type"] == "image" && bv["delete_on_termination"] == true;
         let t0 = std::time::Instant::now();
         loop {
-            if self.doc(SERVER, &id).is_none() {
+            if self.server(&id).await.ok().flatten().is_none() {
                 if drop_made {
                     self.drop_made_volume(vols, &vol_id).await;
                 }
@@ -514,7 +545,7 @@ impl Compute {
                         })
                         .await;
                     if claimed.is_ok() {
-                        if self.doc(SERVER, &id).is_none() {
+                        if self.server(&id).await.ok().flatten().is_none() {
                             // Deleted meanwhile: its release did not see
                             // this attachment, so let the volume go here.
                             let _ = vols
@@ -585,7 +616,7 @@ impl Compute {
             n.agent.destroy(id).await;
         }
         if let Some(v) = &self.volumes {
-            let srv = self.doc(SERVER, id);
+            let srv = self.server(id).await.ok().flatten();
             for vol in v.docs(ursa_volume::VOLUME) {
                 // A root volume made for the server that never got attached
                 // (the boot failed first) goes with it when asked to.
@@ -633,11 +664,7 @@ impl Compute {
         tokio::spawn(async move {
             let id = st(&srv, "id").to_string();
             me.release(&id, st(&srv, "ursa:node")).await;
-            let r = me
-                .identity
-                .change(move |_| Ok((vec![Op::delete(SERVER, &id)], ())))
-                .await;
-            if let Err(e) = r {
+            if let Err(e) = me.delete_server(&id).await {
                 tracing::error!(error = %e, "deleting a server record");
             }
         });
@@ -654,7 +681,22 @@ impl Compute {
                 if !duty.held() {
                     continue; // another controller syncs power states
                 }
-                for s in me.docs(SERVER) {
+                // Only the servers it watches: running, paused or
+                // suspended ones.
+                let watched = me
+                    .servers(&server_table::Filter {
+                        status: vec!["ACTIVE".into(), "PAUSED".into(), "SUSPENDED".into()],
+                        ..Default::default()
+                    })
+                    .await;
+                let watched = match watched {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "power sync could not read the servers");
+                        continue;
+                    }
+                };
+                for s in watched {
                     let idle = s.get("OS-EXT-STS:task_state").is_none_or(|t| t.is_null());
                     if !idle || !matches!(st(&s, "status"), "ACTIVE" | "PAUSED" | "SUSPENDED") {
                         continue;
@@ -696,7 +738,7 @@ impl Compute {
     /// After a restart: guests still running are adopted as they are;
     /// servers whose guest is gone are SHUTOFF (started again on request).
     pub async fn adopt(&self) -> Result<()> {
-        for s in self.docs(SERVER) {
+        for s in self.servers(&server_table::Filter::default()).await? {
             let Some(n) = self.node(st(&s, "ursa:node")) else {
                 continue;
             };

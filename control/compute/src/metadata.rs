@@ -9,7 +9,7 @@
 //! vendor_data.json}` and EC2's `/latest/meta-data/...` and
 //! `/latest/user-data` (also under their dated versions).
 
-use super::{st, Compute, KEYPAIR, SERVER};
+use super::{st, Compute, KEYPAIR};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -56,7 +56,7 @@ pub fn sign(secret: &[u8], instance_id: &str) -> String {
 }
 
 /// The server the proxy vouches for, or the refusal.
-fn caller(
+async fn caller(
     m: &Metadata,
     h: &HeaderMap,
 ) -> Result<serde_json::Map<String, Value>, (StatusCode, &'static str)> {
@@ -86,7 +86,10 @@ fn caller(
         return Err((StatusCode::FORBIDDEN, "Invalid proxy request signature.\n"));
     }
     m.compute
-        .doc(SERVER, id)
+        .server(id)
+        .await
+        .ok()
+        .flatten()
         .ok_or((StatusCode::NOT_FOUND, "no such instance\n"))
 }
 
@@ -135,7 +138,7 @@ async fn openstack(
     h: HeaderMap,
     Path((_v, file)): Path<(String, String)>,
 ) -> Response {
-    let s = match caller(&m, &h) {
+    let s = match caller(&m, &h).await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -249,7 +252,7 @@ async fn ec2_values(m: &Metadata, s: &serde_json::Map<String, Value>) -> Vec<(St
 }
 
 async fn ec2_index(State(m): State<Metadata>, h: HeaderMap) -> Response {
-    let s = match caller(&m, &h) {
+    let s = match caller(&m, &h).await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -270,7 +273,7 @@ async fn ec2_key(
     h: HeaderMap,
     Path((_v, key)): Path<(String, String)>,
 ) -> Response {
-    let s = match caller(&m, &h) {
+    let s = match caller(&m, &h).await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -282,7 +285,7 @@ async fn ec2_key(
 }
 
 async fn ec2_user_data(State(m): State<Metadata>, h: HeaderMap) -> Response {
-    let s = match caller(&m, &h) {
+    let s = match caller(&m, &h).await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };

@@ -453,7 +453,7 @@ async fn server_groups(
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let id = last(&p);
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     let v = call(
         &app,
         Method::GET,

@@ -3,7 +3,7 @@
 //! server groups (`os-server-groups`), whose policies the scheduler honours.
 
 use super::api::{body_obj, find_server, last, param, svc, write_access};
-use super::{now, st, Compute, Rec, SERVER};
+use super::{now, st, Compute, Rec};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -120,7 +120,7 @@ async fn list_meta(
     auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
-    let r = find_server(svc(&app)?, &auth, &last(&p))?;
+    let r = find_server(svc(&app)?, &auth, &last(&p)).await?;
     Ok(Json(json!({"metadata": meta_of(&r)})))
 }
 
@@ -152,7 +152,7 @@ async fn write_meta(
 ) -> Result<Json<Value>> {
     write_access(auth)?;
     let s = svc(app)?;
-    find_server(s, auth, id)?;
+    find_server(s, auth, id).await?;
     let new = meta_body(bytes, "metadata")?;
     let m = change_meta(s, id, move |m| {
         if replace {
@@ -172,7 +172,7 @@ async fn show_meta(
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let (id, key) = (param(&p, "id"), param(&p, "key"));
-    let r = find_server(svc(&app)?, &auth, &id)?;
+    let r = find_server(svc(&app)?, &auth, &id).await?;
     let v = meta_of(&r)
         .get(&key)
         .cloned()
@@ -189,7 +189,7 @@ async fn set_meta(
     write_access(&auth)?;
     let s = svc(&app)?;
     let (id, key) = (param(&p, "id"), param(&p, "key"));
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     let item = meta_body(&bytes, "meta")?;
     if item.len() != 1 {
         return Err(Error::BadRequest(
@@ -217,7 +217,7 @@ async fn delete_meta(
     write_access(&auth)?;
     let s = svc(&app)?;
     let (id, key) = (param(&p, "id"), param(&p, "key"));
-    let r = find_server(s, &auth, &id)?;
+    let r = find_server(s, &auth, &id).await?;
     if !meta_of(&r).contains_key(&key) {
         return Err(Error::NotFound(format!(
             "Metadata item was not found: {key}"
@@ -244,7 +244,7 @@ async fn ips(
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let id = last(&p);
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     Ok(Json(json!({"addresses": addresses(s, &id).await?})))
 }
 
@@ -255,7 +255,7 @@ async fn ips_of(
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let (id, net) = (param(&p, "id"), param(&p, "network"));
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     let a = addresses(s, &id).await?;
     let v = a
         .get(&net)
@@ -276,7 +276,7 @@ async fn actions(
     auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
-    let r = find_server(svc(&app)?, &auth, &last(&p))?;
+    let r = find_server(svc(&app)?, &auth, &last(&p)).await?;
     let mut a = action_list(&r);
     a.reverse();
     Ok(Json(json!({ "instanceActions": a })))
@@ -288,7 +288,7 @@ async fn action(
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let (id, req) = (param(&p, "id"), param(&p, "req"));
-    let r = find_server(svc(&app)?, &auth, &id)?;
+    let r = find_server(svc(&app)?, &auth, &id).await?;
     let mut a = action_list(&r)
         .into_iter()
         .find(|a| a["request_id"] == req.as_str())
@@ -310,7 +310,7 @@ async fn password(
     auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
-    let r = find_server(svc(&app)?, &auth, &last(&p))?;
+    let r = find_server(svc(&app)?, &auth, &last(&p)).await?;
     Ok(Json(json!({"password": st(&r, "ursa:password")})))
 }
 
@@ -322,7 +322,7 @@ async fn clear_password(
     write_access(&auth)?;
     let s = svc(&app)?;
     let id = last(&p);
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     s.update(&id, |r| {
         r.insert("ursa:password".into(), json!(""));
         Ok(())
@@ -343,7 +343,7 @@ async fn diagnostics(
     }
     let s = svc(&app)?;
     let id = last(&p);
-    let r = find_server(s, &auth, &id)?;
+    let r = find_server(s, &auth, &id).await?;
     let running = match s.node(st(&r, "ursa:node")) {
         Some(n) => n.agent.running(&id).await,
         None => false,
@@ -388,7 +388,7 @@ async fn list_interfaces(
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let id = last(&p);
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     let v: Vec<Value> = server_ports(s, &id)
         .await?
         .iter()
@@ -404,7 +404,7 @@ async fn show_interface(
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let (id, port) = (param(&p, "id"), param(&p, "port"));
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     let pr = server_ports(s, &id)
         .await?
         .into_iter()
@@ -422,7 +422,7 @@ async fn attach_interface(
     write_access(&auth)?;
     let s = svc(&app)?;
     let id = last(&p);
-    let r = find_server(s, &auth, &id)?;
+    let r = find_server(s, &auth, &id).await?;
     if !matches!(st(&r, "status"), "ACTIVE" | "SHUTOFF" | "PAUSED") {
         return Err(Error::Conflict(format!(
             "Cannot 'attach_interface' instance {id} while it is in vm_state {}",
@@ -521,7 +521,7 @@ async fn detach_interface(
     write_access(&auth)?;
     let s = svc(&app)?;
     let (id, port) = (param(&p, "id"), param(&p, "port"));
-    let r = find_server(s, &auth, &id)?;
+    let r = find_server(s, &auth, &id).await?;
     if !server_ports(s, &id)
         .await?
         .iter()
@@ -544,16 +544,21 @@ async fn detach_interface(
 // ---------------------------------------------------------------------
 // Server groups.
 
-fn group_view(g: &Rec, s: &Compute) -> Value {
+async fn group_view(g: &Rec, s: &Compute) -> Result<Value> {
     let id = st(g, "id");
     let members: Vec<Value> = s
-        .docs(SERVER)
+        .servers(&crate::server_table::Filter {
+            group: Some(id.to_string()),
+            ..Default::default()
+        })
+        .await?
         .iter()
-        .filter(|r| st(r, "ursa:group") == id)
         .map(|r| r["id"].clone())
         .collect();
-    json!({"id": id, "name": g["name"], "policies": g["policies"], "members": members,
-           "metadata": {}})
+    Ok(
+        json!({"id": id, "name": g["name"], "policies": g["policies"], "members": members,
+           "metadata": {}}),
+    )
 }
 
 fn may_see_group(auth: &Auth, g: &Rec) -> bool {
@@ -562,12 +567,14 @@ fn may_see_group(auth: &Auth, g: &Rec) -> bool {
 
 async fn list_groups(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
     let s = svc(&app)?;
-    let out: Vec<Value> = s
+    let mut out: Vec<Value> = Vec::new();
+    for g in s
         .docs(SERVER_GROUP)
         .iter()
         .filter(|g| auth.0.project_id() == Some(st(g, "project_id")))
-        .map(|g| group_view(g, s))
-        .collect();
+    {
+        out.push(group_view(g, s).await?);
+    }
     Ok(Json(json!({ "server_groups": out })))
 }
 
@@ -612,7 +619,7 @@ async fn create_group(
     .cloned()
     .unwrap_or_default();
     s.put(SERVER_GROUP, g.clone()).await?;
-    Ok(Json(json!({"server_group": group_view(&g, s)})))
+    Ok(Json(json!({"server_group": group_view(&g, s).await?})))
 }
 
 fn find_group(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
@@ -628,7 +635,7 @@ async fn show_group(
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let g = find_group(s, &auth, &last(&p))?;
-    Ok(Json(json!({"server_group": group_view(&g, s)})))
+    Ok(Json(json!({"server_group": group_view(&g, s).await?})))
 }
 
 async fn delete_group(

@@ -177,6 +177,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     ursa_network::prepare_store(&store)
         .await
         .context("preparing the network service's tables")?;
+    ursa_compute::server_table::prepare_store(&store)
+        .await
+        .context("preparing the compute service's tables")?;
     let keys = opts.keys_dir.clone().unwrap_or_else(|| dir.join("keys"));
     let codec = TokenCodec::open(KeyRepo::new(keys))?;
     let identity = Identity::open(

@@ -12,30 +12,30 @@ pub(crate) fn admin_only(auth: &Auth, what: &str) -> Result<()> {
     }
 }
 
-/// One compute node as a hypervisor (ids are the node's position, from 1).
-pub(crate) fn hypervisor(s: &Compute, i: usize) -> Value {
+/// How many servers of each flavor each node has (for [`hypervisor`]).
+pub(crate) async fn node_counts(s: &Compute) -> Result<Vec<(String, String, i64)>> {
+    crate::server_table::node_flavor_counts(&mut *s.conn().await?, true).await
+}
+
+/// One compute node as a hypervisor (ids are the node's position, from 1);
+/// `counts` from [`node_counts`].
+pub(crate) fn hypervisor(s: &Compute, i: usize, counts: &[(String, String, i64)]) -> Value {
     let n = &s.nodes[i];
-    let servers: Vec<Rec> = s
-        .docs(SERVER)
-        .into_iter()
-        .filter(|r| st(r, "ursa:node") == n.agent.node())
-        .collect();
     let flavors = s.docs(FLAVOR);
-    let (mut ram, mut cpu, mut disk) = (0u64, 0u64, 0u64);
-    for r in &servers {
-        if let Some(f) = flavors
-            .iter()
-            .find(|f| st(f, "id") == st(r, "ursa:flavor_id"))
-        {
-            ram += f["ram"].as_u64().unwrap_or(0);
-            cpu += f["vcpus"].as_u64().unwrap_or(0);
-            disk += f["disk"].as_u64().unwrap_or(0);
+    let (mut ram, mut cpu, mut disk, mut vms) = (0u64, 0u64, 0u64, 0i64);
+    for (_, fid, k) in counts.iter().filter(|(node, _, _)| node == n.agent.node()) {
+        vms += k;
+        if let Some(f) = flavors.iter().find(|f| st(f, "id") == fid) {
+            let k = *k as u64;
+            ram += k * f["ram"].as_u64().unwrap_or(0);
+            cpu += k * f["vcpus"].as_u64().unwrap_or(0);
+            disk += k * f["disk"].as_u64().unwrap_or(0);
         }
     }
     let local_gb = 100u64;
     json!({"id": i + 1, "hypervisor_hostname": n.agent.node(), "state": "up", "status": "enabled",
            "hypervisor_type": "QEMU", "hypervisor_version": 7002000, "host_ip": "127.0.0.1",
-           "cpu_info": "{}", "current_workload": 0, "running_vms": servers.len(),
+           "cpu_info": "{}", "current_workload": 0, "running_vms": vms,
            "vcpus": n.vcpus, "vcpus_used": cpu, "memory_mb": n.ram_mb, "memory_mb_used": ram,
            "free_ram_mb": n.ram_mb as i64 - ram as i64, "local_gb": local_gb, "local_gb_used": disk,
            "free_disk_gb": local_gb as i64 - disk as i64, "disk_available_least": local_gb as i64 - disk as i64,
@@ -45,9 +45,10 @@ pub(crate) fn hypervisor(s: &Compute, i: usize) -> Value {
 pub(super) async fn hypervisors(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-hypervisors:list")?;
     let s = svc(&app)?;
+    let counts = node_counts(s).await?;
     let v: Vec<Value> = (0..s.nodes.len())
         .map(|i| {
-            let h = hypervisor(s, i);
+            let h = hypervisor(s, i, &counts);
             json!({"id": h["id"], "hypervisor_hostname": h["hypervisor_hostname"], "state": "up", "status": "enabled"})
         })
         .collect();
@@ -60,8 +61,9 @@ pub(super) async fn hypervisors_detail(
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-hypervisors:list-detail")?;
     let s = svc(&app)?;
+    let counts = node_counts(s).await?;
     Ok(Json(
-        json!({"hypervisors": (0..s.nodes.len()).map(|i| hypervisor(s, i)).collect::<Vec<_>>()}),
+        json!({"hypervisors": (0..s.nodes.len()).map(|i| hypervisor(s, i, &counts)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -78,7 +80,8 @@ pub(super) async fn hypervisor_show(
         .ok()
         .filter(|i| *i >= 1 && *i <= s.nodes.len())
         .ok_or_else(|| Error::NotFound(format!("Hypervisor {hid} could not be found.")))?;
-    Ok(Json(json!({"hypervisor": hypervisor(s, i - 1)})))
+    let counts = node_counts(s).await?;
+    Ok(Json(json!({"hypervisor": hypervisor(s, i - 1, &counts)})))
 }
 
 pub(super) async fn hypervisor_stats(
@@ -87,9 +90,10 @@ pub(super) async fn hypervisor_stats(
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-hypervisors:statistics")?;
     let s = svc(&app)?;
+    let counts = node_counts(s).await?;
     let mut sum = json!({"count": s.nodes.len()});
     for i in 0..s.nodes.len() {
-        let h = hypervisor(s, i);
+        let h = hypervisor(s, i, &counts);
         for k in [
             "current_workload",
             "disk_available_least",

@@ -3,24 +3,24 @@
 use super::*;
 
 /// A project's servers, and the cores and RAM their flavors take.
-pub(crate) fn usage(s: &Compute, project: &str) -> (i64, i64, i64) {
+pub(crate) async fn usage(s: &Compute, project: &str) -> Result<(i64, i64, i64)> {
+    let filter = crate::server_table::Filter {
+        project: Some(project.to_string()),
+        ..Default::default()
+    };
+    let counts = crate::server_table::flavor_counts(&mut *s.conn().await?, &filter).await?;
     let flavors = s.docs(FLAVOR);
-    s.docs(SERVER)
-        .iter()
-        .filter(|r| st(r, "tenant_id") == project)
-        .fold((0, 0, 0), |(n, c, m), r| {
-            let f = flavors
-                .iter()
-                .find(|f| st(f, "id") == st(r, "ursa:flavor_id"));
-            let get = |k: &str| f.and_then(|f| f[k].as_i64()).unwrap_or(0);
-            (n + 1, c + get("vcpus"), m + get("ram"))
-        })
+    Ok(counts.iter().fold((0, 0, 0), |(n, c, m), (fid, k)| {
+        let f = flavors.iter().find(|f| st(f, "id") == fid);
+        let get = |key: &str| f.and_then(|f| f[key].as_i64()).unwrap_or(0);
+        (n + k, c + k * get("vcpus"), m + k * get("ram"))
+    }))
 }
 
 pub(super) async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let project = auth.0.project_id().unwrap_or("").to_string();
-    let (instances, cores, ram) = usage(s, &project);
+    let (instances, cores, ram) = usage(s, &project).await?;
     let l = crate::admin::limits(s, &project);
     Ok(Json(json!({"limits": {"rate": [], "absolute": {
         "maxServerMeta": l["metadata_items"], "maxPersonality": l["injected_files"],

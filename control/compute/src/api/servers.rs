@@ -139,8 +139,9 @@ pub(crate) fn may_see(auth: &Auth, r: &Rec) -> bool {
     auth.0.is_admin() || auth.0.project_id() == Some(st(r, "tenant_id"))
 }
 
-pub(crate) fn find_server(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
-    s.doc(SERVER, id)
+pub(crate) async fn find_server(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
+    s.server(id)
+        .await?
         .filter(|r| may_see(auth, r))
         .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))
 }
@@ -156,17 +157,58 @@ pub(super) async fn list_any(
     let all = auth.0.is_admin()
         && q.iter()
             .any(|(k, v)| k == "all_tenants" && v != "0" && v.to_lowercase() != "false");
-    let mut v: Vec<Rec> = s
-        .docs(SERVER)
-        .into_iter()
-        .filter(|r| {
-            if all {
-                true
-            } else {
-                auth.0.project_id() == Some(st(r, "tenant_id"))
-            }
-        })
-        .collect();
+    // What SQL narrows to: the project (or the one asked for), status,
+    // flavor, image and node; a page in SQL when nothing else filters.
+    let one = |k: &str| q.iter().rev().find(|(x, _)| x == k).map(|(_, v)| v.clone());
+    let filter = crate::server_table::Filter {
+        project: if all {
+            one("project_id").or_else(|| one("tenant_id"))
+        } else {
+            Some(auth.0.project_id().unwrap_or("").to_string())
+        },
+        status: one("status")
+            .map(|v| vec![v.to_uppercase()])
+            .unwrap_or_default(),
+        flavor: one("flavor"),
+        image: one("image"),
+        node: if auth.0.is_admin() {
+            one("host").or_else(|| one("node"))
+        } else {
+            None
+        },
+        ..Default::default()
+    };
+    let in_memory_only = q.iter().any(|(k, _)| {
+        matches!(
+            k.as_str(),
+            "name" | "ip" | "ip6" | "changes-since" | "reservation_id"
+        )
+    });
+    let marker = one("marker");
+    let limit =
+        match one("limit") {
+            Some(l) => Some(l.parse::<usize>().map_err(|_| {
+                Error::BadRequest("Invalid input for query parameters limit.".into())
+            })?),
+            None => None,
+        };
+    let mut c = s.conn().await?;
+    let (mut v, paged) = match limit {
+        Some(l) if !in_memory_only => {
+            let rows = crate::server_table::page(&mut c, &filter, marker.as_deref(), l)
+                .await?
+                .ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "marker [{}] not found",
+                        marker.clone().unwrap_or_default()
+                    ))
+                })?;
+            (rows, true)
+        }
+        _ => (crate::server_table::select(&mut c, &filter).await?, false),
+    };
+    drop(c);
+    v.retain(|r| all || auth.0.project_id() == Some(st(r, "tenant_id")));
     // Filters Nova answers for: regular expressions on name and addresses.
     let mut res = Vec::new();
     for (k, val) in &q {
@@ -240,7 +282,7 @@ pub(super) async fn list_any(
             })
     });
     v.sort_by(|a, b| (st(b, "created"), st(b, "id")).cmp(&(st(a, "created"), st(a, "id"))));
-    if let Some((_, m)) = q.iter().find(|(k, _)| k == "marker") {
+    if let Some((_, m)) = q.iter().find(|(k, _)| k == "marker").filter(|_| !paged) {
         let pos = v
             .iter()
             .position(|r| st(r, "id") == m)
@@ -297,7 +339,7 @@ pub(super) async fn show_server(
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
-    let r = find_server(s, &auth, &last(&p))?;
+    let r = find_server(s, &auth, &last(&p)).await?;
     Ok(Json(
         json!({"server": server_view(&app, s, &auth, &r, true).await?}),
     ))
@@ -740,7 +782,7 @@ pub(super) async fn create_server(
     let ram = req.flavor["ram"].as_u64().unwrap_or(0);
     let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
     // Quotas: instances, cores, RAM, for as many as must be made.
-    let (instances, cores, mem) = usage(s, &project);
+    let (instances, cores, mem) = usage(s, &project).await?;
     let lim = crate::admin::limits(s, &project);
     let under = |key: &str, want: i64| {
         let l = lim.get(key).and_then(|v| v.as_i64()).unwrap_or(-1);
@@ -811,7 +853,7 @@ pub(super) async fn create_one(
 ) -> Result<String> {
     let ram = req.flavor["ram"].as_u64().unwrap_or(0);
     let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
-    let node = s.schedule_in_group(ram, vcpus, req.group.as_ref())?;
+    let node = s.schedule_in_group(ram, vcpus, req.group.as_ref()).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let host_id = {
         use sha2::Digest;
@@ -861,11 +903,7 @@ pub(super) async fn create_one(
         };
         if let Err(e) = made {
             s.release(&id, &node).await;
-            let id2 = id.clone();
-            let _ = s
-                .identity
-                .change(move |_| Ok((vec![ursa_core::store::Op::delete(SERVER, &id2)], ())))
-                .await;
+            let _ = s.delete_server(&id).await;
             return Err(match e {
                 Error::Conflict(m) => Error::BadRequest(format!("Could not allocate a port: {m}")),
                 other => other,
@@ -885,7 +923,7 @@ pub(super) async fn update_server(
     write_access(&auth)?;
     let s = svc(&app)?;
     let id = last(&p);
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     let b = body_obj(&bytes, "server")?;
     let name = match b.get("name") {
         Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => Some(n.clone()),
@@ -959,7 +997,7 @@ pub(super) async fn delete_server(
     write_access(&auth)?;
     let s = svc(&app)?;
     let id = last(&p);
-    let r = find_server(s, &auth, &id)?;
+    let r = find_server(s, &auth, &id).await?;
     if r.get("locked") == Some(&json!(true)) && !auth.0.is_admin() {
         return Err(Error::Conflict(format!("Instance {id} is locked")));
     }

@@ -62,7 +62,7 @@ pub(super) async fn list_attachments(
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let id = param(&p, "id");
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     let v: Vec<Value> = attached(s, &id)
         .iter()
         .map(|(vol, dev)| attachment_view(&id, vol, dev))
@@ -99,7 +99,7 @@ pub(super) async fn show_attachment(
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let (id, vol) = (param(&p, "id"), param(&p, "volume_id"));
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     attached(s, &id)
         .into_iter()
         .find(|(v, _)| *v == vol)
@@ -116,7 +116,7 @@ pub(super) async fn attach_volume(
     write_access(&auth)?;
     let s = svc(&app)?;
     let id = param(&p, "id");
-    let srv = find_server(s, &auth, &id)?;
+    let srv = find_server(s, &auth, &id).await?;
     let vols = s
         .volumes
         .as_ref()
@@ -211,7 +211,7 @@ pub(super) async fn swap_volume(
     admin_only(&auth, "os_compute_api:os-volumes-attachments:swap")?;
     let s = svc(&app)?;
     let (id, vol_id) = (param(&p, "id"), param(&p, "volume_id"));
-    find_server(s, &auth, &id)?;
+    find_server(s, &auth, &id).await?;
     body_obj(&bytes, "volumeAttachment")?;
     if !attached(s, &id).iter().any(|(v, _)| *v == vol_id) {
         return Err(Error::NotFound(format!("volume_id not found: {vol_id}")));
@@ -229,7 +229,7 @@ pub(super) async fn detach_volume(
     write_access(&auth)?;
     let s = svc(&app)?;
     let (id, vol_id) = (param(&p, "id"), param(&p, "volume_id"));
-    let srv = find_server(s, &auth, &id)?;
+    let srv = find_server(s, &auth, &id).await?;
     let vols = s
         .volumes
         .as_ref()
