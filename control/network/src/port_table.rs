@@ -116,14 +116,34 @@ pub async fn with_address(c: &mut AnyConnection, address: &str) -> Result<Vec<Re
     )
 }
 
-/// Every port (the pusher's whole-state resync; lists page instead).
-pub async fn all(c: &mut AnyConnection) -> Result<Vec<Rec>> {
-    bodies(
-        sqlx::query("SELECT body FROM net_ports ORDER BY id")
-            .fetch_all(c)
-            .await
-            .map_err(db)?,
-    )
+/// The ports a node's desired state can name: bound ones, the service's
+/// own (routers, DHCP, floating IPs), and every port of `dhcp_networks`
+/// (their DHCP hosts). Unbound ports elsewhere cost the pusher nothing.
+pub async fn for_push(c: &mut AnyConnection, dhcp_networks: &[String]) -> Result<Vec<Rec>> {
+    let mut sql = String::from(
+        "SELECT id, body FROM net_ports WHERE host > '' \
+         UNION SELECT id, body FROM net_ports WHERE device_owner >= 'network:' AND device_owner < 'network;'",
+    );
+    let mut args = Vec::new();
+    for chunk in dhcp_networks.chunks(200) {
+        let base = args.len();
+        let marks: Vec<String> = (1..=chunk.len())
+            .map(|i| format!("${}", base + i))
+            .collect();
+        sql.push_str(&format!(
+            " UNION SELECT id, body FROM net_ports WHERE network_id IN ({})",
+            marks.join(", ")
+        ));
+        args.extend(chunk.iter().cloned());
+    }
+    let mut q = sqlx::query(&sql);
+    for a in &args {
+        q = q.bind(a);
+    }
+    let rows = q.fetch_all(c).await.map_err(db)?;
+    rows.iter()
+        .map(|r| parse(&r.try_get::<String, _>(1).map_err(db)?))
+        .collect()
 }
 
 /// How many ports a project has (its quota use).

@@ -327,7 +327,24 @@ impl Pusher {
                 })
                 .collect()
         };
-        let ports = match read_ports(identity).await {
+        if caps.is_empty() {
+            return;
+        }
+        // DHCP is served for the IPv4 subnets with DHCP on, on the
+        // network node: every port of those networks is a DHCP host.
+        let dhcp_networks: Vec<String> = if self.network_node().is_some() {
+            let m = identity.model();
+            let mut v: Vec<String> = recs(&m, SUBNET)
+                .filter(|s| s["ip_version"] == 4 && s["enable_dhcp"] == true)
+                .map(|s| st(s, "network_id").to_string())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        } else {
+            Vec::new()
+        };
+        let ports = match read_ports(identity, &dhcp_networks).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the ports to push; trying again");
@@ -404,16 +421,19 @@ impl Pusher {
     }
 }
 
-/// Every port, for a round (see item 5 of the control-plane issue: a
-/// round still computes every node's whole state).
-async fn read_ports(identity: &Identity) -> ursa_core::error::Result<Vec<Rec>> {
+/// The ports a round needs (see [`crate::port_table::for_push`]); a round
+/// still computes every node's whole state from them.
+async fn read_ports(
+    identity: &Identity,
+    dhcp_networks: &[String],
+) -> ursa_core::error::Result<Vec<Rec>> {
     let mut c = identity
         .store()
         .pool()
         .acquire()
         .await
         .map_err(|e| ursa_core::error::Error::ServiceUnavailable(e.to_string()))?;
-    crate::port_table::all(&mut c).await
+    crate::port_table::for_push(&mut c, dhcp_networks).await
 }
 
 /// The bound node of a port ("" when unbound).
