@@ -304,25 +304,33 @@ fn volume_work_a_dead_controller_left_is_carried_on() {
     // What a controller that was killed mid-work leaves in the store.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        use ursa_core::store::{Op, Store};
+        use ursa_core::store::Store;
         let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
-        let doc = store.get("volume", &kept).await.unwrap().unwrap();
-        let mut left = doc.body.as_object().unwrap().clone();
+        let doc = ursa_volume::record_table::get(
+            &mut store.pool().acquire().await.unwrap(),
+            "volume",
+            &kept,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let mut left = doc.clone();
         let left_id = "0c0ffee0-0000-4000-8000-000000000001";
         left.insert("id".into(), json!(left_id));
         left.insert("name".into(), json!("left-creating"));
         left.insert("status".into(), json!("creating"));
         left.insert("ursa:task_by".into(), json!("999999-deadbeef"));
-        let mut doomed = doc.body.as_object().unwrap().clone();
+        let mut doomed = doc.clone();
         doomed.insert("status".into(), json!("deleting"));
         doomed.insert("ursa:task_by".into(), json!("999999-deadbeef"));
-        store
-            .apply(&[
-                Op::put("volume", left_id, "", left_id, Value::Object(left)),
-                Op::put("volume", &kept, "", &kept, Value::Object(doomed)),
-            ])
+        let mut w = store.begin_write().await.unwrap();
+        ursa_volume::record_table::put(&mut w, "volume", &left)
             .await
             .unwrap();
+        ursa_volume::record_table::put(&mut w, "volume", &doomed)
+            .await
+            .unwrap();
+        w.commit(&[]).await.unwrap();
         store.close().await;
     });
 

@@ -518,7 +518,9 @@ impl Compute {
                 return Err("the server was deleted while it was being built".into());
             }
             let vol = vols
-                .doc(VOLUME, &vol_id)
+                .record(VOLUME, &vol_id)
+                .await
+                .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("the root volume {vol_id} is gone"))?;
             let ours = vol
                 .get("attachments")
@@ -574,7 +576,9 @@ impl Compute {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
         let vol = vols
-            .doc(VOLUME, &vol_id)
+            .record(VOLUME, &vol_id)
+            .await
+            .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("the root volume {vol_id} is gone"))?;
         let conn = vols
             .export(&vol, true)
@@ -589,7 +593,10 @@ impl Compute {
         use ursa_volume::VOLUME;
         let t0 = std::time::Instant::now();
         while vols
-            .doc(VOLUME, vol_id)
+            .record(VOLUME, vol_id)
+            .await
+            .ok()
+            .flatten()
             .is_some_and(|v| matches!(st(&v, "status"), "creating" | "downloading"))
             && t0.elapsed() < std::time::Duration::from_secs(1800)
         {
@@ -617,7 +624,20 @@ impl Compute {
         }
         if let Some(v) = &self.volumes {
             let srv = self.server(id).await.ok().flatten();
-            for vol in v.docs(ursa_volume::VOLUME) {
+            // Its volumes: the attached ones, and a root volume made for it
+            // that never got attached.
+            let mut vols = v.attached_to(&[id.to_string()]).await.unwrap_or_default();
+            let root = srv
+                .as_ref()
+                .and_then(|s| s.get("ursa:boot_volume"))
+                .and_then(|b| b["volume_id"].as_str().or(b["uuid"].as_str()))
+                .map(str::to_string);
+            if let Some(root) = root {
+                if !vols.iter().any(|x| st(x, "id") == root) {
+                    vols.extend(v.record(ursa_volume::VOLUME, &root).await.ok().flatten());
+                }
+            }
+            for vol in vols {
                 // A root volume made for the server that never got attached
                 // (the boot failed first) goes with it when asked to.
                 let unattached = vol

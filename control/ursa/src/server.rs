@@ -180,6 +180,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     ursa_compute::server_table::prepare_store(&store)
         .await
         .context("preparing the compute service's tables")?;
+    ursa_volume::record_table::prepare_store(&store)
+        .await
+        .context("preparing the volume service's tables")?;
     let keys = opts.keys_dir.clone().unwrap_or_else(|| dir.join("keys"));
     let codec = TokenCodec::open(KeyRepo::new(keys))?;
     let identity = Identity::open(

@@ -31,6 +31,7 @@ fn fixture() -> &'static Fixture {
             let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
             ursa_network::prepare_store(&store).await.unwrap();
             ursa_compute::server_table::prepare_store(&store).await.unwrap();
+            ursa_volume::record_table::prepare_store(&store).await.unwrap();
             let codec = TokenCodec::open(KeyRepo::new(dir.path().join("keys"))).unwrap();
             let settings = Settings { password_cost: Cost { memory_kib: 1024, iterations: 1 }, ..Default::default() };
             let id = Identity::open(store, codec, settings).await.unwrap();

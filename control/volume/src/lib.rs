@@ -13,6 +13,7 @@
 //! export.
 
 pub mod api;
+pub mod record_table;
 pub mod tasks;
 
 use serde_json::{json, Map, Value};
@@ -105,7 +106,9 @@ fn exists_ok(e: tonic::Status) -> std::result::Result<(), String> {
 }
 
 impl Volumes {
+    /// The documents of a kind that is not a row (types, quotas).
     pub fn docs(&self, kind: &str) -> Vec<Map<String, Value>> {
+        debug_assert!(!record_table::is_row(kind), "{kind} records are rows");
         self.identity
             .model()
             .docs_of(kind)
@@ -113,57 +116,93 @@ impl Volumes {
             .collect()
     }
 
+    /// A document of a kind that is not a row (types, quotas).
     pub fn doc(&self, kind: &str, id: &str) -> Option<Map<String, Value>> {
+        debug_assert!(!record_table::is_row(kind), "{kind} records are rows");
         self.identity
             .model()
             .doc(kind, id)
             .and_then(|v| v.as_object().cloned())
     }
 
+    /// A connection for reads of the volume tables.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.identity
+            .store()
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| Error::ServiceUnavailable(format!("database unavailable: {e}")))
+    }
+
+    /// A volume or snapshot.
+    pub async fn record(&self, kind: &str, id: &str) -> Result<Option<Map<String, Value>>> {
+        record_table::get(&mut *self.conn().await?, kind, id).await
+    }
+
+    /// The volumes or snapshots a filter selects.
+    pub async fn records(
+        &self,
+        kind: &str,
+        f: &record_table::Filter,
+    ) -> Result<Vec<Map<String, Value>>> {
+        record_table::select(&mut *self.conn().await?, kind, f).await
+    }
+
+    /// The volumes attached to any of these servers.
+    pub async fn attached_to(&self, servers: &[String]) -> Result<Vec<Map<String, Value>>> {
+        record_table::attached_to(&mut *self.conn().await?, servers).await
+    }
+
     /// Stores a record whole.
     pub async fn put(&self, kind: &'static str, mut rec: Map<String, Value>) -> Result<()> {
         tasks::stamp(&mut rec, &self.controller);
         let id = st(&rec, "id").to_string();
-        self.identity
-            .change(move |_| {
-                Ok((
-                    vec![Op::put(kind, &id, "", &id, Value::Object(rec.clone()))],
-                    (),
-                ))
-            })
+        let mut w = self.identity.write().await?;
+        if record_table::is_row(kind) {
+            record_table::put(w.tx(), kind, &rec).await?;
+            return w.commit(&[]).await;
+        }
+        w.commit(&[Op::put(kind, &id, "", &id, Value::Object(rec))])
             .await
     }
 
-    /// Changes a record under the writer lock; `None` if it is gone.
+    /// Changes a record inside one write; `None` if it is gone.
     pub async fn update(
         &self,
         kind: &'static str,
         id: &str,
         mut f: impl FnMut(&mut Map<String, Value>) -> Result<()>,
     ) -> Result<Option<Map<String, Value>>> {
-        let id = id.to_string();
-        let controller = self.controller.clone();
-        self.identity
-            .change(move |m| {
-                let Some(mut rec) = m.doc(kind, &id).and_then(|v| v.as_object().cloned()) else {
-                    return Ok((Vec::new(), None));
-                };
-                f(&mut rec)?;
-                rec.insert("updated_at".into(), json!(now()));
-                tasks::stamp(&mut rec, &controller);
-                Ok((
-                    vec![Op::put(kind, &id, "", &id, Value::Object(rec.clone()))],
-                    Some(rec),
-                ))
-            })
-            .await
+        let mut w = self.identity.write().await?;
+        let found = if record_table::is_row(kind) {
+            record_table::get(w.tx().conn(), kind, id).await?
+        } else {
+            w.model().doc(kind, id).and_then(|v| v.as_object().cloned())
+        };
+        let Some(mut rec) = found else {
+            return Ok(None);
+        };
+        f(&mut rec)?;
+        rec.insert("updated_at".into(), json!(now()));
+        tasks::stamp(&mut rec, &self.controller);
+        if record_table::is_row(kind) {
+            record_table::put(w.tx(), kind, &rec).await?;
+            w.commit(&[]).await?;
+        } else {
+            w.commit(&[Op::put(kind, id, "", id, Value::Object(rec.clone()))])
+                .await?;
+        }
+        Ok(Some(rec))
     }
 
     pub async fn forget(&self, kind: &'static str, id: &str) -> Result<()> {
-        let id = id.to_string();
-        self.identity
-            .change(move |_| Ok((vec![Op::delete(kind, &id)], ())))
-            .await
+        let mut w = self.identity.write().await?;
+        if record_table::is_row(kind) {
+            record_table::delete(w.tx(), kind, id).await?;
+            return w.commit(&[]).await;
+        }
+        w.commit(&[Op::delete(kind, id)]).await
     }
 
     /// Records an outcome of background work: a status (and an error
@@ -335,7 +374,10 @@ impl Volumes {
             let host = match kind {
                 VOLUME => st(&rec, "ursa:node").to_string(),
                 _ => me
-                    .doc(VOLUME, st(&rec, "volume_id"))
+                    .record(VOLUME, st(&rec, "volume_id"))
+                    .await
+                    .ok()
+                    .flatten()
                     .map(|v| st(&v, "ursa:node").to_string())
                     .unwrap_or_else(|| st(&rec, "ursa:host").to_string()),
             };

@@ -68,10 +68,19 @@ impl Volumes {
         let store = self.identity.store().clone();
         let mut taken = 0;
         for kind in [VOLUME, SNAPSHOT] {
-            let left: Vec<Map<String, Value>> = self
-                .docs(kind)
+            let in_flight = super::record_table::Filter {
+                status: IN_FLIGHT.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            };
+            let left: Vec<Map<String, Value>> = match self.records(kind, &in_flight).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "volume tasks could not read the records");
+                    continue;
+                }
+            };
+            let left: Vec<Map<String, Value>> = left
                 .into_iter()
-                .filter(|r| IN_FLIGHT.contains(&st(r, "status")))
                 .filter(|r| st(r, "ursa:task_by") != self.controller)
                 .collect();
             for r in left {
@@ -126,7 +135,10 @@ impl Volumes {
             },
             (SNAPSHOT, "creating") => {
                 let host = self
-                    .doc(VOLUME, st(&rec, "volume_id"))
+                    .record(VOLUME, st(&rec, "volume_id"))
+                    .await
+                    .ok()
+                    .flatten()
                     .map(|v| st(&v, "ursa:node").to_string())
                     .unwrap_or_default();
                 self.spawn_snapshot(rec, host);

@@ -52,7 +52,7 @@ impl Related {
                 }
             }
         }
-        for (server, vol) in all_attachments(s) {
+        for (server, vol, _) in attachments_of(s, servers).await? {
             out.volumes
                 .entry(server)
                 .or_default()
@@ -425,7 +425,7 @@ pub(super) async fn parse_create(
             image_id = u.to_string();
         }
     }
-    let boot_volume = boot_volume(s, auth, b)?;
+    let boot_volume = boot_volume(s, auth, b).await?;
     if image_id.is_empty() && boot_volume.is_none() {
         return Err(Error::BadRequest(
             "Give an imageRef, or a block device mapping to boot from.".into(),
@@ -668,7 +668,7 @@ pub(super) async fn parse_create(
 /// an image (image → volume, `volume_size`), or an existing volume (volume →
 /// volume); each as boot index 0. Blank, snapshot and swap disks, and more
 /// than one mapping, are refused.
-pub(super) fn boot_volume(
+pub(super) async fn boot_volume(
     s: &Compute,
     auth: &Auth,
     b: &Map<String, Value>,
@@ -733,7 +733,8 @@ pub(super) fn boot_volume(
                 .as_ref()
                 .ok_or_else(|| bad("there is no volume service here"))?;
             let vol = vols
-                .doc(ursa_volume::VOLUME, &uuid)
+                .record(ursa_volume::VOLUME, &uuid)
+                .await?
                 .filter(|v| auth.0.is_admin() || auth.0.project_id() == Some(st(v, "project_id")))
                 .ok_or_else(|| Error::BadRequest(format!("Volume {uuid} could not be found.")))?;
             if st(&vol, "status") != "available" {

@@ -3,52 +3,43 @@
 use super::*;
 
 /// The volumes attached to a server, as (volume id, device) pairs.
-pub(super) fn attached(s: &Compute, server: &str) -> Vec<(String, String)> {
-    let Some(v) = &s.volumes else {
-        return Vec::new();
-    };
-    let mut out: Vec<(String, String)> = v
-        .docs(ursa_volume::VOLUME)
-        .iter()
-        .filter_map(|vol| {
-            vol.get("attachments")?
-                .as_array()?
-                .iter()
-                .find(|a| a["server_id"] == server)
-                .map(|a| {
-                    (
-                        st(vol, "id").to_string(),
-                        a["device"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-        })
+pub(super) async fn attached(s: &Compute, server: &str) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = attachments_of(s, &[server.to_string()])
+        .await?
+        .into_iter()
+        .map(|(_, vol, dev)| (vol, dev))
         .collect();
     out.sort_by(|a, b| a.1.cmp(&b.1));
-    out
+    Ok(out)
 }
 
-/// Every attachment as (server id, volume id), in one pass over volumes.
-pub(super) fn all_attachments(s: &Compute) -> Vec<(String, String)> {
+/// The attachments of these servers as (server id, volume id, device).
+pub(super) async fn attachments_of(
+    s: &Compute,
+    servers: &[String],
+) -> Result<Vec<(String, String, String)>> {
     let Some(v) = &s.volumes else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let m = v.identity.model();
-    m.docs_of(ursa_volume::VOLUME)
-        .filter_map(|vol| {
-            let a = vol.get("attachments")?.as_array()?;
-            let vid = vol.get("id")?.as_str()?.to_string();
-            Some(
-                a.iter()
-                    .filter_map(|x| {
-                        x["server_id"]
-                            .as_str()
-                            .map(|sid| (sid.to_string(), vid.clone()))
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .flatten()
-        .collect()
+    let mut out = Vec::new();
+    for vol in v.attached_to(servers).await? {
+        for a in vol
+            .get("attachments")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let sid = a["server_id"].as_str().unwrap_or("");
+            if servers.iter().any(|x| x == sid) {
+                out.push((
+                    sid.to_string(),
+                    st(&vol, "id").to_string(),
+                    a["device"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn attachment_view(server: &str, vol: &str, dev: &str) -> Value {
@@ -64,6 +55,7 @@ pub(super) async fn list_attachments(
     let id = param(&p, "id");
     find_server(s, &auth, &id).await?;
     let v: Vec<Value> = attached(s, &id)
+        .await?
         .iter()
         .map(|(vol, dev)| attachment_view(&id, vol, dev))
         .collect();
@@ -101,6 +93,7 @@ pub(super) async fn show_attachment(
     let (id, vol) = (param(&p, "id"), param(&p, "volume_id"));
     find_server(s, &auth, &id).await?;
     attached(s, &id)
+        .await?
         .into_iter()
         .find(|(v, _)| *v == vol)
         .map(|(v, dev)| Json(json!({"volumeAttachment": attachment_view(&id, &v, &dev)})))
@@ -157,7 +150,11 @@ pub(super) async fn attach_volume(
         })
         .await?
         .ok_or_else(|| Error::NotFound(format!("Volume {vol_id} could not be found.")))?;
-    let used: Vec<String> = attached(s, &id).into_iter().map(|(_, d)| d).collect();
+    let used: Vec<String> = attached(s, &id)
+        .await?
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
     let dev = (b'b'..=b'z')
         .map(|c| format!("/dev/vd{}", c as char))
         .find(|d| !used.contains(d))
@@ -213,7 +210,7 @@ pub(super) async fn swap_volume(
     let (id, vol_id) = (param(&p, "id"), param(&p, "volume_id"));
     find_server(s, &auth, &id).await?;
     body_obj(&bytes, "volumeAttachment")?;
-    if !attached(s, &id).iter().any(|(v, _)| *v == vol_id) {
+    if !attached(s, &id).await?.iter().any(|(v, _)| *v == vol_id) {
         return Err(Error::NotFound(format!("volume_id not found: {vol_id}")));
     }
     Err(Error::Conflict(
@@ -234,7 +231,7 @@ pub(super) async fn detach_volume(
         .volumes
         .as_ref()
         .ok_or_else(|| Error::Conflict("There is no volume service here.".into()))?;
-    let at = attached(s, &id);
+    let at = attached(s, &id).await?;
     if !at.iter().any(|(v, _)| *v == vol_id) {
         return Err(Error::NotFound(format!("volume_id not found: {vol_id}")));
     }

@@ -29,7 +29,7 @@ pub(super) async fn show_metadata<K: MetaKind>(
     auth: Auth,
     Path(p): Params,
 ) -> Result<Json<Value>> {
-    let r = find(svc(&state)?, &auth, K::KIND, &p["id"])?;
+    let r = find(svc(&state)?, &auth, K::KIND, &p["id"]).await?;
     Ok(Json(json!({"metadata": meta_of(&r)})))
 }
 
@@ -43,7 +43,7 @@ pub(super) async fn change_metadata<K: MetaKind>(
 ) -> Result<Json<Value>> {
     let s = svc(state)?;
     write_access(auth)?;
-    find(s, auth, K::KIND, id)?;
+    find(s, auth, K::KIND, id).await?;
     let b: Map<String, Value> = parse_body(body)?;
     let new = metadata(&b)?;
     if !b.contains_key("metadata") {
@@ -88,7 +88,7 @@ pub(super) async fn show_metadata_item<K: MetaKind>(
     auth: Auth,
     Path(p): Params,
 ) -> Result<Json<Value>> {
-    let r = find(svc(&state)?, &auth, K::KIND, &p["id"])?;
+    let r = find(svc(&state)?, &auth, K::KIND, &p["id"]).await?;
     let key = &p["key"];
     let val = meta_of(&r)
         .get(key.as_str())
@@ -105,7 +105,7 @@ pub(super) async fn put_metadata_item<K: MetaKind>(
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
     write_access(&auth)?;
-    find(s, &auth, K::KIND, &p["id"])?;
+    find(s, &auth, K::KIND, &p["id"]).await?;
     let b: Map<String, Value> = parse_body(&body)?;
     let key = p["key"].clone();
     let meta = b
@@ -136,7 +136,7 @@ pub(super) async fn delete_metadata_item<K: MetaKind>(
 ) -> Result<Response> {
     let s = svc(&state)?;
     write_access(&auth)?;
-    let r = find(s, &auth, K::KIND, &p["id"])?;
+    let r = find(s, &auth, K::KIND, &p["id"]).await?;
     let key = p["key"].clone();
     if !meta_of(&r).contains_key(&key) {
         return Err(Error::NotFound(format!(
@@ -161,7 +161,7 @@ pub(super) async fn snapshot_action(
 ) -> Result<Response> {
     let s = svc(&state)?;
     let id = p["id"].clone();
-    let sn = find(s, &auth, SNAPSHOT, &id)?;
+    let sn = find(s, &auth, SNAPSHOT, &id).await?;
     let body: Map<String, Value> = parse_body(&body)?;
     let (action, args) = body
         .iter()

@@ -220,9 +220,10 @@ fn may_see(auth: &Auth, rec: &Rec) -> bool {
     auth.0.is_reader_everywhere() || auth.0.project_id() == Some(st(rec, "project_id"))
 }
 
-fn find(s: &Volumes, auth: &Auth, kind: &str, id: &str) -> Result<Rec> {
+async fn find(s: &Volumes, auth: &Auth, kind: &str, id: &str) -> Result<Rec> {
     let what = if kind == VOLUME { "Volume" } else { "Snapshot" };
-    s.doc(kind, id)
+    s.record(kind, id)
+        .await?
         .filter(|r| may_see(auth, r))
         .ok_or_else(|| Error::NotFound(format!("{what} {id} could not be found.")))
 }
@@ -346,21 +347,17 @@ fn metadata(b: &Map<String, Value>) -> Result<Value> {
     }
 }
 
-fn usage(s: &Volumes, project: &str) -> (u64, u64, u64) {
-    let vols: Vec<Rec> = s
-        .docs(VOLUME)
-        .into_iter()
-        .filter(|v| st(v, "project_id") == project)
-        .collect();
-    let snaps: Vec<Rec> = s
-        .docs(SNAPSHOT)
-        .into_iter()
-        .filter(|v| st(v, "project_id") == project)
-        .collect();
+async fn usage(s: &Volumes, project: &str) -> Result<(u64, u64, u64)> {
+    let of = crate::record_table::Filter {
+        project: Some(project.to_string()),
+        ..Default::default()
+    };
+    let vols: Vec<Rec> = s.records(VOLUME, &of).await?;
+    let snaps: Vec<Rec> = s.records(SNAPSHOT, &of).await?;
     let gib: u64 = vols
         .iter()
         .chain(snaps.iter())
         .filter_map(|v| v.get("size")?.as_u64())
         .sum();
-    (vols.len() as u64, snaps.len() as u64, gib)
+    Ok((vols.len() as u64, snaps.len() as u64, gib))
 }

@@ -11,7 +11,7 @@ pub(super) async fn zones(State(state): State<AppState>, _auth: Auth) -> Result<
 
 pub(super) async fn limits(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>> {
     let s = svc(&state)?;
-    let (nv, ns, gib) = usage(s, auth.0.project_id().unwrap_or(""));
+    let (nv, ns, gib) = usage(s, auth.0.project_id().unwrap_or("")).await?;
     Ok(Json(json!({"limits": {"rate": [], "absolute": {
         "maxTotalVolumes": QUOTA_VOLUMES, "maxTotalSnapshots": QUOTA_SNAPSHOTS,
         "maxTotalVolumeGigabytes": QUOTA_GIGABYTES, "maxTotalBackups": 0, "maxTotalBackupGigabytes": 0,
@@ -65,7 +65,7 @@ pub(super) async fn quotas(
     own_project_or_reader(&auth, &project)?;
     let mut out = quota_of(s, &project);
     if q.get("usage").is_some_and(|v| v == "true" || v == "True") {
-        let (nv, ns, gib) = usage(s, &project);
+        let (nv, ns, gib) = usage(s, &project).await?;
         for k in QUOTA_KEYS {
             let used = match *k {
                 "volumes" => nv,

@@ -22,6 +22,7 @@ pub(super) async fn create_snapshot(
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::NotFound("Volume None could not be found.".into()))?;
     let vol = find(s, &auth, VOLUME, vid)
+        .await
         .map_err(|_| Error::NotFound(format!("Volume {vid} could not be found.")))?;
     let force = b
         .get("force")
@@ -35,7 +36,7 @@ pub(super) async fn create_snapshot(
             )))
         }
     }
-    let (_, ns, gib) = usage(s, &project);
+    let (_, ns, gib) = usage(s, &project).await?;
     let size = vol.get("size").and_then(|v| v.as_u64()).unwrap_or(1);
     let quota = quota_of(s, &project);
     let (qs, qg) = (limit(&quota, "snapshots"), limit(&quota, "gigabytes"));
@@ -72,7 +73,7 @@ pub(super) async fn list_snapshots_any(
 ) -> Result<Json<Value>> {
     let s = svc(state)?;
     let (recs, more) = page(
-        visible(s, auth, SNAPSHOT, q),
+        visible(s, auth, SNAPSHOT, q).await?,
         q,
         &["name", "status", "volume_id"],
     )?;
@@ -111,7 +112,7 @@ pub(super) async fn show_snapshot(
     Path(p): Params,
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
-    let sn = find(s, &auth, SNAPSHOT, &p["id"])?;
+    let sn = find(s, &auth, SNAPSHOT, &p["id"]).await?;
     Ok(Json(json!({"snapshot": snapshot_view(&sn, true)})))
 }
 
@@ -123,7 +124,7 @@ pub(super) async fn update_snapshot(
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
     write_access(&auth)?;
-    find(s, &auth, SNAPSHOT, &p["id"])?;
+    find(s, &auth, SNAPSHOT, &p["id"]).await?;
     let body: Map<String, Value> = parse_body(&body)?;
     let b = body
         .get("snapshot")
@@ -164,7 +165,7 @@ pub(super) async fn delete_snapshot(
 ) -> Result<Response> {
     let s = svc(&state)?;
     write_access(&auth)?;
-    let sn = find(s, &auth, SNAPSHOT, &p["id"])?;
+    let sn = find(s, &auth, SNAPSHOT, &p["id"]).await?;
     if !matches!(st(&sn, "status"), "available" | "error" | "error_deleting") {
         return Err(Error::BadRequest(format!(
             "Invalid snapshot: Snapshot status must be available or error. (status {})",

@@ -130,7 +130,9 @@ pub(super) async fn delete_type(
             "The {DEFAULT_TYPE} type cannot be deleted."
         )));
     }
-    if s.docs(VOLUME)
+    // (A scan of every volume: only deleting a type asks.)
+    if s.records(VOLUME, &Default::default())
+        .await?
         .iter()
         .any(|v| st(v, "volume_type_id") == st(&t, "id"))
     {

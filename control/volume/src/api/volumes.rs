@@ -52,14 +52,15 @@ pub(super) async fn create_volume(
     }
     // The source decides the minimum size and the node.
     let (source, min_gib, host) = if let Some(sid) = &snapshot_id {
-        let snap = find(s, &auth, SNAPSHOT, sid)?;
+        let snap = find(s, &auth, SNAPSHOT, sid).await?;
         if st(&snap, "status") != "available" {
             return Err(Error::BadRequest(format!(
                 "Snapshot {sid} is not available."
             )));
         }
         let host = s
-            .doc(VOLUME, st(&snap, "volume_id"))
+            .record(VOLUME, st(&snap, "volume_id"))
+            .await?
             .map(|v| st(&v, "ursa:node").to_string())
             .unwrap_or_else(|| st(&snap, "ursa:host").to_string());
         (
@@ -68,7 +69,7 @@ pub(super) async fn create_volume(
             Some(host),
         )
     } else if let Some(vid) = &source_volid {
-        let src = find(s, &auth, VOLUME, vid)?;
+        let src = find(s, &auth, VOLUME, vid).await?;
         if !matches!(st(&src, "status"), "available" | "in-use") {
             return Err(Error::BadRequest(format!("Volume {vid} is not available.")));
         }
@@ -176,7 +177,7 @@ pub struct NewVolume {
 /// Checks the project's quota, places and records a volume, and starts
 /// making its backing: the record says "creating" until it is there.
 pub async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> Result<Rec> {
-    let (nv, _, gib) = usage(s, &n.project);
+    let (nv, _, gib) = usage(s, &n.project).await?;
     let quota = quota_of(s, &n.project);
     let (qv, qg, qp) = (
         limit(&quota, "volumes"),
@@ -335,23 +336,25 @@ pub(super) fn next_link(
     )
 }
 
-pub(super) fn visible(
+pub(super) async fn visible(
     s: &Volumes,
     auth: &Auth,
     kind: &str,
     q: &HashMap<String, String>,
-) -> Vec<Rec> {
+) -> Result<Vec<Rec>> {
     let all_tenants = auth.0.is_admin()
         && q.get("all_tenants")
             .is_some_and(|v| v != "0" && v != "false");
     let project = auth.0.project_id().unwrap_or("");
-    s.docs(kind)
-        .into_iter()
-        .filter(|r| {
-            (all_tenants && q.get("project_id").is_none_or(|p| p == st(r, "project_id")))
-                || st(r, "project_id") == project
-        })
-        .collect()
+    let filter = crate::record_table::Filter {
+        project: if all_tenants {
+            q.get("project_id").cloned()
+        } else {
+            Some(project.to_string())
+        },
+        ..Default::default()
+    };
+    s.records(kind, &filter).await
 }
 
 pub(super) async fn list_volumes_any(
@@ -363,7 +366,7 @@ pub(super) async fn list_volumes_any(
 ) -> Result<Json<Value>> {
     let s = svc(state)?;
     let (recs, more) = page(
-        visible(s, auth, VOLUME, q),
+        visible(s, auth, VOLUME, q).await?,
         q,
         &[
             "name",
@@ -410,7 +413,7 @@ pub(super) async fn show_volume(
     Path(p): Params,
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
-    let v = find(s, &auth, VOLUME, &p["id"])?;
+    let v = find(s, &auth, VOLUME, &p["id"]).await?;
     Ok(Json(
         json!({"volume": volume_view(&state, &auth, mv, &v, true, true)}),
     ))
@@ -425,7 +428,7 @@ pub(super) async fn update_volume(
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
     write_access(&auth)?;
-    find(s, &auth, VOLUME, &p["id"])?;
+    find(s, &auth, VOLUME, &p["id"]).await?;
     let body: Map<String, Value> = parse_body(&body)?;
     let b = body
         .get("volume")
@@ -478,7 +481,7 @@ pub(super) async fn delete_volume(
     let s = svc(&state)?;
     write_access(&auth)?;
     let id = p["id"].clone();
-    let v = find(s, &auth, VOLUME, &id)?;
+    let v = find(s, &auth, VOLUME, &id).await?;
     let status = st(&v, "status");
     if !matches!(
         status,
@@ -489,10 +492,14 @@ pub(super) async fn delete_volume(
         )));
     }
     let snaps: Vec<Rec> = s
-        .docs(SNAPSHOT)
-        .into_iter()
-        .filter(|x| st(x, "volume_id") == id)
-        .collect();
+        .records(
+            SNAPSHOT,
+            &crate::record_table::Filter {
+                volume: Some(id.to_string()),
+                ..Default::default()
+            },
+        )
+        .await?;
     let cascade = q
         .get("cascade")
         .is_some_and(|v| v == "true" || v == "True" || v == "1");
@@ -533,7 +540,7 @@ pub(super) async fn volume_action(
     let s = svc(&state)?;
     write_access(&auth)?;
     let id = p["id"].clone();
-    let v = find(s, &auth, VOLUME, &id)?;
+    let v = find(s, &auth, VOLUME, &id).await?;
     let body: Map<String, Value> = parse_body(&body)?;
     let (action, args) = body
         .iter()
@@ -561,7 +568,7 @@ pub(super) async fn volume_action(
                     "Invalid input received: New size for extend must be greater than current size. (current: {cur}, extended: {new})."
                 )));
             }
-            let (_, _, gib) = usage(s, st(&v, "project_id"));
+            let (_, _, gib) = usage(s, st(&v, "project_id")).await?;
             let qg = limit(&quota_of(s, st(&v, "project_id")), "gigabytes");
             if qg >= 0 && (gib + (new - cur)) as i64 > qg {
                 return Err(Error::PayloadTooLarge(
@@ -595,7 +602,16 @@ pub(super) async fn volume_action(
             Ok(empty(StatusCode::ACCEPTED))
         }
         "os-force_delete" if auth.0.is_admin() => {
-            if s.docs(SNAPSHOT).iter().any(|x| st(x, "volume_id") == id) {
+            let dependents = s
+                .records(
+                    SNAPSHOT,
+                    &crate::record_table::Filter {
+                        volume: Some(id.to_string()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if !dependents.is_empty() {
                 return Err(Error::BadRequest(format!(
                     "Invalid volume: Volume {id} still has dependent snapshots."
                 )));
