@@ -73,6 +73,14 @@ fn document_kinds(dir: &Path) -> Vec<(String, i64)> {
             for (name, status) in servers {
                 rows.push((format!("server {name} {status}"), 1));
             }
+            let volumes: Vec<(String, String)> =
+                sqlx::query_as("SELECT kind, status FROM vol_records ORDER BY kind, id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            for (kind, status) in volumes {
+                rows.push((format!("{kind} row {status}"), 1));
+            }
         }
         pool.close().await;
         rows
@@ -231,6 +239,14 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
             after.contains(&("net_ports rows".to_string(), 11)),
             "{after:?}"
         );
+        assert!(
+            after.iter().any(|(k, _)| k.starts_with("volume row ")),
+            "{after:?}"
+        );
+        assert!(
+            !after.iter().any(|(k, _)| k == "volume"),
+            "volumes are rows: {after:?}"
+        );
         for kind in [
             "user",
             "project",
@@ -239,7 +255,6 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
             "subnet",
             "router",
             "floatingip",
-            "volume",
             "image",
         ] {
             let n = |v: &Vec<(String, i64)>| v.iter().find(|(k, _)| k == kind).map(|(_, n)| *n);

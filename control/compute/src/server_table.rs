@@ -269,11 +269,11 @@ pub async fn delete(w: &mut WriteTx, id: &str) -> Result<()> {
 /// loaded.
 pub async fn prepare_store(store: &Store) -> Result<usize> {
     store.migrate(&MIGRATOR).await?;
-    let docs = store.list(SERVER).await?;
+    let mut w = store.begin_write().await?;
+    let docs = w.documents(SERVER).await?;
     if docs.is_empty() {
         return Ok(0);
     }
-    let mut w = store.begin_write().await?;
     let mut ops = Vec::new();
     for d in &docs {
         if let Some(r) = d.body.as_object() {

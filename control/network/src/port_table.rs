@@ -581,24 +581,17 @@ pub async fn claim(w: &mut WriteTx, subnets: &[Rec], p: &Rec) -> Result<()> {
 /// Moves port documents (the layout before ports were rows) into the
 /// tables, once: run at start before the model is loaded.
 pub async fn upgrade(store: &Store) -> Result<usize> {
-    let docs = store
-        .list(KIND)
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut w = store.begin_write().await?;
+    let docs = w.documents(KIND).await?;
     if docs.is_empty() {
         return Ok(0);
     }
-    let subnets: Vec<Rec> = store
-        .list(SUBNET)
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+    let subnets: Vec<Rec> = w
+        .documents(SUBNET)
+        .await?
         .into_iter()
         .filter_map(|d| d.body.as_object().cloned())
         .collect();
-    let mut w = store
-        .begin_write()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
     let mut ops = Vec::new();
     for d in &docs {
         let Some(p) = d.body.as_object() else {
@@ -608,9 +601,7 @@ pub async fn upgrade(store: &Store) -> Result<usize> {
         put(&mut w, p).await?;
         ops.push(ursa_core::store::Op::delete(KIND, &d.id));
     }
-    w.commit(&ops)
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    w.commit(&ops).await?;
     Ok(docs.len())
 }
 

@@ -49,7 +49,9 @@ pub struct NetNode {
 #[derive(Default)]
 struct NodeHealth {
     caps: Option<Caps>,
-    last: Option<pb::NodeState>,
+    /// The digest of the state last sent (not the state: at scale it is as
+    /// big as every DHCP host of the node).
+    last: Option<[u8; 32]>,
     ok: bool,
     at: Option<Instant>,
     error: String,
@@ -367,7 +369,7 @@ impl Pusher {
             let fresh = {
                 let h = self.0.health.lock().expect("health");
                 h.get(&n.name).is_some_and(|x| {
-                    x.ok && x.last.as_ref() == Some(&state)
+                    x.ok && x.last == Some(digest(&state))
                         && x.at.is_some_and(|t| t.elapsed() < RESYNC)
                 })
             };
@@ -399,7 +401,7 @@ impl Pusher {
                     if rep.errors.is_empty() && rep.added + rep.changed + rep.removed > 0 {
                         tracing::info!(node = %n.name, added = rep.added, changed = rep.changed, removed = rep.removed, "netd synced");
                     }
-                    e.last = Some(state);
+                    e.last = Some(digest(&state));
                 }
                 Err(s) => {
                     let failures = Failures {
@@ -434,6 +436,14 @@ async fn read_ports(
         .await
         .map_err(|e| ursa_core::error::Error::ServiceUnavailable(e.to_string()))?;
     crate::port_table::for_push(&mut c, dhcp_networks).await
+}
+
+/// A node state's digest: SHA-256 of its encoding (its lists are sorted,
+/// so one state has one encoding).
+fn digest(s: &pb::NodeState) -> [u8; 32] {
+    use prost::Message;
+    use sha2::Digest;
+    sha2::Sha256::digest(s.encode_to_vec()).into()
 }
 
 /// The bound node of a port ("" when unbound).

@@ -179,11 +179,11 @@ pub async fn prepare_store(store: &Store) -> Result<usize> {
     store.migrate(&MIGRATOR).await?;
     let mut moved = 0;
     for kind in [VOLUME, SNAPSHOT] {
-        let docs = store.list(kind).await?;
+        let mut w = store.begin_write().await?;
+        let docs = w.documents(kind).await?;
         if docs.is_empty() {
             continue;
         }
-        let mut w = store.begin_write().await?;
         let mut ops = Vec::new();
         for d in &docs {
             if let Some(r) = d.body.as_object() {

@@ -528,6 +528,19 @@ impl WriteTx {
         self.touched.push((kind.to_string(), id.to_string()));
     }
 
+    /// The documents of a kind as this write sees them (a service moving
+    /// its documents into its own tables reads them here, so that two
+    /// controllers starting at once move them once).
+    pub async fn documents(&mut self, kind: &str) -> Result<Vec<Doc>> {
+        let rows = sqlx::query(
+            "SELECT kind, id, scope, name, body FROM documents WHERE kind = $1 ORDER BY id",
+        )
+        .bind(kind)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(row_to_doc).collect()
+    }
+
     /// Whether anything was written through [`WriteTx::touch`].
     pub fn is_touched(&self) -> bool {
         !self.touched.is_empty()
