@@ -20,7 +20,8 @@
 //! servers page's p50 against 20 ms. Each ends in a `BENCH` line.
 //! Environment: URSA_BENCH_PORTS, URSA_BENCH_CLIENTS (16),
 //! URSA_BENCH_SERVERS, URSA_BENCH_DATABASE_URL, URSA_BENCH_DHCP,
-//! URSA_BENCH_NETD=0 (no namespace, no netd, no servers line).
+//! URSA_BENCH_NETD=0 (no namespace, no netd, no servers line). The netd
+//! runs need `ursa-netd` beside `ursa`: `cargo build --release --bins`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -74,7 +75,15 @@ fn main() {
         .unwrap_or(100_000);
     let dhcp = std::env::var("URSA_BENCH_DHCP").is_ok_and(|v| v == "1");
     let root = unsafe { libc::geteuid() } == 0;
-    let with_netd = root && std::env::var("URSA_BENCH_NETD").map_or(true, |v| v != "0");
+    // netd must sit beside `ursa` (`cargo build --release --bins`).
+    let netd_built = std::path::Path::new(env!("CARGO_BIN_EXE_ursa"))
+        .with_file_name("ursa-netd")
+        .exists();
+    if root && !netd_built {
+        println!("no ursa-netd beside ursa: run `cargo build --release --bins` first for the netd and servers lines");
+    }
+    let with_netd =
+        root && netd_built && std::env::var("URSA_BENCH_NETD").map_or(true, |v| v != "0");
     let dir = tempfile::tempdir().unwrap();
     // A namespace of its own for netd's bridges (and the clients).
     let _ns = with_netd.then(|| {
@@ -256,7 +265,7 @@ fn main() {
         rss_empty as f64 / rss_full.max(1) as f64
     );
     if !with_netd {
-        println!("SKIP scale-servers-detail: the compute API needs a compute node, which needs netd (root, or URSA_BENCH_NETD=0 was set)");
+        println!("SKIP scale-servers-detail: the compute API needs a compute node, which needs netd (root, ursa-netd built beside ursa, URSA_BENCH_NETD not 0)");
         return;
     }
     seed_servers(&db_url, &project, servers);
