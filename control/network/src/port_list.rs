@@ -144,30 +144,36 @@ pub async fn page(
         Backend::Postgres => " COLLATE \"C\"",
     };
     if let Some(marker) = q.one("marker").filter(|m| !m.is_empty()) {
-        // (k0, k1, …) after the marker's values in the list's order, the
-        // values read in the same statement; a marker that is no port
-        // starts at the beginning.
-        let m = sql.arg(marker);
-        let value = |col: &str| format!("(SELECT {col} FROM net_ports WHERE id = {m})");
-        let mut alts = Vec::new();
-        for i in 0..cols.len() {
-            let mut parts = Vec::new();
-            for (j, (col, asc)) in cols.iter().enumerate().take(i + 1) {
-                let op = if j < i {
-                    "="
-                } else if *asc != reverse {
-                    ">"
-                } else {
-                    "<"
-                };
-                parts.push(format!("{col}{collate} {op} {}", value(col)));
+        let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM net_ports WHERE id = $1",
+            names.join(", ")
+        ))
+        .bind(marker)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| Error::Internal(format!("database error: {e}")))?;
+        if let Some(row) = row {
+            // (k0, k1, …) after the marker's values in the list's order.
+            let mut alts = Vec::new();
+            for i in 0..cols.len() {
+                let mut parts = Vec::new();
+                for (j, (col, asc)) in cols.iter().enumerate().take(i + 1) {
+                    let v: String = row.try_get(j).unwrap_or_default();
+                    let m = sql.arg(&v);
+                    let op = if j < i {
+                        "="
+                    } else if *asc != reverse {
+                        ">"
+                    } else {
+                        "<"
+                    };
+                    parts.push(format!("{col}{collate} {op} {m}"));
+                }
+                alts.push(format!("({})", parts.join(" AND ")));
             }
-            alts.push(format!("({})", parts.join(" AND ")));
+            conds.push(format!("({})", alts.join(" OR ")));
         }
-        conds.push(format!(
-            "(NOT EXISTS (SELECT 1 FROM net_ports WHERE id = {m}) OR {})",
-            alts.join(" OR ")
-        ));
     }
     let by: Vec<String> = cols
         .iter()
