@@ -20,7 +20,8 @@
 //! servers page's p50 against 20 ms. Each ends in a `BENCH` line.
 //! Environment: URSA_BENCH_PORTS, URSA_BENCH_CLIENTS (16),
 //! URSA_BENCH_SERVERS, URSA_BENCH_DATABASE_URL, URSA_BENCH_DHCP,
-//! URSA_BENCH_NETD=0 (no namespace, no netd, no servers line). The netd
+//! URSA_BENCH_NETD=0 (no namespace, no netd, no servers line; also so on
+//! PostgreSQL, which the namespace's loopback does not reach). The netd
 //! runs need `ursa-netd` beside `ursa`: `cargo build --release --bins`.
 
 #[path = "../tests/common/mod.rs"]
@@ -82,8 +83,13 @@ fn main() {
     if root && !netd_built {
         println!("no ursa-netd beside ursa: run `cargo build --release --bins` first for the netd and servers lines");
     }
-    let with_netd =
-        root && netd_built && std::env::var("URSA_BENCH_NETD").map_or(true, |v| v != "0");
+    // The namespace has its own loopback: a PostgreSQL on the host's is
+    // out of its reach, so a PostgreSQL run has no netd (nor servers line).
+    let on_postgres = std::env::var("URSA_BENCH_DATABASE_URL").is_ok();
+    let with_netd = root
+        && netd_built
+        && !on_postgres
+        && std::env::var("URSA_BENCH_NETD").map_or(true, |v| v != "0");
     let dir = tempfile::tempdir().unwrap();
     // A namespace of its own for netd's bridges (and the clients).
     let _ns = with_netd.then(|| {
