@@ -138,10 +138,12 @@ pub async fn page(
     }
     let limit = query::limit(q)?;
     let reverse = query::reverse(q);
-    // Byte order, as the in-memory sort compares strings.
-    let collate = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " COLLATE \"C\"",
+    // Byte order, as the in-memory sort compares strings. Not for ids:
+    // lowercase UUIDs (hyphens in fixed places) sort alike in any
+    // collation, and so the primary key's index serves the common list.
+    let collate = |col: &str| match backend {
+        Backend::Postgres if col != "id" => " COLLATE \"C\"",
+        _ => "",
     };
     if let Some(marker) = q.one("marker").filter(|m| !m.is_empty()) {
         let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
@@ -168,7 +170,7 @@ pub async fn page(
                     } else {
                         "<"
                     };
-                    parts.push(format!("{col}{collate} {op} {m}"));
+                    parts.push(format!("{col}{} {op} {m}", collate(col)));
                 }
                 alts.push(format!("({})", parts.join(" AND ")));
             }
@@ -179,7 +181,7 @@ pub async fn page(
         .iter()
         .map(|(c, asc)| {
             let dir = if *asc != reverse { "ASC" } else { "DESC" };
-            format!("{c}{collate} {dir}")
+            format!("{c}{} {dir}", collate(c))
         })
         .collect();
     sql.text = format!(
