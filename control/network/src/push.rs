@@ -346,7 +346,8 @@ impl Pusher {
         } else {
             Vec::new()
         };
-        let ports = match read_ports(identity, &dhcp_networks).await {
+        let read = read_ports(identity, &dhcp_networks).await;
+        let (ports, dhcp) = match read {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the ports to push; trying again");
@@ -355,7 +356,10 @@ impl Pusher {
         };
         let states: Vec<(usize, pb::NodeState)> = {
             let m = identity.model();
-            let plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
+            let mut plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
+            for h in &dhcp {
+                plan.dhcp.entry(h.network_id.as_str()).or_default().push(h);
+            }
             self.0
                 .nodes
                 .iter()
@@ -423,19 +427,22 @@ impl Pusher {
     }
 }
 
-/// The ports a round needs (see [`crate::port_table::for_push`]); a round
-/// still computes every node's whole state from them.
+/// The ports a round needs (see [`crate::port_table::for_push`]) and the
+/// DHCP hosts of the networks with DHCP on; a round still computes every
+/// node's whole state from them.
 async fn read_ports(
     identity: &Identity,
     dhcp_networks: &[String],
-) -> ursa_core::error::Result<Vec<Rec>> {
+) -> ursa_core::error::Result<(Vec<Rec>, Vec<crate::port_table::DhcpHost>)> {
     let mut c = identity
         .store()
         .pool()
         .acquire()
         .await
         .map_err(|e| ursa_core::error::Error::ServiceUnavailable(e.to_string()))?;
-    crate::port_table::for_push(&mut c, dhcp_networks).await
+    let ports = crate::port_table::for_push(&mut c).await?;
+    let dhcp = crate::port_table::dhcp_hosts(&mut c, dhcp_networks).await?;
+    Ok((ports, dhcp))
 }
 
 /// A node state's digest: SHA-256 of its encoding (its lists are sorted,
@@ -463,6 +470,8 @@ fn v4(ip: &str) -> bool {
 struct Plan<'a> {
     m: &'a Model,
     ports: &'a [Rec],
+    /// network → its DHCP hosts (every port but the service's own)
+    dhcp: HashMap<&'a str, Vec<&'a crate::port_table::DhcpHost>>,
     network_node: &'a str,
     caps: &'a BTreeMap<String, Caps>,
     /// node → networks it hosts
@@ -483,6 +492,7 @@ impl<'a> Plan<'a> {
         let mut p = Plan {
             m,
             ports,
+            dhcp: HashMap::new(),
             network_node,
             caps,
             hosted: BTreeMap::new(),
@@ -607,17 +617,15 @@ impl<'a> Plan<'a> {
                 .collect();
             let mut dhcp_hosts = Vec::new();
             if serves_dhcp {
-                for p in self.ports.iter().filter(|p| st(p, "network_id") == net) {
-                    if is_service_port(p) || host(p) == node {
+                for h in self.dhcp.get(net.as_str()).into_iter().flatten() {
+                    if h.host == node || !v4(&h.ip) {
                         continue;
                     }
-                    for (_, ip) in fixed_ips(p).into_iter().filter(|(_, ip)| v4(ip)) {
-                        dhcp_hosts.push(pb::DhcpHost {
-                            mac: st(p, "mac_address").into(),
-                            hostname: format!("host-{}", ip.replace('.', "-")),
-                            ip_address: ip,
-                        });
-                    }
+                    dhcp_hosts.push(pb::DhcpHost {
+                        mac: h.mac.clone(),
+                        hostname: format!("host-{}", h.ip.replace('.', "-")),
+                        ip_address: h.ip.clone(),
+                    });
                 }
                 dhcp_hosts.sort_by(|a, b| (&a.mac, &a.ip_address).cmp(&(&b.mac, &b.ip_address)));
             }
