@@ -149,12 +149,7 @@ impl Compute {
 
     /// A connection for reads of the compute tables.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        self.identity
-            .store()
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| Error::ServiceUnavailable(format!("database unavailable: {e}")))
+        Ok(self.identity.store().conn().await?)
     }
 
     /// The server `id`'s record.

@@ -60,6 +60,10 @@ impl Error {
             Error::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            // The database is out of reach (not a fault of this request).
+            Error::Store(crate::store::StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            )) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -390,12 +390,7 @@ impl Networks {
 
     /// A connection for reads of the network tables outside a write.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        self.identity
-            .store()
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| Error::ServiceUnavailable(format!("database unavailable: {e}")))
+        Ok(self.identity.store().conn().await?)
     }
 
     /// 409 when `project` would go over its port limit by adding `n`

@@ -434,12 +434,7 @@ async fn read_ports(
     identity: &Identity,
     dhcp_networks: &[String],
 ) -> ursa_core::error::Result<(Vec<Rec>, Vec<crate::port_table::DhcpHost>)> {
-    let mut c = identity
-        .store()
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ursa_core::error::Error::ServiceUnavailable(e.to_string()))?;
+    let mut c = identity.store().conn().await?;
     let ports = crate::port_table::for_push(&mut c).await?;
     let dhcp = crate::port_table::dhcp_hosts(&mut c, dhcp_networks).await?;
     Ok((ports, dhcp))

@@ -127,12 +127,7 @@ impl Volumes {
 
     /// A connection for reads of the volume tables.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        self.identity
-            .store()
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| Error::ServiceUnavailable(format!("database unavailable: {e}")))
+        Ok(self.identity.store().conn().await?)
     }
 
     /// A volume or snapshot.

@@ -245,6 +245,12 @@ impl Store {
         &self.pool
     }
 
+    /// A connection for a service's reads of its own tables outside a
+    /// write.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// Wakes `wake` whenever another writer commits (each commit on
     /// PostgreSQL is announced on [`CHANGES_CHANNEL`]); a burst of commits
     /// is one wake-up, and the caller then reads the change feed. The

@@ -336,6 +336,15 @@ pub(super) fn next_link(
     )
 }
 
+/// The snapshots of a volume.
+async fn snapshots_of(s: &Volumes, volume: &str) -> Result<Vec<Rec>> {
+    let of = crate::record_table::Filter {
+        volume: Some(volume.to_string()),
+        ..Default::default()
+    };
+    s.records(SNAPSHOT, &of).await
+}
+
 pub(super) async fn visible(
     s: &Volumes,
     auth: &Auth,
@@ -491,15 +500,7 @@ pub(super) async fn delete_volume(
             "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer. (status {status})"
         )));
     }
-    let snaps: Vec<Rec> = s
-        .records(
-            SNAPSHOT,
-            &crate::record_table::Filter {
-                volume: Some(id.to_string()),
-                ..Default::default()
-            },
-        )
-        .await?;
+    let snaps: Vec<Rec> = snapshots_of(s, id).await?;
     let cascade = q
         .get("cascade")
         .is_some_and(|v| v == "true" || v == "True" || v == "1");
@@ -602,15 +603,7 @@ pub(super) async fn volume_action(
             Ok(empty(StatusCode::ACCEPTED))
         }
         "os-force_delete" if auth.0.is_admin() => {
-            let dependents = s
-                .records(
-                    SNAPSHOT,
-                    &crate::record_table::Filter {
-                        volume: Some(id.to_string()),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            let dependents = snapshots_of(s, id).await?;
             if !dependents.is_empty() {
                 return Err(Error::BadRequest(format!(
                     "Invalid volume: Volume {id} still has dependent snapshots."
