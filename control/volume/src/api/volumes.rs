@@ -500,7 +500,7 @@ pub(super) async fn delete_volume(
             "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer. (status {status})"
         )));
     }
-    let snaps: Vec<Rec> = snapshots_of(s, id).await?;
+    let snaps: Vec<Rec> = snapshots_of(s, &id).await?;
     let cascade = q
         .get("cascade")
         .is_some_and(|v| v == "true" || v == "True" || v == "1");
@@ -603,7 +603,7 @@ pub(super) async fn volume_action(
             Ok(empty(StatusCode::ACCEPTED))
         }
         "os-force_delete" if auth.0.is_admin() => {
-            let dependents = snapshots_of(s, id).await?;
+            let dependents = snapshots_of(s, &id).await?;
             if !dependents.is_empty() {
                 return Err(Error::BadRequest(format!(
                     "Invalid volume: Volume {id} still has dependent snapshots."
