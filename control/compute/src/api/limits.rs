@@ -4,17 +4,56 @@ use super::*;
 
 /// A project's servers, and the cores and RAM their flavors take.
 pub(crate) async fn usage(s: &Compute, project: &str) -> Result<(i64, i64, i64)> {
+    usage_on(s, &mut *s.conn().await?, project).await
+}
+
+/// [`usage`] read on `c` (inside a write, for a check that holds until
+/// the write commits).
+pub(crate) async fn usage_on(
+    s: &Compute,
+    c: &mut sqlx::AnyConnection,
+    project: &str,
+) -> Result<(i64, i64, i64)> {
     let filter = crate::server_table::Filter {
         project: Some(project.to_string()),
         ..Default::default()
     };
-    let counts = crate::server_table::flavor_counts(&mut *s.conn().await?, &filter).await?;
+    let counts = crate::server_table::flavor_counts(c, &filter).await?;
     let flavors = s.docs(FLAVOR);
     Ok(counts.iter().fold((0, 0, 0), |(n, c, m), (fid, k)| {
         let f = flavors.iter().find(|f| st(f, "id") == fid);
         let get = |key: &str| f.and_then(|f| f[key].as_i64()).unwrap_or(0);
         (n + k, c + k * get("vcpus"), m + k * get("ram"))
     }))
+}
+
+/// Stores a new server if its project stays within its instances, cores
+/// and RAM quota, counted inside the write that stores it (so concurrent
+/// creates cannot pass the quota together).
+pub(crate) async fn store_within_quota(
+    s: &Compute,
+    rec: &Rec,
+    project: &str,
+    ram: u64,
+    vcpus: u64,
+) -> Result<()> {
+    let lim = crate::admin::limits(s, project);
+    let mut w = s.identity.write().await?;
+    let (instances, cores, mem) = usage_on(s, w.tx().conn(), project).await?;
+    let under = |key: &str, want: i64| {
+        let l = lim.get(key).and_then(|v| v.as_i64()).unwrap_or(-1);
+        l < 0 || want <= l
+    };
+    if !(under("instances", instances + 1)
+        && under("cores", cores + vcpus as i64)
+        && under("ram", mem + ram as i64))
+    {
+        return Err(Error::Forbidden(
+            "Quota exceeded for instances, cores or ram.".into(),
+        ));
+    }
+    crate::server_table::put(w.tx(), rec).await?;
+    w.commit(&[]).await
 }
 
 pub(super) async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {

@@ -5,7 +5,7 @@
 //! answers at microversion 2.1.
 
 use crate::AppState;
-use crate::{flavor_record, now, st, Compute, Rec, FLAVOR, KEYPAIR, QUOTA_KEYPAIRS, SERVER};
+use crate::{flavor_record, now, st, Compute, Rec, FLAVOR, KEYPAIR, QUOTA_KEYPAIRS};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};

@@ -882,7 +882,7 @@ pub(super) async fn create_one(
     .cloned()
     .unwrap_or_default();
     crate::actions::record_action(&mut rec, "create", req_id, auth);
-    s.put(SERVER, rec.clone()).await?;
+    store_within_quota(s, &rec, project, ram, vcpus).await?;
     // Ports first (netd makes the taps while the agent makes the disk).
     for net in &req.networks {
         let made = match net {
