@@ -17,15 +17,8 @@ fn db(e: sqlx::Error) -> Error {
     Error::Internal(format!("database error: {e}"))
 }
 
-fn parse(body: &str) -> Result<Rec> {
-    serde_json::from_str(body)
-        .map_err(|e| Error::Internal(format!("stored server unreadable: {e}")))
-}
-
 fn bodies(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Rec>> {
-    rows.iter()
-        .map(|r| parse(&r.try_get::<String, _>(0).map_err(db)?))
-        .collect()
+    Ok(ursa_core::store::json_records(&rows, 0)?)
 }
 
 /// SQL with numbered parameters.
@@ -113,13 +106,12 @@ impl Filter {
 
 /// The server `id`.
 pub async fn get(c: &mut AnyConnection, id: &str) -> Result<Option<Rec>> {
-    let row = sqlx::query("SELECT body FROM cmp_servers WHERE id = $1")
+    let rows = sqlx::query("SELECT body FROM cmp_servers WHERE id = $1")
         .bind(id)
-        .fetch_optional(c)
+        .fetch_all(c)
         .await
         .map_err(db)?;
-    row.map(|r| parse(&r.try_get::<String, _>(0).map_err(db)?))
-        .transpose()
+    Ok(bodies(rows)?.pop())
 }
 
 /// Every server the filter selects, oldest first.

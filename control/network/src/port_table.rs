@@ -27,47 +27,30 @@ fn db(e: sqlx::Error) -> Error {
     Error::Internal(format!("database error: {e}"))
 }
 
-fn parse(body: &str) -> Result<Rec> {
-    serde_json::from_str(body).map_err(|e| Error::Internal(format!("stored port unreadable: {e}")))
+fn bodies(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Rec>> {
+    Ok(ursa_core::store::json_records(&rows, 0)?)
 }
 
-fn bodies(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Rec>> {
-    rows.iter()
-        .map(|r| parse(&r.try_get::<String, _>(0).map_err(db)?))
-        .collect()
+/// The ports a query with one text parameter selects (`SELECT body …`).
+async fn select_by(c: &mut AnyConnection, sql: &str, arg: &str) -> Result<Vec<Rec>> {
+    bodies(sqlx::query(sql).bind(arg).fetch_all(c).await.map_err(db)?)
 }
 
 /// The port `id`.
 pub async fn get(c: &mut AnyConnection, id: &str) -> Result<Option<Rec>> {
-    let row = sqlx::query("SELECT body FROM net_ports WHERE id = $1")
-        .bind(id)
-        .fetch_optional(c)
-        .await
-        .map_err(db)?;
-    row.map(|r| parse(&r.try_get::<String, _>(0).map_err(db)?))
-        .transpose()
-}
-
-/// Every port of a network.
-pub async fn of_network(c: &mut AnyConnection, net: &str) -> Result<Vec<Rec>> {
-    bodies(
-        sqlx::query("SELECT body FROM net_ports WHERE network_id = $1 ORDER BY id")
-            .bind(net)
-            .fetch_all(c)
-            .await
-            .map_err(db)?,
-    )
+    Ok(select_by(c, "SELECT body FROM net_ports WHERE id = $1", id)
+        .await?
+        .pop())
 }
 
 /// Every port of a device (a server, a router, a DHCP service).
 pub async fn of_device(c: &mut AnyConnection, device: &str) -> Result<Vec<Rec>> {
-    bodies(
-        sqlx::query("SELECT body FROM net_ports WHERE device_id = $1 ORDER BY created_at, id")
-            .bind(device)
-            .fetch_all(c)
-            .await
-            .map_err(db)?,
+    select_by(
+        c,
+        "SELECT body FROM net_ports WHERE device_id = $1 ORDER BY created_at, id",
+        device,
     )
+    .await
 }
 
 /// Every port of any of `devices`.
@@ -90,30 +73,24 @@ pub async fn of_devices(c: &mut AnyConnection, devices: &[String]) -> Result<Vec
 
 /// Every port with an address on a subnet.
 pub async fn on_subnet(c: &mut AnyConnection, subnet: &str) -> Result<Vec<Rec>> {
-    bodies(
-        sqlx::query(
-            "SELECT p.body FROM net_ports p WHERE p.id IN \
-             (SELECT port_id FROM net_ip_allocations WHERE subnet_id = $1) ORDER BY p.id",
-        )
-        .bind(subnet)
-        .fetch_all(c)
-        .await
-        .map_err(db)?,
+    select_by(
+        c,
+        "SELECT p.body FROM net_ports p WHERE p.id IN \
+         (SELECT port_id FROM net_ip_allocations WHERE subnet_id = $1) ORDER BY p.id",
+        subnet,
     )
+    .await
 }
 
 /// The ports holding `address` on any subnet.
 pub async fn with_address(c: &mut AnyConnection, address: &str) -> Result<Vec<Rec>> {
-    bodies(
-        sqlx::query(
-            "SELECT p.body FROM net_ports p WHERE p.id IN \
-             (SELECT port_id FROM net_ip_allocations WHERE ip_address = $1) ORDER BY p.id",
-        )
-        .bind(address)
-        .fetch_all(c)
-        .await
-        .map_err(db)?,
+    select_by(
+        c,
+        "SELECT p.body FROM net_ports p WHERE p.id IN \
+         (SELECT port_id FROM net_ip_allocations WHERE ip_address = $1) ORDER BY p.id",
+        address,
     )
+    .await
 }
 
 /// The ports a node's desired state names whole: bound ones and the
@@ -127,9 +104,7 @@ pub async fn for_push(c: &mut AnyConnection) -> Result<Vec<Rec>> {
     .fetch_all(c)
     .await
     .map_err(db)?;
-    rows.iter()
-        .map(|r| parse(&r.try_get::<String, _>(1).map_err(db)?))
-        .collect()
+    Ok(ursa_core::store::json_records(&rows, 1)?)
 }
 
 /// One DHCP host: a port's MAC and one of its addresses, with the port's

@@ -186,12 +186,6 @@ pub fn answer(
     let limit = limit(q)?;
     let reverse = reverse(q);
     let marker = q.one("marker").filter(|m| !m.is_empty());
-    let id_of = |o: &Map<String, Value>| {
-        o.get("id")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
     let mut page = items;
     if let Some(m) = marker {
         let pos = page.iter().position(|o| id_of(o) == m);
@@ -226,6 +220,13 @@ pub fn select(o: Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
     o.into_iter()
         .filter(|(k, _)| fields.contains(&k.as_str()))
         .collect()
+}
+
+fn id_of(o: &Map<String, Value>) -> String {
+    o.get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn enc(s: &str) -> String {
@@ -299,12 +300,6 @@ pub fn page_answer(
     let limit = limit(q).ok().flatten();
     let reverse = reverse(q);
     let marker = q.one("marker").filter(|m| !m.is_empty());
-    let id_of = |o: &Map<String, Value>| {
-        o.get("id")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
     let mut links = Vec::new();
     if limit.is_some() {
         let base: Vec<String> = q

@@ -6,7 +6,7 @@
 
 use crate::{st, SNAPSHOT, VOLUME};
 use serde_json::{Map, Value};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use ursa_core::error::{Error, Result};
 use ursa_core::store::{Store, WriteTx};
 
@@ -25,13 +25,7 @@ fn db(e: sqlx::Error) -> Error {
 }
 
 fn bodies(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Rec>> {
-    rows.iter()
-        .map(|r| {
-            let b: String = r.try_get(0).map_err(db)?;
-            serde_json::from_str(&b)
-                .map_err(|e| Error::Internal(format!("stored volume record unreadable: {e}")))
-        })
-        .collect()
+    Ok(ursa_core::store::json_records(&rows, 0)?)
 }
 
 /// Which records a read selects (every field narrows).

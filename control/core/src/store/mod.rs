@@ -632,6 +632,24 @@ impl WriteTx {
     }
 }
 
+/// The JSON records in column `col` of a service table's rows (its
+/// `body`), each a JSON object.
+pub fn json_records(
+    rows: &[AnyRow],
+    col: usize,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    rows.iter()
+        .map(|r| {
+            let body: String = r.try_get(col)?;
+            serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+                kind: "row".into(),
+                id: String::new(),
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Whether a database error is a unique-constraint violation.
 pub fn unique_violation(e: &sqlx::Error) -> bool {
     is_unique_violation(e)
