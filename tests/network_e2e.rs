@@ -615,6 +615,40 @@ fn api_networks_reach_vms_on_two_netd_nodes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(lab.ping(&vms[0].0, &ip(2)), "v1 → v3 still works");
+
+    // The network node holds DHCP reservations a port at a time: a port
+    // made now on the other node gets its lease from it (a delta after the
+    // new controller's first full push), and so it does again after the
+    // network node's netd is killed and comes back empty-handed (its new
+    // boot id makes the pusher send every reservation again).
+    let v4 = lab.vm("v4");
+    let p4 = net.create(
+        "ports",
+        "port",
+        &admin,
+        json!({"network_id": id(&n1), "binding:host_id": "h2",
+               "binding:profile": {"ursa_netns": v4, "ifname": "eth0", "up": true}}),
+    );
+    let want = p4["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t0 = Instant::now();
+    while !sh(&["ip", "-n", &v4, "link", "show", "eth0"])
+        .status
+        .success()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "v4 never got its eth0"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(dhcp(&lab, &v4), want, "v4's lease, pushed as a delta");
+    ok(&["ip", "-n", &v4, "addr", "flush", "dev", "eth0"]);
+    lab.stop_netd(1, libc::SIGKILL);
+    lab.start_netd_with(1, &["--physical-interface", "ext:ext0"]);
+    assert_eq!(dhcp(&lab, &v4), want, "v4's lease from the restarted netd");
 }
 
 /// Two controllers on one PostgreSQL drive one netd: one of them holds the

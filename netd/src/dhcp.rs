@@ -38,6 +38,20 @@ pub struct NetView {
     /// Metadata is served at the DHCP address (no router joins the
     /// network), so 169.254.169.254 is routed there even with a gateway.
     pub metadata_at_server: bool,
+    /// The network's reservations for ports plugged elsewhere (asked after
+    /// `ports`).
+    pub held: Option<(String, crate::dhcp_hosts::DhcpHosts)>,
+}
+
+impl NetView {
+    /// The fixed addresses and host name of `mac` on this network.
+    fn lookup(&self, mac: &Mac) -> Option<(Vec<Ipv4Addr>, String)> {
+        if let Some(p) = self.ports.get(mac) {
+            return Some(p.clone());
+        }
+        let (net, held) = self.held.as_ref()?;
+        held.get(net, mac).map(|h| (h.ips, h.hostname))
+    }
 }
 
 type Views = Arc<RwLock<BTreeMap<String, Arc<NetView>>>>;
@@ -57,6 +71,8 @@ enum Place {
 #[derive(Default)]
 pub struct Dhcp {
     views: Views,
+    /// The reservations of ports plugged elsewhere (see [`crate::dhcp_hosts`]).
+    pub held: crate::dhcp_hosts::DhcpHosts,
     responders: std::sync::Mutex<HashMap<String, (Place, tokio::task::JoinHandle<()>)>>,
 }
 
@@ -107,6 +123,7 @@ impl Dhcp {
                     mtu: mtus.get(&n.id).copied().unwrap_or(1500),
                     ports,
                     metadata_at_server: in_ns.contains_key(&n.id),
+                    held: Some((n.id.clone(), self.held.clone())),
                 }),
             );
         }
@@ -424,7 +441,8 @@ pub fn handle(ip_packet: &[u8], view: &NetView, from: Mac) -> Option<(Vec<u8>, M
     }
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&req.chaddr()[..6]);
-    let (ips, hostname) = view.ports.get(&mac)?;
+    let (ips, hostname) = view.lookup(&mac)?;
+    let (ips, hostname) = (&ips, &hostname);
     let (ip, subnet) = ips.iter().find_map(|ip| {
         view.subnets
             .iter()
@@ -607,6 +625,7 @@ mod tests {
             mtu: 1450,
             ports,
             metadata_at_server: false,
+            held: None,
         }
     }
 
@@ -647,6 +666,32 @@ mod tests {
             Some(DhcpOption::InterfaceMtu(1450))
         ));
         assert_eq!(checksum(&pkt[..20], 0), 0, "IP header checksum verifies");
+    }
+
+    #[test]
+    fn a_port_held_for_another_node_gets_its_address() {
+        let held = crate::dhcp_hosts::DhcpHosts::default();
+        held.update(ursa_proto::netd::v1::DhcpHostsUpdate {
+            ports: vec![ursa_proto::netd::v1::DhcpPortHosts {
+                port_id: "p9".into(),
+                network_id: "n1".into(),
+                mac: "02:00:00:00:00:09".into(),
+                ip_addresses: vec!["10.0.0.9".into()],
+                hostname: "host-10-0-0-9".into(),
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        let mut v = view();
+        v.held = Some(("n1".into(), held.clone()));
+        let (pkt, to) =
+            handle(&discover([2, 0, 0, 0, 0, 9]), &v, [2, 0, 0, 0, 0, 0x77]).expect("an offer");
+        assert_eq!(to, [2, 0, 0, 0, 0, 9]);
+        let m = Message::decode(&mut Decoder::new(dhcp_payload_any(&pkt))).unwrap();
+        assert_eq!(m.yiaddr(), Ipv4Addr::new(10, 0, 0, 9));
+        // Held for another network: nothing.
+        v.held = Some(("n2".into(), held));
+        assert!(handle(&discover([2, 0, 0, 0, 0, 9]), &v, [2, 0, 0, 0, 0, 0x77]).is_none());
     }
 
     #[test]

@@ -486,6 +486,14 @@ impl pb::netd_server::Netd for Service {
         Ok(Response::new(report(self.0.sync(d, dry).await?)))
     }
 
+    #[tracing::instrument(skip_all, fields(ports = req.get_ref().ports.len(), replace = req.get_ref().replace))]
+    async fn update_dhcp_hosts(
+        &self,
+        req: Request<pb::DhcpHostsUpdate>,
+    ) -> std::result::Result<Response<pb::DhcpHostsReply>, Status> {
+        Ok(Response::new(self.0.update_dhcp_hosts(req.into_inner())?))
+    }
+
     #[tracing::instrument(skip_all, fields(router = %req.get_ref().id))]
     async fn ensure_router(
         &self,

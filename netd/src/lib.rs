@@ -13,6 +13,8 @@
 //! - [`dhcp`]: DHCPv4 for every network from this process (AF_PACKET on
 //!   each bridge, or on a metadata namespace's leg; static reservations
 //!   from the desired state; relayed requests answered to the relay).
+//! - [`dhcp_hosts`]: the reservations of ports plugged elsewhere, kept a
+//!   port at a time beside the synced state, with a digest and a boot id.
 //! - [`router`]: L3 routers as namespaces: legs, addresses, routes, and
 //!   the NAT table (SNAT, floating IPs, hairpin, metadata redirect).
 //! - [`firewall`]: security groups and anti-spoofing compiled to two
@@ -41,6 +43,7 @@
 //! in a kernel that already matches, so traffic keeps flowing.
 
 pub mod dhcp;
+pub mod dhcp_hosts;
 pub mod error;
 pub mod firewall;
 pub mod grpc;

@@ -259,6 +259,14 @@ impl Netd {
     }
 
     /// Replaces the whole desired state (or, with `dry_run`, plans it).
+    /// Changes the held DHCP reservations (see [`crate::dhcp_hosts`]).
+    pub fn update_dhcp_hosts(
+        &self,
+        u: ursa_proto::netd::v1::DhcpHostsUpdate,
+    ) -> Result<ursa_proto::netd::v1::DhcpHostsReply> {
+        self.inner.dhcp.held.update(u)
+    }
+
     pub async fn sync(&self, want: Desired, dry_run: bool) -> Result<Report> {
         want.check_all(&self.inner.node)?;
         if dry_run {

@@ -27,6 +27,7 @@
 //! containers); any other bound port is a tap device for QEMU.
 
 pub mod api;
+pub mod dhcp_push;
 pub mod ipam;
 pub mod port_list;
 pub mod port_table;

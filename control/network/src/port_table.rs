@@ -95,7 +95,7 @@ pub async fn with_address(c: &mut AnyConnection, address: &str) -> Result<Vec<Re
 
 /// The ports a node's desired state names whole: bound ones and the
 /// service's own (routers, DHCP, floating IPs). Unbound ports cost the
-/// pusher nothing; DHCP reads only addresses ([`dhcp_hosts`]).
+/// pusher nothing; DHCP reads only addresses ([`crate::dhcp_push`]).
 pub async fn for_push(c: &mut AnyConnection) -> Result<Vec<Rec>> {
     let rows = sqlx::query(
         "SELECT id, body FROM net_ports WHERE host > '' \
@@ -105,44 +105,6 @@ pub async fn for_push(c: &mut AnyConnection) -> Result<Vec<Rec>> {
     .await
     .map_err(db)?;
     Ok(ursa_core::store::json_records(&rows, 1)?)
-}
-
-/// One DHCP host: a port's MAC and one of its addresses, with the port's
-/// network and node.
-#[derive(Debug, Clone)]
-pub struct DhcpHost {
-    pub network_id: String,
-    pub mac: String,
-    pub ip: String,
-    pub host: String,
-}
-
-/// The addresses of every port but the service's own on these networks
-/// (two columns per address, no record parsed).
-pub async fn dhcp_hosts(c: &mut AnyConnection, networks: &[String]) -> Result<Vec<DhcpHost>> {
-    let mut out = Vec::new();
-    for chunk in networks.chunks(200) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT p.network_id, p.mac_address, a.ip_address, p.host FROM net_ports p \
-             JOIN net_ip_allocations a ON a.port_id = p.id WHERE p.network_id IN ({}) \
-             AND NOT (p.device_owner >= 'network:' AND p.device_owner < 'network;')",
-            marks.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for n in chunk {
-            q = q.bind(n);
-        }
-        for r in q.fetch_all(&mut *c).await.map_err(db)? {
-            out.push(DhcpHost {
-                network_id: r.try_get(0).map_err(db)?,
-                mac: r.try_get(1).map_err(db)?,
-                ip: r.try_get(2).map_err(db)?,
-                host: r.try_get(3).map_err(db)?,
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// How many ports a project has (its quota use).

@@ -2,10 +2,13 @@
 //!
 //! After every stored change (and every 20 s, so that a node that was
 //! down or restarted empty is brought back) the pusher computes each
-//! node's whole desired state from the records and sends it with netd's
-//! `Sync` call, which changes only what differs: traffic that already
-//! flows is not disturbed. A node whose state did not change since its
-//! last successful sync is left alone until the periodic full resync.
+//! node's desired state (its networks, bound ports, routers and security
+//! groups; unbound ports cost nothing) and sends it with netd's `Sync`
+//! call, which changes only what differs: traffic that already flows is
+//! not disturbed. A node whose state's digest did not change since its
+//! last successful sync is left alone until the periodic resync. The DHCP
+//! reservations of every port, most of what the network node is told, go
+//! separately and in proportion to the change ([`crate::dhcp_push`]).
 
 use super::{
     fixed_ips, recs, st, str_list, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_ROUTER_GW, OWNER_ROUTER_IF,
@@ -57,6 +60,8 @@ struct NodeHealth {
     error: String,
     /// What the node could not apply at its last sync, by kind.
     failures: Failures,
+    /// The DHCP reservations it holds (None: unknown, send them all).
+    dhcp: Option<crate::dhcp_push::Pushed>,
 }
 
 /// A node's sync errors sorted by what they are about, so that the API can
@@ -270,6 +275,7 @@ impl Pusher {
             let e = h.entry(n.name.clone()).or_default();
             e.last = None;
             e.caps = None;
+            e.dhcp = None;
             match m.doc(HEALTH, &n.name) {
                 Some(d) => {
                     e.ok = d["ok"] == true;
@@ -332,41 +338,25 @@ impl Pusher {
         if caps.is_empty() {
             return;
         }
-        // DHCP is served for the IPv4 subnets with DHCP on, on the
-        // network node: every port of those networks is a DHCP host.
-        let dhcp_networks: Vec<String> = if self.network_node().is_some() {
-            let m = identity.model();
-            let mut v: Vec<String> = recs(&m, SUBNET)
-                .filter(|s| s["ip_version"] == 4 && s["enable_dhcp"] == true)
-                .map(|s| st(s, "network_id").to_string())
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        } else {
-            Vec::new()
-        };
-        let read = read_ports(identity, &dhcp_networks).await;
-        let (ports, dhcp) = match read {
+        let ports = match read_ports(identity).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the ports to push; trying again");
                 return;
             }
         };
-        let states: Vec<(usize, pb::NodeState)> = {
+        let (states, dhcp_networks) = {
             let m = identity.model();
-            let mut plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
-            for h in &dhcp {
-                plan.dhcp.entry(h.network_id.as_str()).or_default().push(h);
-            }
-            self.0
+            let plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
+            let states: Vec<(usize, pb::NodeState)> = self
+                .0
                 .nodes
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| caps.contains_key(&n.name))
                 .map(|(i, n)| (i, plan.node_state(&n.name)))
-                .collect()
+                .collect();
+            (states, plan.dhcp_networks())
         };
         for (i, state) in states {
             let n = &self.0.nodes[i];
@@ -424,20 +414,40 @@ impl Pusher {
                 }
             }
         }
+        if let Some(node) = self.network_node().filter(|n| caps.contains_key(*n)) {
+            self.push_dhcp(identity, node, &dhcp_networks).await;
+        }
+    }
+
+    /// Brings the network node's DHCP reservations up to the rows.
+    async fn push_dhcp(&self, identity: &Identity, node: &str, networks: &BTreeSet<String>) {
+        let Some(n) = self.0.nodes.iter().find(|n| n.name == node) else {
+            return;
+        };
+        let was = {
+            let h = self.0.health.lock().expect("health");
+            h.get(node).and_then(|x| x.dhcp.clone())
+        };
+        let r =
+            crate::dhcp_push::push(identity.store(), &mut n.client.clone(), networks, was).await;
+        let mut h = self.0.health.lock().expect("health");
+        let e = h.entry(node.to_string()).or_default();
+        match r {
+            Ok(p) => e.dhcp = Some(p),
+            Err(error) => {
+                if e.dhcp.is_some() {
+                    tracing::warn!(node, %error, "could not push the DHCP reservations; sending them all next round");
+                }
+                e.dhcp = None;
+            }
+        }
     }
 }
 
-/// The ports a round needs (see [`crate::port_table::for_push`]) and the
-/// DHCP hosts of the networks with DHCP on; a round still computes every
-/// node's whole state from them.
-async fn read_ports(
-    identity: &Identity,
-    dhcp_networks: &[String],
-) -> ursa_core::error::Result<(Vec<Rec>, Vec<crate::port_table::DhcpHost>)> {
+/// The ports a round needs (see [`crate::port_table::for_push`]).
+async fn read_ports(identity: &Identity) -> ursa_core::error::Result<Vec<Rec>> {
     let mut c = identity.store().conn().await?;
-    let ports = crate::port_table::for_push(&mut c).await?;
-    let dhcp = crate::port_table::dhcp_hosts(&mut c, dhcp_networks).await?;
-    Ok((ports, dhcp))
+    crate::port_table::for_push(&mut c).await
 }
 
 /// A node state's digest: SHA-256 of its encoding (its lists are sorted,
@@ -465,8 +475,6 @@ fn v4(ip: &str) -> bool {
 struct Plan<'a> {
     m: &'a Model,
     ports: &'a [Rec],
-    /// network → its DHCP hosts (every port but the service's own)
-    dhcp: HashMap<&'a str, Vec<&'a crate::port_table::DhcpHost>>,
     network_node: &'a str,
     caps: &'a BTreeMap<String, Caps>,
     /// node → networks it hosts
@@ -487,7 +495,6 @@ impl<'a> Plan<'a> {
         let mut p = Plan {
             m,
             ports,
-            dhcp: HashMap::new(),
             network_node,
             caps,
             hosted: BTreeMap::new(),
@@ -544,6 +551,16 @@ impl<'a> Plan<'a> {
                 .any(|p| p == st(n, "provider:physical_network")),
             _ => false,
         }
+    }
+
+    /// The networks whose reservations the network node holds: those it
+    /// hosts with an IPv4 subnet that has DHCP on.
+    fn dhcp_networks(&self) -> BTreeSet<String> {
+        recs(self.m, SUBNET)
+            .filter(|s| s["ip_version"] == 4 && s["enable_dhcp"] == true)
+            .map(|s| st(s, "network_id").to_string())
+            .filter(|n| self.hosts(self.network_node, n))
+            .collect()
     }
 
     fn hosts(&self, node: &str, net: &str) -> bool {
@@ -610,27 +627,14 @@ impl<'a> Plan<'a> {
                     lease_seconds: 0,
                 })
                 .collect();
-            let mut dhcp_hosts = Vec::new();
-            if serves_dhcp {
-                for h in self.dhcp.get(net.as_str()).into_iter().flatten() {
-                    if h.host == node || !v4(&h.ip) {
-                        continue;
-                    }
-                    dhcp_hosts.push(pb::DhcpHost {
-                        mac: h.mac.clone(),
-                        hostname: format!("host-{}", h.ip.replace('.', "-")),
-                        ip_address: h.ip.clone(),
-                    });
-                }
-                dhcp_hosts.sort_by(|a, b| (&a.mac, &a.ip_address).cmp(&(&b.mac, &b.ip_address)));
-            }
             networks.push(pb::Network {
                 id: net.clone(),
                 segment: Some(segment),
                 mtu: n["mtu"].as_u64().unwrap_or(0) as u32,
                 subnets,
                 dns_domain: st(n, "dns_domain").trim_end_matches('.').into(),
-                dhcp_hosts,
+                // Held by netd a port at a time (crate::dhcp_push).
+                dhcp_hosts: Vec::new(),
             });
             if st(n, "provider:network_type") == "vxlan" {
                 let mut vteps = BTreeSet::new();

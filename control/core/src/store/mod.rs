@@ -224,6 +224,24 @@ impl Store {
         })
     }
 
+    /// Begins a read of one consistent view of the store: every statement
+    /// through [`Snapshot::conn`] sees the state at [`Snapshot::rev`] (a
+    /// repeatable-read transaction on PostgreSQL; on SQLite in WAL mode a
+    /// read transaction is one snapshot). Writers are not held up.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rev: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        Ok(Snapshot { tx, rev })
+    }
+
     /// Runs a service's own migrations (a folder of its crate, numbered in
     /// the service's range so they never collide with another's).
     pub async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
@@ -502,6 +520,55 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
                 || db.message().contains("UNIQUE constraint failed")
         }
         _ => false,
+    }
+}
+
+/// One consistent read (see [`Store::snapshot`]); dropping it ends it.
+pub struct Snapshot {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    rev: i64,
+}
+
+impl Snapshot {
+    /// The revision this view shows.
+    pub fn rev(&self) -> i64 {
+        self.rev
+    }
+
+    /// The transaction's connection.
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    /// The ids of kind `kind` that revisions after `since` (up to this
+    /// view's) touched, each once; None when the change feed no longer
+    /// reaches back to `since` (pruned): the caller starts over from the
+    /// rows. Costs in proportion to the revisions read, not to the store.
+    pub async fn touched_since(&mut self, kind: &str, since: i64) -> Result<Option<Vec<String>>> {
+        if since >= self.rev {
+            return Ok((since == self.rev).then(Vec::new));
+        }
+        let first: Option<i64> = sqlx::query("SELECT MIN(rev) FROM changes WHERE rev > $1")
+            .bind(since)
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get(0)?;
+        if first != Some(since + 1) {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT DISTINCT id FROM changes WHERE rev > $1 AND rev <= $2 AND kind = $3",
+        )
+        .bind(since)
+        .bind(self.rev)
+        .bind(kind)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| r.try_get(0))
+                .collect::<std::result::Result<_, _>>()?,
+        ))
     }
 }
 
