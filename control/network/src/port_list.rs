@@ -156,25 +156,7 @@ pub async fn page(
         .await
         .map_err(|e| Error::Internal(format!("database error: {e}")))?;
         if let Some(row) = row {
-            // (k0, k1, …) after the marker's values in the list's order.
-            let mut alts = Vec::new();
-            for i in 0..cols.len() {
-                let mut parts = Vec::new();
-                for (j, (col, asc)) in cols.iter().enumerate().take(i + 1) {
-                    let v: String = row.try_get(j).unwrap_or_default();
-                    let m = sql.arg(&v);
-                    let op = if j < i {
-                        "="
-                    } else if *asc != reverse {
-                        ">"
-                    } else {
-                        "<"
-                    };
-                    parts.push(format!("{col}{} {op} {m}", collate(col)));
-                }
-                alts.push(format!("({})", parts.join(" AND ")));
-            }
-            conds.push(format!("({})", alts.join(" OR ")));
+            conds.push(after_marker(&mut sql, &cols, reverse, &row, collate));
         }
     }
     let by: Vec<String> = cols
@@ -205,6 +187,49 @@ pub async fn page(
         rows.reverse();
     }
     Ok(Some((rows, more)))
+}
+
+/// The condition "after the marker's sort values in the list's order".
+/// With one direction for every key it is a row-value comparison, which
+/// SQLite and PostgreSQL start an index range at; with mixed directions
+/// it is spelled out, `(k0 > v0) OR (k0 = v0 AND k1 < v1) …`, under the
+/// first key's own bound.
+fn after_marker(
+    sql: &mut Sql,
+    cols: &[(&str, bool)],
+    reverse: bool,
+    row: &sqlx::any::AnyRow,
+    collate: impl Fn(&str) -> &'static str,
+) -> String {
+    let vals: Vec<String> = (0..cols.len())
+        .map(|j| row.try_get::<String, _>(j).unwrap_or_default())
+        .collect();
+    let forward = |asc: bool| asc != reverse;
+    let keyed = |col: &str| format!("{col}{}", collate(col));
+    if cols.iter().all(|(_, a)| forward(*a) == forward(cols[0].1)) {
+        let op = if forward(cols[0].1) { ">" } else { "<" };
+        let names: Vec<String> = cols.iter().map(|(c, _)| keyed(c)).collect();
+        let marks: Vec<String> = vals.iter().map(|v| sql.arg(v)).collect();
+        return format!("({}) {op} ({})", names.join(", "), marks.join(", "));
+    }
+    let mut alts = Vec::new();
+    for i in 0..cols.len() {
+        let mut parts = Vec::new();
+        for (j, (col, asc)) in cols.iter().enumerate().take(i + 1) {
+            let m = sql.arg(&vals[j]);
+            let op = match (j < i, forward(*asc)) {
+                (true, _) => "=",
+                (false, true) => ">",
+                (false, false) => "<",
+            };
+            parts.push(format!("{} {op} {m}", keyed(col)));
+        }
+        alts.push(format!("({})", parts.join(" AND ")));
+    }
+    let (c0, asc0) = cols[0];
+    let m0 = sql.arg(&vals[0]);
+    let op0 = if forward(asc0) { ">=" } else { "<=" };
+    format!("{} {op0} {m0} AND ({})", keyed(c0), alts.join(" OR "))
 }
 
 /// Every visible port matching the column filters that apply (for a list

@@ -261,7 +261,11 @@ pub fn sort_order(q: &ListQuery, known: &[&str]) -> Result<Vec<(String, bool)>> 
             "The number of sort_keys and sort_dirs must be same".into(),
         ));
     }
-    order.push(("id".into(), order.first().is_none_or(|(_, a)| *a)));
+    // Ties are broken by id, unless id is already a key (twice would make
+    // a keyset condition no index can serve).
+    if !order.iter().any(|(k, _)| k == "id") {
+        order.push(("id".into(), order.first().is_none_or(|(_, a)| *a)));
+    }
     Ok(order)
 }
 
