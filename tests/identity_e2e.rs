@@ -560,3 +560,48 @@ fn disabling_a_project_or_user_revokes_their_tokens_for_good() {
     );
     assert!(cloud.token("rev-p-user", "new-pw", Some("rev-p")).is_ok());
 }
+
+/// The catalog every token carries is rendered once and rendered again
+/// when a service or endpoint changes: a new endpoint shows in the next
+/// validation, a deleted one is gone from it.
+#[test]
+fn tokens_carry_the_catalog_as_it_is_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "cat-pw");
+    let admin = cloud.admin_token();
+    let check = |want: bool| {
+        let r = cloud
+            .http()
+            .get(format!("{}/auth/tokens", cloud.url))
+            .header("X-Auth-Token", &admin)
+            .header("X-Subject-Token", &admin)
+            .send()
+            .unwrap();
+        let v: Value = r.json().unwrap();
+        let has = v["token"]["catalog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["type"] == "cat-test");
+        assert_eq!(has, want, "{v}");
+    };
+    check(false);
+    let svc = create(
+        &cloud,
+        &admin,
+        "/services",
+        "service",
+        json!({"type": "cat-test", "name": "cat"}),
+    );
+    create(
+        &cloud,
+        &admin,
+        "/endpoints",
+        "endpoint",
+        json!({"service_id": svc, "interface": "public", "url": "http://cat.example/v1"}),
+    );
+    check(true);
+    let (st, _) = cloud.call("DELETE", &format!("/services/{svc}"), &admin, None);
+    assert_eq!(st, 204);
+    check(false);
+}

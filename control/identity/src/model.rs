@@ -264,6 +264,9 @@ pub struct Model {
     /// Everything else (services, endpoints, regions, policies, credentials,
     /// …): schemaless documents by kind, then id.
     pub docs: HashMap<String, BTreeMap<String, Value>>,
+    /// The service catalog as every token shows it, rendered once (by the
+    /// API, on first use) and forgotten when a service or endpoint changes.
+    pub catalog_cache: std::sync::OnceLock<std::sync::Arc<serde_json::value::RawValue>>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(d: &Doc) -> Option<T> {
@@ -279,6 +282,13 @@ fn parse<T: serde::de::DeserializeOwned>(d: &Doc) -> Option<T> {
 impl Model {
     /// Applies one change, exactly as the store applied it.
     pub fn apply(&mut self, op: &Op) {
+        let kind = match op {
+            Op::Put(d) => d.kind.as_str(),
+            Op::Delete { kind, .. } => kind.as_str(),
+        };
+        if kind == "service" || kind == "endpoint" {
+            self.catalog_cache = std::sync::OnceLock::new();
+        }
         match op {
             Op::Put(d) => self.put(d),
             Op::Delete { kind: k, id } => self.delete(k, id),

@@ -215,12 +215,46 @@ pub fn catalog(m: &Model) -> Value {
     )
 }
 
+/// The catalog rendered once per change to services and endpoints
+/// ([`Model::catalog_cache`]): every token carries it.
+fn cached_catalog(m: &Model) -> std::sync::Arc<serde_json::value::RawValue> {
+    m.catalog_cache
+        .get_or_init(|| {
+            let raw = serde_json::value::to_raw_value(&catalog(m)).expect("a JSON value renders");
+            std::sync::Arc::from(raw)
+        })
+        .clone()
+}
+
+/// A token's body: its fields, and the catalog spliced in as rendered.
+#[derive(serde::Serialize)]
+pub struct TokenBody {
+    token: TokenFields,
+}
+
+#[derive(serde::Serialize)]
+struct TokenFields {
+    #[serde(flatten)]
+    fields: serde_json::Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog: Option<Rendered>,
+}
+
+/// Already-rendered JSON, shared.
+struct Rendered(std::sync::Arc<serde_json::value::RawValue>);
+
+impl serde::Serialize for Rendered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 fn name_ref(m: &Model, domain_id: &str) -> Value {
     json!({"id": domain_id, "name": m.projects.get(domain_id).map(|d| d.name.as_str()).unwrap_or("")})
 }
 
 /// The body of a token (`{"token": {...}}`), as Keystone renders it.
-pub fn token_body(m: &Model, v: &Validated, with_catalog: bool) -> Value {
+pub fn token_body(m: &Model, v: &Validated, with_catalog: bool) -> TokenBody {
     let p = &v.payload;
     let user = m.users.get(&p.user_id);
     let mut t = json!({
@@ -235,6 +269,7 @@ pub fn token_body(m: &Model, v: &Validated, with_catalog: bool) -> Value {
         "expires_at": timestamp(p.expires_at),
         "issued_at": timestamp(p.issued_at),
     });
+    let mut catalog = None;
     let o = t.as_object_mut().expect("object");
     match &p.scope {
         Scope::Unscoped => {}
@@ -263,7 +298,7 @@ pub fn token_body(m: &Model, v: &Validated, with_catalog: bool) -> Value {
             .collect();
         o.insert("roles".into(), Value::Array(roles));
         if with_catalog {
-            o.insert("catalog".into(), catalog(m));
+            catalog = Some(Rendered(cached_catalog(m)));
         }
     }
     if let Some(ac) = p.app_cred_id.as_ref().and_then(|a| m.app_creds.get(a)) {
@@ -272,10 +307,15 @@ pub fn token_body(m: &Model, v: &Validated, with_catalog: bool) -> Value {
             json!({"id": ac.id, "name": ac.name, "restricted": !ac.unrestricted}),
         );
     }
-    json!({ "token": t })
+    let Value::Object(fields) = t else {
+        unreachable!("built as an object")
+    };
+    TokenBody {
+        token: TokenFields { fields, catalog },
+    }
 }
 
-fn with_subject(token: &str, status: StatusCode, body: Option<Value>) -> Response {
+fn with_subject(token: &str, status: StatusCode, body: Option<TokenBody>) -> Response {
     let mut resp = match body {
         Some(b) => (status, Json(b)).into_response(),
         None => status.into_response(),
