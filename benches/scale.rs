@@ -54,6 +54,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// VmRSS's parts (anonymous, file-backed, shared memory), for the log.
+fn rss_parts(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Rss"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -180,6 +191,7 @@ fn main() {
     assert_eq!(st, 201, "subnet");
     std::thread::sleep(Duration::from_secs(1));
     let rss_empty = rss_kib(ursa.0.id());
+    println!("RSS empty: {}", rss_parts(ursa.0.id()));
 
     // (finish time, latency ms) of every create, and one id deep in the list.
     let done = Mutex::new(Vec::with_capacity(n));
@@ -223,6 +235,7 @@ fn main() {
     lat.sort_by(f64::total_cmp);
     let p99 = pct(&lat, 0.99);
     let rss_full = rss_kib(ursa.0.id());
+    println!("RSS full: {}", rss_parts(ursa.0.id()));
 
     // A page deep in the list: the marker is the port 9/10 of the way down.
     let (_, all) = net(reqwest::Method::GET, "/ports?fields=id&sort_key=id", None);

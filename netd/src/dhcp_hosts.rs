@@ -11,11 +11,11 @@
 
 use crate::error::{Error, Result};
 use crate::model::{parse_mac, Mac};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 use ursa_proto::netd::v1 as pb;
+use ursa_proto::netd::{dhcp_port_digest, xor_into as xor};
 
 /// One port's reservation.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,32 +49,6 @@ impl Default for DhcpHosts {
     }
 }
 
-/// What the controller hashes for one port (the strings as sent).
-pub fn port_digest(
-    port_id: &str,
-    network_id: &str,
-    mac: &str,
-    ips: &[String],
-    hostname: &str,
-) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for part in [port_id, network_id, mac] {
-        h.update(part.as_bytes());
-        h.update(b"\n");
-    }
-    h.update(ips.join(",").as_bytes());
-    h.update(b"\n");
-    h.update(hostname.as_bytes());
-    h.finalize().into()
-}
-
-/// XORs `b` into `a`.
-pub fn xor(a: &mut [u8; 32], b: &[u8; 32]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x ^= y;
-    }
-}
-
 impl DhcpHosts {
     /// Applies an update: all of it or, on a malformed entry, none of it.
     pub fn update(&self, u: pb::DhcpHostsUpdate) -> Result<pb::DhcpHostsReply> {
@@ -99,13 +73,7 @@ impl DhcpHosts {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let d = port_digest(
-                &p.port_id,
-                &p.network_id,
-                &p.mac,
-                &p.ip_addresses,
-                &p.hostname,
-            );
+            let d = dhcp_port_digest(p);
             parsed.push(Some((mac, ips, d)));
         }
         let mut t = self.table.write().expect("dhcp hosts");

@@ -27,6 +27,31 @@ pub mod netd {
         tonic::include_proto!("ursa.netd.v1");
     }
 
+    /// One port's DHCP reservation digest, as netd keeps it and the
+    /// controller computes it from its rows: SHA-256 of
+    /// "port_id\nnetwork_id\nmac\nip,ip\nhostname", the strings as sent.
+    /// A node's digest is the XOR of its ports' ([`xor_into`]), so it
+    /// follows each change in any order.
+    pub fn dhcp_port_digest(p: &v1::DhcpPortHosts) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [&p.port_id, &p.network_id, &p.mac] {
+            h.update(part.as_bytes());
+            h.update(b"\n");
+        }
+        h.update(p.ip_addresses.join(",").as_bytes());
+        h.update(b"\n");
+        h.update(p.hostname.as_bytes());
+        h.finalize().into()
+    }
+
+    /// XORs `b` into `a`.
+    pub fn xor_into(a: &mut [u8; 32], b: &[u8; 32]) {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x ^= y;
+        }
+    }
+
     /// The tap device netd makes for a `Tap` port, which a guest's QEMU
     /// opens by name: `utp-` and the first 11 hex digits of the port id
     /// (fits IFNAMSIZ, the same on every start).

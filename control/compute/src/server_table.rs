@@ -48,7 +48,7 @@ impl Sql {
     }
 
     async fn fetch(&self, c: &mut AnyConnection, text: &str) -> Result<Vec<sqlx::any::AnyRow>> {
-        let mut q = sqlx::query(text);
+        let mut q = sqlx::query(text).persistent(false);
         for a in &self.args {
             q = q.bind(a);
         }

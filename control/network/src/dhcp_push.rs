@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use ursa_core::store::{Snapshot, Store};
 use ursa_proto::netd::v1 as pb;
+use ursa_proto::netd::{dhcp_port_digest as port_digest, xor_into as xor};
 use ursa_proto::netd::v1::netd_client::NetdClient;
 
 /// How often the node's digest is checked against the rows.
@@ -35,26 +36,6 @@ pub struct Pushed {
     rev: i64,
     networks: BTreeSet<String>,
     audited: Instant,
-}
-
-/// The digest of one port's reservation, as netd computes it.
-fn port_digest(p: &pb::DhcpPortHosts) -> [u8; 32] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for part in [&p.port_id, &p.network_id, &p.mac] {
-        h.update(part.as_bytes());
-        h.update(b"\n");
-    }
-    h.update(p.ip_addresses.join(",").as_bytes());
-    h.update(b"\n");
-    h.update(p.hostname.as_bytes());
-    h.finalize().into()
-}
-
-fn xor(a: &mut [u8; 32], b: &[u8; 32]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x ^= y;
-    }
 }
 
 /// The reservations of the ports on `networks` (all of them, or those
@@ -83,7 +64,7 @@ async fn each_port(
              AND a.ip_address NOT LIKE '%:%' ORDER BY p.id, a.ip_address",
             marks.join(", ")
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(false);
         for k in chunk {
             q = q.bind(k);
         }

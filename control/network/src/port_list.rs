@@ -104,7 +104,7 @@ fn body(r: &sqlx::any::AnyRow) -> Result<Rec> {
 }
 
 async fn fetch(c: &mut AnyConnection, sql: &Sql) -> Result<Vec<Rec>> {
-    let mut qq = sqlx::query(&sql.text);
+    let mut qq = sqlx::query(&sql.text).persistent(false);
     for a in &sql.args {
         qq = qq.bind(a);
     }

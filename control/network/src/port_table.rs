@@ -62,7 +62,7 @@ pub async fn of_devices(c: &mut AnyConnection, devices: &[String]) -> Result<Vec
             "SELECT body FROM net_ports WHERE device_id IN ({}) ORDER BY created_at, id",
             marks.join(", ")
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(false);
         for d in chunk {
             q = q.bind(d);
         }
@@ -129,7 +129,7 @@ pub async fn of_network_owned(
         "SELECT body FROM net_ports WHERE network_id = $1 AND device_owner IN ({}) ORDER BY id",
         marks.join(", ")
     );
-    let mut q = sqlx::query(&sql).bind(net);
+    let mut q = sqlx::query(&sql).persistent(false).bind(net);
     for o in owners {
         q = q.bind(*o);
     }
@@ -143,7 +143,7 @@ pub async fn network_has_other(c: &mut AnyConnection, net: &str, owners: &[&str]
         "SELECT 1 FROM net_ports WHERE network_id = $1 AND device_owner NOT IN ({}) LIMIT 1",
         marks.join(", ")
     );
-    let mut q = sqlx::query(&sql).bind(net);
+    let mut q = sqlx::query(&sql).persistent(false).bind(net);
     for o in owners {
         q = q.bind(*o);
     }

@@ -72,7 +72,7 @@ pub async fn select(c: &mut AnyConnection, kind: &str, f: &Filter) -> Result<Vec
         "SELECT body FROM vol_records WHERE {} ORDER BY created_at, id",
         conds.join(" AND ")
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query(&sql).persistent(false);
     for a in &args {
         q = q.bind(a);
     }
@@ -89,7 +89,7 @@ pub async fn attached_to(c: &mut AnyConnection, servers: &[String]) -> Result<Ve
              (SELECT volume_id FROM vol_attachments WHERE server_id IN ({})) ORDER BY created_at, id",
             marks.join(", ")
         );
-        let mut q = sqlx::query(&sql).bind(VOLUME);
+        let mut q = sqlx::query(&sql).persistent(false).bind(VOLUME);
         for s in chunk {
             q = q.bind(s);
         }

@@ -212,10 +212,7 @@ impl Store {
         sqlx::query("UPDATE revision SET value = value WHERE id = 1")
             .execute(&mut *tx)
             .await?;
-        let rev: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let rev = revision_in(&mut tx).await?;
         Ok(WriteTx {
             tx,
             rev,
@@ -235,10 +232,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let rev: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let rev = revision_in(&mut tx).await?;
         Ok(Snapshot { tx, rev })
     }
 
@@ -521,6 +515,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// The store's revision as a transaction sees it.
+async fn revision_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<i64> {
+    Ok(sqlx::query("SELECT value FROM revision WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?)
 }
 
 /// One consistent read (see [`Store::snapshot`]); dropping it ends it.
