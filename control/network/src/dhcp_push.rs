@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use ursa_core::store::{Snapshot, Store};
 use ursa_proto::netd::v1 as pb;
-use ursa_proto::netd::{dhcp_port_digest as port_digest, xor_into as xor};
 use ursa_proto::netd::v1::netd_client::NetdClient;
+use ursa_proto::netd::{dhcp_port_digest as port_digest, xor_into as xor};
 
 /// How often the node's digest is checked against the rows.
 pub const AUDIT: Duration = Duration::from_secs(60);
