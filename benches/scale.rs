@@ -54,6 +54,14 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Where `ursa up`'s log goes: `target/tmp/scale-ursa.log`, kept after
+/// the run (a failed line can be read there).
+fn ursa_log() -> Stdio {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scale-ursa.log");
+    println!("ursa's log: {}", path.display());
+    std::fs::File::create(&path).map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 /// VmRSS's parts (anonymous, file-backed, shared memory), for the log.
 fn rss_parts(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -128,18 +136,21 @@ fn main() {
             &["--no-netd", "--no-compute"][..]
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(ursa_log());
     if fresh.is_some() {
         cmd.args(["--database-url", &db_url]);
     }
     let mut child = cmd.spawn().expect("ursa starts");
     let stdout = child.stdout.take().unwrap();
     let ursa = Ursa(child);
-    let url = BufReader::new(stdout)
-        .lines()
+    let mut lines = BufReader::new(stdout).lines();
+    let url = lines
+        .by_ref()
         .map_while(Result::ok)
         .find_map(|l| l.strip_prefix("export OS_AUTH_URL=").map(str::to_string))
         .expect("ursa prints OS_AUTH_URL");
+    // Keep reading what ursa prints, so its stdout never breaks.
+    std::thread::spawn(move || lines.for_each(drop));
     let base = url.trim_end_matches("/v3").to_string();
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
