@@ -423,4 +423,9 @@ fn no_route_shows_a_member_another_projects_resources() {
         let (st, v) = cloud.service_call("GET", &format!("{collection}/{id}"), &admin, None);
         assert_eq!(st, 200, "the admin's {kind} after the sweep: {v}");
     }
+    // Asking for every project's servers is the admin's alone (Nova: 403).
+    for q in ["/servers/detail?all_tenants=True", "/servers?all_tenants=1"] {
+        let (st, v) = cloud.service_call("GET", &format!("/compute/v2.1{q}"), &member, None);
+        assert_eq!(st, 403, "a member's {q}: {v}");
+    }
 }

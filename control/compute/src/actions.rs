@@ -4,7 +4,8 @@
 //! security groups). Each records an instance action with the request id.
 
 use super::api::{
-    access_ip, core_view, disk_config, find_server, param, server_view, svc, write_access,
+    access_ip, description, disk_config, find_server, hostname_field, param, server_view, svc,
+    update_view, write_access, Mv,
 };
 use super::{now, st, Rec};
 use crate::AppState;
@@ -61,6 +62,7 @@ pub(super) async fn server_action(
     auth: Auth,
     Token(tok): Token,
     req_id: RequestId,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Result<Response> {
@@ -179,8 +181,22 @@ pub(super) async fn server_action(
         }
         "lock" | "unlock" => {
             let lock = action == "lock";
-            s.update(&id, |r| {
+            // 2.73: a lock may say why.
+            let reason = match args.get("locked_reason") {
+                None | Some(Value::Null) => Value::Null,
+                Some(_) if !mv.at(73) || !lock => {
+                    return Err(super::api::unexpected("locked_reason"))
+                }
+                Some(Value::String(why)) if why.chars().count() <= 255 => json!(why),
+                Some(_) => {
+                    return Err(Error::BadRequest(
+                        "Invalid input for field/attribute locked_reason.".into(),
+                    ))
+                }
+            };
+            s.update(&id, move |r| {
                 r.insert("locked".into(), json!(lock));
+                r.insert("locked_reason".into(), reason.clone());
                 Ok(())
             })
             .await?;
@@ -275,12 +291,17 @@ pub(super) async fn server_action(
                 rotate = Some((kind.to_string(), rotation as usize));
             }
             let image = super::snapshot::start(&app, s, &tok, &r, name, meta, rotate).await?;
-            let loc = format!("{}/image/v2/images/{image}", app.base_url);
-            let mut resp = empty(StatusCode::ACCEPTED);
-            if let Ok(v) = HeaderValue::from_str(&loc) {
-                resp.headers_mut().insert("location", v);
-            }
-            reply = Some(resp);
+            // 2.45: the image id in the body instead of a Location header.
+            reply = Some(if mv.at(45) {
+                (StatusCode::ACCEPTED, Json(json!({ "image_id": image }))).into_response()
+            } else {
+                let loc = format!("{}/image/v2/images/{image}", app.base_url);
+                let mut resp = empty(StatusCode::ACCEPTED);
+                if let Ok(v) = HeaderValue::from_str(&loc) {
+                    resp.headers_mut().insert("location", v);
+                }
+                resp
+            });
         }
         "shelve" => {
             need(&["ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"], "shelve")?;
@@ -321,6 +342,51 @@ pub(super) async fn server_action(
             let ip4 = access_ip(o, "accessIPv4")?;
             let ip6 = access_ip(o, "accessIPv6")?;
             let disk_config = disk_config(o)?;
+            let desc = description(o, mv)?;
+            let host = hostname_field(o, mv)?;
+            // 2.54 lets a rebuild set (or, with null, unset) the key pair,
+            // 2.57 the user data.
+            let key_name = match o.get("key_name") {
+                None => None,
+                Some(_) if !mv.at(54) => return Err(super::api::unexpected("key_name")),
+                Some(Value::Null) => Some(Value::Null),
+                Some(Value::String(k)) => {
+                    if s.doc(crate::KEYPAIR, &super::api::keypair_id(&auth.0.user_id, k))
+                        .is_none()
+                    {
+                        return Err(Error::BadRequest(format!("Invalid key_name provided: {k}")));
+                    }
+                    Some(json!(k))
+                }
+                Some(_) => {
+                    return Err(Error::BadRequest(
+                        "Invalid input for field/attribute key_name.".into(),
+                    ))
+                }
+            };
+            let user_data = match o.get("user_data") {
+                None => None,
+                Some(_) if !mv.at(57) => return Err(super::api::unexpected("user_data")),
+                Some(Value::Null) => Some(Value::Null),
+                Some(Value::String(u))
+                    if u.len() <= 65535
+                        && base64::Engine::decode(
+                            &base64::engine::general_purpose::STANDARD,
+                            u.trim(),
+                        )
+                        .is_ok() =>
+                {
+                    Some(json!(u))
+                }
+                Some(_) => {
+                    return Err(Error::BadRequest(
+                        "User data needs to be valid base 64.".into(),
+                    ))
+                }
+            };
+            if mv.at(57) && o.contains_key("personality") {
+                return Err(super::api::unexpected("personality"));
+            }
             let was_stopped = status == "SHUTOFF";
             let req2 = req_id.clone();
             let a2 = Auth(auth.0.clone());
@@ -343,6 +409,18 @@ pub(super) async fn server_action(
                     if let Some(d) = disk_config.clone() {
                         r.insert("OS-DCF:diskConfig".into(), json!(d));
                     }
+                    if let Some(d) = desc.clone() {
+                        r.insert("description".into(), d);
+                    }
+                    if let Some(h) = host.clone() {
+                        r.insert("hostname".into(), json!(h));
+                    }
+                    if let Some(k) = key_name.clone() {
+                        r.insert("key_name".into(), k);
+                    }
+                    if let Some(u) = user_data.clone() {
+                        r.insert("ursa:user_data".into(), u);
+                    }
                     r.insert("status".into(), json!("REBUILD"));
                     r.insert("OS-EXT-STS:task_state".into(), json!("rebuilding"));
                     record_action(r, "rebuild", &req2, &a2);
@@ -351,10 +429,17 @@ pub(super) async fn server_action(
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
             s.spawn_rebuild(r2.clone(), was_stopped);
-            let mut v = core_view(server_view(&app, s, &auth, &r2, true).await?);
+            let full = server_view(&app, s, &auth, &r2, mv).await?;
+            let mut v = update_view(full.clone(), mv);
+            if mv.at(54) {
+                v["key_name"] = full["key_name"].clone();
+            }
+            if mv.at(57) {
+                v["user_data"] = r2.get("ursa:user_data").cloned().unwrap_or(Value::Null);
+            }
             // The 2.1 rebuild reply: addresses without the extended keys,
             // and the (given or new) admin password.
-            if let Some(nets) = v["addresses"].as_object_mut() {
+            if let Some(nets) = v["addresses"].as_object_mut().filter(|_| !mv.at(75)) {
                 for ips in nets.values_mut() {
                     for ip in ips.as_array_mut().into_iter().flatten() {
                         if let Some(o) = ip.as_object_mut() {

@@ -33,6 +33,7 @@ pub mod node;
 pub mod proxy;
 pub mod server_parts;
 pub mod server_table;
+pub mod server_tags;
 pub mod snapshot;
 
 use serde_json::{json, Map, Value};
@@ -646,14 +647,16 @@ impl Compute {
                     self.drop_made_volume(v, st(&vol, "id")).await;
                     continue;
                 }
-                let attached = vol
+                let mine = vol
                     .get("attachments")
                     .and_then(|a| a.as_array())
-                    .is_some_and(|a| a.iter().any(|x| x["server_id"] == id));
-                if attached {
+                    .and_then(|a| a.iter().find(|x| x["server_id"] == id).cloned());
+                if let Some(att) = mine {
                     let _ = v.unexport(&vol).await;
-                    // A root volume asked to go with its server goes.
-                    let gone = root_volume_goes(&srv, st(&vol, "id"), false);
+                    // A root volume asked to go with its server goes, and so
+                    // does one attached with delete_on_termination (2.79).
+                    let gone = root_volume_goes(&srv, st(&vol, "id"), false)
+                        || att["ursa:delete_on_termination"] == true;
                     let r = v
                         .update(ursa_volume::VOLUME, st(&vol, "id"), move |r| {
                             let status = if gone { "deleting" } else { "available" };

@@ -93,7 +93,7 @@ async fn caller(
         .ok_or((StatusCode::NOT_FOUND, "no such instance\n"))
 }
 
-fn hostname(s: &serde_json::Map<String, Value>) -> String {
+pub(crate) fn hostname(s: &serde_json::Map<String, Value>) -> String {
     let h: String = st(s, "name")
         .chars()
         .map(|c| {
@@ -166,7 +166,7 @@ fn meta_data(c: &Compute, s: &serde_json::Map<String, Value>) -> Value {
         None => (json!([]), json!({})),
     };
     json!({
-        "uuid": s["id"], "name": s["name"], "hostname": hostname(s), "availability_zone": "nova",
+        "uuid": s["id"], "name": s["name"], "hostname": crate::api::hostname(s), "availability_zone": "nova",
         "project_id": s["tenant_id"], "launch_index": 0, "keys": keys, "public_keys": public_keys,
         "meta": s.get("metadata").cloned().unwrap_or(json!({})), "devices": [],
     })
@@ -234,13 +234,13 @@ async fn ec2_values(m: &Metadata, s: &serde_json::Map<String, Value>) -> Vec<(St
                 &st(s, "ursa:image_id").chars().take(8).collect::<String>()
             ),
         ),
-        ("hostname".into(), hostname(s)),
+        ("hostname".into(), crate::api::hostname(s)),
         (
             "instance-id".into(),
             format!("i-{}", &id.chars().take(8).collect::<String>()),
         ),
         ("instance-type".into(), st(s, "ursa:flavor_id").to_string()),
-        ("local-hostname".into(), hostname(s)),
+        ("local-hostname".into(), crate::api::hostname(s)),
         ("local-ipv4".into(), ip),
         ("placement/availability-zone".into(), "nova".into()),
     ];

@@ -2,21 +2,95 @@
 
 use super::*;
 
-pub(super) fn flavor_view(app: &AppState, f: &Rec, detail: bool) -> Value {
+/// A flavor at version `mv`: 2.55 adds its description (to every view),
+/// 2.61 its extra specs (detailed views), 2.75 shows no swap as 0.
+pub(super) fn flavor_view(app: &AppState, f: &Rec, detail: bool, mv: Mv) -> Value {
     let id = st(f, "id");
     let links = json!([
         {"rel": "self", "href": format!("{}/compute/v2.1/flavors/{id}", app.base_url)},
         {"rel": "bookmark", "href": format!("{}/compute/flavors/{id}", app.base_url)}
     ]);
+    let description = f.get("description").cloned().unwrap_or(Value::Null);
     if !detail {
-        return json!({"id": id, "name": f["name"], "links": links});
+        let mut v = json!({"id": id, "name": f["name"], "links": links});
+        if mv.at(55) {
+            v["description"] = description;
+        }
+        return v;
     }
     let mut v = f.clone();
     v.remove("extra_specs");
     v.remove("description");
     v.retain(|k, _| !k.starts_with("ursa:"));
     v.insert("links".into(), links);
+    if mv.at(55) {
+        v.insert("description".into(), description);
+    }
+    if mv.at(61) {
+        v.insert(
+            "extra_specs".into(),
+            f.get("extra_specs").cloned().unwrap_or(json!({})),
+        );
+    }
+    if mv.at(75) && v.get("swap") == Some(&json!("")) {
+        v.insert("swap".into(), json!(0));
+    }
     Value::Object(v)
+}
+
+/// A flavor description (2.55): printable, at most 65,535 characters.
+fn flavor_description(b: &Rec, mv: Mv) -> Result<Option<Value>> {
+    match b.get("description") {
+        None => Ok(None),
+        Some(_) if !mv.at(55) => Err(Error::BadRequest(
+            "Invalid input for field/attribute flavor. Value: Additional properties are not allowed ('description' was unexpected)".into(),
+        )),
+        Some(Value::Null) => Ok(Some(Value::Null)),
+        Some(Value::String(d))
+            if d.chars().count() <= 65535
+                && !d.chars().any(|c| c.is_control() && c != '\n' && c != '\t') =>
+        {
+            Ok(Some(json!(d)))
+        }
+        Some(_) => Err(Error::BadRequest(
+            "Invalid input for field/attribute description.".into(),
+        )),
+    }
+}
+
+/// `PUT /flavors/{id}` (2.55): an admin changes a flavor's description,
+/// the only thing about a flavor that changes.
+pub(super) async fn update_flavor(
+    State(app): State<AppState>,
+    auth: Auth,
+    mv: Mv,
+    Path(p): Path<Vec<(String, String)>>,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
+    if !mv.at(55) {
+        return Err(Error::NotFound("The resource could not be found.".into()));
+    }
+    if !auth.0.is_admin() {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow os_compute_api:os-flavor-manage:update to be performed.".into(),
+        ));
+    }
+    let s = svc(&app)?;
+    let mut f = find_flavor(s, &auth, &last(&p))?;
+    let b = body_obj(&bytes, "flavor")?;
+    if let Some(k) = b.keys().find(|k| *k != "description") {
+        return Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute flavor. Value: Additional properties are not allowed ('{k}' was unexpected)"
+        )));
+    }
+    let d = flavor_description(&b, mv)?.ok_or_else(|| {
+        Error::BadRequest(
+            "Invalid input for field/attribute flavor: 'description' is a required property".into(),
+        )
+    })?;
+    f.insert("description".into(), d);
+    s.put(FLAVOR, f.clone()).await?;
+    Ok(Json(json!({"flavor": flavor_view(&app, &f, true, mv)})))
 }
 
 /// Whether a project may use a flavor: public ones, and private ones it
@@ -91,26 +165,28 @@ pub(super) fn filter_flavor_attrs(v: Vec<Rec>, q: &[(String, String)]) -> Vec<Re
 pub(super) async fn list_flavors(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let q = query(&raw);
     let v = filter_flavors(flavors_listed(s, &auth, &q), &q);
     Ok(Json(
-        json!({"flavors": v.iter().map(|f| flavor_view(&app, f, false)).collect::<Vec<_>>()}),
+        json!({"flavors": v.iter().map(|f| flavor_view(&app, f, false, mv)).collect::<Vec<_>>()}),
     ))
 }
 
 pub(super) async fn list_flavors_detail(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let q = query(&raw);
     let v = filter_flavors(flavors_listed(s, &auth, &q), &q);
     Ok(Json(
-        json!({"flavors": v.iter().map(|f| flavor_view(&app, f, true)).collect::<Vec<_>>()}),
+        json!({"flavors": v.iter().map(|f| flavor_view(&app, f, true, mv)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -123,12 +199,13 @@ pub(crate) fn find_flavor(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
 pub(super) async fn show_flavor(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let id = last(&p);
     let s = svc(&app)?;
     let f = find_flavor(s, &auth, &id)?;
-    Ok(Json(json!({"flavor": flavor_view(&app, &f, true)})))
+    Ok(Json(json!({"flavor": flavor_view(&app, &f, true, mv)})))
 }
 
 /// The last path parameter (routes are nested under an optional project id).
@@ -146,6 +223,7 @@ pub(crate) fn param(p: &[(String, String)], name: &str) -> String {
 pub(super) async fn create_flavor(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     bytes: Bytes,
 ) -> Result<Response> {
     if !auth.0.is_admin() {
@@ -223,8 +301,11 @@ pub(super) async fn create_flavor(
     );
     f.insert("OS-FLV-EXT-DATA:ephemeral".into(), json!(ephemeral));
     f.insert("rxtx_factor".into(), json!(rxtx));
+    if let Some(d) = flavor_description(&b, mv)? {
+        f.insert("description".into(), d);
+    }
     s.put(FLAVOR, f.clone()).await?;
-    Ok(Json(json!({"flavor": flavor_view(&app, &f, true)})).into_response())
+    Ok(Json(json!({"flavor": flavor_view(&app, &f, true, mv)})).into_response())
 }
 
 pub(super) async fn delete_flavor(

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn keypair_id(user: &str, name: &str) -> String {
+pub(crate) fn keypair_id(user: &str, name: &str) -> String {
     format!("{user}/{name}")
 }
 
@@ -25,30 +25,99 @@ pub(super) fn fingerprint(public_key: &str) -> Result<String> {
         .join(":"))
 }
 
-/// A key pair as microversion 2.1 shows it (no `type`: that is 2.2).
-pub(super) fn keypair_view(k: &Rec, with_private: bool) -> Value {
+/// A key pair at version `mv` (2.2 adds its `type`).
+pub(super) fn keypair_view(k: &Rec, with_private: bool, mv: Mv) -> Value {
     let mut v = json!({"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"],
                        "user_id": k["user_id"]});
     if with_private {
         v["private_key"] = k.get("ursa:private_key").cloned().unwrap_or(Value::Null);
     }
+    if mv.at(2) {
+        v["type"] = k.get("type").cloned().unwrap_or(json!("ssh"));
+    }
     v
 }
 
-pub(super) async fn list_keypairs(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+/// Whose key pairs a request is about: the caller's, or from 2.10 the
+/// user an admin names (`user_id`).
+fn owner(auth: &Auth, mv: Mv, asked: Option<&str>) -> Result<String> {
+    match asked {
+        Some(u) if u != auth.0.user_id => {
+            if !mv.at(10) {
+                return Ok(auth.0.user_id.clone());
+            }
+            if !auth.0.is_admin() {
+                return Err(Error::Forbidden(
+                    "Policy doesn't allow os_compute_api:os-keypairs to be performed for another user."
+                        .into(),
+                ));
+            }
+            Ok(u.to_string())
+        }
+        _ => Ok(auth.0.user_id.clone()),
+    }
+}
+
+pub(super) async fn list_keypairs(
+    State(app): State<AppState>,
+    auth: Auth,
+    mv: Mv,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
     let s = svc(&app)?;
-    let v: Vec<Value> = s
+    let q = query(&raw);
+    let one = |k: &str| q.iter().rev().find(|(x, _)| x == k).map(|(_, v)| v.clone());
+    let user = owner(&auth, mv, one("user_id").as_deref())?;
+    let mut keys: Vec<Rec> = s
         .docs(KEYPAIR)
-        .iter()
-        .filter(|k| st(k, "user_id") == auth.0.user_id)
-        .map(|k| json!({"keypair": {"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"]}}))
+        .into_iter()
+        .filter(|k| st(k, "user_id") == user)
         .collect();
-    Ok(Json(json!({"keypairs": v})))
+    keys.sort_by(|a, b| st(a, "name").cmp(st(b, "name")));
+    let mut links = None;
+    // 2.35: pages by name.
+    if mv.at(35) {
+        if let Some(m) = one("marker") {
+            let pos = keys
+                .iter()
+                .position(|k| st(k, "name") == m)
+                .ok_or_else(|| Error::BadRequest(format!("marker [{m}] not found")))?;
+            keys = keys.split_off(pos + 1);
+        }
+        if let Some(l) = one("limit") {
+            let l: usize = l.parse().map_err(|_| {
+                Error::BadRequest("Invalid input for query parameters limit.".into())
+            })?;
+            if keys.len() > l {
+                keys.truncate(l);
+                if let Some(last) = keys.last() {
+                    links = Some(json!([{"rel": "next", "href": format!(
+                        "{}/compute/v2.1/os-keypairs?limit={l}&marker={}", app.base_url, st(last, "name"))}]));
+                }
+            }
+        }
+    }
+    let v: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            let mut v = json!({"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"]});
+            if mv.at(2) {
+                v["type"] = k.get("type").cloned().unwrap_or(json!("ssh"));
+            }
+            json!({ "keypair": v })
+        })
+        .collect();
+    let mut out = json!({ "keypairs": v });
+    if let Some(l) = links {
+        out["keypairs_links"] = l;
+    }
+    Ok(Json(out))
 }
 
 pub(super) async fn create_keypair(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     bytes: Bytes,
 ) -> Result<Response> {
     let s = svc(&app)?;
@@ -68,30 +137,55 @@ pub(super) async fn create_keypair(
             "Keypair data is invalid: Keypair name contains unsafe characters".into(),
         ));
     }
-    let user = auth.0.user_id.clone();
-    let (public, private) = match b.get("public_key").and_then(|v| v.as_str()) {
-        Some(p) => (p.trim().to_string(), None),
-        None => {
-            let k = ssh_key::PrivateKey::random(
-                &mut ssh_key::rand_core::OsRng,
-                ssh_key::Algorithm::Ed25519,
-            )
-            .map_err(|e| Error::Internal(format!("key generation: {e}")))?;
-            let public = k
-                .public_key()
-                .to_openssh()
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let private = k
-                .to_openssh(ssh_key::LineEnding::LF)
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .to_string();
-            (public, Some(private))
+    let kind = match b.get("type") {
+        None => json!("ssh"),
+        Some(_) if !mv.at(2) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute keypair. Value: Additional properties are not allowed ('type' was unexpected)".into(),
+            ))
+        }
+        Some(Value::String(t)) if t == "ssh" => json!("ssh"),
+        Some(Value::String(t)) if t == "x509" => {
+            return Err(Error::BadRequest(
+                "Keypair data is invalid: x509 key pairs are not offered here; use ssh.".into(),
+            ))
+        }
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute type.".into(),
+            ))
         }
     };
+    let user = owner(&auth, mv, b.get("user_id").and_then(|u| u.as_str()))?;
+    let (public, private) =
+        match b.get("public_key").and_then(|v| v.as_str()) {
+            Some(p) => (p.trim().to_string(), None),
+            // 2.92: Nova no longer makes key pairs.
+            None if mv.at(92) => return Err(Error::BadRequest(
+                "Invalid input for field/attribute keypair: 'public_key' is a required property"
+                    .into(),
+            )),
+            None => {
+                let k = ssh_key::PrivateKey::random(
+                    &mut ssh_key::rand_core::OsRng,
+                    ssh_key::Algorithm::Ed25519,
+                )
+                .map_err(|e| Error::Internal(format!("key generation: {e}")))?;
+                let public = k
+                    .public_key()
+                    .to_openssh()
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let private = k
+                    .to_openssh(ssh_key::LineEnding::LF)
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .to_string();
+                (public, Some(private))
+            }
+        };
     let fp = fingerprint(&public)?;
     let id = keypair_id(&user, &name);
     let mut k = json!({"id": id, "name": name, "user_id": user, "public_key": public,
-                       "fingerprint": fp, "type": b.get("type").cloned().unwrap_or(json!("ssh")),
+                       "fingerprint": fp, "type": kind,
                        "created_at": now()})
     .as_object()
     .cloned()
@@ -101,7 +195,7 @@ pub(super) async fn create_keypair(
         if let Some(p) = &private {
             k2.insert("ursa:private_key".into(), json!(p));
         }
-        keypair_view(&k2, private.is_some())
+        keypair_view(&k2, private.is_some(), mv)
     };
     k.remove("ursa:private_key");
     let (id2, user2) = (id.clone(), user.clone());
@@ -134,25 +228,36 @@ pub(super) async fn create_keypair(
             ))
         })
         .await?;
-    Ok(Json(json!({"keypair": view})).into_response())
+    // 2.2 fixed the status to 201.
+    let status = if mv.at(2) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "keypair": view }))).into_response())
 }
 
 pub(super) async fn show_keypair(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let name = param(&p, "name");
+    let q = query(&raw);
+    let user = owner(
+        &auth,
+        mv,
+        q.iter()
+            .find(|(k, _)| k == "user_id")
+            .map(|(_, v)| v.as_str()),
+    )?;
     let k = s
-        .doc(KEYPAIR, &keypair_id(&auth.0.user_id, &name))
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "Keypair {name} not found for user {}",
-                auth.0.user_id
-            ))
-        })?;
-    let mut v = keypair_view(&k, false);
+        .doc(KEYPAIR, &keypair_id(&user, &name))
+        .ok_or_else(|| Error::NotFound(format!("Keypair {name} not found for user {user}")))?;
+    let mut v = keypair_view(&k, false, mv);
     v["created_at"] = k["created_at"].clone();
     v["updated_at"] = Value::Null;
     v["deleted_at"] = Value::Null;
@@ -164,19 +269,33 @@ pub(super) async fn show_keypair(
 pub(super) async fn delete_keypair(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response> {
     let s = svc(&app)?;
     let name = param(&p, "name");
-    let id = keypair_id(&auth.0.user_id, &name);
+    let q = query(&raw);
+    let user = owner(
+        &auth,
+        mv,
+        q.iter()
+            .find(|(k, _)| k == "user_id")
+            .map(|(_, v)| v.as_str()),
+    )?;
+    let id = keypair_id(&user, &name);
     if s.doc(KEYPAIR, &id).is_none() {
         return Err(Error::NotFound(format!(
-            "Keypair {name} not found for user {}",
-            auth.0.user_id
+            "Keypair {name} not found for user {user}"
         )));
     }
     s.identity
         .change(move |_| Ok((vec![ursa_core::store::Op::delete(KEYPAIR, &id)], ())))
         .await?;
-    Ok(empty(StatusCode::ACCEPTED))
+    // 2.2 fixed the status to 204.
+    Ok(empty(if mv.at(2) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::ACCEPTED
+    }))
 }

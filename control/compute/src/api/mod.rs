@@ -1,8 +1,8 @@
 //! Nova v2.1 over HTTP at `/compute/v2.1`: servers (create with networks,
 //! an image, a flavor, a key pair, user data and metadata; list, detail,
 //! show, update, delete; start, stop, reboot, console output), flavors
-//! (with extra specs), key pairs, limits and availability zones. The API
-//! answers at microversion 2.1.
+//! (with extra specs), key pairs, limits and availability zones, at every
+//! microversion from 2.1 to 2.100 ([`microversion`]).
 
 use crate::AppState;
 use crate::{flavor_record, now, st, Compute, Rec, FLAVOR, KEYPAIR, QUOTA_KEYPAIRS};
@@ -21,12 +21,17 @@ mod flavors;
 mod hypervisors;
 mod keypairs;
 mod limits;
+pub mod microversion;
+mod server_versions;
 mod servers;
 mod volume_attachments;
 pub(crate) use flavors::*;
 pub(crate) use hypervisors::*;
+pub(crate) use keypairs::keypair_id;
 use keypairs::*;
 pub(crate) use limits::*;
+pub use microversion::Mv;
+pub(crate) use server_versions::*;
 pub(crate) use servers::*;
 pub(crate) use volume_attachments::*;
 
@@ -49,7 +54,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/flavors", get(list_flavors).post(create_flavor))
         .route("/flavors/detail", get(list_flavors_detail))
-        .route("/flavors/{id}", get(show_flavor).delete(delete_flavor))
+        .route(
+            "/flavors/{id}",
+            get(show_flavor).put(update_flavor).delete(delete_flavor),
+        )
         .route(
             "/flavors/{id}/os-extra_specs",
             get(flavor_specs).post(set_flavor_specs),
@@ -69,7 +77,8 @@ pub fn routes() -> Router<AppState> {
         .route("/os-availability-zone/detail", get(zones_detail))
         .merge(crate::proxy::routes())
         .merge(crate::admin::routes())
-        .merge(crate::server_parts::routes());
+        .merge(crate::server_parts::routes())
+        .merge(crate::server_tags::routes());
     Router::new()
         .route("/compute", get(versions))
         .route("/compute/", get(versions))
@@ -79,11 +88,11 @@ pub fn routes() -> Router<AppState> {
         .route("/compute/v2.1/", get(version))
         .nest("/compute/v2.1/{project_id}", v.clone())
         .nest("/compute/v2.1", v)
-        .layer(axum::middleware::from_fn(microversion))
+        .layer(axum::middleware::from_fn(microversion::layer))
 }
 
 fn version_doc(app: &AppState) -> Value {
-    json!({"id": "v2.1", "status": "CURRENT", "version": "2.1", "min_version": "2.1",
+    json!({"id": "v2.1", "status": "CURRENT", "version": format!("2.{}", microversion::MAX), "min_version": "2.1",
            "updated": "2013-07-23T11:33:21Z",
            "links": [{"rel": "self", "href": format!("{}/compute/v2.1/", app.base_url)}],
            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}]})
@@ -107,46 +116,6 @@ async fn versions(State(app): State<AppState>) -> Json<Value> {
 
 async fn version(State(app): State<AppState>) -> Json<Value> {
     Json(json!({"version": version_doc(&app)}))
-}
-
-/// Ursa answers at 2.1; a client asking for more gets 2.1 said plainly
-/// (asking for an unknown version is a 406, as Nova does).
-async fn microversion(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let asked = req
-        .headers()
-        .get("openstack-api-version")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("compute"))
-        .map(|v| v.trim().to_string())
-        .or_else(|| {
-            req.headers()
-                .get("x-openstack-nova-api-version")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_string())
-        });
-    if let Some(v) = asked.as_deref() {
-        if v != "2.1" && v != "latest" && v != "2.0" {
-            return Error::NotAcceptable(format!(
-                "Version {v} is not supported by the API. Minimum is 2.1 and maximum is 2.1."
-            ))
-            .into_response();
-        }
-    }
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    h.insert(
-        "openstack-api-version",
-        HeaderValue::from_static("compute 2.1"),
-    );
-    h.insert(
-        "x-openstack-nova-api-version",
-        HeaderValue::from_static("2.1"),
-    );
-    h.insert(
-        "vary",
-        HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
-    );
-    resp
 }
 
 pub(super) fn svc(app: &AppState) -> Result<&Compute> {

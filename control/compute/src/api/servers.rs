@@ -16,7 +16,7 @@ pub(super) struct Related {
     with_ports: std::collections::HashSet<String>,
     /// The listed servers' ports.
     ports: Vec<Rec>,
-    volumes: std::collections::HashMap<String, Vec<Value>>,
+    volumes: std::collections::HashMap<String, Vec<Attached>>,
     /// Security group names of each server's ports.
     groups: std::collections::HashMap<String, Vec<String>>,
 }
@@ -52,39 +52,49 @@ impl Related {
                 }
             }
         }
-        for (server, vol, _) in attachments_of(s, servers).await? {
-            out.volumes
-                .entry(server)
-                .or_default()
-                .push(json!({"id": vol}));
+        for a in attachments_of(s, servers).await? {
+            out.volumes.entry(a.server.clone()).or_default().push(a);
         }
         Ok(out)
     }
 }
 
+/// One server's detailed view at version `mv`, as show, update and
+/// rebuild answer it.
 pub(crate) async fn server_view(
     app: &AppState,
     s: &Compute,
     auth: &Auth,
     r: &Rec,
-    detail: bool,
+    mv: Mv,
 ) -> Result<Value> {
     let rel = Related::gather(s, &[st(r, "id").to_string()]).await?;
-    Ok(server_view_with(app, s, auth, r, detail, &rel))
+    Ok(server_view_with(
+        app,
+        s,
+        auth,
+        r,
+        Some(Shown::One),
+        mv,
+        &rel,
+    ))
 }
 
+/// A server's view: the short one (id, name, links) when `detail` is
+/// `None`, else the detailed one as a listing or a single server shows it.
 pub(super) fn server_view_with(
     app: &AppState,
     s: &Compute,
     auth: &Auth,
     r: &Rec,
-    detail: bool,
+    detail: Option<Shown>,
+    mv: Mv,
     rel: &Related,
 ) -> Value {
     let id = st(r, "id");
-    if !detail {
+    let Some(shown) = detail else {
         return json!({"id": id, "name": r["name"], "links": server_links(app, id)});
-    }
+    };
     let addresses = if rel.with_ports.contains(id) {
         let m = s.identity.model();
         ursa_network::api::addresses(&m, &rel.ports, id)
@@ -110,7 +120,19 @@ pub(super) fn server_view_with(
         "OS-SRV-USG:terminated_at": Value::Null,
         "OS-EXT-STS:task_state": r.get("OS-EXT-STS:task_state").cloned().unwrap_or(Value::Null),
         "OS-EXT-STS:vm_state": r["OS-EXT-STS:vm_state"], "OS-EXT-STS:power_state": r["OS-EXT-STS:power_state"],
-        "os-extended-volumes:volumes_attached": rel.volumes.get(id).cloned().unwrap_or_default(),
+        "os-extended-volumes:volumes_attached": rel.volumes.get(id).map(|a| a.iter().map(|a| {
+            if mv.at(3) {
+                // The root volume goes with the server when its mapping said so.
+                let dot = if a.device == "/dev/vda" {
+                    r.get("ursa:boot_volume").and_then(|b| b["delete_on_termination"].as_bool()).unwrap_or(false)
+                } else {
+                    a.delete_on_termination
+                };
+                json!({"id": a.volume, "delete_on_termination": dot})
+            } else {
+                json!({"id": a.volume})
+            }
+        }).collect::<Vec<_>>()).unwrap_or_default(),
     });
     if let Some(f) = r.get("fault") {
         v["fault"] = f.clone();
@@ -132,6 +154,7 @@ pub(super) fn server_view_with(
         v["OS-EXT-SRV-ATTR:hypervisor_hostname"] = json!(st(r, "ursa:node"));
         v["OS-EXT-SRV-ATTR:instance_name"] = json!(format!("instance-{}", &id[..8.min(id.len())]));
     }
+    add_versioned(&mut v, s, auth, r, mv, shown);
     v
 }
 
@@ -151,12 +174,47 @@ pub(super) async fn list_any(
     auth: &Auth,
     raw: &Option<String>,
     detail: bool,
+    mv: Mv,
 ) -> Result<Json<Value>> {
     let s = svc(app)?;
     let q = query(raw);
-    let all = auth.0.is_admin()
-        && q.iter()
-            .any(|(k, v)| k == "all_tenants" && v != "0" && v.to_lowercase() != "false");
+    let all = q
+        .iter()
+        .any(|(k, v)| k == "all_tenants" && v != "0" && v.to_lowercase() != "false");
+    if all && !auth.0.is_admin() {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed."
+                .into(),
+        ));
+    }
+    // 2.38: a status Nova does not know is a 400.
+    if let Some((_, st)) = q.iter().find(|(k, _)| k == "status").filter(|_| mv.at(38)) {
+        const KNOWN: &[&str] = &[
+            "ACTIVE",
+            "BUILD",
+            "DELETED",
+            "ERROR",
+            "HARD_REBOOT",
+            "MIGRATING",
+            "PASSWORD",
+            "PAUSED",
+            "REBOOT",
+            "REBUILD",
+            "RESCUE",
+            "RESIZE",
+            "REVERT_RESIZE",
+            "SHELVED",
+            "SHELVED_OFFLOADED",
+            "SHUTOFF",
+            "SOFT_DELETED",
+            "SUSPENDED",
+            "UNKNOWN",
+            "VERIFY_RESIZE",
+        ];
+        if !KNOWN.contains(&st.to_uppercase().as_str()) {
+            return Err(Error::BadRequest(format!("Invalid status value: {st}")));
+        }
+    }
     // What SQL narrows to: the project (or the one asked for), status,
     // flavor, image and node; a page in SQL when nothing else filters.
     let one = |k: &str| q.iter().rev().find(|(x, _)| x == k).map(|(_, v)| v.clone());
@@ -181,7 +239,16 @@ pub(super) async fn list_any(
     let in_memory_only = q.iter().any(|(k, _)| {
         matches!(
             k.as_str(),
-            "name" | "ip" | "ip6" | "changes-since" | "reservation_id"
+            "name"
+                | "ip"
+                | "ip6"
+                | "changes-since"
+                | "reservation_id"
+                | "tags"
+                | "tags-any"
+                | "not-tags"
+                | "not-tags-any"
+                | "locked"
         )
     });
     let marker = one("marker");
@@ -278,6 +345,33 @@ pub(super) async fn list_any(
                 "host" | "node" => !auth.0.is_admin() || st(r, "ursa:node") == val,
                 "reservation_id" => st(r, "reservation_id") == val,
                 "availability_zone" => val == "nova",
+                // 2.26's tag filters: comma-separated lists.
+                "tags" | "tags-any" | "not-tags" | "not-tags-any" if mv.at(26) => {
+                    let have: Vec<&str> = r
+                        .get("tags")
+                        .and_then(|t| t.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str())
+                        .collect();
+                    let want = val.split(',').filter(|t| !t.is_empty());
+                    let (mut all_in, mut any_in) = (true, false);
+                    for t in want {
+                        let inside = have.contains(&t);
+                        all_in &= inside;
+                        any_in |= inside;
+                    }
+                    match k.as_str() {
+                        "tags" => all_in,
+                        "tags-any" => any_in,
+                        "not-tags" => !all_in,
+                        _ => !any_in,
+                    }
+                }
+                "locked" if mv.at(73) => {
+                    let locked = r.get("locked") == Some(&json!(true));
+                    locked == matches!(val.to_lowercase().as_str(), "true" | "1" | "yes" | "t")
+                }
                 _ => true,
             })
     });
@@ -310,7 +404,7 @@ pub(super) async fn list_any(
     } else {
         Related::default()
     };
-    let mut out = json!({"servers": v.iter().map(|r| server_view_with(app, s, auth, r, detail, &rel)).collect::<Vec<_>>()});
+    let mut out = json!({"servers": v.iter().map(|r| server_view_with(app, s, auth, r, detail.then_some(Shown::List), mv, &rel)).collect::<Vec<_>>()});
     if let Some(l) = links {
         out["servers_links"] = l;
     }
@@ -320,28 +414,31 @@ pub(super) async fn list_any(
 pub(super) async fn list_servers(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    list_any(&app, &auth, &raw, false).await
+    list_any(&app, &auth, &raw, false, mv).await
 }
 
 pub(super) async fn list_servers_detail(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    list_any(&app, &auth, &raw, true).await
+    list_any(&app, &auth, &raw, true, mv).await
 }
 
 pub(super) async fn show_server(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let r = find_server(s, &auth, &last(&p)).await?;
     Ok(Json(
-        json!({"server": server_view(&app, s, &auth, &r, true).await?}),
+        json!({"server": server_view(&app, s, &auth, &r, mv).await?}),
     ))
 }
 
@@ -369,6 +466,14 @@ pub(super) struct Request {
     /// `ursa:boot_volume` keeps it: {source_type, uuid, volume_size,
     /// delete_on_termination}.
     boot_volume: Option<Value>,
+    /// 2.19's description, 2.52's tags, 2.90's host name.
+    description: Option<Value>,
+    tags: Vec<String>,
+    hostname: Option<String>,
+    /// The scheduler hints as given (2.100 shows them).
+    hints: Option<Value>,
+    /// The availability zone asked for (2.96 shows it as pinned).
+    zone: Option<String>,
 }
 
 /// One entry of a server's `networks`: a new port on a network (with an
@@ -384,6 +489,7 @@ pub(super) async fn parse_create(
     auth: &Auth,
     b: &Rec,
     hints: Option<&Value>,
+    mv: Mv,
 ) -> Result<Request> {
     let name = b
         .get("name")
@@ -641,7 +747,31 @@ pub(super) async fn parse_create(
             "Legacy block device mappings are not supported: use block_device_mapping_v2.".into(),
         ));
     }
+    let tags = match b.get("tags") {
+        None => Vec::new(),
+        Some(_) if !mv.at(52) => return Err(unexpected("tags")),
+        Some(t) => crate::server_tags::check_tags(t)?,
+    };
+    let zone = match b.get("availability_zone") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(z)) if z == "nova" => Some(z.clone()),
+        Some(Value::String(z)) => {
+            return Err(Error::BadRequest(format!(
+                "The requested availability zone is not available: {z}"
+            )))
+        }
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute availability_zone.".into(),
+            ))
+        }
+    };
     Ok(Request {
+        description: description(b, mv)?,
+        tags,
+        hostname: hostname_field(b, mv)?,
+        hints: hints.cloned(),
+        zone,
         name,
         flavor,
         image_id,
@@ -757,6 +887,7 @@ pub(super) async fn boot_volume(
 pub(super) async fn create_server(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     req_id: RequestId,
     bytes: Bytes,
 ) -> Result<Response> {
@@ -769,7 +900,7 @@ pub(super) async fn create_server(
         .get("os:scheduler_hints")
         .or_else(|| top.get("OS-SCH-HNT:scheduler_hints"))
         .or_else(|| b.get("os:scheduler_hints"));
-    let req = parse_create(&app, s, &auth, &b, hints).await?;
+    let req = parse_create(&app, s, &auth, &b, hints, mv).await?;
     if req.max_count > 1
         && req
             .boot_volume
@@ -815,7 +946,16 @@ pub(super) async fn create_server(
         } else {
             req.name.clone()
         };
-        let id = create_one(s, &auth, &req, &name, &project, &reservation, &req_id).await?;
+        let id = create_one(
+            s,
+            &auth,
+            &req,
+            (&name, i - 1),
+            &project,
+            &reservation,
+            &req_id,
+        )
+        .await?;
         first.get_or_insert(id);
     }
     let id = first.unwrap_or_default();
@@ -847,7 +987,7 @@ pub(super) async fn create_one(
     s: &Compute,
     auth: &Auth,
     req: &Request,
-    name: &str,
+    (name, index): (&str, u64),
     project: &str,
     reservation: &str,
     req_id: &RequestId,
@@ -877,10 +1017,17 @@ pub(super) async fn create_one(
         "reservation_id": reservation, "ursa:password": "",
         "config_drive": if req.config_drive { "True" } else { "" },
         "ursa:group": req.group.as_ref().map(|g| g.0.clone()),
+        "ursa:flavor": flavor_snapshot(&req.flavor), "ursa:launch_index": index,
+        "description": req.description.clone().unwrap_or(Value::Null), "tags": req.tags,
+        "ursa:scheduler_hints": req.hints.clone().unwrap_or(json!({})),
+        "ursa:availability_zone": req.zone,
     })
     .as_object()
     .cloned()
     .unwrap_or_default();
+    if let Some(h) = &req.hostname {
+        rec.insert("hostname".into(), json!(h));
+    }
     crate::actions::record_action(&mut rec, "create", req_id, auth);
     store_within_quota(s, &rec, project, ram, vcpus).await?;
     // Ports first (netd makes the taps while the agent makes the disk).
@@ -918,6 +1065,7 @@ pub(super) async fn create_one(
 pub(super) async fn update_server(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Result<Json<Value>> {
@@ -938,10 +1086,18 @@ pub(super) async fn update_server(
     let ip4 = access_ip(&b, "accessIPv4")?;
     let ip6 = access_ip(&b, "accessIPv6")?;
     let dc = disk_config(&b)?;
+    let desc = description(&b, mv)?;
+    let host = hostname_field(&b, mv)?;
     let r = s
         .update(&id, move |r| {
             if let Some(n) = name.clone() {
                 r.insert("name".into(), json!(n));
+            }
+            if let Some(d) = desc.clone() {
+                r.insert("description".into(), d);
+            }
+            if let Some(h) = host.clone() {
+                r.insert("hostname".into(), json!(h));
             }
             if let Some(v) = ip4.clone() {
                 r.insert("accessIPv4".into(), json!(v));
@@ -957,36 +1113,8 @@ pub(super) async fn update_server(
         .await?
         .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
     Ok(Json(
-        json!({"server": core_view(server_view(&app, s, &auth, &r, true).await?)}),
+        json!({"server": update_view(server_view(&app, s, &auth, &r, mv).await?, mv)}),
     ))
-}
-
-/// At 2.1 an update or a rebuild answers with the core attributes only.
-pub(crate) fn core_view(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        const CORE: &[&str] = &[
-            "OS-DCF:diskConfig",
-            "accessIPv4",
-            "accessIPv6",
-            "addresses",
-            "created",
-            "fault",
-            "flavor",
-            "hostId",
-            "id",
-            "image",
-            "links",
-            "metadata",
-            "name",
-            "progress",
-            "status",
-            "tenant_id",
-            "updated",
-            "user_id",
-        ];
-        o.retain(|k, _| CORE.contains(&k.as_str()));
-    }
-    v
 }
 
 pub(super) async fn delete_server(

@@ -2,22 +2,31 @@
 
 use super::*;
 
-/// The volumes attached to a server, as (volume id, device) pairs.
-pub(super) async fn attached(s: &Compute, server: &str) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = attachments_of(s, &[server.to_string()])
-        .await?
-        .into_iter()
-        .map(|(_, vol, dev)| (vol, dev))
-        .collect();
-    out.sort_by(|a, b| a.1.cmp(&b.1));
+/// One volume attached to a server, as its volume record keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct Attached {
+    pub server: String,
+    pub volume: String,
+    pub device: String,
+    pub attachment_id: String,
+    /// Set at attach (2.79) or by an update (2.85); a root volume's comes
+    /// from the server's block device mapping instead.
+    pub delete_on_termination: bool,
+    /// The device tag given at attach (2.49).
+    pub tag: Option<String>,
+    /// The block device mapping's id (2.89).
+    pub bdm_uuid: String,
+}
+
+/// The volumes attached to a server, ordered by device.
+pub(super) async fn attached(s: &Compute, server: &str) -> Result<Vec<Attached>> {
+    let mut out = attachments_of(s, &[server.to_string()]).await?;
+    out.sort_by(|a, b| a.device.cmp(&b.device));
     Ok(out)
 }
 
-/// The attachments of these servers as (server id, volume id, device).
-pub(super) async fn attachments_of(
-    s: &Compute,
-    servers: &[String],
-) -> Result<Vec<(String, String, String)>> {
+/// The attachments of these servers.
+pub(super) async fn attachments_of(s: &Compute, servers: &[String]) -> Result<Vec<Attached>> {
     let Some(v) = &s.volumes else {
         return Ok(Vec::new());
     };
@@ -31,33 +40,64 @@ pub(super) async fn attachments_of(
         {
             let sid = a["server_id"].as_str().unwrap_or("");
             if servers.iter().any(|x| x == sid) {
-                out.push((
-                    sid.to_string(),
-                    st(&vol, "id").to_string(),
-                    a["device"].as_str().unwrap_or("").to_string(),
-                ));
+                let text = |k: &str| a[k].as_str().unwrap_or("").to_string();
+                let attachment_id = text("attachment_id");
+                out.push(Attached {
+                    server: sid.to_string(),
+                    volume: st(&vol, "id").to_string(),
+                    device: text("device"),
+                    delete_on_termination: a["ursa:delete_on_termination"] == true,
+                    tag: a["ursa:tag"].as_str().map(str::to_string),
+                    bdm_uuid: a["ursa:bdm_uuid"]
+                        .as_str()
+                        .map_or_else(|| attachment_id.clone(), str::to_string),
+                    attachment_id,
+                });
             }
         }
     }
     Ok(out)
 }
 
-pub(super) fn attachment_view(server: &str, vol: &str, dev: &str) -> Value {
-    json!({"id": vol, "serverId": server, "volumeId": vol, "device": dev})
+/// An attachment as `os-volume_attachments` shows it at version `mv`.
+pub(super) fn attachment_view(srv: &Rec, a: &Attached, mv: Mv) -> Value {
+    let mut v = json!({"serverId": a.server, "volumeId": a.volume, "device": a.device});
+    if !mv.at(89) {
+        v["id"] = json!(a.volume);
+    }
+    if mv.at(70) {
+        v["tag"] = json!(a.tag);
+    }
+    if mv.at(79) {
+        let dot = if a.device == "/dev/vda" && crate::volume_backed(srv) {
+            srv.get("ursa:boot_volume")
+                .and_then(|b| b["delete_on_termination"].as_bool())
+                .unwrap_or(false)
+        } else {
+            a.delete_on_termination
+        };
+        v["delete_on_termination"] = json!(dot);
+    }
+    if mv.at(89) {
+        v["attachment_id"] = json!(a.attachment_id);
+        v["bdm_uuid"] = json!(a.bdm_uuid);
+    }
+    v
 }
 
 pub(super) async fn list_attachments(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let id = param(&p, "id");
-    find_server(s, &auth, &id).await?;
+    let srv = find_server(s, &auth, &id).await?;
     let v: Vec<Value> = attached(s, &id)
         .await?
         .iter()
-        .map(|(vol, dev)| attachment_view(&id, vol, dev))
+        .map(|a| attachment_view(&srv, a, mv))
         .collect();
     Ok(Json(json!({"volumeAttachments": v})))
 }
@@ -87,22 +127,24 @@ pub(crate) fn bootable_image(app: &AppState, auth: &Auth, image_id: &str) -> Res
 pub(super) async fn show_attachment(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let (id, vol) = (param(&p, "id"), param(&p, "volume_id"));
-    find_server(s, &auth, &id).await?;
+    let srv = find_server(s, &auth, &id).await?;
     attached(s, &id)
         .await?
         .into_iter()
-        .find(|(v, _)| *v == vol)
-        .map(|(v, dev)| Json(json!({"volumeAttachment": attachment_view(&id, &v, &dev)})))
+        .find(|a| a.volume == vol)
+        .map(|a| Json(json!({"volumeAttachment": attachment_view(&srv, &a, mv)})))
         .ok_or_else(|| Error::NotFound(format!("volume_id not found: {vol}")))
 }
 
 pub(super) async fn attach_volume(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Result<Json<Value>> {
@@ -120,6 +162,29 @@ pub(super) async fn attach_volume(
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute volumeId.".into()))?
         .to_string();
+    // 2.49: a device tag; 2.79: whether the volume goes with the server.
+    let tag = match b.get("tag") {
+        None => None,
+        Some(_) if !mv.at(49) => return Err(unexpected("tag")),
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= 60 && !t.contains(['/', ',']) => {
+            Some(t.clone())
+        }
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute tag.".into(),
+            ))
+        }
+    };
+    let dot = match b.get("delete_on_termination") {
+        None => false,
+        Some(_) if !mv.at(79) => return Err(unexpected("delete_on_termination")),
+        Some(Value::Bool(d)) => *d,
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute delete_on_termination.".into(),
+            ))
+        }
+    };
     if !matches!(st(&srv, "status"), "ACTIVE" | "SHUTOFF") {
         return Err(Error::Conflict(format!(
             "Cannot 'attach_volume' instance {id} while it is in vm_state {}",
@@ -153,7 +218,7 @@ pub(super) async fn attach_volume(
     let used: Vec<String> = attached(s, &id)
         .await?
         .into_iter()
-        .map(|(_, d)| d)
+        .map(|a| a.device)
         .collect();
     let dev = (b'b'..=b'z')
         .map(|c| format!("/dev/vd{}", c as char))
@@ -175,10 +240,11 @@ pub(super) async fn attach_volume(
             match ok {
                 true => {
                     r.insert("status".into(), json!("in-use"));
-                    r.insert(
-                        "attachments".into(),
-                        json!([crate::attachment(&sid, st(r, "id"), &d2, &host)]),
-                    );
+                    let mut a = crate::attachment(&sid, st(r, "id"), &d2, &host);
+                    a["ursa:delete_on_termination"] = json!(dot);
+                    a["ursa:tag"] = json!(tag);
+                    a["ursa:bdm_uuid"] = json!(uuid::Uuid::new_v4().to_string());
+                    r.insert("attachments".into(), json!([a]));
                 }
                 false => {
                     r.insert("status".into(), json!("available"));
@@ -192,30 +258,83 @@ pub(super) async fn attach_volume(
         return Err(e);
     }
     r?;
+    let a = attached(s, &id)
+        .await?
+        .into_iter()
+        .find(|a| a.volume == vol_id)
+        .ok_or_else(|| Error::Conflict(format!("Volume {vol_id} was detached meanwhile.")))?;
     Ok(Json(
-        json!({"volumeAttachment": attachment_view(&id, &vol_id, &dev)}),
+        json!({"volumeAttachment": attachment_view(&srv, &a, mv)}),
     ))
 }
 
-/// `PUT …/os-volume_attachments/{volume}` (swap volume): admins only;
-/// the attachment must exist; swapping itself is not offered here.
+#[derive(serde::Deserialize)]
+struct AttachmentUpdate {
+    #[serde(rename = "volumeAttachment")]
+    attachment: AttachmentChange,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachmentChange {
+    #[serde(rename = "volumeId")]
+    volume_id: String,
+    delete_on_termination: Option<bool>,
+    // Named by 2.85's schema; nothing here changes with them.
+    #[allow(dead_code)]
+    id: Option<String>,
+    #[allow(dead_code)]
+    device: Option<String>,
+    #[allow(dead_code)]
+    tag: Option<String>,
+    #[allow(dead_code)]
+    #[serde(rename = "serverId")]
+    server_id: Option<String>,
+}
+
+/// `PUT …/os-volume_attachments/{volume}`: from 2.85 a member may change
+/// `delete_on_termination` of an attachment (the same volume in the
+/// body); naming another volume asks for a swap, which admins only may
+/// ask and Ursa does not offer.
 pub(super) async fn swap_volume(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Result<Response> {
-    admin_only(&auth, "os_compute_api:os-volumes-attachments:swap")?;
     let s = svc(&app)?;
     let (id, vol_id) = (param(&p, "id"), param(&p, "volume_id"));
+    let body: AttachmentUpdate = parse_body(&bytes)?;
+    let change = body.attachment;
+    let swap = change.volume_id != vol_id;
+    if swap || !mv.at(85) {
+        admin_only(&auth, "os_compute_api:os-volumes-attachments:swap")?;
+    } else {
+        write_access(&auth)?;
+    }
     find_server(s, &auth, &id).await?;
-    body_obj(&bytes, "volumeAttachment")?;
-    if !attached(s, &id).await?.iter().any(|(v, _)| *v == vol_id) {
+    if !attached(s, &id).await?.iter().any(|a| a.volume == vol_id) {
         return Err(Error::NotFound(format!("volume_id not found: {vol_id}")));
     }
-    Err(Error::Conflict(
-        "Swapping a server's volume for another is not supported.".into(),
-    ))
+    if swap {
+        return Err(Error::Conflict(
+            "Swapping a server's volume for another is not supported.".into(),
+        ));
+    }
+    if let (Some(dot), Some(vols)) = (change.delete_on_termination, s.volumes.as_ref()) {
+        let sid = id.clone();
+        vols.update(ursa_volume::VOLUME, &vol_id, move |r| {
+            if let Some(list) = r.get_mut("attachments").and_then(|a| a.as_array_mut()) {
+                for a in list.iter_mut().filter(|a| a["server_id"] == sid.as_str()) {
+                    a["ursa:delete_on_termination"] = json!(dot);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(empty(StatusCode::ACCEPTED))
 }
 
 pub(super) async fn detach_volume(
@@ -232,10 +351,14 @@ pub(super) async fn detach_volume(
         .as_ref()
         .ok_or_else(|| Error::Conflict("There is no volume service here.".into()))?;
     let at = attached(s, &id).await?;
-    if !at.iter().any(|(v, _)| *v == vol_id) {
+    if !at.iter().any(|a| a.volume == vol_id) {
         return Err(Error::NotFound(format!("volume_id not found: {vol_id}")));
     }
-    if at.iter().any(|(v, d)| *v == vol_id && d == "/dev/vda") && crate::volume_backed(&srv) {
+    if at
+        .iter()
+        .any(|a| a.volume == vol_id && a.device == "/dev/vda")
+        && crate::volume_backed(&srv)
+    {
         return Err(Error::BadRequest(
             "Cannot detach a root device volume".into(),
         ));

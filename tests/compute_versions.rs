@@ -1,0 +1,445 @@
+//! Compute microversions against a real `ursa up` (its own netd and
+//! compute node in a namespace made for the test): the version is read
+//! from either header and echoed, out-of-range and malformed versions get
+//! Nova's 406 and 400, and what 2.2 … 2.100 change shows exactly from its
+//! version (flavors, key pairs, servers, tags, locks), never below. A
+//! member asking for every project's servers gets 403. Where the tiny
+//! guest can be built, a real server is booted and shown at 2.1 and 2.100.
+
+mod common;
+
+use common::{tiny_guest_missing, Cloud, Netns};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A compute request at a microversion (None: no header); status, the
+/// echoed version header and the body.
+fn at(
+    cloud: &Cloud,
+    mv: Option<&str>,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, String, Value) {
+    let base = cloud.url.trim_end_matches("/v3");
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut rb = cloud
+        .http()
+        .request(m, format!("{base}/compute/v2.1{path}"))
+        .header("X-Auth-Token", token);
+    if let Some(v) = mv {
+        rb = rb.header("OpenStack-API-Version", format!("compute {v}"));
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().unwrap();
+    let st = r.status().as_u16();
+    let echoed = r
+        .headers()
+        .get("openstack-api-version")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let text = r.text().unwrap_or_default();
+    (
+        st,
+        echoed,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyZhdCF2dTLxbEFpV6K7Z8gUTlmx7V6fhvSWQ1yBgNo test@ursa";
+
+#[test]
+fn compute_answers_each_microversion_as_nova_does() {
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIP compute versions: the compute node runs in a namespace, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let guest = match tiny_guest_missing() {
+        None => Some(common::build_tiny(&dir.path().join("tiny"))),
+        Some(why) => {
+            eprintln!("SKIP the server part: {why}");
+            None
+        }
+    };
+    let state = dir.path().join("state");
+    let _ns = Netns::enter(&format!("ucmv{}", std::process::id() % 100000), &state);
+    let cloud = Cloud::start_with_nodes(&state, "mv-pw", &["--physical-network=ext"]);
+    let admin = cloud.admin_token();
+
+    // The version document names the range; headers are read and echoed.
+    let (st, _, doc) = at(&cloud, None, "GET", "/", &admin, None);
+    assert_eq!(st, 200);
+    assert_eq!(doc["version"]["version"], "2.100", "{doc}");
+    assert_eq!(doc["version"]["min_version"], "2.1", "{doc}");
+    let (st, echoed, _) = at(&cloud, None, "GET", "/flavors", &admin, None);
+    assert_eq!((st, echoed.as_str()), (200, "compute 2.1"));
+    let (st, echoed, _) = at(&cloud, Some("latest"), "GET", "/flavors", &admin, None);
+    assert_eq!((st, echoed.as_str()), (200, "compute 2.100"));
+    let (st, _, e) = at(&cloud, Some("2.101"), "GET", "/flavors", &admin, None);
+    assert_eq!(st, 406, "{e}");
+    let (st, _, e) = at(&cloud, Some("2.x"), "GET", "/flavors", &admin, None);
+    assert_eq!(st, 400, "{e}");
+    // The older header, alone.
+    let base = cloud.url.trim_end_matches("/v3");
+    let r = cloud
+        .http()
+        .get(format!("{base}/compute/v2.1/flavors"))
+        .header("X-Auth-Token", &admin)
+        .header("X-OpenStack-Nova-API-Version", "2.60")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-openstack-nova-api-version"], "2.60");
+
+    // Flavors: description from 2.55 (and PUT), extra specs from 2.61,
+    // swap as 0 from 2.75.
+    let (st, _, f) = at(
+        &cloud,
+        Some("2.55"),
+        "POST",
+        "/flavors",
+        &admin,
+        Some(
+            json!({"flavor": {"name": "mvf", "ram": 64, "vcpus": 1, "disk": 1, "description": "first"}}),
+        ),
+    );
+    assert_eq!(st, 200, "{f}");
+    assert_eq!(f["flavor"]["description"], "first");
+    assert!(f["flavor"].get("extra_specs").is_none(), "{f}");
+    let fid = f["flavor"]["id"].as_str().unwrap().to_string();
+    let (st, _, e) = at(
+        &cloud,
+        Some("2.54"),
+        "POST",
+        "/flavors",
+        &admin,
+        Some(
+            json!({"flavor": {"name": "mvf2", "ram": 64, "vcpus": 1, "disk": 1, "description": "x"}}),
+        ),
+    );
+    assert_eq!(st, 400, "a description below 2.55: {e}");
+    let put = json!({"flavor": {"description": "second"}});
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.54"),
+        "PUT",
+        &format!("/flavors/{fid}"),
+        &admin,
+        Some(put.clone()),
+    );
+    assert_eq!(st, 404);
+    let (st, _, f) = at(
+        &cloud,
+        Some("2.61"),
+        "PUT",
+        &format!("/flavors/{fid}"),
+        &admin,
+        Some(put),
+    );
+    assert_eq!(st, 200, "{f}");
+    assert_eq!(f["flavor"]["description"], "second");
+    assert_eq!(f["flavor"]["extra_specs"], json!({}));
+    let (_, _, f) = at(
+        &cloud,
+        Some("2.1"),
+        "GET",
+        &format!("/flavors/{fid}"),
+        &admin,
+        None,
+    );
+    assert!(f["flavor"].get("description").is_none(), "{f}");
+    assert_eq!(f["flavor"]["swap"], "");
+    let (_, _, f) = at(
+        &cloud,
+        Some("2.75"),
+        "GET",
+        &format!("/flavors/{fid}"),
+        &admin,
+        None,
+    );
+    assert_eq!(f["flavor"]["swap"], 0);
+
+    // Key pairs: 201 and a type from 2.2, 204 on delete; a key must be
+    // given from 2.92.
+    let (st, _, k) = at(
+        &cloud,
+        Some("2.2"),
+        "POST",
+        "/os-keypairs",
+        &admin,
+        Some(json!({"keypair": {"name": "k22", "public_key": KEY}})),
+    );
+    assert_eq!(st, 201, "{k}");
+    assert_eq!(k["keypair"]["type"], "ssh");
+    let (st, _, k) = at(&cloud, Some("2.1"), "GET", "/os-keypairs/k22", &admin, None);
+    assert_eq!(st, 200);
+    assert!(k["keypair"].get("type").is_none(), "{k}");
+    let (st, _, e) = at(
+        &cloud,
+        Some("2.92"),
+        "POST",
+        "/os-keypairs",
+        &admin,
+        Some(json!({"keypair": {"name": "k92"}})),
+    );
+    assert_eq!(st, 400, "{e}");
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.2"),
+        "DELETE",
+        "/os-keypairs/k22",
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
+
+    // A member may not list every project's servers.
+    let (member, _) = cloud.member_of(&admin, "mvproj");
+    let (st, _, e) = at(
+        &cloud,
+        None,
+        "GET",
+        "/servers/detail?all_tenants=True",
+        &member,
+        None,
+    );
+    assert_eq!(st, 403, "{e}");
+    let (st, _, _) = at(
+        &cloud,
+        None,
+        "GET",
+        "/servers/detail?all_tenants=True",
+        &admin,
+        None,
+    );
+    assert_eq!(st, 200);
+    // Tags are 404 below 2.26.
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.25"),
+        "GET",
+        &format!("/servers/{}/tags", uuid::Uuid::new_v4()),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 404);
+
+    let Some(tiny_disk) = guest else { return };
+    let tiny = {
+        let (st, img) = cloud.service_call("POST", "/image/v2/images", &admin,
+            Some(json!({"name": "tiny", "disk_format": "raw", "container_format": "bare", "visibility": "public"})));
+        assert_eq!(st, 201, "{img}");
+        let id = img["id"].as_str().unwrap().to_string();
+        let r = cloud
+            .http()
+            .put(format!("{base}/image/v2/images/{id}/file"))
+            .header("X-Auth-Token", &admin)
+            .header("content-type", "application/octet-stream")
+            .body(std::fs::read(&tiny_disk).unwrap())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        id
+    };
+    let (st, net) = cloud.service_call(
+        "POST",
+        "/network/v2.0/networks",
+        &admin,
+        Some(json!({"network": {"name": "mvn"}})),
+    );
+    assert_eq!(st, 201, "{net}");
+    let net_id = net["network"]["id"].as_str().unwrap().to_string();
+    let (st, _) = cloud.service_call(
+        "POST",
+        "/network/v2.0/subnets",
+        &admin,
+        Some(json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.79.0.0/24"}})),
+    );
+    assert_eq!(st, 201);
+    let server = json!({"server": {"name": "mv1", "imageRef": tiny, "flavorRef": "1",
+        "networks": [{"uuid": net_id}], "description": "made at 2.52", "tags": ["blue", "big"]}});
+    let (st, _, e) = at(
+        &cloud,
+        Some("2.51"),
+        "POST",
+        "/servers",
+        &admin,
+        Some(server.clone()),
+    );
+    assert_eq!(st, 400, "tags below 2.52: {e}");
+    let (st, _, made) = at(
+        &cloud,
+        Some("2.52"),
+        "POST",
+        "/servers",
+        &admin,
+        Some(server),
+    );
+    assert_eq!(st, 202, "{made}");
+    let id = made["server"]["id"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    let shown = loop {
+        let (_, _, v) = at(
+            &cloud,
+            Some("2.100"),
+            "GET",
+            &format!("/servers/{id}"),
+            &admin,
+            None,
+        );
+        if v["server"]["status"] == "ACTIVE" || v["server"]["status"] == "ERROR" {
+            break v["server"].clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "never ACTIVE: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(shown["status"], "ACTIVE", "{shown}");
+    assert_eq!(shown["description"], "made at 2.52");
+    assert_eq!(shown["tags"], json!(["blue", "big"]));
+    assert_eq!(shown["locked"], false);
+    assert_eq!(shown["locked_reason"], Value::Null);
+    assert_eq!(
+        shown["flavor"]["vcpus"], 1,
+        "2.47 embeds the flavor: {shown}"
+    );
+    assert_eq!(shown["flavor"]["original_name"], "m1.tiny");
+    assert_eq!(shown["server_groups"], json!([]));
+    assert_eq!(shown["pinned_availability_zone"], Value::Null);
+    assert_eq!(shown["scheduler_hints"], json!({}));
+    assert_eq!(shown["OS-EXT-SRV-ATTR:hostname"], "mv1");
+    let (_, _, old) = at(&cloud, None, "GET", &format!("/servers/{id}"), &admin, None);
+    for k in [
+        "description",
+        "tags",
+        "locked",
+        "locked_reason",
+        "server_groups",
+        "scheduler_hints",
+    ] {
+        assert!(old["server"].get(k).is_none(), "{k} at 2.1: {old}");
+    }
+    assert!(old["server"]["flavor"].get("links").is_some(), "{old}");
+
+    // Tags: add one, filter by it, take all away.
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.26"),
+        "PUT",
+        &format!("/servers/{id}/tags/fast"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 201);
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.26"),
+        "GET",
+        &format!("/servers/{id}/tags/fast"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    let (_, _, l) = at(
+        &cloud,
+        Some("2.26"),
+        "GET",
+        "/servers?tags=fast,blue",
+        &admin,
+        None,
+    );
+    assert_eq!(l["servers"].as_array().unwrap().len(), 1, "{l}");
+    let (_, _, l) = at(
+        &cloud,
+        Some("2.26"),
+        "GET",
+        "/servers?not-tags-any=fast",
+        &admin,
+        None,
+    );
+    assert_eq!(l["servers"], json!([]), "{l}");
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.26"),
+        "DELETE",
+        &format!("/servers/{id}/tags"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    let (_, _, t) = at(
+        &cloud,
+        Some("2.26"),
+        "GET",
+        &format!("/servers/{id}/tags"),
+        &admin,
+        None,
+    );
+    assert_eq!(t["tags"], json!([]));
+
+    // A lock with a reason (2.73); an update answers as GET does (2.75).
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.73"),
+        "POST",
+        &format!("/servers/{id}/action"),
+        &admin,
+        Some(json!({"lock": {"locked_reason": "maintenance"}})),
+    );
+    assert_eq!(st, 202);
+    let (st, _, up) = at(
+        &cloud,
+        Some("2.75"),
+        "PUT",
+        &format!("/servers/{id}"),
+        &admin,
+        Some(json!({"server": {"description": "renamed"}})),
+    );
+    assert_eq!(st, 200, "{up}");
+    assert_eq!(up["server"]["description"], "renamed");
+    assert_eq!(up["server"]["locked"], true);
+    assert_eq!(up["server"]["locked_reason"], "maintenance");
+    assert!(
+        up["server"].get("OS-EXT-STS:vm_state").is_some(),
+        "2.75: {up}"
+    );
+    let (_, _, up) = at(
+        &cloud,
+        Some("2.74"),
+        "PUT",
+        &format!("/servers/{id}"),
+        &admin,
+        Some(json!({"server": {"name": "mv1"}})),
+    );
+    assert!(
+        up["server"].get("OS-EXT-STS:vm_state").is_none(),
+        "2.74: {up}"
+    );
+    let (st, _, _) = at(
+        &cloud,
+        None,
+        "POST",
+        &format!("/servers/{id}/action"),
+        &admin,
+        Some(json!({"unlock": null})),
+    );
+    assert_eq!(st, 202);
+    let (st, _, _) = at(
+        &cloud,
+        None,
+        "DELETE",
+        &format!("/servers/{id}"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    let t0 = Instant::now();
+    while at(&cloud, None, "GET", &format!("/servers/{id}"), &admin, None).0 != 404 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the server stayed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
