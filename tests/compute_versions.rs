@@ -198,6 +198,86 @@ fn compute_answers_each_microversion_as_nova_does() {
     );
     assert_eq!(st, 204);
 
+    // Server groups: one policy and its rules from 2.64, owners from 2.13.
+    let (st, _, g) = at(
+        &cloud,
+        Some("2.64"),
+        "POST",
+        "/os-server-groups",
+        &admin,
+        Some(
+            json!({"server_group": {"name": "g64", "policy": "anti-affinity", "rules": {"max_server_per_host": 2}}}),
+        ),
+    );
+    assert_eq!(st, 200, "{g}");
+    assert_eq!(g["server_group"]["policy"], "anti-affinity");
+    assert_eq!(g["server_group"]["rules"]["max_server_per_host"], 2);
+    assert!(g["server_group"]["project_id"].is_string(), "{g}");
+    assert!(g["server_group"].get("policies").is_none(), "{g}");
+    let gid = g["server_group"]["id"].as_str().unwrap().to_string();
+    let (_, _, g) = at(
+        &cloud,
+        None,
+        "GET",
+        &format!("/os-server-groups/{gid}"),
+        &admin,
+        None,
+    );
+    assert_eq!(
+        g["server_group"]["policies"],
+        json!(["anti-affinity"]),
+        "{g}"
+    );
+    assert!(g["server_group"].get("project_id").is_none(), "{g}");
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.1"),
+        "POST",
+        "/os-server-groups",
+        &admin,
+        Some(json!({"server_group": {"name": "g1", "policies": ["soft-affinity"]}})),
+    );
+    assert_eq!(st, 400, "soft policies came with 2.15");
+
+    // Hypervisors and services: UUIDs from 2.53; 2.88 drops the counts
+    // and the statistics.
+    let (_, _, h) = at(&cloud, Some("2.53"), "GET", "/os-hypervisors", &admin, None);
+    let hid = h["hypervisors"][0]["id"]
+        .as_str()
+        .expect("a UUID at 2.53")
+        .to_string();
+    assert!(uuid::Uuid::parse_str(&hid).is_ok(), "{h}");
+    let (st, _, h) = at(
+        &cloud,
+        Some("2.88"),
+        "GET",
+        &format!("/os-hypervisors/{hid}"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 200, "{h}");
+    assert!(h["hypervisor"].get("vcpus").is_none(), "{h}");
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.88"),
+        "GET",
+        "/os-hypervisors/statistics",
+        &admin,
+        None,
+    );
+    assert_eq!(st, 404);
+    let (_, _, h) = at(&cloud, None, "GET", "/os-hypervisors/1", &admin, None);
+    assert!(h["hypervisor"]["vcpus"].is_number(), "{h}");
+    let (_, _, sv) = at(&cloud, Some("2.53"), "GET", "/os-services", &admin, None);
+    assert!(
+        sv["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["id"].is_string() && x["forced_down"] == false),
+        "{sv}"
+    );
+
     // A member may not list every project's servers.
     let (member, _) = cloud.member_of(&admin, "mvproj");
     let (st, _, e) = at(

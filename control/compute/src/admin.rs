@@ -3,7 +3,10 @@
 //! access and extra-spec items, hosts, aggregates, usage reports, the usage
 //! audit log, hypervisor uptime/search/servers, and the extension list.
 
-use super::api::{admin_only, body_obj, find_flavor, hypervisor, last, param, query, svc};
+use super::api::{
+    admin_only, body_obj, find_flavor, hypervisor, hypervisor_at, last, node_index, param, query,
+    svc, Mv,
+};
 use super::{now, st, Compute, Rec, FLAVOR};
 use crate::AppState;
 use axum::body::Bytes;
@@ -998,16 +1001,16 @@ async fn audit_log(
 async fn hypervisor_uptime(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-hypervisors:uptime")?;
+    // 2.88 folded the uptime into the hypervisor's show.
+    if mv.at(88) {
+        return Err(Error::NotFound("The resource could not be found.".into()));
+    }
     let s = svc(&app)?;
-    let hid = last(&p);
-    let i = hid
-        .parse::<usize>()
-        .ok()
-        .filter(|i| *i >= 1 && *i <= s.nodes.len())
-        .ok_or_else(|| Error::NotFound(format!("Hypervisor {hid} could not be found.")))?;
+    let i = node_index(s, &last(&p), mv)? + 1;
     let up = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|u| {
@@ -1027,7 +1030,7 @@ async fn hypervisor_uptime(
         l.join(", ")
     );
     let counts = super::api::node_counts(s).await?;
-    let h = hypervisor(s, i - 1, &counts);
+    let h = hypervisor_at(s, i - 1, &counts, mv);
     Ok(Json(
         json!({"hypervisor": {"id": h["id"], "hypervisor_hostname": h["hypervisor_hostname"],
         "state": h["state"], "status": h["status"], "uptime": uptime}}),

@@ -215,9 +215,14 @@ impl Compute {
         &self,
         ram: u64,
         vcpus: u64,
-        group: Option<&(String, String)>,
+        group: Option<&crate::server_parts::GroupHint>,
     ) -> Result<String> {
-        let Some((gid, policy)) = group else {
+        let Some(crate::server_parts::GroupHint {
+            id: gid,
+            policy,
+            max_per_host,
+        }) = group
+        else {
             return self.schedule(ram, vcpus).await;
         };
         let used: Vec<String> = self
@@ -231,7 +236,9 @@ impl Compute {
             .collect();
         let allowed = |n: &str| match policy.as_str() {
             "affinity" | "soft-affinity" => used.is_empty() || used.iter().any(|u| u == n),
-            _ => !used.iter().any(|u| u == n),
+            // Anti-affinity: at most max_server_per_host (2.64's rule,
+            // else 1) of the group on one node.
+            _ => used.iter().filter(|u| *u == n).count() < *max_per_host,
         };
         match self.schedule_where(ram, vcpus, &allowed).await {
             Err(_) if policy.starts_with("soft-") => self.schedule(ram, vcpus).await,

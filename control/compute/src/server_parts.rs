@@ -2,7 +2,7 @@
 //! addresses (`ips`), instance actions, the password and diagnostics; and
 //! server groups (`os-server-groups`), whose policies the scheduler honours.
 
-use super::api::{body_obj, find_server, last, param, svc, write_access};
+use super::api::{body_obj, find_server, last, param, svc, write_access, Mv};
 use super::{now, st, Compute, Rec};
 use crate::AppState;
 use axum::body::Bytes;
@@ -544,7 +544,9 @@ async fn detach_interface(
 // ---------------------------------------------------------------------
 // Server groups.
 
-async fn group_view(g: &Rec, s: &Compute) -> Result<Value> {
+/// A server group at version `mv`: 2.13 adds its project and user, 2.64
+/// shows one `policy` and its `rules` instead of `policies` and `metadata`.
+async fn group_view(g: &Rec, s: &Compute, mv: Mv) -> Result<Value> {
     let id = st(g, "id");
     let members: Vec<Value> = s
         .servers(&crate::server_table::Filter {
@@ -555,17 +557,26 @@ async fn group_view(g: &Rec, s: &Compute) -> Result<Value> {
         .iter()
         .map(|r| r["id"].clone())
         .collect();
-    Ok(
-        json!({"id": id, "name": g["name"], "policies": g["policies"], "members": members,
-           "metadata": {}}),
-    )
+    let mut v = json!({"id": id, "name": g["name"], "members": members});
+    if mv.at(64) {
+        v["policy"] = g["policies"][0].clone();
+        v["rules"] = g.get("rules").cloned().unwrap_or(json!({}));
+    } else {
+        v["policies"] = g["policies"].clone();
+        v["metadata"] = json!({});
+    }
+    if mv.at(13) {
+        v["project_id"] = g["project_id"].clone();
+        v["user_id"] = g["user_id"].clone();
+    }
+    Ok(v)
 }
 
 fn may_see_group(auth: &Auth, g: &Rec) -> bool {
     auth.0.is_admin() || auth.0.project_id() == Some(st(g, "project_id"))
 }
 
-async fn list_groups(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+async fn list_groups(State(app): State<AppState>, auth: Auth, mv: Mv) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let mut out: Vec<Value> = Vec::new();
     for g in s
@@ -573,7 +584,7 @@ async fn list_groups(State(app): State<AppState>, auth: Auth) -> Result<Json<Val
         .iter()
         .filter(|g| auth.0.project_id() == Some(st(g, "project_id")))
     {
-        out.push(group_view(g, s).await?);
+        out.push(group_view(g, s, mv).await?);
     }
     Ok(Json(json!({ "server_groups": out })))
 }
@@ -581,6 +592,7 @@ async fn list_groups(State(app): State<AppState>, auth: Auth) -> Result<Json<Val
 async fn create_group(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     bytes: Bytes,
 ) -> Result<Json<Value>> {
     write_access(&auth)?;
@@ -591,35 +603,81 @@ async fn create_group(
         .and_then(|v| v.as_str())
         .filter(|n| !n.trim().is_empty() && n.len() <= 255)
         .ok_or_else(|| Error::BadRequest("Invalid input for field/attribute name.".into()))?;
-    let policies: Vec<String> = b
-        .get("policies")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let known = [
-        "affinity",
-        "anti-affinity",
-        "soft-affinity",
-        "soft-anti-affinity",
-    ];
+    // Up to 2.63 a list `policies` of one; from 2.64 one `policy` and
+    // optional `rules` (max_server_per_host, for anti-affinity).
+    let unexpected = |k: &str| {
+        Error::BadRequest(format!(
+            "Invalid input for field/attribute server_group. Value: Additional properties are not allowed ('{k}' was unexpected)"
+        ))
+    };
+    let policies: Vec<String> = if mv.at(64) {
+        if b.contains_key("policies") {
+            return Err(unexpected("policies"));
+        }
+        b.get("policy")
+            .and_then(|v| v.as_str())
+            .map(|p| vec![p.to_string()])
+            .unwrap_or_default()
+    } else {
+        if b.contains_key("policy") {
+            return Err(unexpected("policy"));
+        }
+        b.get("policies")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Soft policies came with 2.15.
+    let known: &[&str] = if mv.at(15) {
+        &[
+            "affinity",
+            "anti-affinity",
+            "soft-affinity",
+            "soft-anti-affinity",
+        ]
+    } else {
+        &["affinity", "anti-affinity"]
+    };
     if policies.len() != 1 || !known.contains(&policies[0].as_str()) {
-        return Err(Error::BadRequest(
-            "Invalid input for field/attribute policies: one of affinity, anti-affinity, soft-affinity, soft-anti-affinity.".into(),
-        ));
+        return Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute policies: one of {}.",
+            known.join(", ")
+        )));
     }
+    let rules = match b.get("rules") {
+        None => json!({}),
+        Some(_) if !mv.at(64) => return Err(unexpected("rules")),
+        Some(Value::Object(r)) if r.is_empty() => json!({}),
+        Some(Value::Object(r))
+            if policies[0] == "anti-affinity"
+                && r.len() == 1
+                && r.get("max_server_per_host")
+                    .and_then(|m| m.as_u64().or_else(|| m.as_str().and_then(|x| x.parse().ok())))
+                    .is_some_and(|m| m >= 1) =>
+        {
+            json!({"max_server_per_host": r["max_server_per_host"]
+                .as_u64()
+                .or_else(|| r["max_server_per_host"].as_str().and_then(|x| x.parse().ok()))})
+        }
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute rules: only max_server_per_host (1 or more), for anti-affinity.".into(),
+            ))
+        }
+    };
     let project = auth.0.project_id().unwrap_or("").to_string();
     let id = uuid::Uuid::new_v4().to_string();
     let g: Rec = json!({"id": id, "name": name, "policies": policies, "project_id": project,
-                        "user_id": auth.0.user_id, "created": now()})
+                        "user_id": auth.0.user_id, "created": now(), "rules": rules})
     .as_object()
     .cloned()
     .unwrap_or_default();
     s.put(SERVER_GROUP, g.clone()).await?;
-    Ok(Json(json!({"server_group": group_view(&g, s).await?})))
+    Ok(Json(json!({"server_group": group_view(&g, s, mv).await?})))
 }
 
 fn find_group(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
@@ -631,11 +689,12 @@ fn find_group(s: &Compute, auth: &Auth, id: &str) -> Result<Rec> {
 async fn show_group(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     let g = find_group(s, &auth, &last(&p))?;
-    Ok(Json(json!({"server_group": group_view(&g, s).await?})))
+    Ok(Json(json!({"server_group": group_view(&g, s, mv).await?})))
 }
 
 async fn delete_group(
@@ -653,13 +712,18 @@ async fn delete_group(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// The group a server create names in `os:scheduler_hints.group`, checked:
-/// (group id, its policy).
-pub fn hinted_group(
-    s: &Compute,
-    auth: &Auth,
-    hints: Option<&Value>,
-) -> Result<Option<(String, String)>> {
+/// A server group a create names, as the scheduler needs it.
+#[derive(Clone, Debug)]
+pub struct GroupHint {
+    pub id: String,
+    pub policy: String,
+    /// Anti-affinity's most members on one node (2.64's
+    /// `max_server_per_host`; 1 without it).
+    pub max_per_host: usize,
+}
+
+/// The group a server create names in `os:scheduler_hints.group`, checked.
+pub fn hinted_group(s: &Compute, auth: &Auth, hints: Option<&Value>) -> Result<Option<GroupHint>> {
     let Some(gid) = hints.and_then(|h| h.get("group")).and_then(|g| g.as_str()) else {
         return Ok(None);
     };
@@ -668,6 +732,12 @@ pub fn hinted_group(
             "Invalid server group {gid}: it could not be found."
         ))
     })?;
-    let policy = g["policies"][0].as_str().unwrap_or("").to_string();
-    Ok(Some((gid.to_string(), policy)))
+    Ok(Some(GroupHint {
+        id: gid.to_string(),
+        policy: g["policies"][0].as_str().unwrap_or("").to_string(),
+        max_per_host: g["rules"]["max_server_per_host"]
+            .as_u64()
+            .unwrap_or(1)
+            .max(1) as usize,
+    }))
 }

@@ -17,8 +17,82 @@ pub(crate) async fn node_counts(s: &Compute) -> Result<Vec<(String, String, i64)
     crate::server_table::node_flavor_counts(&mut *s.conn().await?, true).await
 }
 
-/// One compute node as a hypervisor (ids are the node's position, from 1);
+/// A stable UUID for a compute node's hypervisor or service (2.53 shows
+/// these instead of numbers), derived from the node's name.
+pub(crate) fn node_uuid(kind: &str, node: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("ursa:{kind}:{node}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// The node a hypervisor id names: its position from 1, or from 2.53 its
+/// UUID.
+pub(crate) fn node_index(s: &Compute, hid: &str, mv: Mv) -> Result<usize> {
+    let found = if mv.at(53) {
+        s.nodes
+            .iter()
+            .position(|n| node_uuid("hypervisor", n.agent.node()) == hid)
+    } else {
+        hid.parse::<usize>()
+            .ok()
+            .filter(|i| *i >= 1 && *i <= s.nodes.len())
+            .map(|i| i - 1)
+    };
+    found.ok_or_else(|| {
+        if mv.at(53) && uuid::Uuid::parse_str(hid).is_err() {
+            Error::BadRequest(format!("Invalid uuid {hid}"))
+        } else {
+            Error::NotFound(format!("Hypervisor {hid} could not be found."))
+        }
+    })
+}
+
+/// One compute node as a hypervisor at version `mv` (ids are the node's
+/// position from 1, UUIDs from 2.53; 2.28 shows `cpu_info` as an object;
+/// 2.88 drops the resource counts, which belong to placement);
 /// `counts` from [`node_counts`].
+pub(crate) fn hypervisor_at(
+    s: &Compute,
+    i: usize,
+    counts: &[(String, String, i64)],
+    mv: Mv,
+) -> Value {
+    let mut h = hypervisor(s, i, counts);
+    let node = s.nodes[i].agent.node();
+    if mv.at(28) {
+        h["cpu_info"] = json!({});
+    }
+    if mv.at(53) {
+        h["id"] = json!(node_uuid("hypervisor", node));
+        h["service"]["id"] = json!(node_uuid("service", node));
+    }
+    if mv.at(88) {
+        if let Some(o) = h.as_object_mut() {
+            for k in [
+                "vcpus",
+                "vcpus_used",
+                "memory_mb",
+                "memory_mb_used",
+                "free_ram_mb",
+                "local_gb",
+                "local_gb_used",
+                "free_disk_gb",
+                "disk_available_least",
+                "current_workload",
+                "running_vms",
+                "cpu_info",
+            ] {
+                o.remove(k);
+            }
+        }
+    }
+    h
+}
+
+/// One compute node as a hypervisor at 2.1 (ids are the node's position,
+/// from 1); `counts` from [`node_counts`].
 pub(crate) fn hypervisor(s: &Compute, i: usize, counts: &[(String, String, i64)]) -> Value {
     let n = &s.nodes[i];
     let flavors = s.docs(FLAVOR);
@@ -42,13 +116,17 @@ pub(crate) fn hypervisor(s: &Compute, i: usize, counts: &[(String, String, i64)]
            "service": {"host": n.agent.node(), "id": i + 1, "disabled_reason": null}})
 }
 
-pub(super) async fn hypervisors(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+pub(super) async fn hypervisors(
+    State(app): State<AppState>,
+    auth: Auth,
+    mv: Mv,
+) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-hypervisors:list")?;
     let s = svc(&app)?;
     let counts = node_counts(s).await?;
     let v: Vec<Value> = (0..s.nodes.len())
         .map(|i| {
-            let h = hypervisor(s, i, &counts);
+            let h = hypervisor_at(s, i, &counts, mv);
             json!({"id": h["id"], "hypervisor_hostname": h["hypervisor_hostname"], "state": "up", "status": "enabled"})
         })
         .collect();
@@ -58,36 +136,43 @@ pub(super) async fn hypervisors(State(app): State<AppState>, auth: Auth) -> Resu
 pub(super) async fn hypervisors_detail(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-hypervisors:list-detail")?;
     let s = svc(&app)?;
     let counts = node_counts(s).await?;
     Ok(Json(
-        json!({"hypervisors": (0..s.nodes.len()).map(|i| hypervisor(s, i, &counts)).collect::<Vec<_>>()}),
+        json!({"hypervisors": (0..s.nodes.len()).map(|i| hypervisor_at(s, i, &counts, mv)).collect::<Vec<_>>()}),
     ))
 }
 
 pub(super) async fn hypervisor_show(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-hypervisors:show")?;
     let s = svc(&app)?;
-    let hid = param(&p, "hid");
-    let i = hid
-        .parse::<usize>()
-        .ok()
-        .filter(|i| *i >= 1 && *i <= s.nodes.len())
-        .ok_or_else(|| Error::NotFound(format!("Hypervisor {hid} could not be found.")))?;
+    let i = node_index(s, &param(&p, "hid"), mv)?;
     let counts = node_counts(s).await?;
-    Ok(Json(json!({"hypervisor": hypervisor(s, i - 1, &counts)})))
+    let mut h = hypervisor_at(s, i, &counts, mv);
+    // 2.88 moved the uptime here from …/uptime.
+    if mv.at(88) {
+        h["uptime"] = Value::Null;
+    }
+    Ok(Json(json!({ "hypervisor": h })))
 }
 
 pub(super) async fn hypervisor_stats(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
 ) -> Result<Json<Value>> {
+    // Gone from 2.88 (placement answers it).
+    if mv.at(88) {
+        return Err(Error::NotFound("The resource could not be found.".into()));
+    }
     admin_only(&auth, "os_compute_api:os-hypervisors:statistics")?;
     let s = svc(&app)?;
     let counts = node_counts(s).await?;
@@ -117,6 +202,7 @@ pub(super) async fn hypervisor_stats(
 pub(super) async fn services(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-services:list")?;
@@ -130,6 +216,16 @@ pub(super) async fn services(
             json!({"id": i + 2, "binary": "nova-compute", "host": n.agent.node(), "zone": "nova",
             "status": "enabled", "state": "up", "updated_at": now(), "disabled_reason": null}),
         );
+    }
+    for x in &mut v {
+        // 2.11: forced_down; 2.53: UUIDs for ids.
+        if mv.at(11) {
+            x["forced_down"] = json!(false);
+        }
+        if mv.at(53) {
+            let host = x["host"].as_str().unwrap_or("").to_string();
+            x["id"] = json!(node_uuid("service", &host));
+        }
     }
     let q = query(&raw);
     v.retain(|x| {

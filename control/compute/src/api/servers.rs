@@ -460,7 +460,7 @@ pub(super) struct Request {
     /// Security group ids for the ports it makes (empty: the default).
     security_groups: Vec<String>,
     /// A server group (id, policy) from the scheduler hints.
-    group: Option<(String, String)>,
+    group: Option<crate::server_parts::GroupHint>,
     config_drive: bool,
     /// The root disk is a volume (boot from volume), as the server record's
     /// `ursa:boot_volume` keeps it: {source_type, uuid, volume_size,
@@ -1016,7 +1016,7 @@ pub(super) async fn create_one(
         "OS-DCF:diskConfig": req.disk_config.as_deref().unwrap_or("MANUAL"),
         "reservation_id": reservation, "ursa:password": "",
         "config_drive": if req.config_drive { "True" } else { "" },
-        "ursa:group": req.group.as_ref().map(|g| g.0.clone()),
+        "ursa:group": req.group.as_ref().map(|g| g.id.clone()),
         "ursa:flavor": flavor_snapshot(&req.flavor), "ursa:launch_index": index,
         "description": req.description.clone().unwrap_or(Value::Null), "tags": req.tags,
         "ursa:scheduler_hints": req.hints.clone().unwrap_or(json!({})),
