@@ -605,3 +605,74 @@ fn tokens_carry_the_catalog_as_it_is_now() {
     assert_eq!(st, 204);
     check(false);
 }
+
+/// Unified limits: an admin registers a default and sets a project's own
+/// limit; a member reads its project's limits and cannot write them; the
+/// block storage quota of that project follows the limit; a registered
+/// limit that a limit refers to cannot go.
+#[test]
+fn unified_limits_are_written_by_admins_and_decide_quotas() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "lim-pw");
+    let admin = cloud.admin_token();
+    let (_, svcs) = cloud.call("GET", "/services?type=volumev3", &admin, None);
+    let Some(sid) = svcs["services"][0]["id"].as_str().map(str::to_string) else {
+        eprintln!("SKIP unified limits: no volume service in this cloud");
+        return;
+    };
+    let (member, pid) = cloud.member_of(&admin, "lim-proj");
+    let (st, r) = cloud.call(
+        "POST",
+        "/registered_limits",
+        &admin,
+        Some(json!({"registered_limits": [{"service_id": sid, "resource_name": "volumes", "default_limit": 5}]})),
+    );
+    assert_eq!(st, 201, "{r}");
+    let rid = r["registered_limits"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, _) = cloud.call(
+        "POST",
+        "/registered_limits",
+        &admin,
+        Some(json!({"registered_limits": [{"service_id": sid, "resource_name": "volumes", "default_limit": 7}]})),
+    );
+    assert_eq!(st, 409, "a second registered limit for one resource");
+    let quota = || -> Value {
+        let (st, q) = cloud.service_call(
+            "GET",
+            &format!("/volume/v3/{pid}/os-quota-sets/{pid}"),
+            &member,
+            None,
+        );
+        assert_eq!(st, 200, "{q}");
+        q["quota_set"]["volumes"].clone()
+    };
+    assert_eq!(quota(), 5, "the registered default decides");
+    let body = json!({"limits": [{"service_id": sid, "project_id": pid, "resource_name": "volumes", "resource_limit": 1}]});
+    let (st, _) = cloud.call("POST", "/limits", &member, Some(body.clone()));
+    assert_eq!(st, 403, "a member does not write limits");
+    let (st, l) = cloud.call("POST", "/limits", &admin, Some(body));
+    assert_eq!(st, 201, "{l}");
+    let lid = l["limits"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(quota(), 1, "the project's own limit decides");
+    let (st, mine) = cloud.call("GET", "/limits", &member, None);
+    assert_eq!(st, 200);
+    assert_eq!(mine["limits"].as_array().unwrap().len(), 1, "{mine}");
+    let (st, _) = cloud.call(
+        "PATCH",
+        &format!("/limits/{lid}"),
+        &admin,
+        Some(json!({"limit": {"resource_limit": 3}})),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(quota(), 3);
+    let (st, _) = cloud.call("DELETE", &format!("/registered_limits/{rid}"), &admin, None);
+    assert_eq!(st, 403, "a registered limit in use stays");
+    let (st, _) = cloud.call("DELETE", &format!("/limits/{lid}"), &admin, None);
+    assert_eq!(st, 204);
+    let (st, _) = cloud.call("DELETE", &format!("/registered_limits/{rid}"), &admin, None);
+    assert_eq!(st, 204);
+    assert_ne!(quota(), 3, "back to the volume service's own quota");
+}

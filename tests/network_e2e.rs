@@ -111,6 +111,72 @@ fn network_api_isolation_bad_input_and_restart() {
         &b,
         json!({"network_id": id(&nb), "ip_version": 4, "cidr": "10.50.0.0/24"}),
     );
+    // An IPv4 CIDR with host bits set names its network, as in Neutron.
+    let nh = net.create("networks", "network", &b, json!({"name": "b-hostbits"}));
+    let sh = net.create(
+        "subnets",
+        "subnet",
+        &b,
+        json!({"network_id": id(&nh), "ip_version": 4, "cidr": "10.99.99.0/16"}),
+    );
+    assert_eq!(sh["cidr"], "10.99.0.0/16", "{sh}");
+    // Subnet pools hand out prefixes; address scopes group pools.
+    let scope = net.create(
+        "address-scopes",
+        "address_scope",
+        &admin,
+        json!({"name": "scope4", "ip_version": 4, "shared": true}),
+    );
+    let pool = net.create(
+        "subnetpools",
+        "subnetpool",
+        &b,
+        json!({"name": "b-pool", "prefixes": ["10.120.0.0/16"], "default_prefixlen": 24,
+               "address_scope_id": scope["id"]}),
+    );
+    assert_eq!(pool["ip_version"], 4, "{pool}");
+    let from_pool = |extra: Value| -> Value {
+        let mut body = json!({"network_id": id(&nh), "ip_version": 4, "subnetpool_id": pool["id"]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        net.create("subnets", "subnet", &b, body)
+    };
+    assert_eq!(from_pool(json!({}))["cidr"], "10.120.0.0/24");
+    let s2 = from_pool(json!({}));
+    assert_eq!(s2["cidr"], "10.120.1.0/24");
+    assert_eq!(s2["subnetpool_id"], pool["id"]);
+    assert_eq!(from_pool(json!({"prefixlen": 26}))["cidr"], "10.120.2.0/26");
+    let (st, e) = net.call("DELETE", &format!("/subnetpools/{}", id(&pool)), &b, None);
+    assert_eq!(st, 409, "a pool in use: {e}");
+    let (st, e) = net.call(
+        "DELETE",
+        &format!("/address-scopes/{}", id(&scope)),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 409, "a scope in use: {e}");
+    let (st, sp) = net.call("GET", "/service-providers", &b, None);
+    assert_eq!(st, 200);
+    assert!(
+        !sp["service_providers"].as_array().unwrap().is_empty(),
+        "{sp}"
+    );
+    // An external network without a subnet still takes a router gateway.
+    let ext = net.create(
+        "networks",
+        "network",
+        &admin,
+        json!({"name": "ext-nosub", "router:external": true}),
+    );
+    let rg = net.create(
+        "routers",
+        "router",
+        &admin,
+        json!({"name": "r-nosub", "external_gateway_info": {"network_id": id(&ext)}}),
+    );
+    assert_eq!(rg["external_gateway_info"]["network_id"], ext["id"], "{rg}");
+    assert_eq!(rg["external_gateway_info"]["external_fixed_ips"], json!([]));
     let pb_port = net.create("ports", "port", &b, json!({"network_id": id(&nb)}));
     assert!(pb_port["fixed_ips"][0]["ip_address"]
         .as_str()

@@ -156,6 +156,26 @@ fn volumes_from_images_snapshots_isolation_and_restart() {
         "volume lacks the image's bytes"
     );
 
+    // The summary (3.12) counts what the caller sees: one volume, 1 GiB;
+    // the other project sees none.
+    let (st, sum) = api.call("GET", "/volumes/summary", &a, None);
+    assert_eq!(st, 200, "{sum}");
+    assert_eq!(sum["volume-summary"]["total_count"], 1, "{sum}");
+    assert_eq!(sum["volume-summary"]["total_size"], 1, "{sum}");
+    let (_, sum) = api.call("GET", "/volumes/summary", &b, None);
+    assert_eq!(sum["volume-summary"]["total_count"], 0, "{sum}");
+
+    // No backup service yet: an empty collection, and a create says why.
+    let (st, bk) = api.call("GET", "/backups/detail", &a, None);
+    assert_eq!((st, &bk["backups"]), (200, &json!([])), "{bk}");
+    let (st, bk) = api.call(
+        "POST",
+        "/backups",
+        &a,
+        Some(json!({"backup": {"volume_id": vol}})),
+    );
+    assert_eq!(st, 503, "{bk}");
+
     // A snapshot, and a bigger volume from it.
     let (st, s) = api.call(
         "POST",

@@ -110,6 +110,20 @@ pub fn limits(s: &Compute, project: &str) -> Map<String, Value> {
             m.insert(k, v);
         }
     }
+    // Keystone's unified limits, where an admin set them, decide (the
+    // resource names Nova's unified-limits driver uses).
+    let model = s.identity.model();
+    for (key, resource) in [
+        ("instances", "servers"),
+        ("cores", "class:VCPU"),
+        ("ram", "class:MEMORY_MB"),
+    ] {
+        if let Some(v) =
+            ursa_identity::api::limits::effective_limit(&model, &["compute"], project, resource)
+        {
+            m.insert(key.into(), json!(v));
+        }
+    }
     m
 }
 

@@ -31,14 +31,18 @@ pub fn version(ip: &IpAddr) -> u8 {
     }
 }
 
-/// A subnet's CIDR as given: valid, and naming the network itself (Neutron
-/// refuses `10.0.0.5/24`).
+/// A subnet's CIDR: valid; an IPv4 one with host bits set names its
+/// network (`10.99.99.0/16` is `10.99.0.0/16`, as Neutron takes it), an
+/// IPv6 one must name the network itself (Neutron refuses those).
 pub fn parse_cidr(s: &str) -> Result<IpNet> {
-    let net: IpNet = s.parse().map_err(|_| {
+    let mut net: IpNet = s.parse().map_err(|_| {
         Error::BadRequest(format!(
             "Invalid input for cidr. Reason: '{s}' is not a valid IP subnet."
         ))
     })?;
+    if net.max_prefix_len() == 32 {
+        net = net.trunc();
+    }
     if net.trunc() != net {
         return Err(Error::BadRequest(format!(
             "Invalid input for cidr. Reason: '{s}' isn't a recommended CIDR; use '{}' instead.",
@@ -215,7 +219,11 @@ mod tests {
     #[test]
     fn cidr_must_name_the_network() {
         assert!(parse_cidr("10.0.0.0/24").is_ok());
-        assert!(parse_cidr("10.0.0.5/24").is_err());
+        assert_eq!(
+            parse_cidr("10.99.99.0/16").unwrap().to_string(),
+            "10.99.0.0/16"
+        );
+        assert!(parse_cidr("2001:db8::5/64").is_err());
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("bogus").is_err());
         assert!(parse_cidr("2001:db8::/64").is_ok());

@@ -1,6 +1,6 @@
 //! The catalog and the other plain documents of identity: services,
 //! endpoints, regions, policies (blobs), endpoint groups (OS-EP-FILTER),
-//! OAuth1 consumers, credentials, and unified limits (read-only, empty).
+//! OAuth1 consumers and credentials (unified limits: [`super::limits`]).
 //!
 //! These have no behaviour beyond validation, so one generic set of CRUD
 //! handlers serves them all, driven by a [`Spec`] per resource.
@@ -300,13 +300,7 @@ pub fn routes() -> Router<AppState> {
     ] {
         r = r.merge(doc_routes(spec));
     }
-    r.route("/v3/limits", get(|s: State<AppState>, _: Auth| async move { Json(json!({"limits": [], "links": collection_links(&s, "limits")})) }))
-        .route("/v3/registered_limits", get(|s: State<AppState>, _: Auth| async move {
-            Json(json!({"registered_limits": [], "links": collection_links(&s, "registered_limits")}))
-        }))
-        .route("/v3/limits/model", get(|_: Auth| async move {
-            Json(json!({"model": {"name": "flat", "description": "Limit enforcement and validation does not take project hierarchy into consideration."}}))
-        }))
+    r
 }
 
 /// CRUD routes for one spec.

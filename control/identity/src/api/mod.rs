@@ -9,6 +9,7 @@ mod credentials;
 mod discovery;
 mod domains;
 mod groups;
+pub mod limits;
 mod projects;
 mod roles;
 mod users;
@@ -31,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .merge(assignments::routes())
         .merge(catalog::routes())
         .merge(credentials::routes())
+        .merge(limits::routes())
 }
 
 pub type Query = axum::extract::Query<HashMap<String, String>>;

@@ -31,6 +31,7 @@ mod ports;
 mod quotas;
 mod routers;
 mod security_groups;
+mod subnet_pools;
 mod subnets;
 mod tags;
 mod views;
@@ -42,6 +43,7 @@ use ports::*;
 use quotas::*;
 use routers::*;
 use security_groups::*;
+use subnet_pools::*;
 use subnets::*;
 use tags::*;
 use views::*;
@@ -205,7 +207,11 @@ const RULE_FIELDS: &[&str] = &[
 
 /// The extensions Ursa implements, as (alias, name, description).
 pub const EXTENSIONS: &[(&str, &str, &str)] = &[
+    ("address-scope", "Address scope", "Address scopes extension."),
     ("agent", "agent", "The agent management extension (netd nodes)."),
+    ("default-subnetpools", "Default Subnetpools", "Provides ability to mark and use a subnetpool as the default."),
+    ("service-type", "Neutron Service Type Management", "API for retrieving service providers for Neutron advanced services"),
+    ("subnet_allocation", "Subnet Allocation", "Enables allocation of subnets from a subnet pool"),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("availability_zone", "Availability Zone", "The availability zone extension."),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
@@ -302,6 +308,17 @@ pub fn routes() -> Router<AppState> {
             "/security-group-rules/{id}",
             get(show_rule).delete(delete_rule),
         )
+        .route("/subnetpools", get(list_pools).post(create_pool))
+        .route(
+            "/subnetpools/{id}",
+            get(show_pool).put(update_pool).delete(delete_pool),
+        )
+        .route("/address-scopes", get(list_scopes).post(create_scope))
+        .route(
+            "/address-scopes/{id}",
+            get(show_scope).put(update_scope).delete(delete_scope),
+        )
+        .route("/service-providers", get(service_providers))
         .route("/quotas", get(list_quotas))
         .route(
             "/quotas/{project}",

@@ -205,6 +205,12 @@ pub(super) async fn apply_gateway(w: &mut NetWriter<'_>, plan: GatewayPlan) -> R
         port_table::create(w.tx(), &subnets, port, fixed.as_deref()).await?;
         return Ok(());
     }
+    // An external network without an IPv4 subnet still takes a gateway,
+    // without addresses (as Neutron does).
+    if !subnets.list.iter().any(|s| s["ip_version"] == 4) {
+        port_table::create(w.tx(), &subnets, port, None).await?;
+        return Ok(());
+    }
     for s in subnets.list.iter().filter(|s| s["ip_version"] == 4) {
         let req = [IpRequest {
             subnet_id: Some(st(s, "id").into()),

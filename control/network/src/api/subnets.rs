@@ -220,19 +220,20 @@ pub(super) fn plan_subnet(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, R
             "Creating a subnet on network {net_id} is disallowed by policy"
         )));
     }
-    if b.get("subnetpool_id").is_some_and(|v| !v.is_null())
-        || b.get("use_default_subnetpool") == Some(&Value::Bool(true))
-    {
-        return Err(Error::BadRequest(
-            "Subnet pools are not supported here: give a cidr.".into(),
-        ));
-    }
-    let cidr_s = opt_str(b, "cidr")?.ok_or_else(|| {
-        Error::BadRequest(
-            "Bad subnets request: a cidr must be specified in the absence of a subnet pool.".into(),
-        )
-    })?;
-    let net = ipam::parse_cidr(&cidr_s)?;
+    // From a subnet pool (a prefix it hands out), or as given.
+    let from_pool = super::subnet_pools::cidr_from_pool(m, auth, b)?;
+    let net = match &from_pool {
+        Some((net, _)) => *net,
+        None => {
+            let cidr_s = opt_str(b, "cidr")?.ok_or_else(|| {
+                Error::BadRequest(
+                    "Bad subnets request: a cidr must be specified in the absence of a subnet pool."
+                        .into(),
+                )
+            })?;
+            ipam::parse_cidr(&cidr_s)?
+        }
+    };
     let version = ipam::version(&net.network());
     let asked = opt_int(b, "ip_version")?.unwrap_or(4);
     if asked != 4 && asked != 6 {
@@ -306,7 +307,10 @@ pub(super) fn plan_subnet(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, R
         "ipv6_address_mode".into(),
         json!(opt_str(b, "ipv6_address_mode")?),
     );
-    s.insert("subnetpool_id".into(), Value::Null);
+    s.insert(
+        "subnetpool_id".into(),
+        from_pool.map_or(Value::Null, |(_, id)| json!(id)),
+    );
     s.insert("segment_id".into(), Value::Null);
     s.insert("service_types".into(), json!([]));
     s.insert("dns_publish_fixed_ip".into(), json!(false));

@@ -75,6 +75,10 @@ pub fn routes() -> Router<AppState> {
     let inner = Router::new()
         .route("/volumes", get(list_volumes).post(create_volume))
         .route("/volumes/detail", get(list_volumes_detail))
+        .route("/volumes/summary", get(volume_summary))
+        .route("/backups", get(list_backups).post(create_backup))
+        .route("/backups/detail", get(list_backups))
+        .route("/backups/{id}", get(show_backup))
         .route(
             "/volumes/{id}",
             get(show_volume).put(update_volume).delete(delete_volume),

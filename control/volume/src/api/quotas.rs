@@ -47,6 +47,18 @@ pub fn quota_of(s: &Volumes, project: &str) -> Map<String, Value> {
             }
         }
     }
+    // Keystone's unified limits, where an admin set them, decide.
+    let model = s.identity.model();
+    for k in ["volumes", "gigabytes", "snapshots"] {
+        if let Some(v) = ursa_identity::api::limits::effective_limit(
+            &model,
+            &["volumev3", "block-storage"],
+            project,
+            k,
+        ) {
+            q.insert(k.into(), json!(v));
+        }
+    }
     q
 }
 

@@ -397,6 +397,68 @@ pub(super) async fn list_volumes_any(
     Ok(Json(out))
 }
 
+/// Backups come with object storage; until then the collections are
+/// empty and a create says there is no backup service, as Cinder says
+/// it when `cinder-backup` is not running.
+pub(super) async fn list_backups(auth: Auth) -> Result<Json<Value>> {
+    auth.0.project_id().ok_or_else(|| {
+        Error::Forbidden("Backups belong to projects: use a project-scoped token.".into())
+    })?;
+    Ok(Json(json!({ "backups": [] })))
+}
+
+pub(super) async fn show_backup(_auth: Auth, Path(p): Params) -> Result<Json<Value>> {
+    Err(Error::NotFound(format!(
+        "Backup {} could not be found.",
+        p.get("id").map(String::as_str).unwrap_or("")
+    )))
+}
+
+pub(super) async fn create_backup(auth: Auth) -> Result<Json<Value>> {
+    write_access(&auth)?;
+    Err(Error::ServiceUnavailable(
+        "Service cinder-backup could not be found: this cloud has no backup service yet.".into(),
+    ))
+}
+
+/// `GET /volumes/summary` (3.12): how many volumes the caller sees and
+/// their total size in GiB; from 3.36 every metadata key with its values.
+pub(super) async fn volume_summary(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(mv): Mv,
+    q: Query,
+) -> Result<Json<Value>> {
+    if mv.0 < 12 {
+        return Err(Error::NotFound(
+            "The resource could not be found (volume summary needs 3.12).".into(),
+        ));
+    }
+    let s = svc(&state)?;
+    let vols = visible(s, &auth, VOLUME, &q.0).await?;
+    let total_size: u64 = vols.iter().map(|v| v["size"].as_u64().unwrap_or(0)).sum();
+    let mut out = json!({"total_count": vols.len(), "total_size": total_size});
+    if mv.0 >= 36 {
+        let mut meta: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for v in &vols {
+            for (k, val) in v
+                .get("metadata")
+                .and_then(|m| m.as_object())
+                .into_iter()
+                .flatten()
+            {
+                let val = val.as_str().unwrap_or_default().to_string();
+                let e = meta.entry(k.clone()).or_default();
+                if !e.contains(&val) {
+                    e.push(val);
+                }
+            }
+        }
+        out["metadata"] = json!(meta);
+    }
+    Ok(Json(json!({ "volume-summary": out })))
+}
+
 pub(super) async fn list_volumes(
     State(state): State<AppState>,
     auth: Auth,
