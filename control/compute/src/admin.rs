@@ -150,8 +150,35 @@ fn may_read_quota(auth: &Auth, project: &str) -> Result<()> {
     }
 }
 
+/// A quota set as version `mv` shows it: from 2.36 without the network
+/// quotas (they are Neutron's), from 2.57 without the file-injection ones.
+fn quota_at(mut m: Map<String, Value>, mv: Mv) -> Map<String, Value> {
+    if mv.at(36) {
+        for k in [
+            "fixed_ips",
+            "floating_ips",
+            "security_group_rules",
+            "security_groups",
+            "networks",
+        ] {
+            m.remove(k);
+        }
+    }
+    if mv.at(57) {
+        for k in [
+            "injected_files",
+            "injected_file_content_bytes",
+            "injected_file_path_bytes",
+        ] {
+            m.remove(k);
+        }
+    }
+    m
+}
+
 async fn quota_set(
     State(app): State<AppState>,
+    mv: Mv,
     auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
@@ -159,23 +186,25 @@ async fn quota_set(
     may_read_quota(&auth, &project)?;
     let s = svc(&app)?;
     Ok(Json(
-        json!({"quota_set": with_id(limits(s, &project), &project)}),
+        json!({"quota_set": with_id(quota_at(limits(s, &project), mv), &project)}),
     ))
 }
 
 async fn quota_defaults(
     State(app): State<AppState>,
+    mv: Mv,
     _auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let s = svc(&app)?;
     Ok(Json(
-        json!({"quota_set": with_id(class_limits(s), &param(&p, "project"))}),
+        json!({"quota_set": with_id(quota_at(class_limits(s), mv), &param(&p, "project"))}),
     ))
 }
 
 async fn quota_detail(
     State(app): State<AppState>,
+    mv: Mv,
     auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
@@ -189,7 +218,7 @@ async fn quota_detail(
         .filter(|k| st(k, "ursa:project") == project)
         .count() as i64;
     let mut out = Map::new();
-    for (k, v) in limits(s, &project) {
+    for (k, v) in quota_at(limits(s, &project), mv) {
         let used = match k.as_str() {
             "instances" => instances,
             "cores" => cores,
@@ -240,6 +269,7 @@ async fn put_quota(s: &Compute, id: String, m: Map<String, Value>) -> Result<()>
 
 async fn update_quota(
     State(app): State<AppState>,
+    mv: Mv,
     auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
@@ -249,7 +279,7 @@ async fn update_quota(
     let project = param(&p, "project");
     let m = quota_body(&bytes, "quota_set")?;
     put_quota(s, format!("project:{project}"), m).await?;
-    let mut out = limits(s, &project);
+    let mut out = quota_at(limits(s, &project), mv);
     out.remove("id");
     Ok(Json(json!({ "quota_set": out })))
 }
@@ -270,18 +300,20 @@ async fn delete_quota(
 
 async fn quota_class(
     State(app): State<AppState>,
+    mv: Mv,
     auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-quota-class-sets:show")?;
     let s = svc(&app)?;
     Ok(Json(
-        json!({"quota_class_set": with_id(class_limits(s), &param(&p, "class"))}),
+        json!({"quota_class_set": with_id(quota_at(class_limits(s), mv), &param(&p, "class"))}),
     ))
 }
 
 async fn update_quota_class(
     State(app): State<AppState>,
+    mv: Mv,
     auth: Auth,
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
@@ -294,7 +326,9 @@ async fn update_quota_class(
     if class == "default" {
         put_quota(s, "class:default".into(), m).await?;
     }
-    Ok(Json(json!({"quota_class_set": class_limits(s)})))
+    Ok(Json(
+        json!({"quota_class_set": quota_at(class_limits(s), mv)}),
+    ))
 }
 
 // ---------------------------------------------------------------------

@@ -139,6 +139,10 @@ pub(crate) fn add_versioned(
 /// whole view, as GET shows it.
 pub(crate) fn update_view(mut v: Value, mv: Mv) -> Value {
     if mv.at(75) {
+        // Nova leaves the user data out of these two answers.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("OS-EXT-SRV-ATTR:user_data");
+        }
         return v;
     }
     if let Some(o) = v.as_object_mut() {

@@ -264,6 +264,12 @@ fn volume_view(
     for k in VOLUME_FIELDS {
         out.insert((*k).into(), v.get(*k).cloned().unwrap_or(Value::Null));
     }
+    // What compute keeps on an attachment (`ursa:` keys) is not Cinder's.
+    if let Some(list) = out.get_mut("attachments").and_then(|a| a.as_array_mut()) {
+        for a in list.iter_mut().filter_map(|a| a.as_object_mut()) {
+            a.retain(|k, _| !k.starts_with("ursa:"));
+        }
+    }
     out.insert("links".into(), links);
     if full {
         out.insert(
