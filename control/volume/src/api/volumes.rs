@@ -414,9 +414,28 @@ pub(super) async fn show_backup(_auth: Auth, Path(p): Params) -> Result<Json<Val
     )))
 }
 
-pub(super) async fn create_backup(auth: Auth) -> Result<Json<Value>> {
+#[derive(serde::Deserialize)]
+struct NewBackup {
+    backup: BackupOf,
+}
+
+#[derive(serde::Deserialize)]
+struct BackupOf {
+    volume_id: String,
+}
+
+/// A backup of a volume the caller may see: Cinder's answer when no
+/// `cinder-backup` runs (its ServiceNotFound, a 404).
+pub(super) async fn create_backup(
+    State(state): State<AppState>,
+    auth: Auth,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
     write_access(&auth)?;
-    Err(Error::ServiceUnavailable(
+    let b: NewBackup = parse_body(&body)?;
+    let s = svc(&state)?;
+    find(s, &auth, VOLUME, &b.backup.volume_id).await?;
+    Err(Error::NotFound(
         "Service cinder-backup could not be found: this cloud has no backup service yet.".into(),
     ))
 }
