@@ -135,6 +135,15 @@ fn network_api_isolation_bad_input_and_restart() {
                "address_scope_id": scope["id"]}),
     );
     assert_eq!(pool["ip_version"], 4, "{pool}");
+    let (st, _) = net.call(
+        "PUT",
+        &format!("/subnetpools/{}/tags/red", id(&pool)),
+        &b,
+        None,
+    );
+    assert_eq!(st, 201, "a subnet pool takes tags");
+    let (_, t) = net.call("GET", &format!("/subnetpools/{}/tags", id(&pool)), &b, None);
+    assert_eq!(t["tags"], json!(["red"]), "{t}");
     let from_pool = |extra: Value| -> Value {
         let mut body = json!({"network_id": id(&nh), "ip_version": 4, "subnetpool_id": pool["id"]});
         for (k, v) in extra.as_object().unwrap() {

@@ -67,7 +67,7 @@ fn visible(auth: &Auth, r: &Rec) -> bool {
     owns(auth, r) || r["shared"] == true
 }
 
-fn find_pool(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
+pub(super) fn find_pool(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
     rec(m, SUBNETPOOL, id)
         .filter(|p| visible(auth, p))
         .ok_or_else(|| Error::NotFound(format!("Subnet pool {id} could not be found.")))

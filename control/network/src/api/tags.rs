@@ -45,6 +45,7 @@ pub(super) fn tag_kind(coll: &str) -> Result<&'static str> {
         "routers" => ROUTER,
         "floatingips" => FIP,
         "security-groups" => SG,
+        "subnetpools" => SUBNETPOOL,
         _ => return Err(Error::NotFound("The resource could not be found.".into())),
     })
 }
@@ -63,6 +64,7 @@ pub(super) fn tag_target(
         PORT => find_port(m, auth, id, port),
         ROUTER => find_router(m, auth, id),
         FIP => find_fip(m, auth, id),
+        SUBNETPOOL => find_pool(m, auth, id),
         _ => find_sg(m, auth, id),
     }
 }
