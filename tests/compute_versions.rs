@@ -71,6 +71,12 @@ fn compute_answers_each_microversion_as_nova_does() {
     let _ns = Netns::enter(&format!("ucmv{}", std::process::id() % 100000), &state);
     let cloud = Cloud::start_with_nodes(&state, "mv-pw", &["--physical-network=ext"]);
     let admin = cloud.admin_token();
+    // What netd made outside the test's namespace goes at the end, also
+    // on failure.
+    let _cleanup = common::Cleanup {
+        cloud: &cloud,
+        admin: admin.clone(),
+    };
 
     // The version document names the range; headers are read and echoed.
     let (st, _, doc) = at(&cloud, None, "GET", "/", &admin, None);

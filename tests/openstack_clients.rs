@@ -428,7 +428,7 @@ fn tempest_compute_suite_passes_four_in_five() {
     let (conf, public) = neutron_conf(&cloud, dir.path());
     // The bootstrap's router1 has a namespace netd made (named, so seen
     // from every namespace): removed at the end, also on failure.
-    let _routers = RouterNamespaces::of(&cloud);
+    let _routers = common::RouterNamespaces::of(&cloud);
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str(
         "\n[compute-feature-enabled]\nresize = false\nrescue = false\nlive_migration = false\n\
@@ -472,32 +472,5 @@ fn latest_microversions() -> String {
         "\n[compute]\nmax_microversion = latest\n[volume]\nmax_microversion = latest\n".into()
     } else {
         String::new()
-    }
-}
-
-/// Router namespaces (`urt-…`) of a cloud's routers at the time it is
-/// made; deleted on drop.
-struct RouterNamespaces(Vec<String>);
-
-impl RouterNamespaces {
-    fn of(cloud: &Cloud) -> RouterNamespaces {
-        let v = admin_get(cloud, "/network/v2.0/routers");
-        RouterNamespaces(
-            v["routers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r["id"].as_str())
-                .map(|id| format!("urt-{}", &id.replace('-', "")[..11]))
-                .collect(),
-        )
-    }
-}
-
-impl Drop for RouterNamespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }

@@ -602,3 +602,41 @@ pub fn share_keys(from: &Path, to: &Path) {
         std::fs::copy(k.path(), to.join("keys").join(k.file_name())).unwrap();
     }
 }
+
+/// Router namespaces (`urt-…`) of a cloud's routers at the time it is
+/// taken (netd names them, so they are seen from every namespace and
+/// outlive a test's own); deleted on drop, also when the test fails.
+/// Made before the cloud (so it is dropped after it, when netd is gone)
+/// and filled with [`RouterNamespaces::add_of`].
+#[derive(Default)]
+pub struct RouterNamespaces(Vec<String>);
+
+impl RouterNamespaces {
+    pub fn of(cloud: &Cloud) -> RouterNamespaces {
+        let mut r = RouterNamespaces::default();
+        r.add_of(cloud);
+        r
+    }
+
+    /// Adds the namespaces of the cloud's routers as they are now.
+    pub fn add_of(&mut self, cloud: &Cloud) {
+        let admin = cloud.admin_token();
+        let (_, v) = cloud.service_call("GET", "/network/v2.0/routers", &admin, None);
+        self.0.extend(
+            v["routers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["id"].as_str())
+                .map(|id| format!("urt-{}", &id.replace('-', "")[..11])),
+        );
+    }
+}
+
+impl Drop for RouterNamespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
