@@ -57,6 +57,10 @@ fn check_tag(t: &str) -> Result<()> {
     Ok(())
 }
 
+fn no_such_tag(tag: &str, id: &str) -> Error {
+    Error::NotFound(format!("Tag {tag} does not exist for instance {id}"))
+}
+
 fn need_version(mv: Mv) -> Result<()> {
     if mv.at(26) {
         Ok(())
@@ -167,9 +171,7 @@ async fn check(
     if tags_of(&r).contains(&tag) {
         Ok(empty(StatusCode::NO_CONTENT))
     } else {
-        Err(Error::NotFound(format!(
-            "Tag {tag} does not exist for instance {id}"
-        )))
+        Err(no_such_tag(&tag, &id))
     }
 }
 
@@ -216,9 +218,7 @@ async fn remove(
     let (id, tag) = (param(&p, "id"), param(&p, "tag"));
     let r = find_server(s, &auth, &id).await?;
     if !tags_of(&r).contains(&tag) {
-        return Err(Error::NotFound(format!(
-            "Tag {tag} does not exist for instance {id}"
-        )));
+        return Err(no_such_tag(&tag, &id));
     }
     change(s, &id, move |t| {
         t.retain(|x| *x != tag);

@@ -79,6 +79,18 @@ fn find_scope(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
         .ok_or_else(|| Error::NotFound(format!("Address scope {id} could not be found.")))
 }
 
+/// A pool or scope the caller may change: its own (a shared one it does
+/// not own is as good as missing, as in Neutron).
+fn owned(r: Result<Rec>, auth: &Auth, what: &str, id: &str) -> Result<Rec> {
+    r.and_then(|r| {
+        if owns(auth, &r) {
+            Ok(r)
+        } else {
+            Err(Error::NotFound(format!("{what} {id} could not be found.")))
+        }
+    })
+}
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::BadRequest(format!("Invalid input for operation: {}", msg.into()))
 }
@@ -378,12 +390,7 @@ pub(super) async fn update_pool(
     let a = &auth;
     let p = svc(&app)
         .change(|m| {
-            let mut p = find_pool(m, a, &id)?;
-            if !owns(a, &p) {
-                return Err(Error::NotFound(format!(
-                    "Subnet pool {id} could not be found."
-                )));
-            }
+            let mut p = owned(find_pool(m, a, &id), a, "Subnet pool", &id)?;
             if_match.check(&p)?;
             let version = p["ip_version"].as_u64().unwrap_or(4) as u8;
             if let Some(v) = b.get("prefixes") {
@@ -445,10 +452,7 @@ pub(super) async fn delete_pool(
     let a = &auth;
     svc(&app)
         .change(|m| {
-            let p = find_pool(m, a, &id)?;
-            if !owns(a, &p) {
-                return Err(Error::NotFound(format!("Subnet pool {id} could not be found.")));
-            }
+            let p = owned(find_pool(m, a, &id), a, "Subnet pool", &id)?;
             if_match.check(&p)?;
             if !used_by(m, &id).is_empty() {
                 return Err(Error::Conflict(format!(
@@ -546,12 +550,7 @@ pub(super) async fn update_scope(
     let a = &auth;
     let s = svc(&app)
         .change(|m| {
-            let mut s = find_scope(m, a, &id)?;
-            if !owns(a, &s) {
-                return Err(Error::NotFound(format!(
-                    "Address scope {id} could not be found."
-                )));
-            }
+            let mut s = owned(find_scope(m, a, &id), a, "Address scope", &id)?;
             if let Some(n) = opt_str(&b, "name")? {
                 s.insert("name".into(), json!(n));
             }
@@ -582,10 +581,7 @@ pub(super) async fn delete_scope(
     let a = &auth;
     svc(&app)
         .change(|m| {
-            let s = find_scope(m, a, &id)?;
-            if !owns(a, &s) {
-                return Err(Error::NotFound(format!("Address scope {id} could not be found.")));
-            }
+            owned(find_scope(m, a, &id), a, "Address scope", &id)?;
             if recs(m, SUBNETPOOL).any(|p| st(p, "address_scope_id") == id) {
                 return Err(Error::Conflict(format!(
                     "Unable to complete operation on address scope {id}. There are one or more subnet pools in use on the address scope."
