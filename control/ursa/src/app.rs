@@ -9,6 +9,7 @@ use ursa_core::http::{self, InProcess};
 use ursa_identity::Identity;
 use ursa_image::Images;
 use ursa_network::Networks;
+use ursa_object::Objects;
 use ursa_volume::Volumes;
 
 /// The services one controller runs.
@@ -16,6 +17,7 @@ use ursa_volume::Volumes;
 pub struct Services {
     pub identity: Identity,
     pub images: Images,
+    pub objects: Objects,
     /// Absent when no storage node is configured or reachable.
     pub volumes: Option<Volumes>,
     pub networks: Networks,
@@ -49,6 +51,10 @@ pub fn router(s: Services) -> Router {
         networks: s.networks.clone(),
         base_url: s.base_url.clone(),
     };
+    let object = ursa_object::AppState {
+        identity: s.identity.clone(),
+        objects: s.objects.clone(),
+    };
     let compute = ursa_compute::AppState {
         identity: s.identity,
         images: s.images,
@@ -69,9 +75,9 @@ pub fn router(s: Services) -> Router {
         .merge(ursa_network::api::routes().with_state(network))
         .merge(ursa_compute::api::routes().with_state(compute));
     // Image data streams in without the JSON body limit.
-    let app = http::finish(
+    let app = ursa_object::api::routes(object).merge(http::finish(
         http::limit_body(json).merge(ursa_image::api::data_routes().with_state(image)),
-    );
+    ));
     inproc.set(app.clone());
     app
 }

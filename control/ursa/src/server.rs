@@ -217,6 +217,14 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let background = spawn_background(identity.clone(), &store, codec, changed_tx);
     let images = ursa_image::Images::new(identity.clone(), &dir.join("images"))
         .with_context(|| format!("opening the image store in {}", dir.display()))?;
+    let objects = ursa_object::Objects::open(
+        store.clone(),
+        ursa_object::blob::Blobs::open(&dir.join("objects"))
+            .with_context(|| format!("opening the object store in {}", dir.display()))?,
+    )
+    .await
+    .context("opening the object service's tables")?;
+    let expirer = objects.spawn_expirer();
     // This controller's name in the leases of the background duties, and
     // the lease that says it is alive (work it leaves when it dies is
     // taken over by the holder of that work's duty).
@@ -307,6 +315,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let mut services: Vec<(&str, &str, &str)> = vec![
         ("image", "glance", "/image"),
         ("network", "neutron", "/network"),
+        ("object-store", "swift", "/object/v1/AUTH_$(project_id)s"),
     ];
     if compute.is_some() {
         services.push(("compute", "nova", "/compute/v2.1"));
@@ -370,6 +379,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     }
     let app = app::router(Services {
         images,
+        objects,
         volumes,
         networks,
         compute: compute.clone(),
@@ -393,6 +403,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     background.abort();
+    expirer.abort();
     push_task.abort();
     kick_task.abort();
     if let Some(t) = volume_task {

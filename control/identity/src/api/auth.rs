@@ -190,8 +190,47 @@ pub fn parse_auth(body: &Value) -> Result<(Vec<Proof>, ScopeRequest)> {
     Ok((proofs, scope))
 }
 
-/// The catalog as a token shows it.
-pub fn catalog(m: &Model) -> Value {
+/// The markers an endpoint URL may carry for the token's project
+/// (Keystone's URL substitution: `$(project_id)s`, `%(tenant_id)s`, …).
+const PROJECT_MARKERS: &[&str] = &[
+    "$(project_id)s",
+    "%(project_id)s",
+    "$(tenant_id)s",
+    "%(tenant_id)s",
+];
+
+fn templated(url: &str) -> bool {
+    PROJECT_MARKERS.iter().any(|k| url.contains(k))
+}
+
+fn substitute(text: &str, project_id: &str) -> String {
+    PROJECT_MARKERS
+        .iter()
+        .fold(text.to_string(), |t, k| t.replace(k, project_id))
+}
+
+/// The catalog as a token scoped to `project` shows it: endpoint URLs
+/// that name the project get its id; without a project they are left out.
+pub fn catalog_for(m: &Model, project: Option<&str>) -> Value {
+    let v = catalog(m);
+    match project {
+        Some(p) => serde_json::from_str(&substitute(&v.to_string(), p)).unwrap_or(v),
+        None => {
+            let mut v = v;
+            if let Some(services) = v.as_array_mut() {
+                for s in services {
+                    if let Some(eps) = s["endpoints"].as_array_mut() {
+                        eps.retain(|e| !templated(e["url"].as_str().unwrap_or("")));
+                    }
+                }
+            }
+            v
+        }
+    }
+}
+
+/// The catalog with URLs as stored (markers unreplaced).
+fn catalog(m: &Model) -> Value {
     let mut services: Vec<&Value> = m
         .docs_of("service")
         .filter(|s| s["enabled"] != false)
@@ -298,7 +337,20 @@ pub fn token_body(m: &Model, v: &Validated, with_catalog: bool) -> TokenBody {
             .collect();
         o.insert("roles".into(), Value::Array(roles));
         if with_catalog {
-            catalog = Some(Rendered(cached_catalog(m)));
+            let raw = cached_catalog(m);
+            catalog = Some(if !templated(raw.get()) {
+                Rendered(raw)
+            } else {
+                let raw = match &p.scope {
+                    Scope::Project(pid) => {
+                        serde_json::value::RawValue::from_string(substitute(raw.get(), pid))
+                            .expect("ids keep JSON valid")
+                    }
+                    _ => serde_json::value::to_raw_value(&catalog_for(m, None))
+                        .expect("a JSON value renders"),
+                };
+                Rendered(std::sync::Arc::from(raw))
+            });
         }
     }
     if let Some(ac) = p.app_cred_id.as_ref().and_then(|a| m.app_creds.get(a)) {
@@ -403,7 +455,7 @@ async fn auth_catalog(State(state): State<AppState>, Auth(c): Auth) -> Result<Js
     }
     let m = state.identity.model();
     Ok(Json(
-        json!({"catalog": catalog(&m), "links": collection_links(&state, "auth/catalog")}),
+        json!({"catalog": catalog_for(&m, match &c.scope { Scope::Project(p) => Some(p.as_str()), _ => None }), "links": collection_links(&state, "auth/catalog")}),
     ))
 }
 

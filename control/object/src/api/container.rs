@@ -1,0 +1,292 @@
+//! Containers: PUT (create, or update its metadata), HEAD, GET (the object
+//! listing), POST (metadata, ACLs), DELETE (409 while it holds objects).
+
+use super::account::{listing_format, listing_query};
+use super::{apply_meta, empty, set, Ctx, Fail, Res};
+use crate::access::{self, clean_acl};
+use crate::listing::{self, Entry, Format};
+use crate::table::{self, Meta};
+use crate::{constraints, time};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+
+const META: &str = "x-container-meta-";
+
+/// Container headers stored as they are sent (besides `X-Container-Meta-*`).
+const SYSTEM: &[&str] = &[
+    "x-container-read",
+    "x-container-write",
+    "x-container-sync-to",
+    "x-container-sync-key",
+    "x-versions-location",
+    "x-history-location",
+];
+
+/// Headers only the owner sees.
+const OWNER_ONLY: &[&str] = &[
+    "x-container-read",
+    "x-container-write",
+    "x-container-sync-to",
+    "x-container-sync-key",
+];
+
+pub async fn handle(ctx: Ctx) -> Res {
+    match ctx.method.as_str() {
+        "PUT" => put(ctx).await,
+        "HEAD" | "GET" => get(ctx).await,
+        "POST" => post(ctx).await,
+        "DELETE" => delete(ctx).await,
+        "OPTIONS" => {
+            let mut h = HeaderMap::new();
+            set(&mut h, "allow", "HEAD, GET, PUT, POST, DELETE, OPTIONS");
+            Ok(empty(StatusCode::OK, h))
+        }
+        _ => Err(Fail::of(StatusCode::METHOD_NOT_ALLOWED)),
+    }
+}
+
+/// Checks a PUT's or POST's headers and applies them to the stored ones.
+fn change(ctx: &Ctx, m: &mut Meta) -> Result<(), String> {
+    apply_meta(&ctx.headers, META, m);
+    for name in SYSTEM {
+        let Some(v) = ctx.headers.get(*name) else {
+            continue;
+        };
+        let v = String::from_utf8_lossy(v.as_bytes()).trim().to_string();
+        let v = if name.starts_with("x-container-read") || name.starts_with("x-container-write") {
+            clean_acl(name, &v)?
+        } else {
+            v
+        };
+        if v.is_empty() {
+            m.remove(*name);
+        } else {
+            m.insert(name.to_string(), v);
+        }
+    }
+    for name in [
+        "x-remove-versions-location",
+        "x-remove-history-location",
+        "x-remove-container-read",
+        "x-remove-container-write",
+    ] {
+        if ctx.headers.contains_key(name) {
+            m.remove(&format!("x-{}", &name["x-remove-".len()..]));
+        }
+    }
+    if m.contains_key("x-versions-location") && m.contains_key("x-history-location") {
+        return Err(
+            "Only one of X-Versions-Location or X-History-Location may be specified".into(),
+        );
+    }
+    for q in [
+        "x-container-meta-quota-bytes",
+        "x-container-meta-quota-count",
+    ] {
+        if let Some(v) = m.get(q) {
+            if v.parse::<u64>().is_err() {
+                return Err(format!("Invalid {q}: must be a non-negative integer"));
+            }
+        }
+    }
+    constraints::check_merged(m.iter(), META)
+}
+
+fn check_policy(ctx: &Ctx) -> Result<(), Fail> {
+    if let Some(p) = ctx.h("x-storage-policy") {
+        if !p.trim().eq_ignore_ascii_case("policy-0") {
+            return Err(Fail::bad(format!(
+                "Invalid X-Storage-Policy {:?}",
+                p.trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn put(ctx: Ctx) -> Res {
+    if !ctx.is_owner() {
+        return Err(ctx.denied());
+    }
+    constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
+    check_policy(&ctx)?;
+    let created = table::put_container(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        ctx.container(),
+        time::now(),
+        |m| change(&ctx, m),
+    )
+    .await?
+    .map_err(Fail::bad)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(empty(status, HeaderMap::new()))
+}
+
+async fn post(ctx: Ctx) -> Res {
+    if !ctx.is_owner() {
+        return Err(ctx.denied());
+    }
+    constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
+    let found = table::update_container(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        ctx.container(),
+        |m| change(&ctx, m),
+    )
+    .await?
+    .map_err(Fail::bad)?;
+    if !found {
+        return Err(Fail::not_found());
+    }
+    Ok(empty(StatusCode::NO_CONTENT, HeaderMap::new()))
+}
+
+async fn delete(ctx: Ctx) -> Res {
+    if !ctx.is_owner() {
+        return Err(ctx.denied());
+    }
+    match table::delete_container(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        ctx.container(),
+    )
+    .await?
+    {
+        table::Deleted::Done => Ok(empty(StatusCode::NO_CONTENT, HeaderMap::new())),
+        table::Deleted::NotFound => Err(Fail::not_found()),
+        table::Deleted::NotEmpty => Err(Fail::of(StatusCode::CONFLICT)),
+    }
+}
+
+/// The container's response headers, as the caller may see them.
+fn headers(ctx: &Ctx, c: &table::Container) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    set(
+        &mut h,
+        "x-container-object-count",
+        c.object_count.to_string(),
+    );
+    set(&mut h, "x-container-bytes-used", c.bytes_used.to_string());
+    set(&mut h, "x-timestamp", time::x_timestamp(c.created));
+    set(&mut h, "x-put-timestamp", time::x_timestamp(c.put_ts));
+    set(&mut h, "last-modified", time::http_date(c.put_ts));
+    set(&mut h, "x-storage-policy", "Policy-0");
+    set(&mut h, "accept-ranges", "bytes");
+    let owner = ctx.is_owner();
+    let visible: Meta = c
+        .meta
+        .iter()
+        .filter(|(k, _)| owner || !OWNER_ONLY.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    super::put_meta(&mut h, &visible);
+    h
+}
+
+/// The container, if the caller may read it (listing it with `listing`).
+pub async fn readable(ctx: &Ctx, listing: bool) -> Result<table::Container, Fail> {
+    let c = table::container(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        ctx.container(),
+    )
+    .await?;
+    let allowed = ctx.may_read_account()
+        || c.as_ref().is_some_and(|c| {
+            access::read_allowed(
+                c.meta.get("x-container-read").map(String::as_str),
+                ctx.who.as_ref(),
+                ctx.h("referer"),
+                listing,
+            )
+        });
+    if !allowed {
+        return Err(ctx.denied());
+    }
+    c.ok_or_else(Fail::not_found)
+}
+
+async fn get(ctx: Ctx) -> Res {
+    let c = readable(&ctx, true).await?;
+    let format = listing_format(&ctx)?;
+    let mut h = headers(&ctx, &c);
+    if ctx.method == "HEAD" {
+        set(&mut h, "content-type", format.content_type());
+        return Ok(empty(StatusCode::NO_CONTENT, h));
+    }
+    let q = listing_query(&ctx, constraints::CONTAINER_LISTING_LIMIT)?;
+    let store = &ctx.state.objects.store;
+    let (account, container) = (ctx.target.account.clone(), ctx.container().to_string());
+    let entries =
+        listing::list(&q, |page| table::objects(store, &account, &container, page)).await?;
+    if entries.is_empty() && format == Format::Plain {
+        set(&mut h, "content-type", format.content_type());
+        return Ok(empty(StatusCode::NO_CONTENT, h));
+    }
+    let body = render(&container, &entries, format);
+    set(&mut h, "content-type", format.content_type());
+    Ok((StatusCode::OK, h, body).into_response())
+}
+
+/// An object as a listing shows it (JSON).
+pub fn listed(o: &table::Object) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "name": o.name, "hash": o.etag, "bytes": o.size,
+        "content_type": o.content_type, "last_modified": time::iso(o.ts),
+    });
+    if let Some(t) = o.meta.get("x-symlink-target") {
+        v["symlink_path"] = serde_json::json!(format!("/v1/{}", t));
+    }
+    v
+}
+
+fn render(container: &str, entries: &[Entry<table::Object>], format: Format) -> String {
+    match format {
+        Format::Plain => entries
+            .iter()
+            .map(|e| match e {
+                Entry::Item(o) => format!("{}\n", o.name),
+                Entry::Subdir(s) => format!("{s}\n"),
+            })
+            .collect(),
+        Format::Json => {
+            let v: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|e| match e {
+                    Entry::Item(o) => listed(o),
+                    Entry::Subdir(s) => serde_json::json!({"subdir": s}),
+                })
+                .collect();
+            serde_json::to_string(&v).unwrap_or_default()
+        }
+        Format::Xml => {
+            let mut x = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<container name=\"{}\">",
+                listing::xml_escape(container)
+            );
+            for e in entries {
+                match e {
+                    Entry::Item(o) => x.push_str(&format!(
+                        "<object><name>{}</name><hash>{}</hash><bytes>{}</bytes><content_type>{}</content_type><last_modified>{}</last_modified></object>",
+                        listing::xml_escape(&o.name),
+                        o.etag,
+                        o.size,
+                        listing::xml_escape(&o.content_type),
+                        time::iso(o.ts)
+                    )),
+                    Entry::Subdir(s) => {
+                        let s = listing::xml_escape(s);
+                        x.push_str(&format!("<subdir name=\"{s}\"><name>{s}</name></subdir>"))
+                    }
+                }
+            }
+            x.push_str("</container>");
+            x
+        }
+    }
+}

@@ -1,0 +1,676 @@
+//! Objects: PUT (streamed into the blob store, its MD5 checked against
+//! `ETag`), GET and HEAD (conditional requests, single and multiple
+//! ranges), POST (metadata), DELETE, COPY and `X-Copy-From`.
+
+use super::range;
+use super::{apply_meta, empty, put_meta, set, Ctx, Fail, Res, Target};
+use crate::access;
+use crate::table::{self, Meta, Object, Stored};
+use crate::{constraints, time};
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+pub const META: &str = "x-object-meta-";
+
+/// Headers an object keeps as they were sent (besides `X-Object-Meta-*`).
+pub const STORED: &[&str] = &[
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+    "x-robots-tag",
+    "x-object-manifest",
+];
+
+pub async fn handle(ctx: Ctx, body: Body) -> Res {
+    match ctx.method.as_str() {
+        "PUT" => put(ctx, body).await,
+        "GET" | "HEAD" => get(ctx).await,
+        "POST" => post(ctx).await,
+        "DELETE" => delete(ctx).await,
+        "COPY" => copy_method(ctx).await,
+        "OPTIONS" => {
+            let mut h = HeaderMap::new();
+            set(
+                &mut h,
+                "allow",
+                "HEAD, GET, PUT, POST, DELETE, COPY, OPTIONS",
+            );
+            Ok(empty(StatusCode::OK, h))
+        }
+        _ => Err(Fail::of(StatusCode::METHOD_NOT_ALLOWED)),
+    }
+}
+
+/// The caller may change objects of the target's container.
+pub async fn may_write(ctx: &Ctx) -> Result<(), Fail> {
+    if ctx.is_owner() {
+        return Ok(());
+    }
+    if ctx.who.is_some() {
+        let c = table::container(
+            &ctx.state.objects.store,
+            &ctx.target.account,
+            ctx.container(),
+        )
+        .await?;
+        if c.is_some_and(|c| {
+            access::write_allowed(
+                c.meta.get("x-container-write").map(String::as_str),
+                ctx.who.as_ref(),
+            )
+        }) {
+            return Ok(());
+        }
+    }
+    Err(ctx.denied())
+}
+
+/// The caller may read objects of the target's container.
+pub async fn may_read(ctx: &Ctx) -> Result<(), Fail> {
+    if ctx.may_read_account() {
+        return Ok(());
+    }
+    super::container::readable(ctx, false).await.map(|_| ())
+}
+
+/// The object, unless it is missing or past its `X-Delete-At`.
+pub async fn live(
+    ctx: &Ctx,
+    account: &str,
+    container: &str,
+    name: &str,
+) -> Result<Option<Object>, Fail> {
+    let o = table::object(&ctx.state.objects.store, account, container, name).await?;
+    Ok(o.filter(|o| o.delete_at.is_none_or(|d| d > time::now_secs())))
+}
+
+/// An object's response headers (without `Content-Length`).
+pub fn headers(o: &Object) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    set(&mut h, "content-type", &o.content_type);
+    set(&mut h, "etag", &o.etag);
+    set(&mut h, "last-modified", time::http_date(o.ts));
+    set(&mut h, "x-timestamp", time::x_timestamp(o.ts));
+    set(&mut h, "accept-ranges", "bytes");
+    if let Some(d) = o.delete_at {
+        set(&mut h, "x-delete-at", d.to_string());
+    }
+    put_meta(&mut h, &o.meta);
+    h
+}
+
+fn etags(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|e| {
+            e.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_string()
+        })
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+fn etag_matches(list: &str, etag: &str) -> bool {
+    etags(list).iter().any(|e| e == "*" || e == etag)
+}
+
+/// Swift's conditional GET/HEAD: `None` to go on, or the answer (304/412).
+fn conditions(ctx: &Ctx, o: &Object) -> Option<Fail> {
+    let last = (o.ts + time::PER_SEC - 1) / time::PER_SEC;
+    if let Some(m) = ctx.h("if-match") {
+        if !etag_matches(m, &o.etag) {
+            return Some(Fail::of(StatusCode::PRECONDITION_FAILED));
+        }
+    } else if let Some(t) = ctx.h("if-unmodified-since").and_then(time::parse_http_date) {
+        if last > t {
+            return Some(Fail::of(StatusCode::PRECONDITION_FAILED));
+        }
+    }
+    if let Some(m) = ctx.h("if-none-match") {
+        if etag_matches(m, &o.etag) {
+            return Some(Fail::msg(StatusCode::NOT_MODIFIED, String::new()));
+        }
+    } else if let Some(t) = ctx.h("if-modified-since").and_then(time::parse_http_date) {
+        if last <= t {
+            return Some(Fail::msg(StatusCode::NOT_MODIFIED, String::new()));
+        }
+    }
+    None
+}
+
+async fn get(ctx: Ctx) -> Res {
+    may_read(&ctx).await?;
+    let o = live(&ctx, &ctx.target.account, ctx.container(), ctx.object())
+        .await?
+        .ok_or_else(Fail::not_found)?;
+    let mut h = headers(&o);
+    if let Some(f) = conditions(&ctx, &o) {
+        let mut r = f.into_response();
+        if r.status() == StatusCode::NOT_MODIFIED {
+            r = empty(StatusCode::NOT_MODIFIED, HeaderMap::new());
+            for k in ["etag", "last-modified", "x-timestamp", "content-type"] {
+                if let Some(v) = h.get(k) {
+                    r.headers_mut().insert(k, v.clone());
+                }
+            }
+        }
+        return Ok(r);
+    }
+    let head = ctx.method == "HEAD";
+    serve(&ctx, &o.blob, o.size as u64, &mut h, head).await
+}
+
+/// Answers with bytes of a blob, honouring `Range`.
+pub async fn serve(ctx: &Ctx, blob: &str, len: u64, h: &mut HeaderMap, head: bool) -> Res {
+    let blobs = ctx.state.objects.blobs.clone();
+    let ranges = ctx.h("range").and_then(range::parse);
+    let Some(specs) = ranges else {
+        set(h, "content-length", len.to_string());
+        let body = if head {
+            Body::empty()
+        } else {
+            Body::from_stream(blobs.read(blob, 0, len).await?)
+        };
+        return Ok((StatusCode::OK, h.clone(), body).into_response());
+    };
+    let parts = range::resolve(&specs, len);
+    if parts.is_empty() {
+        let mut f = Fail::of(StatusCode::RANGE_NOT_SATISFIABLE).into_response();
+        set(f.headers_mut(), "content-range", format!("bytes */{len}"));
+        return Ok(f);
+    }
+    if parts.len() == 1 {
+        let (a, b) = parts[0];
+        set(h, "content-range", format!("bytes {}-{}/{}", a, b - 1, len));
+        set(h, "content-length", (b - a).to_string());
+        let body = if head {
+            Body::empty()
+        } else {
+            Body::from_stream(blobs.read(blob, a, b - a).await?)
+        };
+        return Ok((StatusCode::PARTIAL_CONTENT, h.clone(), body).into_response());
+    }
+    let boundary = uuid::Uuid::new_v4().simple().to_string();
+    let ct = h
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let mut total = 0u64;
+    let mut pieces = Vec::new();
+    for (i, (a, b)) in parts.iter().enumerate() {
+        let lead = format!(
+            "{}--{boundary}\r\nContent-Type: {ct}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+            if i == 0 { "" } else { "\r\n" },
+            a,
+            b - 1
+        );
+        total += lead.len() as u64 + (b - a);
+        pieces.push((lead, *a, *b));
+    }
+    let tail = format!("\r\n--{boundary}--");
+    total += tail.len() as u64;
+    set(
+        h,
+        "content-type",
+        format!("multipart/byteranges;boundary={boundary}"),
+    );
+    set(h, "content-length", total.to_string());
+    if head {
+        return Ok((StatusCode::PARTIAL_CONTENT, h.clone(), Body::empty()).into_response());
+    }
+    let blob = blob.to_string();
+    let stream = futures_util::stream::iter(pieces)
+        .then(move |(lead, a, b)| {
+            let blobs = blobs.clone();
+            let blob = blob.clone();
+            async move {
+                let data = blobs.read(&blob, a, b - a).await;
+                let head = futures_util::stream::once(async move { Ok(bytes::Bytes::from(lead)) });
+                match data {
+                    Ok(d) => head.chain(d).left_stream(),
+                    Err(e) => head
+                        .chain(futures_util::stream::once(async move { Err(e) }))
+                        .right_stream(),
+                }
+            }
+        })
+        .flatten()
+        .chain(futures_util::stream::once(async move {
+            Ok(bytes::Bytes::from(tail))
+        }));
+    Ok((
+        StatusCode::PARTIAL_CONTENT,
+        h.clone(),
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `X-Delete-At` / `X-Delete-After` of a request (seconds since the epoch).
+fn delete_at(ctx: &Ctx) -> Result<Option<i64>, Fail> {
+    let now = time::now_secs();
+    if let Some(v) = ctx.h("x-delete-after") {
+        let n: i64 = v
+            .trim()
+            .parse()
+            .map_err(|_| Fail::bad("Non-integer X-Delete-After"))?;
+        if n < 0 {
+            return Err(Fail::bad("X-Delete-After in past"));
+        }
+        return Ok(Some(now + n));
+    }
+    if let Some(v) = ctx.h("x-delete-at") {
+        let at = v
+            .trim()
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .parse::<i64>()
+            .map_err(|_| Fail::bad("Non-integer X-Delete-At"))?;
+        if at <= now {
+            return Err(Fail::bad("X-Delete-At in past"));
+        }
+        return Ok(Some(at));
+    }
+    Ok(None)
+}
+
+/// Guesses a content type from a name's extension.
+pub fn guess_type(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "text" | "log" => "text/plain",
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "csv" => "text/csv",
+        "js" => "application/javascript",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" | "tgz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "mp4" => "video/mp4",
+        "iso" => "application/x-iso9660-image",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The stored headers a PUT or POST sets.
+fn meta_of(ctx: &Ctx) -> Meta {
+    let mut m = Meta::new();
+    apply_meta(&ctx.headers, META, &mut m);
+    for k in STORED {
+        if let Some(v) = ctx.h(k) {
+            m.insert(k.to_string(), v.to_string());
+        }
+    }
+    m
+}
+
+fn content_type(ctx: &Ctx, name: &str) -> String {
+    let detect = ctx
+        .h("x-detect-content-type")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    match ctx
+        .h("content-type")
+        .filter(|c| !c.trim().is_empty() && !detect)
+    {
+        Some(c) => c.to_string(),
+        None => guess_type(name).to_string(),
+    }
+}
+
+/// Refuses a PUT whose `If-None-Match` the stored object fails.
+fn if_none_match(ctx: &Ctx) -> Result<bool, Fail> {
+    match ctx.h("if-none-match").map(str::trim) {
+        None => Ok(false),
+        Some("*") => Ok(true),
+        Some(_) => Err(Fail::bad("If-None-Match only supports *")),
+    }
+}
+
+/// Stores `obj` at the target, deleting what it replaced; `Err` and the
+/// new blob deleted if it could not be stored.
+pub async fn store(
+    ctx: &Ctx,
+    container: &str,
+    obj: Object,
+    none_match: bool,
+) -> Result<Object, Fail> {
+    let objects = &ctx.state.objects;
+    let res = table::put_object(&objects.store, &ctx.target.account, container, &obj, |v| {
+        if none_match
+            && v.old
+                .is_some_and(|o| o.delete_at.is_none_or(|d| d > time::now_secs()))
+        {
+            return Err(Fail::of(StatusCode::PRECONDITION_FAILED));
+        }
+        quota(v, &obj)
+    })
+    .await;
+    let fail = match res {
+        Ok(Stored::Done { replaced }) => {
+            if let Some(b) = replaced {
+                objects.blobs.delete(&b).await;
+                let _ = table::forget_garbage(&objects.store, &b).await;
+            }
+            return Ok(obj);
+        }
+        Ok(Stored::NoContainer) => Fail::not_found(),
+        Ok(Stored::Refused(f)) => f,
+        Err(e) => e.into(),
+    };
+    objects.blobs.delete(&obj.blob).await;
+    Err(fail)
+}
+
+/// Container quotas (`X-Container-Meta-Quota-Bytes`, `-Count`).
+fn quota(v: &table::WriteView, obj: &Object) -> Result<(), Fail> {
+    let meta = &v.container.meta;
+    let old_size = v.old.map_or(0, |o| o.size);
+    if let Some(q) = meta
+        .get("x-container-meta-quota-bytes")
+        .and_then(|q| q.parse::<i64>().ok())
+    {
+        if v.container.bytes_used - old_size + obj.size > q {
+            return Err(Fail::msg(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Upload exceeds quota.",
+            ));
+        }
+    }
+    if let Some(q) = meta
+        .get("x-container-meta-quota-count")
+        .and_then(|q| q.parse::<i64>().ok())
+    {
+        if v.old.is_none() && v.container.object_count + 1 > q {
+            return Err(Fail::msg(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Upload exceeds quota.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn created(o: &Object) -> Response {
+    let mut h = HeaderMap::new();
+    set(&mut h, "etag", &o.etag);
+    set(&mut h, "last-modified", time::http_date(o.ts));
+    set(&mut h, "content-type", "text/html; charset=UTF-8");
+    empty(StatusCode::CREATED, h)
+}
+
+async fn put(ctx: Ctx, body: Body) -> Res {
+    may_write(&ctx).await?;
+    if let Some(src) = ctx.h("x-copy-from").map(str::to_string) {
+        let account = ctx.h("x-copy-from-account").map(str::to_string);
+        return copy(
+            &ctx,
+            &src,
+            account.as_deref(),
+            ctx.container(),
+            ctx.object(),
+        )
+        .await;
+    }
+    let len = match ctx.h("content-length") {
+        Some(l) => Some(
+            l.trim()
+                .parse::<u64>()
+                .map_err(|_| Fail::bad("Invalid Content-Length"))?,
+        ),
+        None => None,
+    };
+    let chunked = ctx
+        .h("transfer-encoding")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+    if len.is_none() && !chunked {
+        return Err(Fail::of(StatusCode::LENGTH_REQUIRED));
+    }
+    if len.is_some_and(|l| l > constraints::MAX_FILE_SIZE) {
+        return Err(Fail::of(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
+    let delete_at = delete_at(&ctx)?;
+    let none_match = if_none_match(&ctx)?;
+    if none_match
+        && live(&ctx, &ctx.target.account, ctx.container(), ctx.object())
+            .await?
+            .is_some()
+    {
+        return Err(Fail::of(StatusCode::PRECONDITION_FAILED));
+    }
+    let expect = ctx
+        .h("etag")
+        .map(|e| e.trim().trim_matches('"').to_ascii_lowercase());
+    let w = ctx
+        .state
+        .objects
+        .blobs
+        .put(
+            body.into_data_stream(),
+            if chunked { None } else { len },
+            constraints::MAX_FILE_SIZE,
+        )
+        .await?;
+    if expect.as_deref().is_some_and(|e| e != w.md5) {
+        ctx.state.objects.blobs.delete(&w.id).await;
+        return Err(Fail::of(StatusCode::UNPROCESSABLE_ENTITY));
+    }
+    let obj = Object {
+        name: ctx.object().to_string(),
+        ts: time::now(),
+        size: w.size as i64,
+        etag: w.md5,
+        content_type: content_type(&ctx, ctx.object()),
+        blob: w.id,
+        meta: meta_of(&ctx),
+        delete_at,
+    };
+    let container = ctx.container().to_string();
+    let o = store(&ctx, &container, obj, none_match).await?;
+    Ok(created(&o))
+}
+
+async fn post(ctx: Ctx) -> Res {
+    may_write(&ctx).await?;
+    constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
+    let delete_at = delete_at(&ctx)?;
+    let remove_delete_at = ctx.headers.contains_key("x-remove-delete-at");
+    let meta = meta_of(&ctx);
+    let ct = ctx
+        .h("content-type")
+        .filter(|c| !c.trim().is_empty())
+        .map(str::to_string);
+    let now_secs = time::now_secs();
+    let found = table::update_object(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        ctx.container(),
+        ctx.object(),
+        |o| {
+            if o.delete_at.is_some_and(|d| d <= now_secs) {
+                return;
+            }
+            o.ts = time::now();
+            o.meta = meta;
+            if let Some(ct) = ct {
+                o.content_type = ct;
+            }
+            if delete_at.is_some() || remove_delete_at {
+                o.delete_at = delete_at;
+            }
+        },
+    )
+    .await?;
+    match found {
+        Some(o) if o.delete_at.is_none_or(|d| d > now_secs) => {
+            let mut h = HeaderMap::new();
+            set(&mut h, "content-type", "text/html; charset=UTF-8");
+            Ok(empty(StatusCode::ACCEPTED, h))
+        }
+        _ => Err(Fail::not_found()),
+    }
+}
+
+async fn delete(ctx: Ctx) -> Res {
+    may_write(&ctx).await?;
+    let objects = &ctx.state.objects;
+    let gone = table::delete_object(
+        &objects.store,
+        &ctx.target.account,
+        ctx.container(),
+        ctx.object(),
+        None,
+    )
+    .await?;
+    let Some(o) = gone else {
+        return Err(Fail::not_found());
+    };
+    objects.blobs.delete(&o.blob).await;
+    table::forget_garbage(&objects.store, &o.blob).await?;
+    if o.delete_at.is_some_and(|d| d <= time::now_secs()) {
+        return Err(Fail::not_found());
+    }
+    let mut h = HeaderMap::new();
+    set(&mut h, "content-type", "text/html; charset=UTF-8");
+    Ok(empty(StatusCode::NO_CONTENT, h))
+}
+
+/// `container/object` of a `Destination` or `X-Copy-From` header.
+fn split_ref(v: &str, header: &str) -> Result<(String, String), Fail> {
+    let v = percent_encoding::percent_decode_str(v.trim())
+        .decode_utf8()
+        .map_err(|_| {
+            Fail::msg(
+                StatusCode::PRECONDITION_FAILED,
+                "Invalid UTF8 or contains NULL",
+            )
+        })?;
+    let v = v.trim_start_matches('/');
+    match v.split_once('/') {
+        Some((c, o)) if !c.is_empty() && !o.is_empty() => Ok((c.to_string(), o.to_string())),
+        _ => Err(Fail::msg(
+            StatusCode::PRECONDITION_FAILED,
+            format!("{header} header must be of the form <container name>/<object name>"),
+        )),
+    }
+}
+
+async fn copy_method(ctx: Ctx) -> Res {
+    let dest = ctx
+        .h("destination")
+        .ok_or_else(|| {
+            Fail::msg(
+                StatusCode::PRECONDITION_FAILED,
+                "Destination header required",
+            )
+        })?
+        .to_string();
+    let (dc, dobj) = split_ref(&dest, "Destination")?;
+    let src = format!("{}/{}", ctx.container(), ctx.object());
+    let src_account = ctx.target.account.clone();
+    let dest_account = ctx.h("destination-account").map(str::to_string);
+    let mut ctx = ctx;
+    if let Some(a) = dest_account {
+        let t = Target::parse(&format!("/object/v1/{a}/{dc}/x"))?;
+        ctx.standing = access::standing(ctx.who.as_ref(), &t.project);
+        ctx.target.account = t.account;
+        ctx.target.project = t.project;
+    }
+    ctx.target.container = Some(dc.clone());
+    ctx.target.object = Some(dobj.clone());
+    may_write(&ctx).await?;
+    copy(&ctx, &src, Some(&src_account), &dc, &dobj).await
+}
+
+/// Copies the object `src` (`container/object`, in `src_account` or the
+/// target's) to `dc/dobj` of the target's account.
+async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &str) -> Res {
+    let (sc, so) = split_ref(src, "X-Copy-From")?;
+    let account = src_account.unwrap_or(&ctx.target.account).to_string();
+    let t = Target::parse(&format!("/object/v1/{account}/{sc}/x"))?;
+    let standing = access::standing(ctx.who.as_ref(), &t.project);
+    let src_ctx = Ctx {
+        state: ctx.state.clone(),
+        method: ctx.method.clone(),
+        headers: ctx.headers.clone(),
+        query: Vec::new(),
+        target: Target {
+            container: Some(sc.clone()),
+            object: Some(so.clone()),
+            ..t
+        },
+        who: ctx.who.clone(),
+        standing,
+    };
+    may_read(&src_ctx).await?;
+    let s = live(&src_ctx, &account, &sc, &so)
+        .await?
+        .ok_or_else(Fail::not_found)?;
+    if let Some(f) = conditions(&src_ctx, &s) {
+        if f.status == StatusCode::NOT_MODIFIED {
+            return Err(Fail::of(StatusCode::PRECONDITION_FAILED));
+        }
+        return Err(f);
+    }
+    constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
+    let fresh = ctx
+        .h("x-fresh-metadata")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut meta = if fresh { Meta::new() } else { s.meta.clone() };
+    // Metadata sent with a copy replaces the source's of the same name.
+    meta.extend(meta_of(ctx));
+    let blob = ctx.state.objects.blobs.duplicate(&s.blob).await?;
+    let obj = Object {
+        name: dobj.to_string(),
+        ts: time::now(),
+        size: s.size,
+        etag: s.etag.clone(),
+        content_type: ctx
+            .h("content-type")
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| s.content_type.clone()),
+        blob,
+        meta,
+        delete_at: delete_at(ctx)?,
+    };
+    let o = store(ctx, dc, obj, if_none_match(ctx)?).await?;
+    let mut r = created(&o);
+    let h = r.headers_mut();
+    let quoted = |s: &str| percent_encoding::utf8_percent_encode(s, COPIED).to_string();
+    set(
+        h,
+        "x-copied-from",
+        format!("{}/{}", quoted(&sc), quoted(&so)),
+    );
+    set(h, "x-copied-from-last-modified", time::http_date(s.ts));
+    if account != ctx.target.account {
+        set(h, "x-copied-from-account", &account);
+    }
+    Ok(r)
+}
+
+/// What `X-Copied-From` quotes (all but unreserved characters and `/`).
+const COPIED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
