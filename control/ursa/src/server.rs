@@ -315,7 +315,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let mut services: Vec<(&str, &str, &str)> = vec![
         ("image", "glance", "/image"),
         ("network", "neutron", "/network"),
-        ("object-store", "swift", "/object/v1/AUTH_$(project_id)s"),
+        ("object-store", "swift", "/v1/AUTH_$(project_id)s"),
     ];
     if compute.is_some() {
         services.push(("compute", "nova", "/compute/v2.1"));
@@ -399,9 +399,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    ursa_core::http::serve(listener, app, shutdown_signal()).await?;
     background.abort();
     expirer.abort();
     push_task.abort();

@@ -94,7 +94,7 @@ fn change(ctx: &Ctx, m: &mut Meta) -> Result<(), String> {
 
 fn check_policy(ctx: &Ctx) -> Result<(), Fail> {
     if let Some(p) = ctx.h("x-storage-policy") {
-        if !p.trim().eq_ignore_ascii_case("policy-0") {
+        if !p.trim().is_empty() && !p.trim().eq_ignore_ascii_case("policy-0") {
             return Err(Fail::bad(format!(
                 "Invalid X-Storage-Policy {:?}",
                 p.trim()

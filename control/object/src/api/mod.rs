@@ -1,5 +1,6 @@
-//! The Swift API v1. One handler takes every request under
-//! `/object/v1/`, parses its path once into a [`Target`] (account,
+//! The Swift API v1. One handler takes every request under `/v1/` (the
+//! path Swift's clients and its own functional tests expect: they take the
+//! account from the storage URL's second segment) and `/object/v1/`, parses its path once into a [`Target`] (account,
 //! container, object: percent-decoded, checked for UTF-8, NUL and length),
 //! identifies the caller from `X-Auth-Token`, and hands a [`Ctx`] to the
 //! account, container or object handler. Errors are [`Fail`]s, answered
@@ -7,8 +8,10 @@
 
 pub mod account;
 pub mod container;
+pub mod large;
 pub mod object;
 pub mod range;
+pub mod versions;
 
 use crate::access::{self, Standing, Who};
 use crate::blob::BlobError;
@@ -34,6 +37,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/info", get(info))
         .route("/object/info", get(info))
         .route("/object/v1/{*rest}", any(dispatch))
+        .route("/v1/{*rest}", any(dispatch))
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(
@@ -103,12 +107,12 @@ impl Fail {
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
-        let ct = if self.body.starts_with("<html>") {
-            "text/html; charset=UTF-8"
-        } else {
-            "text/plain; charset=UTF-8"
-        };
-        (self.status, [("content-type", ct)], self.body).into_response()
+        (
+            self.status,
+            [("content-type", "text/html; charset=UTF-8")],
+            self.body,
+        )
+            .into_response()
     }
 }
 
@@ -166,10 +170,12 @@ fn decode(raw: &str) -> Result<String, Fail> {
 }
 
 impl Target {
-    /// Parses `/object/v1/<account>[/<container>[/<object>]]`.
+    /// Parses `/v1/<account>[/<container>[/<object>]]` (also under
+    /// `/object`).
     pub fn parse(path: &str) -> Result<Target, Fail> {
         let rest = path
             .strip_prefix("/object/v1/")
+            .or_else(|| path.strip_prefix("/v1/"))
             .ok_or_else(Fail::not_found)?;
         let rest = decode(rest)?;
         let mut parts = rest.splitn(3, '/');
@@ -261,6 +267,26 @@ impl Ctx {
         matches!(self.standing, Standing::Owner | Standing::Reader)
     }
 
+    /// The same request and caller, aimed at another object (or, with an
+    /// empty `object`, container) and judged afresh for that account.
+    pub fn at(&self, account: &str, container: &str, object: &str) -> Result<Ctx, Fail> {
+        let t = Target::parse(&format!("/v1/{account}/{container}/x"))?;
+        let standing = access::standing(self.who.as_ref(), &t.project);
+        Ok(Ctx {
+            state: self.state.clone(),
+            method: self.method.clone(),
+            headers: self.headers.clone(),
+            query: self.query.clone(),
+            target: Target {
+                container: Some(container.to_string()),
+                object: (!object.is_empty()).then(|| object.to_string()),
+                ..t
+            },
+            who: self.who.clone(),
+            standing,
+        })
+    }
+
     pub fn container(&self) -> &str {
         self.target.container.as_deref().unwrap_or_default()
     }
@@ -314,6 +340,13 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 
 async fn handle(state: AppState, req: Request) -> Res {
     let (parts, body) = req.into_parts();
+    if let Some((name, _)) = parts
+        .headers
+        .iter()
+        .find(|(_, v)| v.len() > constraints::MAX_HEADER_SIZE)
+    {
+        return Err(Fail::bad(format!("Header value too long: {}", name.as_str())));
+    }
     let target = Target::parse(parts.uri.path())?;
     let query: Vec<(String, String)> =
         form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())

@@ -2,6 +2,7 @@
 //! `ETag`), GET and HEAD (conditional requests, single and multiple
 //! ranges), POST (metadata), DELETE, COPY and `X-Copy-From`.
 
+use super::large::{serve_pieces, Piece};
 use super::range;
 use super::{apply_meta, empty, put_meta, set, Ctx, Fail, Res, Target};
 use crate::access;
@@ -10,7 +11,6 @@ use crate::{constraints, time};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 
 pub const META: &str = "x-object-meta-";
 
@@ -120,10 +120,10 @@ fn etag_matches(list: &str, etag: &str) -> bool {
 }
 
 /// Swift's conditional GET/HEAD: `None` to go on, or the answer (304/412).
-fn conditions(ctx: &Ctx, o: &Object) -> Option<Fail> {
-    let last = (o.ts + time::PER_SEC - 1) / time::PER_SEC;
+pub fn conditions(ctx: &Ctx, etag: &str, ts: i64) -> Option<Fail> {
+    let last = (ts + time::PER_SEC - 1) / time::PER_SEC;
     if let Some(m) = ctx.h("if-match") {
-        if !etag_matches(m, &o.etag) {
+        if !etag_matches(m, etag) {
             return Some(Fail::of(StatusCode::PRECONDITION_FAILED));
         }
     } else if let Some(t) = ctx.h("if-unmodified-since").and_then(time::parse_http_date) {
@@ -132,7 +132,7 @@ fn conditions(ctx: &Ctx, o: &Object) -> Option<Fail> {
         }
     }
     if let Some(m) = ctx.h("if-none-match") {
-        if etag_matches(m, &o.etag) {
+        if etag_matches(m, etag) {
             return Some(Fail::msg(StatusCode::NOT_MODIFIED, String::new()));
         }
     } else if let Some(t) = ctx.h("if-modified-since").and_then(time::parse_http_date) {
@@ -149,7 +149,12 @@ async fn get(ctx: Ctx) -> Res {
         .await?
         .ok_or_else(Fail::not_found)?;
     let mut h = headers(&o);
-    if let Some(f) = conditions(&ctx, &o) {
+    if ctx.q("multipart-manifest") != Some("get") {
+        if let Some(m) = o.meta.get("x-object-manifest") {
+            return super::large::get_dlo(&ctx, &o, m, h).await;
+        }
+    }
+    if let Some(f) = conditions(&ctx, &o.etag, o.ts) {
         let mut r = f.into_response();
         if r.status() == StatusCode::NOT_MODIFIED {
             r = empty(StatusCode::NOT_MODIFIED, HeaderMap::new());
@@ -165,91 +170,14 @@ async fn get(ctx: Ctx) -> Res {
     serve(&ctx, &o.blob, o.size as u64, &mut h, head).await
 }
 
-/// Answers with bytes of a blob, honouring `Range`.
+/// Answers with the bytes of a blob, honouring `Range`.
 pub async fn serve(ctx: &Ctx, blob: &str, len: u64, h: &mut HeaderMap, head: bool) -> Res {
-    let blobs = ctx.state.objects.blobs.clone();
-    let ranges = ctx.h("range").and_then(range::parse);
-    let Some(specs) = ranges else {
-        set(h, "content-length", len.to_string());
-        let body = if head {
-            Body::empty()
-        } else {
-            Body::from_stream(blobs.read(blob, 0, len).await?)
-        };
-        return Ok((StatusCode::OK, h.clone(), body).into_response());
-    };
-    let parts = range::resolve(&specs, len);
-    if parts.is_empty() {
-        let mut f = Fail::of(StatusCode::RANGE_NOT_SATISFIABLE).into_response();
-        set(f.headers_mut(), "content-range", format!("bytes */{len}"));
-        return Ok(f);
-    }
-    if parts.len() == 1 {
-        let (a, b) = parts[0];
-        set(h, "content-range", format!("bytes {}-{}/{}", a, b - 1, len));
-        set(h, "content-length", (b - a).to_string());
-        let body = if head {
-            Body::empty()
-        } else {
-            Body::from_stream(blobs.read(blob, a, b - a).await?)
-        };
-        return Ok((StatusCode::PARTIAL_CONTENT, h.clone(), body).into_response());
-    }
-    let boundary = uuid::Uuid::new_v4().simple().to_string();
-    let ct = h
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_string();
-    let mut total = 0u64;
-    let mut pieces = Vec::new();
-    for (i, (a, b)) in parts.iter().enumerate() {
-        let lead = format!(
-            "{}--{boundary}\r\nContent-Type: {ct}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
-            if i == 0 { "" } else { "\r\n" },
-            a,
-            b - 1
-        );
-        total += lead.len() as u64 + (b - a);
-        pieces.push((lead, *a, *b));
-    }
-    let tail = format!("\r\n--{boundary}--");
-    total += tail.len() as u64;
-    set(
-        h,
-        "content-type",
-        format!("multipart/byteranges;boundary={boundary}"),
-    );
-    set(h, "content-length", total.to_string());
-    if head {
-        return Ok((StatusCode::PARTIAL_CONTENT, h.clone(), Body::empty()).into_response());
-    }
-    let blob = blob.to_string();
-    let stream = futures_util::stream::iter(pieces)
-        .then(move |(lead, a, b)| {
-            let blobs = blobs.clone();
-            let blob = blob.clone();
-            async move {
-                let data = blobs.read(&blob, a, b - a).await;
-                let head = futures_util::stream::once(async move { Ok(bytes::Bytes::from(lead)) });
-                match data {
-                    Ok(d) => head.chain(d).left_stream(),
-                    Err(e) => head
-                        .chain(futures_util::stream::once(async move { Err(e) }))
-                        .right_stream(),
-                }
-            }
-        })
-        .flatten()
-        .chain(futures_util::stream::once(async move {
-            Ok(bytes::Bytes::from(tail))
-        }));
-    Ok((
-        StatusCode::PARTIAL_CONTENT,
-        h.clone(),
-        Body::from_stream(stream),
-    )
-        .into_response())
+    let pieces = vec![Piece {
+        blob: blob.to_string(),
+        offset: 0,
+        len,
+    }];
+    serve_pieces(ctx, pieces, h, head).await
 }
 
 /// `X-Delete-At` / `X-Delete-After` of a request (seconds since the epoch).
@@ -266,13 +194,12 @@ fn delete_at(ctx: &Ctx) -> Result<Option<i64>, Fail> {
         return Ok(Some(now + n));
     }
     if let Some(v) = ctx.h("x-delete-at") {
-        let at = v
-            .trim()
-            .split('.')
-            .next()
-            .unwrap_or("")
-            .parse::<i64>()
-            .map_err(|_| Fail::bad("Non-integer X-Delete-At"))?;
+        let digits = v.trim().split('.').next().unwrap_or("");
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Fail::bad("Non-integer X-Delete-At"));
+        }
+        // Swift caps far-future times at its largest timestamp.
+        let at = digits.parse::<i64>().unwrap_or(MAX_DELETE_AT).min(MAX_DELETE_AT);
         if at <= now {
             return Err(Fail::bad("X-Delete-At in past"));
         }
@@ -280,6 +207,9 @@ fn delete_at(ctx: &Ctx) -> Result<Option<i64>, Fail> {
     }
     Ok(None)
 }
+
+/// The latest `X-Delete-At` (Swift's largest timestamp, 10 digits).
+const MAX_DELETE_AT: i64 = 9_999_999_999;
 
 /// Guesses a content type from a name's extension.
 pub fn guess_type(name: &str) -> &'static str {
@@ -345,12 +275,23 @@ fn if_none_match(ctx: &Ctx) -> Result<bool, Fail> {
 
 /// Stores `obj` at the target, deleting what it replaced; `Err` and the
 /// new blob deleted if it could not be stored.
-pub async fn store(
-    ctx: &Ctx,
-    container: &str,
-    obj: Object,
-    none_match: bool,
-) -> Result<Object, Fail> {
+pub async fn store(ctx: &Ctx, container: &str, obj: Object, none_match: bool) -> Result<Object, Fail> {
+    let objects = &ctx.state.objects;
+    let Some(c) = table::container(&objects.store, &ctx.target.account, container).await? else {
+        objects.blobs.delete(&obj.blob).await;
+        return Err(Fail::not_found());
+    };
+    if !none_match {
+        if let Err(f) = super::versions::before_overwrite(ctx, &c.meta, &obj.name).await {
+            objects.blobs.delete(&obj.blob).await;
+            return Err(f);
+        }
+    }
+    store_plain(ctx, container, obj, none_match).await
+}
+
+/// Stores `obj` as [`store`] does, without keeping the version it replaces.
+pub async fn store_plain(ctx: &Ctx, container: &str, obj: Object, none_match: bool) -> Result<Object, Fail> {
     let objects = &ctx.state.objects;
     let res = table::put_object(&objects.store, &ctx.target.account, container, &obj, |v| {
         if none_match
@@ -446,6 +387,7 @@ async fn put(ctx: Ctx, body: Body) -> Res {
         return Err(Fail::of(StatusCode::PAYLOAD_TOO_LARGE));
     }
     constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
+    check_manifest(&ctx)?;
     let delete_at = delete_at(&ctx)?;
     let none_match = if_none_match(&ctx)?;
     if none_match
@@ -487,9 +429,20 @@ async fn put(ctx: Ctx, body: Body) -> Res {
     Ok(created(&o))
 }
 
+/// An `X-Object-Manifest` names `<container>/<prefix>`.
+fn check_manifest(ctx: &Ctx) -> Result<(), Fail> {
+    match ctx.h("x-object-manifest") {
+        Some(v) if super::large::manifest_ref(v).is_none() => Err(Fail::bad(
+            "X-Object-Manifest must be in the format container/prefix",
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn post(ctx: Ctx) -> Res {
     may_write(&ctx).await?;
     constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
+    check_manifest(&ctx)?;
     let delete_at = delete_at(&ctx)?;
     let remove_delete_at = ctx.headers.contains_key("x-remove-delete-at");
     let meta = meta_of(&ctx);
@@ -623,25 +576,51 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
     let s = live(&src_ctx, &account, &sc, &so)
         .await?
         .ok_or_else(Fail::not_found)?;
-    if let Some(f) = conditions(&src_ctx, &s) {
+    if let Some(f) = conditions(&src_ctx, &s.etag, s.ts) {
         if f.status == StatusCode::NOT_MODIFIED {
             return Err(Fail::of(StatusCode::PRECONDITION_FAILED));
         }
         return Err(f);
     }
     constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
-    let fresh = ctx
-        .h("x-fresh-metadata")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let fresh = ctx.h("x-fresh-metadata").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let mut meta = if fresh { Meta::new() } else { s.meta.clone() };
     // Metadata sent with a copy replaces the source's of the same name.
     meta.extend(meta_of(ctx));
-    let blob = ctx.state.objects.blobs.duplicate(&s.blob).await?;
+    let (pieces, expanded) = super::large::pieces_of(&src_ctx, &account, &s).await?;
+    if expanded {
+        meta.remove("x-object-manifest");
+    }
+    let len: u64 = pieces.iter().map(|p| p.len).sum();
+    let span = match ctx.h("range").and_then(range::parse) {
+        Some(specs) => match range::resolve(&specs, len).as_slice() {
+            [] => {
+                let mut f = Fail::of(StatusCode::RANGE_NOT_SATISFIABLE);
+                f.body = format!("bytes */{len}");
+                return Err(f);
+            }
+            [one] => Some(*one),
+            _ => None,
+        },
+        None => None,
+    };
+    let (blob, size, etag) = match span {
+        None if !expanded => (
+            ctx.state.objects.blobs.duplicate(&s.blob).await?,
+            s.size,
+            s.etag.clone(),
+        ),
+        span => {
+            let (a, b) = span.unwrap_or((0, len));
+            let w = super::large::materialize(ctx, pieces, a, b).await?;
+            (w.id, w.size as i64, w.md5)
+        }
+    };
     let obj = Object {
         name: dobj.to_string(),
         ts: time::now(),
-        size: s.size,
-        etag: s.etag.clone(),
+        size,
+        etag,
         content_type: ctx
             .h("content-type")
             .filter(|c| !c.trim().is_empty())
