@@ -246,7 +246,9 @@ impl Ctx {
 
     /// A request header as text.
     pub fn h(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
     }
 
     pub fn is_owner(&self) -> bool {
@@ -345,7 +347,10 @@ async fn handle(state: AppState, req: Request) -> Res {
         .iter()
         .find(|(_, v)| v.len() > constraints::MAX_HEADER_SIZE)
     {
-        return Err(Fail::bad(format!("Header value too long: {}", name.as_str())));
+        return Err(Fail::bad(format!(
+            "Header value too long: {}",
+            name.as_str()
+        )));
     }
     let target = Target::parse(parts.uri.path())?;
     let query: Vec<(String, String)> =
@@ -402,7 +407,7 @@ pub fn put_meta(h: &mut HeaderMap, meta: &crate::table::Meta) {
 
 /// Sets a response header from text (skipped if it is not a valid value).
 pub fn set(h: &mut HeaderMap, name: &'static str, value: impl AsRef<str>) {
-    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+    if let Ok(v) = HeaderValue::from_bytes(value.as_ref().as_bytes()) {
         h.insert(name, v);
     }
 }
@@ -412,6 +417,10 @@ pub fn empty(status: StatusCode, headers: HeaderMap) -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
     *r.headers_mut() = headers;
+    // Swift says so even on a 204 (and its clients read it).
+    r.headers_mut()
+        .entry("content-length")
+        .or_insert(HeaderValue::from_static("0"));
     r
 }
 

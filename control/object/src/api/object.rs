@@ -199,7 +199,10 @@ fn delete_at(ctx: &Ctx) -> Result<Option<i64>, Fail> {
             return Err(Fail::bad("Non-integer X-Delete-At"));
         }
         // Swift caps far-future times at its largest timestamp.
-        let at = digits.parse::<i64>().unwrap_or(MAX_DELETE_AT).min(MAX_DELETE_AT);
+        let at = digits
+            .parse::<i64>()
+            .unwrap_or(MAX_DELETE_AT)
+            .min(MAX_DELETE_AT);
         if at <= now {
             return Err(Fail::bad("X-Delete-At in past"));
         }
@@ -275,7 +278,12 @@ fn if_none_match(ctx: &Ctx) -> Result<bool, Fail> {
 
 /// Stores `obj` at the target, deleting what it replaced; `Err` and the
 /// new blob deleted if it could not be stored.
-pub async fn store(ctx: &Ctx, container: &str, obj: Object, none_match: bool) -> Result<Object, Fail> {
+pub async fn store(
+    ctx: &Ctx,
+    container: &str,
+    obj: Object,
+    none_match: bool,
+) -> Result<Object, Fail> {
     let objects = &ctx.state.objects;
     let Some(c) = table::container(&objects.store, &ctx.target.account, container).await? else {
         objects.blobs.delete(&obj.blob).await;
@@ -291,7 +299,12 @@ pub async fn store(ctx: &Ctx, container: &str, obj: Object, none_match: bool) ->
 }
 
 /// Stores `obj` as [`store`] does, without keeping the version it replaces.
-pub async fn store_plain(ctx: &Ctx, container: &str, obj: Object, none_match: bool) -> Result<Object, Fail> {
+pub async fn store_plain(
+    ctx: &Ctx,
+    container: &str,
+    obj: Object,
+    none_match: bool,
+) -> Result<Object, Fail> {
     let objects = &ctx.state.objects;
     let res = table::put_object(&objects.store, &ctx.target.account, container, &obj, |v| {
         if none_match
@@ -484,12 +497,34 @@ async fn post(ctx: Ctx) -> Res {
 async fn delete(ctx: Ctx) -> Res {
     may_write(&ctx).await?;
     let objects = &ctx.state.objects;
+    let if_delete_at = match ctx.h("x-if-delete-at") {
+        Some(v) => Some(
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| Fail::bad("Bad X-If-Delete-At header value"))?,
+        ),
+        None => None,
+    };
+    if let Some(at) = if_delete_at {
+        let o = live(&ctx, &ctx.target.account, ctx.container(), ctx.object())
+            .await?
+            .ok_or_else(Fail::not_found)?;
+        if o.delete_at != Some(at) {
+            return Err(Fail::of(StatusCode::PRECONDITION_FAILED));
+        }
+    } else if let Some(c) =
+        table::container(&objects.store, &ctx.target.account, ctx.container()).await?
+    {
+        if let Some(r) = super::versions::delete(&ctx, &c.meta).await? {
+            return r;
+        }
+    }
     let gone = table::delete_object(
         &objects.store,
         &ctx.target.account,
         ctx.container(),
         ctx.object(),
-        None,
+        if_delete_at,
     )
     .await?;
     let Some(o) = gone else {
@@ -563,7 +598,7 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
         state: ctx.state.clone(),
         method: ctx.method.clone(),
         headers: ctx.headers.clone(),
-        query: Vec::new(),
+        query: ctx.query.clone(),
         target: Target {
             container: Some(sc.clone()),
             object: Some(so.clone()),
@@ -583,7 +618,9 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
         return Err(f);
     }
     constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
-    let fresh = ctx.h("x-fresh-metadata").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let fresh = ctx
+        .h("x-fresh-metadata")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let mut meta = if fresh { Meta::new() } else { s.meta.clone() };
     // Metadata sent with a copy replaces the source's of the same name.
     meta.extend(meta_of(ctx));

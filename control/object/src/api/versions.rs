@@ -27,7 +27,8 @@ impl Mode {
         if let Some(v) = meta.get("x-versions-location") {
             return Some(Mode::Stack(unquote(v)));
         }
-        meta.get("x-history-location").map(|v| Mode::History(unquote(v)))
+        meta.get("x-history-location")
+            .map(|v| Mode::History(unquote(v)))
     }
 
     fn container(&self) -> &str {
@@ -46,9 +47,13 @@ fn prefix(name: &str) -> String {
 async fn check_write(ctx: &Ctx, mode: &Mode, name: &str) -> Result<Ctx, Fail> {
     let vctx = ctx.at(&ctx.target.account, mode.container(), name)?;
     super::object::may_write(&vctx).await?;
-    if table::container(&ctx.state.objects.store, &ctx.target.account, mode.container())
-        .await?
-        .is_none()
+    if table::container(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        mode.container(),
+    )
+    .await?
+    .is_none()
     {
         return Err(Fail::msg(
             StatusCode::PRECONDITION_FAILED,
@@ -100,7 +105,13 @@ async fn newest(ctx: &Ctx, mode: &Mode, name: &str) -> Result<Option<Object>, Fa
         reverse: true,
         limit: 1,
     };
-    let rows = table::objects(&ctx.state.objects.store, &ctx.target.account, mode.container(), page).await?;
+    let rows = table::objects(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        mode.container(),
+        page,
+    )
+    .await?;
     Ok(rows.into_iter().next())
 }
 
@@ -133,7 +144,9 @@ pub async fn delete(ctx: &Ctx, container_meta: &Meta) -> Result<Option<Res>, Fai
         Mode::Stack(c) => {
             let vctx = check_write(ctx, &mode, &name).await?;
             if let Some(v) = newest(ctx, &mode, &name).await? {
-                if v.content_type.starts_with("application/x-deleted;swift_versions_deleted=1") {
+                if v.content_type
+                    .starts_with("application/x-deleted;swift_versions_deleted=1")
+                {
                     // A delete marker (from history mode): drop it, then the object.
                     drop_object(&vctx, c, &v.name).await?;
                 } else {
@@ -146,26 +159,37 @@ pub async fn delete(ctx: &Ctx, container_meta: &Meta) -> Result<Option<Res>, Fai
                     };
                     super::object::store_plain(ctx, ctx.container(), restored, false).await?;
                     drop_object(&vctx, c, &v.name).await?;
-                    return Ok(Some(Ok(super::empty(StatusCode::NO_CONTENT, Default::default()))));
+                    return Ok(Some(Ok(super::empty(
+                        StatusCode::NO_CONTENT,
+                        Default::default(),
+                    ))));
                 }
             }
         }
     }
-    let gone = table::delete_object(store, &ctx.target.account, ctx.container(), &name, None).await?;
+    let gone =
+        table::delete_object(store, &ctx.target.account, ctx.container(), &name, None).await?;
     match gone {
         Some(o) => {
             ctx.state.objects.blobs.delete(&o.blob).await;
             table::forget_garbage(store, &o.blob).await?;
-            Ok(Some(Ok(super::empty(StatusCode::NO_CONTENT, Default::default()))))
+            Ok(Some(Ok(super::empty(
+                StatusCode::NO_CONTENT,
+                Default::default(),
+            ))))
         }
         None if current.is_none() => Ok(Some(Err(Fail::not_found()))),
-        None => Ok(Some(Ok(super::empty(StatusCode::NO_CONTENT, Default::default())))),
+        None => Ok(Some(Ok(super::empty(
+            StatusCode::NO_CONTENT,
+            Default::default(),
+        )))),
     }
 }
 
 async fn drop_object(ctx: &Ctx, container: &str, name: &str) -> Result<(), Fail> {
     let store = &ctx.state.objects.store;
-    if let Some(o) = table::delete_object(store, &ctx.target.account, container, name, None).await? {
+    if let Some(o) = table::delete_object(store, &ctx.target.account, container, name, None).await?
+    {
         ctx.state.objects.blobs.delete(&o.blob).await;
         table::forget_garbage(store, &o.blob).await?;
     }
