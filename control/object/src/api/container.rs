@@ -48,6 +48,16 @@ pub async fn handle(ctx: Ctx) -> Res {
 /// Checks a PUT's or POST's headers and applies them to the stored ones.
 fn change(ctx: &Ctx, m: &mut Meta) -> Result<(), String> {
     apply_meta(&ctx.headers, META, m);
+    for name in [
+        "x-remove-versions-location",
+        "x-remove-history-location",
+        "x-remove-container-read",
+        "x-remove-container-write",
+    ] {
+        if ctx.headers.contains_key(name) {
+            m.remove(&format!("x-{}", &name["x-remove-".len()..]));
+        }
+    }
     for name in SYSTEM {
         let Some(v) = ctx.headers.get(*name) else {
             continue;
@@ -62,16 +72,6 @@ fn change(ctx: &Ctx, m: &mut Meta) -> Result<(), String> {
             m.remove(*name);
         } else {
             m.insert(name.to_string(), v);
-        }
-    }
-    for name in [
-        "x-remove-versions-location",
-        "x-remove-history-location",
-        "x-remove-container-read",
-        "x-remove-container-write",
-    ] {
-        if ctx.headers.contains_key(name) {
-            m.remove(&format!("x-{}", &name["x-remove-".len()..]));
         }
     }
     if m.contains_key("x-versions-location") && m.contains_key("x-history-location") {

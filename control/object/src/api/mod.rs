@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod container;
+pub mod cors;
 pub mod large;
 pub mod object;
 pub mod range;
@@ -384,12 +385,29 @@ async fn handle(state: AppState, req: Request) -> Res {
     if ctx.target.project.is_empty() {
         return Err(ctx.denied());
     }
-    if ctx.target.object.is_some() {
+    let origin = ctx.h("origin").map(str::to_string);
+    let container = ctx.target.container.clone();
+    if let (Some(o), Some(_)) = (&origin, &container) {
+        if ctx.method == Method::OPTIONS {
+            return cors::preflight(&ctx, o).await;
+        }
+    }
+    let cors = origin
+        .zip(container)
+        .map(|(o, c)| (o, c, ctx.target.account.clone(), ctx.state.clone()));
+    let result = if ctx.target.object.is_some() {
         object::handle(ctx, body).await
     } else if ctx.target.container.is_some() {
         container::handle(ctx).await
     } else {
         account::handle(ctx).await
+    };
+    match cors {
+        Some((origin, container, account, state)) => {
+            let resp = result.unwrap_or_else(|f| f.into_response());
+            Ok(cors::decorate(&state, &account, &container, &origin, resp).await)
+        }
+        None => result,
     }
 }
 
