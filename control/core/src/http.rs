@@ -296,8 +296,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((s, _)) => s,
+                let (stream, peer) = match accepted {
+                    Ok(s) => s,
                     Err(e) => {
                         // Out of descriptors and the like: back off, go on.
                         tracing::warn!(error = %e, "accepting a connection");
@@ -306,7 +306,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                // The peer's address, as axum's ConnectInfo (temporary URLs
+                // limited to an IP range read it).
+                let svc = tower::ServiceBuilder::new()
+                    .map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                        r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        r
+                    })
+                    .service(app.clone());
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .into_owned();

@@ -44,7 +44,12 @@ fn allowed(meta: &Meta, origin: &str) -> Option<String> {
 
 /// A preflight `OPTIONS` on a container or object.
 pub async fn preflight(ctx: &Ctx, origin: &str) -> Res {
-    let c = table::container(&ctx.state.objects.store, &ctx.target.account, ctx.container()).await?;
+    let c = table::container(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        ctx.container(),
+    )
+    .await?;
     let meta = c.map(|c| c.meta).unwrap_or_default();
     let Some(allow) = allowed(&meta, origin) else {
         return Err(Fail::of(StatusCode::UNAUTHORIZED));
@@ -67,7 +72,13 @@ pub async fn preflight(ctx: &Ctx, origin: &str) -> Res {
 }
 
 /// Adds the CORS headers an answer to `origin` carries.
-pub async fn decorate(state: &AppState, account: &str, container: &str, origin: &str, mut resp: Response) -> Response {
+pub async fn decorate(
+    state: &AppState,
+    account: &str,
+    container: &str,
+    origin: &str,
+    mut resp: Response,
+) -> Response {
     let meta = match table::container(&state.objects.store, account, container).await {
         Ok(Some(c)) => c.meta,
         _ => return resp,
@@ -83,7 +94,12 @@ pub async fn decorate(state: &AppState, account: &str, container: &str, origin: 
         }
     }
     if let Some(extra) = meta.get(EXPOSE) {
-        expose.extend(extra.split([',', ' ']).filter(|s| !s.is_empty()).map(|s| s.trim().to_ascii_lowercase()));
+        expose.extend(
+            extra
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim().to_ascii_lowercase()),
+        );
     }
     let h = resp.headers_mut();
     set(h, "access-control-allow-origin", allow);

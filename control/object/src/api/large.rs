@@ -230,6 +230,7 @@ pub async fn get_dlo(ctx: &Ctx, manifest: &Object, value: &str, mut h: HeaderMap
         return Ok(r);
     }
     let head = ctx.method == "HEAD";
+    super::object::disposition(ctx, &mut h);
     // Swift answers a DLO asked for several ranges with all of it.
     let several = ctx
         .h("range")

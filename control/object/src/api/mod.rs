@@ -12,6 +12,7 @@ pub mod cors;
 pub mod large;
 pub mod object;
 pub mod range;
+pub mod tempurl;
 pub mod versions;
 
 use crate::access::{self, Standing, Who};
@@ -52,7 +53,11 @@ pub fn routes(state: AppState) -> Router {
 
 /// `/info`: the constraints and what is on.
 async fn info() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "swift": constraints::info() }))
+    Json(serde_json::json!({
+        "swift": constraints::info(),
+        "tempurl": tempurl::info(),
+        "versioned_writes": {},
+    }))
 }
 
 /// A failed request: Swift's status and body.
@@ -234,6 +239,8 @@ pub struct Ctx {
     pub target: Target,
     pub who: Option<Who>,
     pub standing: Standing,
+    /// A valid temporary URL's grant (the caller is then anonymous).
+    pub grant: Option<tempurl::Grant>,
 }
 
 impl Ctx {
@@ -274,7 +281,14 @@ impl Ctx {
     /// empty `object`, container) and judged afresh for that account.
     pub fn at(&self, account: &str, container: &str, object: &str) -> Result<Ctx, Fail> {
         let t = Target::parse(&format!("/v1/{account}/{container}/x"))?;
-        let standing = access::standing(self.who.as_ref(), &t.project);
+        let mut standing = access::standing(self.who.as_ref(), &t.project);
+        // A temporary URL reaches into its own container only.
+        let grant = self.grant.clone().filter(|_| {
+            account == self.target.account && Some(container) == self.target.container.as_deref()
+        });
+        if grant.is_some() {
+            standing = Standing::Owner;
+        }
         Ok(Ctx {
             state: self.state.clone(),
             method: self.method.clone(),
@@ -287,6 +301,7 @@ impl Ctx {
             },
             who: self.who.clone(),
             standing,
+            grant,
         })
     }
 
@@ -373,7 +388,11 @@ async fn handle(state: AppState, req: Request) -> Res {
     } else {
         access::standing(who.as_ref(), &target.project)
     };
-    let ctx = Ctx {
+    let client_ip = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut ctx = Ctx {
         state,
         method: parts.method,
         headers: parts.headers,
@@ -381,9 +400,32 @@ async fn handle(state: AppState, req: Request) -> Res {
         target,
         who,
         standing,
+        grant: None,
     };
     if ctx.target.project.is_empty() {
         return Err(ctx.denied());
+    }
+    if ctx.q("temp_url_sig").is_some() || ctx.q("temp_url_expires").is_some() {
+        let grant = tempurl::check(&ctx, client_ip).await?;
+        ctx.who = None;
+        ctx.standing = Standing::Owner;
+        ctx.grant = Some(grant);
+        ctx.headers.remove("x-timestamp");
+        let mut resp = object::handle(ctx, body).await?;
+        // What the object's owner wrote for themselves stays with them.
+        let private: Vec<HeaderName> = resp
+            .headers()
+            .keys()
+            .filter(|k| {
+                k.as_str().starts_with("x-object-meta-")
+                    && !k.as_str().starts_with("x-object-meta-public-")
+            })
+            .cloned()
+            .collect();
+        for k in private {
+            resp.headers_mut().remove(k);
+        }
+        return Ok(resp);
     }
     let origin = ctx.h("origin").map(str::to_string);
     let container = ctx.target.container.clone();

@@ -167,7 +167,20 @@ async fn get(ctx: Ctx) -> Res {
         return Ok(r);
     }
     let head = ctx.method == "HEAD";
+    disposition(&ctx, &mut h);
     serve(&ctx, &o.blob, o.size as u64, &mut h, head).await
+}
+
+/// A temporary URL's `Content-Disposition`.
+pub fn disposition(ctx: &Ctx, h: &mut HeaderMap) {
+    use super::tempurl::Disposition;
+    match ctx.grant.as_ref().and_then(|g| g.disposition.as_ref()) {
+        Some(Disposition::Set(d)) => set(h, "content-disposition", d),
+        Some(Disposition::Default(d)) if !h.contains_key("content-disposition") => {
+            set(h, "content-disposition", d)
+        }
+        _ => {}
+    }
 }
 
 /// Answers with the bytes of a blob, honouring `Range`.
@@ -606,6 +619,7 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
         },
         who: ctx.who.clone(),
         standing,
+        grant: None,
     };
     may_read(&src_ctx).await?;
     let s = live(&src_ctx, &account, &sc, &so)
