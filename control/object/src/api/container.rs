@@ -74,6 +74,15 @@ fn change(ctx: &Ctx, m: &mut Meta) -> Result<(), String> {
             m.insert(name.to_string(), v);
         }
     }
+    if ctx.headers.contains_key("x-versions-location")
+        && !ctx.headers.contains_key("x-history-location")
+    {
+        m.remove("x-history-location");
+    } else if ctx.headers.contains_key("x-history-location")
+        && !ctx.headers.contains_key("x-versions-location")
+    {
+        m.remove("x-versions-location");
+    }
     if m.contains_key("x-versions-location") && m.contains_key("x-history-location") {
         return Err(
             "Only one of X-Versions-Location or X-History-Location may be specified".into(),

@@ -282,9 +282,11 @@ impl Ctx {
     pub fn at(&self, account: &str, container: &str, object: &str) -> Result<Ctx, Fail> {
         let t = Target::parse(&format!("/v1/{account}/{container}/x"))?;
         let mut standing = access::standing(self.who.as_ref(), &t.project);
-        // A temporary URL reaches into its own container only.
-        let grant = self.grant.clone().filter(|_| {
-            account == self.target.account && Some(container) == self.target.container.as_deref()
+        // A temporary URL reaches its container, or with an account key
+        // its account.
+        let grant = self.grant.clone().filter(|g| {
+            account == self.target.account
+                && (g.account_wide || Some(container) == self.target.container.as_deref())
         });
         if grant.is_some() {
             standing = Standing::Owner;

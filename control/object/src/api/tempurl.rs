@@ -21,6 +21,10 @@ pub const METHODS: &[&str] = &["GET", "HEAD", "PUT", "POST", "DELETE"];
 pub struct Grant {
     /// `Content-Disposition` for GET answers.
     pub disposition: Option<Disposition>,
+    /// Signed with an account key: reaches the whole account (a large
+    /// object's segments elsewhere in it); a container key reaches only
+    /// its container.
+    pub account_wide: bool,
 }
 
 /// A GET answer's `Content-Disposition`.
@@ -162,12 +166,12 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
     };
     let store = &ctx.state.objects.store;
     let account = table::account(store, &ctx.target.account).await?;
-    let mut keys: Vec<String> = [
+    let mut keys: Vec<(String, bool)> = [
         "x-account-meta-temp-url-key",
         "x-account-meta-temp-url-key-2",
     ]
     .iter()
-    .filter_map(|k| account.meta.get(*k).cloned())
+    .filter_map(|k| account.meta.get(*k).map(|v| (v.clone(), true)))
     .collect();
     if let Some(c) = table::container(store, &ctx.target.account, ctx.container()).await? {
         keys.extend(
@@ -176,15 +180,27 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
                 "x-container-meta-temp-url-key-2",
             ]
             .iter()
-            .filter_map(|k| c.meta.get(*k).cloned()),
+            .filter_map(|k| c.meta.get(*k).map(|v| (v.clone(), false))),
         );
     }
-    let ok = methods.iter().any(|m| {
-        let msg = format!("{ip_line}{m}\n{expires}\n{path}");
-        keys.iter().any(|k| verify(digest, k, &msg, &raw))
+    let matched = keys.iter().find(|(k, _)| {
+        methods.iter().any(|m| {
+            let msg = format!("{ip_line}{m}\n{expires}\n{path}");
+            verify(digest, k, &msg, &raw)
+        })
     });
-    if !ok {
+    let Some((_, account_wide)) = matched else {
         return Err(invalid());
+    };
+    let account_wide = *account_wide;
+    if let Some(m) = ctx.h("x-object-manifest") {
+        // A manifest made through a temporary URL stays in its container.
+        let same = super::large::manifest_ref(m).is_some_and(|(c, _)| c == ctx.container());
+        if !same {
+            return Err(Fail::bad(
+                "X-Object-Manifest via a temporary URL must name its own container",
+            ));
+        }
     }
     let disposition = if method != "GET" {
         None
@@ -207,7 +223,10 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
             (false, false) => Disposition::Default(format("attachment")),
         })
     };
-    Ok(Grant { disposition })
+    Ok(Grant {
+        disposition,
+        account_wide,
+    })
 }
 
 /// `/info`'s `tempurl` section.

@@ -122,8 +122,15 @@ pub async fn delete(ctx: &Ctx, container_meta: &Meta) -> Result<Option<Res>, Fai
         return Ok(None);
     };
     let name = ctx.object().to_string();
-    let current = super::object::live(ctx, &ctx.target.account, ctx.container(), &name).await?;
     let store = &ctx.state.objects.store;
+    if table::container(store, &ctx.target.account, mode.container())
+        .await?
+        .is_none()
+    {
+        // No versions container (any more): a plain delete.
+        return Ok(None);
+    }
+    let current = super::object::live(ctx, &ctx.target.account, ctx.container(), &name).await?;
     match &mode {
         Mode::History(c) => {
             let vctx = check_write(ctx, &mode, &name).await?;
