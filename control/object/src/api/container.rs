@@ -248,6 +248,18 @@ pub fn listed(o: &table::Object) -> serde_json::Value {
         "name": o.name, "hash": o.etag, "bytes": o.size,
         "content_type": o.content_type, "last_modified": time::iso(o.ts),
     });
+    if super::slo::is_slo(o) {
+        if let Some(n) = o
+            .meta
+            .get(super::slo::SLO_SIZE)
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            v["bytes"] = serde_json::json!(n);
+        }
+        if let Some(e) = o.meta.get(super::slo::SLO_ETAG) {
+            v["slo_etag"] = serde_json::json!(format!("\"{e}\""));
+        }
+    }
     if let Some(t) = o.meta.get("x-symlink-target") {
         v["symlink_path"] = serde_json::json!(format!("/v1/{}", t));
     }

@@ -23,6 +23,51 @@ pub struct Piece {
     pub blob: String,
     pub offset: u64,
     pub len: u64,
+    /// Bytes carried in a manifest itself (an SLO's `data` segment);
+    /// `offset` is then into these.
+    pub inline: Option<Bytes>,
+}
+
+impl Piece {
+    pub fn of_blob(blob: &str, len: u64) -> Piece {
+        Piece {
+            blob: blob.to_string(),
+            offset: 0,
+            len,
+            inline: None,
+        }
+    }
+
+    pub fn inline(data: Vec<u8>) -> Piece {
+        Piece {
+            blob: String::new(),
+            offset: 0,
+            len: data.len() as u64,
+            inline: Some(Bytes::from(data)),
+        }
+    }
+}
+
+/// The pieces covering bytes `[a, b)` of a run.
+pub fn slice(pieces: &[Piece], a: u64, b: u64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for p in pieces {
+        let (lo, hi) = (at, at + p.len);
+        at = hi;
+        if hi <= a || lo >= b {
+            continue;
+        }
+        let start = a.max(lo) - lo;
+        let end = b.min(hi) - lo;
+        out.push(Piece {
+            blob: p.blob.clone(),
+            offset: p.offset + start,
+            len: end - start,
+            inline: p.inline.clone(),
+        });
+    }
+    out
 }
 
 /// Answers a conditional request (`If-Match`, …) that fails: 412, or 304
@@ -48,24 +93,20 @@ fn stream_range(
     a: u64,
     b: u64,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    let mut parts = Vec::new();
-    let mut at = 0u64;
-    for p in pieces.iter() {
-        let (lo, hi) = (at, at + p.len);
-        at = hi;
-        if hi <= a || lo >= b {
-            continue;
-        }
-        let start = a.max(lo) - lo;
-        let end = b.min(hi) - lo;
-        parts.push((p.blob.clone(), p.offset + start, end - start));
-    }
+    let parts = slice(&pieces, a, b);
     futures_util::stream::iter(parts)
-        .then(move |(blob, off, len)| {
+        .then(move |p| {
             let blobs = blobs.clone();
             async move {
-                match blobs.read(&blob, off, len).await {
-                    Ok(s) => s.left_stream(),
+                if let Some(data) = p.inline {
+                    let o = p.offset as usize;
+                    let chunk = data.slice(o..o + p.len as usize);
+                    return futures_util::stream::once(async move { Ok(chunk) })
+                        .left_stream()
+                        .left_stream();
+                }
+                match blobs.read(&p.blob, p.offset, p.len).await {
+                    Ok(s) => s.right_stream().left_stream(),
                     Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
                 }
             }
@@ -218,11 +259,7 @@ pub async fn get_dlo(ctx: &Ctx, manifest: &Object, value: &str, mut h: HeaderMap
     for s in &segs {
         md5.update(s.etag.as_bytes());
         ts = ts.max(s.ts);
-        pieces.push(Piece {
-            blob: s.blob.clone(),
-            offset: 0,
-            len: s.size as u64,
-        });
+        pieces.push(Piece::of_blob(&s.blob, s.size as u64));
     }
     let etag = hex::encode(md5.finalize());
     set(&mut h, "etag", format!("\"{etag}\""));
@@ -258,6 +295,9 @@ pub async fn object_at(
 /// dynamic large object read without `?multipart-manifest=get`, its
 /// segments'. Also whether it was a manifest that was expanded.
 pub async fn pieces_of(ctx: &Ctx, account: &str, o: &Object) -> Result<(Vec<Piece>, bool), Fail> {
+    if ctx.q("multipart-manifest") != Some("get") && super::slo::is_slo(o) {
+        return Ok((super::slo::pieces(ctx, o).await?, true));
+    }
     if ctx.q("multipart-manifest") != Some("get") {
         if let Some(m) = o.meta.get("x-object-manifest") {
             let (container, prefix) = manifest_ref(m).ok_or_else(|| {
@@ -266,23 +306,12 @@ pub async fn pieces_of(ctx: &Ctx, account: &str, o: &Object) -> Result<(Vec<Piec
             let segs = segments(ctx, account, &container, &prefix).await?;
             let pieces = segs
                 .into_iter()
-                .map(|s| Piece {
-                    blob: s.blob,
-                    offset: 0,
-                    len: s.size as u64,
-                })
+                .map(|s| Piece::of_blob(&s.blob, s.size as u64))
                 .collect();
             return Ok((pieces, true));
         }
     }
-    Ok((
-        vec![Piece {
-            blob: o.blob.clone(),
-            offset: 0,
-            len: o.size as u64,
-        }],
-        false,
-    ))
+    Ok((vec![Piece::of_blob(&o.blob, o.size as u64)], false))
 }
 
 /// Writes the bytes `[a, b)` of a run of pieces as a new blob.

@@ -7,11 +7,13 @@
 //! with Swift's status codes and bodies.
 
 pub mod account;
+pub mod bulk;
 pub mod container;
 pub mod cors;
 pub mod large;
 pub mod object;
 pub mod range;
+pub mod slo;
 pub mod tempurl;
 pub mod versions;
 
@@ -56,6 +58,7 @@ async fn info() -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "swift": constraints::info(),
         "tempurl": tempurl::info(),
+        "slo": slo::info(),
         "versioned_writes": {},
     }))
 }
@@ -458,6 +461,9 @@ async fn handle(state: AppState, req: Request) -> Res {
 /// Copies the stored headers of `meta` into a response's headers.
 pub fn put_meta(h: &mut HeaderMap, meta: &crate::table::Meta) {
     for (k, v) in meta {
+        if k.starts_with("x-object-sysmeta-") {
+            continue;
+        }
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),

@@ -149,6 +149,13 @@ async fn get(ctx: Ctx) -> Res {
         .await?
         .ok_or_else(Fail::not_found)?;
     let mut h = headers(&o);
+    if super::slo::is_slo(&o) {
+        return super::slo::get(&ctx, &o, h).await;
+    }
+    if ctx.q("part-number").is_some() {
+        // A part number of an object that is no manifest: all of it.
+        set(&mut h, "x-parts-count", "1");
+    }
     if ctx.q("multipart-manifest") != Some("get") {
         if let Some(m) = o.meta.get("x-object-manifest") {
             return super::large::get_dlo(&ctx, &o, m, h).await;
@@ -185,16 +192,12 @@ pub fn disposition(ctx: &Ctx, h: &mut HeaderMap) {
 
 /// Answers with the bytes of a blob, honouring `Range`.
 pub async fn serve(ctx: &Ctx, blob: &str, len: u64, h: &mut HeaderMap, head: bool) -> Res {
-    let pieces = vec![Piece {
-        blob: blob.to_string(),
-        offset: 0,
-        len,
-    }];
+    let pieces = vec![Piece::of_blob(blob, len)];
     serve_pieces(ctx, pieces, h, head).await
 }
 
 /// `X-Delete-At` / `X-Delete-After` of a request (seconds since the epoch).
-fn delete_at(ctx: &Ctx) -> Result<Option<i64>, Fail> {
+pub fn delete_at(ctx: &Ctx) -> Result<Option<i64>, Fail> {
     let now = time::now_secs();
     if let Some(v) = ctx.h("x-delete-after") {
         let n: i64 = v
@@ -256,7 +259,7 @@ pub fn guess_type(name: &str) -> &'static str {
 }
 
 /// The stored headers a PUT or POST sets.
-fn meta_of(ctx: &Ctx) -> Meta {
+pub fn meta_of(ctx: &Ctx) -> Meta {
     let mut m = Meta::new();
     apply_meta(&ctx.headers, META, &mut m);
     for k in STORED {
@@ -267,7 +270,7 @@ fn meta_of(ctx: &Ctx) -> Meta {
     m
 }
 
-fn content_type(ctx: &Ctx, name: &str) -> String {
+pub fn content_type(ctx: &Ctx, name: &str) -> String {
     let detect = ctx
         .h("x-detect-content-type")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -281,7 +284,7 @@ fn content_type(ctx: &Ctx, name: &str) -> String {
 }
 
 /// Refuses a PUT whose `If-None-Match` the stored object fails.
-fn if_none_match(ctx: &Ctx) -> Result<bool, Fail> {
+pub fn if_none_match(ctx: &Ctx) -> Result<bool, Fail> {
     match ctx.h("if-none-match").map(str::trim) {
         None => Ok(false),
         Some("*") => Ok(true),
@@ -384,6 +387,9 @@ fn created(o: &Object) -> Response {
 
 async fn put(ctx: Ctx, body: Body) -> Res {
     may_write(&ctx).await?;
+    if ctx.q("multipart-manifest") == Some("put") {
+        return super::slo::put(&ctx, body).await;
+    }
     if let Some(src) = ctx.h("x-copy-from").map(str::to_string) {
         let account = ctx.h("x-copy-from-account").map(str::to_string);
         return copy(
@@ -487,7 +493,15 @@ async fn post(ctx: Ctx) -> Res {
                 return;
             }
             o.ts = time::now();
+            // System metadata (a large object's, a symlink's) outlives a POST.
+            let kept: Vec<(String, String)> = o
+                .meta
+                .iter()
+                .filter(|(k, _)| k.starts_with("x-object-sysmeta-") || *k == super::slo::MARK)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             o.meta = meta;
+            o.meta.extend(kept);
             if let Some(ct) = ct {
                 o.content_type = ct;
             }
@@ -509,6 +523,9 @@ async fn post(ctx: Ctx) -> Res {
 
 async fn delete(ctx: Ctx) -> Res {
     may_write(&ctx).await?;
+    if ctx.q("multipart-manifest") == Some("delete") {
+        return super::slo::delete(&ctx).await;
+    }
     let objects = &ctx.state.objects;
     let if_delete_at = match ctx.h("x-if-delete-at") {
         Some(v) => Some(
@@ -640,7 +657,9 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
     meta.extend(meta_of(ctx));
     let (pieces, expanded) = super::large::pieces_of(&src_ctx, &account, &s).await?;
     if expanded {
+        // The copy is the bytes, no longer a manifest.
         meta.remove("x-object-manifest");
+        meta.retain(|k, _| k != super::slo::MARK && !k.starts_with("x-object-sysmeta-slo-"));
     }
     let len: u64 = pieces.iter().map(|p| p.len).sum();
     let span = match ctx.h("range").and_then(range::parse) {
@@ -704,3 +723,16 @@ const COPIED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~')
     .remove(b'/');
+
+/// Deletes an object (its blob then); whether there was one.
+pub async fn remove(ctx: &Ctx, container: &str, name: &str) -> Result<bool, Fail> {
+    let store = &ctx.state.objects.store;
+    match table::delete_object(store, &ctx.target.account, container, name, None).await? {
+        Some(o) => {
+            ctx.state.objects.blobs.delete(&o.blob).await;
+            table::forget_garbage(store, &o.blob).await?;
+            Ok(o.delete_at.is_none_or(|d| d > time::now_secs()))
+        }
+        None => Ok(false),
+    }
+}

@@ -151,27 +151,36 @@ pub async fn delete(ctx: &Ctx, container_meta: &Meta) -> Result<Option<Res>, Fai
         }
         Mode::Stack(c) => {
             let vctx = check_write(ctx, &mode, &name).await?;
-            if let Some(v) = newest(ctx, &mode, &name).await? {
+            let mut dropped_marker = false;
+            while let Some(v) = newest(ctx, &mode, &name).await? {
                 if v.content_type
                     .starts_with("application/x-deleted;swift_versions_deleted=1")
                 {
-                    // A delete marker (from history mode): drop it, then the object.
+                    // A delete marker (from history mode): drop it and
+                    // look at the version before it.
                     drop_object(&vctx, c, &v.name).await?;
-                } else {
-                    let blob = ctx.state.objects.blobs.duplicate(&v.blob).await?;
-                    let restored = Object {
-                        name: name.clone(),
-                        ts: time::now(),
-                        blob,
-                        ..v.clone()
-                    };
-                    super::object::store_plain(ctx, ctx.container(), restored, false).await?;
-                    drop_object(&vctx, c, &v.name).await?;
-                    return Ok(Some(Ok(super::empty(
-                        StatusCode::NO_CONTENT,
-                        Default::default(),
-                    ))));
+                    dropped_marker = true;
+                    continue;
                 }
+                let blob = ctx.state.objects.blobs.duplicate(&v.blob).await?;
+                let restored = Object {
+                    name: name.clone(),
+                    ts: time::now(),
+                    blob,
+                    ..v.clone()
+                };
+                super::object::store_plain(ctx, ctx.container(), restored, false).await?;
+                drop_object(&vctx, c, &v.name).await?;
+                return Ok(Some(Ok(super::empty(
+                    StatusCode::NO_CONTENT,
+                    Default::default(),
+                ))));
+            }
+            if dropped_marker && current.is_none() {
+                return Ok(Some(Ok(super::empty(
+                    StatusCode::NO_CONTENT,
+                    Default::default(),
+                ))));
             }
         }
     }
