@@ -662,7 +662,30 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
         meta.retain(|k, _| k != super::slo::MARK && !k.starts_with("x-object-sysmeta-slo-"));
     }
     let len: u64 = pieces.iter().map(|p| p.len).sum();
+    if !expanded && super::slo::is_slo(&s) && account != ctx.target.account {
+        // The manifest's segments are named within its own account.
+        return Err(Fail::bad("A manifest may not be copied to another account"));
+    }
+    let part = match ctx.q("part-number") {
+        Some(n) if expanded && super::slo::is_slo(&s) => {
+            let n = n
+                .parse::<usize>()
+                .map_err(|_| Fail::bad("Part number must be an integer greater than 0"))?;
+            Some(
+                super::slo::part_span(&src_ctx, &s, n)
+                    .await?
+                    .ok_or_else(|| {
+                        Fail::msg(
+                            StatusCode::RANGE_NOT_SATISFIABLE,
+                            "The requested part number is not satisfiable",
+                        )
+                    })?,
+            )
+        }
+        _ => None,
+    };
     let span = match ctx.h("range").and_then(range::parse) {
+        _ if part.is_some() => part,
         Some(specs) => match range::resolve(&specs, len).as_slice() {
             [] => {
                 let mut f = Fail::of(StatusCode::RANGE_NOT_SATISFIABLE);

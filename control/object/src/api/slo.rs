@@ -110,16 +110,122 @@ fn errors(status: StatusCode, problems: &[(String, String)]) -> Fail {
 /// `PUT ?multipart-manifest=put`: checks the segments and stores the manifest.
 pub async fn put(ctx: &Ctx, body: Body) -> Res {
     super::object::may_write(ctx).await?;
+    if ctx.q("heartbeat") == Some("on") {
+        return Ok(heartbeat(ctx, put_inner(ctx, body).await));
+    }
+    match put_inner(ctx, body).await {
+        Ok(r) => Ok(r),
+        Err(Refused(f, problems)) if !problems.is_empty() => Err(errors(f.status, &problems)),
+        Err(Refused(f, _)) => Err(f),
+    }
+}
+
+/// A refused manifest: the failure, and the segments at fault.
+struct Refused(Fail, Vec<(String, String)>);
+
+impl<E: Into<Fail>> From<E> for Refused {
+    fn from(e: E) -> Refused {
+        Refused(e.into(), Vec::new())
+    }
+}
+
+/// `?heartbeat=on`: the answer goes out at once as a 202 and the result
+/// follows in the body, as Swift's heartbeating PUT reports it.
+fn heartbeat(
+    ctx: &Ctx,
+    result: Result<axum::response::Response, Refused>,
+) -> axum::response::Response {
+    let (status, body, problems, etag, modified) = match result {
+        Ok(r) => {
+            let h = r.headers();
+            let get = |k: &str| {
+                h.get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (
+                "201 Created".to_string(),
+                String::new(),
+                Vec::new(),
+                Some(get("etag")),
+                Some(get("last-modified")),
+            )
+        }
+        Err(Refused(f, problems)) => {
+            let reason = f.status.canonical_reason().unwrap_or("");
+            let text = Fail::of(f.status).body;
+            let detail = text
+                .split("<p>")
+                .nth(1)
+                .and_then(|t| t.split("</p>").next())
+                .unwrap_or("")
+                .to_string();
+            let body = if problems.is_empty() || ctx.h("accept").is_some_and(|a| a.contains("json"))
+            {
+                format!("{reason}\n{detail}")
+            } else {
+                reason.to_string()
+            };
+            (
+                format!("{} {reason}", f.status.as_u16()),
+                body,
+                problems,
+                None,
+                None,
+            )
+        }
+    };
+    let text = if ctx
+        .h("accept")
+        .is_some_and(|a| a.contains("application/json"))
+    {
+        let mut v = serde_json::json!({
+            "Response Status": status, "Response Body": body,
+            "Errors": problems.iter().map(|(p, e)| [p, e]).collect::<Vec<_>>(),
+        });
+        if let (Some(e), Some(m)) = (&etag, &modified) {
+            v["Etag"] = serde_json::json!(e);
+            v["Last Modified"] = serde_json::json!(m);
+        }
+        v.to_string()
+    } else {
+        let mut t = format!("Response Status: {status}\nResponse Body: {body}\n");
+        if let (Some(e), Some(m)) = (&etag, &modified) {
+            t.push_str(&format!("Etag: {e}\nLast Modified: {m}\n"));
+        }
+        t.push_str("Errors:\n");
+        for (p, e) in &problems {
+            t.push_str(&format!("{p}, {e}\n"));
+        }
+        t
+    };
+    let chunks = vec![
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b" ")),
+        Ok(bytes::Bytes::from(format!("\r\n\r\n{text}"))),
+    ];
+    let mut h = HeaderMap::new();
+    set(&mut h, "content-type", "text/plain; charset=utf-8");
+    (
+        StatusCode::ACCEPTED,
+        h,
+        Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
+async fn put_inner(ctx: &Ctx, body: Body) -> Result<axum::response::Response, Refused> {
+    let no = |f: Fail| Refused(f, Vec::new());
     let bytes = axum::body::to_bytes(body, MAX_MANIFEST_SIZE)
         .await
-        .map_err(|_| Fail::of(StatusCode::PAYLOAD_TOO_LARGE))?;
-    let asked: Vec<Asked> =
-        serde_json::from_slice(&bytes).map_err(|_| Fail::bad("Manifest must be valid JSON.\n"))?;
+        .map_err(|_| no(Fail::of(StatusCode::PAYLOAD_TOO_LARGE)))?;
+    let asked: Vec<Asked> = serde_json::from_slice(&bytes)
+        .map_err(|_| no(Fail::bad("Manifest must be valid JSON.\n")))?;
     if asked.is_empty() {
-        return Err(Fail::bad("Manifest must have at least one segment.\n"));
+        return Err(no(Fail::bad("Manifest must have at least one segment.\n")));
     }
     if asked.len() > MAX_SEGMENTS {
-        return Err(Fail::of(StatusCode::PAYLOAD_TOO_LARGE));
+        return Err(no(Fail::of(StatusCode::PAYLOAD_TOO_LARGE)));
     }
     let mut problems = Vec::new();
     let mut segs = Vec::with_capacity(asked.len());
@@ -243,12 +349,12 @@ pub async fn put(ctx: &Ctx, body: Body) -> Res {
         segs.push(s);
     }
     if !problems.is_empty() {
-        return Err(errors(StatusCode::BAD_REQUEST, &problems));
+        return Err(Refused(Fail::of(StatusCode::BAD_REQUEST), problems));
     }
     let slo_etag = hex::encode(md5.finalize());
     if let Some(want) = ctx.h("etag") {
         if want.trim_matches('"') != slo_etag {
-            return Err(Fail::of(StatusCode::UNPROCESSABLE_ENTITY));
+            return Err(no(Fail::of(StatusCode::UNPROCESSABLE_ENTITY)));
         }
     }
     let manifest =
@@ -334,7 +440,13 @@ async fn pieces_at(ctx: &Ctx, o: &Object, level: usize) -> Result<Vec<Piece>, Fa
             continue;
         };
         let seg_ctx = ctx.at(&ctx.target.account, c, n)?;
-        super::object::may_read(&seg_ctx).await?;
+        // The manifest was readable; a segment that is not is a conflict.
+        super::object::may_read(&seg_ctx).await.map_err(|_| {
+            Fail::msg(
+                StatusCode::CONFLICT,
+                format!("Segment {name} is not readable"),
+            )
+        })?;
         let seg = live(ctx, &ctx.target.account, c, n)
             .await?
             .ok_or_else(|| Fail::msg(StatusCode::CONFLICT, format!("Segment {name} is missing")))?;
@@ -381,7 +493,9 @@ pub async fn get(ctx: &Ctx, o: &Object, mut h: HeaderMap) -> Res {
         } else {
             serde_json::to_vec(&segs).unwrap_or_default()
         };
-        set(&mut h, "content-type", "application/json; charset=utf-8");
+        if ctx.q("format") != Some("raw") {
+            set(&mut h, "content-type", "application/json; charset=utf-8");
+        }
         set(&mut h, "content-length", body.len().to_string());
         if ctx.q("format") == Some("raw") {
             h.remove("etag");
@@ -538,4 +652,14 @@ pub fn info() -> serde_json::Value {
         "yield_frequency": 10,
         "allow_async_delete": false,
     })
+}
+
+/// The bytes `[a, b)` of part `n` (1-based) of a manifest, if it has one.
+pub async fn part_span(ctx: &Ctx, o: &Object, n: usize) -> Result<Option<(u64, u64)>, Fail> {
+    let segs = manifest(ctx, o).await?;
+    if n == 0 || n > segs.len() {
+        return Ok(None);
+    }
+    let start: u64 = segs[..n - 1].iter().map(Segment::len).sum();
+    Ok(Some((start, start + segs[n - 1].len())))
 }
