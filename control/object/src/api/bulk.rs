@@ -51,3 +51,75 @@ pub fn report(ctx: &Ctx, deleted: usize, missing: usize, errors: &[(String, Stri
     };
     (StatusCode::OK, h, body).into_response()
 }
+
+/// The most paths one bulk delete takes.
+pub const MAX_DELETES: usize = 10_000;
+
+/// `?bulk-delete`: the body lists URL-encoded `container/object` or
+/// `container` paths of the account, one a line; each is deleted as if
+/// on its own (with the caller's rights), and one report answers.
+pub async fn delete(ctx: &Ctx, body: axum::body::Body) -> super::Res {
+    let bytes = axum::body::to_bytes(body, MAX_DELETES * 2048)
+        .await
+        .map_err(|_| super::Fail::of(StatusCode::PAYLOAD_TOO_LARGE))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.len() > MAX_DELETES {
+        return Err(super::Fail::of(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    let (mut deleted, mut missing, mut errors) = (0, 0, Vec::new());
+    for line in lines {
+        let path = percent_encoding::percent_decode_str(line)
+            .decode_utf8_lossy()
+            .to_string();
+        let path = path.trim_start_matches('/');
+        let (c, o) = match path.split_once('/') {
+            Some((c, o)) => (c, o),
+            None => (path, ""),
+        };
+        if c.is_empty() {
+            errors.push((line.to_string(), "400 Bad Request".to_string()));
+            continue;
+        }
+        let t = ctx.at(&ctx.target.account, c, o)?;
+        let outcome = if o.is_empty() {
+            if !t.is_owner() {
+                Err(t.denied())
+            } else {
+                match crate::table::delete_container(
+                    &ctx.state.objects.store,
+                    &ctx.target.account,
+                    c,
+                )
+                .await?
+                {
+                    crate::table::Deleted::Done => Ok(true),
+                    crate::table::Deleted::NotFound => Ok(false),
+                    crate::table::Deleted::NotEmpty => Err(super::Fail::of(StatusCode::CONFLICT)),
+                }
+            }
+        } else {
+            match super::object::may_write(&t).await {
+                Ok(()) => super::object::remove(&t, c, o).await,
+                Err(f) => Err(f),
+            }
+        };
+        match outcome {
+            Ok(true) => deleted += 1,
+            Ok(false) => missing += 1,
+            Err(f) => errors.push((
+                format!("/{path}"),
+                format!(
+                    "{} {}",
+                    f.status.as_u16(),
+                    f.status.canonical_reason().unwrap_or("")
+                ),
+            )),
+        }
+    }
+    Ok(report(ctx, deleted, missing, &errors))
+}

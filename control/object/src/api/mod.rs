@@ -59,6 +59,8 @@ async fn info() -> Json<serde_json::Value> {
         "swift": constraints::info(),
         "tempurl": tempurl::info(),
         "slo": slo::info(),
+        "bulk_delete": {"max_deletes_per_request": bulk::MAX_DELETES, "max_failed_deletes": bulk::MAX_DELETES},
+        "container_quotas": {},
         "versioned_writes": {},
     }))
 }
@@ -431,6 +433,11 @@ async fn handle(state: AppState, req: Request) -> Res {
             resp.headers_mut().remove(k);
         }
         return Ok(resp);
+    }
+    if ctx.q("bulk-delete").is_some()
+        && (ctx.method == Method::POST || ctx.method == Method::DELETE)
+    {
+        return bulk::delete(&ctx, body).await;
     }
     let origin = ctx.h("origin").map(str::to_string);
     let container = ctx.target.container.clone();

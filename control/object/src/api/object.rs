@@ -663,8 +663,9 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
     }
     let len: u64 = pieces.iter().map(|p| p.len).sum();
     if !expanded && super::slo::is_slo(&s) && account != ctx.target.account {
-        // The manifest's segments are named within its own account.
-        return Err(Fail::bad("A manifest may not be copied to another account"));
+        // The manifest's segments are named within its account: in another
+        // account it must hold as a new manifest there.
+        return super::slo::copy_manifest(ctx, &src_ctx, &s).await;
     }
     let part = match ctx.q("part-number") {
         Some(n) if expanded && super::slo::is_slo(&s) => {

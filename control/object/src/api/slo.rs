@@ -476,20 +476,7 @@ pub async fn get(ctx: &Ctx, o: &Object, mut h: HeaderMap) -> Res {
     if ctx.q("multipart-manifest") == Some("get") {
         let segs = manifest(ctx, o).await?;
         let body = if ctx.q("format") == Some("raw") {
-            let raw: Vec<serde_json::Value> = segs
-                .iter()
-                .map(|s| match &s.data {
-                    Some(d) => serde_json::json!({"data": d}),
-                    None => {
-                        let mut v = serde_json::json!({"path": s.name, "etag": s.hash, "size_bytes": s.bytes});
-                        if let Some(r) = &s.range {
-                            v["range"] = serde_json::json!(r);
-                        }
-                        v
-                    }
-                })
-                .collect();
-            serde_json::to_vec(&raw).unwrap_or_default()
+            raw(&segs)
         } else {
             serde_json::to_vec(&segs).unwrap_or_default()
         };
@@ -662,4 +649,34 @@ pub async fn part_span(ctx: &Ctx, o: &Object, n: usize) -> Result<Option<(u64, u
     }
     let start: u64 = segs[..n - 1].iter().map(Segment::len).sum();
     Ok(Some((start, start + segs[n - 1].len())))
+}
+
+/// A manifest in the form a PUT takes.
+fn raw(segs: &[Segment]) -> Vec<u8> {
+    let raw: Vec<serde_json::Value> = segs
+        .iter()
+        .map(|s| match &s.data {
+            Some(d) => serde_json::json!({"data": d}),
+            None => {
+                let mut v =
+                    serde_json::json!({"path": s.name, "etag": s.hash, "size_bytes": s.bytes});
+                if let Some(r) = &s.range {
+                    v["range"] = serde_json::json!(r);
+                }
+                v
+            }
+        })
+        .collect();
+    serde_json::to_vec(&raw).unwrap_or_default()
+}
+
+/// Copies the manifest `o` (read through `src`) to the target of `ctx` in
+/// another account: stored as a manifest PUT there would be, its segments
+/// checked in that account.
+pub async fn copy_manifest(ctx: &Ctx, src: &Ctx, o: &Object) -> Res {
+    let body = raw(&manifest(src, o).await?);
+    let mut dest = ctx.at(&ctx.target.account, ctx.container(), ctx.object())?;
+    dest.query.retain(|(k, _)| k != "multipart-manifest");
+    dest.headers.remove("range");
+    put(&dest, Body::from(body)).await
 }

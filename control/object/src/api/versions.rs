@@ -156,8 +156,11 @@ pub async fn delete(ctx: &Ctx, container_meta: &Meta) -> Result<Option<Res>, Fai
                 if v.content_type
                     .starts_with("application/x-deleted;swift_versions_deleted=1")
                 {
-                    // A delete marker (from history mode): drop it and
-                    // look at the version before it.
+                    // A delete marker (from history mode): drop it and look
+                    // at the version before it, unless that is a marker too.
+                    if dropped_marker {
+                        break;
+                    }
                     drop_object(&vctx, c, &v.name).await?;
                     dropped_marker = true;
                     continue;
