@@ -237,13 +237,13 @@ async fn get(ctx: Ctx) -> Res {
         set(&mut h, "content-type", format.content_type());
         return Ok(empty(StatusCode::NO_CONTENT, h));
     }
-    let body = render(&container, &entries, format);
+    let body = render(&account, &container, &entries, format);
     set(&mut h, "content-type", format.content_type());
     Ok((StatusCode::OK, h, body).into_response())
 }
 
 /// An object as a listing shows it (JSON).
-pub fn listed(o: &table::Object) -> serde_json::Value {
+pub fn listed(o: &table::Object, account: &str) -> serde_json::Value {
     let mut v = serde_json::json!({
         "name": o.name, "hash": o.etag, "bytes": o.size,
         "content_type": o.content_type, "last_modified": time::iso(o.ts),
@@ -260,13 +260,28 @@ pub fn listed(o: &table::Object) -> serde_json::Value {
             v["slo_etag"] = serde_json::json!(format!("\"{e}\""));
         }
     }
-    if let Some(t) = o.meta.get("x-symlink-target") {
-        v["symlink_path"] = serde_json::json!(format!("/v1/{}", t));
+    if let Some((a, c, n)) = super::symlink::target_of(o, account) {
+        v["symlink_path"] = serde_json::json!(super::symlink::location(&a, &c, &n));
+        if let Some(e) = o.meta.get(super::symlink::TARGET_ETAG) {
+            v["symlink_etag"] = serde_json::json!(e);
+        }
+        if let Some(b) = o
+            .meta
+            .get(super::symlink::TARGET_BYTES)
+            .and_then(|b| b.parse::<u64>().ok())
+        {
+            v["symlink_bytes"] = serde_json::json!(b);
+        }
     }
     v
 }
 
-fn render(container: &str, entries: &[Entry<table::Object>], format: Format) -> String {
+fn render(
+    account: &str,
+    container: &str,
+    entries: &[Entry<table::Object>],
+    format: Format,
+) -> String {
     match format {
         Format::Plain => entries
             .iter()
@@ -279,7 +294,7 @@ fn render(container: &str, entries: &[Entry<table::Object>], format: Format) -> 
             let v: Vec<serde_json::Value> = entries
                 .iter()
                 .map(|e| match e {
-                    Entry::Item(o) => listed(o),
+                    Entry::Item(o) => listed(o, account),
                     Entry::Subdir(s) => serde_json::json!({"subdir": s}),
                 })
                 .collect();

@@ -14,6 +14,7 @@ pub mod large;
 pub mod object;
 pub mod range;
 pub mod slo;
+pub mod symlink;
 pub mod tempurl;
 pub mod versions;
 
@@ -61,6 +62,7 @@ async fn info() -> Json<serde_json::Value> {
         "slo": slo::info(),
         "bulk_delete": {"max_deletes_per_request": bulk::MAX_DELETES, "max_failed_deletes": bulk::MAX_DELETES},
         "container_quotas": {},
+        "symlink": {"symloop_max": symlink::SYMLOOP_MAX, "static_links": true},
         "versioned_writes": {},
     }))
 }

@@ -100,6 +100,7 @@ pub fn headers(o: &Object) -> HeaderMap {
         set(&mut h, "x-delete-at", d.to_string());
     }
     put_meta(&mut h, &o.meta);
+    super::symlink::link_headers(o, &mut h);
     h
 }
 
@@ -148,6 +149,17 @@ async fn get(ctx: Ctx) -> Res {
     let o = live(&ctx, &ctx.target.account, ctx.container(), ctx.object())
         .await?
         .ok_or_else(Fail::not_found)?;
+    if super::symlink::is_link(&o) && ctx.q("symlink") != Some("get") {
+        return super::symlink::follow(&ctx, &o, 0).await;
+    }
+    answer(&ctx, &o).await
+}
+
+/// A GET or HEAD of `o` (readable by the caller): a large object's
+/// bytes, or its own, after the conditions of the request.
+pub async fn answer(ctx: &Ctx, o: &Object) -> Res {
+    let ctx = ctx.at(&ctx.target.account, ctx.container(), ctx.object())?;
+    let o = o.clone();
     let mut h = headers(&o);
     if super::slo::is_slo(&o) {
         return super::slo::get(&ctx, &o, h).await;
@@ -420,6 +432,7 @@ async fn put(ctx: Ctx, body: Body) -> Res {
     }
     constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
     check_manifest(&ctx)?;
+    let link = super::symlink::on_put(&ctx, len).await?;
     let delete_at = delete_at(&ctx)?;
     let none_match = if_none_match(&ctx)?;
     if none_match
@@ -446,7 +459,7 @@ async fn put(ctx: Ctx, body: Body) -> Res {
         ctx.state.objects.blobs.delete(&w.id).await;
         return Err(Fail::of(StatusCode::UNPROCESSABLE_ENTITY));
     }
-    let obj = Object {
+    let mut obj = Object {
         name: ctx.object().to_string(),
         ts: time::now(),
         size: w.size as i64,
@@ -456,6 +469,12 @@ async fn put(ctx: Ctx, body: Body) -> Res {
         meta: meta_of(&ctx),
         delete_at,
     };
+    if let Some((keep, target_type)) = link {
+        obj.meta.extend(keep);
+        if ctx.h("content-type").is_none_or(|c| c.trim().is_empty()) {
+            obj.content_type = target_type.unwrap_or_else(|| "application/symlink".into());
+        }
+    }
     let container = ctx.container().to_string();
     let o = store(&ctx, &container, obj, none_match).await?;
     Ok(created(&o))
@@ -473,6 +492,11 @@ fn check_manifest(ctx: &Ctx) -> Result<(), Fail> {
 
 async fn post(ctx: Ctx) -> Res {
     may_write(&ctx).await?;
+    if ctx.h("x-symlink-target").is_some() {
+        return Err(Fail::bad(
+            "A PUT request is required to set a symlink target",
+        ));
+    }
     constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
     check_manifest(&ctx)?;
     let delete_at = delete_at(&ctx)?;
@@ -512,6 +536,9 @@ async fn post(ctx: Ctx) -> Res {
     )
     .await?;
     match found {
+        Some(o) if super::symlink::is_link(&o) && o.delete_at.is_none_or(|d| d > now_secs) => {
+            super::symlink::redirect(&ctx, &o)
+        }
         Some(o) if o.delete_at.is_none_or(|d| d > now_secs) => {
             let mut h = HeaderMap::new();
             set(&mut h, "content-type", "text/html; charset=UTF-8");
@@ -642,6 +669,11 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
     let s = live(&src_ctx, &account, &sc, &so)
         .await?
         .ok_or_else(Fail::not_found)?;
+    let (src_ctx, s, account) = if super::symlink::is_link(&s) && ctx.q("symlink") != Some("get") {
+        super::symlink::resolve(&src_ctx, &s).await?
+    } else {
+        (src_ctx, s, account)
+    };
     if let Some(f) = conditions(&src_ctx, &s.etag, s.ts) {
         if f.status == StatusCode::NOT_MODIFIED {
             return Err(Fail::of(StatusCode::PRECONDITION_FAILED));
