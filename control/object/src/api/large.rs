@@ -74,13 +74,21 @@ pub fn slice(pieces: &[Piece], a: u64, b: u64) -> Vec<Piece> {
 /// with the object's validators.
 pub fn conditional(ctx: &Ctx, etag: &str, ts: i64, h: &HeaderMap) -> Option<Response> {
     let f = conditions(ctx, etag, ts)?;
-    if f.status != StatusCode::NOT_MODIFIED {
-        return Some(f.into_response());
+    let not_modified = f.status == StatusCode::NOT_MODIFIED;
+    // Both answers carry the object's validators and metadata, as Swift's do.
+    let mut r = if not_modified {
+        super::empty(StatusCode::NOT_MODIFIED, HeaderMap::new())
+    } else {
+        f.into_response()
+    };
+    for (k, v) in h {
+        if k != "content-length" && k != "content-type" {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
     }
-    let mut r = super::empty(StatusCode::NOT_MODIFIED, HeaderMap::new());
-    for k in ["etag", "last-modified", "x-timestamp", "content-type"] {
-        if let Some(v) = h.get(k) {
-            r.headers_mut().insert(k, v.clone());
+    if not_modified {
+        if let Some(v) = h.get("content-type") {
+            r.headers_mut().insert("content-type", v.clone());
         }
     }
     Some(r)

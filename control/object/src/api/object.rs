@@ -10,7 +10,7 @@ use crate::table::{self, Meta, Object, Stored};
 use crate::{constraints, time};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 pub const META: &str = "x-object-meta-";
 
@@ -173,16 +173,7 @@ pub async fn answer(ctx: &Ctx, o: &Object) -> Res {
             return super::large::get_dlo(&ctx, &o, m, h).await;
         }
     }
-    if let Some(f) = conditions(&ctx, &o.etag, o.ts) {
-        let mut r = f.into_response();
-        if r.status() == StatusCode::NOT_MODIFIED {
-            r = empty(StatusCode::NOT_MODIFIED, HeaderMap::new());
-            for k in ["etag", "last-modified", "x-timestamp", "content-type"] {
-                if let Some(v) = h.get(k) {
-                    r.headers_mut().insert(k, v.clone());
-                }
-            }
-        }
+    if let Some(r) = super::large::conditional(&ctx, &o.etag, o.ts, &h) {
         return Ok(r);
     }
     let head = ctx.method == "HEAD";

@@ -290,6 +290,25 @@ async fn put_inner(ctx: &Ctx, body: Body) -> Result<axum::response::Response, Re
             problems.push((path.to_string(), "404 Not Found".into()));
             continue;
         };
+        // A segment may be a link: what counts is what it leads to.
+        let seg = if super::symlink::is_link(&seg) {
+            match super::symlink::resolve(&seg_ctx, &seg).await {
+                Ok((_, t, _)) => t,
+                Err(f) => {
+                    problems.push((
+                        path.to_string(),
+                        format!(
+                            "{} {}",
+                            f.status.as_u16(),
+                            f.status.canonical_reason().unwrap_or("")
+                        ),
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            seg
+        };
         let sub = is_slo(&seg);
         let (size, etag) = if sub {
             (
@@ -450,6 +469,19 @@ async fn pieces_at(ctx: &Ctx, o: &Object, level: usize) -> Result<Vec<Piece>, Fa
         let seg = live(ctx, &ctx.target.account, c, n)
             .await?
             .ok_or_else(|| Fail::msg(StatusCode::CONFLICT, format!("Segment {name} is missing")))?;
+        let seg = if super::symlink::is_link(&seg) {
+            super::symlink::resolve(&seg_ctx, &seg)
+                .await
+                .map_err(|_| {
+                    Fail::msg(
+                        StatusCode::CONFLICT,
+                        format!("Segment {name} is a broken link"),
+                    )
+                })?
+                .1
+        } else {
+            seg
+        };
         let sub_pieces = if is_slo(&seg) {
             Box::pin(pieces_at(ctx, &seg, level + 1)).await?
         } else {

@@ -135,11 +135,6 @@ pub async fn on_put(
                     .cloned()
                     .unwrap_or_default(),
             )
-        } else if is_link(&o) {
-            return Err(Fail::msg(
-                StatusCode::CONFLICT,
-                "X-Symlink-Target-Etag may not point to a symlink",
-            ));
         } else {
             (o.etag.clone(), o.size.to_string())
         };
@@ -147,7 +142,7 @@ pub async fn on_put(
             return Err(Fail::msg(
                 StatusCode::CONFLICT,
                 format!(
-                    "Object Etag {etag:?} does not match X-Symlink-Target-Etag header {want:?}"
+                    "Object Etag '{etag}' does not match X-Symlink-Target-Etag header '{want}'"
                 ),
             ));
         }
@@ -198,7 +193,7 @@ pub async fn follow(ctx: &Ctx, link: &Object, hops: usize) -> Res {
                 Fail::msg(
                     StatusCode::CONFLICT,
                     format!(
-                        "Object Etag {etag:?} does not match X-Symlink-Target-Etag header {want:?}"
+                        "Object Etag '{etag}' does not match X-Symlink-Target-Etag header '{want}'"
                     ),
                 )
                 .into_response(),

@@ -193,6 +193,11 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
         return Err(invalid());
     };
     let account_wide = *account_wide;
+    if method == "PUT" && ctx.h("x-symlink-target").is_some() {
+        return Err(Fail::bad(
+            "Symlinks may not be made through a temporary URL",
+        ));
+    }
     if let Some(m) = ctx.h("x-object-manifest") {
         // A manifest made through a temporary URL stays in its container.
         let same = super::large::manifest_ref(m).is_some_and(|(c, _)| c == ctx.container());
