@@ -265,6 +265,9 @@ pub fn listed(o: &table::Object, account: &str) -> serde_json::Value {
         if let Some(e) = o.meta.get(super::symlink::TARGET_ETAG) {
             v["symlink_etag"] = serde_json::json!(e);
         }
+        if let Some(e) = o.meta.get(super::symlink::TARGET_SLO_ETAG) {
+            v["slo_etag"] = serde_json::json!(format!("\"{e}\""));
+        }
         if let Some(b) = o
             .meta
             .get(super::symlink::TARGET_BYTES)

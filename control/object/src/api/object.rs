@@ -127,7 +127,9 @@ pub fn conditions(ctx: &Ctx, etag: &str, ts: i64) -> Option<Fail> {
         if !etag_matches(m, etag) {
             return Some(Fail::of(StatusCode::PRECONDITION_FAILED));
         }
-    } else if let Some(t) = ctx.h("if-unmodified-since").and_then(time::parse_http_date) {
+    }
+    // Swift checks this one even when If-Match passed.
+    if let Some(t) = ctx.h("if-unmodified-since").and_then(time::parse_http_date) {
         if last > t {
             return Some(Fail::of(StatusCode::PRECONDITION_FAILED));
         }

@@ -469,8 +469,9 @@ async fn pieces_at(ctx: &Ctx, o: &Object, level: usize) -> Result<Vec<Piece>, Fa
         let seg = live(ctx, &ctx.target.account, c, n)
             .await?
             .ok_or_else(|| Fail::msg(StatusCode::CONFLICT, format!("Segment {name} is missing")))?;
-        let seg = if super::symlink::is_link(&seg) {
-            super::symlink::resolve(&seg_ctx, &seg)
+        // A link on the way counts as a level of nesting.
+        let (seg, level) = if super::symlink::is_link(&seg) {
+            let t = super::symlink::resolve(&seg_ctx, &seg)
                 .await
                 .map_err(|_| {
                     Fail::msg(
@@ -478,9 +479,10 @@ async fn pieces_at(ctx: &Ctx, o: &Object, level: usize) -> Result<Vec<Piece>, Fa
                         format!("Segment {name} is a broken link"),
                     )
                 })?
-                .1
+                .1;
+            (t, level + 1)
         } else {
-            seg
+            (seg, level)
         };
         let sub_pieces = if is_slo(&seg) {
             Box::pin(pieces_at(ctx, &seg, level + 1)).await?

@@ -15,6 +15,8 @@ pub const TARGET: &str = "x-object-sysmeta-symlink-target";
 pub const TARGET_ACCOUNT: &str = "x-object-sysmeta-symlink-target-account";
 pub const TARGET_ETAG: &str = "x-object-sysmeta-symlink-target-etag";
 pub const TARGET_BYTES: &str = "x-object-sysmeta-symlink-target-bytes";
+/// A static link to a large object keeps its MD5 of MD5s for listings.
+pub const TARGET_SLO_ETAG: &str = "x-object-sysmeta-symlink-target-slo-etag";
 /// Links followed before a read gives up (Swift's `symloop_max`).
 pub const SYMLOOP_MAX: usize = 2;
 
@@ -124,20 +126,7 @@ pub async fn on_put(
                 format!("X-Symlink-Target does not exist"),
             ));
         };
-        let (etag, bytes) = if super::slo::is_slo(&o) {
-            (
-                o.meta
-                    .get(super::slo::SLO_ETAG)
-                    .cloned()
-                    .unwrap_or_default(),
-                o.meta
-                    .get(super::slo::SLO_SIZE)
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        } else {
-            (o.etag.clone(), o.size.to_string())
-        };
+        let (etag, bytes) = static_etag(&o);
         if etag != want {
             return Err(Fail::msg(
                 StatusCode::CONFLICT,
@@ -148,6 +137,9 @@ pub async fn on_put(
         }
         keep.push((TARGET_ETAG.to_string(), etag));
         keep.push((TARGET_BYTES.to_string(), bytes));
+        if let Some(e) = o.meta.get(super::slo::SLO_ETAG) {
+            keep.push((TARGET_SLO_ETAG.to_string(), e.clone()));
+        }
         target_type = Some(o.content_type.clone());
     }
     Ok(Some((keep, target_type)))
@@ -180,14 +172,7 @@ pub async fn follow(ctx: &Ctx, link: &Object, hops: usize) -> Res {
         return Ok(with_location(Fail::not_found().into_response()));
     };
     if let Some(want) = link.meta.get(TARGET_ETAG) {
-        let etag = if super::slo::is_slo(&t) {
-            t.meta
-                .get(super::slo::SLO_ETAG)
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            t.etag.clone()
-        };
+        let (etag, _) = static_etag(&t);
         if &etag != want {
             return Ok(with_location(
                 Fail::msg(
@@ -214,6 +199,9 @@ pub fn redirect(ctx: &Ctx, link: &Object) -> Res {
     let (account, c, n) = target_of(link, &ctx.target.account).ok_or_else(Fail::not_found)?;
     let mut h = HeaderMap::new();
     set(&mut h, "location", location(&account, &c, &n));
+    if let Some(e) = link.meta.get(TARGET_ETAG) {
+        set(&mut h, "x-symlink-target-etag", e);
+    }
     Ok(empty(StatusCode::TEMPORARY_REDIRECT, h))
 }
 
@@ -239,4 +227,25 @@ pub async fn resolve(ctx: &Ctx, link: &Object) -> Result<(Ctx, Object, String), 
         StatusCode::CONFLICT,
         format!("Too many levels of symbolic links, maximum allowed is {SYMLOOP_MAX}"),
     ))
+}
+
+/// What a static link to `o` records and checks: the ETag a client sees of
+/// it without following (a manifest's own, a static link's target's) and
+/// its length in bytes.
+fn static_etag(o: &Object) -> (String, String) {
+    if super::slo::is_slo(o) {
+        let size = o
+            .meta
+            .get(super::slo::SLO_SIZE)
+            .cloned()
+            .unwrap_or_default();
+        (o.etag.clone(), size)
+    } else if let Some(e) = o.meta.get(TARGET_ETAG) {
+        (
+            e.clone(),
+            o.meta.get(TARGET_BYTES).cloned().unwrap_or_default(),
+        )
+    } else {
+        (o.etag.clone(), o.size.to_string())
+    }
 }
