@@ -433,11 +433,9 @@ pub async fn pieces(ctx: &Ctx, o: &Object) -> Result<Vec<Piece>, Fail> {
 }
 
 async fn pieces_at(ctx: &Ctx, o: &Object, level: usize) -> Result<Vec<Piece>, Fail> {
-    if level > MAX_DEPTH {
-        return Err(Fail::msg(
-            StatusCode::CONFLICT,
-            "Max recursion depth exceeded",
-        ));
+    if level >= MAX_DEPTH {
+        // Swift's slo answers this with the plain 409.
+        return Err(Fail::of(StatusCode::CONFLICT));
     }
     let mut out = Vec::new();
     let mut stack: Vec<(Vec<Segment>, usize)> = vec![(manifest(ctx, o).await?, 0)];
@@ -469,7 +467,7 @@ async fn pieces_at(ctx: &Ctx, o: &Object, level: usize) -> Result<Vec<Piece>, Fa
         let seg = live(ctx, &ctx.target.account, c, n)
             .await?
             .ok_or_else(|| Fail::msg(StatusCode::CONFLICT, format!("Segment {name} is missing")))?;
-        // A link on the way counts as a level of nesting.
+        // A link on the way is followed (it is no level of nesting).
         let (seg, level) = if super::symlink::is_link(&seg) {
             let t = super::symlink::resolve(&seg_ctx, &seg)
                 .await
@@ -480,7 +478,7 @@ async fn pieces_at(ctx: &Ctx, o: &Object, level: usize) -> Result<Vec<Piece>, Fa
                     )
                 })?
                 .1;
-            (t, level + 1)
+            (t, level)
         } else {
             (seg, level)
         };
