@@ -123,3 +123,191 @@ pub async fn delete(ctx: &Ctx, body: axum::body::Body) -> super::Res {
     }
     Ok(report(ctx, deleted, missing, &errors))
 }
+
+/// What the archive reader hands the storing side.
+enum Msg {
+    Start(String, u64),
+    Chunk(bytes::Bytes),
+    End,
+}
+
+/// `PUT ?extract-archive=tar|tar.gz`: every file of the archive becomes an
+/// object (at the account, `<container>/<object>` of its path, containers
+/// made as needed; at a container, the path is the object's name, under
+/// the target's name as a prefix). The archive streams through: a blocking
+/// reader walks it and hands each file's bytes to the blob store as they
+/// come, so memory stays constant whatever the archive's size.
+pub async fn extract(ctx: &Ctx, body: axum::body::Body) -> super::Res {
+    use futures_util::TryStreamExt;
+    use std::io::Read;
+    let gz = match ctx.q("extract-archive").unwrap_or("") {
+        "tar" => false,
+        "tar.gz" | "tgz" => true,
+        other => {
+            return Err(super::Fail::bad(format!(
+                "Unsupported archive format {other:?}"
+            )))
+        }
+    };
+    if ctx.target.container.is_none() && !ctx.is_owner() {
+        return Err(ctx.denied());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let walker = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let r: Box<dyn Read> = if gz {
+            Box::new(flate2::read::GzDecoder::new(reader))
+        } else {
+            Box::new(reader)
+        };
+        let mut archive = tar::Archive::new(r);
+        for e in archive.entries()? {
+            let mut e = e?;
+            if !e.header().entry_type().is_file() {
+                continue;
+            }
+            let path = e.path()?.to_string_lossy().to_string();
+            let size = e.header().size()?;
+            if tx.blocking_send(Msg::Start(path, size)).is_err() {
+                return Ok(());
+            }
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = e.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                if tx
+                    .blocking_send(Msg::Chunk(bytes::Bytes::copy_from_slice(&buf[..n])))
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            if tx.blocking_send(Msg::End).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    });
+    let (mut created, mut errors) = (0usize, Vec::new());
+    while let Some(msg) = rx.recv().await {
+        let Msg::Start(path, size) = msg else {
+            continue;
+        };
+        let chunks = Box::pin(futures_util::stream::unfold(&mut rx, |rx| async move {
+            match rx.recv().await {
+                Some(Msg::Chunk(b)) => Some((Ok::<_, std::io::Error>(b), rx)),
+                _ => None,
+            }
+        }));
+        let path = path
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .to_string();
+        let (c, o) = match (&ctx.target.container, &ctx.target.object) {
+            (None, _) => match path.split_once('/') {
+                Some((c, o)) => (c.to_string(), o.to_string()),
+                None => (path.clone(), String::new()),
+            },
+            (Some(c), Some(prefix)) => (c.clone(), format!("{prefix}/{path}")),
+            (Some(c), None) => (c.clone(), path.clone()),
+        };
+        let w = ctx
+            .state
+            .objects
+            .blobs
+            .put(chunks, Some(size), crate::constraints::MAX_FILE_SIZE)
+            .await;
+        let outcome = async {
+            let w = w?;
+            if c.is_empty() || o.is_empty() {
+                ctx.state.objects.blobs.delete(&w.id).await;
+                return Err(super::Fail::bad("Invalid path"));
+            }
+            if o.len() > crate::constraints::MAX_OBJECT_NAME_LENGTH
+                || c.len() > crate::constraints::MAX_CONTAINER_NAME_LENGTH
+            {
+                ctx.state.objects.blobs.delete(&w.id).await;
+                return Err(super::Fail::bad("Name too long"));
+            }
+            let t = ctx.at(&ctx.target.account, &c, &o)?;
+            if ctx.target.container.is_none() {
+                crate::table::put_container(
+                    &ctx.state.objects.store,
+                    &ctx.target.account,
+                    &c,
+                    crate::time::now(),
+                    |_| Ok::<(), ()>(()),
+                )
+                .await?
+                .ok();
+            }
+            if let Err(f) = super::object::may_write(&t).await {
+                ctx.state.objects.blobs.delete(&w.id).await;
+                return Err(f);
+            }
+            let obj = crate::table::Object {
+                name: o.clone(),
+                ts: crate::time::now(),
+                size: w.size as i64,
+                etag: w.md5,
+                content_type: super::object::guess_type(&o).to_string(),
+                blob: w.id,
+                meta: Default::default(),
+                delete_at: None,
+            };
+            super::object::store(&t, &c, obj, false).await.map(|_| ())
+        }
+        .await;
+        match outcome {
+            Ok(()) => created += 1,
+            Err(f) => errors.push((
+                format!("/{c}/{o}"),
+                format!(
+                    "{} {}",
+                    f.status.as_u16(),
+                    f.status.canonical_reason().unwrap_or("")
+                ),
+            )),
+        }
+    }
+    let walked = walker
+        .await
+        .map_err(|_| super::Fail::of(StatusCode::INTERNAL_SERVER_ERROR))?;
+    let status = match (&walked, errors.is_empty()) {
+        (Err(_), _) => "400 Bad Request",
+        (Ok(()), true) => "201 Created",
+        (Ok(()), false) => "400 Bad Request",
+    };
+    let body_text = if walked.is_err() {
+        "Invalid Tar File"
+    } else {
+        ""
+    };
+    let mut h = HeaderMap::new();
+    let accept = ctx.h("accept").unwrap_or("");
+    let body = if accept.contains("application/json") {
+        set(&mut h, "content-type", "application/json; charset=utf-8");
+        let errs: Vec<[&str; 2]> = errors
+            .iter()
+            .map(|(p, e)| [p.as_str(), e.as_str()])
+            .collect();
+        serde_json::json!({
+            "Number Files Created": created, "Response Body": body_text,
+            "Response Status": status, "Errors": errs,
+        })
+        .to_string()
+    } else {
+        set(&mut h, "content-type", "text/plain; charset=utf-8");
+        let mut t = format!(
+            "Number Files Created: {created}\nResponse Body: {body_text}\nResponse Status: {status}\nErrors:\n"
+        );
+        for (p, e) in &errors {
+            t.push_str(&format!("{p}, {e}\n"));
+        }
+        t
+    };
+    Ok((StatusCode::OK, h, body).into_response())
+}

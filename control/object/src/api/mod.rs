@@ -60,6 +60,7 @@ async fn info() -> Json<serde_json::Value> {
         "swift": constraints::info(),
         "tempurl": tempurl::info(),
         "slo": slo::info(),
+        "bulk_upload": {"max_containers_per_extraction": 10000, "max_failed_extractions": 1000},
         "bulk_delete": {"max_deletes_per_request": bulk::MAX_DELETES, "max_failed_deletes": bulk::MAX_DELETES},
         "container_quotas": {},
         "symlink": {"symloop_max": symlink::SYMLOOP_MAX, "static_links": true},
@@ -351,13 +352,20 @@ fn who_of(state: &AppState, token: &str) -> Result<Who, Fail> {
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    let trans = format!("tx{}", uuid::Uuid::new_v4().simple());
+    // Swift's form: "tx", 21 hex digits, "-", the time in 10 hex digits.
+    let trans = format!(
+        "tx{}-{:010x}",
+        &uuid::Uuid::new_v4().simple().to_string()[..21],
+        crate::time::now_secs()
+    );
     tracing::Span::current().record("trans_id", trans.as_str());
     let mut resp = match handle(state, req).await {
         Ok(r) => r,
         Err(f) => f.into_response(),
     };
     let h = resp.headers_mut();
+    h.entry("content-type")
+        .or_insert(HeaderValue::from_static("text/html; charset=UTF-8"));
     if let Ok(v) = HeaderValue::from_str(&trans) {
         h.insert("x-trans-id", v.clone());
         h.insert("x-openstack-request-id", v);
@@ -440,6 +448,9 @@ async fn handle(state: AppState, req: Request) -> Res {
         && (ctx.method == Method::POST || ctx.method == Method::DELETE)
     {
         return bulk::delete(&ctx, body).await;
+    }
+    if ctx.q("extract-archive").is_some() && ctx.method == Method::PUT {
+        return bulk::extract(&ctx, body).await;
     }
     let origin = ctx.h("origin").map(str::to_string);
     let container = ctx.target.container.clone();

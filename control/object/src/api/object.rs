@@ -4,7 +4,7 @@
 
 use super::large::{serve_pieces, Piece};
 use super::range;
-use super::{apply_meta, empty, put_meta, set, Ctx, Fail, Res, Target};
+use super::{empty, put_meta, set, Ctx, Fail, Res, Target};
 use crate::access;
 use crate::table::{self, Meta, Object, Stored};
 use crate::{constraints, time};
@@ -265,8 +265,15 @@ pub fn guess_type(name: &str) -> &'static str {
 
 /// The stored headers a PUT or POST sets.
 pub fn meta_of(ctx: &Ctx) -> Meta {
+    // An object keeps a metadata item even with an empty value (unlike a
+    // container or an account, where empty removes).
     let mut m = Meta::new();
-    apply_meta(&ctx.headers, META, &mut m);
+    for (name, value) in &ctx.headers {
+        if name.as_str().starts_with(META) {
+            let v = String::from_utf8_lossy(value.as_bytes()).trim().to_string();
+            m.insert(name.as_str().to_string(), v);
+        }
+    }
     for k in STORED {
         if let Some(v) = ctx.h(k) {
             m.insert(k.to_string(), v.to_string());
