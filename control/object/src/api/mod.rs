@@ -14,6 +14,7 @@ pub mod large;
 pub mod object;
 pub mod range;
 pub mod slo;
+pub mod staticweb;
 pub mod symlink;
 pub mod tempurl;
 pub mod versions;
@@ -63,6 +64,7 @@ async fn info() -> Json<serde_json::Value> {
         "bulk_upload": {"max_containers_per_extraction": 10000, "max_failed_extractions": 1000},
         "bulk_delete": {"max_deletes_per_request": bulk::MAX_DELETES, "max_failed_deletes": bulk::MAX_DELETES},
         "container_quotas": {},
+        "staticweb": {},
         "symlink": {"symloop_max": symlink::SYMLOOP_MAX, "static_links": true},
         "versioned_writes": {},
     }))
@@ -375,6 +377,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 
 async fn handle(state: AppState, req: Request) -> Res {
     let (parts, body) = req.into_parts();
+    let trailing_slash = parts.uri.path().ends_with('/');
     if let Some((name, _)) = parts
         .headers
         .iter()
@@ -457,6 +460,17 @@ async fn handle(state: AppState, req: Request) -> Res {
     if let (Some(o), Some(_)) = (&origin, &container) {
         if ctx.method == Method::OPTIONS {
             return cors::preflight(&ctx, o).await;
+        }
+    }
+    if container.is_some() && matches!(ctx.method, Method::GET | Method::HEAD) {
+        let web_mode = ctx.h("x-web-mode").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if web_mode || (ctx.who.is_none() && ctx.grant.is_none()) {
+            let c = crate::table::container(&ctx.state.objects.store, &ctx.target.account, ctx.container()).await?;
+            if let Some(c) = c.filter(|c| staticweb::applies(&ctx, &c.meta)) {
+                if let Some(r) = staticweb::answer(&ctx, &c, trailing_slash).await {
+                    return r;
+                }
+            }
         }
     }
     let cors = origin
