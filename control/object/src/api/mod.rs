@@ -431,6 +431,22 @@ async fn handle(state: AppState, req: Request) -> Res {
         ctx.standing = Standing::Owner;
         ctx.grant = Some(grant);
         ctx.headers.remove("x-timestamp");
+        if ctx.target.object.is_none() || ctx.object().ends_with('/') {
+            let c = crate::table::container(
+                &ctx.state.objects.store,
+                &ctx.target.account,
+                ctx.container(),
+            )
+            .await?;
+            if let Some(c) = c.filter(|c| staticweb::applies(&ctx, &c.meta)) {
+                if let Some(r) = staticweb::answer(&ctx, &c, trailing_slash).await {
+                    return r;
+                }
+            }
+            if ctx.target.object.is_none() {
+                return Err(Fail::of(StatusCode::UNAUTHORIZED));
+            }
+        }
         let mut resp = object::handle(ctx, body).await?;
         // What the object's owner wrote for themselves stays with them.
         let private: Vec<HeaderName> = resp
@@ -463,9 +479,16 @@ async fn handle(state: AppState, req: Request) -> Res {
         }
     }
     if container.is_some() && matches!(ctx.method, Method::GET | Method::HEAD) {
-        let web_mode = ctx.h("x-web-mode").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let web_mode = ctx
+            .h("x-web-mode")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         if web_mode || (ctx.who.is_none() && ctx.grant.is_none()) {
-            let c = crate::table::container(&ctx.state.objects.store, &ctx.target.account, ctx.container()).await?;
+            let c = crate::table::container(
+                &ctx.state.objects.store,
+                &ctx.target.account,
+                ctx.container(),
+            )
+            .await?;
             if let Some(c) = c.filter(|c| staticweb::applies(&ctx, &c.meta)) {
                 if let Some(r) = staticweb::answer(&ctx, &c, trailing_slash).await {
                     return r;

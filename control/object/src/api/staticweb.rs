@@ -31,13 +31,20 @@ fn quote(s: &str) -> String {
 }
 
 fn truthy(v: Option<&String>) -> bool {
-    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "t" | "y"))
+    v.is_some_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "true" | "1" | "yes" | "on" | "t" | "y"
+        )
+    })
 }
 
 /// Whether the request is a web request this container answers as a site.
 pub fn applies(ctx: &Ctx, meta: &Meta) -> bool {
-    let web_mode = ctx.h("x-web-mode").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let anonymous = ctx.who.is_none() && ctx.grant.is_none();
+    let web_mode = ctx
+        .h("x-web-mode")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let anonymous = ctx.who.is_none();
     matches!(ctx.method.as_str(), "GET" | "HEAD")
         && (anonymous || web_mode)
         && (meta.contains_key(INDEX) || truthy(meta.get(LISTINGS)) || meta.contains_key(ERROR))
@@ -54,9 +61,19 @@ pub async fn answer(ctx: &Ctx, c: &Container, trailing_slash: bool) -> Option<Re
     let meta = &c.meta;
     let object = ctx.target.object.clone().unwrap_or_default();
     let can_list = ctx.may_read_account()
-        || crate::access::read_allowed(meta.get("x-container-read").map(String::as_str), ctx.who.as_ref(), ctx.h("referer"), true);
+        || crate::access::read_allowed(
+            meta.get("x-container-read").map(String::as_str),
+            ctx.who.as_ref(),
+            ctx.h("referer"),
+            true,
+        );
     let can_read = ctx.may_read_account()
-        || crate::access::read_allowed(meta.get("x-container-read").map(String::as_str), ctx.who.as_ref(), ctx.h("referer"), false);
+        || crate::access::read_allowed(
+            meta.get("x-container-read").map(String::as_str),
+            ctx.who.as_ref(),
+            ctx.h("referer"),
+            false,
+        );
     if !can_read {
         return Some(error(ctx, meta, StatusCode::UNAUTHORIZED).await);
     }
@@ -73,8 +90,13 @@ pub async fn answer(ctx: &Ctx, c: &Container, trailing_slash: bool) -> Option<Re
     let Some(dir) = dir else {
         // A path without its slash: a directory, if it has an index or
         // anything under it; else the object (or the error page).
-        let o = super::object::live(ctx, &ctx.target.account, ctx.container(), &object).await.ok()?;
-        let dir_type = meta.get(DIR_TYPE).map(String::as_str).unwrap_or("application/directory");
+        let o = super::object::live(ctx, &ctx.target.account, ctx.container(), &object)
+            .await
+            .ok()?;
+        let dir_type = meta
+            .get(DIR_TYPE)
+            .map(String::as_str)
+            .unwrap_or("application/directory");
         let is_dir_marker = o.as_ref().is_some_and(|o| o.content_type == dir_type);
         if o.is_some() && !is_dir_marker {
             return None;
@@ -92,7 +114,9 @@ pub async fn answer(ctx: &Ctx, c: &Container, trailing_slash: bool) -> Option<Re
     }
     if let Some(ix) = &index {
         let name = format!("{dir}{ix}");
-        if let Ok(Some(o)) = super::object::live(ctx, &ctx.target.account, ctx.container(), &name).await {
+        if let Ok(Some(o)) =
+            super::object::live(ctx, &ctx.target.account, ctx.container(), &name).await
+        {
             let at = match ctx.at(&ctx.target.account, ctx.container(), &name) {
                 Ok(a) => a,
                 Err(f) => return Some(Err(f)),
@@ -122,17 +146,31 @@ async fn has_children(ctx: &Ctx, prefix: &str) -> bool {
         reverse: false,
         limit: 1,
     };
-    table::objects(&ctx.state.objects.store, &ctx.target.account, ctx.container(), page)
-        .await
-        .is_ok_and(|v| v.first().is_some_and(|o| o.name.starts_with(prefix)))
+    table::objects(
+        &ctx.state.objects.store,
+        &ctx.target.account,
+        ctx.container(),
+        page,
+    )
+    .await
+    .is_ok_and(|v| v.first().is_some_and(|o| o.name.starts_with(prefix)))
 }
 
 fn redirect(ctx: &Ctx, dir: &str) -> axum::response::Response {
     let host = ctx.h("host").unwrap_or("localhost");
     let path = if dir.is_empty() {
-        format!("/v1/{}/{}/", quote(&ctx.target.account), quote(ctx.container()))
+        format!(
+            "/v1/{}/{}/",
+            quote(&ctx.target.account),
+            quote(ctx.container())
+        )
     } else {
-        format!("/v1/{}/{}/{}", quote(&ctx.target.account), quote(ctx.container()), quote(dir))
+        format!(
+            "/v1/{}/{}/{}",
+            quote(&ctx.target.account),
+            quote(ctx.container()),
+            quote(dir)
+        )
     };
     let mut h = HeaderMap::new();
     set(&mut h, "location", format!("http://{host}{path}"));
@@ -143,11 +181,14 @@ fn redirect(ctx: &Ctx, dir: &str) -> axum::response::Response {
 async fn error(ctx: &Ctx, meta: &Meta, status: StatusCode) -> Res {
     if let Some(e) = meta.get(ERROR) {
         let name = format!("{}{e}", status.as_u16());
-        if let Ok(Some(o)) = super::object::live(ctx, &ctx.target.account, ctx.container(), &name).await {
+        if let Ok(Some(o)) =
+            super::object::live(ctx, &ctx.target.account, ctx.container(), &name).await
+        {
             let (pieces, _) = super::large::pieces_of(ctx, &ctx.target.account, &o).await?;
             let mut h = HeaderMap::new();
             set(&mut h, "content-type", &o.content_type);
-            let mut r = super::large::serve_pieces(ctx, pieces, &mut h, ctx.method == "HEAD").await?;
+            let mut r =
+                super::large::serve_pieces(ctx, pieces, &mut h, ctx.method == "HEAD").await?;
             *r.status_mut() = status;
             return Ok(r);
         }
@@ -169,7 +210,8 @@ async fn listing(ctx: &Ctx, meta: &Meta, dir: &str) -> Res {
     };
     let store = &ctx.state.objects.store;
     let (account, container) = (ctx.target.account.clone(), ctx.container().to_string());
-    let entries = listing::list(&q, |page| table::objects(store, &account, &container, page)).await?;
+    let entries =
+        listing::list(&q, |page| table::objects(store, &account, &container, page)).await?;
     let title = escape(&path_of(ctx, dir));
     let style = match meta.get(CSS) {
         Some(css) if css.starts_with('/') || css.contains("://") => {
@@ -185,8 +227,11 @@ async fn listing(ctx: &Ctx, meta: &Meta, dir: &str) -> Res {
         }
         None => "<style type=\"text/css\">\n   h1 {font-size: 1em; font-weight: bold;}\n   th {text-align: left; padding: 0px 1em 0px 1em;}\n   td {padding: 0px 1em 0px 1em;}\n   a {text-decoration: none;}\n  </style>".into(),
     };
+    let grant = ctx.grant.as_ref().and_then(|g| g.listing.as_ref());
+    let suffix = grant.map(|l| l.query.as_str()).unwrap_or("");
+    let at_root = dir.is_empty() || grant.is_some_and(|l| l.prefix == dir);
     let mut rows = String::new();
-    if !dir.is_empty() {
+    if !at_root {
         rows.push_str("   <tr id=\"parent\" class=\"item\">\n    <td class=\"colname\"><a href=\"../\">../</a></td>\n    <td class=\"colsize\">&nbsp;</td>\n    <td class=\"coldate\">&nbsp;</td>\n   </tr>\n");
     }
     for e in &entries {
@@ -194,16 +239,21 @@ async fn listing(ctx: &Ctx, meta: &Meta, dir: &str) -> Res {
             Entry::Subdir(s) => {
                 let rel = &s[dir.len()..];
                 rows.push_str(&format!(
-                    "   <tr class=\"item subdir\">\n    <td class=\"colname\"><a href=\"./{}\">{}</a></td>\n    <td class=\"colsize\">&nbsp;</td>\n    <td class=\"coldate\">&nbsp;</td>\n   </tr>\n",
+                    "   <tr class=\"item subdir\">\n    <td class=\"colname\"><a href=\"./{}{suffix}\">{}</a></td>\n    <td class=\"colsize\">&nbsp;</td>\n    <td class=\"coldate\">&nbsp;</td>\n   </tr>\n",
                     quote(rel),
                     escape(rel)
                 ));
             }
             Entry::Item(o) => {
                 let rel = &o.name[dir.len()..];
-                let kind = o.content_type.split('/').map(|p| format!("type-{}", escape(p))).collect::<Vec<_>>().join(" ");
+                let kind = o
+                    .content_type
+                    .split('/')
+                    .map(|p| format!("type-{}", escape(p)))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 rows.push_str(&format!(
-                    "   <tr class=\"item {kind}\">\n    <td class=\"colname\"><a href=\"./{}\">{}</a></td>\n    <td class=\"colsize\">{}</td>\n    <td class=\"coldate\">{}</td>\n   </tr>\n",
+                    "   <tr class=\"item {kind}\">\n    <td class=\"colname\"><a href=\"./{}{suffix}\">{}</a></td>\n    <td class=\"colsize\">{}</td>\n    <td class=\"coldate\">{}</td>\n   </tr>\n",
                     quote(rel),
                     escape(rel),
                     o.size,

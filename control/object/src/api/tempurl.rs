@@ -25,6 +25,14 @@ pub struct Grant {
     /// object's segments elsewhere in it); a container key reaches only
     /// its container.
     pub account_wide: bool,
+    /// A prefix URL's prefix and the query its listing links carry.
+    pub listing: Option<Listing>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub prefix: String,
+    pub query: String,
 }
 
 /// A GET answer's `Content-Disposition`.
@@ -130,7 +138,14 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
         return Err(invalid());
     };
     let method = ctx.method.as_str();
-    if !METHODS.contains(&method) || ctx.target.object.is_none() {
+    // A container path only with a prefix URL (a static web listing).
+    let container_get = ctx.target.object.is_none()
+        && ctx.q("temp_url_prefix").is_some()
+        && matches!(method, "GET" | "HEAD");
+    if !METHODS.contains(&method)
+        || ctx.target.container.is_none()
+        || (ctx.target.object.is_none() && !container_get)
+    {
         return Err(invalid());
     }
     let expires = expires_of(expires).ok_or_else(invalid)?;
@@ -228,9 +243,24 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
             (false, false) => Disposition::Default(format("attachment")),
         })
     };
+    // What links in a static web listing carry to stay inside the grant.
+    let listing = ctx.q("temp_url_prefix").map(|p| Listing {
+        prefix: p.to_string(),
+        query: format!(
+            "?temp_url_prefix={p}&amp;temp_url_expires={}&amp;temp_url_sig={}{}",
+            percent_encoding::utf8_percent_encode(ctx.q("temp_url_expires").unwrap_or(""), QUOTE),
+            ctx.q("temp_url_sig").unwrap_or(""),
+            if ctx.q("inline").is_some() {
+                "&amp;inline"
+            } else {
+                ""
+            }
+        ),
+    });
     Ok(Grant {
         disposition,
         account_wide,
+        listing,
     })
 }
 
