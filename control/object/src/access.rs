@@ -30,11 +30,22 @@ pub enum Standing {
     Other,
 }
 
+/// The role that owns every account (Swift's `reseller_admin_role`): it
+/// alone sets account quotas.
+pub const RESELLER_ROLE: &str = "reselleradmin";
+
+pub fn is_reseller(w: &Who) -> bool {
+    w.roles.contains(RESELLER_ROLE)
+}
+
 /// The caller's standing in the account of `project_id`.
 pub fn standing(who: Option<&Who>, project_id: &str) -> Standing {
     let Some(w) = who else {
         return Standing::Other;
     };
+    if is_reseller(w) {
+        return Standing::Owner;
+    }
     if w.project_id.as_deref() != Some(project_id) {
         return Standing::Other;
     }

@@ -145,6 +145,16 @@ pub async fn account(store: &Store, account: &str) -> Result<Account> {
     Ok(a)
 }
 
+/// The account's stored headers alone (one indexed read; no sums).
+pub async fn account_meta(store: &Store, account: &str) -> Result<Meta> {
+    let meta: Option<String> =
+        sqlx::query_scalar("SELECT meta FROM obj_accounts WHERE account = $1")
+            .bind(account)
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(meta.map(|m| meta_of(&m)).unwrap_or_default())
+}
+
 async fn ensure_account(c: &mut AnyConnection, account: &str, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO obj_accounts (account, created, put_ts, meta) VALUES ($1, $2, $2, '{}') \

@@ -203,9 +203,55 @@ fn render(
     Ok((StatusCode::OK, h, body).into_response())
 }
 
+/// Whether a header sets or removes an account quota.
+fn is_quota(name: &str) -> bool {
+    let n = name
+        .strip_prefix("x-remove-")
+        .map(|r| format!("x-{r}"))
+        .unwrap_or_else(|| name.to_string());
+    n == "x-account-meta-quota-bytes"
+        || n.starts_with("x-account-quota-bytes")
+        || n.starts_with("x-account-quota-count")
+}
+
+/// Applies the quota headers of a reseller admin's POST.
+fn apply_quotas(headers: &HeaderMap, m: &mut table::Meta) -> Result<(), String> {
+    for (name, value) in headers {
+        let n = name.as_str();
+        if !is_quota(n) {
+            continue;
+        }
+        if let Some(r) = n.strip_prefix("x-remove-") {
+            m.remove(&format!("x-{r}"));
+            continue;
+        }
+        let v = String::from_utf8_lossy(value.as_bytes()).trim().to_string();
+        if v.is_empty() {
+            m.remove(n);
+        } else if v.parse::<u64>().is_ok() {
+            m.insert(n.to_string(), v);
+        } else {
+            return Err(format!("Invalid {n}: must be a non-negative integer"));
+        }
+    }
+    Ok(())
+}
+
+/// The account's quotas (bytes, objects), if it has them.
+pub fn quotas(meta: &table::Meta) -> (Option<i64>, Option<i64>) {
+    let get = |k: &str| meta.get(k).and_then(|v| v.parse::<i64>().ok());
+    let bytes = get("x-account-quota-bytes").or_else(|| get("x-account-meta-quota-bytes"));
+    (bytes, get("x-account-quota-count"))
+}
+
 async fn post(ctx: Ctx) -> Res {
     if !ctx.is_owner() {
         return Err(ctx.denied());
+    }
+    // Quotas are the reseller admin's to set, never the account owner's.
+    let reseller = ctx.who.as_ref().is_some_and(crate::access::is_reseller);
+    if !reseller && ctx.headers.keys().any(|k| is_quota(k.as_str())) {
+        return Err(Fail::of(StatusCode::FORBIDDEN));
     }
     constraints::check_metadata(&ctx.headers, META).map_err(Fail::bad)?;
     table::update_account(
@@ -213,7 +259,12 @@ async fn post(ctx: Ctx) -> Res {
         &ctx.target.account,
         time::now(),
         |m| {
+            let legacy = m.remove("x-account-meta-quota-bytes");
             super::apply_meta(&ctx.headers, META, m);
+            if let Some(q) = legacy {
+                m.insert("x-account-meta-quota-bytes".into(), q);
+            }
+            apply_quotas(&ctx.headers, m)?;
             constraints::check_merged(m.iter(), META)
         },
     )

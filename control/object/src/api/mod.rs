@@ -65,6 +65,7 @@ async fn info() -> Json<serde_json::Value> {
         "bulk_delete": {"max_deletes_per_request": bulk::MAX_DELETES, "max_failed_deletes": bulk::MAX_DELETES},
         "container_quotas": {},
         "staticweb": {},
+        "account_quotas": {},
         "symlink": {"symloop_max": symlink::SYMLOOP_MAX, "static_links": true},
         "versioned_writes": {},
     }))

@@ -313,6 +313,22 @@ pub async fn store(
     none_match: bool,
 ) -> Result<Object, Fail> {
     let objects = &ctx.state.objects;
+    let meta = table::account_meta(&objects.store, &ctx.target.account).await?;
+    let (max_bytes, max_count) = super::account::quotas(&meta);
+    if max_bytes.is_some() || max_count.is_some() {
+        let account = table::account(&objects.store, &ctx.target.account).await?;
+        let old = live(ctx, &ctx.target.account, container, &obj.name).await?;
+        let old_size = old.as_ref().map_or(0, |o| o.size);
+        let over_bytes = max_bytes.is_some_and(|q| account.bytes - old_size + obj.size > q);
+        let over_count = max_count.is_some_and(|q| old.is_none() && account.objects + 1 > q);
+        if over_bytes || over_count {
+            objects.blobs.delete(&obj.blob).await;
+            return Err(Fail::msg(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Upload exceeds quota.",
+            ));
+        }
+    }
     let Some(c) = table::container(&objects.store, &ctx.target.account, container).await? else {
         objects.blobs.delete(&obj.blob).await;
         return Err(Fail::not_found());
