@@ -107,6 +107,11 @@ impl Bootstrap<'_> {
             // (a member, and more), and the role services' users hold.
             let manager = role_id("manager", &mut ops);
             role_id("service", &mut ops);
+            // As devstack makes it with Swift: the role that owns every
+            // object storage account (and alone sets account quotas).
+            if self.services.iter().any(|(t, _, _)| *t == "object-store") {
+                role_id("ResellerAdmin", &mut ops);
+            }
             for (p, i) in [(&admin, &member), (&member, &reader), (&manager, &member)] {
                 if !m.implied.contains(&(p.clone(), i.clone())) {
                     ops.push(ImpliedRole::op_put(p, i));

@@ -10,6 +10,7 @@ pub mod account;
 pub mod bulk;
 pub mod container;
 pub mod cors;
+pub mod formpost;
 pub mod large;
 pub mod object;
 pub mod range;
@@ -66,6 +67,7 @@ async fn info() -> Json<serde_json::Value> {
         "container_quotas": {},
         "staticweb": {},
         "account_quotas": {},
+        "formpost": {"allowed_digests": ["sha1", "sha256", "sha512"]},
         "symlink": {"symloop_max": symlink::SYMLOOP_MAX, "static_links": true},
         "versioned_writes": {},
     }))
@@ -425,6 +427,9 @@ async fn handle(state: AppState, req: Request) -> Res {
     };
     if ctx.target.project.is_empty() {
         return Err(ctx.denied());
+    }
+    if formpost::is_form(&ctx) {
+        return formpost::post(&ctx, body).await;
     }
     if ctx.q("temp_url_sig").is_some() || ctx.q("temp_url_expires").is_some() {
         let grant = tempurl::check(&ctx, client_ip).await?;
