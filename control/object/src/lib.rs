@@ -22,6 +22,7 @@ pub mod api;
 pub mod blob;
 pub mod constraints;
 pub mod listing;
+pub mod sync;
 pub mod table;
 pub mod time;
 
@@ -70,8 +71,9 @@ pub struct AppState {
 }
 
 impl Objects {
-    /// Removes objects past their `X-Delete-At`, every few seconds, as
-    /// Swift's object expirer does (reads already treat them as gone). On
+    /// Every few seconds: syncs containers ([`Objects::sync_once`]) and
+    /// removes objects past their `X-Delete-At`, as Swift's object expirer
+    /// does (reads already treat them as gone). On
     /// several controllers each may run it: a delete names the expiry it
     /// acts on, so only one of them deletes an object, and never one a
     /// newer write gave another expiry.
@@ -79,9 +81,12 @@ impl Objects {
         let o = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 if let Err(e) = o.expire_once().await {
                     tracing::warn!(error = %e, "object expirer");
+                }
+                if let Err(e) = o.sync_once().await {
+                    tracing::warn!(error = %e, "container sync");
                 }
             }
         })

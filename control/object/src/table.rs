@@ -669,3 +669,96 @@ pub async fn objects(
         .map(object_of)
         .collect()
 }
+
+/// A container that syncs to another.
+#[derive(Debug, Clone)]
+pub struct SyncRow {
+    pub account: String,
+    pub container: String,
+    pub sync_to: String,
+    pub sync_key: String,
+    pub cursor: i64,
+}
+
+/// Records (or, with `None`, forgets) that a container syncs to another.
+pub async fn set_sync(
+    store: &Store,
+    account: &str,
+    container: &str,
+    to: Option<(&str, &str)>,
+) -> Result<()> {
+    match to {
+        Some((to, key)) => {
+            sqlx::query(
+                "INSERT INTO obj_sync (account, container, sync_to, sync_key, cursor) VALUES ($1, $2, $3, $4, 0) \
+                 ON CONFLICT (account, container) DO UPDATE SET sync_to = excluded.sync_to, sync_key = excluded.sync_key",
+            )
+            .bind(account)
+            .bind(container)
+            .bind(to)
+            .bind(key)
+            .execute(store.pool())
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM obj_sync WHERE account = $1 AND container = $2")
+                .bind(account)
+                .bind(container)
+                .execute(store.pool())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The containers that sync.
+pub async fn syncs(store: &Store) -> Result<Vec<SyncRow>> {
+    let rows = sqlx::query(
+        "SELECT account, container, sync_to, sync_key, cursor FROM obj_sync LIMIT 1000",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SyncRow {
+                account: r.try_get(0)?,
+                container: r.try_get(1)?,
+                sync_to: r.try_get(2)?,
+                sync_key: r.try_get(3)?,
+                cursor: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn set_cursor(store: &Store, account: &str, container: &str, cursor: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE obj_sync SET cursor = $3 WHERE account = $1 AND container = $2 AND cursor < $3",
+    )
+    .bind(account)
+    .bind(container)
+    .bind(cursor)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// A container's objects written after `after`, oldest first.
+pub async fn objects_since(
+    store: &Store,
+    account: &str,
+    container: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Object>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {OBJECT_COLS} FROM obj_objects WHERE account = $1 AND container = $2 AND ts > $3 ORDER BY ts LIMIT $4"
+    ))
+    .bind(account)
+    .bind(container)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter().map(object_of).collect()
+}

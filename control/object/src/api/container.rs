@@ -101,6 +101,22 @@ fn change(ctx: &Ctx, m: &mut Meta) -> Result<(), String> {
     constraints::check_merged(m.iter(), META)
 }
 
+/// Keeps the container's sync row in step with its stored headers.
+async fn sync_row(ctx: &Ctx) -> Result<(), Fail> {
+    let store = &ctx.state.objects.store;
+    let c = table::container(store, &ctx.target.account, ctx.container()).await?;
+    let meta = c.map(|c| c.meta).unwrap_or_default();
+    let to = match (
+        meta.get("x-container-sync-to"),
+        meta.get("x-container-sync-key"),
+    ) {
+        (Some(t), Some(k)) => Some((t.as_str(), k.as_str())),
+        _ => None,
+    };
+    table::set_sync(store, &ctx.target.account, ctx.container(), to).await?;
+    Ok(())
+}
+
 fn check_policy(ctx: &Ctx) -> Result<(), Fail> {
     if let Some(p) = ctx.h("x-storage-policy") {
         if !p.trim().is_empty() && !p.trim().eq_ignore_ascii_case("policy-0") {
@@ -128,6 +144,7 @@ async fn put(ctx: Ctx) -> Res {
     )
     .await?
     .map_err(Fail::bad)?;
+    sync_row(&ctx).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -152,6 +169,7 @@ async fn post(ctx: Ctx) -> Res {
     if !found {
         return Err(Fail::not_found());
     }
+    sync_row(&ctx).await?;
     Ok(empty(StatusCode::NO_CONTENT, HeaderMap::new()))
 }
 
@@ -166,7 +184,16 @@ async fn delete(ctx: Ctx) -> Res {
     )
     .await?
     {
-        table::Deleted::Done => Ok(empty(StatusCode::NO_CONTENT, HeaderMap::new())),
+        table::Deleted::Done => {
+            table::set_sync(
+                &ctx.state.objects.store,
+                &ctx.target.account,
+                ctx.container(),
+                None,
+            )
+            .await?;
+            Ok(empty(StatusCode::NO_CONTENT, HeaderMap::new()))
+        }
         table::Deleted::NotFound => Err(Fail::not_found()),
         table::Deleted::NotEmpty => Err(Fail::of(StatusCode::CONFLICT)),
     }

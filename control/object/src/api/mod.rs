@@ -67,6 +67,7 @@ async fn info() -> Json<serde_json::Value> {
         "container_quotas": {},
         "staticweb": {},
         "account_quotas": {},
+        "container_sync": {"realms": {}},
         "formpost": {"allowed_digests": ["sha1", "sha256", "sha512"]},
         "symlink": {"symloop_max": symlink::SYMLOOP_MAX, "static_links": true},
         "versioned_writes": {},
