@@ -285,6 +285,33 @@ fn tempest_image_suite_passes() {
     );
 }
 
+/// Tempest's object storage suite, with every middleware it probes
+/// (bulk, quotas, TempURL, FormPost, static web, container sync, …) on.
+#[test]
+fn tempest_object_storage_suite_passes() {
+    let Some(api) = shared_api() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "tempest-obj-pw");
+    let out = Command::new("bash")
+        .arg(api.join("tempest.sh"))
+        .args([
+            &cloud.url,
+            "admin",
+            "tempest-obj-pw",
+            r"tempest\.api\.object_storage",
+        ])
+        .env("TEMPEST_SERVICES", "swift")
+        .env("TEMPEST_CONCURRENCY", "2")
+        .output()
+        .unwrap();
+    let (passed, failed, text) = tempest_result("tempest object storage", &out);
+    assert_eq!(failed, 0, "tempest failures:\n{text}");
+    assert!(
+        passed >= 140,
+        "expected the object storage suite, got {passed}:\n{text}"
+    );
+}
+
 /// What Tempest must know of the network service, as devstack tells it:
 /// the extensions the cloud lists, and its external network.
 /// `GET` a path under the cloud's base URL as the admin.

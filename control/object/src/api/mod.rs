@@ -45,6 +45,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/object/info", get(info))
         .route("/object/v1/{*rest}", any(dispatch))
         .route("/v1/{*rest}", any(dispatch))
+        .route("/crossdomain.xml", get(crossdomain))
+        .route("/healthcheck", get(healthcheck))
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(
@@ -54,6 +56,44 @@ pub fn routes(state: AppState) -> Router {
                 },
             ),
         )
+}
+
+/// A fresh transaction id in Swift's form: "tx", 21 hex digits, "-", the
+/// time in 10 hex digits.
+fn trans_id() -> String {
+    format!(
+        "tx{}-{:010x}",
+        &uuid::Uuid::new_v4().simple().to_string()[..21],
+        crate::time::now_secs()
+    )
+}
+
+/// A plain answer with Swift's transaction headers.
+fn plain(content_type: &'static str, body: &'static str) -> Response {
+    let t = trans_id();
+    (
+        StatusCode::OK,
+        [
+            ("content-type", content_type),
+            ("x-trans-id", t.as_str()),
+            ("x-openstack-request-id", t.as_str()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Swift's `crossdomain` middleware: the Flash/Silverlight policy.
+async fn crossdomain() -> Response {
+    plain(
+        "application/xml; charset=utf-8",
+        "<?xml version=\"1.0\"?>\n<!DOCTYPE cross-domain-policy SYSTEM \"http://www.adobe.com/xml/dtds/cross-domain-policy.dtd\" >\n<cross-domain-policy>\n<allow-access-from domain=\"*\" secure=\"false\" />\n</cross-domain-policy>",
+    )
+}
+
+/// Swift's `healthcheck` middleware.
+async fn healthcheck() -> Response {
+    plain("text/plain; charset=UTF-8", "OK")
 }
 
 /// `/info`: the constraints and what is on.
@@ -68,6 +108,7 @@ async fn info() -> Json<serde_json::Value> {
         "staticweb": {},
         "account_quotas": {},
         "container_sync": {"realms": {}},
+        "crossdomain": {},
         "formpost": {"allowed_digests": ["sha1", "sha256", "sha512"]},
         "symlink": {"symloop_max": symlink::SYMLOOP_MAX, "static_links": true},
         "versioned_writes": {},
@@ -358,12 +399,7 @@ fn who_of(state: &AppState, token: &str) -> Result<Who, Fail> {
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    // Swift's form: "tx", 21 hex digits, "-", the time in 10 hex digits.
-    let trans = format!(
-        "tx{}-{:010x}",
-        &uuid::Uuid::new_v4().simple().to_string()[..21],
-        crate::time::now_secs()
-    );
+    let trans = trans_id();
     tracing::Span::current().record("trans_id", trans.as_str());
     let mut resp = match handle(state, req).await {
         Ok(r) => r,

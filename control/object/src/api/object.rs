@@ -774,6 +774,7 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
     };
     let o = store(ctx, dc, obj, if_none_match(ctx)?).await?;
     let mut r = created(&o);
+    put_meta(r.headers_mut(), &o.meta);
     let h = r.headers_mut();
     let quoted = |s: &str| percent_encoding::utf8_percent_encode(s, COPIED).to_string();
     set(
