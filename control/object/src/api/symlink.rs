@@ -123,7 +123,7 @@ pub async fn on_put(
         let Some(o) = found else {
             return Err(Fail::msg(
                 StatusCode::CONFLICT,
-                format!("X-Symlink-Target does not exist"),
+                "X-Symlink-Target does not exist",
             ));
         };
         let (etag, bytes) = static_etag(&o);
