@@ -7,7 +7,7 @@
 //! blob store as they arrive.
 
 use super::{set, Ctx, Fail, Res};
-use crate::table::{self, Object};
+use crate::table::Object;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -110,26 +110,8 @@ impl Form {
             "{path}\n{}\n{}\n{}\n{}",
             self.redirect, self.max_file_size, self.max_file_count, self.expires
         );
-        let store = &ctx.state.objects.store;
-        let account = table::account_meta(store, &ctx.target.account).await?;
-        let mut keys: Vec<String> = [
-            "x-account-meta-temp-url-key",
-            "x-account-meta-temp-url-key-2",
-        ]
-        .iter()
-        .filter_map(|k| account.get(*k).cloned())
-        .collect();
-        if let Some(c) = table::container(store, &ctx.target.account, ctx.container()).await? {
-            keys.extend(
-                [
-                    "x-container-meta-temp-url-key",
-                    "x-container-meta-temp-url-key-2",
-                ]
-                .iter()
-                .filter_map(|k| c.meta.get(*k).cloned()),
-            );
-        }
-        if !keys.iter().any(|k| verify(k, &msg, &self.signature)) {
+        let keys = super::tempurl::keys(ctx).await?;
+        if !keys.iter().any(|(k, _)| verify(k, &msg, &self.signature)) {
             return Err(fail(StatusCode::UNAUTHORIZED, "Invalid Signature"));
         }
         let size = self

@@ -558,6 +558,20 @@ async fn handle(state: AppState, req: Request) -> Res {
     }
 }
 
+/// What Python's `urllib.parse.quote` leaves as it is (unreserved
+/// characters and `/`): how Swift quotes the paths it shows.
+const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Quotes a name or path as Swift shows it in headers, links and locations.
+pub fn quote(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, QUOTE).to_string()
+}
+
 /// Copies the stored headers of `meta` into a response's headers.
 pub fn put_meta(h: &mut HeaderMap, meta: &crate::table::Meta) {
     for (k, v) in meta {

@@ -776,7 +776,7 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
     let mut r = created(&o);
     put_meta(r.headers_mut(), &o.meta);
     let h = r.headers_mut();
-    let quoted = |s: &str| percent_encoding::utf8_percent_encode(s, COPIED).to_string();
+    let quoted = super::quote;
     set(
         h,
         "x-copied-from",
@@ -788,14 +788,6 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
     }
     Ok(r)
 }
-
-/// What `X-Copied-From` quotes (all but unreserved characters and `/`).
-const COPIED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
 
 /// Deletes an object (its blob then); whether there was one.
 pub async fn remove(ctx: &Ctx, container: &str, name: &str) -> Result<bool, Fail> {

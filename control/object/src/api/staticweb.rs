@@ -6,7 +6,7 @@
 //! object `<status><error name>`; a directory path without its slash is
 //! redirected to it.
 
-use super::{set, Ctx, Fail, Res};
+use super::{quote, set, Ctx, Fail, Res};
 use crate::listing::{self, Entry, Query};
 use crate::table::{self, Container, Meta};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,18 +17,6 @@ const LISTINGS: &str = "x-container-meta-web-listings";
 const CSS: &str = "x-container-meta-web-listings-css";
 const ERROR: &str = "x-container-meta-web-error";
 const DIR_TYPE: &str = "x-container-meta-web-directory-type";
-
-/// What Python's `quote` leaves as it is.
-const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
-
-fn quote(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, QUOTE).to_string()
-}
 
 fn truthy(v: Option<&String>) -> bool {
     v.is_some_and(|v| {

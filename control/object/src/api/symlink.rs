@@ -6,7 +6,7 @@
 //! target's ETag is not that one. `?symlink=get` reads the link itself;
 //! a POST to a link changes the link and answers 307 to the target.
 
-use super::{empty, set, Ctx, Fail, Res};
+use super::{empty, quote, set, Ctx, Fail, Res};
 use crate::table::Object;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -22,18 +22,6 @@ pub const SYMLOOP_MAX: usize = 2;
 
 pub fn is_link(o: &Object) -> bool {
     o.meta.contains_key(TARGET)
-}
-
-/// What Swift quotes in a path it shows.
-const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
-
-fn quote(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, QUOTE).to_string()
 }
 
 /// The link's target: account, container, object.

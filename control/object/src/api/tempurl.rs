@@ -44,14 +44,6 @@ pub enum Disposition {
     Default(String),
 }
 
-/// What Python's `quote` leaves as it is.
-const QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
-
 fn invalid() -> Fail {
     Fail::msg(StatusCode::UNAUTHORIZED, "Temp URL invalid")
 }
@@ -132,6 +124,31 @@ fn client_ip_in(range: &str, ip: Option<std::net::IpAddr>) -> bool {
     }
 }
 
+/// The keys a temporary URL (or a form upload) may be signed with: the
+/// account's two, then the container's two; `true` for an account key.
+pub async fn keys(ctx: &Ctx) -> Result<Vec<(String, bool)>, Fail> {
+    let store = &ctx.state.objects.store;
+    let account = table::account_meta(store, &ctx.target.account).await?;
+    let mut keys: Vec<(String, bool)> = [
+        "x-account-meta-temp-url-key",
+        "x-account-meta-temp-url-key-2",
+    ]
+    .iter()
+    .filter_map(|k| account.get(*k).map(|v| (v.clone(), true)))
+    .collect();
+    if let Some(c) = table::container(store, &ctx.target.account, ctx.container()).await? {
+        keys.extend(
+            [
+                "x-container-meta-temp-url-key",
+                "x-container-meta-temp-url-key-2",
+            ]
+            .iter()
+            .filter_map(|k| c.meta.get(*k).map(|v| (v.clone(), false))),
+        );
+    }
+    Ok(keys)
+}
+
 /// Checks a request's temporary-URL parameters; `Ok` is the grant.
 pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Grant, Fail> {
     let (Some(sig), Some(expires)) = (ctx.q("temp_url_sig"), ctx.q("temp_url_expires")) else {
@@ -179,25 +196,7 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
     } else {
         &[method]
     };
-    let store = &ctx.state.objects.store;
-    let account = table::account(store, &ctx.target.account).await?;
-    let mut keys: Vec<(String, bool)> = [
-        "x-account-meta-temp-url-key",
-        "x-account-meta-temp-url-key-2",
-    ]
-    .iter()
-    .filter_map(|k| account.meta.get(*k).map(|v| (v.clone(), true)))
-    .collect();
-    if let Some(c) = table::container(store, &ctx.target.account, ctx.container()).await? {
-        keys.extend(
-            [
-                "x-container-meta-temp-url-key",
-                "x-container-meta-temp-url-key-2",
-            ]
-            .iter()
-            .filter_map(|k| c.meta.get(*k).map(|v| (v.clone(), false))),
-        );
-    }
+    let keys = keys(ctx).await?;
     let matched = keys.iter().find(|(k, _)| {
         methods.iter().any(|m| {
             let msg = format!("{ip_line}{m}\n{expires}\n{path}");
@@ -230,7 +229,7 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
             .map(str::to_string)
             .unwrap_or_else(|| object.rsplit('/').next().unwrap_or(object).to_string());
         let format = |kind: &str| {
-            let quoted = percent_encoding::utf8_percent_encode(&name, QUOTE).to_string();
+            let quoted = super::quote(&name);
             format!(
                 "{kind}; filename=\"{}\"; filename*=UTF-8''{quoted}",
                 name.replace('"', "\\\"")
@@ -248,7 +247,7 @@ pub async fn check(ctx: &Ctx, client_ip: Option<std::net::IpAddr>) -> Result<Gra
         prefix: p.to_string(),
         query: format!(
             "?temp_url_prefix={p}&amp;temp_url_expires={}&amp;temp_url_sig={}{}",
-            percent_encoding::utf8_percent_encode(ctx.q("temp_url_expires").unwrap_or(""), QUOTE),
+            super::quote(ctx.q("temp_url_expires").unwrap_or("")),
             ctx.q("temp_url_sig").unwrap_or(""),
             if ctx.q("inline").is_some() {
                 "&amp;inline"
