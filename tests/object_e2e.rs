@@ -316,17 +316,30 @@ fn objects_answered_201_survive_sigkill() {
     let (mut tok, pid) = cloud.member_of(&admin, "durable");
     let mut s = Swift::new(&cloud, &pid);
     assert_eq!(s.status("PUT", "/d", Some(&tok)), 201);
-    for round in 0..2 {
+    // The size is 1,000 concurrent PUTs for five rounds:
+    // URSA_OBJECT_KILL_ROUNDS=5 URSA_OBJECT_KILL_CLIENTS=1000 (CI runs the small default).
+    let knob = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (rounds, clients, per_client) = (
+        knob("URSA_OBJECT_KILL_ROUNDS", 2),
+        knob("URSA_OBJECT_KILL_CLIENTS", 16),
+        knob("URSA_OBJECT_KILL_PUTS", 40),
+    );
+    for round in 0..rounds {
         let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-        let threads: Vec<_> = (0..16)
+        let threads: Vec<_> = (0..clients)
             .map(|t| {
                 let acked = acked.clone();
                 let (account, tok) = (s.account.clone(), tok.clone());
                 std::thread::spawn(move || {
                     let http = reqwest::blocking::Client::new();
-                    for i in 0..40 {
+                    for i in 0..per_client {
                         let name = format!("r{round}-t{t}-{i}");
-                        let body = format!("{name}:{}", "z".repeat(i * 37));
+                        let body = format!("{name}:{}", "z".repeat((i % 40) * 37));
                         let r = http
                             .put(format!("{account}/d/{name}"))
                             .header("X-Auth-Token", &tok)
@@ -342,7 +355,15 @@ fn objects_answered_201_survive_sigkill() {
                 })
             })
             .collect();
-        std::thread::sleep(std::time::Duration::from_millis(700));
+        // Kill while PUTs are in flight: once a few have been answered
+        // (however slow the machine), not after a fixed time.
+        let want = (clients * per_client / 5).clamp(1, 200);
+        let t0 = std::time::Instant::now();
+        while acked.lock().unwrap().len() < want
+            && t0.elapsed() < std::time::Duration::from_secs(30)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let pid_ursa = cloud.pid();
         std::process::Command::new("kill")
             .args(["-9", &pid_ursa.to_string()])
