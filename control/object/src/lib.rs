@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod api;
+pub mod batch;
 pub mod blob;
 pub mod constraints;
 pub mod listing;
@@ -36,6 +37,8 @@ use ursa_identity::Identity;
 pub struct Objects {
     pub store: Store,
     pub blobs: Arc<blob::Blobs>,
+    /// Object PUTs, committed in groups.
+    pub puts: batch::PutQueue,
 }
 
 impl Objects {
@@ -45,6 +48,7 @@ impl Objects {
     pub async fn open(store: Store, blobs: blob::Blobs) -> Result<Objects, table::TableError> {
         table::migrate(&store).await?;
         let o = Objects {
+            puts: batch::PutQueue::start(store.clone()),
             store,
             blobs: Arc::new(blobs),
         };

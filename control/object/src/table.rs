@@ -20,6 +20,8 @@ pub enum TableError {
     Db(#[from] sqlx::Error),
     #[error("store: {0}")]
     Store(#[from] ursa_core::store::StoreError),
+    #[error("a shared write failed: {0}")]
+    Batch(String),
 }
 
 pub type Result<T> = std::result::Result<T, TableError>;
@@ -378,6 +380,24 @@ pub async fn put_object<E>(
     check: impl FnOnce(&WriteView) -> std::result::Result<(), E>,
 ) -> Result<Stored<E>> {
     let mut tx = store.pool().begin().await?;
+    let stored = put_object_in(&mut tx, account, container, obj, check).await?;
+    if matches!(stored, Stored::Done { .. }) {
+        tx.commit().await?;
+    }
+    Ok(stored)
+}
+
+/// [`put_object`] inside a transaction the caller commits (several PUTs
+/// share one commit: [`crate::batch`]). A refusal or a missing container
+/// has changed nothing: the only write before the checks leaves the
+/// container row as it was.
+pub async fn put_object_in<E>(
+    tx: &mut AnyConnection,
+    account: &str,
+    container: &str,
+    obj: &Object,
+    check: impl FnOnce(&WriteView) -> std::result::Result<(), E>,
+) -> Result<Stored<E>> {
     let found =
         sqlx::query("UPDATE obj_containers SET put_ts = put_ts WHERE account = $1 AND name = $2")
             .bind(account)
@@ -449,9 +469,8 @@ pub async fn put_object<E>(
         .map(|o| o.blob)
         .filter(|b| !b.is_empty() && *b != obj.blob);
     if let Some(b) = &replaced {
-        add_garbage(&mut tx, b).await?;
+        add_garbage(tx, b).await?;
     }
-    tx.commit().await?;
     Ok(Stored::Done { replaced })
 }
 

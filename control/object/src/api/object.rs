@@ -350,16 +350,20 @@ pub async fn store_plain(
     none_match: bool,
 ) -> Result<Object, Fail> {
     let objects = &ctx.state.objects;
-    let res = table::put_object(&objects.store, &ctx.target.account, container, &obj, |v| {
+    let size = obj.size;
+    let check: crate::batch::Check = Box::new(move |v: &table::WriteView| {
         if none_match
             && v.old
                 .is_some_and(|o| o.delete_at.is_none_or(|d| d > time::now_secs()))
         {
-            return Err(Fail::of(StatusCode::PRECONDITION_FAILED));
+            return Err(crate::batch::Refusal::Exists);
         }
-        quota(v, &obj)
-    })
-    .await;
+        quota(v, size)
+    });
+    let res = objects
+        .puts
+        .put(&ctx.target.account, container, obj.clone(), check)
+        .await;
     let fail = match res {
         Ok(Stored::Done { replaced }) => {
             if let Some(b) = replaced {
@@ -369,38 +373,33 @@ pub async fn store_plain(
             return Ok(obj);
         }
         Ok(Stored::NoContainer) => Fail::not_found(),
-        Ok(Stored::Refused(f)) => f,
+        Ok(Stored::Refused(crate::batch::Refusal::Exists)) => {
+            Fail::of(StatusCode::PRECONDITION_FAILED)
+        }
+        Ok(Stored::Refused(crate::batch::Refusal::OverQuota)) => {
+            Fail::msg(StatusCode::PAYLOAD_TOO_LARGE, "Upload exceeds quota.")
+        }
         Err(e) => e.into(),
     };
     objects.blobs.delete(&obj.blob).await;
     Err(fail)
 }
 
-/// Container quotas (`X-Container-Meta-Quota-Bytes`, `-Count`).
-fn quota(v: &table::WriteView, obj: &Object) -> Result<(), Fail> {
+/// Container quotas (`X-Container-Meta-Quota-Bytes`, `-Count`) for an
+/// object of `size` bytes.
+fn quota(v: &table::WriteView, size: i64) -> Result<(), crate::batch::Refusal> {
     let meta = &v.container.meta;
+    let limit = |k: &str| meta.get(k).and_then(|q| q.parse::<i64>().ok());
     let old_size = v.old.map_or(0, |o| o.size);
-    if let Some(q) = meta
-        .get("x-container-meta-quota-bytes")
-        .and_then(|q| q.parse::<i64>().ok())
+    if limit("x-container-meta-quota-bytes")
+        .is_some_and(|q| v.container.bytes_used - old_size + size > q)
     {
-        if v.container.bytes_used - old_size + obj.size > q {
-            return Err(Fail::msg(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Upload exceeds quota.",
-            ));
-        }
+        return Err(crate::batch::Refusal::OverQuota);
     }
-    if let Some(q) = meta
-        .get("x-container-meta-quota-count")
-        .and_then(|q| q.parse::<i64>().ok())
+    if v.old.is_none()
+        && limit("x-container-meta-quota-count").is_some_and(|q| v.container.object_count + 1 > q)
     {
-        if v.old.is_none() && v.container.object_count + 1 > q {
-            return Err(Fail::msg(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Upload exceeds quota.",
-            ));
-        }
+        return Err(crate::batch::Refusal::OverQuota);
     }
     Ok(())
 }
