@@ -32,10 +32,21 @@ pub fn http_date(t: i64) -> String {
 
 /// A listing's `last_modified`: `2024-01-02T03:04:05.123450`.
 pub fn iso(t: i64) -> String {
+    use chrono::{Datelike, Timelike};
     let secs = t / PER_SEC;
     let micros = (t % PER_SEC) * 10;
     let dt = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
-    format!("{}.{:06}", dt.format("%Y-%m-%dT%H:%M:%S"), micros)
+    // Written field by field: a listing formats thousands of these.
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        micros
+    )
 }
 
 /// An HTTP date (`If-Modified-Since`), in whole seconds; `None` when it

@@ -269,39 +269,68 @@ async fn get(ctx: Ctx) -> Res {
     Ok((StatusCode::OK, h, body).into_response())
 }
 
-/// An object as a listing shows it (JSON).
-pub fn listed(o: &table::Object, account: &str) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "name": o.name, "hash": o.etag, "bytes": o.size,
-        "content_type": o.content_type, "last_modified": time::iso(o.ts),
-    });
+/// An object as a listing shows it (JSON), serialized straight into the
+/// body (a listing may hold 10,000 of them).
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    name: &'a str,
+    hash: &'a str,
+    bytes: i64,
+    content_type: &'a str,
+    last_modified: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slo_etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symlink_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symlink_etag: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symlink_bytes: Option<u64>,
+}
+
+/// One entry of a JSON listing.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ListedEntry<'a> {
+    Item(Listed<'a>),
+    Subdir { subdir: &'a str },
+}
+
+fn listed<'a>(o: &'a table::Object, account: &str) -> Listed<'a> {
+    let mut v = Listed {
+        name: &o.name,
+        hash: &o.etag,
+        bytes: o.size,
+        content_type: &o.content_type,
+        last_modified: time::iso(o.ts),
+        slo_etag: None,
+        symlink_path: None,
+        symlink_etag: None,
+        symlink_bytes: None,
+    };
+    if o.meta.is_empty() {
+        return v;
+    }
     if super::slo::is_slo(o) {
         if let Some(n) = o
             .meta
             .get(super::slo::SLO_SIZE)
-            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|n| n.parse::<i64>().ok())
         {
-            v["bytes"] = serde_json::json!(n);
+            v.bytes = n;
         }
-        if let Some(e) = o.meta.get(super::slo::SLO_ETAG) {
-            v["slo_etag"] = serde_json::json!(format!("\"{e}\""));
-        }
+        v.slo_etag = o.meta.get(super::slo::SLO_ETAG).map(|e| format!("\"{e}\""));
     }
     if let Some((a, c, n)) = super::symlink::target_of(o, account) {
-        v["symlink_path"] = serde_json::json!(super::symlink::location(&a, &c, &n));
-        if let Some(e) = o.meta.get(super::symlink::TARGET_ETAG) {
-            v["symlink_etag"] = serde_json::json!(e);
-        }
+        v.symlink_path = Some(super::symlink::location(&a, &c, &n));
+        v.symlink_etag = o.meta.get(super::symlink::TARGET_ETAG).map(String::as_str);
         if let Some(e) = o.meta.get(super::symlink::TARGET_SLO_ETAG) {
-            v["slo_etag"] = serde_json::json!(format!("\"{e}\""));
+            v.slo_etag = Some(format!("\"{e}\""));
         }
-        if let Some(b) = o
+        v.symlink_bytes = o
             .meta
             .get(super::symlink::TARGET_BYTES)
-            .and_then(|b| b.parse::<u64>().ok())
-        {
-            v["symlink_bytes"] = serde_json::json!(b);
-        }
+            .and_then(|b| b.parse::<u64>().ok());
     }
     v
 }
@@ -321,11 +350,11 @@ fn render(
             })
             .collect(),
         Format::Json => {
-            let v: Vec<serde_json::Value> = entries
+            let v: Vec<ListedEntry> = entries
                 .iter()
                 .map(|e| match e {
-                    Entry::Item(o) => listed(o, account),
-                    Entry::Subdir(s) => serde_json::json!({"subdir": s}),
+                    Entry::Item(o) => ListedEntry::Item(listed(o, account)),
+                    Entry::Subdir(s) => ListedEntry::Subdir { subdir: s },
                 })
                 .collect();
             serde_json::to_string(&v).unwrap_or_default()
