@@ -12,10 +12,17 @@
 //! counts change in the same transaction as the object row; an account's
 //! are the sum of its containers'.
 //!
+//! Object PUTs commit in groups ([`batch`]: one writer task, one
+//! transaction and one commit for every PUT waiting). Two duties run in
+//! every controller: the expirer (`X-Delete-At`) and container sync
+//! ([`sync`]), each acting only on rows that name their work.
+//!
 //! The HTTP side ([`api`]) parses each request once into a typed
 //! [`api::Target`] and answers with Swift's status codes, headers and
 //! bodies; [`access`] decides who may do what (owner, reader, container
-//! ACLs, anonymous referrer grants).
+//! ACLs, anonymous referrer grants). Blobs live under one controller's
+//! state directory: several controllers can share the rows on PostgreSQL
+//! but not yet the bytes (an S3 blob store is the next part).
 
 pub mod access;
 pub mod api;
