@@ -12,38 +12,73 @@ pub fn report(ctx: &Ctx, deleted: usize, missing: usize, errors: &[(String, Stri
     } else {
         "400 Bad Request"
     };
+    answer(
+        ctx,
+        &[("Number Deleted", deleted), ("Number Not Found", missing)],
+        "",
+        status,
+        errors,
+        Some("delete"),
+    )
+}
+
+/// The answer every bulk operation gives: its counts, a body text, the
+/// status it reached and the paths that failed, as JSON, as XML (under
+/// `xml_root`, when the operation has that form) or as plain text.
+fn answer(
+    ctx: &Ctx,
+    counts: &[(&str, usize)],
+    body_text: &str,
+    status: &str,
+    errors: &[(String, String)],
+    xml_root: Option<&str>,
+) -> Response {
     let accept = ctx.h("accept").unwrap_or("");
     let mut h = HeaderMap::new();
     let body = if accept.contains("application/json") {
         set(&mut h, "content-type", "application/json; charset=utf-8");
+        let mut v = serde_json::Map::new();
+        for (k, n) in counts {
+            v.insert(k.to_string(), (*n).into());
+        }
         let errs: Vec<[&str; 2]> = errors
             .iter()
             .map(|(p, e)| [p.as_str(), e.as_str()])
             .collect();
-        serde_json::json!({
-            "Number Deleted": deleted, "Number Not Found": missing,
-            "Response Body": "", "Response Status": status, "Errors": errs,
-        })
-        .to_string()
-    } else if accept.contains("xml") {
+        v.insert("Response Body".into(), body_text.into());
+        v.insert("Response Status".into(), status.into());
+        v.insert("Errors".into(), serde_json::json!(errs));
+        serde_json::Value::Object(v).to_string()
+    } else if let Some(root) = xml_root.filter(|_| accept.contains("xml")) {
         set(&mut h, "content-type", "application/xml; charset=utf-8");
-        let mut x = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<delete><number_deleted>{deleted}</number_deleted><number_not_found>{missing}</number_not_found><response_body></response_body><response_status>{status}</response_status><errors>"
-        );
+        let esc = crate::listing::xml_escape;
+        let mut x = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root}>");
+        for (k, n) in counts {
+            let tag = k.to_ascii_lowercase().replace(' ', "_");
+            x.push_str(&format!("<{tag}>{n}</{tag}>"));
+        }
+        x.push_str(&format!(
+            "<response_body>{}</response_body><response_status>{status}</response_status><errors>",
+            esc(body_text)
+        ));
         for (p, e) in errors {
             x.push_str(&format!(
                 "<object><name>{}</name><status>{}</status></object>",
-                crate::listing::xml_escape(p),
-                crate::listing::xml_escape(e)
+                esc(p),
+                esc(e)
             ));
         }
-        x.push_str("</errors></delete>\n");
+        x.push_str(&format!("</errors></{root}>\n"));
         x
     } else {
         set(&mut h, "content-type", "text/plain; charset=utf-8");
-        let mut t = format!(
-            "Number Deleted: {deleted}\nNumber Not Found: {missing}\nResponse Body: \nResponse Status: {status}\nErrors:\n"
-        );
+        let mut t = String::new();
+        for (k, n) in counts {
+            t.push_str(&format!("{k}: {n}\n"));
+        }
+        t.push_str(&format!(
+            "Response Body: {body_text}\nResponse Status: {status}\nErrors:\n"
+        ));
         for (p, e) in errors {
             t.push_str(&format!("{p}, {e}\n"));
         }
@@ -286,28 +321,12 @@ pub async fn extract(ctx: &Ctx, body: axum::body::Body) -> super::Res {
     } else {
         ""
     };
-    let mut h = HeaderMap::new();
-    let accept = ctx.h("accept").unwrap_or("");
-    let body = if accept.contains("application/json") {
-        set(&mut h, "content-type", "application/json; charset=utf-8");
-        let errs: Vec<[&str; 2]> = errors
-            .iter()
-            .map(|(p, e)| [p.as_str(), e.as_str()])
-            .collect();
-        serde_json::json!({
-            "Number Files Created": created, "Response Body": body_text,
-            "Response Status": status, "Errors": errs,
-        })
-        .to_string()
-    } else {
-        set(&mut h, "content-type", "text/plain; charset=utf-8");
-        let mut t = format!(
-            "Number Files Created: {created}\nResponse Body: {body_text}\nResponse Status: {status}\nErrors:\n"
-        );
-        for (p, e) in &errors {
-            t.push_str(&format!("{p}, {e}\n"));
-        }
-        t
-    };
-    Ok((StatusCode::OK, h, body).into_response())
+    Ok(answer(
+        ctx,
+        &[("Number Files Created", created)],
+        body_text,
+        status,
+        &errors,
+        None,
+    ))
 }

@@ -3,7 +3,7 @@
 //! objects (`X-Object-Manifest: <container>/<prefix>`: the objects of that
 //! container whose names start with the prefix, in name order).
 
-use super::object::{conditions, live};
+use super::object::conditions;
 use super::range;
 use super::{set, Ctx, Fail, Res};
 use crate::blob::Blobs;
@@ -287,16 +287,6 @@ pub async fn get_dlo(ctx: &Ctx, manifest: &Object, value: &str, mut h: HeaderMap
         return serve_pieces(&plain, pieces, &mut h, head).await;
     }
     serve_pieces(ctx, pieces, &mut h, head).await
-}
-
-/// The object at `container/object` of `account`, if it exists (live).
-pub async fn object_at(
-    ctx: &Ctx,
-    account: &str,
-    container: &str,
-    object: &str,
-) -> Result<Option<Object>, Fail> {
-    live(ctx, account, container, object).await
 }
 
 /// The pieces an object's bytes are when read: its own blob, or, for a

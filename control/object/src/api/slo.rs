@@ -546,7 +546,7 @@ async fn part(
     ctx: &Ctx,
     o: &Object,
     n: &str,
-    _all: Vec<Piece>,
+    all: Vec<Piece>,
     mut h: HeaderMap,
     head: bool,
 ) -> Res {
@@ -598,7 +598,6 @@ async fn part(
         axum::http::HeaderValue::from_str(&format!("bytes={}-{}", start, start + len - 1))
             .map_err(|_| Fail::of(StatusCode::INTERNAL_SERVER_ERROR))?,
     );
-    let all = pieces(ctx, o).await?;
     serve_pieces(&c, all, &mut h, head).await
 }
 
