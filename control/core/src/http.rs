@@ -36,13 +36,26 @@ pub trait Authenticate {
 /// OpenStack's JSON shape, every answer carries a request id, and every
 /// request runs in a `tracing` span that names it.
 pub fn finish(routes: Router) -> Router {
+    spans(
+        routes
+            .fallback(|| async { Error::NotFound("The resource could not be found.".into()) })
+            .method_not_allowed_fallback(|| async {
+                Error::MethodNotAllowed("The method is not allowed for the requested URL.".into())
+            })
+            .layer(tower_http::catch_panic::CatchPanicLayer::new())
+            .layer(axum::middleware::from_fn(shape_errors)),
+    )
+}
+
+/// The layers every request passes, for routes that answer in their own
+/// shape (the dashboard's HTML): a caught panic is a 500, and a request
+/// has its id and its `tracing` span.
+pub fn traced(routes: Router) -> Router {
+    spans(routes.layer(tower_http::catch_panic::CatchPanicLayer::new()))
+}
+
+fn spans(routes: Router) -> Router {
     routes
-        .fallback(|| async { Error::NotFound("The resource could not be found.".into()) })
-        .method_not_allowed_fallback(|| async {
-            Error::MethodNotAllowed("The method is not allowed for the requested URL.".into())
-        })
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn(shape_errors))
         .layer(axum::middleware::from_fn(request_id))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
@@ -208,6 +221,20 @@ impl InProcess {
     /// Names the assembled application; only the first call counts.
     pub fn set(&self, app: Router) {
         let _ = self.0.set(app);
+    }
+
+    /// Sends one whole request through this process's application, as
+    /// any client's would go (the dashboard calls every API this way, as
+    /// the logged-in user). 503 before the application is assembled.
+    pub async fn call(&self, req: axum::http::Request<axum::body::Body>) -> Response {
+        use tower::ServiceExt;
+        let Some(router) = self.0.get() else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
+        match router.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        }
     }
 }
 

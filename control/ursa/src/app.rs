@@ -23,14 +23,18 @@ pub struct Services {
     pub networks: Networks,
     /// Absent when this host runs no compute node.
     pub compute: Option<Compute>,
+    /// The control plane's database (the dashboard's sessions).
+    pub store: ursa_core::store::Store,
     /// Base URL clients reach us at, without a trailing slash
     /// (e.g. `http://127.0.0.1:5000`).
     pub base_url: String,
 }
 
-/// Every service's routes in one application.
-pub fn router(s: Services) -> Router {
+/// Every service's routes in one application, and the dashboard over
+/// them.
+pub fn router(s: Services) -> Result<Router, ursa_dashboard::DashError> {
     let inproc = InProcess::default();
+    let dashboard = ursa_dashboard::Dashboard::new(s.store.clone(), inproc.clone(), &s.base_url)?;
     let identity = ursa_identity::AppState {
         identity: s.identity.clone(),
         base_url: s.base_url.clone(),
@@ -75,9 +79,11 @@ pub fn router(s: Services) -> Router {
         .merge(ursa_network::api::routes().with_state(network))
         .merge(ursa_compute::api::routes().with_state(compute));
     // Image data streams in without the JSON body limit.
-    let app = ursa_object::api::routes(object).merge(http::finish(
-        http::limit_body(json).merge(ursa_image::api::data_routes().with_state(image)),
-    ));
+    let app = ursa_object::api::routes(object)
+        .merge(http::finish(
+            http::limit_body(json).merge(ursa_image::api::data_routes().with_state(image)),
+        ))
+        .merge(http::traced(ursa_dashboard::routes(dashboard)));
     inproc.set(app.clone());
-    app
+    Ok(app)
 }

@@ -377,7 +377,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("registering {} as image tiny", path.display()))?;
     }
+    ursa_dashboard::Dashboard::migrate(&store)
+        .await
+        .context("the dashboard's tables")?;
     let app = app::router(Services {
+        store: store.clone(),
         images,
         objects,
         volumes,
@@ -385,7 +389,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         compute: compute.clone(),
         identity,
         base_url: base_url.clone(),
-    });
+    })
+    .context("the dashboard's templates")?;
 
     tracing::info!(%local, %auth_url, state_dir = %dir.display(), "ursa is serving");
     eprintln!("Ursa is up: identity at {auth_url}");

@@ -35,14 +35,15 @@ fn fixture() -> &'static Fixture {
             let codec = TokenCodec::open(KeyRepo::new(dir.path().join("keys"))).unwrap();
             let settings = Settings { password_cost: Cost { memory_kib: 1024, iterations: 1 }, ..Default::default() };
             let objects = ursa_object::Objects::open(store.clone(), ursa_object::blob::Blobs::open(&dir.path().join("objects")).unwrap()).await.unwrap();
-            let id = Identity::open(store, codec, settings).await.unwrap();
+            ursa_dashboard::Dashboard::migrate(&store).await.unwrap();
+            let id = Identity::open(store.clone(), codec, settings).await.unwrap();
             Bootstrap { admin_user: "admin", admin_project: "admin", admin_password: "pw", identity_url: "http://x/v3", base_url: "http://x", services: &[] }
                 .run(&id)
                 .await
                 .unwrap();
             let images = ursa_image::Images::new(id.clone(), &dir.path().join("images")).unwrap();
             let networks = ursa_network::Networks::new(id.clone(), Default::default(), ursa_network::push::Pusher::new(Vec::new()));
-            let app = router(Services { identity: id, images, objects, volumes: None, networks, compute: None, base_url: "http://x".into() });
+            let app = router(Services { store, identity: id, images, objects, volumes: None, networks, compute: None, base_url: "http://x".into() }).unwrap();
             let body = r#"{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"pw"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}"#;
             let resp = app
                 .clone()

@@ -1,9 +1,9 @@
-//! Version discovery: `GET /` (300 Multiple Choices, as Keystone answers)
-//! and `GET /v3`.
+//! Version discovery: `GET /` (300 Multiple Choices, as Keystone answers;
+//! a browser is sent to the dashboard) and `GET /v3`.
 
 use crate::AppState;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,11 +26,20 @@ fn version(state: &AppState) -> Value {
     })
 }
 
-async fn versions(State(state): State<AppState>) -> impl IntoResponse {
+/// A browser (asking for HTML, not JSON) is sent to the dashboard.
+async fn versions(State(state): State<AppState>, headers: HeaderMap) -> axum::response::Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("text/html") && !accept.contains("json") {
+        return axum::response::Redirect::to("/dashboard/").into_response();
+    }
     (
         StatusCode::MULTIPLE_CHOICES,
         Json(json!({"versions": {"values": [version(&state)]}})),
     )
+        .into_response()
 }
 
 async fn v3(State(state): State<AppState>) -> Json<Value> {
