@@ -485,7 +485,10 @@ pub async fn volumes(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
         .unwrap_or(Servers { servers: vec![] });
     let vols: Volumes = c
         .api
-        .get(&format!("/volume/v3/{}/volumes?limit=200", c.s.project_id))
+        .get(&format!(
+            "/volume/v3/{}/volumes/detail?limit=200",
+            c.s.project_id
+        ))
         .await
         .unwrap_or_default();
     let none = || vec![(String::new(), "(none)".to_string())];
