@@ -204,7 +204,7 @@ impl Ui {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(self.text(".alert").await?)
+        self.text(".alert").await
     }
 
     /// Clicks a row's action button (confirming when it asks).
