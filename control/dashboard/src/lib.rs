@@ -287,6 +287,8 @@ async fn csrf_checked(req: Request, want: Option<&str>) -> std::result::Result<R
 /// What a panel handler works with: the dashboard, the session, the
 /// user's view of the APIs, and the message of the last change.
 pub struct Ctx {
+    /// The page's path (the navigation marks it).
+    pub path: String,
     pub d: Dashboard,
     pub s: Session,
     pub api: Api,
@@ -312,6 +314,7 @@ impl FromRequestParts<Dashboard> for Ctx {
         };
         let flash = parts.uri.query().map(flash_of).unwrap_or_default();
         Ok(Ctx {
+            path: parts.uri.path().to_string(),
             api: Api::new(d.app.clone(), &s.token),
             d: d.clone(),
             s,
@@ -338,6 +341,7 @@ impl Ctx {
         #[derive(Serialize)]
         struct Frame<'a, B> {
             title: &'a str,
+            path: &'a str,
             user: &'a str,
             project: &'a str,
             project_id: &'a str,
@@ -352,6 +356,7 @@ impl Ctx {
             template,
             Frame {
                 title,
+                path: &self.path,
                 user: &self.s.user_name,
                 project: &self.s.detail.project_name,
                 project_id: &self.s.project_id,

@@ -264,6 +264,8 @@ pub struct Panel {
     pub pre: Option<String>,
     /// Raw SVG built by the dashboard itself (every text in it escaped).
     pub svg: Option<String>,
+    /// Links shown as buttons above the tables: (label, href, element id).
+    pub buttons: Vec<(String, String, String)>,
 }
 
 /// One entry of the side navigation.

@@ -803,7 +803,7 @@ async fn stop_child(c: &mut tokio::process::Child) {
     }
 }
 
-/// Key reloads, revocation pruning and, with a shared database, picking up
+/// Key reloads, revocation and expired-session pruning and, with a shared database, picking up
 /// other controllers' changes: at once when PostgreSQL announces a commit
 /// (LISTEN/NOTIFY), and at least every 2 s whatever happens to the
 /// announcements.
@@ -815,6 +815,7 @@ fn spawn_background(
 ) -> tokio::task::JoinHandle<()> {
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let listening = store.listen(wake.clone());
+    let store = store.clone();
     tokio::spawn(async move {
         // Ends with this task, which is aborted at shutdown.
         struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
@@ -853,6 +854,11 @@ fn spawn_background(
                     Ok(k) if k > 0 => tracing::info!(pruned = k, "expired revocations removed"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "revocation pruning failed"),
+                }
+                // Sessions whose token expired (any controller may: the
+                // delete is one indexed range).
+                if let Err(e) = ursa_dashboard::session::prune(&store).await {
+                    tracing::warn!(error = %e, "dashboard session pruning failed");
                 }
             }
         }

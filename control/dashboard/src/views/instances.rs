@@ -255,9 +255,10 @@ pub async fn list(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
         tables: vec![t],
         ..Panel::default()
     };
-    panel.facts.push((
-        "Launch".into(),
+    panel.buttons.push((
+        "Launch Instance".into(),
         "/dashboard/project/instances/launch".into(),
+        "launch".into(),
     ));
     c.panel(panel)
 }
