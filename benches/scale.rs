@@ -298,7 +298,7 @@ fn main() {
         println!("SKIP scale-servers-detail: the compute API needs a compute node, which needs netd (root, ursa-netd built beside ursa, URSA_BENCH_NETD not 0)");
         return;
     }
-    seed_servers(&db_url, &project, servers);
+    common::seed_servers(&db_url, &project, servers);
     let mut detail = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
@@ -319,41 +319,4 @@ fn main() {
     let d50 = pct(&detail, 0.5);
     println!("BENCH scale-servers-detail-p50 ours={d50:.1} peer=20 ratio={:.2} unit=ms (peer: the 20 ms target with {servers} servers; peer/ours)", 20.0 / d50);
     drop(ursa);
-}
-
-/// Stores `n` server records of `project` as the compute API keeps them
-/// (no guests), straight into the compute service's table.
-fn seed_servers(db_url: &str, project: &str, n: usize) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(db_url).await.unwrap();
-        let mut tx = pool.begin().await.unwrap();
-        for i in 0..n {
-            let id = uuid::Uuid::new_v4().to_string();
-            let t = format!("2026-01-01T{:02}:{:02}:{:02}Z", (i / 3600) % 24, (i / 60) % 60, i % 60);
-            let body = json!({"id": id, "name": format!("seed-{i}"), "status": "SHUTOFF",
-                "tenant_id": project, "user_id": "seed", "metadata": {}, "hostId": "",
-                "created": t, "updated": t, "key_name": null, "OS-EXT-STS:vm_state": "stopped",
-                "OS-EXT-STS:task_state": null, "OS-EXT-STS:power_state": 4,
-                "ursa:node": "seeded", "ursa:flavor_id": "1", "ursa:image_id": "",
-                "accessIPv4": "", "accessIPv6": "", "OS-DCF:diskConfig": "MANUAL",
-                "reservation_id": "r-seed", "config_drive": ""});
-            sqlx::query(
-                "INSERT INTO cmp_servers (id, project_id, name, status, node, flavor_id, group_id, created, updated, body) \
-                 VALUES ($1, $2, $3, 'SHUTOFF', 'seeded', '1', '', $4, $5, $6)",
-            )
-            .bind(&id)
-            .bind(project)
-            .bind(format!("seed-{i}"))
-            .bind(&t)
-            .bind(&t)
-            .bind(body.to_string())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
-        pool.close().await;
-    });
 }

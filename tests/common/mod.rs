@@ -602,3 +602,40 @@ pub fn share_keys(from: &Path, to: &Path) {
         std::fs::copy(k.path(), to.join("keys").join(k.file_name())).unwrap();
     }
 }
+
+/// Stores `n` server records of `project` as the compute API keeps them
+/// (no guests), straight into the compute service's table.
+pub fn seed_servers(db_url: &str, project: &str, n: usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(db_url).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        for i in 0..n {
+            let id = uuid::Uuid::new_v4().to_string();
+            let t = format!("2026-01-01T{:02}:{:02}:{:02}Z", (i / 3600) % 24, (i / 60) % 60, i % 60);
+            let body = json!({"id": id, "name": format!("seed-{i}"), "status": "SHUTOFF",
+                "tenant_id": project, "user_id": "seed", "metadata": {}, "hostId": "",
+                "created": t, "updated": t, "key_name": null, "OS-EXT-STS:vm_state": "stopped",
+                "OS-EXT-STS:task_state": null, "OS-EXT-STS:power_state": 4,
+                "ursa:node": "seeded", "ursa:flavor_id": "1", "ursa:image_id": "",
+                "accessIPv4": "", "accessIPv6": "", "OS-DCF:diskConfig": "MANUAL",
+                "reservation_id": "r-seed", "config_drive": ""});
+            sqlx::query(
+                "INSERT INTO cmp_servers (id, project_id, name, status, node, flavor_id, group_id, created, updated, body) \
+                 VALUES ($1, $2, $3, 'SHUTOFF', 'seeded', '1', '', $4, $5, $6)",
+            )
+            .bind(&id)
+            .bind(project)
+            .bind(format!("seed-{i}"))
+            .bind(&t)
+            .bind(&t)
+            .bind(body.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        pool.close().await;
+    });
+}

@@ -916,7 +916,10 @@ fn parse_time(q: &[(String, String)], key: &str) -> Result<Option<chrono::DateTi
     Ok(Some(t))
 }
 
-async fn usage_of(s: &Compute, project: &str, q: &[(String, String)], one: bool) -> Result<Value> {
+/// The usage window a request names (default: the last day).
+fn window(
+    q: &[(String, String)],
+) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
     let now_t = chrono::Utc::now();
     let start = parse_time(q, "start")?.unwrap_or(now_t - chrono::Duration::days(1));
     let end = parse_time(q, "end")?.unwrap_or(now_t);
@@ -925,17 +928,58 @@ async fn usage_of(s: &Compute, project: &str, q: &[(String, String)], one: bool)
             "Invalid start time: the start is after the end.".into(),
         ));
     }
-    let detailed = one || q.iter().any(|(k, v)| k == "detailed" && v == "1");
-    let flavors = s.docs(FLAVOR);
+    Ok((start, end))
+}
+
+/// Nova's `max_limit`: the longest page of server usages from 2.40.
+const USAGE_PAGE: usize = 1000;
+
+/// From 2.40 the server usages are paged (`limit`, default 1,000, and
+/// `marker`, an instance id), oldest first: the page of `rows` asked for,
+/// and whether it is full (a next page may follow). Before 2.40, all.
+fn usage_page(
+    mut rows: Vec<Map<String, Value>>,
+    q: &[(String, String)],
+    mv: Mv,
+) -> Result<(Vec<Map<String, Value>>, bool)> {
+    if !mv.at(40) {
+        return Ok((rows, false));
+    }
+    rows.sort_by(|a, b| (st(a, "created"), st(a, "id")).cmp(&(st(b, "created"), st(b, "id"))));
+    let limit = match q.iter().find(|(k, _)| k == "limit") {
+        Some((_, v)) => v
+            .parse::<usize>()
+            .map_err(|_| Error::BadRequest("Invalid input for query parameters limit.".into()))?
+            .min(USAGE_PAGE),
+        None => USAGE_PAGE,
+    };
+    let from = match q.iter().find(|(k, _)| k == "marker") {
+        Some((_, m)) => {
+            rows.iter()
+                .position(|r| st(r, "id") == m)
+                .ok_or_else(|| Error::BadRequest(format!("marker [{m}] not found")))?
+                + 1
+        }
+        None => 0,
+    };
+    let page: Vec<Map<String, Value>> = rows.into_iter().skip(from).take(limit).collect();
+    let full = limit > 0 && page.len() == limit;
+    Ok((page, full))
+}
+
+/// One project's usage over the servers given.
+fn usage_of(
+    flavors: &[Map<String, Value>],
+    project: &str,
+    rows: &[&Map<String, Value>],
+    window: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    detailed: bool,
+) -> Value {
+    let (start, end) = window;
+    let now_t = chrono::Utc::now();
     let mut servers = Vec::new();
     let (mut hours, mut mem, mut cpu, mut disk) = (0f64, 0f64, 0f64, 0f64);
-    let of_project = s
-        .servers(&crate::server_table::Filter {
-            project: Some(project.to_string()),
-            ..Default::default()
-        })
-        .await?;
-    for r in &of_project {
+    for r in rows {
         let created = chrono::DateTime::parse_from_rfc3339(st(r, "created"))
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or(now_t);
@@ -964,28 +1008,70 @@ async fn usage_of(s: &Compute, project: &str, q: &[(String, String)], one: bool)
     if detailed {
         v["server_usages"] = json!(servers);
     }
-    Ok(v)
+    v
+}
+
+/// The `next` link of a full page: the same query with the last
+/// instance as the marker.
+fn usage_next(
+    app: &AppState,
+    path: &str,
+    q: &[(String, String)],
+    last: Option<&Map<String, Value>>,
+) -> Value {
+    let Some(last) = last else { return json!([]) };
+    let mut pairs: Vec<(String, String)> =
+        q.iter().filter(|(k, _)| k != "marker").cloned().collect();
+    pairs.push(("marker".into(), st(last, "id").to_string()));
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    json!([{"rel": "next", "href": format!("{}/compute/v2.1/{path}?{query}", app.base_url)}])
 }
 
 async fn usage_all(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     admin_only(&auth, "os_compute_api:os-simple-tenant-usage:list")?;
     let s = svc(&app)?;
     let q = query(&raw);
+    let win = window(&q)?;
+    let detailed = q.iter().any(|(k, v)| k == "detailed" && v == "1");
     let projects = crate::server_table::projects(&mut *s.conn().await?).await?;
-    let mut out = Vec::new();
-    for p in projects {
-        out.push(usage_of(s, &p, &q, false).await?);
+    let mut rows = Vec::new();
+    for p in &projects {
+        rows.extend(
+            s.servers(&crate::server_table::Filter {
+                project: Some(p.clone()),
+                ..Default::default()
+            })
+            .await?,
+        );
     }
-    Ok(Json(json!({ "tenant_usages": out })))
+    let (page, full) = usage_page(rows, &q, mv)?;
+    let flavors = s.docs(FLAVOR);
+    let mut out = Vec::new();
+    for p in &projects {
+        let mine: Vec<&Map<String, Value>> =
+            page.iter().filter(|r| st(r, "tenant_id") == p).collect();
+        if !mine.is_empty() || !mv.at(40) {
+            out.push(usage_of(&flavors, p, &mine, win, detailed));
+        }
+    }
+    let mut body = json!({ "tenant_usages": out });
+    if full {
+        body["tenant_usages_links"] = usage_next(&app, "os-simple-tenant-usage", &q, page.last());
+    }
+    Ok(Json(body))
 }
 
 async fn usage_one(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
@@ -997,9 +1083,27 @@ async fn usage_one(
         ));
     }
     let s = svc(&app)?;
-    Ok(Json(
-        json!({"tenant_usage": usage_of(s, &project, &query(&raw), true).await?}),
-    ))
+    let q = query(&raw);
+    let win = window(&q)?;
+    let rows = s
+        .servers(&crate::server_table::Filter {
+            project: Some(project.clone()),
+            ..Default::default()
+        })
+        .await?;
+    let (page, full) = usage_page(rows, &q, mv)?;
+    let flavors = s.docs(FLAVOR);
+    let refs: Vec<&Map<String, Value>> = page.iter().collect();
+    let mut body = json!({"tenant_usage": usage_of(&flavors, &project, &refs, win, true)});
+    if full {
+        body["tenant_usage_links"] = usage_next(
+            &app,
+            &format!("os-simple-tenant-usage/{project}"),
+            &q,
+            page.last(),
+        );
+    }
+    Ok(Json(body))
 }
 
 fn audit_doc(s: &Compute, total: i64, before: chrono::DateTime<chrono::Utc>) -> Value {

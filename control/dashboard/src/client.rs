@@ -129,6 +129,29 @@ impl Api {
         })
     }
 
+    /// A request whose answer's body is handed on as it streams
+    /// (downloads); a refusal is an [`ApiError`] as with [`Api::send`].
+    pub async fn stream(&self, method: Method, path: &str) -> ApiResult<axum::response::Response> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-auth-token", &self.token)
+            .body(Body::empty())
+            .map_err(|e| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("bad request: {e}"),
+            })?;
+        let resp = self.app.call(req).await;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        Err(ApiError::new(status, &body))
+    }
+
     /// A JSON request (or none) and a JSON answer parsed into `T`.
     pub async fn json<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -1,6 +1,7 @@
 // Ursa's dashboard script: live status, confirmations, the project
-// switcher, the Launch Instance wizard's steps and the image upload's
-// progress. Loaded from /dashboard/static (the Content-Security-Policy
+// switcher, the Launch Instance wizard's steps and uploads (images,
+// objects) with progress: a form with a file is sent as one PUT of the
+// file to its `data-upload` URL, its other fields in the query. Loaded from /dashboard/static (the Content-Security-Policy
 // allows no inline script); every page works without it.
 "use strict";
 
@@ -88,7 +89,7 @@ function upload(form) {
     const state = form.querySelector(".upload-state");
     bar.hidden = false;
     const xhr = new XMLHttpRequest();
-    xhr.open("PUT", "/dashboard/project/images/upload?" + q.toString());
+    xhr.open("PUT", form.dataset.upload + "?" + q.toString());
     xhr.setRequestHeader("X-CSRF-Token", csrf());
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
     xhr.upload.addEventListener("progress", (p) => {
@@ -99,13 +100,16 @@ function upload(form) {
     });
     xhr.addEventListener("load", () => {
       let msg = "";
+      let next = location.pathname;
       try {
-        msg = JSON.parse(xhr.responseText).message || "";
+        const a = JSON.parse(xhr.responseText);
+        msg = a.message || "";
+        next = a.next || next;
       } catch (err) {
         msg = xhr.statusText;
       }
       if (xhr.status === 201) {
-        location.href = "/dashboard/project/images?ok=" + encodeURIComponent(msg);
+        location.href = next + "?ok=" + encodeURIComponent(msg);
       } else {
         state.textContent = "Error: " + msg;
       }

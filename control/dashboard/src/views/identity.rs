@@ -125,6 +125,31 @@ pub async fn projects(c: Ctx) -> Result<Response> {
             ],
         ));
         forms.push(form(
+            "Modify Quotas",
+            url,
+            vec![
+                field("action", "", "hidden").value("quotas"),
+                field("project", "Project", "select").options(
+                    p.projects
+                        .iter()
+                        .map(|p| (p.id.clone(), p.name.clone()))
+                        .collect(),
+                ),
+                field("instances", "Instances", "number"),
+                field("cores", "VCPUs", "number"),
+                field("ram", "RAM (MB)", "number"),
+                field("volumes", "Volumes", "number"),
+                field(
+                    "gigabytes",
+                    "Total Size of Volumes and Snapshots (GiB)",
+                    "number",
+                ),
+                field("network", "Networks", "number"),
+                field("port", "Ports", "number"),
+                field("floatingip", "Floating IPs", "number"),
+            ],
+        ));
+        forms.push(form(
             "Manage Members",
             url,
             vec![
@@ -157,6 +182,56 @@ pub async fn projects(c: Ctx) -> Result<Response> {
     })
 }
 
+/// Each service's quotas of one project: only the numbers given change,
+/// each through its own service's API.
+async fn quotas(c: &Ctx, f: &EntityForm) -> ApiResult<String> {
+    let num = |v: &str| v.trim().parse::<i64>().ok();
+    let pick = |pairs: &[(&str, &str)]| {
+        let m: serde_json::Map<String, serde_json::Value> = pairs
+            .iter()
+            .filter_map(|(k, v)| num(v).map(|n| (k.to_string(), json!(n))))
+            .collect();
+        m
+    };
+    let p = enc(&f.project);
+    let compute = pick(&[
+        ("instances", &f.instances),
+        ("cores", &f.cores),
+        ("ram", &f.ram),
+    ]);
+    if !compute.is_empty() && c.s.has("compute") {
+        c.api
+            .put(
+                &format!("/compute/v2.1/os-quota-sets/{p}"),
+                &json!({ "quota_set": compute }),
+            )
+            .await?;
+    }
+    let volume = pick(&[("volumes", &f.volumes), ("gigabytes", &f.gigabytes)]);
+    if !volume.is_empty() && (c.s.has("volumev3") || c.s.has("block-storage")) {
+        c.api
+            .put(
+                &format!("/volume/v3/{}/os-quota-sets/{p}", c.s.project_id),
+                &json!({ "quota_set": volume }),
+            )
+            .await?;
+    }
+    let network = pick(&[
+        ("network", &f.network),
+        ("port", &f.port),
+        ("floatingip", &f.floatingip),
+    ]);
+    if !network.is_empty() {
+        c.api
+            .put(
+                &format!("/network/v2.0/quotas/{p}"),
+                &json!({ "quota": network }),
+            )
+            .await?;
+    }
+    Ok("Modified the project's quotas.".into())
+}
+
 #[derive(Deserialize)]
 pub struct EntityForm {
     #[serde(default)]
@@ -177,6 +252,22 @@ pub struct EntityForm {
     password: String,
     #[serde(default)]
     email: String,
+    #[serde(default)]
+    instances: String,
+    #[serde(default)]
+    cores: String,
+    #[serde(default)]
+    ram: String,
+    #[serde(default)]
+    volumes: String,
+    #[serde(default)]
+    gigabytes: String,
+    #[serde(default)]
+    network: String,
+    #[serde(default)]
+    port: String,
+    #[serde(default)]
+    floatingip: String,
 }
 
 pub async fn project_act(c: Ctx, Form(f): Form<EntityForm>) -> Result<Response> {
@@ -207,6 +298,7 @@ pub async fn project_act(c: Ctx, Form(f): Form<EntityForm>) -> Result<Response> 
             .delete(&format!("/v3/projects/{}", enc(&f.id)))
             .await
             .map(|_| "Deleted project.".into()),
+        "quotas" => quotas(&c, &f).await,
         other => return Err(DashError::BadRequest(format!("Unknown action {other:?}."))),
     };
     Ok(back("/dashboard/identity/projects", r))

@@ -5,7 +5,6 @@
 //! compute API's own `POST /servers`.
 
 use super::{options, Named, Networks, Ports, Volumes};
-use crate::client::ApiResult;
 use crate::{back, Ctx, Form, Result};
 use axum::response::Response;
 use base64::Engine;
@@ -79,10 +78,6 @@ struct Choices {
     server_groups: Vec<(String, String)>,
 }
 
-async fn or_empty<T: Default>(r: ApiResult<T>) -> T {
-    r.unwrap_or_default()
-}
-
 pub async fn page(c: Ctx) -> Result<Response> {
     let p = &c.s.project_id;
     let images: Images = c
@@ -109,22 +104,21 @@ pub async fn page(c: Ctx) -> Result<Response> {
             .unwrap_or(ServerGroups {
                 server_groups: vec![],
             });
-    let vols: Volumes = or_empty(
-        c.api
-            .get(&format!(
-                "/volume/v3/{p}/volumes/detail?status=available&limit=200"
-            ))
-            .await,
-    )
-    .await;
-    let snaps: Snapshots = or_empty(
-        c.api
-            .get(&format!(
-                "/volume/v3/{p}/snapshots?status=available&limit=200"
-            ))
-            .await,
-    )
-    .await;
+    // Without a volume service there is nothing to boot from but images.
+    let vols: Volumes = c
+        .api
+        .get(&format!(
+            "/volume/v3/{p}/volumes/detail?status=available&limit=200"
+        ))
+        .await
+        .unwrap_or_default();
+    let snaps: Snapshots = c
+        .api
+        .get(&format!(
+            "/volume/v3/{p}/snapshots?status=available&limit=200"
+        ))
+        .await
+        .unwrap_or_default();
     let choices = Choices {
         images: options(&images.images, |i| (i.id.clone(), i.name.clone())),
         volumes: options(&vols.volumes, |v| (v.id.clone(), v.label())),

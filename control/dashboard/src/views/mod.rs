@@ -127,6 +127,18 @@ pub fn routes() -> Router<Dashboard> {
             get(storage::objects),
         )
         .route(
+            "/dashboard/project/containers/{name}/upload",
+            axum::routing::put(storage::object_upload),
+        )
+        .route(
+            "/dashboard/project/containers/{name}/object",
+            get(storage::object_download),
+        )
+        .route(
+            "/dashboard/project/containers/{name}/delete",
+            post(storage::object_delete),
+        )
+        .route(
             "/dashboard/project/networks",
             get(network::networks).post(network::network_create),
         )

@@ -207,7 +207,10 @@ pub async fn upload(c: Ctx, Query(q): Query<UploadQuery>, req: Request) -> Resul
     match r {
         Ok(_) => Ok((
             StatusCode::CREATED,
-            Json(json!({"id": created.id, "message": format!("Image \"{}\" uploaded.", q.name)})),
+            Json(
+                json!({"id": created.id, "message": format!("Image \"{}\" uploaded.", q.name),
+                        "next": "/dashboard/project/images"}),
+            ),
         )
             .into_response()),
         Err(e) => {
@@ -873,19 +876,36 @@ pub async fn objects(
         .api
         .get(&format!("{}/{}?{q}", account(&c), enc(&name)))
         .await?;
+    let here = format!("/dashboard/project/containers/{}", enc(&name));
     let rows = list
         .iter()
-        .map(|o| {
-            let n = o
-                .name
-                .clone()
-                .or_else(|| o.subdir.clone())
-                .unwrap_or_default();
-            Row {
+        .map(|o| match (&o.name, &o.subdir) {
+            (Some(n), _) => Row {
                 id: n.clone(),
-                cells: vec![cell(&n), cell(human(o.bytes)), cell(&o.last_modified)],
-                actions: vec![],
+                cells: vec![
+                    link(n, format!("{here}/object?name={}", enc(n))),
+                    cell(human(o.bytes)),
+                    cell(&o.last_modified),
+                ],
+                actions: vec![action(
+                    "Delete Object",
+                    format!("{here}/delete"),
+                    &[("name", n)],
+                )],
                 busy: false,
+            },
+            (None, sub) => {
+                let d = sub.clone().unwrap_or_default();
+                Row {
+                    id: d.clone(),
+                    cells: vec![
+                        link(&d, format!("{here}?name={}", enc(&d))),
+                        cell(""),
+                        cell(""),
+                    ],
+                    actions: vec![],
+                    busy: false,
+                }
             }
         })
         .collect();
@@ -895,14 +915,120 @@ pub async fn objects(
         rows,
         ..Table::default()
     };
-    p.finish(
-        &mut t,
-        &format!("/dashboard/project/containers/{}", enc(&name)),
-        &["name"],
-    );
+    p.finish(&mut t, &here, &["name"]);
+    let upload = crate::page::Form {
+        title: "Upload Object".into(),
+        url: format!("{here}/upload"),
+        fields: vec![
+            field("name", "Object Name", "text").required(),
+            field("file", "File", "file").required(),
+        ],
+        submit: "Upload Object",
+        folded: true,
+    };
     c.panel(Panel {
         title: format!("Container: {name}"),
+        forms: vec![upload],
         tables: vec![t],
         ..Panel::default()
     })
+}
+
+#[derive(Deserialize)]
+pub struct ObjectName {
+    name: String,
+}
+
+fn object_path(c: &Ctx, container: &str, name: &str) -> String {
+    format!("{}/{}/{}", account(c), enc(container), enc(name))
+}
+
+/// `PUT …/upload?name=` with the file as the body, streamed to the object
+/// API's PUT.
+pub async fn object_upload(
+    c: Ctx,
+    Path(container): Path<String>,
+    Query(q): Query<ObjectName>,
+    req: Request,
+) -> Result<Response> {
+    // The object API needs the length (or chunks): the browser's is
+    // passed on with the body it describes.
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let framing = match &length {
+        Some(l) => ("content-length", l.as_str()),
+        None => ("transfer-encoding", "chunked"),
+    };
+    let r = c
+        .api
+        .send(
+            Method::PUT,
+            &object_path(&c, &container, &q.name),
+            &[framing],
+            Body::new(req.into_body()),
+        )
+        .await;
+    Ok(match r {
+        Ok(_) => (
+            StatusCode::CREATED,
+            Json(json!({"message": format!("Uploaded \"{}\".", q.name),
+                        "next": format!("/dashboard/project/containers/{}", enc(&container))})),
+        )
+            .into_response(),
+        Err(e) => (e.status, Json(json!({"message": e.message}))).into_response(),
+    })
+}
+
+/// The object's bytes, streamed from the object API as a download.
+pub async fn object_download(
+    c: Ctx,
+    Path(container): Path<String>,
+    Query(q): Query<ObjectName>,
+) -> Result<Response> {
+    let resp = c
+        .api
+        .stream(Method::GET, &object_path(&c, &container, &q.name))
+        .await?;
+    let file: String = q
+        .name
+        .rsplit('/')
+        .next()
+        .unwrap_or("object")
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ".-_".contains(ch) {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut out = Response::new(resp.into_body());
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = format!("attachment; filename=\"{file}\"").parse() {
+        out.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(out)
+}
+
+pub async fn object_delete(
+    c: Ctx,
+    Path(container): Path<String>,
+    Form(f): Form<ObjectName>,
+) -> Result<Response> {
+    let r = c
+        .api
+        .delete(&object_path(&c, &container, &f.name))
+        .await
+        .map(|_| format!("Deleted \"{}\".", f.name));
+    Ok(back(
+        &format!("/dashboard/project/containers/{}", enc(&container)),
+        r,
+    ))
 }
