@@ -11,6 +11,7 @@
 //! - Isolation: the admin project owns one of each kind of resource; a
 //!   member of another project tries every route on each of their ids.
 //!   Nothing may answer 2xx, and every resource is still there afterwards.
+//!   The dashboard's pages are tried with the member's dashboard session.
 
 mod common;
 
@@ -166,13 +167,41 @@ fn no_route_answers_bad_input_with_a_server_error() {
     let (member, _) = cloud.member_of(&admin, "sweep-member");
     let base = cloud.url.trim_end_matches("/v3").to_string();
     let http = client();
+    // The dashboard's routes get the same input inside a dashboard session
+    // (with its CSRF token, so that the forms' handlers read it); logging
+    // out would end the session, so that route is left out.
+    let session = |user: &str, pw: &str| {
+        let cookie = cloud.dashboard_login(user, pw);
+        let page = http
+            .get(format!("{base}/dashboard/identity/projects"))
+            .header("cookie", &cookie)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let csrf = page
+            .split("name=\"csrf-token\" content=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("pages carry the session's CSRF token")
+            .to_string();
+        (cookie, csrf)
+    };
+    let sessions = [
+        session("admin", &cloud.password),
+        session("sweep-member-user", "pw-pw-pw"),
+    ];
     let nested = format!("{{\"a\":{}{}}}", "[".repeat(3000), "]".repeat(3000));
     let raw: Vec<&str> = vec!["{", "[]", "null", "\"x\"", "123", "{\"a\":1}", &nested];
     let long = "x".repeat(300);
     let mut failures = Vec::new();
     let mut sent = 0;
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for (who, token) in [("admin", &admin), ("member", &member)] {
+    for (i, (who, token)) in [("admin", &admin), ("member", &member)]
+        .into_iter()
+        .enumerate()
+    {
+        let (cookie, csrf) = &sessions[i];
         for (path, methods) in &routes {
             for param in ["00000000-0000-4000-8000-000000000000", long.as_str(), "-1"] {
                 let p = fill(path, param);
@@ -229,7 +258,11 @@ fn no_route_answers_bad_input_with_a_server_error() {
                 }
                     for a in attempts {
                         sent += 1;
-                        let r = a.header("X-Auth-Token", token).send();
+                        let mut a = a.header("X-Auth-Token", token);
+                        if path.starts_with("/dashboard") && !path.ends_with("/logout") {
+                            a = a.header("cookie", cookie).header("x-csrf-token", csrf);
+                        }
+                        let r = a.send();
                         let st = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
                         *statuses.entry(st).or_default() += 1;
                         if st == 0 || st >= 500 {
@@ -271,6 +304,8 @@ fn no_route_shows_a_member_another_projects_resources() {
         admin: admin.clone(),
     };
     let (member, _) = cloud.member_of(&admin, "iso-member");
+    // The dashboard's routes are tried as the member's dashboard session.
+    let member_session = cloud.dashboard_login("iso-member-user", "pw-pw-pw");
     let (_, ap) = cloud.call("GET", "/projects?name=admin", &admin, None);
     let admin_project = ap["projects"][0]["id"].as_str().unwrap().to_string();
     let made = |path: &str, body: Value, key: &str| -> String {
@@ -398,6 +433,9 @@ fn no_route_shows_a_member_another_projects_resources() {
             for m in methods {
                 let method = reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
                 let mut rb = http.request(method, &url).header("X-Auth-Token", &member);
+                if path.starts_with("/dashboard") {
+                    rb = rb.header("cookie", &member_session);
+                }
                 if m != "get" && m != "delete" {
                     rb = rb.json(&json!({}));
                 }

@@ -215,6 +215,44 @@ impl Cloud {
         (tok, pid)
     }
 
+    /// Logs `user` in to the dashboard (domain Default) through its login
+    /// form; returns the `Cookie` header of the session.
+    pub fn dashboard_login(&self, user: &str, password: &str) -> String {
+        let base = self.url.trim_end_matches("/v3");
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let cookie = |r: &reqwest::blocking::Response, name: &str| {
+            r.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|c| c.strip_prefix(&format!("{name}=")))
+                .and_then(|c| c.split(';').next())
+                .map(str::to_string)
+        };
+        let page = http
+            .get(format!("{base}/dashboard/auth/login"))
+            .send()
+            .unwrap();
+        let csrf = cookie(&page, "ursa_login_csrf").expect("the login page sets its CSRF cookie");
+        let r = http
+            .post(format!("{base}/dashboard/auth/login"))
+            .header("cookie", format!("ursa_login_csrf={csrf}"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("domain", "Default"),
+                ("username", user),
+                ("password", password),
+            ])
+            .send()
+            .unwrap();
+        let session = cookie(&r, "ursa_session")
+            .unwrap_or_else(|| panic!("{user} could not log in to the dashboard: {}", r.status()));
+        format!("ursa_session={session}")
+    }
+
     pub fn admin_token(&self) -> String {
         self.token("admin", &self.password.clone(), Some("admin"))
             .expect("admin logs in")
