@@ -17,29 +17,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Cloud, Netns};
+use common::{free_port, Cloud, Daemon, Netns};
 use fantoccini::ClientBuilder;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_port(port: u16, what: &str, secs: u64) {
     let t0 = Instant::now();
@@ -50,12 +33,6 @@ fn wait_port(port: u16, what: &str, secs: u64) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn has(tool: &str) -> bool {
-    !common::sh(&["sh", "-c", &format!("command -v {tool}")])
-        .stdout
-        .is_empty()
 }
 
 fn p50(mut v: Vec<f64>) -> f64 {
@@ -90,7 +67,7 @@ fn horizon_venv() -> PathBuf {
 
 /// Writes Horizon's `local_settings.py` (Keystone = Ursa's identity URL,
 /// sessions in the local-memory cache) and starts `runserver`.
-fn start_horizon(venv: &Path, keystone: &str, port: u16) -> Proc {
+fn start_horizon(venv: &Path, keystone: &str, port: u16) -> Daemon {
     let out = Command::new(venv.join("bin/python"))
         .args([
             "-c",
@@ -132,7 +109,7 @@ fn start_horizon(venv: &Path, keystone: &str, port: u16) -> Proc {
         .stderr(log)
         .spawn()
         .expect("horizon starts");
-    let p = Proc(child);
+    let p = Daemon(child);
     wait_port(port, "Horizon", 120);
     p
 }
@@ -310,7 +287,7 @@ fn main() {
         Some("needs root (netd in a namespace, for the compute API)".to_string())
     } else if !netd.exists() {
         Some("run `cargo build --release --bins` first (ursa-netd)".into())
-    } else if !has("chromium") || !has("chromedriver") {
+    } else if common::browser_missing().is_some() {
         Some("needs chromium and chromium-driver".into())
     } else {
         None
@@ -364,16 +341,7 @@ fn main() {
         peer / ours
     );
 
-    let dport = free_port();
-    let _driver = Proc(
-        Command::new("chromedriver")
-            .arg(format!("--port={dport}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(dport, "chromedriver", 20);
+    let (_driver, dport) = common::chromedriver();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

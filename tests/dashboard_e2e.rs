@@ -19,67 +19,13 @@
 
 mod common;
 
-use common::{tiny_guest_missing, Cloud, Netns};
+use common::{browser_missing, tiny_guest_missing, Cloud, Netns};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 type R<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-/// What the browser test needs that a host may lack, as a reason to skip.
-fn browser_missing() -> Option<String> {
-    for (tool, pkg) in [
-        ("chromium", "chromium"),
-        ("chromedriver", "chromium-driver"),
-    ] {
-        if common::sh(&["sh", "-c", &format!("command -v {tool}")])
-            .stdout
-            .is_empty()
-        {
-            return Some(format!("needs {tool} (package {pkg})"));
-        }
-    }
-    None
-}
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_driver() -> (Driver, u16) {
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let d = Driver(child);
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "chromedriver never listened"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (d, port)
-}
 
 async fn browser(port: u16) -> R<Client> {
     let mut caps = serde_json::Map::new();
@@ -338,7 +284,7 @@ fn the_dashboard_runs_a_project_in_a_real_browser() {
     let upload_file = dir.path().join("upload.img");
     std::fs::write(&upload_file, vec![0x5a_u8; 3 << 20]).unwrap();
 
-    let (_driver, port) = start_driver();
+    let (_driver, port) = common::chromedriver();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

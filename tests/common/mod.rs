@@ -677,3 +677,50 @@ pub fn seed_servers(db_url: &str, project: &str, n: usize) {
         pool.close().await;
     });
 }
+
+/// Why the browser tests cannot run here (chromium or chromedriver
+/// missing), if they cannot.
+pub fn browser_missing() -> Option<String> {
+    for (tool, pkg) in [
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
+    ] {
+        if sh(&["sh", "-c", &format!("command -v {tool}")])
+            .stdout
+            .is_empty()
+        {
+            return Some(format!("needs {tool} (package {pkg})"));
+        }
+    }
+    None
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// chromedriver on a free port, once it listens (killed on drop).
+pub fn chromedriver() -> (Daemon, u16) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let d = Daemon(child);
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "chromedriver never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (d, port)
+}

@@ -268,6 +268,17 @@ pub struct Panel {
     pub buttons: Vec<(String, String, String)>,
 }
 
+impl Panel {
+    /// A panel of tables and nothing else.
+    pub fn of(title: impl Into<String>, tables: Vec<Table>) -> Panel {
+        Panel {
+            title: title.into(),
+            tables,
+            ..Panel::default()
+        }
+    }
+}
+
 /// One entry of the side navigation.
 #[derive(Serialize)]
 pub struct Nav {

@@ -273,11 +273,7 @@ pub async fn aggregates(c: Ctx) -> Result<Response> {
 
 pub async fn instances(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
     let t = super::instances::server_table(&c, &p, "/dashboard/admin/instances", true).await?;
-    c.panel(Panel {
-        title: "All Instances".into(),
-        tables: vec![t],
-        ..Panel::default()
-    })
+    c.panel(Panel::of("All Instances", vec![t]))
 }
 
 #[derive(Deserialize)]
@@ -490,20 +486,12 @@ pub async fn flavor_act(c: Ctx, Form(f): Form<FlavorForm>) -> Result<Response> {
 
 pub async fn images(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
     let t = super::storage::image_table(&c, &p, "/dashboard/admin/images", false).await?;
-    c.panel(Panel {
-        title: "Images (all projects)".into(),
-        tables: vec![t],
-        ..Panel::default()
-    })
+    c.panel(Panel::of("Images (all projects)", vec![t]))
 }
 
 pub async fn volumes(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
     let t = super::storage::volume_table(&c, &p, "/dashboard/admin/volumes", true).await?;
-    c.panel(Panel {
-        title: "Volumes (all projects)".into(),
-        tables: vec![t],
-        ..Panel::default()
-    })
+    c.panel(Panel::of("Volumes (all projects)", vec![t]))
 }
 
 #[derive(Deserialize)]
@@ -595,11 +583,7 @@ pub async fn volume_type_act(c: Ctx, Form(f): Form<TypeForm>) -> Result<Response
 
 pub async fn networks(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
     let t = super::network::network_table(&c, &p, "/dashboard/admin/networks", true).await?;
-    c.panel(Panel {
-        title: "Networks (all projects)".into(),
-        tables: vec![t],
-        ..Panel::default()
-    })
+    c.panel(Panel::of("Networks (all projects)", vec![t]))
 }
 
 pub async fn routers(c: Ctx) -> Result<Response> {

@@ -304,7 +304,11 @@ pub async fn detail(c: Ctx, Path(id): Path<String>) -> Result<Response> {
         .get(&format!("/network/v2.0/ports?device_id={}", s.id))
         .await?;
     let fips: super::FloatingIps = c.api.get("/network/v2.0/floatingips?limit=200").await?;
-    let opts = |v: Vec<(String, String)>| v;
+    let port_opts: Vec<(String, String)> = ports
+        .ports
+        .iter()
+        .map(|p| (p.id.clone(), p.label()))
+        .collect();
     let mut facts = vec![
         ("Name".into(), s.name.clone()),
         ("ID".into(), s.id.clone()),
@@ -348,12 +352,8 @@ pub async fn detail(c: Ctx, Path(id): Path<String>) -> Result<Response> {
             &act,
             vec![
                 field("action", "", "hidden").value("attach_volume"),
-                field("volume", "Volume", "select").options(opts(
-                    vols.volumes
-                        .iter()
-                        .map(|v| (v.id.clone(), v.label()))
-                        .collect(),
-                )),
+                field("volume", "Volume", "select")
+                    .options(super::options(&vols.volumes, |v| (v.id.clone(), v.label()))),
             ],
         ),
         form(
@@ -388,13 +388,7 @@ pub async fn detail(c: Ctx, Path(id): Path<String>) -> Result<Response> {
             &act,
             vec![
                 field("action", "", "hidden").value("detach_interface"),
-                field("port", "Port", "select").options(
-                    ports
-                        .ports
-                        .iter()
-                        .map(|p| (p.id.clone(), p.label()))
-                        .collect(),
-                ),
+                field("port", "Port", "select").options(port_opts.clone()),
             ],
         ),
         form(
@@ -409,13 +403,7 @@ pub async fn detail(c: Ctx, Path(id): Path<String>) -> Result<Response> {
                         .map(|f| (f.id.clone(), f.floating_ip_address.clone()))
                         .collect(),
                 ),
-                field("port", "Port to be associated", "select").options(
-                    ports
-                        .ports
-                        .iter()
-                        .map(|p| (p.id.clone(), p.label()))
-                        .collect(),
-                ),
+                field("port", "Port to be associated", "select").options(port_opts),
             ],
         ),
         form(

@@ -735,11 +735,7 @@ pub async fn snapshots(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
         ..Table::default()
     };
     p.finish(&mut t, "/dashboard/project/snapshots", &["created_at"]);
-    c.panel(Panel {
-        title: "Volume Snapshots".into(),
-        tables: vec![t],
-        ..Panel::default()
-    })
+    c.panel(Panel::of("Volume Snapshots", vec![t]))
 }
 
 pub async fn snapshot_act(
