@@ -392,6 +392,55 @@ fn compute_answers_each_microversion_as_nova_does() {
     assert_eq!(st, 200);
     assert!(list["tenant_usages_links"].is_array(), "{list}");
 
+    // /limits drops what moved elsewhere at Nova's versions: the network
+    // limits at 2.36, maxImageMeta at 2.39, file injection at 2.57.
+    let limits = |mv: &str| {
+        let (st, _, v) = at(&cloud, Some(mv), "GET", "/limits", &admin, None);
+        assert_eq!(st, 200, "{v}");
+        v["limits"]["absolute"].clone()
+    };
+    for (before, from, key) in [
+        ("2.35", "2.36", "maxSecurityGroups"),
+        ("2.35", "2.36", "totalFloatingIpsUsed"),
+        ("2.38", "2.39", "maxImageMeta"),
+        ("2.56", "2.57", "maxPersonality"),
+        ("2.56", "2.57", "maxPersonalitySize"),
+    ] {
+        assert!(limits(before).get(key).is_some(), "{key} at {before}");
+        assert!(limits(from).get(key).is_none(), "{key} at {from}");
+    }
+    assert!(limits("2.100")["maxTotalInstances"].is_number());
+    // The proxies to the other services are gone from 2.36.
+    for path in [
+        "/os-security-groups",
+        "/os-floating-ips",
+        "/os-floating-ip-pools",
+        "/images",
+        "/os-volumes",
+        "/os-snapshots",
+        "/os-networks",
+        "/os-tenant-networks",
+    ] {
+        let (st, _, v) = at(&cloud, Some("2.35"), "GET", path, &admin, None);
+        assert_eq!(st, 200, "{path} at 2.35: {v}");
+        let (st, _, v) = at(&cloud, Some("2.36"), "GET", path, &admin, None);
+        assert_eq!(st, 404, "{path} at 2.36: {v}");
+    }
+    // An admin reads another project's limits.
+    let (st, _, other) = at(
+        &cloud,
+        None,
+        "GET",
+        &format!("/limits?tenant_id={project}"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 200, "{other}");
+    assert_eq!(
+        other["limits"]["absolute"]["totalInstancesUsed"], 5,
+        "{other}"
+    );
+
     let Some(tiny_disk) = guest else { return };
     let tiny = {
         let (st, img) = cloud.service_call("POST", "/image/v2/images", &admin,

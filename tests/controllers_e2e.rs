@@ -10,8 +10,9 @@
 //! connect, nothing else may fail); every create answered 2xx must be
 //! readable on both survivors afterwards; an object made on one controller
 //! must be readable on the others within 1 s; a token of each validates on
-//! the others; and a port made after the kill is plugged by netd within
-//! 10 s (the push duty moved).
+//! the others; a dashboard session made on one is served by the others
+//! and ends on all at its logout; and a port made after the kill is plugged
+//! by netd within 10 s (the push duty moved).
 
 mod common;
 
@@ -169,6 +170,47 @@ fn three_controllers_on_postgres_serve_one_cloud() {
                 assert_eq!(c.validate(t, t), 200, "a token of controller {i} on {j}");
             }
         }
+    }
+
+    // A dashboard session made on one controller is served by the others
+    // (sessions are rows), and a logout on one ends it on all of them.
+    let session = clouds[0].dashboard_login("admin", "three-pw");
+    let plain = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = |base: &str| {
+        let r = plain
+            .get(format!("{base}/dashboard/identity/projects"))
+            .header("cookie", &session)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    for base in &bases {
+        let (st, body) = page(base);
+        assert!(st == 200 && body.contains("admin"), "{base}: {st}");
+    }
+    let (_, body) = page(&bases[2]);
+    let csrf = body
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let r = plain
+        .post(format!("{}/dashboard/auth/logout", bases[2]))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    for base in &bases {
+        assert_eq!(
+            page(base).0,
+            303,
+            "{base} still serves a session ended elsewhere"
+        );
     }
 
     // The admin project may hold what the load makes.

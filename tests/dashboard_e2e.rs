@@ -710,6 +710,32 @@ fn the_dashboard_runs_a_project_in_a_real_browser() {
             if !m.starts_with("Success") {
                 return Err(m.into());
             }
+            ui.go("/dashboard/admin/aggregates").await?;
+            let m = ui
+                .submit("Create Host Aggregate", &[("name", "dash-agg"), ("zone", "dash-zone")])
+                .await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
+            let m = ui.submit("Manage Hosts", &[("aggregate", "dash-agg")]).await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
+            if !ui.text("#aggregates").await?.contains("dash-zone") {
+                return Err("the aggregate is not listed".into());
+            }
+            ui.go("/dashboard/identity/groups").await?;
+            let m = ui.submit("Create Group", &[("name", "dash-group")]).await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
+            let m = ui
+                .submit("Add Users", &[("id", "dash-group"), ("user", "dashp-user")])
+                .await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
+            ui.go("/dashboard/identity/projects").await?;
             let m = ui
                 .submit(
                     "Manage Members",

@@ -2,7 +2,8 @@
 //! snapshots and networks as the compute API has shown them since
 //! nova-network days. Each goes, as the caller, through the network,
 //! image or volume API ([`ursa_core::http::internal`]), the way Nova calls
-//! Neutron, Glance and Cinder, and reshapes the answer.
+//! Neutron, Glance and Cinder, and reshapes the answer. From 2.36 they are
+//! gone (404), as in Nova.
 
 use super::api::{body_obj, find_server, last, query, svc};
 use super::st;
@@ -17,7 +18,29 @@ use serde_json::{json, Map, Value};
 use ursa_core::error::{Error, Result};
 use ursa_core::http::{empty, internal, Auth, Token};
 
+/// The proxies, which Nova removed at 2.36 (a request at 2.36 or later
+/// gets 404, as if the route were not there); a server's own security
+/// groups stay.
 pub fn routes() -> Router<AppState> {
+    proxies()
+        .route_layer(axum::middleware::from_fn(gone_at_2_36))
+        .route("/servers/{id}/os-security-groups", get(server_groups))
+}
+
+async fn gone_at_2_36(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::response::IntoResponse;
+    let mv = req
+        .extensions()
+        .get::<super::api::Mv>()
+        .copied()
+        .unwrap_or_default();
+    if mv.at(36) {
+        return Error::NotFound("The resource could not be found.".into()).into_response();
+    }
+    next.run(req).await
+}
+
+fn proxies() -> Router<AppState> {
     Router::new()
         .route("/os-security-groups", get(list_groups).post(create_group))
         .route(
@@ -29,7 +52,6 @@ pub fn routes() -> Router<AppState> {
             "/os-security-group-rules/{id}",
             axum::routing::delete(delete_rule),
         )
-        .route("/servers/{id}/os-security-groups", get(server_groups))
         .route("/os-floating-ips", get(list_fips).post(create_fip))
         .route("/os-floating-ips/{id}", get(show_fip).delete(delete_fip))
         .route("/os-floating-ip-pools", get(fip_pools))

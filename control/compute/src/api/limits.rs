@@ -56,12 +56,27 @@ pub(crate) async fn store_within_quota(
     w.commit(&[]).await
 }
 
-pub(super) async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Json<Value>> {
+/// `GET /limits`, as the version asks: from 2.36 without the network
+/// limits (Neutron's), from 2.39 without `maxImageMeta`, from 2.57 without
+/// the file-injection ones. An admin may name another project
+/// (`?tenant_id=`).
+pub(super) async fn limits(
+    State(app): State<AppState>,
+    auth: Auth,
+    mv: Mv,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
     let s = svc(&app)?;
-    let project = auth.0.project_id().unwrap_or("").to_string();
+    let asked = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "tenant_id")
+        .map(|(_, v)| v.into_owned());
+    let project = match asked {
+        Some(p) if auth.0.is_admin() => p,
+        _ => auth.0.project_id().unwrap_or("").to_string(),
+    };
     let (instances, cores, ram) = usage(s, &project).await?;
     let l = crate::admin::limits(s, &project);
-    Ok(Json(json!({"limits": {"rate": [], "absolute": {
+    let mut absolute = json!({
         "maxServerMeta": l["metadata_items"], "maxPersonality": l["injected_files"],
         "maxPersonalitySize": l["injected_file_content_bytes"], "maxImageMeta": 128,
         "maxTotalKeypairs": l["key_pairs"], "maxSecurityGroupRules": 20, "maxSecurityGroups": 10,
@@ -69,7 +84,31 @@ pub(super) async fn limits(State(app): State<AppState>, auth: Auth) -> Result<Js
         "maxTotalFloatingIps": 10,
         "maxTotalInstances": l["instances"], "maxTotalCores": l["cores"], "maxTotalRAMSize": l["ram"],
         "totalInstancesUsed": instances, "totalCoresUsed": cores, "totalRAMUsed": ram,
-        "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0}}})))
+        "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0});
+    let gone: &[(u16, &[&str])] = &[
+        (
+            36,
+            &[
+                "maxSecurityGroupRules",
+                "maxSecurityGroups",
+                "maxTotalFloatingIps",
+                "totalSecurityGroupsUsed",
+                "totalFloatingIpsUsed",
+            ],
+        ),
+        (39, &["maxImageMeta"]),
+        (57, &["maxPersonality", "maxPersonalitySize"]),
+    ];
+    if let Some(m) = absolute.as_object_mut() {
+        for (from, keys) in gone {
+            if mv.at(*from) {
+                for k in *keys {
+                    m.remove(*k);
+                }
+            }
+        }
+    }
+    Ok(Json(json!({"limits": {"rate": [], "absolute": absolute}})))
 }
 
 pub(super) async fn zones(_auth: Auth) -> Json<Value> {

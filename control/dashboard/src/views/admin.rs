@@ -228,6 +228,8 @@ struct Aggregates {
 #[derive(Deserialize)]
 struct Aggregate {
     #[serde(default)]
+    id: i64,
+    #[serde(default)]
     name: String,
     #[serde(default)]
     availability_zone: Option<String>,
@@ -239,6 +241,19 @@ struct Aggregate {
 
 pub async fn aggregates(c: Ctx) -> Result<Response> {
     let a: Aggregates = c.api.get("/compute/v2.1/os-aggregates").await?;
+    let s: Services = c.api.get("/compute/v2.1/os-services").await?;
+    let url = "/dashboard/admin/aggregates";
+    let aggregate_opts = a
+        .aggregates
+        .iter()
+        .map(|a| (a.id.to_string(), a.name.clone()))
+        .collect();
+    let host_opts = s
+        .services
+        .iter()
+        .filter(|s| s.binary == "nova-compute")
+        .map(|s| (s.host.clone(), s.host.clone()))
+        .collect();
     let rows = a
         .aggregates
         .into_iter()
@@ -257,6 +272,25 @@ pub async fn aggregates(c: Ctx) -> Result<Response> {
         .collect();
     c.panel(Panel {
         title: "Host Aggregates".into(),
+        forms: vec![
+            form(
+                "Create Host Aggregate",
+                url,
+                vec![
+                    field("name", "Name", "text").required(),
+                    field("zone", "Availability Zone", "text"),
+                ],
+            ),
+            form(
+                "Manage Hosts",
+                url,
+                vec![
+                    field("action", "", "hidden").value("add_host"),
+                    field("aggregate", "Host Aggregate", "select").options(aggregate_opts),
+                    field("host", "Host", "select").options(host_opts),
+                ],
+            ),
+        ],
         tables: vec![simple(
             "aggregates",
             vec![
@@ -269,6 +303,45 @@ pub async fn aggregates(c: Ctx) -> Result<Response> {
         )],
         ..Panel::default()
     })
+}
+
+#[derive(Deserialize)]
+pub struct AggregateForm {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    zone: String,
+    #[serde(default)]
+    aggregate: String,
+    #[serde(default)]
+    host: String,
+}
+
+pub async fn aggregate_act(c: Ctx, Form(f): Form<AggregateForm>) -> Result<Response> {
+    let r = match f.action.as_str() {
+        "" => {
+            let mut a = json!({"name": f.name});
+            if !f.zone.trim().is_empty() {
+                a["availability_zone"] = json!(f.zone.trim());
+            }
+            c.api
+                .act("/compute/v2.1/os-aggregates", &json!({ "aggregate": a }))
+                .await
+                .map(|_| format!("Created host aggregate \"{}\".", f.name))
+        }
+        "add_host" => c
+            .api
+            .act(
+                &format!("/compute/v2.1/os-aggregates/{}/action", enc(&f.aggregate)),
+                &json!({"add_host": {"host": f.host}}),
+            )
+            .await
+            .map(|_| format!("Added host {} to the aggregate.", f.host)),
+        other => return Err(DashError::BadRequest(format!("Unknown action {other:?}."))),
+    };
+    Ok(back("/dashboard/admin/aggregates", r))
 }
 
 pub async fn instances(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {

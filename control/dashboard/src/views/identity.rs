@@ -392,14 +392,73 @@ struct Groups {
 
 pub async fn groups(c: Ctx) -> Result<Response> {
     let g: Groups = c.api.get("/v3/groups").await?;
+    let u: Users = c.api.get("/v3/users").await?;
+    let url = "/dashboard/identity/groups";
     c.panel(Panel {
         title: "Groups".into(),
+        forms: vec![
+            form(
+                "Create Group",
+                url,
+                vec![
+                    field("name", "Name", "text").required(),
+                    field("description", "Description", "text"),
+                ],
+            ),
+            form(
+                "Add Users",
+                url,
+                vec![
+                    field("action", "", "hidden").value("add_user"),
+                    field("id", "Group", "select").options(
+                        g.groups
+                            .iter()
+                            .map(|g| (g.id.clone(), g.name.clone()))
+                            .collect(),
+                    ),
+                    field("user", "User", "select").options(
+                        u.users
+                            .iter()
+                            .map(|u| (u.id.clone(), u.name.clone()))
+                            .collect(),
+                    ),
+                ],
+            ),
+        ],
         tables: vec![entity_table(
             "groups",
-            entity_rows(&g.groups, None, "Group"),
+            entity_rows(&g.groups, Some(url), "Group"),
         )],
         ..Panel::default()
     })
+}
+
+pub async fn group_act(c: Ctx, Form(f): Form<EntityForm>) -> Result<Response> {
+    let r: ApiResult<String> = match f.action.as_str() {
+        "" => c
+            .api
+            .act(
+                "/v3/groups",
+                &json!({"group": {"name": f.name, "description": f.description, "domain_id": "default"}}),
+            )
+            .await
+            .map(|_| format!("Created group \"{}\".", f.name)),
+        "add_user" => c
+            .api
+            .put(
+                &format!("/v3/groups/{}/users/{}", enc(&f.id), enc(&f.user)),
+                &json!({}),
+            )
+            .await
+            .map(|_| "Added the user to the group.".into()),
+        "delete" => c
+            .api
+            .delete(&format!("/v3/groups/{}", enc(&f.id)))
+            .await
+            .map(|_| "Deleted group.".into()),
+        other => return Err(DashError::BadRequest(format!("Unknown action {other:?}."))),
+    };
+    Ok(back("/dashboard/identity/groups", r))
 }
 
 pub async fn roles(c: Ctx) -> Result<Response> {

@@ -173,7 +173,10 @@ pub fn routes() -> Router<Dashboard> {
         .route("/dashboard/project/network_topology", get(topology::page))
         .route("/dashboard/admin/", get(admin::overview))
         .route("/dashboard/admin/hypervisors", get(admin::hypervisors))
-        .route("/dashboard/admin/aggregates", get(admin::aggregates))
+        .route(
+            "/dashboard/admin/aggregates",
+            get(admin::aggregates).post(admin::aggregate_act),
+        )
         .route("/dashboard/admin/instances", get(admin::instances))
         .route(
             "/dashboard/admin/flavors",
@@ -199,7 +202,10 @@ pub fn routes() -> Router<Dashboard> {
             "/dashboard/identity/users",
             get(identity::users).post(identity::user_act),
         )
-        .route("/dashboard/identity/groups", get(identity::groups))
+        .route(
+            "/dashboard/identity/groups",
+            get(identity::groups).post(identity::group_act),
+        )
         .route("/dashboard/identity/roles", get(identity::roles))
         .route(
             "/dashboard/identity/application_credentials",

@@ -919,12 +919,17 @@ pub struct FipForm {
     port: String,
 }
 
+#[derive(Deserialize)]
+struct OneFip {
+    floatingip: super::FloatingIp,
+}
+
 pub async fn floating_ip_act(c: Ctx, Form(f): Form<FipForm>) -> Result<Response> {
     let one = format!("{N}/floatingips/{}", enc(&f.id));
     let r: ApiResult<String> = match f.action.as_str() {
         "allocate" => c
             .api
-            .post::<_, Value>(
+            .post::<_, OneFip>(
                 &format!("{N}/floatingips"),
                 &json!({"floatingip": {"floating_network_id": f.pool}}),
             )
@@ -932,9 +937,7 @@ pub async fn floating_ip_act(c: Ctx, Form(f): Form<FipForm>) -> Result<Response>
             .map(|v| {
                 format!(
                     "Allocated floating IP {}.",
-                    v["floatingip"]["floating_ip_address"]
-                        .as_str()
-                        .unwrap_or("")
+                    v.floatingip.floating_ip_address
                 )
             }),
         "associate" => c
