@@ -432,6 +432,20 @@ fn the_dashboard_runs_a_project_in_a_real_browser() {
         })
         .await;
 
+        step(&ui, "suspend-resume", async {
+            ui.go("/dashboard/project/instances").await?;
+            let m = ui.row_action(xss, "Suspend").await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
+            ui.wait_cell(xss, "status", "SUSPENDED", 60).await?;
+            ui.go("/dashboard/project/instances").await?;
+            ui.row_action(xss, "Resume").await?;
+            ui.wait_cell(xss, "status", "ACTIVE", 60).await?;
+            Ok(())
+        })
+        .await;
+
         step(&ui, "volume", async {
             ui.go("/dashboard/project/volumes").await?;
             let m = ui.submit("Create Volume", &[("name", "vol1"), ("size", "1")]).await?;

@@ -129,13 +129,22 @@ fn row_actions(base: &str, s: &Server) -> Vec<crate::page::Action> {
     let url = format!("{base}/{}/action", s.id);
     let mut a = Vec::new();
     match s.status.as_str() {
-        "SHUTOFF" => a.push(action("Start", &url, &[("action", "start")])),
+        "SHUTOFF" => {
+            a.push(action("Start", &url, &[("action", "start")]));
+            a.push(action("Shelve", &url, &[("action", "shelve")]));
+        }
         "ACTIVE" => {
             a.push(action("Stop", &url, &[("action", "stop")]));
             a.push(action("Reboot", &url, &[("action", "reboot")]));
             a.push(action("Pause", &url, &[("action", "pause")]));
+            a.push(action("Suspend", &url, &[("action", "suspend")]));
+            a.push(action("Shelve", &url, &[("action", "shelve")]));
         }
         "PAUSED" => a.push(action("Resume", &url, &[("action", "unpause")])),
+        "SUSPENDED" => a.push(action("Resume", &url, &[("action", "resume")])),
+        "SHELVED" | "SHELVED_OFFLOADED" => {
+            a.push(action("Unshelve", &url, &[("action", "unshelve")]))
+        }
         _ => {}
     }
     if s.locked {
@@ -338,7 +347,23 @@ pub async fn detail(c: Ctx, Path(id): Path<String>) -> Result<Response> {
             format!("{} on {}", a.volume, a.device.clone().unwrap_or_default()),
         ));
     }
+    let images: super::storage::Images = c
+        .api
+        .get("/image/v2/images?status=active&limit=200&sort_key=name&sort_dir=asc")
+        .await
+        .unwrap_or(super::storage::Images { images: vec![] });
     let forms = vec![
+        form(
+            "Rebuild Instance",
+            &act,
+            vec![
+                field("action", "", "hidden").value("rebuild"),
+                field("image", "Select Image", "select")
+                    .options(super::options(&images.images, |i| {
+                        (i.id.clone(), i.name.clone().unwrap_or_default())
+                    })),
+            ],
+        ),
         form(
             "Create Snapshot",
             &act,
@@ -465,6 +490,8 @@ pub struct ActForm {
     port: String,
     #[serde(default)]
     floating_ip: String,
+    #[serde(default)]
+    image: String,
 }
 
 pub async fn act(c: Ctx, Path(id): Path<String>, Form(f): Form<ActForm>) -> Result<Response> {
@@ -493,6 +520,26 @@ pub async fn act(c: Ctx, Path(id): Path<String>, Form(f): Form<ActForm>) -> Resu
             .act(&a, &json!({"unpause": none}))
             .await
             .map(|_| "Resumed instance.".into()),
+        "suspend" => api
+            .act(&a, &json!({"suspend": none}))
+            .await
+            .map(|_| "Suspended instance.".into()),
+        "resume" => api
+            .act(&a, &json!({"resume": none}))
+            .await
+            .map(|_| "Resumed instance.".into()),
+        "shelve" => api
+            .act(&a, &json!({"shelve": none}))
+            .await
+            .map(|_| "Shelved instance.".into()),
+        "unshelve" => api
+            .act(&a, &json!({"unshelve": none}))
+            .await
+            .map(|_| "Unshelved instance.".into()),
+        "rebuild" => api
+            .act(&a, &json!({"rebuild": {"imageRef": f.image}}))
+            .await
+            .map(|_| "Rebuilding instance.".into()),
         "lock" => api
             .act(&a, &json!({"lock": none}))
             .await
