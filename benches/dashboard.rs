@@ -218,6 +218,7 @@ async fn dom_times(driver: u16, login: &str, url: &str, password: &str, n: usize
     caps.insert(
         "goog:chromeOptions".into(),
         json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        "--disable-crash-reporter", "--disable-breakpad",
                         "--window-size=1366,768"]}),
     );
     let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())

@@ -32,6 +32,7 @@ async fn browser(port: u16) -> R<Client> {
     caps.insert(
         "goog:chromeOptions".into(),
         json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                        "--disable-crash-reporter", "--disable-breakpad",
                         "--disable-dev-shm-usage", "--window-size=1366,768"]}),
     );
     let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -234,6 +235,9 @@ async fn step<F: std::future::Future<Output = R<T>>, T>(ui: &Ui, name: &str, f: 
                     .await
                     .map(|u| u.to_string())
                     .unwrap_or_default();
+            // The browser goes with the session (and the driver's process
+            // group with the test).
+            let _ = ui.c.clone().close().await;
             panic!(
                 "step {name} failed at {url}: {e} (screenshot in {})",
                 ui.shots.display()
@@ -241,6 +245,7 @@ async fn step<F: std::future::Future<Output = R<T>>, T>(ui: &Ui, name: &str, f: 
         }
         Err(_) => {
             ui.shot(&format!("dashboard-{name}")).await;
+            let _ = ui.c.clone().close().await;
             panic!("step {name} timed out");
         }
     }

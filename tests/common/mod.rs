@@ -704,16 +704,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// chromedriver on a free port, once it listens (killed on drop).
-pub fn chromedriver() -> (Daemon, u16) {
+/// chromedriver, and every browser it starts, in a process group of its
+/// own: dropped (also when a test fails before closing its session), the
+/// whole group is killed, so no Chromium outlives the test.
+pub struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+/// chromedriver on a free port, once it listens.
+pub fn chromedriver() -> (Driver, u16) {
+    use std::os::unix::process::CommandExt;
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver starts");
-    let d = Daemon(child);
+    let d = Driver(child);
     let t0 = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
