@@ -134,31 +134,6 @@ fn set_cookie(r: &reqwest::blocking::Response, name: &str) -> Option<String> {
         })
 }
 
-/// Logs in to Ursa's dashboard; returns the Cookie header.
-fn ursa_login(base: &str, password: &str) -> String {
-    let h = http();
-    let page = h
-        .get(format!("{base}/dashboard/auth/login"))
-        .send()
-        .unwrap();
-    let csrf = set_cookie(&page, "ursa_login_csrf").unwrap();
-    let r = h
-        .post(format!("{base}/dashboard/auth/login"))
-        .header("cookie", format!("ursa_login_csrf={csrf}"))
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("domain", "Default"),
-            ("username", "admin"),
-            ("password", password),
-        ])
-        .send()
-        .unwrap();
-    format!(
-        "ursa_session={}",
-        set_cookie(&r, "ursa_session").expect("ursa dashboard login")
-    )
-}
-
 /// Logs in to Horizon; returns the Cookie header.
 fn horizon_login(base: &str, password: &str) -> String {
     let h = http();
@@ -327,7 +302,7 @@ fn main() {
         );
         std::thread::sleep(Duration::from_secs(3600));
     }
-    let ours_cookie = ursa_login(&base, "bench-pw");
+    let ours_cookie = cloud.dashboard_login("admin", "bench-pw");
     let peer_cookie = horizon_login(&hbase, "bench-pw");
     let ours_url = format!("{base}/dashboard/project/instances");
     let peer_url = format!("{hbase}/project/instances/");
