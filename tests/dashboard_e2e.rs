@@ -286,6 +286,18 @@ fn the_dashboard_runs_a_project_in_a_real_browser() {
     );
     assert_eq!(st, 202, "{other}");
     let other_id = other["server"]["id"].as_str().unwrap().to_string();
+    // A private flavor whose access the admin grants in the browser.
+    let (st, pf) = cloud.service_call(
+        "POST",
+        "/compute/v2.1/flavors",
+        &admin,
+        Some(
+            json!({"flavor": {"name": "dash.private", "ram": 64, "vcpus": 1, "disk": 1,
+                               "os-flavor-access:is_public": false}}),
+        ),
+    );
+    assert_eq!(st, 200, "{pf}");
+    let private_flavor = pf["flavor"]["id"].as_str().unwrap().to_string();
     let upload_file = dir.path().join("upload.img");
     std::fs::write(&upload_file, vec![0x5a_u8; 3 << 20]).unwrap();
 
@@ -724,6 +736,15 @@ fn the_dashboard_runs_a_project_in_a_real_browser() {
             if !t.contains("dash.flavor") || !t.contains("hw:cpu_policy=shared") {
                 return Err(format!("the flavor is not listed: {t}").into());
             }
+            let m = ui
+                .submit(
+                    "Update Flavor Access",
+                    &[("id", "dash.private"), ("project", "dashp"), ("action", "Grant")],
+                )
+                .await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
             ui.go("/dashboard/identity/projects").await?;
             let m = ui.submit("Create Project", &[("name", "dash-new")]).await?;
             if !m.starts_with("Success") {
@@ -773,6 +794,21 @@ fn the_dashboard_runs_a_project_in_a_real_browser() {
     assert!(cloud
         .token("dashp-user", "pw-pw-pw", Some("dash-new"))
         .is_ok());
+    // The grant is in the flavor's access list.
+    let (_, access) = cloud.service_call(
+        "GET",
+        &format!("/compute/v2.1/flavors/{private_flavor}/os-flavor-access"),
+        &admin,
+        None,
+    );
+    let (_, p) = cloud.call("GET", "/projects?name=dashp", &admin, None);
+    let dashp = p["projects"][0]["id"].clone();
+    assert!(
+        access["flavor_access"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["tenant_id"] == dashp)),
+        "{access}"
+    );
     login_is_slowed_down(&cloud, &base);
 }
 

@@ -403,6 +403,12 @@ pub async fn flavors(c: Ctx) -> Result<Response> {
             busy: false,
         })
         .collect();
+    let private: Vec<(String, String)> = f
+        .flavors
+        .iter()
+        .filter(|f| !f.public)
+        .map(|f| (f.id.clone(), f.name.clone()))
+        .collect();
     let projects: Projects = c
         .api
         .get("/v3/projects")
@@ -417,25 +423,39 @@ pub async fn flavors(c: Ctx) -> Result<Response> {
     );
     c.panel(Panel {
         title: "Flavors".into(),
-        forms: vec![form(
-            "Create Flavor",
-            "/dashboard/admin/flavors",
-            vec![
-                field("name", "Name", "text").required(),
-                field("vcpus", "VCPUs", "number").value("1").required(),
-                field("ram", "RAM (MB)", "number").value("512").required(),
-                field("disk", "Root Disk (GB)", "number")
-                    .value("1")
-                    .required(),
-                field(
-                    "extra_specs",
-                    "Extra specs (key=value, one per line)",
-                    "textarea",
-                ),
-                field("public", "Public", "checkbox").value("on"),
-                field("project", "Flavor access (a project)", "select").options(project_opts),
-            ],
-        )],
+        forms: vec![
+            form(
+                "Update Flavor Access",
+                "/dashboard/admin/flavors",
+                vec![
+                    field("id", "Flavor (private ones)", "select").options(private),
+                    field("project", "Project", "select").options(project_opts.clone()),
+                    field("action", "Access", "select").options(vec![
+                        ("grant".into(), "Grant".into()),
+                        ("revoke".into(), "Revoke".into()),
+                    ]),
+                ],
+            ),
+            form(
+                "Create Flavor",
+                "/dashboard/admin/flavors",
+                vec![
+                    field("name", "Name", "text").required(),
+                    field("vcpus", "VCPUs", "number").value("1").required(),
+                    field("ram", "RAM (MB)", "number").value("512").required(),
+                    field("disk", "Root Disk (GB)", "number")
+                        .value("1")
+                        .required(),
+                    field(
+                        "extra_specs",
+                        "Extra specs (key=value, one per line)",
+                        "textarea",
+                    ),
+                    field("public", "Public", "checkbox").value("on"),
+                    field("project", "Flavor access (a project)", "select").options(project_opts),
+                ],
+            ),
+        ],
         tables: vec![Table {
             name: "flavors".into(),
             cols: vec![
@@ -507,11 +527,25 @@ struct OneFlavor {
 }
 
 pub async fn flavor_act(c: Ctx, Form(f): Form<FlavorForm>) -> Result<Response> {
+    let access = |verb: &str| json!({ verb: {"tenant": f.project} });
     let r: ApiResult<String> = if f.action == "delete" {
         c.api
             .delete(&format!("/compute/v2.1/flavors/{}", enc(&f.id)))
             .await
             .map(|_| "Deleted flavor.".into())
+    } else if f.action == "grant" || f.action == "revoke" {
+        let verb = if f.action == "grant" {
+            "addTenantAccess"
+        } else {
+            "removeTenantAccess"
+        };
+        c.api
+            .act(
+                &format!("/compute/v2.1/flavors/{}/action", enc(&f.id)),
+                &access(verb),
+            )
+            .await
+            .map(|_| "Updated the flavor's access.".into())
     } else {
         let extra = specs(&f.extra_specs)?;
         let body = json!({"flavor": {"name": f.name, "vcpus": number("VCPUs", &f.vcpus)?,
