@@ -4,7 +4,7 @@
 //! volume types, default quotas and system information. The APIs decide
 //! who may see these: a non-admin who types the URL gets their 403.
 
-use super::{FloatingIps, Named, Networks};
+use super::{Flavor, Flavors, FloatingIps, Named, Networks};
 use crate::client::{enc, ApiResult};
 use crate::page::{action, cell, col, field, form, Paging, Panel, Row, Table};
 use crate::{back, Ctx, DashError, Form, Result};
@@ -347,27 +347,6 @@ pub async fn aggregate_act(c: Ctx, Form(f): Form<AggregateForm>) -> Result<Respo
 pub async fn instances(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
     let t = super::instances::server_table(&c, &p, "/dashboard/admin/instances", true).await?;
     c.panel(Panel::of("All Instances", vec![t]))
-}
-
-#[derive(Deserialize)]
-struct Flavors {
-    flavors: Vec<Flavor>,
-}
-
-#[derive(Deserialize)]
-struct Flavor {
-    id: String,
-    name: String,
-    #[serde(default)]
-    vcpus: i64,
-    #[serde(default)]
-    ram: i64,
-    #[serde(default)]
-    disk: i64,
-    #[serde(default, rename = "os-flavor-access:is_public")]
-    public: bool,
-    #[serde(default)]
-    extra_specs: BTreeMap<String, String>,
 }
 
 pub async fn flavors(c: Ctx) -> Result<Response> {

@@ -4,7 +4,7 @@
 //! step at a time; without it they are all shown). The request is the
 //! compute API's own `POST /servers`.
 
-use super::{options, Named, Networks, Ports, Volumes};
+use super::{options, Flavor, Flavors, Named, Networks, Ports, Volumes};
 use crate::{back, Ctx, Form, Result};
 use axum::response::Response;
 use base64::Engine;
@@ -14,23 +14,6 @@ use serde_json::{json, Value};
 #[derive(Deserialize)]
 struct Images {
     images: Vec<Named>,
-}
-
-#[derive(Deserialize, Serialize)]
-struct Flavor {
-    id: String,
-    name: String,
-    #[serde(default)]
-    vcpus: i64,
-    #[serde(default)]
-    ram: i64,
-    #[serde(default)]
-    disk: i64,
-}
-
-#[derive(Deserialize)]
-struct Flavors {
-    flavors: Vec<Flavor>,
 }
 
 #[derive(Deserialize)]

@@ -399,6 +399,35 @@ pub struct FloatingIps {
     pub floatingips: Vec<FloatingIp>,
 }
 
+/// A flavor as the compute API lists it (`/flavors/detail`).
+#[derive(Deserialize, serde::Serialize, Clone)]
+pub struct Flavor {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub vcpus: i64,
+    #[serde(default)]
+    pub ram: i64,
+    #[serde(default)]
+    pub disk: i64,
+    #[serde(default, rename = "os-flavor-access:is_public")]
+    pub public: bool,
+    #[serde(default)]
+    pub extra_specs: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+pub struct Flavors {
+    pub flavors: Vec<Flavor>,
+}
+
+/// A server list without details (`GET /servers`): ids and names.
+#[derive(Deserialize, Default)]
+pub struct ServerNames {
+    #[serde(default)]
+    pub servers: Vec<Named>,
+}
+
 /// One option per record: `(id, label)`.
 pub fn options<T>(v: &[T], f: impl Fn(&T) -> (String, String)) -> Vec<(String, String)> {
     v.iter().map(f).collect()

@@ -1,6 +1,6 @@
 //! Project → Images, Key Pairs, Volumes, Snapshots and Containers.
 
-use super::{options, Named, Volumes};
+use super::{options, Volumes};
 use crate::client::{enc, ApiResult};
 use crate::page::{action, cell, col, field, form, link, live, Paging, Panel, Row, Table};
 use crate::{back, Ctx, DashError, Form, Result};
@@ -461,11 +461,6 @@ pub async fn volume_table(c: &Ctx, p: &Paging, base: &str, all: bool) -> Result<
     Ok(t)
 }
 
-#[derive(Deserialize)]
-struct Servers {
-    servers: Vec<Named>,
-}
-
 pub async fn volumes(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
     let t = volume_table(&c, &p, "/dashboard/project/volumes", false).await?;
     let images: Images = c
@@ -481,11 +476,11 @@ pub async fn volumes(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
         ))
         .await
         .unwrap_or_default();
-    let servers: Servers = c
+    let servers: super::ServerNames = c
         .api
         .get("/compute/v2.1/servers?limit=200")
         .await
-        .unwrap_or(Servers { servers: vec![] });
+        .unwrap_or_default();
     let vols: Volumes = c
         .api
         .get(&format!(

@@ -8,14 +8,8 @@ use super::{Networks, Ports};
 use crate::page::Panel;
 use crate::{escape, Ctx, Result};
 use axum::response::Response;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-
-#[derive(Deserialize)]
-struct Servers {
-    servers: Vec<super::Named>,
-}
 
 /// One box: what it is, its name, its link and the networks it is on.
 pub struct Device {
@@ -119,11 +113,11 @@ pub async fn page(c: Ctx) -> Result<Response> {
             c.s.project_id
         ))
         .await?;
-    let servers: Servers = c
+    let servers: super::ServerNames = c
         .api
         .get("/compute/v2.1/servers?limit=200")
         .await
-        .unwrap_or(Servers { servers: vec![] });
+        .unwrap_or_default();
     let index: BTreeMap<&str, usize> = nets
         .networks
         .iter()
