@@ -147,14 +147,19 @@ fn three_controllers_on_postgres_serve_one_cloud() {
         "--no-compute",
         "--physical-network=ext",
     ];
+    // Object bytes live in one S3 bucket all three reach.
+    let s3 = common::s3::S3Server::start(&dir.path().join("s3"), "ursa-three");
+    let s3_env = s3.ursa_env();
+    let env: Vec<(&str, &std::ffi::OsStr)> =
+        s3_env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     let dirs: Vec<_> = (0..3).map(|i| dir.path().join(format!("c{i}"))).collect();
-    let first = Cloud::start_with(&dirs[0], "three-pw", &args);
+    let first = Cloud::start_env(&dirs[0], "three-pw", &args, &env);
     common::share_keys(&dirs[0], &dirs[1]);
     common::share_keys(&dirs[0], &dirs[2]);
     let clouds = [
         first,
-        Cloud::start_with(&dirs[1], "three-pw", &args),
-        Cloud::start_with(&dirs[2], "three-pw", &args),
+        Cloud::start_env(&dirs[1], "three-pw", &args, &env),
+        Cloud::start_env(&dirs[2], "three-pw", &args, &env),
     ];
     let bases: Vec<String> = clouds
         .iter()
@@ -486,6 +491,50 @@ fn three_controllers_on_postgres_serve_one_cloud() {
         slowest = slowest.max(t0.elapsed());
     }
     eprintln!("three controllers: the slowest of 10 objects was on the other controller after {slowest:?}");
+
+    // A Swift object stored through one survivor reads back, byte for
+    // byte, through the other: its bytes are in the shared S3 bucket.
+    let (st, v) = try_call(
+        &http,
+        &bases[survivors[0]],
+        "GET",
+        "/v3/auth/projects",
+        &token,
+        None,
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{v}");
+    let project = v["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .and_then(|p| p["id"].as_str())
+        .unwrap()
+        .to_string();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let obj = |c: usize, path: &str| format!("{}/v1/AUTH_{project}{path}", bases[c]);
+    let put = |c: usize, path: &str, body: Vec<u8>| {
+        http.put(obj(c, path))
+            .header("X-Auth-Token", &token)
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(put(survivors[0], "/shared", Vec::new()), 201);
+    assert_eq!(put(survivors[0], "/shared/blob", data.clone()), 201);
+    let r = http
+        .get(obj(survivors[1], "/shared/blob"))
+        .header("X-Auth-Token", &token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().unwrap()[..] == data[..],
+        "the same bytes on the other controller"
+    );
 
     // The push duty moved: a port made now is plugged within 10 s.
     let (st, p) = try_call(

@@ -7,10 +7,12 @@
 
 mod common;
 
+use common::s3::S3Server;
 use common::Cloud;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use serde_json::Value;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 fn md5_hex(b: &[u8]) -> String {
@@ -95,10 +97,66 @@ fn temp_url_sig(key: &str, method: &str, expires: i64, path: &str) -> String {
     hex::encode(m.finalize().into_bytes())
 }
 
+/// Where the cloud under test keeps object bytes: its state directory, or
+/// an S3 server the test runs (`--blob-store s3://…`). Every test here runs
+/// on both.
+enum Blobs {
+    Dir,
+    S3(S3Server),
+}
+
+impl Blobs {
+    fn s3(root: &Path) -> Blobs {
+        Blobs::S3(S3Server::start(root, "ursa-blobs"))
+    }
+
+    fn start(&self, dir: &Path, password: &str) -> Cloud {
+        match self {
+            Blobs::Dir => Cloud::start(dir, password),
+            Blobs::S3(s3) => {
+                let env = s3.ursa_env();
+                let env: Vec<(&str, &std::ffi::OsStr)> =
+                    env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+                Cloud::start_env(dir, password, &[], &env)
+            }
+        }
+    }
+
+    /// Files under `dir` (blobs, wherever a backend keeps them).
+    fn files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| match e.file_type() {
+                        Ok(t) if t.is_dir() => Blobs::files(&e.path()),
+                        _ => 1,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
 #[test]
 fn objects_stream_list_isolate_and_refuse_bad_input() {
+    stream_list_isolate_refuse(&Blobs::Dir);
+}
+
+/// The same with object bytes in S3: they land in the S3 server's bucket
+/// and none in the state directory.
+#[test]
+fn objects_in_s3_stream_list_isolate_and_refuse_bad_input() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let blobs = Blobs::s3(s3_root.path());
+    let state = stream_list_isolate_refuse(&blobs);
+    let in_s3 = Blobs::files(&s3_root.path().join("ursa-blobs/objects/blobs"));
+    assert!(in_s3 > 5, "only {in_s3} blobs in the S3 bucket");
+    assert_eq!(Blobs::files(&state.path().join("objects")), 0);
+}
+
+fn stream_list_isolate_refuse(blobs: &Blobs) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let cloud = Cloud::start(dir.path(), "object-pw");
+    let cloud = blobs.start(dir.path(), "object-pw");
     let admin = cloud.admin_token();
     let (a, pa) = cloud.member_of(&admin, "obj-a");
     let (b, _pb) = cloud.member_of(&admin, "obj-b");
@@ -255,11 +313,7 @@ fn objects_stream_list_isolate_and_refuse_bad_input() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let tmp = dir.path().join("objects/tmp");
-    assert_eq!(
-        std::fs::read_dir(&tmp).unwrap().count(),
-        0,
-        "no upload left behind"
-    );
+    assert_eq!(Blobs::files(&tmp), 0, "no upload left behind");
 
     // Large objects: a DLO over its segments, an SLO over its parts.
     assert_eq!(s.status("PUT", "/segs", Some(&a)), 201);
@@ -312,12 +366,24 @@ fn objects_stream_list_isolate_and_refuse_bad_input() {
     assert_eq!(s.listing("old", &a).len(), 1);
     assert_eq!(s.status("DELETE", "/kept/doc", Some(&a)), 204);
     assert_eq!(s.get("/kept/doc", Some(&a)), (200, b"v1".to_vec()));
+    drop(cloud);
+    dir
 }
 
 #[test]
 fn objects_answered_201_survive_sigkill() {
+    survive_sigkill(&Blobs::Dir);
+}
+
+#[test]
+fn objects_in_s3_answered_201_survive_sigkill() {
+    let s3_root = tempfile::tempdir().unwrap();
+    survive_sigkill(&Blobs::s3(s3_root.path()));
+}
+
+fn survive_sigkill(blobs: &Blobs) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cloud = Cloud::start(dir.path(), "durable-pw");
+    let mut cloud = blobs.start(dir.path(), "durable-pw");
     let admin = cloud.admin_token();
     let (mut tok, pid) = cloud.member_of(&admin, "durable");
     let mut s = Swift::new(&cloud, &pid);
@@ -379,7 +445,7 @@ fn objects_answered_201_survive_sigkill() {
             t.join().unwrap();
         }
         drop(cloud);
-        cloud = Cloud::start(dir.path(), "durable-pw");
+        cloud = blobs.start(dir.path(), "durable-pw");
         s = Swift::new(&cloud, &pid);
         tok = cloud
             .token("durable-user", "pw-pw-pw", Some("durable"))

@@ -4,6 +4,8 @@
 //! test leaves nothing behind.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,16 @@ impl Cloud {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Cloud {
         Self::start_full(true, state_dir, password, extra, env)
+    }
+
+    /// As [`Cloud::start_with`], with extra environment.
+    pub fn start_env(
+        state_dir: &Path,
+        password: &str,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Cloud {
+        Self::start_full(false, state_dir, password, extra, env)
     }
 
     fn start_inner(nodes: bool, state_dir: &Path, password: &str, extra: &[&str]) -> Cloud {

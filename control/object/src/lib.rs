@@ -5,10 +5,11 @@
 //! Names, metadata and listings are rows of the control plane's database
 //! ([`table`]: `obj_accounts`, `obj_containers`, `obj_objects`), read by
 //! indexed queries, so a listing of a container of millions of objects
-//! costs what one page costs. Object bytes live in a [`blob::Blobs`] store:
-//! a directory under the state dir, written to a temporary name, fsynced and
-//! renamed before the row that names them commits, so no listing ever shows
-//! an object whose bytes are not durable. A container's object and byte
+//! costs what one page costs. Object bytes live in a [`blob::Blobs`] store
+//! (`--blob-store`): a directory under the state dir (written to a
+//! temporary name, fsynced and renamed) or an S3 bucket (Garage, MinIO,
+//! AWS), durable before the row that names them commits, so no listing
+//! ever shows an object whose bytes are not durable. A container's object and byte
 //! counts change in the same transaction as the object row; an account's
 //! are the sum of its containers'.
 //!
@@ -20,9 +21,8 @@
 //! The HTTP side ([`api`]) parses each request once into a typed
 //! [`api::Target`] and answers with Swift's status codes, headers and
 //! bodies; [`access`] decides who may do what (owner, reader, container
-//! ACLs, anonymous referrer grants). Blobs live under one controller's
-//! state directory: several controllers can share the rows on PostgreSQL
-//! but not yet the bytes (an S3 blob store is the next part).
+//! ACLs, anonymous referrer grants). Several controllers serve one object
+//! store when they share the rows (PostgreSQL) and the bytes (S3).
 
 pub mod access;
 pub mod api;

@@ -89,6 +89,13 @@ enum Cmd {
         /// `<state-dir>/tiny`; this turns that off.
         #[arg(long)]
         no_tiny_image: bool,
+        /// Where object storage keeps object bytes: `dir` (under the state
+        /// directory) or `s3://BUCKET[/PREFIX]`, an S3-compatible store
+        /// (Garage, MinIO, AWS) that every controller reaches, with
+        /// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+        /// AWS_REGION from the environment.
+        #[arg(long, env = "URSA_BLOB_STORE")]
+        blob_store: Option<String>,
         /// Where the metadata API listens for the netd nodes' metadata
         /// proxies (each is told the URL); the local netd reaches 127.0.0.1.
         #[arg(long, env = "URSA_METADATA_BIND", default_value = "127.0.0.1:0")]
@@ -199,6 +206,7 @@ fn main() -> anyhow::Result<()> {
             vni_ranges,
             vlan_ranges,
             physnets,
+            blob_store,
         } => {
             let net = parse_net_config(&vni_ranges, &vlan_ranges, physnets)?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -224,6 +232,7 @@ fn main() -> anyhow::Result<()> {
                 metadata_bind,
                 external_interface,
                 net,
+                blob_store,
             }))
         }
         Cmd::Doctor => {

@@ -50,6 +50,8 @@ pub struct UpOptions {
     pub external_interface: Option<String>,
     /// Segment ranges and physical networks for the network service.
     pub net: ursa_network::NetConfig,
+    /// Where object bytes live: `dir` (None) or `s3://BUCKET[/PREFIX]`.
+    pub blob_store: Option<String>,
 }
 
 pub const ADMIN_USER: &str = "admin";
@@ -219,8 +221,12 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .with_context(|| format!("opening the image store in {}", dir.display()))?;
     let objects = ursa_object::Objects::open(
         store.clone(),
-        ursa_object::blob::Blobs::open(&dir.join("objects"))
-            .with_context(|| format!("opening the object store in {}", dir.display()))?,
+        ursa_object::blob::Blobs::from_spec(opts.blob_store.as_deref(), dir)
+            .await
+            .with_context(|| match &opts.blob_store {
+                Some(b) => format!("opening the blob store {b}"),
+                None => format!("opening the object store in {}", dir.display()),
+            })?,
     )
     .await
     .context("opening the object service's tables")?;
