@@ -645,9 +645,13 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         "--metadata-secret-file",
         secret.to_str().unwrap(),
     ];
+    // Each node's agent keeps its guests and image cache in a directory
+    // of its own, which shares no path with the controller's state: it
+    // fetches images (and uploads snapshots) over HTTP.
+    let nodes_dir = dir.path().join("nodes");
     let mut nodes = Nodes {
         children: Vec::new(),
-        dir: state.clone(),
+        dir: nodes_dir.clone(),
     };
     let mut lab = lab;
     let mut with_ext = vec!["--physical-interface", "ext:ext0"];
@@ -663,7 +667,7 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
             .args(["agent", "--node", &format!("h{i}"), "--listen"])
             .arg(format!("unix:{}", agent_sock(i).display()))
             .arg("--dir")
-            .arg(state.join(format!("compute-h{i}")))
+            .arg(nodes_dir.join(format!("h{i}")))
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -677,12 +681,25 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         format!("--compute=h2=unix:{}", agent_sock(2).display()),
         "--physical-network=ext".to_string(),
         "--metadata-bind=198.18.0.254:8775".to_string(),
+        // The APIs on the underlay, where the nodes reach the image API.
+        "--bind=198.18.0.254:0".to_string(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let cloud = Cloud::start_with(&state, "secret", &args);
     let admin = cloud.admin_token();
     let api = Api(&cloud);
     let tiny = api.upload_image(&admin, "tiny", "raw", &tiny_disk);
+    // The image's bytes are in object storage (a blob of its size), not in
+    // an image directory.
+    let tiny_len = std::fs::metadata(&tiny_disk).unwrap().len();
+    assert!(
+        !state.join("images").join(&tiny).exists(),
+        "the image is not a file of the image service"
+    );
+    assert!(
+        common::files_under(&state.join("objects"), Some(tiny_len)) >= 1,
+        "the image's bytes are an object's blob"
+    );
     let create = |path: &str, key: &str, body: Value| -> Value {
         let (st, v) = api.call(
             "POST",
@@ -864,7 +881,7 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         std::thread::sleep(Duration::from_millis(200));
     }
     // Pause freezes the guest and unpause lets it run on (same QEMU).
-    let before = guests_under(&state);
+    let before = guests_under(&nodes_dir);
     for (action, want) in [("pause", "PAUSED"), ("unpause", "ACTIVE")] {
         let (st, v) = api.call(
             "POST",
@@ -875,7 +892,7 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         assert_eq!(st, 202, "{action}: {v}");
         api.wait_status(&admin, &servers[1], &[want], Duration::from_secs(30));
     }
-    assert_eq!(guests_under(&state), before);
+    assert_eq!(guests_under(&nodes_dir), before);
     // A snapshot of the second guest's disk becomes an image, and a new
     // server boots from it (on either node), takes its lease and reads its
     // config drive.
@@ -906,16 +923,38 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let (st, v) = api.call(
-        "POST",
-        "/compute/v2.1/servers",
-        &admin,
-        Some(
-            json!({"server": {"name": "from-snap", "imageRef": snap, "flavorRef": "1",
-                               "networks": [{"uuid": net_id}], "config_drive": true}}),
-        ),
-    );
-    assert_eq!(st, 202, "{v}");
+    // Both nodes fetched tiny into their caches; the snapshot boots on the
+    // node that did not take it (2.74's requested host), which fetches it.
+    for i in 1..=2 {
+        let cached = nodes_dir.join(format!("h{i}/images/{tiny}"));
+        assert_eq!(
+            std::fs::metadata(&cached).map(|m| m.len()).ok(),
+            Some(tiny_len)
+        );
+    }
+    let (_, s1) = api.server_status(&admin, &servers[1]);
+    let other = if s1["OS-EXT-SRV-ATTR:host"] == "h1" {
+        "h2"
+    } else {
+        "h1"
+    };
+    let resp = cloud
+        .http()
+        .post(format!(
+            "{}/compute/v2.1/servers",
+            cloud.url.trim_end_matches("/v3")
+        ))
+        .header("X-Auth-Token", &admin)
+        .header("X-OpenStack-Nova-API-Version", "2.74")
+        .json(
+            &json!({"server": {"name": "from-snap", "imageRef": snap, "flavorRef": "1",
+                                 "networks": [{"uuid": net_id}], "config_drive": true,
+                                 "host": other}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let v: Value = resp.json().unwrap();
     let from_snap = v["server"]["id"].as_str().unwrap().to_string();
     let s = api.wait_status(
         &admin,
@@ -924,6 +963,8 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         Duration::from_secs(120),
     );
     assert_eq!(s["status"], "ACTIVE", "{s}");
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], other, "{s}");
+    assert!(nodes_dir.join(format!("{other}/images/{snap}")).exists());
     let addr = s["addresses"]["two"][0]["addr"]
         .as_str()
         .unwrap()
@@ -950,7 +991,7 @@ fn servers_on_two_compute_nodes_ping_each_other_and_a_floating_ip_reaches_one() 
         assert_eq!(st, 204);
     }
     let t0 = Instant::now();
-    while !guests_under(&state).is_empty() {
+    while !guests_under(&nodes_dir).is_empty() {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "QEMU outlived its server"

@@ -112,6 +112,31 @@ fn images_upload_share_isolate_and_refuse_bad_input() {
         r.bytes().unwrap()[..] == data[..],
         "downloaded bytes differ"
     );
+    // Its bytes are an object in object storage (the default image
+    // store): a blob of its size under the state dir's objects, no file in
+    // an images directory.
+    let state = cloud.state_dir.clone();
+    assert!(!state.join("images").join(&id).exists());
+    assert_eq!(
+        common::files_under(&state.join("objects"), Some(3 << 20)),
+        1
+    );
+    // The node-facing data URLs take no token: the ticket in them is the
+    // credential, and a made-up or altered one is a 404.
+    for ticket in ["nonsense", &"A".repeat(120)] {
+        for m in ["GET", "PUT"] {
+            let r = cloud
+                .http()
+                .request(
+                    reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
+                    format!("{}/image/ursa/data/{ticket}", api.base),
+                )
+                .body("x")
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 404, "{m} with ticket {ticket}");
+        }
+    }
     // A second upload to an active image conflicts.
     let r = api
         .req("PUT", &format!("/images/{id}/file"), &a)

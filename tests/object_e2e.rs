@@ -121,20 +121,6 @@ impl Blobs {
             }
         }
     }
-
-    /// Files under `dir` (blobs, wherever a backend keeps them).
-    fn files(dir: &Path) -> usize {
-        std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| match e.file_type() {
-                        Ok(t) if t.is_dir() => Blobs::files(&e.path()),
-                        _ => 1,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
 }
 
 #[test]
@@ -149,9 +135,9 @@ fn objects_in_s3_stream_list_isolate_and_refuse_bad_input() {
     let s3_root = tempfile::tempdir().unwrap();
     let blobs = Blobs::s3(s3_root.path());
     let state = stream_list_isolate_refuse(&blobs);
-    let in_s3 = Blobs::files(&s3_root.path().join("ursa-blobs/objects/blobs"));
+    let in_s3 = common::files_under(&s3_root.path().join("ursa-blobs/objects/blobs"), None);
     assert!(in_s3 > 5, "only {in_s3} blobs in the S3 bucket");
-    assert_eq!(Blobs::files(&state.path().join("objects")), 0);
+    assert_eq!(common::files_under(&state.path().join("objects"), None), 0);
 }
 
 fn stream_list_isolate_refuse(blobs: &Blobs) -> tempfile::TempDir {
@@ -313,7 +299,7 @@ fn stream_list_isolate_refuse(blobs: &Blobs) -> tempfile::TempDir {
         .unwrap();
     assert_eq!(r.status(), 400);
     let tmp = dir.path().join("objects/tmp");
-    assert_eq!(Blobs::files(&tmp), 0, "no upload left behind");
+    assert_eq!(common::files_under(&tmp, None), 0, "no upload left behind");
 
     // Large objects: a DLO over its segments, an SLO over its parts.
     assert_eq!(s.status("PUT", "/segs", Some(&a)), 201);

@@ -79,7 +79,12 @@ impl Cloud {
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .args(["up", "--state-dir"])
             .arg(state_dir)
-            .args(["--admin-password", password, "--bind", "127.0.0.1:0"])
+            .args(["--admin-password", password])
+            .args(if extra.iter().any(|a| a.starts_with("--bind")) {
+                &[][..]
+            } else {
+                &["--bind", "127.0.0.1:0"][..]
+            })
             .args(extra)
             // Tests register the images they boot; none builds `tiny` itself.
             .args(if extra.iter().any(|a| a.starts_with("--tiny-image")) {
@@ -752,4 +757,19 @@ pub fn chromedriver() -> (Driver, u16) {
         std::thread::sleep(Duration::from_millis(100));
     }
     (d, port)
+}
+
+/// Files under `dir` (recursively), of exactly `len` bytes when given.
+pub fn files_under(dir: &Path, len: Option<u64>) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => files_under(&e.path(), len),
+                    Ok(m) if len.is_none_or(|l| m.len() == l) => 1,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -24,7 +24,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 #[derive(Debug, Clone)]
 pub struct GuestSpec {
     pub id: String,
-    pub image: PathBuf,
+    /// Fetched into this node's image cache unless it is there.
+    pub image: crate::image_cache::ImageRef,
     /// "raw" or "qcow2"
     pub image_format: String,
     pub ram_mb: u64,
@@ -48,6 +49,10 @@ pub struct Agent {
     pub dir: PathBuf,
     pub accel: String,
     pub qemu: String,
+    /// Fetches images and uploads snapshots.
+    http: reqwest::Client,
+    /// Held while an image is fetched into the cache.
+    fetching: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 type R<T> = std::result::Result<T, String>;
@@ -60,6 +65,8 @@ impl Agent {
             dir: dir.to_path_buf(),
             accel,
             qemu: "qemu-system-x86_64".into(),
+            http: reqwest::Client::new(),
+            fetching: Default::default(),
         }
     }
 
@@ -121,6 +128,8 @@ impl Agent {
         std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         let disk = d.join("disk.qcow2");
         if g.root_socket.is_empty() && !disk.exists() {
+            let image =
+                crate::image_cache::ensure(&self.dir, &self.http, &g.image, &self.fetching).await?;
             let mut steps: Vec<Vec<std::ffi::OsString>> = Vec::new();
             let size = format!("{}G", g.disk_gb.max(1));
             if g.standalone {
@@ -128,7 +137,7 @@ impl Agent {
                     ["convert", "-q", "-f", &g.image_format, "-O", "qcow2"]
                         .iter()
                         .map(Into::into)
-                        .chain([g.image.clone().into(), disk.clone().into()])
+                        .chain([image.clone().into(), disk.clone().into()])
                         .collect(),
                 );
                 steps.push(vec![
@@ -142,7 +151,7 @@ impl Agent {
                     ["create", "-q", "-f", "qcow2", "-F", &g.image_format, "-b"]
                         .iter()
                         .map(Into::into)
-                        .chain([g.image.clone().into(), disk.clone().into(), size.into()])
+                        .chain([image.clone().into(), disk.clone().into(), size.into()])
                         .collect(),
                 );
             }
@@ -514,27 +523,36 @@ impl Agent {
         self.qmp(id, "cont", json!({})).await.map(|_| ())
     }
 
-    /// Writes the root disk, flattened onto its image, as qcow2 at `dest`
-    /// (readable while the guest runs: `-U` shares the disk).
-    pub async fn snapshot(&self, id: &str, dest: &Path) -> R<()> {
+    /// Writes the root disk, flattened onto its image, as qcow2 (readable
+    /// while the guest runs: `-U` shares the disk) and uploads it to
+    /// `upload_url`.
+    pub async fn snapshot(&self, id: &str, upload_url: &str) -> R<()> {
         let disk = self.guest_dir(id).join("disk.qcow2");
         if !disk.exists() {
             return Err(format!("server {id} has no root disk here"));
         }
+        let dest = self
+            .guest_dir(id)
+            .join(format!("snapshot-{}.qcow2", uuid::Uuid::new_v4().simple()));
         let out = tokio::process::Command::new("qemu-img")
             .args(["convert", "-U", "-q", "-O", "qcow2"])
             .arg(&disk)
-            .arg(dest)
+            .arg(&dest)
             .output()
             .await
-            .map_err(|e| format!("qemu-img (qemu-utils) is needed: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
+            .map_err(|e| format!("qemu-img (qemu-utils) is needed: {e}"));
+        let r = match out {
+            Ok(o) if o.status.success() => {
+                crate::image_cache::upload(&self.http, &dest, upload_url).await
+            }
+            Ok(o) => Err(format!(
                 "snapshotting the root disk: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&dest).await;
+        r
     }
 
     /// Hot-plugs a NIC on `tap`; it stays in the saved command line.

@@ -28,6 +28,7 @@ pub mod actions;
 pub mod admin;
 pub mod agent;
 pub mod api;
+pub mod image_cache;
 pub mod metadata;
 pub mod node;
 pub mod proxy;
@@ -93,6 +94,9 @@ pub struct Compute {
     /// For attaching volumes (absent without a storage node).
     pub volumes: Option<ursa_volume::Volumes>,
     pub nodes: Arc<Vec<Node>>,
+    /// The base URL compute nodes reach the image API at (they fetch
+    /// images and upload snapshots there).
+    pub image_base: String,
 }
 
 pub fn now() -> String {
@@ -244,6 +248,11 @@ impl Compute {
             Err(_) if policy.starts_with("soft-") => self.schedule(ram, vcpus).await,
             other => other,
         }
+    }
+
+    /// Node `host` if the flavor fits on it (2.74's requested host).
+    pub async fn schedule_on(&self, ram: u64, vcpus: u64, host: &str) -> Result<String> {
+        self.schedule_where(ram, vcpus, &|n| n == host).await
     }
 
     /// Filters nodes that fit the flavor, then spreads by free RAM.
@@ -401,8 +410,8 @@ impl Compute {
             Some(bv) => Some(self.root_volume(srv, bv).await?),
             None => None,
         };
-        let (image_path, fmt) = if root_socket.is_some() {
-            (std::path::PathBuf::new(), "raw")
+        let (image, fmt) = if root_socket.is_some() {
+            (Default::default(), "raw")
         } else {
             let image_id = match st(srv, "ursa:disk_image_id") {
                 "" => st(srv, "ursa:image_id"),
@@ -413,7 +422,16 @@ impl Compute {
                 Some("qcow2") => "qcow2",
                 _ => "raw",
             };
-            (self.images.store.path(image_id), fmt)
+            let image = image_cache::ImageRef {
+                id: image_id.to_string(),
+                url: self.images.fetch_url(
+                    &self.image_base,
+                    image_id,
+                    std::time::Duration::from_secs(3600),
+                ),
+                md5: st(&image, "checksum").to_string(),
+            };
+            (image, fmt)
         };
         let nics: Vec<(String, String)> = {
             ursa_network::api::device_ports(&self.networks, &[id.to_string()])
@@ -436,7 +454,7 @@ impl Compute {
         }
         let spec = agent::GuestSpec {
             id: id.to_string(),
-            image: image_path,
+            image,
             image_format: fmt.into(),
             root_socket: root_socket.unwrap_or_default(),
             ram_mb: flavor["ram"].as_u64().unwrap_or(512),

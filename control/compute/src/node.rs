@@ -115,13 +115,13 @@ impl NodeAgent {
         }
     }
 
-    pub async fn snapshot(&self, id: &str, dest: &std::path::Path) -> R<()> {
+    pub async fn snapshot(&self, id: &str, upload_url: &str) -> R<()> {
         match self.client() {
-            None => self.local().snapshot(id, dest).await,
+            None => self.local().snapshot(id, upload_url).await,
             Some(mut c) => c
                 .snapshot(pb::SnapshotRequest {
                     id: id.to_string(),
-                    dest: dest.display().to_string(),
+                    upload_url: upload_url.to_string(),
                 })
                 .await
                 .map(|_| ())
@@ -273,7 +273,11 @@ fn disk(id: &str, volume_id: &str, socket: &str) -> pb::DiskRequest {
 fn spec_to_pb(g: &GuestSpec) -> pb::GuestSpec {
     pb::GuestSpec {
         id: g.id.clone(),
-        image_path: g.image.display().to_string(),
+        image: Some(pb::ImageRef {
+            id: g.image.id.clone(),
+            url: g.image.url.clone(),
+            md5: g.image.md5.clone(),
+        }),
         image_format: g.image_format.clone(),
         ram_mb: g.ram_mb,
         vcpus: g.vcpus,
@@ -297,6 +301,25 @@ fn spec_to_pb(g: &GuestSpec) -> pb::GuestSpec {
             .collect(),
         root_socket: g.root_socket.clone(),
     }
+}
+
+/// The image of a boot: none for a volume root; else an id that is a file
+/// name and an http(s) URL.
+fn image_ref(i: Option<pb::ImageRef>) -> Result<crate::image_cache::ImageRef, Status> {
+    let Some(i) = i else {
+        return Ok(Default::default());
+    };
+    if !i.id.is_empty() {
+        crate::image_cache::checked(&i.id).map_err(Status::invalid_argument)?;
+        if !i.url.starts_with("http://") && !i.url.starts_with("https://") {
+            return Err(Status::invalid_argument("image.url must be an http(s) URL"));
+        }
+    }
+    Ok(crate::image_cache::ImageRef {
+        id: i.id,
+        url: i.url,
+        md5: i.md5,
+    })
 }
 
 /// A server id as a path component: a UUID-like string, nothing else.
@@ -342,7 +365,7 @@ impl agent_server::Agent for AgentService {
         }
         let spec = GuestSpec {
             id: g.id,
-            image: g.image_path.into(),
+            image: image_ref(g.image)?,
             image_format: g.image_format,
             ram_mb: g.ram_mb.clamp(16, 1 << 20),
             vcpus: g.vcpus.clamp(1, 255),
@@ -401,11 +424,13 @@ impl agent_server::Agent for AgentService {
     ) -> Result<Response<pb::Done>, Status> {
         let r = r.into_inner();
         let id = checked_id(&r.id)?;
-        if !r.dest.starts_with('/') {
-            return Err(Status::invalid_argument("dest must be an absolute path"));
+        if !r.upload_url.starts_with("http://") && !r.upload_url.starts_with("https://") {
+            return Err(Status::invalid_argument(
+                "upload_url must be an http(s) URL",
+            ));
         }
         self.agent
-            .snapshot(id, std::path::Path::new(&r.dest))
+            .snapshot(id, &r.upload_url)
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::Done {}))

@@ -1,6 +1,6 @@
 //! Server snapshots: `createImage` and `createBackup` write a server's root
-//! disk, flattened, into a new private image (the agent converts the disk;
-//! the image store hashes and keeps the result), and shelving offloads a
+//! disk, flattened, into a new private image (the agent converts the disk
+//! and uploads it over HTTP; the image API hashes and keeps the result), and shelving offloads a
 //! server into such an image and frees its node, as Nova does;
 //! unshelving boots it again from a full copy of that image and deletes it.
 
@@ -62,16 +62,14 @@ async fn save(s: &Compute, srv: &Rec, image: &str) -> std::result::Result<(), St
     let node = s
         .node(st(srv, "ursa:node"))
         .ok_or("the server's node has no agent")?;
-    let dest = s.images.store.path(image).with_extension("snapshot");
-    let r = async {
-        node.agent.snapshot(id, &dest).await?;
-        s.images
-            .import_file(image, &dest)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    .await;
-    let _ = std::fs::remove_file(&dest);
+    // The node writes the disk and uploads it through a ticket URL; the
+    // image API hashes it, stores it and makes the image active.
+    let url = s.images.upload_url(
+        &s.image_base,
+        image,
+        std::time::Duration::from_secs(6 * 3600),
+    );
+    let r = node.agent.snapshot(id, &url).await;
     if let Err(e) = &r {
         tracing::warn!(server = id, image, error = %e, "snapshot failed");
         // As Glance does with a failed upload: the image goes.

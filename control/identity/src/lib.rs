@@ -58,9 +58,9 @@ impl ursa_core::http::Authenticate for AppState {
 impl From<token::TokenError> for Error {
     fn from(e: token::TokenError) -> Error {
         match e {
-            token::TokenError::Malformed | token::TokenError::BadSeal => {
-                Error::NotFound(e.to_string())
-            }
+            token::TokenError::Malformed
+            | token::TokenError::BadSeal
+            | token::TokenError::Expired => Error::NotFound(e.to_string()),
             _ => Error::Internal(e.to_string()),
         }
     }

@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 const VERSION: u8 = 1;
+/// The first byte of a ticket ([`TokenCodec::seal_ticket`]).
+const TICKET: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -32,6 +34,8 @@ pub enum TokenError {
     Malformed,
     #[error("token was not issued by this cloud or was tampered with")]
     BadSeal,
+    #[error("the ticket has expired")]
+    Expired,
     #[error("key repository {path}: {source}")]
     Keys {
         path: PathBuf,
@@ -260,19 +264,53 @@ impl TokenCodec {
     }
 
     pub fn seal(&self, p: &Payload) -> String {
-        let ring = self.ring();
         let body = postcard::to_stdvec(p).expect("payload encodes");
+        self.seal_raw(VERSION, b"", &body)
+    }
+
+    pub fn open_token(&self, token: &str) -> Result<Payload, TokenError> {
+        let body = self.open_raw(VERSION, b"", token)?;
+        postcard::from_bytes(&body).map_err(|_| TokenError::Malformed)
+    }
+
+    /// A ticket: `msg` sealed for `purpose` until `expires_at` (seconds
+    /// since the epoch), which only a controller of this cloud can make or
+    /// read (the URLs a compute node fetches an image from or uploads a
+    /// snapshot to). It opens only for the same purpose, and never as a
+    /// token.
+    pub fn seal_ticket(&self, purpose: &str, msg: &str, expires_at: i64) -> String {
+        let body = postcard::to_stdvec(&(msg, expires_at)).expect("ticket encodes");
+        self.seal_raw(TICKET, purpose.as_bytes(), &body)
+    }
+
+    /// What a ticket sealed for `purpose` says, if it has not expired at
+    /// `now`.
+    pub fn open_ticket(&self, purpose: &str, ticket: &str, now: i64) -> Result<String, TokenError> {
+        let body = self.open_raw(TICKET, purpose.as_bytes(), ticket)?;
+        let (msg, expires_at): (String, i64) =
+            postcard::from_bytes(&body).map_err(|_| TokenError::Malformed)?;
+        if now > expires_at {
+            return Err(TokenError::Expired);
+        }
+        Ok(msg)
+    }
+
+    /// `version`, the key id, a nonce, then `body` encrypted and
+    /// authenticated (with the header and `purpose`) by the primary key.
+    fn seal_raw(&self, version: u8, purpose: &[u8], body: &[u8]) -> String {
+        let ring = self.ring();
         let mut nonce = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut nonce);
         let mut head = [0u8; 5];
-        head[0] = VERSION;
+        head[0] = version;
         head[1..5].copy_from_slice(&ring.primary.to_be_bytes());
+        let aad = [&head[..], purpose].concat();
         let ct = ring.ciphers[&ring.primary]
             .encrypt(
                 XNonce::from_slice(&nonce),
                 AeadPayload {
-                    msg: &body,
-                    aad: &head,
+                    msg: body,
+                    aad: &aad,
                 },
             )
             .expect("encryption cannot fail");
@@ -283,14 +321,14 @@ impl TokenCodec {
         URL_SAFE_NO_PAD.encode(out)
     }
 
-    pub fn open_token(&self, token: &str) -> Result<Payload, TokenError> {
+    fn open_raw(&self, version: u8, purpose: &[u8], token: &str) -> Result<Vec<u8>, TokenError> {
         if token.len() > 1024 {
             return Err(TokenError::Malformed);
         }
         let raw = URL_SAFE_NO_PAD
             .decode(token.trim())
             .map_err(|_| TokenError::Malformed)?;
-        if raw.len() < 5 + 24 + 16 || raw[0] != VERSION {
+        if raw.len() < 5 + 24 + 16 || raw[0] != version {
             return Err(TokenError::Malformed);
         }
         let key_id = u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]]);
@@ -300,16 +338,16 @@ impl TokenCodec {
             ring = self.ring();
         }
         let cipher = ring.ciphers.get(&key_id).ok_or(TokenError::BadSeal)?;
-        let body = cipher
+        let aad = [&raw[..5], purpose].concat();
+        cipher
             .decrypt(
                 XNonce::from_slice(&raw[5..29]),
                 AeadPayload {
                     msg: &raw[29..],
-                    aad: &raw[..5],
+                    aad: &aad,
                 },
             )
-            .map_err(|_| TokenError::BadSeal)?;
-        postcard::from_bytes(&body).map_err(|_| TokenError::Malformed)
+            .map_err(|_| TokenError::BadSeal)
     }
 }
 
@@ -327,6 +365,24 @@ mod tests {
             audit_ids: vec![new_audit_id()],
             app_cred_id: None,
         }
+    }
+
+    #[test]
+    fn tickets_open_for_their_purpose_until_they_expire() {
+        let d = tempfile::tempdir().unwrap();
+        let c = TokenCodec::open(KeyRepo::new(d.path().join("keys"))).unwrap();
+        let t = c.seal_ticket("image-fetch", "img-1", 100);
+        assert_eq!(c.open_ticket("image-fetch", &t, 99).unwrap(), "img-1");
+        assert!(matches!(
+            c.open_ticket("image-fetch", &t, 101),
+            Err(TokenError::Expired)
+        ));
+        assert!(matches!(
+            c.open_ticket("image-upload", &t, 99),
+            Err(TokenError::BadSeal)
+        ));
+        assert!(c.open_token(&t).is_err());
+        assert!(c.open_ticket("", &c.seal(&payload()), 0).is_err());
     }
 
     #[test]

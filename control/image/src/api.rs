@@ -63,9 +63,49 @@ async fn image_tasks(
     Ok(Json(json!({"tasks": []})))
 }
 
-/// Data routes: no body limit on upload.
+/// Data routes: no body limit on upload. Besides Glance's, the ticket
+/// URLs compute nodes fetch images from and upload snapshots to
+/// ([`Images::fetch_url`], [`Images::upload_url`]): the ticket is the
+/// credential, good for one image, one direction and a limited time.
 pub fn data_routes() -> Router<AppState> {
-    Router::new().route("/image/v2/images/{id}/file", put(upload).get(download))
+    Router::new()
+        .route("/image/v2/images/{id}/file", put(upload).get(download))
+        .route(
+            "/image/ursa/data/{ticket}",
+            get(ticket_download).put(ticket_upload),
+        )
+}
+
+async fn ticket_download(
+    State(state): State<AppState>,
+    Path(ticket): Path<String>,
+) -> Result<Response> {
+    let id = images(&state).open_ticket(crate::FETCH, &ticket)?;
+    let img = images(&state)
+        .get(&id)
+        .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
+    data_response(&state, &img, &id).await
+}
+
+async fn ticket_upload(
+    State(state): State<AppState>,
+    Path(ticket): Path<String>,
+    req: Request,
+) -> Result<Response> {
+    let id = images(&state).open_ticket(crate::UPLOAD, &ticket)?;
+    let img = images(&state)
+        .get(&id)
+        .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
+    if st(&img, "status") != "saving" {
+        return Err(Error::Conflict(format!(
+            "Image {id} is {}, not saving.",
+            st(&img, "status")
+        )));
+    }
+    images(&state)
+        .take_data(&id, req.into_body().into_data_stream())
+        .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 fn images(state: &AppState) -> &Images {
@@ -850,26 +890,9 @@ async fn upload(
     })
     .await?;
     let stream = req.into_body().into_data_stream();
-    match svc.receive(&id, stream).await {
-        Ok(u) => {
-            let r = svc
-                .update(&id, move |img| {
-                    img.insert("status".into(), json!("active"));
-                    img.insert("size".into(), json!(u.size));
-                    img.insert("virtual_size".into(), json!(u.size));
-                    img.insert("checksum".into(), json!(u.md5));
-                    img.insert("os_hash_algo".into(), json!("sha512"));
-                    img.insert("os_hash_value".into(), json!(u.sha512));
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = r {
-                // Deleted while uploading: drop the data.
-                svc.store.remove(&id);
-                return Err(e);
-            }
-            Ok(empty(StatusCode::NO_CONTENT))
-        }
+    match svc.take_data(&id, stream).await {
+        Ok(()) => Ok(empty(StatusCode::NO_CONTENT)),
+        Err(Error::NotFound(m)) => Err(Error::NotFound(m)),
         Err(e) => {
             let _ = svc
                 .update(&id, |img| {
@@ -896,13 +919,18 @@ async fn download(
         "deactivated" => {}
         _ => return Ok(empty(StatusCode::NO_CONTENT)),
     }
-    let path = images(&state).store.path(&id);
-    let f = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| Error::NotFound(format!("Image {id} has no data.")))?;
-    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 256 << 10));
-    let mut resp = Response::new(body);
+    data_response(&state, &img, &id).await
+}
+
+/// Image `id`'s bytes, streamed, with their length and MD5.
+async fn data_response(state: &AppState, img: &Img, id: &str) -> Result<Response> {
+    let data = images(state)
+        .store
+        .open(id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Image {id} has no data.")))?;
+    let len = data.size;
+    let mut resp = Response::new(Body::from_stream(data.bytes));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -912,7 +940,7 @@ async fn download(
         header::CONTENT_LENGTH,
         len.to_string().parse().expect("number"),
     );
-    if let Ok(v) = st(&img, "checksum").parse() {
+    if let Ok(v) = st(img, "checksum").parse() {
         h.insert("content-md5", v);
     }
     Ok(resp)

@@ -4,17 +4,23 @@
 //! Records are documents in the control plane's store (kind `image`, and
 //! `image_member` with id `<image>:<project>`), changed through the same
 //! single writer as identity ([`Identity::change`]), so one revision counter
-//! orders every change. Image data lives in an [`ImageStore`]: a local
-//! directory now (`<state>/images/<id>`), written through a `.part` file
-//! while it streams in (constant memory, whatever the size) and renamed
-//! when complete, with its MD5 (`checksum`) and SHA-512 (`os_hash_value`)
-//! computed on the way.
+//! orders every change. Image data lives in an [`ImageStore`] ([`store`]):
+//! objects in the object service (the default, so in its blob store,
+//! directory or S3) or files under the state dir, streamed in at constant
+//! memory with its MD5 (`checksum`) and SHA-512 (`os_hash_value`) computed
+//! on the way. Compute nodes share no file system with the controllers:
+//! they fetch an image, and upload a snapshot, over HTTP through ticket
+//! URLs ([`Images::fetch_url`], [`Images::upload_url`]) that name one
+//! image and one direction, sealed with the token keys, for a limited time.
 
 pub mod api;
 pub mod metadefs;
+pub mod store;
+
+pub use store::{ImageStore, Uploaded, MAX_IMAGE};
 
 use serde_json::{json, Map, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use ursa_core::error::{Error, Result};
 use ursa_core::policy::Caller;
 use ursa_core::store::Op;
@@ -52,48 +58,6 @@ pub const READ_ONLY: &[&str] = &[
     "direct_url",
     "locations",
 ];
-/// Largest image accepted.
-pub const MAX_IMAGE: u64 = 1 << 40;
-
-/// Where image bytes live.
-#[derive(Clone)]
-pub struct ImageStore {
-    dir: PathBuf,
-}
-
-impl ImageStore {
-    pub fn new(dir: PathBuf) -> std::io::Result<ImageStore> {
-        std::fs::create_dir_all(&dir)?;
-        // Uploads that never finished.
-        for e in std::fs::read_dir(&dir)?.flatten() {
-            if e.path().extension().is_some_and(|x| x == "part") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        Ok(ImageStore { dir })
-    }
-
-    /// The finished data of an image.
-    pub fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
-    }
-
-    fn part(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.part"))
-    }
-
-    pub fn remove(&self, id: &str) {
-        let _ = std::fs::remove_file(self.path(id));
-        let _ = std::fs::remove_file(self.part(id));
-    }
-}
-
-/// What an upload produced.
-pub struct Uploaded {
-    pub size: u64,
-    pub md5: String,
-    pub sha512: String,
-}
 
 /// The image service.
 /// What the image API's handlers share.
@@ -136,11 +100,16 @@ pub struct Access {
 }
 
 impl Images {
+    /// The service over a file store in `dir`.
     pub fn new(identity: Identity, dir: &Path) -> std::io::Result<Images> {
         Ok(Images {
             identity,
-            store: ImageStore::new(dir.to_path_buf())?,
+            store: ImageStore::file(dir.to_path_buf())?,
         })
+    }
+
+    pub fn with_store(identity: Identity, store: ImageStore) -> Images {
+        Images { identity, store }
     }
 
     pub fn get(&self, id: &str) -> Option<Map<String, Value>> {
@@ -262,7 +231,7 @@ impl Images {
                 Ok((ops, ()))
             })
             .await?;
-        self.store.remove(id);
+        self.store.remove(id).await;
         Ok(())
     }
 
@@ -284,70 +253,47 @@ impl Images {
             .change(move |_| Ok((vec![Op::delete(MEMBER, &id)], ())))
             .await
     }
-
-    /// Streams `body` into the store for image `id`, hashing it.
-    pub async fn receive<S, E>(&self, id: &str, mut body: S) -> Result<Uploaded>
-    where
-        S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        use futures_util::StreamExt;
-        use md5::Digest as _;
-        use tokio::io::AsyncWriteExt;
-        let part = self.store.part(id);
-        let mut f = tokio::fs::File::create(&part)
-            .await
-            .map_err(|e| Error::Internal(format!("{}: {e}", part.display())))?;
-        let mut md5 = md5::Md5::new();
-        let mut sha = <sha2::Sha512 as sha2::Digest>::new();
-        let mut size = 0u64;
-        let r: Result<()> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk =
-                    chunk.map_err(|e| Error::BadRequest(format!("reading the upload: {e}")))?;
-                size += chunk.len() as u64;
-                if size > MAX_IMAGE {
-                    return Err(Error::PayloadTooLarge(format!(
-                        "Image exceeds the storage limit of {MAX_IMAGE} bytes."
-                    )));
-                }
-                md5.update(&chunk);
-                sha2::Digest::update(&mut sha, &chunk);
-                f.write_all(&chunk)
-                    .await
-                    .map_err(|e| Error::Internal(format!("{}: {e}", part.display())))?;
-            }
-            f.sync_all()
-                .await
-                .map_err(|e| Error::Internal(format!("{}: {e}", part.display())))?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = r {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(e);
-        }
-        tokio::fs::rename(&part, self.store.path(id))
-            .await
-            .map_err(|e| Error::Internal(format!("{}: {e}", part.display())))?;
-        Ok(Uploaded {
-            size,
-            md5: hex(&md5.finalize()),
-            sha512: hex(&sha2::Digest::finalize(sha)),
-        })
-    }
 }
 
+/// The purposes of the tickets in compute nodes' image URLs.
+pub const FETCH: &str = "image-fetch";
+pub const UPLOAD: &str = "image-upload";
+
 impl Images {
-    /// Takes a file made here (a server's snapshot) as image `id`'s data:
-    /// hashed, stored, and the image made active.
-    pub async fn import_file(&self, id: &str, path: &Path) -> Result<()> {
-        let f = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
-        let u = self
-            .receive(id, tokio_util::io::ReaderStream::new(f))
-            .await?;
+    /// A URL under `base` that serves image `id`'s bytes, without a token,
+    /// for `ttl` (what a compute node fetches an image from).
+    pub fn fetch_url(&self, base: &str, id: &str, ttl: std::time::Duration) -> String {
+        self.ticket_url(FETCH, base, id, ttl)
+    }
+
+    /// A URL under `base` that takes image `id`'s bytes while it is
+    /// `saving` (what a compute node uploads a snapshot to).
+    pub fn upload_url(&self, base: &str, id: &str, ttl: std::time::Duration) -> String {
+        self.ticket_url(UPLOAD, base, id, ttl)
+    }
+
+    fn ticket_url(&self, purpose: &str, base: &str, id: &str, ttl: std::time::Duration) -> String {
+        let until = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
+        let t = self.identity.codec().seal_ticket(purpose, id, until);
+        format!("{}/image/ursa/data/{t}", base.trim_end_matches('/'))
+    }
+
+    /// The image id a ticket names (404 when it does not open).
+    pub fn open_ticket(&self, purpose: &str, ticket: &str) -> Result<String> {
+        self.identity
+            .codec()
+            .open_ticket(purpose, ticket, chrono::Utc::now().timestamp())
+            .map_err(|e| Error::NotFound(format!("The image URL is not valid: {e}.")))
+    }
+
+    /// Takes `body` as image `id`'s data: hashed, stored, and the image
+    /// made active (its data dropped again if it was deleted meanwhile).
+    pub async fn take_data<S, E>(&self, id: &str, body: S) -> Result<()>
+    where
+        S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let u = self.store.receive(id, body).await?;
         let r = self
             .update(id, move |img| {
                 img.insert("status".into(), json!("active"));
@@ -361,9 +307,18 @@ impl Images {
             .await;
         if r.is_err() {
             // Deleted while it was being saved.
-            self.store.remove(id);
+            self.store.remove(id).await;
         }
         r.map(|_| ())
+    }
+
+    /// Takes a file made here as image `id`'s data ([`Images::take_data`]).
+    pub async fn import_file(&self, id: &str, path: &Path) -> Result<()> {
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        self.take_data(id, tokio_util::io::ReaderStream::new(f))
+            .await
     }
 }
 

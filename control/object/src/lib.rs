@@ -30,6 +30,7 @@ pub mod batch;
 pub mod blob;
 pub mod constraints;
 pub mod listing;
+pub mod service;
 pub mod sync;
 pub mod table;
 pub mod time;

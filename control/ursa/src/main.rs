@@ -96,6 +96,11 @@ enum Cmd {
         /// AWS_REGION from the environment.
         #[arg(long, env = "URSA_BLOB_STORE")]
         blob_store: Option<String>,
+        /// Where image data lives: `object` (the object service, so the
+        /// blob store above) or `file` (`<state-dir>/images`).
+        #[arg(long, env = "URSA_IMAGE_STORE", default_value = "object",
+              value_parser = ["object", "file"])]
+        image_store: String,
         /// Where the metadata API listens for the netd nodes' metadata
         /// proxies (each is told the URL); the local netd reaches 127.0.0.1.
         #[arg(long, env = "URSA_METADATA_BIND", default_value = "127.0.0.1:0")]
@@ -207,6 +212,7 @@ fn main() -> anyhow::Result<()> {
             vlan_ranges,
             physnets,
             blob_store,
+            image_store,
         } => {
             let net = parse_net_config(&vni_ranges, &vlan_ranges, physnets)?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -233,6 +239,7 @@ fn main() -> anyhow::Result<()> {
                 external_interface,
                 net,
                 blob_store,
+                image_store,
             }))
         }
         Cmd::Doctor => {

@@ -52,6 +52,8 @@ pub struct UpOptions {
     pub net: ursa_network::NetConfig,
     /// Where object bytes live: `dir` (None) or `s3://BUCKET[/PREFIX]`.
     pub blob_store: Option<String>,
+    /// Where image data lives: `object` (in object storage) or `file`.
+    pub image_store: String,
 }
 
 pub const ADMIN_USER: &str = "admin";
@@ -217,8 +219,6 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
 
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
     let background = spawn_background(identity.clone(), &store, codec, changed_tx);
-    let images = ursa_image::Images::new(identity.clone(), &dir.join("images"))
-        .with_context(|| format!("opening the image store in {}", dir.display()))?;
     let objects = ursa_object::Objects::open(
         store.clone(),
         ursa_object::blob::Blobs::from_spec(opts.blob_store.as_deref(), dir)
@@ -231,6 +231,14 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     .await
     .context("opening the object service's tables")?;
     let expirer = objects.spawn_expirer();
+    let image_store = match opts.image_store.as_str() {
+        "file" => ursa_image::ImageStore::file(dir.join("images"))
+            .with_context(|| format!("opening the image store in {}", dir.display()))?,
+        _ => ursa_image::ImageStore::object(objects.clone(), dir.join("images"))
+            .await
+            .context("opening the image store in object storage")?,
+    };
+    let images = ursa_image::Images::with_store(identity.clone(), image_store);
     // This controller's name in the leases of the background duties, and
     // the lease that says it is alive (work it leaves when it dies is
     // taken over by the holder of that work's duty).
@@ -314,6 +322,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             images: images.clone(),
             volumes: volumes.clone(),
             nodes: std::sync::Arc::new(compute_nodes),
+            image_base: base_url.clone(),
         };
         c.bootstrap().await?;
         Some(c)

@@ -326,7 +326,13 @@ impl Volumes {
             }
         }
         if let Source::Image(image_id) = source {
-            let path = self.images.store.path(&image_id);
+            let copy = self
+                .images
+                .store
+                .local_copy(&image_id)
+                .await
+                .map_err(|e| format!("reading image {image_id}: {e}"))?;
+            let path = copy.path.clone();
             let fmt = self
                 .images
                 .get(&image_id)

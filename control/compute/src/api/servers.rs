@@ -474,6 +474,9 @@ pub(super) struct Request {
     hints: Option<Value>,
     /// The availability zone asked for (2.96 shows it as pinned).
     zone: Option<String>,
+    /// 2.74: the compute node an admin asked for (`host` or
+    /// `hypervisor_hostname`: both name a node here).
+    host: Option<String>,
 }
 
 /// One entry of a server's `networks`: a new port on a network (with an
@@ -481,6 +484,42 @@ pub(super) struct Request {
 pub(super) enum NetReq {
     Network(String, Option<String>),
     Port(String),
+}
+
+/// 2.74's `host` and `hypervisor_hostname`: an admin puts the server on a
+/// compute node of their choice (both must name the same node here).
+fn requested_host(s: &Compute, auth: &Auth, b: &Rec, mv: Mv) -> Result<Option<String>> {
+    let mut asked = None;
+    for key in ["host", "hypervisor_hostname"] {
+        let Some(v) = b.get(key) else { continue };
+        if !mv.at(74) {
+            return Err(super::server_versions::unexpected(key));
+        }
+        let name = v
+            .as_str()
+            .filter(|n| !n.is_empty() && n.len() <= 255)
+            .ok_or_else(|| {
+                Error::BadRequest(format!("Invalid input for field/attribute {key}."))
+            })?;
+        if !auth.0.is_admin() {
+            return Err(Error::Forbidden(
+                "Policy doesn't allow compute:servers:create:requested_destination to be performed."
+                    .into(),
+            ));
+        }
+        if s.node(name).is_none() {
+            return Err(Error::BadRequest(format!(
+                "Compute host {name} could not be found."
+            )));
+        }
+        if asked.as_deref().is_some_and(|a| a != name) {
+            return Err(Error::BadRequest(format!(
+                "Compute host {name} is not the hypervisor asked for."
+            )));
+        }
+        asked = Some(name.to_string());
+    }
+    Ok(asked)
 }
 
 pub(super) async fn parse_create(
@@ -766,7 +805,9 @@ pub(super) async fn parse_create(
             ))
         }
     };
+    let host = requested_host(s, auth, b, mv)?;
     Ok(Request {
+        host,
         description: description(b, mv)?,
         tags,
         hostname: hostname_field(b, mv)?,
@@ -994,7 +1035,10 @@ pub(super) async fn create_one(
 ) -> Result<String> {
     let ram = req.flavor["ram"].as_u64().unwrap_or(0);
     let vcpus = req.flavor["vcpus"].as_u64().unwrap_or(0);
-    let node = s.schedule_in_group(ram, vcpus, req.group.as_ref()).await?;
+    let node = match &req.host {
+        Some(h) => s.schedule_on(ram, vcpus, h).await?,
+        None => s.schedule_in_group(ram, vcpus, req.group.as_ref()).await?,
+    };
     let id = uuid::Uuid::new_v4().to_string();
     let host_id = {
         use sha2::Digest;
