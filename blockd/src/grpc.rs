@@ -40,6 +40,9 @@ fn limits(q: Option<pb::Qos>) -> crate::qos::Limits {
 
 type R<T> = Result<Response<T>, Status>;
 
+/// Bytes per piece of a [`pb::DataPiece`] stream.
+const PIECE: u64 = 1 << 20;
+
 #[tonic::async_trait]
 impl pb::blockd_server::Blockd for Service {
     #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
@@ -136,6 +139,121 @@ impl pb::blockd_server::Blockd for Service {
     #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
     async fn unexport_volume(&self, req: Request<pb::VolumeRef>) -> R<pb::DeleteReply> {
         self.0.unexport(&req.into_inner().id).await?;
+        Ok(Response::new(pb::DeleteReply {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
+    async fn changed_extents(
+        &self,
+        req: Request<pb::ChangedExtentsRequest>,
+    ) -> R<pb::ChangedExtentsReply> {
+        let r = req.into_inner();
+        let base = (!r.base.is_empty()).then_some(r.base.as_str());
+        let (ranges, size) = self.0.changed(&r.id, base).await?;
+        Ok(Response::new(pb::ChangedExtentsReply {
+            ranges: ranges
+                .into_iter()
+                .map(|(offset, length)| pb::ByteRange { offset, length })
+                .collect(),
+            size_bytes: size,
+        }))
+    }
+
+    type ReadVolumeStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::DataPiece, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(volume = %req.get_ref().id))]
+    async fn read_volume(&self, req: Request<pb::ReadVolumeRequest>) -> R<Self::ReadVolumeStream> {
+        let r = req.into_inner();
+        let v = self.0.handle(&r.id).await?;
+        let size = v.size();
+        if let Some(bad) = r
+            .ranges
+            .iter()
+            .find(|x| x.offset.checked_add(x.length).is_none_or(|end| end > size))
+        {
+            return Err(Status::out_of_range(format!(
+                "range {}+{} is past the volume's {size} bytes",
+                bad.offset, bad.length
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for x in r.ranges {
+                let mut at = x.offset;
+                let end = x.offset + x.length;
+                while at < end {
+                    let n = (end - at).min(PIECE);
+                    let piece = v
+                        .read_vec(at, n as usize)
+                        .await
+                        .map(|data| pb::DataPiece {
+                            id: String::new(),
+                            offset: at,
+                            data,
+                            zero_length: 0,
+                        })
+                        .map_err(|e| Status::internal(format!("reading at {at}: {e}")));
+                    let failed = piece.is_err();
+                    if tx.send(piece).await.is_err() || failed {
+                        return;
+                    }
+                    at += n;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn write_volume(
+        &self,
+        req: Request<tonic::Streaming<pb::DataPiece>>,
+    ) -> R<pb::DeleteReply> {
+        let mut pieces = req.into_inner();
+        let Some(first) = pieces.message().await? else {
+            return Ok(Response::new(pb::DeleteReply {}));
+        };
+        let v = self.0.handle(&first.id).await?;
+        if v.read_only() {
+            return Err(Status::failed_precondition(format!(
+                "{} is a snapshot",
+                first.id
+            )));
+        }
+        let size = v.size();
+        let mut next = Some(first);
+        while let Some(p) = next {
+            let len = if p.zero_length > 0 {
+                p.zero_length
+            } else {
+                p.data.len() as u64
+            };
+            if p.offset.checked_add(len).is_none_or(|end| end > size) {
+                return Err(Status::out_of_range(format!(
+                    "piece {}+{len} is past the volume's {size} bytes",
+                    p.offset
+                )));
+            }
+            let r = if p.zero_length > 0 {
+                let v = v.clone();
+                tokio::task::spawn_blocking(move || v.write_zeroes(p.offset, p.zero_length, true))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|r| r)
+            } else {
+                v.write_vec(p.data, p.offset, false).await
+            };
+            r.map_err(|e| Status::internal(format!("writing at {}: {e}", p.offset)))?;
+            next = pieces.message().await?;
+        }
+        let v2 = v.clone();
+        tokio::task::spawn_blocking(move || v2.flush())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("flushing: {e}")))?;
         Ok(Response::new(pb::DeleteReply {}))
     }
 

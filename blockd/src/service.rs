@@ -671,6 +671,51 @@ impl Blockd {
         Ok(self.info(&r))
     }
 
+    /// The ranges of `id` that differ from snapshot `base` (all allocated
+    /// ranges without one), and `id`'s size.
+    pub async fn changed(&self, id: &str, base: Option<&str>) -> Result<(Vec<(u64, u64)>, u64)> {
+        check_id(id)?;
+        if let Some(b) = base {
+            check_id(b)?;
+        }
+        let reg = self.inner.reg.lock().await;
+        let r = reg
+            .volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no volume {id}")))?;
+        if let Some(b) = base {
+            match reg.volumes.get(b) {
+                Some(br) if br.pool == r.pool => {}
+                Some(_) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{b} is in another pool than {id}"
+                    )))
+                }
+                None => return Err(Error::NotFound(format!("no snapshot {b}"))),
+            }
+        }
+        let ranges = self.pool(&r)?.thin.changed(base, id)?;
+        Ok((ranges, r.size))
+    }
+
+    /// An I/O handle on a volume or snapshot for bulk reads and writes
+    /// (backups and restores): its export's, behind its QoS limits, when it
+    /// is exported.
+    pub async fn handle(&self, id: &str) -> Result<Arc<dyn Volume>> {
+        check_id(id)?;
+        let reg = self.inner.reg.lock().await;
+        let r = reg
+            .volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no volume {id}")))?;
+        if let Some(e) = self.inner.live.lock().expect("live").get(id) {
+            return Ok(e.volume.clone());
+        }
+        Ok(Arc::new(self.pool(&r)?.thin.volume(id)?))
+    }
+
     pub async fn pools(&self) -> Vec<PoolInfo> {
         let reg = self.inner.reg.lock().await;
         self.inner

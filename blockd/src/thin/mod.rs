@@ -768,6 +768,50 @@ impl ThinPool {
         v
     }
 
+    /// The byte ranges `(offset, length)` of `id` whose data may differ
+    /// from `base`'s (a snapshot `id` descends from): the logical chunks
+    /// the two map differently, since a write after the snapshot copied or
+    /// newly allocated its chunk, and a trim unmapped it. Without a base:
+    /// every allocated range. Adjacent chunks come as one range; the last
+    /// range stops at `id`'s size. What an incremental backup moves.
+    pub fn changed(&self, base: Option<&str>, id: &str) -> Result<Vec<(u64, u64)>> {
+        let st = self.state.lock().expect("state");
+        let dev = |name: &str| -> Result<&Dev> {
+            let no = st
+                .by_id
+                .get(name)
+                .ok_or_else(|| Error::NotFound(name.into()))?;
+            Ok(&st.devs[no])
+        };
+        let d = dev(id)?;
+        let empty = BTreeMap::new();
+        let b = match base {
+            Some(b) => &dev(b)?.map,
+            None => &empty,
+        };
+        let mut chunks: Vec<u32> = d
+            .map
+            .iter()
+            .filter(|(l, p)| b.get(l) != Some(p))
+            .map(|(l, _)| *l)
+            .collect();
+        chunks.extend(b.keys().filter(|l| !d.map.contains_key(l)));
+        chunks.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for l in chunks {
+            let start = l as u64 * CHUNK;
+            if start >= d.size {
+                continue;
+            }
+            let len = CHUNK.min(d.size - start);
+            match out.last_mut() {
+                Some((o, n)) if *o + *n == start => *n += len,
+                _ => out.push((start, len)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Bytes of data chunks in use (each shared chunk once).
     pub fn allocated(&self) -> u64 {
         self.state.lock().expect("state").allocated_chunks() * CHUNK

@@ -176,3 +176,36 @@ fn torn_journal_tail_is_cut_and_checkpoint_replays() {
     // One process (one opener) per pool.
     assert!(ThinPool::open(Engine::global().unwrap(), d.path()).is_err());
 }
+
+#[test]
+fn changed_ranges_are_what_was_written_since_a_snapshot() {
+    let d = tempfile::tempdir().unwrap();
+    let p = pool(d.path());
+    p.create("v", 64 << 20, false).unwrap();
+    let v = p.volume("v").unwrap();
+    v.write_at(&pattern(1, 3 << 20), 0, false).unwrap();
+    v.write_at(&pattern(2, 100), 10 << 20, false).unwrap();
+    v.flush().unwrap();
+    // Full: every allocated range.
+    assert_eq!(
+        p.changed(None, "v").unwrap(),
+        vec![(0, 3 << 20), (10 << 20, CHUNK)]
+    );
+    p.copy("v", "s1", true).unwrap();
+    assert_eq!(p.changed(Some("s1"), "v").unwrap(), vec![]);
+    // A write over a shared chunk, a new chunk, and a trim: each differs.
+    v.write_at(&pattern(3, 10), CHUNK + 5, false).unwrap();
+    v.write_at(&pattern(4, 2 * CHUNK as usize), 20 << 20, false)
+        .unwrap();
+    v.trim(10 << 20, CHUNK).unwrap();
+    v.flush().unwrap();
+    p.copy("v", "s2", true).unwrap();
+    assert_eq!(
+        p.changed(Some("s1"), "s2").unwrap(),
+        vec![(CHUNK, CHUNK), (10 << 20, CHUNK), (20 << 20, 2 * CHUNK)]
+    );
+    assert!(matches!(
+        p.changed(Some("nope"), "v"),
+        Err(Error::NotFound(_))
+    ));
+}
