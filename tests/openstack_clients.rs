@@ -140,7 +140,106 @@ fn openstack_cli_drives_every_service() {
     // The volume section runs when ursa-blockd was built beside ursa.
     if blockd_built() {
         assert!(text.contains("ok    snapshot available"), "{text}");
+        cli_volume_backups(&api, &cloud);
     }
+}
+
+/// The virtualenv with the `openstack` client (../shared/api/setup.sh).
+fn client_venv(api: &std::path::Path) -> String {
+    let venv = Command::new("bash")
+        .arg(api.join("setup.sh"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&venv.stdout).trim().to_string()
+}
+
+/// `openstack ARGS` as the smoke's admin.
+fn openstack(venv: &str, cloud: &Cloud, args: &[&str]) -> std::process::Output {
+    Command::new(format!("{venv}/bin/openstack"))
+        .args(args)
+        .env("OS_AUTH_URL", &cloud.url)
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", "cli-smoke-pw")
+        .env("OS_PROJECT_NAME", "admin")
+        .env("OS_USER_DOMAIN_NAME", "Default")
+        .env("OS_PROJECT_DOMAIN_NAME", "Default")
+        .env("OS_IDENTITY_API_VERSION", "3")
+        .env("OS_REGION_NAME", "RegionOne")
+        .env("OS_INTERFACE", "public")
+        .output()
+        .unwrap()
+}
+
+/// [`openstack`], which must succeed; its output.
+fn openstack_ok(venv: &str, cloud: &Cloud, args: &[&str]) -> String {
+    let out = openstack(venv, cloud, args);
+    assert!(
+        out.status.success(),
+        "openstack {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `openstack volume backup create/list/show/restore/delete`: a backup of
+/// a volume, listed and shown by name, restored into a new volume and over
+/// an existing one, and deleted.
+fn cli_volume_backups(api: &std::path::Path, cloud: &Cloud) {
+    let venv = client_venv(api);
+    let os = |args: &[&str]| openstack_ok(&venv, cloud, args);
+    let wait = |what: &[&str], want: &str| {
+        let t0 = std::time::Instant::now();
+        loop {
+            let mut args = what.to_vec();
+            args.extend(["-f", "value", "-c", "status"]);
+            let s = os(&args);
+            if s == want {
+                return;
+            }
+            assert!(!s.starts_with("error"), "{what:?} went to {s}");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(60),
+                "{what:?} stuck in {s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    os(&["volume", "create", "--size", "1", "cli-bk-vol"]);
+    wait(&["volume", "show", "cli-bk-vol"], "available");
+    os(&["volume", "create", "--size", "1", "cli-bk-target"]);
+    wait(&["volume", "show", "cli-bk-target"], "available");
+    os(&[
+        "volume",
+        "backup",
+        "create",
+        "--name",
+        "cli-bk",
+        "cli-bk-vol",
+    ]);
+    wait(&["volume", "backup", "show", "cli-bk"], "available");
+    let list = os(&["volume", "backup", "list", "-f", "value", "-c", "Name"]);
+    assert!(list.lines().any(|l| l == "cli-bk"), "{list}");
+    // Into a new volume of the name given, then (--force) over an
+    // existing one.
+    os(&["volume", "backup", "restore", "cli-bk", "cli-bk-new"]);
+    wait(&["volume", "backup", "show", "cli-bk"], "available");
+    wait(&["volume", "show", "cli-bk-new"], "available");
+    os(&["volume", "backup", "restore", "--force", "cli-bk", "cli-bk-target"]);
+    wait(&["volume", "backup", "show", "cli-bk"], "available");
+    wait(&["volume", "show", "cli-bk-target"], "available");
+    os(&["volume", "backup", "delete", "cli-bk"]);
+    let t0 = std::time::Instant::now();
+    while openstack(&venv, cloud, &["volume", "backup", "show", "cli-bk"])
+        .status
+        .success()
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the backup never went"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    os(&["volume", "delete", "cli-bk-vol", "cli-bk-target", "cli-bk-new"]);
 }
 
 fn blockd_built() -> bool {
@@ -152,35 +251,9 @@ fn blockd_built() -> bool {
 /// `openstack server create --boot-from-volume`: the server runs from a
 /// volume made from the image, which the volume service lists in use.
 fn cli_boots_from_volume(api: &std::path::Path, cloud: &Cloud, image_file: &std::path::Path) {
-    let venv = Command::new("bash")
-        .arg(api.join("setup.sh"))
-        .output()
-        .unwrap();
-    let venv = String::from_utf8_lossy(&venv.stdout).trim().to_string();
-    let try_os = |args: &[&str]| -> std::process::Output {
-        Command::new(format!("{venv}/bin/openstack"))
-            .args(args)
-            .env("OS_AUTH_URL", &cloud.url)
-            .env("OS_USERNAME", "admin")
-            .env("OS_PASSWORD", "cli-smoke-pw")
-            .env("OS_PROJECT_NAME", "admin")
-            .env("OS_USER_DOMAIN_NAME", "Default")
-            .env("OS_PROJECT_DOMAIN_NAME", "Default")
-            .env("OS_IDENTITY_API_VERSION", "3")
-            .env("OS_REGION_NAME", "RegionOne")
-            .env("OS_INTERFACE", "public")
-            .output()
-            .unwrap()
-    };
-    let os = |args: &[&str]| -> String {
-        let out = try_os(args);
-        assert!(
-            out.status.success(),
-            "openstack {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let venv = client_venv(api);
+    let try_os = |args: &[&str]| openstack(&venv, cloud, args);
+    let os = |args: &[&str]| openstack_ok(&venv, cloud, args);
     let file = image_file.display().to_string();
     os(&[
         "image",

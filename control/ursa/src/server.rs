@@ -262,6 +262,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             nodes,
             images: images.clone(),
             controller: holder.clone(),
+            objects: Some(objects.clone()),
         };
         v.bootstrap().await?;
         Some(v)

@@ -10,9 +10,11 @@
 //! snapshot or another volume goes where its source is: clones share
 //! chunks). A volume from an image is filled the way Cinder does it:
 //! `qemu-img convert` of the image (raw or qcow2) onto the volume's NBD
-//! export.
+//! export. Backups ([`backup`]) go into object storage, incremental from
+//! blockd's thin maps.
 
 pub mod api;
+pub mod backup;
 pub mod record_table;
 pub mod tasks;
 
@@ -79,6 +81,8 @@ pub struct Volumes {
     /// controller puts in a status that a background task carries on
     /// (`creating`, `deleting`, `extending`) names it as `ursa:task_by`.
     pub controller: String,
+    /// Where backups are kept (none: no backup service).
+    pub objects: Option<ursa_object::Objects>,
 }
 
 pub fn now() -> String {
@@ -277,7 +281,7 @@ impl Volumes {
         });
     }
 
-    async fn create_backing(
+    pub(crate) async fn create_backing(
         &self,
         vol: &Map<String, Value>,
         source: Source,

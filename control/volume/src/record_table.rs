@@ -17,7 +17,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Whether records of `kind` are rows of this table.
 pub fn is_row(kind: &str) -> bool {
-    kind == VOLUME || kind == SNAPSHOT
+    kind == VOLUME || kind == SNAPSHOT || kind == crate::backup::BACKUP
 }
 
 fn db(e: sqlx::Error) -> Error {

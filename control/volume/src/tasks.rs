@@ -67,7 +67,7 @@ impl Volumes {
     pub async fn recover_once(&self) -> usize {
         let store = self.identity.store().clone();
         let mut taken = 0;
-        for kind in [VOLUME, SNAPSHOT] {
+        for kind in [VOLUME, SNAPSHOT, crate::backup::BACKUP] {
             let in_flight = super::record_table::Filter {
                 status: IN_FLIGHT.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
@@ -117,6 +117,17 @@ impl Volumes {
     async fn resume(&self, kind: &'static str, rec: Map<String, Value>) {
         let id = st(&rec, "id").to_string();
         match (kind, st(&rec, "status")) {
+            (crate::backup::BACKUP, "deleting") => self.spawn_delete_backup(rec),
+            (crate::backup::BACKUP, "creating") => {
+                // Taken again from the start: the same base snapshot and
+                // object names, so what the stopped attempt stored is
+                // overwritten.
+                let parent = match st(&rec, "ursa:parent_id") {
+                    "" => None,
+                    p => self.record(crate::backup::BACKUP, p).await.ok().flatten(),
+                };
+                self.spawn_backup(rec, parent);
+            }
             (_, "deleting") => self.spawn_delete(kind, rec),
             (VOLUME, "creating") => {
                 let source = source_of(&rec);

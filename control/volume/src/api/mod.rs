@@ -20,11 +20,13 @@ use std::collections::HashMap;
 use ursa_core::error::{Error, Result};
 use ursa_core::http::{empty, parse_body, Auth};
 
+mod backups;
 mod metadata;
 mod quotas;
 mod snapshots;
 mod types;
 mod volumes;
+use backups::*;
 use metadata::*;
 pub use quotas::*;
 use snapshots::*;
@@ -77,8 +79,13 @@ pub fn routes() -> Router<AppState> {
         .route("/volumes/detail", get(list_volumes_detail))
         .route("/volumes/summary", get(volume_summary))
         .route("/backups", get(list_backups).post(create_backup))
-        .route("/backups/detail", get(list_backups))
-        .route("/backups/{id}", get(show_backup))
+        .route("/backups/detail", get(list_backups_detail))
+        .route(
+            "/backups/{id}",
+            get(show_backup).put(update_backup).delete(delete_backup),
+        )
+        .route("/backups/{id}/restore", post(restore_backup))
+        .route("/backups/{id}/action", post(backup_action))
         .route(
             "/volumes/{id}",
             get(show_volume).put(update_volume).delete(delete_volume),

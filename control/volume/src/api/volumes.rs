@@ -397,49 +397,6 @@ pub(super) async fn list_volumes_any(
     Ok(Json(out))
 }
 
-/// Backups come with object storage; until then the collections are
-/// empty and a create says there is no backup service, as Cinder says
-/// it when `cinder-backup` is not running.
-pub(super) async fn list_backups(auth: Auth) -> Result<Json<Value>> {
-    auth.0.project_id().ok_or_else(|| {
-        Error::Forbidden("Backups belong to projects: use a project-scoped token.".into())
-    })?;
-    Ok(Json(json!({ "backups": [] })))
-}
-
-pub(super) async fn show_backup(_auth: Auth, Path(p): Params) -> Result<Json<Value>> {
-    Err(Error::NotFound(format!(
-        "Backup {} could not be found.",
-        p.get("id").map(String::as_str).unwrap_or("")
-    )))
-}
-
-#[derive(serde::Deserialize)]
-struct NewBackup {
-    backup: BackupOf,
-}
-
-#[derive(serde::Deserialize)]
-struct BackupOf {
-    volume_id: String,
-}
-
-/// A backup of a volume the caller may see: Cinder's answer when no
-/// `cinder-backup` runs (its ServiceNotFound, a 404).
-pub(super) async fn create_backup(
-    State(state): State<AppState>,
-    auth: Auth,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>> {
-    write_access(&auth)?;
-    let b: NewBackup = parse_body(&body)?;
-    let s = svc(&state)?;
-    find(s, &auth, VOLUME, &b.backup.volume_id).await?;
-    Err(Error::NotFound(
-        "Service cinder-backup could not be found: this cloud has no backup service yet.".into(),
-    ))
-}
-
 /// `GET /volumes/summary` (3.12): how many volumes the caller sees and
 /// their total size in GiB; from 3.36 every metadata key with its values.
 pub(super) async fn volume_summary(
