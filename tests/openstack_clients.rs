@@ -224,7 +224,14 @@ fn cli_volume_backups(api: &std::path::Path, cloud: &Cloud) {
     os(&["volume", "backup", "restore", "cli-bk", "cli-bk-new"]);
     wait(&["volume", "backup", "show", "cli-bk"], "available");
     wait(&["volume", "show", "cli-bk-new"], "available");
-    os(&["volume", "backup", "restore", "--force", "cli-bk", "cli-bk-target"]);
+    os(&[
+        "volume",
+        "backup",
+        "restore",
+        "--force",
+        "cli-bk",
+        "cli-bk-target",
+    ]);
     wait(&["volume", "backup", "show", "cli-bk"], "available");
     wait(&["volume", "show", "cli-bk-target"], "available");
     os(&["volume", "backup", "delete", "cli-bk"]);
@@ -239,7 +246,13 @@ fn cli_volume_backups(api: &std::path::Path, cloud: &Cloud) {
         );
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
-    os(&["volume", "delete", "cli-bk-vol", "cli-bk-target", "cli-bk-new"]);
+    os(&[
+        "volume",
+        "delete",
+        "cli-bk-vol",
+        "cli-bk-target",
+        "cli-bk-new",
+    ]);
 }
 
 fn blockd_built() -> bool {

@@ -43,6 +43,10 @@ pub struct Manifest {
     pub size: u64,
     pub chunk: u64,
     pub chunks: BTreeMap<u64, String>,
+    /// What a restore gives the volume back besides its bytes, as Cinder's
+    /// drivers keep it: `metadata`, `bootable`, `volume_image_metadata`.
+    #[serde(default)]
+    pub volume: Map<String, Value>,
 }
 
 fn chunk_name(backup: &str, i: u64) -> String {
@@ -51,6 +55,15 @@ fn chunk_name(backup: &str, i: u64) -> String {
 
 fn manifest_name(backup: &str) -> String {
     format!("{backup}/manifest")
+}
+
+/// The backup whose manifest and objects `b` reads: itself, unless it was
+/// imported from another's exported record (both then share the data).
+pub fn data_id(b: &Rec) -> &str {
+    match st(b, "ursa:data_id") {
+        "" => st(b, "id"),
+        d => d,
+    }
 }
 
 fn container(b: &Rec) -> &str {
@@ -71,10 +84,10 @@ impl Volumes {
         use futures_util::TryStreamExt;
         let found = self
             .objects()?
-            .get_named(ACCOUNT, container(b), &manifest_name(st(b, "id")))
+            .get_named(ACCOUNT, container(b), &manifest_name(data_id(b)))
             .await
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("backup {} has no manifest", st(b, "id")))?;
+            .ok_or_else(|| format!("backup {} has no manifest", data_id(b)))?;
         let bytes: Vec<u8> = found
             .bytes
             .try_fold(Vec::new(), |mut acc, c| async move {
@@ -154,6 +167,10 @@ impl Volumes {
             .into_inner();
         let size = changed.size_bytes;
         manifest.size = size;
+        manifest.volume = ["metadata", "bootable", "volume_image_metadata"]
+            .iter()
+            .filter_map(|k| vol.get(*k).map(|v| (k.to_string(), v.clone())))
+            .collect();
         manifest.chunk = CHUNK;
         let n_chunks = size.div_ceil(CHUNK);
         manifest.chunks.retain(|i, _| *i < n_chunks);
@@ -261,14 +278,30 @@ impl Volumes {
             if let Err(e) = &r {
                 tracing::warn!(backup = %bid, volume = %vid, error = %e, "restore failed");
             }
-            let ok = r.is_ok();
             let _ = me
-                .update(VOLUME, &vid, move |rec| {
-                    rec.insert(
-                        "status".into(),
-                        json!(if ok { "available" } else { "error_restoring" }),
-                    );
-                    Ok(())
+                .update(VOLUME, &vid, move |rec| match &r {
+                    Ok(saved) => {
+                        rec.insert("status".into(), json!("available"));
+                        for (k, v) in saved {
+                            match (k.as_str(), rec.get_mut(k)) {
+                                // The volume's own metadata stays; the
+                                // backup's is added over it.
+                                ("metadata", Some(Value::Object(m))) => {
+                                    if let Value::Object(add) = v {
+                                        m.extend(add.clone());
+                                    }
+                                }
+                                _ => {
+                                    rec.insert(k.clone(), v.clone());
+                                }
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(_) => {
+                        rec.insert("status".into(), json!("error_restoring"));
+                        Ok(())
+                    }
                 })
                 .await;
             let _ = me
@@ -280,9 +313,11 @@ impl Volumes {
         });
     }
 
-    async fn restore(&self, b: &Rec, vol: &Rec, new: bool) -> R<()> {
+    /// Writes the backup's bytes; what the volume record gets back.
+    async fn restore(&self, b: &Rec, vol: &Rec, new: bool) -> R<Map<String, Value>> {
         let objects = self.objects()?.clone();
         let manifest = self.manifest(b).await?;
+        let saved = manifest.volume.clone();
         if new {
             self.create_backing(vol, Source::Blank).await?;
         }
@@ -358,7 +393,7 @@ impl Volumes {
             .await
             .map_err(|e| format!("reading the backup: {e}"))?;
         produced?;
-        written.map(|_| ())
+        written.map(|_| saved)
     }
 
     /// Deletes backup `b`'s objects and base, then its record.
@@ -385,24 +420,43 @@ impl Volumes {
         });
     }
 
+    /// Whether backup `b`'s data is in object storage (its manifest is).
+    pub async fn has_data(&self, b: &Rec) -> bool {
+        self.manifest(b).await.is_ok()
+    }
+
     async fn delete_backup(&self, b: &Rec) -> R<()> {
-        let bid = st(b, "id");
+        let bid = data_id(b);
         let objects = self.objects()?;
         let cont = container(b);
-        if let Ok(m) = self.manifest(b).await {
-            for (i, owner) in &m.chunks {
-                if owner == bid {
-                    objects
-                        .delete_named(ACCOUNT, cont, &chunk_name(bid, *i))
-                        .await
-                        .map_err(|e| e.to_string())?;
+        // An imported record shares its data with the one it came from:
+        // the data goes with the last record that reads it.
+        let of = crate::record_table::Filter {
+            volume: Some(st(b, "volume_id").to_string()),
+            ..Default::default()
+        };
+        let shared = self
+            .records(BACKUP, &of)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|o| st(o, "id") != st(b, "id") && data_id(o) == bid);
+        if !shared {
+            if let Ok(m) = self.manifest(b).await {
+                for (i, owner) in &m.chunks {
+                    if owner == bid {
+                        objects
+                            .delete_named(ACCOUNT, cont, &chunk_name(bid, *i))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
                 }
             }
+            objects
+                .delete_named(ACCOUNT, cont, &manifest_name(bid))
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        objects
-            .delete_named(ACCOUNT, cont, &manifest_name(bid))
-            .await
-            .map_err(|e| e.to_string())?;
         let base = st(b, "ursa:base_snapshot");
         if !base.is_empty() {
             let vol = self.record(VOLUME, st(b, "volume_id")).await.ok().flatten();

@@ -4,6 +4,11 @@
 
 use super::*;
 use crate::backup::{BACKUP, CONTAINER};
+use base64::Engine as _;
+
+/// What `export_record` names as the service holding the data (Tempest
+/// checks Cinder's driver prefix).
+const BACKUP_SERVICE: &str = "cinder.backup.drivers.swift";
 use serde::Deserialize;
 
 /// Cinder's boolean: a JSON boolean or a string such as "true", "False".
@@ -89,6 +94,47 @@ struct Restore {
     name: Option<String>,
     #[serde(default)]
     description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    #[serde(rename = "backup-record")]
+    record: BackupRecord,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRecord {
+    backup_service: String,
+    backup_url: String,
+}
+
+/// The fields of an exported record an import takes back.
+#[derive(Deserialize)]
+struct Exported {
+    id: String,
+    volume_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    container: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    object_count: Option<u64>,
+    #[serde(default)]
+    is_incremental: bool,
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default)]
+    data_timestamp: Option<String>,
+    #[serde(default)]
+    metadata: Option<HashMap<String, String>>,
+    #[serde(default, rename = "ursa:data_id")]
+    data_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -505,35 +551,26 @@ pub(super) async fn restore_backup(
             (vol, false)
         }
         None => {
-            let (nv, _, gib) = usage(s, &project).await?;
-            let quota = quota_of(s, &project);
-            let (qv, qg) = (limit(&quota, "volumes"), limit(&quota, "gigabytes"));
-            if (qv >= 0 && nv as i64 + 1 > qv) || (qg >= 0 && (gib + size) as i64 > qg) {
-                return Err(Error::PayloadTooLarge(
-                    "VolumeLimitExceeded: Maximum number of volumes allowed exceeded.".into(),
-                ));
-            }
-            let node = s.schedule(size * GIB).await?;
-            let now = now();
             let name = r
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("restore_backup_{}", st(&b, "id")));
-            let vol = json!({
-                "id": uuid::Uuid::new_v4().to_string(), "name": name,
-                "description": r.description.clone(), "size": size, "status": "creating",
-                "attach_status": "detached", "attachments": [], "availability_zone": ZONE,
-                "bootable": "false", "encrypted": false, "multiattach": false,
-                "volume_type": DEFAULT_TYPE, "volume_type_id": DEFAULT_TYPE_ID,
-                "replication_status": null, "snapshot_id": null, "source_volid": null,
-                "consistencygroup_id": null, "group_id": null, "metadata": {},
-                "created_at": now, "updated_at": now, "user_id": auth.0.user_id,
-                "project_id": project, "ursa:node": node.name,
-            })
-            .as_object()
-            .cloned()
-            .expect("object");
-            (vol, true)
+            let n = NewVolume {
+                project: project.clone(),
+                user: auth.0.user_id.clone(),
+                name: json!(name),
+                description: json!(r.description),
+                size,
+                vtype: s
+                    .doc(TYPE, DEFAULT_TYPE_ID)
+                    .ok_or_else(|| Error::Internal("no default volume type".into()))?,
+                snapshot_id: None,
+                source_volid: None,
+                image: None,
+                meta: json!({}),
+                host: None,
+            };
+            (new_record(s, n).await?, true)
         }
     };
     let mut vol = vol;
@@ -585,4 +622,110 @@ pub(super) async fn backup_action(
         }
         BackupAction::ForceDelete {} => start_delete(s, b, true).await,
     }
+}
+
+fn admin_only(auth: &Auth) -> Result<()> {
+    if auth.0.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "Policy doesn't allow backup:export-import to be performed.".into(),
+        ))
+    }
+}
+
+/// An admin's copy of a backup's record, to import again after losing
+/// the database (the data stays in object storage).
+pub(super) async fn export_record(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(p): Params,
+) -> Result<Json<Value>> {
+    admin_only(&auth)?;
+    let s = svc(&state)?;
+    let b = find_backup(s, &auth, &p["id"]).await?;
+    if st(&b, "status") != "available" {
+        return Err(Error::BadRequest(format!(
+            "Invalid backup: Backup status must be available (it is {}).",
+            st(&b, "status")
+        )));
+    }
+    let mut rec = b.clone();
+    rec.insert(
+        "ursa:data_id".into(),
+        json!(crate::backup::data_id(&b).to_string()),
+    );
+    let url = base64::engine::general_purpose::STANDARD.encode(Value::Object(rec).to_string());
+    Ok(Json(
+        json!({"backup-record": {"backup_service": BACKUP_SERVICE, "backup_url": url}}),
+    ))
+}
+
+pub(super) async fn import_record(
+    State(state): State<AppState>,
+    auth: Auth,
+    Extension(mv): Mv,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    admin_only(&auth)?;
+    let s = svc(&state)?;
+    let project = project(&auth)?;
+    let r = parse_body::<ImportBody>(&body).map_err(bad_body)?.record;
+    if r.backup_service != BACKUP_SERVICE {
+        return Err(Error::BadRequest(format!(
+            "Invalid backup: the backup service {} is not this cloud's ({BACKUP_SERVICE}).",
+            r.backup_service
+        )));
+    }
+    let e: Exported = base64::engine::general_purpose::STANDARD
+        .decode(r.backup_url.trim())
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .ok_or_else(|| {
+            Error::BadRequest("Invalid backup: the backup URL does not decode.".into())
+        })?;
+    if uuid::Uuid::parse_str(&e.id).is_err() {
+        return Err(Error::BadRequest(format!(
+            "Invalid backup: {} is not a backup id.",
+            e.id
+        )));
+    }
+    if s.record(BACKUP, &e.id).await?.is_some() {
+        return Err(Error::BadRequest(
+            "Invalid backup: Backup already exists in database.".into(),
+        ));
+    }
+    let now = now();
+    let data_id = e.data_id.clone().unwrap_or_else(|| e.id.clone());
+    let mut rec = json!({
+        "id": e.id, "name": short(&e.name, "name")?, "description": short(&e.description, "description")?,
+        "status": "creating", "volume_id": e.volume_id, "snapshot_id": e.snapshot_id,
+        "container": e.container.unwrap_or_else(|| CONTAINER.to_string()), "availability_zone": ZONE,
+        "size": e.size.unwrap_or(1), "object_count": e.object_count.unwrap_or(0),
+        "is_incremental": e.is_incremental, "has_dependent_backups": false, "fail_reason": null,
+        "created_at": now, "updated_at": now, "data_timestamp": e.data_timestamp,
+        "metadata": e.metadata.unwrap_or_default(), "project_id": project,
+        "user_id": auth.0.user_id, "ursa:data_id": data_id, "ursa:base_snapshot": "",
+    })
+    .as_object()
+    .cloned()
+    .expect("object");
+    // Available only if its data is where the record says.
+    let found = s.has_data(&rec).await;
+    rec.insert(
+        "status".into(),
+        json!(if found { "available" } else { "error" }),
+    );
+    if !found {
+        rec.insert(
+            "fail_reason".into(),
+            json!("the backup's data is not in object storage"),
+        );
+    }
+    s.put(BACKUP, rec.clone()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"backup": backup_summary(&state, &rec, mv)})),
+    )
+        .into_response())
 }

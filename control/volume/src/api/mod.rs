@@ -85,6 +85,8 @@ pub fn routes() -> Router<AppState> {
             get(show_backup).put(update_backup).delete(delete_backup),
         )
         .route("/backups/{id}/restore", post(restore_backup))
+        .route("/backups/{id}/export_record", get(export_record))
+        .route("/backups/import_record", post(import_record))
         .route("/backups/{id}/action", post(backup_action))
         .route(
             "/volumes/{id}",

@@ -177,6 +177,15 @@ pub struct NewVolume {
 /// Checks the project's quota, places and records a volume, and starts
 /// making its backing: the record says "creating" until it is there.
 pub async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> Result<Rec> {
+    let vol = new_record(s, n).await?;
+    s.put(VOLUME, vol.clone()).await?;
+    s.spawn_create(vol.clone(), source);
+    Ok(vol)
+}
+
+/// A new volume's record (status "creating"), placed and within the
+/// project's quota; not stored yet.
+pub(super) async fn new_record(s: &Volumes, n: NewVolume) -> Result<Rec> {
     let (nv, _, gib) = usage(s, &n.project).await?;
     let quota = quota_of(s, &n.project);
     let (qv, qg, qp) = (
@@ -223,8 +232,6 @@ pub async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> Result<
                    "checksum": img.get("checksum"), "size": img.get("size")}),
         );
     }
-    s.put(VOLUME, vol.clone()).await?;
-    s.spawn_create(vol.clone(), source);
     Ok(vol)
 }
 
