@@ -535,6 +535,26 @@ fn three_controllers_on_postgres_serve_one_cloud() {
         r.bytes().unwrap()[..] == data[..],
         "the same bytes on the other controller"
     );
+    // A listing one controller rendered (and keeps) shows an object
+    // another controller stored right after.
+    let list = |c: usize| -> Vec<String> {
+        let v: Value = http
+            .get(obj(c, "/shared?format=json"))
+            .header("X-Auth-Token", &token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(list(survivors[1]), ["blob"]);
+    assert_eq!(list(survivors[1]), ["blob"]);
+    assert_eq!(put(survivors[0], "/shared/later", b"x".to_vec()), 201);
+    assert_eq!(list(survivors[1]), ["blob", "later"]);
 
     // The push duty moved: a port made now is plugged within 10 s.
     let (st, p) = try_call(

@@ -30,6 +30,7 @@ pub mod batch;
 pub mod blob;
 pub mod constraints;
 pub mod listing;
+pub mod listing_cache;
 pub mod service;
 pub mod sync;
 pub mod table;
@@ -47,6 +48,8 @@ pub struct Objects {
     pub blobs: Arc<blob::Blobs>,
     /// Object PUTs, committed in groups.
     pub puts: batch::PutQueue,
+    /// Rendered container listings ([`listing_cache`]).
+    pub listings: Arc<listing_cache::ListingCache>,
 }
 
 impl Objects {
@@ -59,6 +62,7 @@ impl Objects {
             puts: batch::PutQueue::start(store.clone()),
             store,
             blobs: Arc::new(blobs),
+            listings: Default::default(),
         };
         o.collect_garbage().await?;
         Ok(o)

@@ -77,6 +77,9 @@ pub struct Container {
     pub object_count: i64,
     pub bytes_used: i64,
     pub meta: Meta,
+    /// Bumped by every change to its objects (what a cached listing is
+    /// checked against, with `created`).
+    pub rev: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +94,7 @@ pub struct Object {
     pub delete_at: Option<i64>,
 }
 
-const CONTAINER_COLS: &str = "name, created, put_ts, object_count, bytes_used, meta";
+const CONTAINER_COLS: &str = "name, created, put_ts, object_count, bytes_used, meta, rev";
 const OBJECT_COLS: &str = "name, ts, size, etag, content_type, blob, meta, delete_at";
 
 fn container_of(r: &AnyRow) -> Result<Container> {
@@ -102,6 +105,7 @@ fn container_of(r: &AnyRow) -> Result<Container> {
         object_count: r.try_get(3)?,
         bytes_used: r.try_get(4)?,
         meta: meta_of(&r.try_get::<String, _>(5)?),
+        rev: r.try_get(6)?,
     })
 }
 
@@ -399,7 +403,7 @@ pub async fn put_object_in<E>(
     check: impl FnOnce(&WriteView) -> std::result::Result<(), E>,
 ) -> Result<Stored<E>> {
     let found =
-        sqlx::query("UPDATE obj_containers SET put_ts = put_ts WHERE account = $1 AND name = $2")
+        sqlx::query("UPDATE obj_containers SET rev = rev + 1 WHERE account = $1 AND name = $2")
             .bind(account)
             .bind(container)
             .execute(&mut *tx)
@@ -530,6 +534,11 @@ pub async fn update_object(
     .bind(o.delete_at)
     .execute(&mut *tx)
     .await?;
+    sqlx::query("UPDATE obj_containers SET rev = rev + 1 WHERE account = $1 AND name = $2")
+        .bind(account)
+        .bind(container)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Some(o))
 }
@@ -560,7 +569,7 @@ pub async fn delete_object(
     };
     let o = object_of(&row)?;
     sqlx::query(
-        "UPDATE obj_containers SET object_count = object_count - 1, bytes_used = bytes_used - $3 \
+        "UPDATE obj_containers SET object_count = object_count - 1, bytes_used = bytes_used - $3, rev = rev + 1 \
          WHERE account = $1 AND name = $2",
     )
     .bind(account)

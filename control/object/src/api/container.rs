@@ -258,14 +258,25 @@ async fn get(ctx: Ctx) -> Res {
     let q = listing_query(&ctx, constraints::CONTAINER_LISTING_LIMIT)?;
     let store = &ctx.state.objects.store;
     let (account, container) = (ctx.target.account.clone(), ctx.container().to_string());
+    // What decides the page: the query (sorted) and the format, which may
+    // come from the Accept header.
+    let mut key: Vec<String> = ctx.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    key.sort();
+    key.push(format.content_type().to_string());
+    let key = key.join("\n");
+    let cache = &ctx.state.objects.listings;
+    let state = (c.created, c.rev);
+    set(&mut h, "content-type", format.content_type());
+    if let Some(body) = cache.get(&account, &container, &key, state) {
+        return Ok((StatusCode::OK, h, body).into_response());
+    }
     let entries =
         listing::list(&q, |page| table::objects(store, &account, &container, page)).await?;
     if entries.is_empty() && format == Format::Plain {
-        set(&mut h, "content-type", format.content_type());
         return Ok(empty(StatusCode::NO_CONTENT, h));
     }
-    let body = render(&account, &container, &entries, format);
-    set(&mut h, "content-type", format.content_type());
+    let body = bytes::Bytes::from(render(&account, &container, &entries, format));
+    cache.put(&account, &container, &key, state, body.clone());
     Ok((StatusCode::OK, h, body).into_response())
 }
 
