@@ -58,6 +58,7 @@ impl Objects {
     /// deleted, uploads that never finished).
     pub async fn open(store: Store, blobs: blob::Blobs) -> Result<Objects, table::TableError> {
         table::migrate(&store).await?;
+        blobs.attach(store.clone());
         let o = Objects {
             puts: batch::PutQueue::start(store.clone()),
             store,

@@ -73,6 +73,7 @@ impl Objects {
             etag: w.md5.clone(),
             content_type: "application/octet-stream".into(),
             blob: w.id.clone(),
+            inline: w.inline.clone(),
             meta: Default::default(),
             delete_at: None,
         };

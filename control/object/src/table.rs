@@ -92,6 +92,9 @@ pub struct Object {
     pub blob: String,
     pub meta: Meta,
     pub delete_at: Option<i64>,
+    /// When storing: the bytes of an inline blob (`blob` names it), written
+    /// in the same transaction as the row. Never loaded with the row.
+    pub inline: Option<bytes::Bytes>,
 }
 
 const CONTAINER_COLS: &str = "name, created, put_ts, object_count, bytes_used, meta, rev";
@@ -119,6 +122,7 @@ fn object_of(r: &AnyRow) -> Result<Object> {
         blob: r.try_get(5)?,
         meta: meta_of(&r.try_get::<String, _>(6)?),
         delete_at: r.try_get(7)?,
+        inline: None,
     })
 }
 
@@ -455,6 +459,13 @@ pub async fn put_object_in<E>(
     .bind(obj.delete_at)
     .execute(&mut *tx)
     .await?;
+    if let Some(data) = &obj.inline {
+        sqlx::query("INSERT INTO obj_inline (blob, data) VALUES ($1, $2)")
+            .bind(&obj.blob)
+            .bind(data.to_vec())
+            .execute(&mut *tx)
+            .await?;
+    }
     let (dc, db) = match &old {
         Some(o) => (0, obj.size - o.size),
         None => (1, obj.size),

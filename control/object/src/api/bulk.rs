@@ -290,6 +290,7 @@ pub async fn extract(ctx: &Ctx, body: axum::body::Body) -> super::Res {
                 etag: w.md5,
                 content_type: super::object::guess_type(&o).to_string(),
                 blob: w.id,
+                inline: w.inline,
                 meta: Default::default(),
                 delete_at: None,
             };

@@ -189,6 +189,7 @@ pub async fn post(ctx: &Ctx, body: Body) -> Res {
                 etag: w.md5,
                 content_type,
                 blob: w.id,
+                inline: w.inline,
                 meta: Default::default(),
                 delete_at: None,
             };

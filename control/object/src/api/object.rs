@@ -481,6 +481,7 @@ async fn put(ctx: Ctx, body: Body) -> Res {
         etag: w.md5,
         content_type: content_type(&ctx, ctx.object()),
         blob: w.id,
+        inline: w.inline,
         meta: meta_of(&ctx),
         delete_at,
     };
@@ -745,16 +746,17 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
         },
         None => None,
     };
-    let (blob, size, etag) = match span {
+    let (blob, size, etag, inline) = match span {
         None if !expanded => (
             ctx.state.objects.blobs.duplicate(&s.blob).await?,
             s.size,
             s.etag.clone(),
+            None,
         ),
         span => {
             let (a, b) = span.unwrap_or((0, len));
             let w = super::large::materialize(ctx, pieces, a, b).await?;
-            (w.id, w.size as i64, w.md5)
+            (w.id, w.size as i64, w.md5, w.inline)
         }
     };
     let obj = Object {
@@ -768,6 +770,7 @@ async fn copy(ctx: &Ctx, src: &str, src_account: Option<&str>, dc: &str, dobj: &
             .map(str::to_string)
             .unwrap_or_else(|| s.content_type.clone()),
         blob,
+        inline,
         meta,
         delete_at: delete_at(ctx)?,
     };

@@ -400,6 +400,7 @@ async fn put_inner(ctx: &Ctx, body: Body) -> Result<axum::response::Response, Re
         etag: w.md5,
         content_type: super::object::content_type(ctx, ctx.object()),
         blob: w.id,
+        inline: w.inline,
         meta,
         delete_at: super::object::delete_at(ctx)?,
     };

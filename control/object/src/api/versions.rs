@@ -144,6 +144,7 @@ pub async fn delete(ctx: &Ctx, container_meta: &Meta) -> Result<Option<Res>, Fai
                 etag: "d41d8cd98f00b204e9800998ecf8427e".into(),
                 content_type: "application/x-deleted;swift_versions_deleted=1".into(),
                 blob: String::new(),
+                inline: None,
                 meta: Meta::new(),
                 delete_at: None,
             };

@@ -20,7 +20,7 @@ pub mod s3;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use std::io;
 use std::path::Path;
@@ -48,23 +48,63 @@ pub struct Written {
     pub size: u64,
     /// Lower-case hex MD5 of the bytes.
     pub md5: String,
+    /// The bytes of an inline blob: stored with the row that names it.
+    pub inline: Option<Bytes>,
 }
 
 /// The bytes of a blob, streamed.
 pub type BlobStream = BoxStream<'static, io::Result<Bytes>>;
 
-/// The blob store the object service was opened with.
+/// Where blobs larger than [`INLINE_MAX`] go.
 #[derive(Debug)]
-pub enum Blobs {
+pub enum Backend {
     Dir(dir::Dir),
     S3(s3::S3),
 }
 
+/// Bodies up to this size are kept inline: in the database, in the
+/// transaction of the object row (table `obj_inline`).
+pub const INLINE_MAX: u64 = 32 << 10;
+
+/// The blob store the object service was opened with.
+#[derive(Debug)]
+pub struct Blobs {
+    backend: Backend,
+    /// Where inline blobs live (set when the service opens).
+    store: std::sync::OnceLock<ursa_core::store::Store>,
+}
+
+/// An inline blob's id starts with this (a backend's never does: they are
+/// hex).
+const INLINE: &str = "i";
+
+pub fn is_inline(id: &str) -> bool {
+    id.starts_with(INLINE)
+}
+
 impl Blobs {
+    fn with(backend: Backend) -> Blobs {
+        Blobs {
+            backend,
+            store: Default::default(),
+        }
+    }
+
     /// A directory store at `root` (created; uploads a crash interrupted
     /// are removed).
     pub fn open(root: &Path) -> io::Result<Blobs> {
-        Ok(Blobs::Dir(dir::Dir::open(root)?))
+        Ok(Blobs::with(Backend::Dir(dir::Dir::open(root)?)))
+    }
+
+    /// Gives the store the database inline blobs live in.
+    pub fn attach(&self, store: ursa_core::store::Store) {
+        let _ = self.store.set(store);
+    }
+
+    fn db(&self) -> io::Result<&ursa_core::store::Store> {
+        self.store
+            .get()
+            .ok_or_else(|| io::Error::other("the blob store has no database attached"))
     }
 
     /// The store a `--blob-store` value names: `dir` (or nothing) for
@@ -74,7 +114,7 @@ impl Blobs {
     pub async fn from_spec(spec: Option<&str>, state_dir: &Path) -> io::Result<Blobs> {
         match spec.unwrap_or("dir") {
             "dir" | "" => Blobs::open(&state_dir.join("objects")),
-            s if s.starts_with("s3://") => Ok(Blobs::S3(s3::S3::open(s).await?)),
+            s if s.starts_with("s3://") => Ok(Blobs::with(Backend::S3(s3::S3::open(s).await?))),
             other => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("blob store {other:?} is neither `dir` nor `s3://BUCKET[/PREFIX]`"),
@@ -84,9 +124,9 @@ impl Blobs {
 
     /// Which backend, for logs and `/info`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Blobs::Dir(_) => "dir",
-            Blobs::S3(_) => "s3",
+        match self.backend {
+            Backend::Dir(_) => "dir",
+            Backend::S3(_) => "s3",
         }
     }
 
@@ -105,10 +145,44 @@ impl Blobs {
         if expected.is_some_and(|n| n > max) {
             return Err(BlobError::TooLarge(max));
         }
+        let mut body = body;
+        // A small body is read whole and kept inline; a larger one goes
+        // to the backend, what was read first included.
+        let mut head: Vec<Bytes> = Vec::new();
+        if expected.is_none_or(|n| n <= INLINE_MAX) && self.store.get().is_some() {
+            let mut got = 0u64;
+            loop {
+                match body.next().await {
+                    None => {
+                        let mut intake = Intake::new(expected, max);
+                        let mut all = Vec::with_capacity(got as usize);
+                        for c in &head {
+                            intake.take(c)?;
+                            all.extend_from_slice(c);
+                        }
+                        intake.end()?;
+                        let mut w = intake.written(format!("{INLINE}{}", new_id()));
+                        if w.size > 0 {
+                            w.inline = Some(Bytes::from(all));
+                        }
+                        return Ok(w);
+                    }
+                    Some(Err(e)) => return Err(BlobError::Body(e.to_string())),
+                    Some(Ok(c)) => {
+                        got += c.len() as u64;
+                        head.push(c);
+                        if got > INLINE_MAX {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let body = futures_util::stream::iter(head.into_iter().map(Ok)).chain(body);
         let intake = Intake::new(expected, max);
-        match self {
-            Blobs::Dir(d) => d.put(body, intake).await,
-            Blobs::S3(s) => s.put(body, intake).await,
+        match &self.backend {
+            Backend::Dir(d) => d.put(body, intake).await,
+            Backend::S3(s) => s.put(body, intake).await,
         }
     }
 
@@ -117,10 +191,20 @@ impl Blobs {
         if id.is_empty() {
             return Ok(String::new());
         }
+        if is_inline(id) {
+            let new = format!("{INLINE}{}", new_id());
+            sqlx::query("INSERT INTO obj_inline (blob, data) SELECT $2, data FROM obj_inline WHERE blob = $1")
+                .bind(id)
+                .bind(&new)
+                .execute(self.db()?.pool())
+                .await
+                .map_err(io::Error::other)?;
+            return Ok(new);
+        }
         let new = new_id();
-        match self {
-            Blobs::Dir(d) => d.duplicate(id, &new).await?,
-            Blobs::S3(s) => s.duplicate(id, &new).await?,
+        match &self.backend {
+            Backend::Dir(d) => d.duplicate(id, &new).await?,
+            Backend::S3(s) => s.duplicate(id, &new).await?,
         }
         Ok(new)
     }
@@ -130,9 +214,21 @@ impl Blobs {
         if id.is_empty() || len == 0 {
             return Ok(Box::pin(futures_util::stream::empty()));
         }
-        match self {
-            Blobs::Dir(d) => d.read(id, start, len).await,
-            Blobs::S3(s) => s.read(id, start, len).await,
+        if is_inline(id) {
+            let data: Vec<u8> = sqlx::query_scalar("SELECT data FROM obj_inline WHERE blob = $1")
+                .bind(id)
+                .fetch_optional(self.db()?.pool())
+                .await
+                .map_err(io::Error::other)?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such inline blob"))?;
+            let data = Bytes::from(data);
+            let (a, b) = (start as usize, (start + len) as usize);
+            let piece = data.slice(a.min(data.len())..b.min(data.len()));
+            return Ok(Box::pin(futures_util::stream::iter([Ok(piece)])));
+        }
+        match &self.backend {
+            Backend::Dir(d) => d.read(id, start, len).await,
+            Backend::S3(s) => s.read(id, start, len).await,
         }
     }
 
@@ -141,9 +237,21 @@ impl Blobs {
         if id.is_empty() {
             return;
         }
-        let r = match self {
-            Blobs::Dir(d) => d.delete(id).await,
-            Blobs::S3(s) => s.delete(id).await,
+        let r = if is_inline(id) {
+            match self.db() {
+                Ok(db) => sqlx::query("DELETE FROM obj_inline WHERE blob = $1")
+                    .bind(id)
+                    .execute(db.pool())
+                    .await
+                    .map(|_| ())
+                    .map_err(io::Error::other),
+                Err(e) => Err(e),
+            }
+        } else {
+            match &self.backend {
+                Backend::Dir(d) => d.delete(id).await,
+                Backend::S3(s) => s.delete(id).await,
+            }
         };
         if let Err(e) = r {
             if e.kind() != io::ErrorKind::NotFound {
@@ -206,6 +314,7 @@ impl Intake {
             id: if self.size == 0 { String::new() } else { id },
             size: self.size,
             md5: hex::encode(self.md5.finalize()),
+            inline: None,
         }
     }
 }
