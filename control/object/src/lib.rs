@@ -9,9 +9,12 @@
 //! (`--blob-store`): a directory under the state dir (written to a
 //! temporary name, fsynced and renamed) or an S3 bucket (Garage, MinIO,
 //! AWS), durable before the row that names them commits, so no listing
-//! ever shows an object whose bytes are not durable. A container's object and byte
-//! counts change in the same transaction as the object row; an account's
-//! are the sum of its containers'.
+//! ever shows an object whose bytes are not durable. Bodies up to 32 KiB
+//! are kept inline, in the database, written in the transaction of their
+//! row. Rendered container listings are cached per controller while the
+//! container's revision is unchanged ([`listing_cache`]). A container's
+//! object and byte counts change in the same transaction as the object
+//! row; an account's are the sum of its containers'.
 //!
 //! Object PUTs commit in groups ([`batch`]: one writer task, one
 //! transaction and one commit for every PUT waiting). Two duties run in
