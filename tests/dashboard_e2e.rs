@@ -482,6 +482,34 @@ fn the_dashboard_runs_a_project_in_a_real_browser() {
         })
         .await;
 
+        // A backup of the volume (in use: forced), restored to a new
+        // volume, both deleted again; statuses change live.
+        step(&ui, "backup", async {
+            ui.go("/dashboard/project/volumes").await?;
+            let m = ui.row_action("vol1", "Create Backup").await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
+            ui.go("/dashboard/project/backups").await?;
+            ui.wait_cell("backup-of-", "status", "available", 60).await?;
+            let m = ui.row_action("backup-of-", "Restore Backup").await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
+            ui.go("/dashboard/project/volumes").await?;
+            ui.wait_cell("restore-", "status", "available", 60).await?;
+            ui.row_action("restore-", "Delete Volume").await?;
+            ui.go("/dashboard/project/backups").await?;
+            ui.wait_cell("backup-of-", "status", "available", 60).await?;
+            let m = ui.row_action("backup-of-", "Delete Volume Backup").await?;
+            if !m.starts_with("Success") {
+                return Err(m.into());
+            }
+            ui.wait_cell("backup-of-", "status", "DELETED", 60).await?;
+            Ok(())
+        })
+        .await;
+
         step(&ui, "floating-ip", async {
             ui.go("/dashboard/project/floating_ips").await?;
             let m = ui.submit("Allocate IP To Project", &[("pool", "public")]).await?;

@@ -346,6 +346,7 @@ pub fn navigation(s: &Session) -> Vec<Nav> {
         "/dashboard/project/snapshots",
         volume,
     );
+    add("Project", "Backups", "/dashboard/project/backups", volume);
     add(
         "Project",
         "Networks",

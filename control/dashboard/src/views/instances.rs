@@ -635,7 +635,18 @@ pub struct Live {
     busy: bool,
 }
 
-/// `GET /dashboard/status?kind=server|volume&id=…&id=…`: the rows' state
+#[derive(serde::Deserialize)]
+struct OneBackup {
+    backup: BackupState,
+}
+
+#[derive(serde::Deserialize)]
+struct BackupState {
+    #[serde(default)]
+    status: String,
+}
+
+/// `GET /dashboard/status?kind=server|volume|backup&id=…`: the rows' state
 /// now (at most 50; a row the API no longer shows is `DELETED`).
 pub async fn status(c: Ctx, RawQuery(q): RawQuery) -> Result<Response> {
     let q = q.unwrap_or_default();
@@ -702,7 +713,33 @@ pub async fn status(c: Ctx, RawQuery(q): RawQuery) -> Result<Response> {
                 Err(e) if e.status.as_u16() == 404 => gone(),
                 Err(e) => return Err(e.into()),
             },
-            _ => return Err(DashError::BadRequest("kind is server or volume".into())),
+            "backup" => match c
+                .api
+                .get::<OneBackup>(&format!(
+                    "/volume/v3/{}/backups/{}",
+                    c.s.project_id,
+                    enc(&id)
+                ))
+                .await
+            {
+                Ok(b) => {
+                    let status = b.backup.status;
+                    let mut fields = BTreeMap::new();
+                    fields.insert("status", status.clone());
+                    Live {
+                        busy: matches!(status.as_str(), "creating" | "restoring" | "deleting"),
+                        status,
+                        fields,
+                    }
+                }
+                Err(e) if e.status.as_u16() == 404 => gone(),
+                Err(e) => return Err(e.into()),
+            },
+            _ => {
+                return Err(DashError::BadRequest(
+                    "kind is server, volume or backup".into(),
+                ))
+            }
         };
         out.insert(id, live);
     }

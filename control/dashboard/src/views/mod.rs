@@ -113,6 +113,11 @@ pub fn routes() -> Router<Dashboard> {
             "/dashboard/project/volumes/{id}/action",
             post(storage::volume_act),
         )
+        .route("/dashboard/project/backups", get(storage::backups))
+        .route(
+            "/dashboard/project/backups/{id}/action",
+            post(storage::backup_act),
+        )
         .route("/dashboard/project/snapshots", get(storage::snapshots))
         .route(
             "/dashboard/project/snapshots/{id}/action",

@@ -424,7 +424,15 @@ pub async fn volume_table(c: &Ctx, p: &Paging, base: &str, all: bool) -> Result<
         .iter()
         .map(|v| {
             let url = format!("/dashboard/project/volumes/{}/action", v.id);
-            let mut actions = vec![action("Create Snapshot", &url, &[("action", "snapshot")])];
+            let mut actions = vec![
+                action("Create Snapshot", &url, &[("action", "snapshot")]),
+                action("Create Backup", &url, &[("action", "backup")]),
+                action(
+                    "Create Incremental Backup",
+                    &url,
+                    &[("action", "incremental")],
+                ),
+            ];
             if v.status == "available" {
                 actions.push(action("Delete Volume", &url, &[("action", "delete")]));
             }
@@ -651,12 +659,23 @@ pub async fn volume_act(
             )
             .await
             .map(|_| "Creating volume snapshot.".into()),
+        "backup" | "incremental" => {
+            let incremental = f.action == "incremental";
+            c.api
+                .act(
+                    &format!("/volume/v3/{p}/backups"),
+                    &json!({"backup": {"volume_id": id, "force": true, "incremental": incremental,
+                            "name": if f.name.is_empty() { format!("backup-of-{id}") } else { f.name.clone() }}}),
+                )
+                .await
+                .map(|_| "Creating volume backup.".into())
+        }
         other => return Err(DashError::BadRequest(format!("Unknown action {other:?}."))),
     };
-    let to = if f.action == "snapshot" {
-        "/dashboard/project/snapshots"
-    } else {
-        "/dashboard/project/volumes"
+    let to = match f.action.as_str() {
+        "snapshot" => "/dashboard/project/snapshots",
+        "backup" | "incremental" => "/dashboard/project/backups",
+        _ => "/dashboard/project/volumes",
     };
     Ok(back(to, r))
 }
@@ -759,6 +778,111 @@ pub async fn snapshot_act(
         "/dashboard/project/volumes"
     } else {
         "/dashboard/project/snapshots"
+    };
+    Ok(back(to, r))
+}
+
+#[derive(Deserialize, Default)]
+struct Backups {
+    #[serde(default)]
+    backups: Vec<Backup>,
+}
+
+#[derive(Deserialize)]
+struct Backup {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    size: i64,
+    #[serde(default)]
+    volume_id: String,
+    #[serde(default)]
+    is_incremental: bool,
+    #[serde(default)]
+    object_count: i64,
+}
+
+/// Project → Backups: the project's volume backups, restored to a new
+/// volume or deleted from here (made from a volume's row).
+pub async fn backups(c: Ctx, Query(p): Query<Paging>) -> Result<Response> {
+    let mut q = format!("limit={}", p.limit());
+    if let Some(m) = &p.marker {
+        q.push_str(&format!("&marker={}", enc(m)));
+    }
+    let list: Backups = c
+        .api
+        .get(&format!("/volume/v3/{}/backups/detail?{q}", c.s.project_id))
+        .await?;
+    let rows = list
+        .backups
+        .iter()
+        .map(|b| {
+            let url = format!("/dashboard/project/backups/{}/action", b.id);
+            Row {
+                id: b.id.clone(),
+                cells: vec![
+                    cell(b.name.clone().unwrap_or_default()),
+                    cell(format!("{}GiB", b.size)),
+                    live("status", &b.status),
+                    cell(if b.is_incremental { "Yes" } else { "No" }),
+                    cell(b.object_count.to_string()),
+                    link(&b.volume_id, "/dashboard/project/volumes"),
+                ],
+                actions: vec![
+                    action("Restore Backup", &url, &[("action", "restore")]),
+                    action("Delete Volume Backup", &url, &[("action", "delete")]),
+                ],
+                busy: matches!(b.status.as_str(), "creating" | "restoring" | "deleting"),
+            }
+        })
+        .collect();
+    let mut t = Table {
+        name: "backups".into(),
+        cols: vec![
+            col("Name"),
+            col("Size"),
+            col("Status"),
+            col("Incremental"),
+            col("Objects"),
+            col("Volume"),
+        ],
+        rows,
+        poll: Some("/dashboard/status?kind=backup".into()),
+        ..Table::default()
+    };
+    p.finish(&mut t, "/dashboard/project/backups", &["created_at"]);
+    c.panel(Panel::of("Volume Backups", vec![t]))
+}
+
+pub async fn backup_act(
+    c: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<VolumeForm>,
+) -> Result<Response> {
+    let p = &c.s.project_id;
+    let r: ApiResult<String> = match f.action.as_str() {
+        "delete" => c
+            .api
+            .delete(&format!("/volume/v3/{p}/backups/{}", enc(&id)))
+            .await
+            .map(|_| "Scheduled deletion of volume backup.".into()),
+        "restore" => c
+            .api
+            .act(
+                &format!("/volume/v3/{p}/backups/{}/restore", enc(&id)),
+                &json!({"restore": {"name": format!("restore-{id}")}}),
+            )
+            .await
+            .map(|_| "Restoring the backup to a new volume.".into()),
+        other => return Err(DashError::BadRequest(format!("Unknown action {other:?}."))),
+    };
+    let to = if f.action == "restore" {
+        "/dashboard/project/volumes"
+    } else {
+        "/dashboard/project/backups"
     };
     Ok(back(to, r))
 }
