@@ -483,7 +483,7 @@ fn tempest_identity_suite_passes() {
 
 /// Tempest's volume suite against `ursa up` and its own ursa-blockd: at
 /// least 80% of the tests that run pass (the rest are features not built
-/// yet: backups, transfers, QoS specs, retype, type access, encryption,
+/// yet: transfers, QoS specs, retype, type access, encryption,
 /// os-hosts, service freeze/thaw, attachments).
 #[test]
 fn tempest_volume_suite_passes_four_in_five() {
