@@ -185,18 +185,14 @@ impl ImageStore {
     /// files (qemu-img): the file itself in a file store, else a copy in
     /// `<state>/images/tmp` that goes when the value drops.
     pub async fn local_copy(&self, id: &str) -> Result<LocalCopy> {
-        if let ImageStore::File { dir } = self {
+        // A file of a file store, or one a file store left: the file itself.
+        let (dir, file_store) = match self {
+            ImageStore::File { dir } => (dir, true),
+            ImageStore::Object { legacy, .. } => (legacy, false),
+        };
+        if file_store || Self::file_path(dir, id).exists() {
             return Ok(LocalCopy {
                 path: Self::file_path(dir, id),
-                temporary: false,
-            });
-        }
-        let ImageStore::Object { legacy, .. } = self else {
-            unreachable!("a file store answered above");
-        };
-        if Self::file_path(legacy, id).exists() {
-            return Ok(LocalCopy {
-                path: Self::file_path(legacy, id),
                 temporary: false,
             });
         }
@@ -204,7 +200,7 @@ impl ImageStore {
             .open(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Image {id} has no data.")))?;
-        let tmp = legacy.join("tmp");
+        let tmp = dir.join("tmp");
         tokio::fs::create_dir_all(&tmp).await.map_err(internal)?;
         let copy = LocalCopy {
             path: tmp.join(format!("{id}-{}", uuid::Uuid::new_v4().simple())),

@@ -30,6 +30,22 @@ pub struct Found {
     pub bytes: BlobStream,
 }
 
+impl Found {
+    /// All its bytes, for the small objects read whole (manifests, chunks).
+    pub async fn read_all(self) -> std::io::Result<Vec<u8>> {
+        use futures_util::TryStreamExt;
+        self.bytes
+            .try_fold(
+                Vec::with_capacity(self.size as usize),
+                |mut acc, c| async move {
+                    acc.extend_from_slice(&c);
+                    Ok(acc)
+                },
+            )
+            .await
+    }
+}
+
 /// The largest service object (as Swift's largest object is the API's).
 pub const MAX: u64 = 1 << 40;
 

@@ -81,21 +81,13 @@ impl Volumes {
     }
 
     async fn manifest(&self, b: &Rec) -> R<Manifest> {
-        use futures_util::TryStreamExt;
         let found = self
             .objects()?
             .get_named(ACCOUNT, container(b), &manifest_name(data_id(b)))
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("backup {} has no manifest", data_id(b)))?;
-        let bytes: Vec<u8> = found
-            .bytes
-            .try_fold(Vec::new(), |mut acc, c| async move {
-                acc.extend_from_slice(&c);
-                Ok(acc)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let bytes = found.read_all().await.map_err(|e| e.to_string())?;
         serde_json::from_slice(&bytes).map_err(|e| format!("backup manifest: {e}"))
     }
 
@@ -329,7 +321,6 @@ impl Volumes {
         let cont = container(b).to_string();
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::DataPiece>(4);
         let producer = tokio::spawn(async move {
-            use futures_util::TryStreamExt;
             let mut first = true;
             let mut zeros: Option<(u64, u64)> = None;
             let piece = |offset: u64, data: Vec<u8>, zero_length: u64, first: &mut bool| {
@@ -366,14 +357,7 @@ impl Volumes {
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("chunk {i} of backup {owner} is missing"))?;
-                let data: Vec<u8> = found
-                    .bytes
-                    .try_fold(Vec::new(), |mut acc, c| async move {
-                        acc.extend_from_slice(&c);
-                        Ok(acc)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let data = found.read_all().await.map_err(|e| e.to_string())?;
                 if tx.send(piece(off, data, 0, &mut first)).await.is_err() {
                     return Err("the write stream closed".to_string());
                 }

@@ -164,10 +164,7 @@ fn short(v: &Option<String>, field: &str) -> Result<Value> {
 }
 
 fn check_metadata(m: &HashMap<String, String>) -> Result<()> {
-    match m
-        .iter()
-        .find(|(k, v)| k.is_empty() || k.len() > 255 || v.len() > 255)
-    {
+    match m.iter().find(|(k, v)| !metadata_item_ok(k, v)) {
         Some((k, _)) => Err(Error::BadRequest(format!("Invalid metadata: {k}"))),
         None => Ok(()),
     }

@@ -349,12 +349,18 @@ fn opt_string(b: &Map<String, Value>, k: &str, max: usize) -> Result<Value> {
     }
 }
 
+/// Cinder's rule for one metadata item: a key of 1 to 255 characters, a
+/// value of at most 255.
+fn metadata_item_ok(k: &str, v: &str) -> bool {
+    !k.is_empty() && k.len() <= 255 && v.len() <= 255
+}
+
 fn metadata(b: &Map<String, Value>) -> Result<Value> {
     match b.get("metadata") {
         None | Some(Value::Null) => Ok(json!({})),
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                if k.is_empty() || k.len() > 255 || v.as_str().is_none_or(|s| s.len() > 255) {
+                if !v.as_str().is_some_and(|v| metadata_item_ok(k, v)) {
                     return Err(Error::BadRequest(format!("Invalid metadata: {k}")));
                 }
             }
