@@ -591,3 +591,334 @@ fn backups_full_incremental_restore_compare_over_nbd() {
         0
     );
 }
+
+/// Cinder's attachments API (3.27/3.44/3.54) as Nova drives it: reserve
+/// (the volume `reserved`, not yet listed on it), connect with a connector
+/// (an NBD export whose bytes read back what was written), complete (the
+/// volume `in-use`, the attachment on it), delete (available again, the
+/// export gone); another project sees none of it; bad input gets 400.
+#[test]
+fn attachments_reserve_connect_complete_delete() {
+    if Command::new("qemu-io").arg("--version").output().is_err() {
+        eprintln!("SKIP attachments e2e: qemu-io/qemu-img (qemu-utils) are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "attach-pw");
+    let base = cloud.url.trim_end_matches("/v3").to_string();
+    let api = Api {
+        cloud: &cloud,
+        base: format!("{base}/volume/v3"),
+    };
+    let admin = cloud.admin_token();
+    let (a, _) = cloud.member_of(&admin, "at-a");
+    let (b, _) = cloud.member_of(&admin, "at-b");
+    let (st, v) = api.call(
+        "POST",
+        "/volumes",
+        &a,
+        Some(json!({"volume": {"size": 1, "name": "att"}})),
+    );
+    assert_eq!(st, 202, "{v}");
+    let vol = v["volume"]["id"].as_str().unwrap().to_string();
+    api.wait(&format!("/volumes/{vol}"), "volume", &a, "available");
+    let server = "5f1c1f0e-6f7e-4d3a-9a53-0c1d2e3f4a5b";
+
+    // Bad input first: each a 400, nothing reserved.
+    for body in [
+        json!({"attachment": {"volume_uuid": vol}}),
+        json!({"attachment": {"instance_uuid": server}}),
+        json!({"attachment": {"volume_uuid": vol, "instance_uuid": server, "bogus": 1}}),
+        json!({"attachment": {"volume_uuid": vol, "instance_uuid": server, "mode": "rx"}}),
+    ] {
+        let (st, e) = api.call("POST", "/attachments", &a, Some(body.clone()));
+        assert_eq!(st, 400, "{body} → {e}");
+    }
+    // Another project cannot reserve it.
+    let (st, _) = api.call(
+        "POST",
+        "/attachments",
+        &b,
+        Some(json!({"attachment": {"volume_uuid": vol, "instance_uuid": server}})),
+    );
+    assert_eq!(st, 404);
+
+    // 1. Reserve.
+    let (st, r) = api.call(
+        "POST",
+        "/attachments",
+        &a,
+        Some(json!({"attachment": {"volume_uuid": vol, "instance_uuid": server}})),
+    );
+    assert_eq!(st, 200, "{r}");
+    let att = r["attachment"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r["attachment"]["status"], "reserved", "{r}");
+    assert_eq!(r["attachment"]["instance"], server);
+    let v = api.wait(&format!("/volumes/{vol}"), "volume", &a, "reserved");
+    assert_eq!(
+        v["attachments"],
+        json!([]),
+        "a reservation is not listed: {v}"
+    );
+    // Not multiattach: a second reservation is refused.
+    let (st, e) = api.call(
+        "POST",
+        "/attachments",
+        &a,
+        Some(json!({"attachment": {"volume_uuid": vol, "instance_uuid": "other"}})),
+    );
+    assert_eq!(st, 400, "{e}");
+    assert_eq!(
+        api.call("GET", &format!("/attachments/{att}"), &b, None).0,
+        404
+    );
+    // Below 3.27 there is no attachments API.
+    let (st, _) = {
+        let r = cloud
+            .http()
+            .get(format!("{}/attachments", api.base))
+            .header("X-Auth-Token", &a)
+            .header("OpenStack-API-Version", "volume 3.26")
+            .send()
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(st, 404);
+
+    // 2. Connect: an export whose bytes are the volume's.
+    let (st, e) = api.call(
+        "PUT",
+        &format!("/attachments/{att}"),
+        &a,
+        Some(json!({"attachment": {}})),
+    );
+    assert_eq!(st, 400, "a connector is required: {e}");
+    let (st, r) = api.call(
+        "PUT",
+        &format!("/attachments/{att}"),
+        &a,
+        Some(json!({"attachment": {"connector": {"host": "h1", "mountpoint": "/dev/vdc"}}})),
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["attachment"]["status"], "attaching", "{r}");
+    let ci = &r["attachment"]["connection_info"];
+    assert_eq!(ci["driver_volume_type"], "nbd", "{r}");
+    let uri = ci["data"]["uri"].as_str().unwrap().to_string();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + 3) as u8).collect();
+    let src = work.path().join("data.raw");
+    std::fs::write(&src, &data).unwrap();
+    qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            src.to_str().unwrap(),
+            &uri,
+        ],
+    );
+    let back = work.path().join("back.raw");
+    qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &uri,
+            back.to_str().unwrap(),
+        ],
+    );
+    let mut got = std::fs::read(&back).unwrap();
+    got.truncate(data.len());
+    assert!(got == data, "the bytes read back differ from those written");
+
+    // 3. Complete: in use, and listed on the volume.
+    let (st, e) = api.call(
+        "POST",
+        &format!("/attachments/{att}/action"),
+        &a,
+        Some(json!({"os-complete": null})),
+    );
+    assert_eq!(st, 204, "{e}");
+    let v = api.wait(&format!("/volumes/{vol}"), "volume", &a, "in-use");
+    assert_eq!(v["attachments"][0]["attachment_id"], att.as_str(), "{v}");
+    assert_eq!(v["attachments"][0]["server_id"], server);
+    assert_eq!(v["attachments"][0]["device"], "/dev/vdc");
+    assert_eq!(v["attachments"][0]["host_name"], "h1");
+    let (st, l) = api.call("GET", &format!("/attachments?volume_id={vol}"), &a, None);
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(l["attachments"].as_array().unwrap().len(), 1, "{l}");
+    assert_eq!(l["attachments"][0]["status"], "attached");
+    let (_, d) = api.call("GET", "/attachments/detail", &a, None);
+    assert_eq!(d["attachments"][0]["attach_mode"], "rw", "{d}");
+    let (_, none) = api.call("GET", "/attachments", &b, None);
+    assert_eq!(none["attachments"], json!([]), "{none}");
+    let (st, _) = api.call("DELETE", &format!("/volumes/{vol}"), &a, None);
+    assert_eq!(st, 400, "an attached volume is not deleted");
+
+    // 4. Delete: available again, no attachment left.
+    let (st, e) = api.call("DELETE", &format!("/attachments/{att}"), &a, None);
+    assert_eq!(st, 200, "{e}");
+    let v = api.wait(&format!("/volumes/{vol}"), "volume", &a, "available");
+    assert_eq!(v["attachments"], json!([]));
+    assert_eq!(
+        api.call("GET", &format!("/attachments/{att}"), &a, None).0,
+        404
+    );
+    let (_, l) = api.call("GET", "/attachments", &a, None);
+    assert_eq!(l["attachments"], json!([]), "{l}");
+}
+
+/// A volume into an image (`os-volume_upload_image`): the image's bytes
+/// are the volume's; the volume is available again afterwards. Then the
+/// readonly flag shows in its metadata, and a retype changes its type.
+#[test]
+fn volume_upload_to_image_readonly_and_retype() {
+    if Command::new("qemu-io").arg("--version").output().is_err() {
+        eprintln!("SKIP upload e2e: qemu-io/qemu-img (qemu-utils) are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "upload-pw");
+    let base = cloud.url.trim_end_matches("/v3").to_string();
+    let api = Api {
+        cloud: &cloud,
+        base: format!("{base}/volume/v3"),
+    };
+    let admin = cloud.admin_token();
+    let (a, _) = cloud.member_of(&admin, "up-a");
+    let (st, v) = api.call(
+        "POST",
+        "/volumes",
+        &a,
+        Some(json!({"volume": {"size": 1, "name": "up"}})),
+    );
+    assert_eq!(st, 202, "{v}");
+    let vol = v["volume"]["id"].as_str().unwrap().to_string();
+    api.wait(&format!("/volumes/{vol}"), "volume", &a, "available");
+    let uri = nbd_uri(&api, &a, &vol);
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 + 5) as u8).collect();
+    let src = work.path().join("data.raw");
+    std::fs::write(&src, &data).unwrap();
+    qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            src.to_str().unwrap(),
+            &uri,
+        ],
+    );
+    let (st, e) = api.call(
+        "POST",
+        &format!("/volumes/{vol}/action"),
+        &a,
+        Some(json!({"os-volume_upload_image": {"image_name": "from-vol", "disk_format": "bogus"}})),
+    );
+    assert_eq!(st, 400, "{e}");
+    let (st, r) = api.call(
+        "POST",
+        &format!("/volumes/{vol}/action"),
+        &a,
+        // qcow2: only the written MiB is stored (a raw image would be the
+        // whole GiB).
+        Some(json!({"os-volume_upload_image": {"image_name": "from-vol", "disk_format": "qcow2"}})),
+    );
+    assert_eq!(st, 202, "{r}");
+    let image = r["os-volume_upload_image"]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t0 = Instant::now();
+    let img = loop {
+        let i: Value = cloud
+            .http()
+            .get(format!("{base}/image/v2/images/{image}"))
+            .header("X-Auth-Token", &a)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if i["status"] == "active" {
+            break i;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "{i}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(img["name"], "from-vol");
+    assert_eq!(img["disk_format"], "qcow2");
+    let bytes = cloud
+        .http()
+        .get(format!("{base}/image/v2/images/{image}/file"))
+        .header("X-Auth-Token", &a)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let (q, raw) = (work.path().join("img.qcow2"), work.path().join("img.raw"));
+    std::fs::write(&q, &bytes).unwrap();
+    qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            q.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
+    let mut got = std::fs::read(&raw).unwrap();
+    assert_eq!(got.len(), 1 << 30, "the image is the volume's size");
+    got.truncate(data.len());
+    assert!(got == data, "the image is not the volume's bytes");
+    api.wait(&format!("/volumes/{vol}"), "volume", &a, "available");
+
+    for ro in [true, false] {
+        let (st, e) = api.call(
+            "POST",
+            &format!("/volumes/{vol}/action"),
+            &a,
+            Some(json!({"os-update_readonly_flag": {"readonly": ro}})),
+        );
+        assert_eq!(st, 202, "{e}");
+        let v = api.wait(&format!("/volumes/{vol}"), "volume", &a, "available");
+        assert_eq!(v["metadata"]["readonly"], if ro { "True" } else { "False" });
+    }
+
+    let (st, t) = api.call(
+        "POST",
+        "/types",
+        &admin,
+        Some(json!({"volume_type": {"name": "gold"}})),
+    );
+    assert_eq!(st, 200, "{t}");
+    let (st, e) = api.call(
+        "POST",
+        &format!("/volumes/{vol}/action"),
+        &a,
+        Some(json!({"os-retype": {"new_type": "gold", "migration_policy": "never"}})),
+    );
+    assert_eq!(st, 202, "{e}");
+    let v = api.wait(&format!("/volumes/{vol}"), "volume", &a, "available");
+    assert_eq!(v["volume_type"], "gold");
+    let (st, _) = api.call(
+        "POST",
+        &format!("/volumes/{vol}/action"),
+        &a,
+        Some(json!({"os-retype": {"new_type": "no-such-type"}})),
+    );
+    assert_eq!(st, 404);
+}

@@ -556,28 +556,27 @@ impl Compute {
                             .map(|n| n.agent.node().to_string())
                             .unwrap_or_default(),
                     );
-                    let claimed = vols
-                        .update(VOLUME, &vol_id, move |r| {
-                            if st(r, "status") != "available" {
-                                return Err(ursa_core::error::Error::Conflict("taken".into()));
-                            }
-                            r.insert("status".into(), json!("in-use"));
-                            let a = attachment(&sid, st(r, "id"), "/dev/vda", &host);
-                            r.insert("attachments".into(), json!([a]));
-                            Ok(())
-                        })
-                        .await;
-                    if claimed.is_ok() {
+                    // Reserved and completed through the attachment steps
+                    // (the export follows below).
+                    let any = ursa_volume::attach::Asker::ANY;
+                    let claimed = async {
+                        let a = vols.attachment_create(&any, &vol_id, &sid, "rw").await?;
+                        let aid = a["attachment_id"].as_str().unwrap_or_default().to_string();
+                        let extra = json!({"device": "/dev/vda", "host_name": host});
+                        vols.attachment_complete(
+                            &any,
+                            &aid,
+                            extra.as_object().cloned().unwrap_or_default(),
+                        )
+                        .await
+                    }
+                    .await;
+                    if let Ok(a) = claimed {
                         if self.server(&id).await.ok().flatten().is_none() {
                             // Deleted meanwhile: its release did not see
                             // this attachment, so let the volume go here.
-                            let _ = vols
-                                .update(VOLUME, &vol_id, |r| {
-                                    r.insert("status".into(), json!("available"));
-                                    r.insert("attachments".into(), json!([]));
-                                    Ok(())
-                                })
-                                .await;
+                            let aid = a["attachment_id"].as_str().unwrap_or_default();
+                            let _ = vols.attachment_delete(&any, aid).await;
                             if drop_made {
                                 self.drop_made_volume(vols, &vol_id).await;
                             }
@@ -677,21 +676,27 @@ impl Compute {
                     .and_then(|a| a.as_array())
                     .and_then(|a| a.iter().find(|x| x["server_id"] == id).cloned());
                 if let Some(att) = mine {
-                    let _ = v.unexport(&vol).await;
+                    let aid = att["attachment_id"].as_str().unwrap_or_default();
+                    if let Err(e) = v
+                        .attachment_delete(&ursa_volume::attach::Asker::ANY, aid)
+                        .await
+                    {
+                        tracing::warn!(server = id, error = %e, "letting go of a volume");
+                    }
                     // A root volume asked to go with its server goes, and so
                     // does one attached with delete_on_termination (2.79).
                     let gone = root_volume_goes(&srv, st(&vol, "id"), false)
                         || att["ursa:delete_on_termination"] == true;
-                    let r = v
-                        .update(ursa_volume::VOLUME, st(&vol, "id"), move |r| {
-                            let status = if gone { "deleting" } else { "available" };
-                            r.insert("status".into(), json!(status));
-                            r.insert("attachments".into(), json!([]));
-                            Ok(())
-                        })
-                        .await;
-                    if let (true, Ok(Some(rec))) = (gone, r) {
-                        v.spawn_delete(ursa_volume::VOLUME, rec);
+                    if gone {
+                        let r = v
+                            .update(ursa_volume::VOLUME, st(&vol, "id"), |r| {
+                                r.insert("status".into(), json!("deleting"));
+                                Ok(())
+                            })
+                            .await;
+                        if let Ok(Some(rec)) = r {
+                            v.spawn_delete(ursa_volume::VOLUME, rec);
+                        }
                     }
                 }
             }
@@ -827,13 +832,6 @@ pub fn flavor_record(id: &str, name: &str, ram: u64, vcpus: u64, disk: u64, publ
     .as_object()
     .cloned()
     .unwrap_or_default()
-}
-
-/// A volume's attachment to a server, as Cinder shows it.
-pub(crate) fn attachment(server: &str, volume: &str, device: &str, host: &str) -> Value {
-    json!({"server_id": server, "attachment_id": uuid::Uuid::new_v4().to_string(),
-           "volume_id": volume, "device": device, "host_name": host,
-           "attached_at": ursa_volume::now(), "id": volume})
 }
 
 /// Whether `volume` is the server's root volume, to be deleted with it

@@ -246,31 +246,7 @@ async fn create(
             "An image with identifier {id} already exists"
         )));
     }
-    let now = now();
-    let mut img: Img = Map::new();
-    for (k, v) in [
-        ("id", json!(id)),
-        ("name", Value::Null),
-        ("status", json!("queued")),
-        ("visibility", json!("shared")),
-        ("protected", json!(false)),
-        ("os_hidden", json!(false)),
-        ("checksum", Value::Null),
-        ("os_hash_algo", Value::Null),
-        ("os_hash_value", Value::Null),
-        ("owner", json!(project)),
-        ("size", Value::Null),
-        ("virtual_size", Value::Null),
-        ("min_ram", json!(0)),
-        ("min_disk", json!(0)),
-        ("disk_format", Value::Null),
-        ("container_format", Value::Null),
-        ("created_at", json!(now)),
-        ("updated_at", json!(now)),
-        ("tags", json!([])),
-    ] {
-        img.insert(k.into(), v);
-    }
+    let mut img: Img = crate::new_record(&id, &project);
     for (k, v) in body {
         if k == "id" {
             continue;

@@ -322,6 +322,37 @@ impl Images {
     }
 }
 
+/// A new image record as `POST /v2/images` starts it: Glance's defaults,
+/// `queued`, owned by `owner`.
+pub fn new_record(id: &str, owner: &str) -> Map<String, Value> {
+    let now = now();
+    let mut img = Map::new();
+    for (k, v) in [
+        ("id", json!(id)),
+        ("name", Value::Null),
+        ("status", json!("queued")),
+        ("visibility", json!("shared")),
+        ("protected", json!(false)),
+        ("os_hidden", json!(false)),
+        ("checksum", Value::Null),
+        ("os_hash_algo", Value::Null),
+        ("os_hash_value", Value::Null),
+        ("owner", json!(owner)),
+        ("size", Value::Null),
+        ("virtual_size", Value::Null),
+        ("min_ram", json!(0)),
+        ("min_disk", json!(0)),
+        ("disk_format", Value::Null),
+        ("container_format", Value::Null),
+        ("created_at", json!(now)),
+        ("updated_at", json!(now)),
+        ("tags", json!([])),
+    ] {
+        img.insert(k.into(), v);
+    }
+    img
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -14,9 +14,11 @@
 //! blockd's thin maps.
 
 pub mod api;
+pub mod attach;
 pub mod backup;
 pub mod record_table;
 pub mod tasks;
+pub mod upload;
 
 use serde_json::{json, Map, Value};
 use tonic::transport::Channel;

@@ -1,8 +1,9 @@
 //! Volumes and snapshots as rows: `vol_records` (by kind; project,
 //! status, source volume and creation time as indexed columns, the record
-//! as JSON) and `vol_attachments` (volume → server, kept from each
-//! volume's `attachments`). Read by indexed queries; nothing holds every
-//! volume in memory.
+//! as JSON) and `vol_attachment_rows` (one per entry of a volume's
+//! `attachments`: its id, volume, server, project and attach status, kept
+//! with the volume). Read by indexed queries; nothing holds every volume
+//! in memory.
 
 use crate::{st, SNAPSHOT, VOLUME};
 use serde_json::{Map, Value};
@@ -86,7 +87,7 @@ pub async fn attached_to(c: &mut AnyConnection, servers: &[String]) -> Result<Ve
         let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT body FROM vol_records WHERE kind = $1 AND id IN \
-             (SELECT volume_id FROM vol_attachments WHERE server_id IN ({})) ORDER BY created_at, id",
+             (SELECT volume_id FROM vol_attachment_rows WHERE server_id IN ({})) ORDER BY created_at, id",
             marks.join(", ")
         );
         let mut q = sqlx::query(&sql).persistent(false).bind(VOLUME);
@@ -118,26 +119,31 @@ pub async fn put(w: &mut WriteTx, kind: &str, r: &Rec) -> Result<()> {
     .await
     .map_err(db)?;
     if kind == VOLUME {
-        sqlx::query("DELETE FROM vol_attachments WHERE volume_id = $1")
+        sqlx::query("DELETE FROM vol_attachment_rows WHERE volume_id = $1")
             .bind(&id)
             .execute(w.conn())
             .await
             .map_err(db)?;
-        let servers: Vec<String> = r
-            .get("attachments")
-            .and_then(|a| a.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x["server_id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for s in servers {
+        let entries = r.get("attachments").and_then(|a| a.as_array());
+        for a in entries.into_iter().flatten() {
+            let Some(aid) = a["attachment_id"].as_str() else {
+                continue;
+            };
             sqlx::query(
-                "INSERT INTO vol_attachments (volume_id, server_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                "INSERT INTO vol_attachment_rows (attachment_id, volume_id, server_id, project_id, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
+            .bind(aid)
             .bind(&id)
-            .bind(s)
+            .bind(a["server_id"].as_str().unwrap_or(""))
+            .bind(st(r, "project_id"))
+            .bind(crate::attach::status_of(a))
+            .bind(
+                a["ursa:created_at"]
+                    .as_str()
+                    .or(a["attached_at"].as_str())
+                    .unwrap_or(""),
+            )
             .execute(w.conn())
             .await
             .map_err(db)?;
@@ -156,7 +162,7 @@ pub async fn delete(w: &mut WriteTx, kind: &str, id: &str) -> Result<()> {
         .await
         .map_err(db)?;
     if kind == VOLUME {
-        sqlx::query("DELETE FROM vol_attachments WHERE volume_id = $1")
+        sqlx::query("DELETE FROM vol_attachment_rows WHERE volume_id = $1")
             .bind(id)
             .execute(w.conn())
             .await
@@ -194,5 +200,107 @@ pub async fn prepare_store(store: &Store) -> Result<usize> {
             "moved the volumes and snapshots into their table"
         );
     }
+    index_old_attachments(store).await?;
     Ok(moved)
+}
+
+/// Rewrites the volumes the old `vol_attachments` table names (the layout
+/// before attachments had rows of their own), once, so that each of
+/// their attachments gets its row; then empties that table.
+async fn index_old_attachments(store: &Store) -> Result<()> {
+    let mut w = store.begin_write().await?;
+    let rows = sqlx::query(
+        "SELECT body FROM vol_records WHERE kind = $1 AND id IN (SELECT volume_id FROM vol_attachments)",
+    )
+    .bind(VOLUME)
+    .fetch_all(w.conn())
+    .await
+    .map_err(db)?;
+    let vols = bodies(rows)?;
+    if vols.is_empty() {
+        return Ok(());
+    }
+    for v in &vols {
+        put(&mut w, VOLUME, v).await?;
+    }
+    sqlx::query("DELETE FROM vol_attachments")
+        .execute(w.conn())
+        .await
+        .map_err(db)?;
+    w.commit(&[]).await?;
+    tracing::info!(volumes = vols.len(), "indexed the volumes' attachments");
+    Ok(())
+}
+
+/// Which attachments a list selects (every field narrows).
+#[derive(Debug, Default, Clone)]
+pub struct AttachmentFilter {
+    pub project: Option<String>,
+    pub volume: Option<String>,
+    pub server: Option<String>,
+    pub status: Option<String>,
+    /// Only those after this attachment (in creation order).
+    pub marker: Option<String>,
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+/// The volume an attachment belongs to.
+pub async fn attachment_volume(c: &mut AnyConnection, attachment: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT volume_id FROM vol_attachment_rows WHERE attachment_id = $1")
+            .bind(attachment)
+            .fetch_optional(c)
+            .await
+            .map_err(db)?;
+    Ok(row.map(|r| r.0))
+}
+
+/// The attachments a filter selects, oldest first: (attachment, volume).
+pub async fn attachment_ids(
+    c: &mut AnyConnection,
+    f: &AttachmentFilter,
+) -> Result<Vec<(String, String)>> {
+    let mut args: Vec<String> = Vec::new();
+    let mut conds = vec!["1 = 1".to_string()];
+    let mut arg = |v: &str| {
+        args.push(v.to_string());
+        format!("${}", args.len())
+    };
+    for (col, v) in [
+        ("project_id", &f.project),
+        ("volume_id", &f.volume),
+        ("server_id", &f.server),
+        ("status", &f.status),
+    ] {
+        if let Some(v) = v {
+            let m = arg(v);
+            conds.push(format!("{col} = {m}"));
+        }
+    }
+    if let Some(m) = &f.marker {
+        let m = arg(m);
+        conds.push(format!(
+            "(created_at, attachment_id) > (SELECT created_at, attachment_id FROM vol_attachment_rows WHERE attachment_id = {m})"
+        ));
+    }
+    let mut sql = format!(
+        "SELECT attachment_id, volume_id FROM vol_attachment_rows WHERE {} ORDER BY created_at, attachment_id",
+        conds.join(" AND ")
+    );
+    if let Some(l) = f.limit {
+        sql.push_str(&format!(" LIMIT {l}"));
+    }
+    if f.offset > 0 {
+        if f.limit.is_none() {
+            // OFFSET needs a LIMIT on SQLite; this one is portable.
+            sql.push_str(" LIMIT 1000000000");
+        }
+        sql.push_str(&format!(" OFFSET {}", f.offset));
+    }
+    let mut q = sqlx::query_as::<_, (String, String)>(&sql).persistent(false);
+    for a in &args {
+        q = q.bind(a);
+    }
+    q.fetch_all(c).await.map_err(db)
 }

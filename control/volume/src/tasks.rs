@@ -19,7 +19,7 @@ use std::time::Duration;
 use ursa_core::duty::Duty;
 
 /// The statuses a background task carries a record out of.
-pub const IN_FLIGHT: &[&str] = &["creating", "deleting", "extending"];
+pub const IN_FLIGHT: &[&str] = &["creating", "deleting", "extending", "uploading"];
 
 /// How often the duty's holder looks for work left by a dead controller.
 pub const SWEEP: Duration = Duration::from_secs(3);
@@ -144,6 +144,14 @@ impl Volumes {
                     .await
                 }
             },
+            (VOLUME, "uploading") => {
+                // The image a dead controller was writing goes (as a
+                // failed upload's does); the volume is as it was.
+                if let Some(img) = rec.get("ursa:upload_image").and_then(|v| v.as_str()) {
+                    let _ = self.images.delete(img).await;
+                }
+                self.end_upload(&id).await;
+            }
             (SNAPSHOT, "creating") => {
                 let host = self
                     .record(VOLUME, st(&rec, "volume_id"))

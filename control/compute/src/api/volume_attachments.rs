@@ -1,6 +1,7 @@
 //! Volume attachments: blockd's vhost-user-blk export, hot-plugged.
 
 use super::*;
+use ursa_volume::attach::Asker;
 
 /// One volume attached to a server, as its volume record keeps it.
 #[derive(Clone, Debug)]
@@ -39,7 +40,7 @@ pub(super) async fn attachments_of(s: &Compute, servers: &[String]) -> Result<Ve
             .flatten()
         {
             let sid = a["server_id"].as_str().unwrap_or("");
-            if servers.iter().any(|x| x == sid) {
+            if servers.iter().any(|x| x == sid) && ursa_volume::attach::shown(a) {
                 let text = |k: &str| a[k].as_str().unwrap_or("").to_string();
                 let attachment_id = text("attachment_id");
                 out.push(Attached {
@@ -195,26 +196,17 @@ pub(super) async fn attach_volume(
         .node(st(&srv, "ursa:node"))
         .cloned()
         .ok_or_else(|| Error::Conflict("The server has no compute node.".into()))?;
-    // Claim the volume: only an available one of the caller's project.
-    let project = project(&auth)?;
-    let admin = auth.0.is_admin();
-    let vid = vol_id.clone();
-    let vol = vols
-        .update(ursa_volume::VOLUME, &vol_id, move |r| {
-            if !admin && st(r, "project_id") != project {
-                return Err(Error::NotFound(format!("Volume {vid} could not be found.")));
-            }
-            if st(r, "status") != "available" {
-                return Err(Error::BadRequest(format!(
-                    "Invalid volume: volume {vid} status must be available, but current status is: {}",
-                    st(r, "status")
-                )));
-            }
-            r.insert("status".into(), json!("attaching"));
-            Ok(())
-        })
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("Volume {vol_id} could not be found.")))?;
+    // As Nova does with Cinder: reserve the volume (only one the caller's
+    // project may use), connect it for the node, plug it, complete.
+    let asker = Asker {
+        project: Some(project(&auth)?),
+        admin: auth.0.is_admin(),
+    };
+    let att = vols.attachment_create(&asker, &vol_id, &id, "rw").await?;
+    let att_id = att["attachment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let used: Vec<String> = attached(s, &id)
         .await?
         .into_iter()
@@ -224,40 +216,39 @@ pub(super) async fn attach_volume(
         .map(|c| format!("/dev/vd{}", c as char))
         .find(|d| !used.contains(d))
         .unwrap_or_else(|| "/dev/vdz".into());
+    let host = node.agent.node().to_string();
+    let connector = json!({"host": host, "mountpoint": dev, "ursa_vhost_user": true});
     let plugged = async {
-        let conn = vols.export(&vol, true).await?;
+        let a = vols
+            .attachment_update(
+                &asker,
+                &att_id,
+                connector.as_object().unwrap_or(&Map::new()),
+            )
+            .await?;
+        let socket = a["ursa:connection_info"]["data"]["socket_path"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         node.agent
-            .attach_disk(&id, &vol_id, &conn.socket_path)
+            .attach_disk(&id, &vol_id, &socket)
             .await
-            .map_err(Error::Internal)
+            .map_err(Error::Internal)?;
+        let extra = json!({"device": dev, "host_name": host,
+                           "ursa:delete_on_termination": dot, "ursa:tag": tag,
+                           "ursa:bdm_uuid": uuid::Uuid::new_v4().to_string()});
+        vols.attachment_complete(
+            &asker,
+            &att_id,
+            extra.as_object().cloned().unwrap_or_default(),
+        )
+        .await
     }
     .await;
-    let (sid, d2) = (id.clone(), dev.clone());
-    let host = node.agent.node().to_string();
-    let ok = plugged.is_ok();
-    let r = vols
-        .update(ursa_volume::VOLUME, &vol_id, move |r| {
-            match ok {
-                true => {
-                    r.insert("status".into(), json!("in-use"));
-                    let mut a = crate::attachment(&sid, st(r, "id"), &d2, &host);
-                    a["ursa:delete_on_termination"] = json!(dot);
-                    a["ursa:tag"] = json!(tag);
-                    a["ursa:bdm_uuid"] = json!(uuid::Uuid::new_v4().to_string());
-                    r.insert("attachments".into(), json!([a]));
-                }
-                false => {
-                    r.insert("status".into(), json!("available"));
-                }
-            }
-            Ok(())
-        })
-        .await;
     if let Err(e) = plugged {
-        let _ = vols.unexport(&vol).await;
+        let _ = vols.attachment_delete(&asker, &att_id).await;
         return Err(e);
     }
-    r?;
     let a = attached(s, &id)
         .await?
         .into_iter()
@@ -363,13 +354,17 @@ pub(super) async fn detach_volume(
             "Cannot detach a root device volume".into(),
         ));
     }
-    let vol = vols
-        .update(ursa_volume::VOLUME, &vol_id, |r| {
-            r.insert("status".into(), json!("detaching"));
-            Ok(())
-        })
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("volume_id not found: {vol_id}")))?;
+    let att_id = at
+        .iter()
+        .find(|a| a.volume == vol_id)
+        .map(|a| a.attachment_id.clone())
+        .unwrap_or_default();
+    vols.update(ursa_volume::VOLUME, &vol_id, |r| {
+        r.insert("status".into(), json!("detaching"));
+        Ok(())
+    })
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("volume_id not found: {vol_id}")))?;
     // As Nova does: 202 now; the guest lets go of the disk (a guest still
     // booting may take a while), then the volume is available again.
     let node = s.node(st(&srv, "ursa:node")).cloned();
@@ -387,14 +382,8 @@ pub(super) async fn detach_volume(
                 return;
             }
         }
-        let _ = vols.unexport(&vol).await;
-        let r = vols
-            .update(ursa_volume::VOLUME, &vol_id, |r| {
-                r.insert("status".into(), json!("available"));
-                r.insert("attachments".into(), json!([]));
-                Ok(())
-            })
-            .await;
+        // The attachment goes (the export with it): available again.
+        let r = vols.attachment_delete(&Asker::ANY, &att_id).await;
         if let Err(e) = r {
             tracing::warn!(volume = %vol_id, error = %e, "recording a detach");
         }

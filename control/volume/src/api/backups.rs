@@ -11,29 +11,6 @@ use base64::Engine as _;
 const BACKUP_SERVICE: &str = "cinder.backup.drivers.swift";
 use serde::Deserialize;
 
-/// Cinder's boolean: a JSON boolean or a string such as "true", "False".
-#[derive(Debug, Default, Clone, Copy)]
-struct Flag(bool);
-
-impl<'de> Deserialize<'de> for Flag {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Flag, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            B(bool),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::B(b) => Ok(Flag(b)),
-            Raw::S(s) => match s.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" | "y" | "t" => Ok(Flag(true)),
-                "false" | "0" | "no" | "off" | "n" | "f" => Ok(Flag(false)),
-                _ => Err(serde::de::Error::custom(format!("{s:?} is not a boolean"))),
-            },
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {

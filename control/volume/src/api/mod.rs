@@ -20,12 +20,14 @@ use std::collections::HashMap;
 use ursa_core::error::{Error, Result};
 use ursa_core::http::{empty, parse_body, Auth};
 
+mod attachments;
 mod backups;
 mod metadata;
 mod quotas;
 mod snapshots;
 mod types;
 mod volumes;
+use attachments::*;
 use backups::*;
 use metadata::*;
 pub use quotas::*;
@@ -78,6 +80,18 @@ pub fn routes() -> Router<AppState> {
         .route("/volumes", get(list_volumes).post(create_volume))
         .route("/volumes/detail", get(list_volumes_detail))
         .route("/volumes/summary", get(volume_summary))
+        .route(
+            "/attachments",
+            get(list_attachments).post(create_attachment),
+        )
+        .route("/attachments/detail", get(list_attachments_detail))
+        .route(
+            "/attachments/{id}",
+            get(show_attachment)
+                .put(update_attachment)
+                .delete(delete_attachment),
+        )
+        .route("/attachments/{id}/action", post(attachment_action))
         .route("/backups", get(list_backups).post(create_backup))
         .route("/backups/detail", get(list_backups_detail))
         .route(
@@ -273,8 +287,10 @@ fn volume_view(
     for k in VOLUME_FIELDS {
         out.insert((*k).into(), v.get(*k).cloned().unwrap_or(Value::Null));
     }
-    // What compute keeps on an attachment (`ursa:` keys) is not Cinder's.
+    // Only attached entries are shown (not reservations), and what Ursa
+    // keeps on one (`ursa:` keys) is not Cinder's.
     if let Some(list) = out.get_mut("attachments").and_then(|a| a.as_array_mut()) {
+        list.retain(crate::attach::shown);
         for a in list.iter_mut().filter_map(|a| a.as_object_mut()) {
             a.retain(|k, _| !k.starts_with("ursa:"));
         }
@@ -369,6 +385,29 @@ fn metadata(b: &Map<String, Value>) -> Result<Value> {
         Some(v) => Err(Error::BadRequest(format!(
             "Invalid input for field/attribute metadata. Value: {v}."
         ))),
+    }
+}
+
+/// Cinder's boolean: a JSON boolean or a string such as "true", "False".
+#[derive(Debug, Default, Clone, Copy)]
+struct Flag(bool);
+
+impl<'de> serde::Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Flag, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match <Raw as serde::Deserialize>::deserialize(d)? {
+            Raw::B(b) => Ok(Flag(b)),
+            Raw::S(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" | "y" | "t" => Ok(Flag(true)),
+                "false" | "0" | "no" | "off" | "n" | "f" => Ok(Flag(false)),
+                _ => Err(serde::de::Error::custom(format!("{s:?} is not a boolean"))),
+            },
+        }
     }
 }
 

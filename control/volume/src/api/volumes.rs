@@ -577,9 +577,144 @@ pub(super) async fn delete_volume(
     Ok(empty(StatusCode::ACCEPTED))
 }
 
+#[derive(serde::Deserialize)]
+struct ReadonlyArgs {
+    readonly: Flag,
+}
+
+#[derive(serde::Deserialize)]
+struct RetypeArgs {
+    new_type: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    migration_policy: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadArgs {
+    image_name: String,
+    #[serde(default)]
+    disk_format: Option<String>,
+    #[serde(default)]
+    container_format: Option<String>,
+    #[serde(default)]
+    force: Flag,
+    #[serde(default)]
+    visibility: Option<String>,
+    #[serde(default)]
+    protected: Flag,
+}
+
+/// An action's arguments as their typed form (400 when they do not fit).
+fn typed<T: serde::de::DeserializeOwned>(args: &Value) -> Result<T> {
+    serde_json::from_value(args.clone())
+        .map_err(|e| Error::BadRequest(format!("Invalid input received: {e}.")))
+}
+
+/// `os-volume_upload_image`: a new image of the volume's bytes.
+async fn upload_image(
+    s: &Volumes,
+    auth: &Auth,
+    mv: Micro,
+    v: Rec,
+    args: &Value,
+) -> Result<Response> {
+    let a: UploadArgs = typed(args)?;
+    let id = st(&v, "id").to_string();
+    let fmt = a.disk_format.unwrap_or_else(|| "raw".into());
+    if !matches!(
+        fmt.as_str(),
+        "raw" | "qcow2" | "vmdk" | "vdi" | "vhd" | "vhdx"
+    ) {
+        return Err(Error::BadRequest(format!(
+            "Invalid input received: disk format {fmt} is not supported."
+        )));
+    }
+    let container = a.container_format.unwrap_or_else(|| "bare".into());
+    let status = st(&v, "status").to_string();
+    if !(status == "available" || (status == "in-use" && a.force.0)) {
+        return Err(Error::BadRequest(format!(
+            "Invalid volume: Volume {id} status must be available or in-use (with force), but the current status is: {status}."
+        )));
+    }
+    if (a.visibility.is_some() || a.protected.0) && mv.0 < 1 {
+        return Err(Error::BadRequest(
+            "Invalid input received: visibility and protected need 3.1.".into(),
+        ));
+    }
+    let visibility = a.visibility.unwrap_or_else(|| "private".into());
+    if !matches!(
+        visibility.as_str(),
+        "public" | "private" | "shared" | "community"
+    ) {
+        return Err(Error::BadRequest(format!(
+            "Invalid input received: visibility {visibility}."
+        )));
+    }
+    if visibility == "public" && !auth.0.is_admin() {
+        return Err(Error::Forbidden(
+            "Policy doesn't allow publicizing an image.".into(),
+        ));
+    }
+    let image_id = uuid::Uuid::new_v4().to_string();
+    let mut img = ursa_image::new_record(&image_id, st(&v, "project_id"));
+    img.insert("name".into(), json!(a.image_name));
+    img.insert("disk_format".into(), json!(fmt));
+    img.insert("container_format".into(), json!(container));
+    img.insert("visibility".into(), json!(visibility));
+    img.insert("protected".into(), json!(a.protected.0));
+    img.insert("status".into(), json!("saving"));
+    // What the volume was made from goes with the image (as Cinder does).
+    if let Some(Value::Object(m)) = v.get("volume_image_metadata") {
+        for (k, val) in m {
+            if !img.contains_key(k) && !k.starts_with("os_hash") && k != "checksum" && k != "size" {
+                img.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    s.images.put(img).await?;
+    let (img_id, st2) = (image_id.clone(), status.clone());
+    let vol = s
+        .update(VOLUME, &id, move |r| {
+            if st(r, "status") != st2 {
+                return Err(Error::Conflict(format!(
+                    "The volume {} changed status meanwhile.",
+                    st(r, "id")
+                )));
+            }
+            r.insert("status".into(), json!("uploading"));
+            r.insert("ursa:upload_from".into(), json!(st2));
+            r.insert("ursa:upload_image".into(), json!(img_id));
+            Ok(())
+        })
+        .await;
+    let vol = match vol {
+        Ok(Some(v)) => v,
+        Ok(None) | Err(_) => {
+            let _ = s.images.delete(&image_id).await;
+            return Err(vol
+                .err()
+                .unwrap_or_else(|| Error::NotFound(format!("Volume {id} could not be found."))));
+        }
+    };
+    s.spawn_upload(vol.clone(), image_id.clone(), fmt.clone());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"os-volume_upload_image": {
+            "id": id, "updated_at": vol.get("updated_at"), "status": "uploading",
+            "display_description": vol.get("description"), "size": vol.get("size"),
+            "volume_type": vol.get("volume_type"), "image_id": image_id,
+            "container_format": container, "disk_format": fmt, "image_name": a.image_name,
+            "protected": a.protected.0, "visibility": visibility}})),
+    )
+        .into_response())
+}
+
 pub(super) async fn volume_action(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(mv): Mv,
     Path(p): Params,
     body: axum::body::Bytes,
 ) -> Result<Response> {
@@ -682,6 +817,44 @@ pub(super) async fn volume_action(
                     )));
                 }
                 r.insert("status".into(), json!(to));
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-volume_upload_image" => upload_image(s, &auth, mv, v, args).await,
+        "os-update_readonly_flag" => {
+            let a: ReadonlyArgs = typed(args)?;
+            s.update(VOLUME, &id, move |r| {
+                let mut m = r.get("metadata").cloned().unwrap_or(json!({}));
+                m["readonly"] = json!(if a.readonly.0 { "True" } else { "False" });
+                r.insert("metadata".into(), m);
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-retype" => {
+            let a: RetypeArgs = typed(args)?;
+            let t = find_type(s, &a.new_type).map_err(|_| {
+                Error::NotFound(format!("Volume type {} could not be found.", a.new_type))
+            })?;
+            if !matches!(st(&v, "status"), "available" | "in-use") {
+                return Err(Error::BadRequest(format!(
+                    "Invalid volume: Volume {id} status must be available or in-use to retype."
+                )));
+            }
+            if st(&v, "volume_type_id") == st(&t, "id") {
+                return Err(Error::BadRequest(
+                    "Invalid input received: Retype requested to the same volume type.".into(),
+                ));
+            }
+            // One backend: a retype changes the record, never moves data
+            // (any migration_policy is met without migrating).
+            let (name, tid) = (st(&t, "name").to_string(), st(&t, "id").to_string());
+            s.update(VOLUME, &id, move |r| {
+                r.insert("volume_type".into(), json!(name));
+                r.insert("volume_type_id".into(), json!(tid));
                 Ok(())
             })
             .await?;
