@@ -922,3 +922,222 @@ fn volume_upload_to_image_readonly_and_retype() {
     );
     assert_eq!(st, 404);
 }
+
+/// Volume transfers, private volume types and generic volume groups:
+/// a transfer moves a volume to the project that accepts it with its key
+/// (not with another); a private type is usable only by the projects
+/// given it; a group snapshot of a group's volume makes a new group whose
+/// clone reads back the bytes written, and deleting a group with
+/// `delete-volumes` removes its volumes.
+#[test]
+fn transfers_private_types_and_groups() {
+    if Command::new("qemu-io").arg("--version").output().is_err() {
+        eprintln!("SKIP groups e2e: qemu-io/qemu-img (qemu-utils) are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "groups-pw");
+    let base = cloud.url.trim_end_matches("/v3").to_string();
+    let api = Api {
+        cloud: &cloud,
+        base: format!("{base}/volume/v3"),
+    };
+    let admin = cloud.admin_token();
+    let (a, pa) = cloud.member_of(&admin, "gr-a");
+    let (b, _) = cloud.member_of(&admin, "gr-b");
+    let volume = |tok: &str, body: Value| {
+        let (st, v) = api.call("POST", "/volumes", tok, Some(json!({ "volume": body })));
+        assert_eq!(st, 202, "{v}");
+        let id = v["volume"]["id"].as_str().unwrap().to_string();
+        api.wait(&format!("/volumes/{id}"), "volume", tok, "available");
+        id
+    };
+
+    // Transfers.
+    let vol = volume(&a, json!({"size": 1, "name": "moving"}));
+    let (st, t) = api.call(
+        "POST",
+        "/volume-transfers",
+        &a,
+        Some(json!({"transfer": {"volume_id": vol, "name": "tr"}})),
+    );
+    assert_eq!(st, 202, "{t}");
+    let (tid, key) = (
+        t["transfer"]["id"].as_str().unwrap().to_string(),
+        t["transfer"]["auth_key"].as_str().unwrap().to_string(),
+    );
+    api.wait(
+        &format!("/volumes/{vol}"),
+        "volume",
+        &a,
+        "awaiting-transfer",
+    );
+    let (st, e) = api.call(
+        "POST",
+        &format!("/volume-transfers/{tid}/accept"),
+        &b,
+        Some(json!({"accept": {"auth_key": "0000000000000000"}})),
+    );
+    assert_eq!(st, 400, "a wrong key is refused: {e}");
+    let (st, e) = api.call(
+        "POST",
+        &format!("/volume-transfers/{tid}/accept"),
+        &b,
+        Some(json!({"accept": {"auth_key": key}})),
+    );
+    assert_eq!(st, 202, "{e}");
+    api.wait(&format!("/volumes/{vol}"), "volume", &b, "available");
+    assert_eq!(api.call("GET", &format!("/volumes/{vol}"), &a, None).0, 404);
+    assert_eq!(
+        api.call("GET", &format!("/volume-transfers/{tid}"), &a, None)
+            .0,
+        404
+    );
+
+    // A private type: only for projects given it.
+    let (st, t) = api.call(
+        "POST",
+        "/types",
+        &admin,
+        Some(json!({"volume_type": {"name": "private-gold", "os-volume-type-access:is_public": false}})),
+    );
+    assert_eq!(st, 200, "{t}");
+    let ptype = t["volume_type"]["id"].as_str().unwrap().to_string();
+    let (st, _) = api.call(
+        "POST",
+        "/volumes",
+        &a,
+        Some(json!({"volume": {"size": 1, "volume_type": "private-gold"}})),
+    );
+    assert_eq!(st, 404, "a private type is not a's yet");
+    let (st, e) = api.call(
+        "POST",
+        &format!("/types/{ptype}/action"),
+        &admin,
+        Some(json!({"addProjectAccess": {"project": pa}})),
+    );
+    assert_eq!(st, 202, "{e}");
+    let (_, acc) = api.call(
+        "GET",
+        &format!("/types/{ptype}/os-volume-type-access"),
+        &admin,
+        None,
+    );
+    assert_eq!(
+        acc["volume_type_access"][0]["project_id"],
+        pa.as_str(),
+        "{acc}"
+    );
+    let listed = |tok: &str| {
+        let (_, l) = api.call("GET", "/types", tok, None);
+        l["volume_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == ptype.as_str())
+    };
+    assert!(listed(&a) && !listed(&b));
+
+    // Groups: a group of one volume, snapshotted, and a group made from
+    // that snapshot whose volume reads back the same bytes.
+    let (st, gt) = api.call(
+        "POST",
+        "/group_types",
+        &admin,
+        Some(json!({"group_type": {"name": "gt1"}})),
+    );
+    assert_eq!(st, 202, "{gt}");
+    let (st, g) = api.call(
+        "POST",
+        "/groups",
+        &a,
+        Some(
+            json!({"group": {"name": "g1", "group_type": "gt1", "volume_types": ["private-gold"]}}),
+        ),
+    );
+    assert_eq!(st, 202, "{g}");
+    let gid = g["group"]["id"].as_str().unwrap().to_string();
+    let member = volume(
+        &a,
+        json!({"size": 1, "volume_type": "private-gold", "group_id": gid}),
+    );
+    let (_, v) = api.call("GET", &format!("/volumes/{member}"), &a, None);
+    assert_eq!(v["volume"]["group_id"], gid.as_str());
+    let (st, _) = api.call(
+        "POST",
+        "/volumes",
+        &a,
+        Some(json!({"volume": {"size": 1, "group_id": gid}})),
+    );
+    assert_eq!(st, 400, "the default type is not one of the group's");
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 31 + 7) as u8).collect();
+    let src = work.path().join("data.raw");
+    std::fs::write(&src, &data).unwrap();
+    let uri = nbd_uri(&api, &a, &member);
+    qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            src.to_str().unwrap(),
+            &uri,
+        ],
+    );
+    let (st, gs) = api.call(
+        "POST",
+        "/group_snapshots",
+        &a,
+        Some(json!({"group_snapshot": {"group_id": gid, "name": "gs1"}})),
+    );
+    assert_eq!(st, 202, "{gs}");
+    let gsid = gs["group_snapshot"]["id"].as_str().unwrap().to_string();
+    api.wait(
+        &format!("/group_snapshots/{gsid}"),
+        "group_snapshot",
+        &a,
+        "available",
+    );
+    let (st, g2) = api.call(
+        "POST",
+        "/groups/action",
+        &a,
+        Some(json!({"create-from-src": {"name": "g2", "group_snapshot_id": gsid}})),
+    );
+    assert_eq!(st, 202, "{g2}");
+    let g2id = g2["group"]["id"].as_str().unwrap().to_string();
+    let g2 = api.wait(&format!("/groups/{g2id}"), "group", &a, "available");
+    let clone = g2["volumes"][0]
+        .as_str()
+        .expect("a volume in the new group")
+        .to_string();
+    api.wait(&format!("/volumes/{clone}"), "volume", &a, "available");
+    assert!(read_nbd(&api, &a, &clone, data.len(), work.path()) == data);
+    // b sees none of it.
+    assert_eq!(api.call("GET", &format!("/groups/{gid}"), &b, None).0, 404);
+    // A group with volumes goes only with delete-volumes, after its
+    // snapshots.
+    let (st, _) = api.call(
+        "POST",
+        &format!("/groups/{g2id}/action"),
+        &a,
+        Some(json!({"delete": {"delete-volumes": false}})),
+    );
+    assert_eq!(st, 400);
+    let (st, e) = api.call(
+        "POST",
+        &format!("/groups/{g2id}/action"),
+        &a,
+        Some(json!({"delete": {"delete-volumes": true}})),
+    );
+    assert_eq!(st, 202, "{e}");
+    api.gone(&format!("/volumes/{clone}"), &a);
+    assert_eq!(api.call("GET", &format!("/groups/{g2id}"), &a, None).0, 404);
+    let (st, _) = api.call("DELETE", &format!("/group_snapshots/{gsid}"), &a, None);
+    assert_eq!(st, 202);
+    api.gone(&format!("/group_snapshots/{gsid}"), &a);
+}

@@ -494,6 +494,8 @@ impl Compute {
                 let vol = ursa_volume::api::create_record(
                     vols,
                     ursa_volume::api::NewVolume {
+                        group_id: None,
+                        request_id: None,
                         project: st(srv, "tenant_id").to_string(),
                         user: st(srv, "user_id").to_string(),
                         name: json!(""),

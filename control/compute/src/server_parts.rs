@@ -271,13 +271,32 @@ fn action_list(r: &Rec) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// A server's instance actions; from 2.21 also a deleted server's (what
+/// its delete kept of them).
+async fn actions_of(app: &AppState, auth: &Auth, mv: Mv, id: &str) -> Result<Vec<Value>> {
+    let s = svc(app)?;
+    match find_server(s, auth, id).await {
+        Ok(r) => Ok(action_list(&r)),
+        Err(Error::NotFound(m)) if mv.at(21) => {
+            let kept =
+                crate::server_table::deleted_actions(&mut *s.identity.store().conn().await?, id)
+                    .await?
+                    .filter(|(p, _)| {
+                        auth.0.is_reader_everywhere() || auth.0.project_id() == Some(p)
+                    });
+            kept.map(|(_, a)| a).ok_or(Error::NotFound(m))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 async fn actions(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
-    let r = find_server(svc(&app)?, &auth, &last(&p)).await?;
-    let mut a = action_list(&r);
+    let mut a = actions_of(&app, &auth, mv, &last(&p)).await?;
     a.reverse();
     Ok(Json(json!({ "instanceActions": a })))
 }
@@ -285,11 +304,12 @@ async fn actions(
 async fn action(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let (id, req) = (param(&p, "id"), param(&p, "req"));
-    let r = find_server(svc(&app)?, &auth, &id).await?;
-    let mut a = action_list(&r)
+    let mut a = actions_of(&app, &auth, mv, &id)
+        .await?
         .into_iter()
         .find(|a| a["request_id"] == req.as_str())
         .ok_or_else(|| {

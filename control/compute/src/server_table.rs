@@ -245,8 +245,26 @@ pub async fn put(w: &mut WriteTx, r: &Rec) -> Result<()> {
     Ok(())
 }
 
-/// Removes a server.
+/// Removes a server, keeping its instance actions (shown for deleted
+/// servers from 2.21).
 pub async fn delete(w: &mut WriteTx, id: &str) -> Result<()> {
+    if let Some(r) = get(w.conn(), id).await? {
+        let actions = r
+            .get("ursa:actions")
+            .cloned()
+            .unwrap_or(Value::Array(vec![]));
+        sqlx::query(
+            "INSERT INTO cmp_deleted_servers (id, project_id, deleted_at, actions) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET actions = excluded.actions, deleted_at = excluded.deleted_at",
+        )
+        .bind(id)
+        .bind(s(&r, "tenant_id"))
+        .bind(crate::now())
+        .bind(actions.to_string())
+        .execute(w.conn())
+        .await
+        .map_err(db)?;
+    }
     sqlx::query("DELETE FROM cmp_servers WHERE id = $1")
         .bind(id)
         .execute(w.conn())
@@ -254,6 +272,23 @@ pub async fn delete(w: &mut WriteTx, id: &str) -> Result<()> {
         .map_err(db)?;
     w.touch(SERVER, id);
     Ok(())
+}
+
+/// A deleted server's project and instance actions.
+pub async fn deleted_actions(
+    c: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<(String, Vec<Value>)>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT project_id, actions FROM cmp_deleted_servers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(c)
+            .await
+            .map_err(db)?;
+    Ok(row.map(|(p, a)| {
+        let list = serde_json::from_str::<Vec<Value>>(&a).unwrap_or_default();
+        (p, list)
+    }))
 }
 
 /// Creates the tables and moves server documents (the layout before

@@ -17,6 +17,7 @@ pub mod api;
 pub mod attach;
 pub mod backup;
 pub mod record_table;
+pub mod scheduler;
 pub mod tasks;
 pub mod upload;
 
@@ -36,6 +37,18 @@ pub const GIB: u64 = 1 << 30;
 pub const DEFAULT_TYPE_ID: &str = "00000000-0000-4000-8000-00000000d3f7";
 pub const DEFAULT_TYPE: &str = "__DEFAULT__";
 pub const ZONE: &str = "nova";
+/// A blockd node's `cinder-volume` state (disabled, frozen), by host.
+pub const SERVICE: &str = "volume_service";
+/// Volume transfers (rows of `vol_records`).
+pub const TRANSFER: &str = "volume_transfer";
+/// Generic volume groups and their snapshots (rows of `vol_records`), and
+/// group types (documents).
+pub const GROUP: &str = "volume_group";
+pub const GROUP_SNAPSHOT: &str = "group_snapshot";
+pub const GROUP_TYPE: &str = "group_type";
+pub const DEFAULT_GROUP_TYPE: &str = "default_group_type";
+/// User messages (rows of `vol_records`).
+pub const MESSAGE: &str = "volume_message";
 
 /// Per-project limits (Cinder's defaults).
 pub const QUOTA_VOLUMES: u64 = 10;
@@ -241,9 +254,18 @@ impl Volumes {
     }
 
     /// The node with the most free space that fits `bytes`.
+    /// Whether new volumes may go to node `name` (its service neither
+    /// disabled nor frozen).
+    pub fn takes_volumes(&self, name: &str) -> bool {
+        let doc = self
+            .doc(SERVICE, &format!("{name}@blockd"))
+            .unwrap_or_default();
+        doc.get("disabled") != Some(&json!(true)) && doc.get("frozen") != Some(&json!(true))
+    }
+
     pub async fn schedule(&self, bytes: u64) -> Result<Node> {
         let mut best: Option<(u64, Node)> = None;
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| self.takes_volumes(&n.name)) {
             let Ok(r) = n.client.clone().get_pools(pb::GetPoolsRequest {}).await else {
                 continue;
             };
@@ -294,6 +316,14 @@ impl Volumes {
             .node(st(vol, "ursa:node"))
             .ok_or("the volume's node is not configured")?;
         let mut c = node.client.clone();
+        // Limits of its type's back-end QoS spec (see `api::qos`).
+        let qos = vol
+            .get("ursa:qos")
+            .filter(|q| q.is_object())
+            .map(|q| pb::Qos {
+                iops: q["iops"].as_u64().unwrap_or(0),
+                bytes_per_second: q["bytes_per_second"].as_u64().unwrap_or(0),
+            });
         match &source {
             Source::Blank | Source::Image(_) => {
                 // Made already by an attempt another controller left.
@@ -301,7 +331,7 @@ impl Volumes {
                     id: id.clone(),
                     size_bytes: size,
                     pool: String::new(),
-                    qos: None,
+                    qos: qos.clone(),
                 })
                 .await
                 .map(|_| ())
@@ -325,6 +355,14 @@ impl Volumes {
                     c.resize_volume(pb::ResizeVolumeRequest {
                         id: id.clone(),
                         size_bytes: size,
+                    })
+                    .await
+                    .map_err(grpc)?;
+                }
+                if let Some(q) = qos.clone() {
+                    c.set_volume_qos(pb::SetVolumeQosRequest {
+                        id: id.clone(),
+                        qos: Some(q),
                     })
                     .await
                     .map_err(grpc)?;
@@ -521,6 +559,17 @@ impl Volumes {
                            "is_public": true, "extra_specs": {},
                            "os-volume-type-access:is_public": true});
             self.put(TYPE, t.as_object().cloned().expect("object"))
+                .await?;
+        }
+        if !self
+            .docs(GROUP_TYPE)
+            .iter()
+            .any(|t| st(t, "name") == DEFAULT_GROUP_TYPE)
+        {
+            let t = json!({"id": uuid::Uuid::new_v4().to_string(), "name": DEFAULT_GROUP_TYPE,
+                           "description": "Default group type", "is_public": true,
+                           "group_specs": {}});
+            self.put(GROUP_TYPE, t.as_object().cloned().expect("object"))
                 .await?;
         }
         Ok(())

@@ -18,7 +18,16 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Whether records of `kind` are rows of this table.
 pub fn is_row(kind: &str) -> bool {
-    kind == VOLUME || kind == SNAPSHOT || kind == crate::backup::BACKUP
+    [
+        VOLUME,
+        SNAPSHOT,
+        crate::backup::BACKUP,
+        crate::TRANSFER,
+        crate::GROUP,
+        crate::GROUP_SNAPSHOT,
+        crate::MESSAGE,
+    ]
+    .contains(&kind)
 }
 
 fn db(e: sqlx::Error) -> Error {

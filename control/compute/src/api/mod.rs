@@ -52,6 +52,14 @@ pub fn routes() -> Router<AppState> {
             "/servers/{id}/os-volume_attachments/{volume_id}",
             get(show_attachment).put(swap_volume).delete(detach_volume),
         )
+        .route(
+            "/os-assisted-volume-snapshots",
+            post(create_assisted_snapshot),
+        )
+        .route(
+            "/os-assisted-volume-snapshots/{id}",
+            axum::routing::delete(delete_assisted_snapshot),
+        )
         .route("/flavors", get(list_flavors).post(create_flavor))
         .route("/flavors/detail", get(list_flavors_detail))
         .route(

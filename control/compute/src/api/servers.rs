@@ -914,6 +914,11 @@ pub(super) async fn boot_volume(
                     st(&vol, "status")
                 )));
             }
+            if st(&vol, "bootable") != "true" {
+                return Err(Error::BadRequest(format!(
+                    "Block Device {uuid} is not bootable."
+                )));
+            }
             Ok(Some(
                 json!({"source_type": "volume", "uuid": uuid, "volume_size": vol.get("size"),
                            "delete_on_termination": delete}),

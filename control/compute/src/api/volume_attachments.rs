@@ -390,3 +390,95 @@ pub(super) async fn detach_volume(
     });
     Ok(empty(StatusCode::ACCEPTED))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssistedBody {
+    snapshot: AssistedSnapshot,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssistedSnapshot {
+    volume_id: String,
+    create_info: CreateInfo,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateInfo {
+    snapshot_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    new_file: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<String>,
+}
+
+/// Whether some server has the volume attached.
+async fn attached_anywhere(s: &Compute, volume: &str) -> Result<bool> {
+    Ok(match &s.volumes {
+        Some(v) => v
+            .record(ursa_volume::VOLUME, volume)
+            .await?
+            .and_then(|r| r.get("attachments").and_then(|a| a.as_array()).cloned())
+            .is_some_and(|a| a.iter().any(ursa_volume::attach::shown)),
+        None => false,
+    })
+}
+
+/// `POST /os-assisted-volume-snapshots` (admin or service): Cinder's
+/// file-based drivers (NFS, GlusterFS) ask Nova to put a qcow2 overlay on
+/// an attached volume's file. Ursa's volumes are blockd devices, which
+/// blockd snapshots itself, so there is no file to overlay: as Nova does
+/// for a guest whose disk is no such file, the request is checked and
+/// accepted (200) and the node does nothing with it.
+pub(super) async fn create_assisted_snapshot(
+    State(app): State<AppState>,
+    auth: Auth,
+    bytes: Bytes,
+) -> Result<Json<Value>> {
+    admin_only(&auth, "os_compute_api:os-assisted-volume-snapshots:create")?;
+    let s = svc(&app)?;
+    let b = parse_body::<AssistedBody>(&bytes)?.snapshot;
+    if b.create_info.kind != "qcow2" || b.create_info.new_file.is_empty() {
+        return Err(Error::BadRequest(
+            "Invalid input for field/attribute create_info: type must be qcow2, new_file a file name."
+                .into(),
+        ));
+    }
+    if !attached_anywhere(s, &b.volume_id).await? {
+        return Err(Error::NotFound(format!(
+            "No volume Block Device Mapping with id {}.",
+            b.volume_id
+        )));
+    }
+    Ok(Json(
+        json!({"snapshot": {"id": b.create_info.snapshot_id, "volumeId": b.volume_id}}),
+    ))
+}
+
+/// `DELETE /os-assisted-volume-snapshots/{id}?delete_info=…`: the
+/// counterpart of [`create_assisted_snapshot`].
+pub(super) async fn delete_assisted_snapshot(
+    State(app): State<AppState>,
+    auth: Auth,
+    q: axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response> {
+    admin_only(&auth, "os_compute_api:os-assisted-volume-snapshots:delete")?;
+    let s = svc(&app)?;
+    let info: Value = q
+        .get("delete_info")
+        .and_then(|d| serde_json::from_str(d).ok())
+        .ok_or_else(|| Error::BadRequest("delete_info must be given as JSON.".into()))?;
+    let volume = info["volume_id"]
+        .as_str()
+        .ok_or_else(|| Error::BadRequest("delete_info needs a volume_id.".into()))?;
+    if !attached_anywhere(s, volume).await? {
+        return Err(Error::NotFound(format!(
+            "No volume Block Device Mapping with id {volume}."
+        )));
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}

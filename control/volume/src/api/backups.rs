@@ -530,6 +530,8 @@ pub(super) async fn restore_backup(
                 .clone()
                 .unwrap_or_else(|| format!("restore_backup_{}", st(&b, "id")));
             let n = NewVolume {
+                group_id: None,
+                request_id: None,
                 project: project.clone(),
                 user: auth.0.user_id.clone(),
                 name: json!(name),
@@ -544,7 +546,14 @@ pub(super) async fn restore_backup(
                 meta: json!({}),
                 host: None,
             };
-            (new_record(s, n).await?, true)
+            let v = new_record(s, n).await?;
+            if st(&v, "status") == "error" {
+                return Err(Error::BadRequest(format!(
+                    "Invalid input received: {}",
+                    st(&v, "ursa:error")
+                )));
+            }
+            (v, true)
         }
     };
     let mut vol = vol;

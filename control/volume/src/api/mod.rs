@@ -22,16 +22,30 @@ use ursa_core::http::{empty, parse_body, Auth};
 
 mod attachments;
 mod backups;
+mod group_types;
+mod groups;
+mod messages;
 mod metadata;
+mod qos;
 mod quotas;
+mod services;
 mod snapshots;
+mod transfers;
+mod type_access;
 mod types;
 mod volumes;
 use attachments::*;
 use backups::*;
+use group_types::*;
+use groups::*;
+use messages::*;
 use metadata::*;
+use qos::*;
 pub use quotas::*;
+use services::*;
 use snapshots::*;
+use transfers::*;
+use type_access::*;
 use types::*;
 pub use volumes::*;
 
@@ -92,6 +106,64 @@ pub fn routes() -> Router<AppState> {
                 .delete(delete_attachment),
         )
         .route("/attachments/{id}/action", post(attachment_action))
+        .route(
+            "/os-volume-transfer",
+            get(list_transfers).post(create_transfer),
+        )
+        .route("/os-volume-transfer/detail", get(list_transfers_detail))
+        .route(
+            "/os-volume-transfer/{id}",
+            get(show_transfer).delete(delete_transfer),
+        )
+        .route("/os-volume-transfer/{id}/accept", post(accept_transfer))
+        .route(
+            "/volume-transfers",
+            get(list_transfers).post(create_transfer),
+        )
+        .route("/volume-transfers/detail", get(list_transfers_detail))
+        .route(
+            "/volume-transfers/{id}",
+            get(show_transfer).delete(delete_transfer),
+        )
+        .route("/volume-transfers/{id}/accept", post(accept_transfer))
+        .route(
+            "/group_types",
+            get(list_group_types).post(create_group_type),
+        )
+        .route("/group_types/default", get(default_group_type))
+        .route(
+            "/group_types/{id}",
+            get(show_group_type)
+                .put(update_group_type)
+                .delete(delete_group_type),
+        )
+        .route(
+            "/group_types/{id}/group_specs",
+            get(group_specs).post(set_group_specs),
+        )
+        .route(
+            "/group_types/{id}/group_specs/{key}",
+            get(group_spec)
+                .put(put_group_spec)
+                .delete(delete_group_spec),
+        )
+        .route("/groups", get(list_groups).post(create_group))
+        .route("/groups/detail", get(list_groups_detail))
+        .route("/groups/action", post(create_group_from_src))
+        .route("/groups/{id}", get(show_group).put(update_group))
+        .route("/groups/{id}/action", post(group_action))
+        .route(
+            "/group_snapshots",
+            get(list_group_snapshots).post(create_group_snapshot),
+        )
+        .route("/group_snapshots/detail", get(list_group_snapshots_detail))
+        .route(
+            "/group_snapshots/{id}",
+            get(show_group_snapshot).delete(delete_group_snapshot),
+        )
+        .route("/group_snapshots/{id}/action", post(group_snapshot_action))
+        .route("/messages", get(list_messages))
+        .route("/messages/{id}", get(show_message).delete(delete_message))
         .route("/backups", get(list_backups).post(create_backup))
         .route("/backups/detail", get(list_backups_detail))
         .route(
@@ -135,6 +207,34 @@ pub fn routes() -> Router<AppState> {
             get(show_type).put(update_type).delete(delete_type),
         )
         .route("/capabilities/{host}", get(capabilities))
+        .route("/types/{id}/action", post(type_action))
+        .route("/qos-specs", get(list_qos).post(create_qos))
+        .route(
+            "/qos-specs/{id}",
+            get(show_qos).put(set_qos_keys).delete(delete_qos),
+        )
+        .route(
+            "/qos-specs/{id}/delete_keys",
+            axum::routing::put(unset_qos_keys),
+        )
+        .route("/qos-specs/{id}/associations", get(qos_associations))
+        .route("/qos-specs/{id}/associate", get(associate_qos))
+        .route("/qos-specs/{id}/disassociate", get(disassociate_qos))
+        .route(
+            "/qos-specs/{id}/disassociate_all",
+            get(disassociate_all_qos),
+        )
+        .route("/types/{id}/os-volume-type-access", get(type_access))
+        .route(
+            "/types/{id}/encryption",
+            get(show_encryption).post(create_encryption),
+        )
+        .route(
+            "/types/{id}/encryption/{key}",
+            get(show_encryption_item)
+                .put(update_encryption)
+                .delete(delete_encryption),
+        )
         .route(
             "/types/{id}/extra_specs",
             get(type_specs).post(set_type_specs),
@@ -168,7 +268,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/extensions", get(extensions))
         .route("/scheduler-stats/get_pools", get(get_pools))
-        .route("/os-services", get(services));
+        .route("/os-services", get(services))
+        .route("/os-services/{action}", axum::routing::put(service_action))
+        .route("/os-hosts", get(hosts))
+        .route("/os-hosts/{host}", get(show_host));
     Router::new()
         .route("/volume", get(versions))
         .route("/volume/", get(versions))

@@ -38,11 +38,22 @@ pub fn quota_of(s: &Volumes, project: &str) -> Map<String, Value> {
     .as_object()
     .cloned()
     .expect("object");
+    // Cinder's per-volume-type quotas: unlimited unless set.
+    let types: Vec<String> = s
+        .docs(TYPE)
+        .iter()
+        .map(|t| st(t, "name").to_string())
+        .collect();
+    for t in &types {
+        for k in TYPED {
+            q.insert(format!("{k}{t}"), json!(-1));
+        }
+    }
     for id in ["class:default".to_string(), project.to_string()] {
         if let Some(o) = s.doc(QUOTA, &id) {
-            for k in QUOTA_KEYS {
-                if let Some(v) = o.get(*k) {
-                    q.insert((*k).into(), v.clone());
+            for (k, v) in &o {
+                if QUOTA_KEYS.contains(&k.as_str()) || q.contains_key(k) {
+                    q.insert(k.clone(), v.clone());
                 }
             }
         }
@@ -62,6 +73,36 @@ pub fn quota_of(s: &Volumes, project: &str) -> Map<String, Value> {
     q
 }
 
+/// The prefixes of the per-volume-type quotas (`volumes_gold`).
+const TYPED: [&str; 3] = ["volumes_", "snapshots_", "gigabytes_"];
+
+/// Whether a new volume of `vtype` fits its type's quotas, given the
+/// project's volumes (`vols`: type name and size of each).
+pub(super) fn check_type_quota(
+    q: &Map<String, Value>,
+    vtype: &str,
+    vols: &[(String, u64)],
+    size: u64,
+) -> Result<()> {
+    let of: Vec<u64> = vols.iter().filter(|v| v.0 == vtype).map(|v| v.1).collect();
+    let (qv, qg) = (
+        limit(q, &format!("volumes_{vtype}")),
+        limit(q, &format!("gigabytes_{vtype}")),
+    );
+    if qv >= 0 && of.len() as i64 + 1 > qv {
+        return Err(Error::PayloadTooLarge(format!(
+            "VolumeLimitExceeded: Maximum number of volumes allowed ({qv}) exceeded for quota 'volumes_{vtype}'."
+        )));
+    }
+    let used: u64 = of.iter().sum();
+    if qg >= 0 && (used + size) as i64 > qg {
+        return Err(Error::PayloadTooLarge(format!(
+            "VolumeSizeExceedsAvailableQuota: Requested volume exceeds allowed gigabytes_{vtype} quota. Requested {size}G, quota is {qg}G and {used}G has been consumed."
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn limit(q: &Map<String, Value>, k: &str) -> i64 {
     q.get(k).and_then(|v| v.as_i64()).unwrap_or(-1)
 }
@@ -77,23 +118,54 @@ pub(super) async fn quotas(
     own_project_or_reader(&auth, &project)?;
     let mut out = quota_of(s, &project);
     if q.get("usage").is_some_and(|v| v == "true" || v == "True") {
-        let (nv, ns, gib) = usage(s, &project).await?;
-        for k in QUOTA_KEYS {
-            let used = match *k {
-                "volumes" => nv,
-                "snapshots" => ns,
-                "gigabytes" => gib,
-                _ => 0,
-            };
-            let l = limit(&out, k);
-            out.insert(
-                (*k).into(),
-                json!({"limit": l, "in_use": used, "reserved": 0}),
-            );
+        let used = in_use(s, &project).await?;
+        let keys: Vec<String> = out.keys().cloned().collect();
+        for k in keys {
+            let l = limit(&out, &k);
+            let n = used.get(&k).copied().unwrap_or(0);
+            out.insert(k, json!({"limit": l, "in_use": n, "reserved": 0}));
         }
     }
     out.insert("id".into(), json!(project));
     Ok(Json(json!({"quota_set": out})))
+}
+
+/// What a project uses of each quota, the per-type ones included.
+async fn in_use(s: &Volumes, project: &str) -> Result<HashMap<String, u64>> {
+    let of = crate::record_table::Filter {
+        project: Some(project.to_string()),
+        ..Default::default()
+    };
+    let vols = s.records(VOLUME, &of).await?;
+    let snaps = s.records(SNAPSHOT, &of).await?;
+    let backups = s.records(crate::backup::BACKUP, &of).await?;
+    let groups = s.records(crate::GROUP, &of).await?;
+    let mut m: HashMap<String, u64> = HashMap::new();
+    let mut add = |k: String, n: u64| *m.entry(k).or_default() += n;
+    let size = |r: &Rec| r.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+    let mut type_of = HashMap::new();
+    for v in &vols {
+        let t = st(v, "volume_type").to_string();
+        add("volumes".into(), 1);
+        add("gigabytes".into(), size(v));
+        add(format!("volumes_{t}"), 1);
+        add(format!("gigabytes_{t}"), size(v));
+        type_of.insert(st(v, "id").to_string(), t);
+    }
+    for sn in &snaps {
+        add("snapshots".into(), 1);
+        add("gigabytes".into(), size(sn));
+        if let Some(t) = type_of.get(st(sn, "volume_id")) {
+            add(format!("snapshots_{t}"), 1);
+            add(format!("gigabytes_{t}"), size(sn));
+        }
+    }
+    for b in &backups {
+        add("backups".into(), 1);
+        add("backup_gigabytes".into(), size(b));
+    }
+    add("groups".into(), groups.len() as u64);
+    Ok(m)
 }
 
 /// Cinder's `volume_extension:quotas:show`: a project's readers, or a
@@ -135,9 +207,7 @@ pub(super) fn quota_body(body: &[u8], key: &str) -> Result<Map<String, Value>> {
         if k == "id" || k == "tenant_id" {
             continue;
         }
-        let typed = ["volumes_", "snapshots_", "gigabytes_"]
-            .iter()
-            .any(|p| k.starts_with(p));
+        let typed = TYPED.iter().any(|p| k.starts_with(p));
         if !QUOTA_KEYS.contains(&k.as_str()) && !typed {
             return Err(Error::BadRequest(format!("Bad key(s) in quota set: {k}")));
         }
@@ -223,10 +293,6 @@ pub(super) async fn set_quota_class(
     Ok(Json(json!({"quota_class_set": out})))
 }
 
-pub(super) async fn extensions(_auth: Auth) -> Json<Value> {
-    Json(json!({"extensions": []}))
-}
-
 pub(super) async fn get_pools(
     State(state): State<AppState>,
     auth: Auth,
@@ -263,41 +329,6 @@ pub(super) async fn get_pools(
         }
     }
     Ok(Json(json!({"pools": pools})))
-}
-
-pub(super) async fn services(
-    State(state): State<AppState>,
-    auth: Auth,
-    q: Query,
-) -> Result<Json<Value>> {
-    let s = svc(&state)?;
-    admin(&auth)?;
-    let mut out = vec![
-        json!({"binary": "cinder-scheduler", "host": "ursa", "zone": ZONE, "status": "enabled",
-                              "state": "up", "updated_at": now(), "disabled_reason": null}),
-    ];
-    for n in &s.nodes {
-        let up = n
-            .client
-            .clone()
-            .get_pools(ursa_proto::blockd::v1::GetPoolsRequest {})
-            .await
-            .is_ok();
-        out.push(
-            json!({"binary": "cinder-volume", "host": format!("{}@blockd", n.name), "zone": ZONE,
-                        "status": "enabled", "state": if up { "up" } else { "down" },
-                        "updated_at": now(), "disabled_reason": null}),
-        );
-    }
-    out.retain(|x| {
-        q.get("host").is_none_or(|h| {
-            x["host"] == h.as_str()
-                || x["host"]
-                    .as_str()
-                    .is_some_and(|xh| xh.split('@').next() == Some(h.as_str()))
-        }) && q.get("binary").is_none_or(|b| x["binary"] == b.as_str())
-    });
-    Ok(Json(json!({"services": out})))
 }
 
 pub(super) async fn type_spec(

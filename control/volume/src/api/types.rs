@@ -17,9 +17,14 @@ pub(super) fn type_view(t: &Rec) -> Value {
     Value::Object(out)
 }
 
-pub(super) async fn list_types(State(state): State<AppState>, _auth: Auth) -> Result<Json<Value>> {
+pub(super) async fn list_types(
+    State(state): State<AppState>,
+    auth: Auth,
+    q: Query,
+) -> Result<Json<Value>> {
     let s = svc(&state)?;
     let mut t = s.docs(TYPE);
+    t.retain(|t| listed(&auth, t, q.get("is_public").map(String::as_str)));
     t.sort_by(|a, b| st(a, "name").cmp(st(b, "name")));
     Ok(Json(
         json!({"volume_types": t.iter().map(type_view).collect::<Vec<_>>()}),
@@ -46,13 +51,18 @@ pub(super) fn find_type(s: &Volumes, id: &str) -> Result<Rec> {
 
 pub(super) async fn show_type(
     State(state): State<AppState>,
-    _auth: Auth,
+    auth: Auth,
     Path(p): Params,
 ) -> Result<Json<Value>> {
     let s = svc(&state)?;
-    Ok(Json(
-        json!({"volume_type": type_view(&find_type(s, &p["id"])?)}),
-    ))
+    let t = find_type(s, &p["id"])?;
+    if !may_use_type(&auth, &t) {
+        return Err(Error::NotFound(format!(
+            "Volume type {} could not be found.",
+            p["id"]
+        )));
+    }
+    Ok(Json(json!({"volume_type": type_view(&t)})))
 }
 
 pub(super) fn admin(auth: &Auth) -> Result<()> {

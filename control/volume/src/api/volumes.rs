@@ -6,6 +6,7 @@ pub(super) async fn create_volume(
     State(state): State<AppState>,
     auth: Auth,
     Extension(mv): Mv,
+    req_id: ursa_core::http::RequestId,
     body: axum::body::Bytes,
 ) -> Result<Response> {
     let s = svc(&state)?;
@@ -127,13 +128,48 @@ pub(super) async fn create_volume(
             .docs(TYPE)
             .into_iter()
             .find(|x| st(x, "id") == t || st(x, "name") == t)
-            // A private type is only for admins.
-            .filter(|x| x.get("is_public") != Some(&Value::Bool(false)) || auth.0.is_admin())
+            // A private type is for admins and the projects given it.
+            .filter(|x| may_use_type(&auth, x))
             .ok_or_else(|| Error::NotFound(format!("Volume type {t} could not be found.")))?,
+    };
+    if encryption_of(&vtype).is_some() {
+        return Err(Error::BadRequest(format!(
+            "Invalid volume type: {} is encrypted, and this cloud has no key manager to hold volume keys.",
+            st(&vtype, "name")
+        )));
+    }
+    let group_id = match b.get("group_id") {
+        None | Some(Value::Null) => None,
+        Some(_) if mv.0 < 13 => {
+            return Err(Error::BadRequest(
+                "Invalid input received: group_id needs microversion 3.13.".into(),
+            ))
+        }
+        Some(g) => {
+            let gid = g.as_str().unwrap_or_default();
+            let grp = s
+                .record(crate::GROUP, gid)
+                .await?
+                .filter(|r| may_see(&auth, r))
+                .ok_or_else(|| Error::NotFound(format!("Group {gid} could not be found.")))?;
+            let typed = grp
+                .get("volume_types")
+                .and_then(|t| t.as_array())
+                .is_some_and(|t| t.iter().any(|x| x == st(&vtype, "id")));
+            if st(&grp, "status") != "available" || !typed {
+                return Err(Error::BadRequest(format!(
+                    "Invalid input received: group {gid} must be available and allow volume type {}.",
+                    st(&vtype, "name")
+                )));
+            }
+            Some(gid.to_string())
+        }
     };
     let vol = create_record(
         s,
         NewVolume {
+            group_id,
+            request_id: Some(req_id.0.clone()),
             project: project.clone(),
             user: auth.0.user_id.clone(),
             name,
@@ -172,14 +208,28 @@ pub struct NewVolume {
     pub meta: Value,
     /// The storage node, when the source decides it.
     pub host: Option<String>,
+    /// The generic volume group it is made in (3.13).
+    pub group_id: Option<String>,
+    /// The API request that asks for it (named by a user message if it
+    /// cannot be placed).
+    pub request_id: Option<String>,
 }
 
 /// Checks the project's quota, places and records a volume, and starts
 /// making its backing: the record says "creating" until it is there.
+///
+/// A volume no node can take (its type asks what blockd does not offer)
+/// is recorded in `error`, with a user message saying why, as Cinder's
+/// scheduler leaves it.
 pub async fn create_record(s: &Volumes, n: NewVolume, source: Source) -> Result<Rec> {
+    let request = n.request_id.clone().unwrap_or_default();
     let vol = new_record(s, n).await?;
     s.put(VOLUME, vol.clone()).await?;
-    s.spawn_create(vol.clone(), source);
+    if st(&vol, "status") == "error" {
+        super::messages::record(s, &vol, &request, st(&vol, "ursa:error")).await?;
+    } else {
+        s.spawn_create(vol.clone(), source);
+    }
     Ok(vol)
 }
 
@@ -204,26 +254,84 @@ pub(super) async fn new_record(s: &Volumes, n: NewVolume) -> Result<Rec> {
             n.size
         )));
     }
-    let host = match n.host {
-        Some(h) => h,
-        None => s.schedule(n.size * GIB).await?.name,
+    let vtype = st(&n.vtype, "name");
+    if limit(&quota, &format!("volumes_{vtype}")) >= 0
+        || limit(&quota, &format!("gigabytes_{vtype}")) >= 0
+    {
+        let of = crate::record_table::Filter {
+            project: Some(n.project.clone()),
+            ..Default::default()
+        };
+        let vols: Vec<(String, u64)> = s
+            .records(VOLUME, &of)
+            .await?
+            .iter()
+            .map(|v| {
+                let size = v.get("size").and_then(|x| x.as_u64()).unwrap_or(0);
+                (st(v, "volume_type").to_string(), size)
+            })
+            .collect();
+        check_type_quota(&quota, vtype, &vols, n.size)?;
+    }
+    let specs = n
+        .vtype
+        .get("extra_specs")
+        .and_then(|v| v.as_object())
+        .cloned()
+        .unwrap_or_default();
+    let placed = match n.host {
+        Some(h) => Ok(h),
+        None => match crate::scheduler::unmet(&specs) {
+            Some(why) => Err(format!(
+                "No valid backend was found: the volume type asks {why}."
+            )),
+            None => s
+                .schedule(n.size * GIB)
+                .await
+                .map(|n| n.name)
+                .map_err(|e| format!("No valid backend was found: {e}")),
+        },
     };
+    let (host, status, why) = match placed {
+        Ok(h) => (h, "creating", None),
+        Err(e) => (String::new(), "error", Some(e)),
+    };
+    // A copy of a volume (or of its snapshot) is bootable as it was, and
+    // keeps the image metadata it came with (as Cinder's copies do).
+    let origin = match (&n.source_volid, &n.snapshot_id) {
+        (Some(v), _) => s.record(VOLUME, v).await?,
+        (None, Some(sn)) => match s.record(SNAPSHOT, sn).await? {
+            Some(snap) => s.record(VOLUME, st(&snap, "volume_id")).await?,
+            None => None,
+        },
+        _ => None,
+    };
+    let bootable =
+        n.image.is_some() || origin.as_ref().is_some_and(|o| st(o, "bootable") == "true");
     let now = now();
     let id = uuid::Uuid::new_v4().to_string();
     let mut vol = json!({
-        "id": id, "name": n.name, "description": n.description, "status": "creating", "size": n.size,
+        "id": id, "name": n.name, "description": n.description, "status": status, "size": n.size,
         "availability_zone": ZONE, "created_at": now, "updated_at": now,
         "volume_type": st(&n.vtype, "name"), "volume_type_id": st(&n.vtype, "id"),
+        "group_id": n.group_id,
+        "ursa:qos": blockd_limits(s, &n.vtype),
         "snapshot_id": n.snapshot_id, "source_volid": n.source_volid, "metadata": n.meta,
-        "bootable": if n.image.is_some() { "true" } else { "false" }, "encrypted": false, "multiattach": false,
+        "bootable": if bootable { "true" } else { "false" }, "encrypted": false, "multiattach": false,
         "attachments": [], "user_id": n.user, "project_id": n.project,
         "replication_status": "disabled", "consistencygroup_id": null, "migration_status": null,
-        "group_id": null, "ursa:node": host, "shared_targets": false,
+        "ursa:node": host, "shared_targets": false,
         "os-vol-mig-status-attr:migstat": null, "os-vol-mig-status-attr:name_id": null,
     })
     .as_object()
     .cloned()
     .expect("object");
+    if let Some(why) = why {
+        vol.insert("ursa:error".into(), json!(why));
+    }
+    if let Some(m) = origin.as_ref().and_then(|o| o.get("volume_image_metadata")) {
+        vol.insert("volume_image_metadata".into(), m.clone());
+    }
     if let Some((iid, img)) = &n.image {
         vol.insert(
             "volume_image_metadata".into(),
@@ -578,6 +686,16 @@ pub(super) async fn delete_volume(
 }
 
 #[derive(serde::Deserialize)]
+struct ImageMetaArgs {
+    metadata: HashMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ImageKeyArgs {
+    key: String,
+}
+
+#[derive(serde::Deserialize)]
 struct ReadonlyArgs {
     readonly: Flag,
 }
@@ -823,6 +941,55 @@ pub(super) async fn volume_action(
             Ok(empty(StatusCode::ACCEPTED))
         }
         "os-volume_upload_image" => upload_image(s, &auth, mv, v, args).await,
+        "os-set_image_metadata" => {
+            let a: ImageMetaArgs = typed(args)?;
+            if a.metadata.iter().any(|(k, v)| !metadata_item_ok(k, v)) {
+                return Err(Error::BadRequest("Invalid image metadata.".into()));
+            }
+            let v = s
+                .update(VOLUME, &id, move |r| {
+                    let mut m = r
+                        .get("volume_image_metadata")
+                        .and_then(|m| m.as_object())
+                        .cloned()
+                        .unwrap_or_default();
+                    for (k, val) in &a.metadata {
+                        m.insert(k.clone(), json!(val));
+                    }
+                    r.insert("volume_image_metadata".into(), Value::Object(m));
+                    Ok(())
+                })
+                .await?;
+            let m = v.and_then(|v| v.get("volume_image_metadata").cloned());
+            Ok(Json(json!({"metadata": m.unwrap_or(json!({}))})).into_response())
+        }
+        "os-unset_image_metadata" => {
+            let a: ImageKeyArgs = typed(args)?;
+            let has = v
+                .get("volume_image_metadata")
+                .and_then(|m| m.get(&a.key))
+                .is_some();
+            if !has {
+                return Err(Error::NotFound(format!(
+                    "Glance metadata for volume {id} cannot be found."
+                )));
+            }
+            s.update(VOLUME, &id, move |r| {
+                if let Some(m) = r
+                    .get_mut("volume_image_metadata")
+                    .and_then(|m| m.as_object_mut())
+                {
+                    m.remove(&a.key);
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(empty(StatusCode::OK))
+        }
+        "os-show_image_metadata" => Ok(Json(
+            json!({"metadata": v.get("volume_image_metadata").cloned().unwrap_or(json!({}))}),
+        )
+        .into_response()),
         "os-update_readonly_flag" => {
             let a: ReadonlyArgs = typed(args)?;
             s.update(VOLUME, &id, move |r| {
@@ -836,9 +1003,12 @@ pub(super) async fn volume_action(
         }
         "os-retype" => {
             let a: RetypeArgs = typed(args)?;
-            let t = find_type(s, &a.new_type).map_err(|_| {
-                Error::NotFound(format!("Volume type {} could not be found.", a.new_type))
-            })?;
+            let t = find_type(s, &a.new_type)
+                .ok()
+                .filter(|t| may_use_type(&auth, t))
+                .ok_or_else(|| {
+                    Error::NotFound(format!("Volume type {} could not be found.", a.new_type))
+                })?;
             if !matches!(st(&v, "status"), "available" | "in-use") {
                 return Err(Error::BadRequest(format!(
                     "Invalid volume: Volume {id} status must be available or in-use to retype."
