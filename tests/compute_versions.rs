@@ -81,13 +81,13 @@ fn compute_answers_each_microversion_as_nova_does() {
     // The version document names the range; headers are read and echoed.
     let (st, _, doc) = at(&cloud, None, "GET", "/", &admin, None);
     assert_eq!(st, 200);
-    assert_eq!(doc["version"]["version"], "2.100", "{doc}");
+    assert_eq!(doc["version"]["version"], "2.104", "{doc}");
     assert_eq!(doc["version"]["min_version"], "2.1", "{doc}");
     let (st, echoed, _) = at(&cloud, None, "GET", "/flavors", &admin, None);
     assert_eq!((st, echoed.as_str()), (200, "compute 2.1"));
     let (st, echoed, _) = at(&cloud, Some("latest"), "GET", "/flavors", &admin, None);
-    assert_eq!((st, echoed.as_str()), (200, "compute 2.100"));
-    let (st, _, e) = at(&cloud, Some("2.101"), "GET", "/flavors", &admin, None);
+    assert_eq!((st, echoed.as_str()), (200, "compute 2.104"));
+    let (st, _, e) = at(&cloud, Some("2.105"), "GET", "/flavors", &admin, None);
     assert_eq!(st, 406, "{e}");
     let (st, _, e) = at(&cloud, Some("2.x"), "GET", "/flavors", &admin, None);
     assert_eq!(st, 400, "{e}");
@@ -536,6 +536,27 @@ fn compute_answers_each_microversion_as_nova_does() {
         assert!(old["server"].get(k).is_none(), "{k} at 2.1: {old}");
     }
     assert!(old["server"]["flavor"].get("links").is_some(), "{old}");
+
+    // 2.104: the pinned availability zone is set and unset by an update;
+    // below 2.104 the field is unexpected.
+    let pin = |v: &str, z: Value| {
+        at(
+            &cloud,
+            Some(v),
+            "PUT",
+            &format!("/servers/{id}"),
+            &admin,
+            Some(json!({"server": {"pinned_availability_zone": z}})),
+        )
+    };
+    assert_eq!(pin("2.103", json!("nova")).0, 400);
+    assert_eq!(pin("2.104", json!("elsewhere")).0, 400);
+    let (st, _, v) = pin("2.104", json!("nova"));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["server"]["pinned_availability_zone"], "nova", "{v}");
+    let (st, _, v) = pin("2.104", Value::Null);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["server"]["pinned_availability_zone"], Value::Null, "{v}");
 
     // Tags: add one, filter by it, take all away.
     let (st, _, _) = at(

@@ -354,6 +354,7 @@ async fn clear_password(
 async fn diagnostics(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     if !auth.0.is_admin() {
@@ -371,6 +372,39 @@ async fn diagnostics(
     let flavor = s
         .doc(super::FLAVOR, st(&r, "ursa:flavor_id"))
         .unwrap_or_default();
+    if mv.at(48) {
+        // 2.48's standard form. `driver` is an enumeration in Nova's API
+        // (libvirt, xenapi, …): Ursa's QEMU guests report as libvirt's
+        // QEMU domains do; counters a guest does not expose are null.
+        let ports = server_ports(s, &id).await?;
+        let vols = super::api::attached_count(s, &id).await?;
+        let nics: Vec<Value> = ports
+            .iter()
+            .map(|p| {
+                json!({"mac_address": p["mac_address"], "rx_octets": null, "rx_errors": null,
+                       "rx_drop": null, "rx_packets": null, "rx_rate": null, "tx_octets": null,
+                       "tx_errors": null, "tx_drop": null, "tx_packets": null, "tx_rate": null})
+            })
+            .collect();
+        // The local root disk, unless the root is a volume (attached).
+        let local = usize::from(!crate::volume_backed(&r));
+        let disks: Vec<Value> = (0..vols + local)
+            .map(|_| {
+                json!({"read_bytes": null, "read_requests": null, "write_bytes": null,
+                       "write_requests": null, "errors_count": null})
+            })
+            .collect();
+        let cpus = flavor.get("vcpus").and_then(|v| v.as_i64()).unwrap_or(1);
+        return Ok(Json(json!({
+            "state": if running { "running" } else { "shutdown" },
+            "driver": "libvirt", "hypervisor": "qemu", "hypervisor_os": "linux", "uptime": null,
+            "config_drive": false, "num_cpus": cpus, "num_nics": nics.len(),
+            "num_disks": disks.len(),
+            "memory_details": {"maximum": flavor.get("ram").cloned().unwrap_or(json!(0)), "used": null},
+            "cpu_details": (0..cpus).map(|i| json!({"id": i, "time": null, "utilisation": null})).collect::<Vec<_>>(),
+            "nic_details": nics, "disk_details": disks,
+        })));
+    }
     Ok(Json(json!({
         "state": if running { "running" } else { "shutdown" },
         "driver": "qemu", "hypervisor": "qemu", "hypervisor_os": "linux",

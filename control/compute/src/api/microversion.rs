@@ -1,4 +1,5 @@
-//! Compute microversions: 2.1 up to [`MAX`] (Nova 2025.1's maximum). The
+//! Compute microversions: 2.1 up to [`MAX`] (2.104: pinned availability
+//! zones updatable, the newest Tempest exercises). The
 //! version asked for (`OpenStack-API-Version: compute 2.N` or the older
 //! `X-OpenStack-Nova-API-Version: 2.N`, `latest` meaning [`MAX`]) is
 //! parsed once at the edge into an [`Mv`] that handlers take as an
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use ursa_core::error::Error;
 
 /// The highest compute microversion served.
-pub const MAX: u16 = 100;
+pub const MAX: u16 = 104;
 
 /// The microversion a request is served at, as its minor number (the
 /// major is always 2). Absent a header it is 2.1, as in Nova.

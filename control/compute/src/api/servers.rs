@@ -1137,8 +1137,29 @@ pub(super) async fn update_server(
     let dc = disk_config(&b)?;
     let desc = description(&b, mv)?;
     let host = hostname_field(&b, mv)?;
+    // 2.104: unpin (null) or pin the server to its availability zone (the
+    // one zone, "nova", is the only one it can be pinned to).
+    let pin = match b.get("pinned_availability_zone") {
+        None => None,
+        Some(_) if !mv.at(104) => return Err(super::unexpected("pinned_availability_zone")),
+        Some(Value::Null) => Some(Value::Null),
+        Some(Value::String(z)) if z == "nova" => Some(json!(z)),
+        Some(Value::String(z)) => {
+            return Err(Error::BadRequest(format!(
+                "The requested availability zone is not available: {z}"
+            )))
+        }
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "Invalid input for field/attribute pinned_availability_zone.".into(),
+            ))
+        }
+    };
     let r = s
         .update(&id, move |r| {
+            if let Some(z) = pin.clone() {
+                r.insert("ursa:availability_zone".into(), z);
+            }
             if let Some(n) = name.clone() {
                 r.insert("name".into(), json!(n));
             }

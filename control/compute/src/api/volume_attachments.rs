@@ -26,6 +26,11 @@ pub(super) async fn attached(s: &Compute, server: &str) -> Result<Vec<Attached>>
     Ok(out)
 }
 
+/// How many volumes a server has attached.
+pub(crate) async fn attached_count(s: &Compute, server: &str) -> Result<usize> {
+    Ok(attached(s, server).await?.len())
+}
+
 /// The attachments of these servers.
 pub(super) async fn attachments_of(s: &Compute, servers: &[String]) -> Result<Vec<Attached>> {
     let Some(v) = &s.volumes else {

@@ -2,6 +2,34 @@
 
 use super::*;
 
+/// Floating IPs as Neutron shows them, with `port_details` (the
+/// `fip-port-details` extension: the associated port's name, network,
+/// MAC, state, status and device, read from the port table when shown).
+async fn with_port_details(app: &AppState, auth: &Auth, fips: Vec<Rec>) -> Result<Vec<Rec>> {
+    let s = svc(app);
+    let mut c = s.conn().await?;
+    let mut out = Vec::with_capacity(fips.len());
+    for f in fips {
+        let mut v = fip_view(&f);
+        let details = match st(&f, "port_id") {
+            "" => Value::Null,
+            pid => match port_table::get(&mut c, pid).await? {
+                Some(p) => {
+                    let pv = port_view(s, auth, &p);
+                    json!({"name": pv.get("name"), "network_id": pv.get("network_id"),
+                           "mac_address": pv.get("mac_address"),
+                           "admin_state_up": pv.get("admin_state_up"), "status": pv.get("status"),
+                           "device_id": pv.get("device_id"), "device_owner": pv.get("device_owner")})
+                }
+                None => Value::Null,
+            },
+        };
+        v.insert("port_details".into(), details);
+        out.push(v);
+    }
+    Ok(out)
+}
+
 pub(super) fn find_fip(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
     rec(m, FIP, id)
         .filter(|f| owns(auth, f))
@@ -15,11 +43,9 @@ pub(super) async fn list_fips(
 ) -> Result<Json<Value>> {
     let items: Vec<Rec> = {
         let m = app.identity.model();
-        recs(&m, FIP)
-            .filter(|f| owns(&auth, f))
-            .map(fip_view)
-            .collect()
+        recs(&m, FIP).filter(|f| owns(&auth, f)).cloned().collect()
     };
+    let items = with_port_details(&app, &auth, items).await?;
     list_response(&app, raw, "floatingips", FIP_FIELDS, items)
 }
 
@@ -29,9 +55,12 @@ pub(super) async fn show_fip(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let m = app.identity.model();
-    let f = find_fip(&m, &auth, &id)?;
-    Ok(Json(json!({"floatingip": show_fields(&raw, fip_view(&f))})))
+    let f = {
+        let m = app.identity.model();
+        find_fip(&m, &auth, &id)?
+    };
+    let v = with_port_details(&app, &auth, vec![f]).await?.remove(0);
+    Ok(Json(json!({"floatingip": show_fields(&raw, v)})))
 }
 
 /// What associating needs from the port table: the port, and the router
@@ -242,7 +271,8 @@ pub(super) async fn create_fip(
         .ok_or_else(|| Error::Conflict("No address could be allocated.".into()))?;
     f.insert("floating_ip_address".into(), json!(addr));
     w.commit(&[put(FIP, &f)]).await?;
-    Ok(created("floatingip", Value::Object(fip_view(&f))))
+    let v = with_port_details(&app, &auth, vec![f]).await?.remove(0);
+    Ok(created("floatingip", Value::Object(v)))
 }
 
 pub(super) async fn update_fip(
@@ -291,7 +321,8 @@ pub(super) async fn update_fip(
         Ok((vec![put(FIP, &f)], f))
     })?;
     w.commit(&ops).await?;
-    Ok(Json(json!({"floatingip": fip_view(&f)})))
+    let v = with_port_details(&app, &auth, vec![f]).await?.remove(0);
+    Ok(Json(json!({"floatingip": v})))
 }
 
 pub(super) async fn delete_fip(

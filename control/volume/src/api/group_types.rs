@@ -78,11 +78,38 @@ pub(super) async fn list_group_types(
     let s = svc(&state)?;
     let mut all = s.docs(GROUP_TYPE);
     all.retain(|t| auth.0.is_admin() || t.get("is_public") != Some(&json!(false)));
-    if let Some(p) = q.get("is_public") {
-        let want = !matches!(p.to_ascii_lowercase().as_str(), "false" | "f" | "0" | "no");
-        all.retain(|t| (t.get("is_public") != Some(&json!(false))) == want);
+    // `is_public=None` (admins): every type.
+    match q.get("is_public").map(|p| p.to_ascii_lowercase()) {
+        Some(p) if p == "none" => {}
+        Some(p) => {
+            let want = !matches!(p.as_str(), "false" | "f" | "0" | "no");
+            all.retain(|t| (t.get("is_public") != Some(&json!(false))) == want);
+        }
+        None => {}
     }
-    all.sort_by(|a, b| st(a, "name").cmp(st(b, "name")));
+    // `sort=name:asc` (or sort_key / sort_dir), by name, id or description.
+    let (key, dir) = match q.get("sort") {
+        Some(s) => {
+            let mut it = s.split(',').next().unwrap_or("").split(':');
+            (
+                it.next().unwrap_or("name").to_string(),
+                it.next().unwrap_or("asc").to_string(),
+            )
+        }
+        None => (
+            q.get("sort_key").cloned().unwrap_or_else(|| "name".into()),
+            q.get("sort_dir").cloned().unwrap_or_else(|| "asc".into()),
+        ),
+    };
+    if !matches!(key.as_str(), "name" | "id" | "description") || !matches!(dir.as_str(), "asc" | "desc") {
+        return Err(Error::BadRequest(format!(
+            "Invalid input received: cannot sort group types by {key}:{dir}."
+        )));
+    }
+    all.sort_by(|a, b| st(a, &key).cmp(st(b, &key)));
+    if dir == "desc" {
+        all.reverse();
+    }
     if let Some(l) = q.get("limit").and_then(|l| l.parse::<usize>().ok()) {
         all.truncate(l);
     }

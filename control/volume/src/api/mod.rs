@@ -422,11 +422,6 @@ fn volume_view(
             v.get("volume_type_id").cloned().unwrap_or(Value::Null),
         );
     }
-    if let Some(e) = v.get("ursa:error") {
-        if full {
-            out.insert("ursa:error".into(), e.clone());
-        }
-    }
     Value::Object(out)
 }
 
