@@ -468,7 +468,44 @@ impl Compute {
                 Vec::new()
             },
         };
-        node.agent.boot(&spec).await
+        node.agent.boot(&spec).await?;
+        self.plug_volumes(id, &node).await;
+        Ok(())
+    }
+
+    /// Plugs a freshly booted guest's attached data volumes (those
+    /// attached while it was shelved, or before it was stopped): each is
+    /// exported over vhost-user-blk and hot-plugged. A failure is logged;
+    /// the attachment stays, as Nova leaves it.
+    async fn plug_volumes(&self, id: &str, node: &Node) {
+        let Some(vols) = &self.volumes else {
+            return;
+        };
+        let attached = vols
+            .attached_to(&[id.to_string()])
+            .await
+            .unwrap_or_default();
+        for vol in attached {
+            let entry = vol
+                .get("attachments")
+                .and_then(|a| a.as_array())
+                .and_then(|a| a.iter().find(|x| x["server_id"] == id).cloned());
+            let Some(a) = entry.filter(ursa_volume::attach::shown) else {
+                continue;
+            };
+            if a["device"] == "/dev/vda" {
+                continue; // the root volume, given at boot
+            }
+            let vid = st(&vol, "id").to_string();
+            let r = async {
+                let c = vols.export(&vol, true).await.map_err(|e| e.to_string())?;
+                node.agent.attach_disk(id, &vid, &c.socket_path).await
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(server = id, volume = %vid, error = %e, "plugging a volume at boot");
+            }
+        }
     }
 
     /// The root volume of a volume-backed server, made from its image the

@@ -172,9 +172,31 @@ impl<S: Authenticate + Send + Sync> FromRequestParts<S> for Auth {
         })?;
         let caller = state.authenticate(token)?;
         tracing::Span::current().record("user", caller.user_id.as_str());
+        // An application credential's access rules (checked on the path
+        // the client asked for; a call one service makes to another for
+        // the request is let through, as a service token lets it in
+        // Keystone's middleware).
+        if let Some(rules) = &caller.access_rules {
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map(|u| u.0.path().to_string())
+                .unwrap_or_else(|| parts.uri.path().to_string());
+            let inproc = parts.extensions.get::<InProcessCall>().is_some();
+            if !inproc && !crate::policy::rules_permit(rules, parts.method.as_str(), &path) {
+                return Err(Error::Unauthorized(
+                    "The request you have made requires authentication: the application credential's access rules do not allow it.".into(),
+                ));
+            }
+        }
         Ok(Auth(caller))
     }
 }
+
+/// Marks a request one service makes to another in this process (see
+/// [`internal`]); no client can set it.
+#[derive(Clone, Copy, Debug)]
+pub struct InProcessCall;
 
 /// The request's id (`x-openstack-request-id`), for records that name the
 /// request that made them (Nova's instance actions).
@@ -275,9 +297,10 @@ pub async fn internal_as(
         }
         None => axum::body::Body::empty(),
     };
-    let Ok(req) = req.body(body) else {
+    let Ok(mut req) = req.body(body) else {
         return (StatusCode::BAD_REQUEST, serde_json::Value::Null);
     };
+    req.extensions_mut().insert(InProcessCall);
     let Some(router) = app.0.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, serde_json::Value::Null);
     };

@@ -40,6 +40,70 @@ pub struct Caller {
     pub roles: BTreeSet<String>,
     pub audit_ids: Vec<String>,
     pub app_cred_id: Option<String>,
+    /// The access rules of the application credential the token came
+    /// from, if it has any: then only requests one of them names pass.
+    pub access_rules: Option<std::sync::Arc<Vec<AccessRule>>>,
+}
+
+/// One access rule of an application credential (Keystone's): a service
+/// type, an HTTP method and a path relative to the service's endpoint,
+/// where `*` stands for one path segment and `**` for any number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRule {
+    pub id: String,
+    pub service: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// The service types each of Ursa's URL prefixes serves (as the catalog
+/// names them), and how much of the path the endpoint takes.
+const SERVICES: &[(&str, &[&str])] = &[
+    ("compute", &["compute"]),
+    ("volume", &["volumev3", "block-storage", "volume"]),
+    ("image", &["image"]),
+    ("network", &["network"]),
+    ("object-store", &["object-store"]),
+    ("placement", &["placement"]),
+];
+
+impl AccessRule {
+    fn path_matches(&self, path: &str) -> bool {
+        let want: Vec<&str> = self.path.trim_matches('/').split('/').collect();
+        let got: Vec<&str> = path.trim_matches('/').split('/').collect();
+        fn walk(w: &[&str], g: &[&str]) -> bool {
+            match (w.first(), g.first()) {
+                (None, None) => true,
+                (Some(&"**"), _) => (0..=g.len()).any(|i| walk(&w[1..], &g[i..])),
+                (Some(x), Some(y)) if *x == "*" || x == y => walk(&w[1..], &g[1..]),
+                _ => false,
+            }
+        }
+        walk(&want, &got)
+    }
+}
+
+/// Whether access rules let `method` on `path` (the request's whole path,
+/// e.g. `/compute/v2.1/servers/x/ips`) through. The identity API (`/v3…`)
+/// is the `identity` service; the others are named by their prefix.
+pub fn rules_permit(rules: &[AccessRule], method: &str, path: &str) -> bool {
+    let trimmed = path.trim_start_matches('/');
+    let (types, rest): (&[&str], &str) = match trimmed.split_once('/') {
+        Some((first, rest)) => match SERVICES.iter().find(|(p, _)| *p == first) {
+            Some((_, t)) => (t, rest),
+            None => (&["identity"], trimmed),
+        },
+        None => match SERVICES.iter().find(|(p, _)| *p == trimmed) {
+            Some((_, t)) => (t, ""),
+            None => (&["identity"], trimmed),
+        },
+    };
+    let rest = format!("/{rest}");
+    rules.iter().any(|r| {
+        types.contains(&r.service.as_str())
+            && r.method.eq_ignore_ascii_case(method)
+            && r.path_matches(&rest)
+    })
 }
 
 impl Caller {

@@ -371,6 +371,13 @@ impl Identity {
             roles,
             audit_ids: v.payload.audit_strings(),
             app_cred_id: v.payload.app_cred_id.clone(),
+            access_rules: v
+                .payload
+                .app_cred_id
+                .as_ref()
+                .and_then(|a| m.app_creds.get(a))
+                .filter(|a| !a.access_rules.is_empty())
+                .map(|a| std::sync::Arc::new(a.access_rules.clone())),
         })
     }
 

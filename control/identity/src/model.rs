@@ -223,6 +223,9 @@ pub struct AppCred {
     pub expires_at: Option<i64>,
     #[serde(default)]
     pub unrestricted: bool,
+    /// Requests its tokens may make (none: any).
+    #[serde(default)]
+    pub access_rules: Vec<ursa_core::policy::AccessRule>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -587,6 +590,12 @@ impl Model {
                         || a.role_ids.iter().any(|x| has(&r.roles, x))
                 })
                 .map(|a| Op::delete(kind::APP_CRED, &a.id)),
+        );
+        ops.extend(
+            self.docs_of("access_rule")
+                .filter(|c| c["user_id"].as_str().is_some_and(|u| has(&r.users, u)))
+                .filter_map(|c| c["id"].as_str())
+                .map(|id| Op::delete("access_rule", id)),
         );
         ops.extend(
             self.docs_of("credential")

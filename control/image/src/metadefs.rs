@@ -21,6 +21,9 @@ use ursa_core::store::Op;
 use ursa_identity::model::Model;
 
 const KIND: &str = "metadef_namespace";
+/// Resource types beyond the built-in ones, made by associating a
+/// namespace with a new name (as Glance makes them).
+const RESOURCE_TYPE: &str = "metadef_resource_type";
 const RESOURCE_TYPES: &[&str] = &[
     "OS::Cinder::Volume",
     "OS::Glance::Image",
@@ -184,10 +187,15 @@ async fn modify<T: Send + 'static>(
         .await
 }
 
-async fn resource_types(_auth: Auth) -> Json<Value> {
+async fn resource_types(State(app): State<AppState>, _auth: Auth) -> Json<Value> {
     let t = "2014-08-28T17:13:06Z";
-    Json(json!({"resource_types": RESOURCE_TYPES.iter()
-        .map(|n| json!({"name": n, "created_at": t, "updated_at": t})).collect::<Vec<_>>()}))
+    let mut list: Vec<Value> = RESOURCE_TYPES
+        .iter()
+        .map(|n| json!({"name": n, "created_at": t, "updated_at": t}))
+        .collect();
+    let m = app.identity.model();
+    list.extend(m.docs_of(RESOURCE_TYPE).cloned());
+    Json(json!({ "resource_types": list }))
 }
 
 async fn list(State(app): State<AppState>, auth: Auth) -> Json<Value> {
@@ -643,12 +651,20 @@ async fn list_tags(
     ))
 }
 
+/// `POST …/tags`: the namespace's tags become these, or, with
+/// `X-Openstack-Append: True`, these are added to them (a name it has
+/// already is a conflict).
 async fn create_tags(
     State(app): State<AppState>,
     auth: Auth,
     Path(ns): Path<String>,
+    headers: axum::http::HeaderMap,
     bytes: Bytes,
 ) -> Result<Response> {
+    let append = headers
+        .get("x-openstack-append")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let b = body(&bytes)?;
     let tags: Vec<Value> = b
         .get("tags")
@@ -668,7 +684,21 @@ async fn create_tags(
                 )));
             }
         }
-        *entries(d, "tags") = tags.clone();
+        let list = entries(d, "tags");
+        if append {
+            if let Some(dup) = tags
+                .iter()
+                .find(|t| entry_named(list, t["name"].as_str().unwrap_or("")).is_some())
+            {
+                return Err(Error::Conflict(format!(
+                    "A metadata tag with name={} already exists in namespace={ns}.",
+                    dup["name"]
+                )));
+            }
+            list.extend(tags.iter().cloned());
+        } else {
+            *list = tags.clone();
+        }
         Ok(())
     })
     .await?;
@@ -763,11 +793,17 @@ async fn create_assoc(
     bytes: Bytes,
 ) -> Result<Response> {
     let a = new_entry(&body(&bytes)?)?;
-    if !RESOURCE_TYPES.contains(&a["name"].as_str().unwrap_or("")) {
-        return Err(Error::NotFound(format!(
-            "Resource type {} was not found.",
-            a["name"]
-        )));
+    let rt = a["name"].as_str().unwrap_or("").to_string();
+    // A name Glance does not know yet becomes a resource type.
+    let known = RESOURCE_TYPES.contains(&rt.as_str())
+        || app.identity.model().doc(RESOURCE_TYPE, &rt).is_some();
+    if !known {
+        admin(&auth)?;
+        let t = now();
+        let doc = json!({"name": rt, "created_at": t, "updated_at": t});
+        app.identity
+            .change(move |_| Ok((vec![Op::put(RESOURCE_TYPE, &rt, "", &rt, doc.clone())], ())))
+            .await?;
     }
     let out = a.clone();
     modify(&app, &auth, &ns, |d| {

@@ -7,6 +7,32 @@ pub(crate) fn keypair_id(user: &str, name: &str) -> String {
 }
 
 /// Nova's fingerprint: MD5 of the key blob, colon-separated.
+/// An x509 certificate's fingerprint as Nova shows it: the SHA-1 of its
+/// DER bytes, hex pairs joined by colons. The PEM must hold one
+/// certificate (a DER SEQUENCE).
+fn x509_fingerprint(pem: &str) -> Result<String> {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let bad = || Error::BadRequest("Keypair data is invalid: not a PEM x509 certificate.".into());
+    let body = pem
+        .trim()
+        .strip_prefix("-----BEGIN CERTIFICATE-----")
+        .and_then(|r| r.trim_end().strip_suffix("-----END CERTIFICATE-----"))
+        .ok_or_else(bad)?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| bad())?;
+    if der.first() != Some(&0x30) || der.len() < 64 {
+        return Err(bad());
+    }
+    let d = sha1::Sha1::digest(&der);
+    Ok(d.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
 pub(super) fn fingerprint(public_key: &str) -> Result<String> {
     use md5::Digest;
     ssh_key::PublicKey::from_openssh(public_key.trim())
@@ -145,11 +171,7 @@ pub(super) async fn create_keypair(
             ))
         }
         Some(Value::String(t)) if t == "ssh" => json!("ssh"),
-        Some(Value::String(t)) if t == "x509" => {
-            return Err(Error::BadRequest(
-                "Keypair data is invalid: x509 key pairs are not offered here; use ssh.".into(),
-            ))
-        }
+        Some(Value::String(t)) if t == "x509" => json!("x509"),
         Some(_) => {
             return Err(Error::BadRequest(
                 "Invalid input for field/attribute type.".into(),
@@ -163,6 +185,11 @@ pub(super) async fn create_keypair(
             // 2.92: Nova no longer makes key pairs.
             None if mv.at(92) => return Err(Error::BadRequest(
                 "Invalid input for field/attribute keypair: 'public_key' is a required property"
+                    .into(),
+            )),
+            // Ursa makes ssh key pairs only; an x509 one is imported.
+            None if kind == "x509" => return Err(Error::BadRequest(
+                "Keypair data is invalid: give the x509 certificate (PEM) as public_key; Ursa generates ssh key pairs only."
                     .into(),
             )),
             None => {
@@ -182,7 +209,11 @@ pub(super) async fn create_keypair(
                 (public, Some(private))
             }
         };
-    let fp = fingerprint(&public)?;
+    let fp = if kind == "x509" {
+        x509_fingerprint(&public)?
+    } else {
+        fingerprint(&public)?
+    };
     let id = keypair_id(&user, &name);
     let mut k = json!({"id": id, "name": name, "user_id": user, "public_key": public,
                        "fingerprint": fp, "type": kind,
@@ -298,4 +329,35 @@ pub(super) async fn delete_keypair(
     } else {
         StatusCode::ACCEPTED
     }))
+}
+
+#[cfg(test)]
+mod x509_tests {
+    /// A self-signed certificate and its SHA-1 fingerprint as
+    /// `openssl x509 -fingerprint -sha1` prints it.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBfjCCASWgAwIBAgIUEJt82KK5mMFdu6xtx5lIu1V498gwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJdXJzYS10ZXN0MCAXDTI2MTIwNTIyMTg1N1oYDzIxMjYxMTEx
+MjIxODU3WjAUMRIwEAYDVQQDDAl1cnNhLXRlc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAR9P/ZwfqPXZrg2jBuTGZHsGbQybwFwFHNFsRAx1CxiO+gK/GTHyjXb
+ZnGUIt0aZaQg9860g/0H/A/hKb5H6xr2o1MwUTAdBgNVHQ4EFgQU9gqeuOqcrULq
+0Z4zEHGSbHJZ5ucwHwYDVR0jBBgwFoAU9gqeuOqcrULq0Z4zEHGSbHJZ5ucwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBLO4JT/jXMFbT8EghDwzLF
+0ad3O4TRr9ktgNU8hhG3IwIgUdiy451b1slMWyHuWyQCCew9ZFfwssJ32ivYtj1E
+nwY=
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn x509_fingerprint_is_sha1_of_der() {
+        assert_eq!(
+            super::x509_fingerprint(CERT).unwrap(),
+            "6d:f9:96:73:9a:72:c4:ef:dc:e9:be:7e:7a:8c:e8:58:fd:8b:7b:d8"
+        );
+        assert!(super::x509_fingerprint("ssh-ed25519 AAAA").is_err());
+        assert!(super::x509_fingerprint(
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----"
+        )
+        .is_err());
+    }
 }

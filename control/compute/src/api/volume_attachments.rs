@@ -191,11 +191,55 @@ pub(super) async fn attach_volume(
             ))
         }
     };
-    if !matches!(st(&srv, "status"), "ACTIVE" | "SHUTOFF") {
+    // 2.20: a shelved server takes the volume now and plugs it when it is
+    // unshelved (its boot plugs every attached volume).
+    let shelved = matches!(st(&srv, "status"), "SHELVED" | "SHELVED_OFFLOADED") && mv.at(20);
+    if !matches!(st(&srv, "status"), "ACTIVE" | "SHUTOFF") && !shelved {
         return Err(Error::Conflict(format!(
             "Cannot 'attach_volume' instance {id} while it is in vm_state {}",
             st(&srv, "status")
         )));
+    }
+    if shelved {
+        let asker = Asker {
+            project: Some(project(&auth)?),
+            admin: auth.0.is_admin(),
+        };
+        let used: Vec<String> = attached(s, &id)
+            .await?
+            .into_iter()
+            .map(|a| a.device)
+            .collect();
+        let dev = (b'b'..=b'z')
+            .map(|c| format!("/dev/vd{}", c as char))
+            .find(|d| !used.contains(d))
+            .unwrap_or_else(|| "/dev/vdz".into());
+        let att = vols.attachment_create(&asker, &vol_id, &id, "rw").await?;
+        let att_id = att["attachment_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let extra = json!({"device": dev, "ursa:delete_on_termination": dot, "ursa:tag": tag,
+                           "ursa:bdm_uuid": uuid::Uuid::new_v4().to_string()});
+        if let Err(e) = vols
+            .attachment_complete(
+                &asker,
+                &att_id,
+                extra.as_object().cloned().unwrap_or_default(),
+            )
+            .await
+        {
+            let _ = vols.attachment_delete(&asker, &att_id).await;
+            return Err(e);
+        }
+        let a = attached(s, &id)
+            .await?
+            .into_iter()
+            .find(|a| a.volume == vol_id)
+            .ok_or_else(|| Error::Conflict(format!("Volume {vol_id} was detached meanwhile.")))?;
+        return Ok(Json(
+            json!({"volumeAttachment": attachment_view(&srv, &a, mv)}),
+        ));
     }
     let node = s
         .node(st(&srv, "ursa:node"))
@@ -372,7 +416,11 @@ pub(super) async fn detach_volume(
     .ok_or_else(|| Error::NotFound(format!("volume_id not found: {vol_id}")))?;
     // As Nova does: 202 now; the guest lets go of the disk (a guest still
     // booting may take a while), then the volume is available again.
-    let node = s.node(st(&srv, "ursa:node")).cloned();
+    // A shelved server's guest is gone: only the attachment goes.
+    let node = match st(&srv, "status") {
+        "SHELVED" | "SHELVED_OFFLOADED" => None,
+        _ => s.node(st(&srv, "ursa:node")).cloned(),
+    };
     let vols = vols.clone();
     tokio::spawn(async move {
         if let Some(n) = node {

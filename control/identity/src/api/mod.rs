@@ -2,6 +2,7 @@
 //! request, check policy against the caller, and then read the model or
 //! commit a change through [`crate::Identity`].
 
+mod access_rules;
 mod assignments;
 mod auth;
 mod catalog;

@@ -35,6 +35,14 @@ pub fn routes() -> Router<AppState> {
             "/v3/users/{id}/application_credentials/{ac}",
             get(ac_show).delete(ac_delete),
         )
+        .route(
+            "/v3/users/{id}/access_rules",
+            get(super::access_rules::list),
+        )
+        .route(
+            "/v3/users/{id}/access_rules/{rule}",
+            get(super::access_rules::show).delete(super::access_rules::delete),
+        )
 }
 
 pub fn user_json(state: &AppState, u: &User) -> Value {
@@ -343,7 +351,8 @@ async fn user_projects(
 fn ac_json(m: &Model, ac: &AppCred) -> Value {
     json!({
         "id": ac.id, "name": ac.name, "description": ac.description, "user_id": ac.user_id,
-        "project_id": ac.project_id, "unrestricted": ac.unrestricted, "access_rules": [],
+        "project_id": ac.project_id, "unrestricted": ac.unrestricted,
+        "access_rules": ac.access_rules.iter().map(super::access_rules::rule_json).collect::<Vec<_>>(),
         "expires_at": ac.expires_at.map(|t| timestamp(t).trim_end_matches('Z').to_string()),
         "roles": ac.role_ids.iter().filter_map(|r| m.roles.get(r))
             .map(|r| json!({"id": r.id, "name": r.name, "domain_id": r.domain_id})).collect::<Vec<_>>(),
@@ -371,7 +380,7 @@ struct AcBody {
     #[serde(default)]
     unrestricted: Option<bool>,
     #[serde(default)]
-    access_rules: Option<Vec<Value>>,
+    access_rules: Option<Vec<super::access_rules::RuleIn>>,
 }
 
 #[derive(Deserialize)]
@@ -417,10 +426,8 @@ async fn ac_create(
     }
     let b = b.application_credential;
     check_name(Some(&Value::String(b.name.clone())), "name", 255, true)?;
-    if b.access_rules.as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(Error::NotImplemented(
-            "Access rules are not supported.".into(),
-        ));
+    for r in b.access_rules.iter().flatten() {
+        r.check()?;
     }
     let project_id = c
         .project_id()
@@ -474,7 +481,10 @@ async fn ac_create(
                     b.name
                 )));
             }
+            let (access_rules, rule_ops) =
+                super::access_rules::resolve(m, &id, b.access_rules.as_deref().unwrap_or(&[]))?;
             let ac = AppCred {
+                access_rules,
                 id: new_id(),
                 name: b.name.clone(),
                 user_id: id.clone(),
@@ -486,10 +496,9 @@ async fn ac_create(
                 unrestricted: b.unrestricted.unwrap_or(false),
             };
             let body = ac_json(m, &ac);
-            Ok((
-                vec![Op::put(kind::APP_CRED, &ac.id, &ac.user_id, &ac.name, &ac)],
-                (ac, body),
-            ))
+            let mut ops = rule_ops;
+            ops.push(Op::put(kind::APP_CRED, &ac.id, &ac.user_id, &ac.name, &ac));
+            Ok((ops, (ac, body)))
         })
         .await?;
     let mut body = body;

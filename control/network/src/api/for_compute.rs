@@ -16,6 +16,7 @@ pub fn service_caller(project: &str) -> Auth {
             .collect(),
         audit_ids: Vec::new(),
         app_cred_id: None,
+        access_rules: None,
     })
 }
 

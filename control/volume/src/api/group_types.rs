@@ -101,7 +101,9 @@ pub(super) async fn list_group_types(
             q.get("sort_dir").cloned().unwrap_or_else(|| "asc".into()),
         ),
     };
-    if !matches!(key.as_str(), "name" | "id" | "description") || !matches!(dir.as_str(), "asc" | "desc") {
+    if !matches!(key.as_str(), "name" | "id" | "description")
+        || !matches!(dir.as_str(), "asc" | "desc")
+    {
         return Err(Error::BadRequest(format!(
             "Invalid input received: cannot sort group types by {key}:{dir}."
         )));
