@@ -676,3 +676,123 @@ fn unified_limits_are_written_by_admins_and_decide_quotas() {
     assert_eq!(st, 204);
     assert_ne!(quota(), 3, "back to the volume service's own quota");
 }
+
+/// An application credential's access rules decide what its tokens may
+/// do, on every service: the one request a rule names passes, any other
+/// (another path, method or service) is 401; rules are listed under the
+/// user, shared by credentials naming the same request, and cannot be
+/// deleted while a credential uses them.
+#[test]
+fn access_rules_limit_application_credential_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "rules-pw");
+    let admin = cloud.admin_token();
+    let (tok, _) = cloud.member_of(&admin, "rules");
+    let uid = {
+        let r = cloud
+            .http()
+            .get(format!("{}/auth/tokens", cloud.url))
+            .header("X-Auth-Token", &tok)
+            .header("X-Subject-Token", &tok)
+            .send()
+            .unwrap();
+        let v: Value = r.json().unwrap();
+        v["token"]["user"]["id"].as_str().unwrap().to_string()
+    };
+    let rule = json!({"service": "image", "method": "GET", "path": "/v2/images"});
+    let (st, bad) = cloud.call(
+        "POST",
+        &format!("/users/{uid}/application_credentials"),
+        &tok,
+        Some(json!({"application_credential": {"name": "bad", "access_rules": [{"service": "image"}]}})),
+    );
+    assert_eq!(st, 400, "a rule needs service, method and path: {bad}");
+    let (st, ac) = cloud.call(
+        "POST",
+        &format!("/users/{uid}/application_credentials"),
+        &tok,
+        Some(json!({"application_credential": {"name": "images-only", "access_rules": [rule]}})),
+    );
+    assert_eq!(st, 201, "{ac}");
+    let ac = &ac["application_credential"];
+    let rid = ac["access_rules"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(ac["access_rules"][0]["path"], "/v2/images");
+    // A second credential naming the same request shares the rule.
+    let (st, ac2) = cloud.call(
+        "POST",
+        &format!("/users/{uid}/application_credentials"),
+        &tok,
+        Some(json!({"application_credential": {"name": "images-too", "access_rules": [rule]}})),
+    );
+    assert_eq!(st, 201, "{ac2}");
+    assert_eq!(
+        ac2["application_credential"]["access_rules"][0]["id"],
+        rid.as_str()
+    );
+    let (_, list) = cloud.call("GET", &format!("/users/{uid}/access_rules"), &tok, None);
+    assert_eq!(list["access_rules"].as_array().unwrap().len(), 1, "{list}");
+
+    // A token from the credential.
+    let r = cloud
+        .http()
+        .post(format!("{}/auth/tokens", cloud.url))
+        .json(
+            &json!({"auth": {"identity": {"methods": ["application_credential"],
+            "application_credential": {"id": ac["id"], "secret": ac["secret"]}}}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let act = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let (st, imgs) = cloud.service_call("GET", "/image/v2/images", &act, None);
+    assert_eq!(st, 200, "the rule's request passes: {imgs}");
+    for (m, p) in [
+        (
+            "GET",
+            "/image/v2/images/1d5b6f0e-0000-4000-8000-000000000000",
+        ),
+        ("POST", "/image/v2/images"),
+        ("GET", "/network/v2.0/networks"),
+        ("GET", "/volume/v3/volumes"),
+    ] {
+        let (st, e) = cloud.service_call(m, p, &act, None);
+        assert_eq!(st, 401, "{m} {p} is no rule's: {e}");
+    }
+    let (st, _) = cloud.call("GET", &format!("/users/{uid}/access_rules"), &act, None);
+    assert_eq!(st, 401, "nor is the identity API");
+
+    // In use: not deleted; once no credential names it, it goes.
+    let (st, _) = cloud.call(
+        "DELETE",
+        &format!("/users/{uid}/access_rules/{rid}"),
+        &tok,
+        None,
+    );
+    assert_eq!(st, 403);
+    for id in [
+        ac["id"].as_str().unwrap(),
+        ac2["application_credential"]["id"].as_str().unwrap(),
+    ] {
+        let (st, _) = cloud.call(
+            "DELETE",
+            &format!("/users/{uid}/application_credentials/{id}"),
+            &tok,
+            None,
+        );
+        assert_eq!(st, 204);
+    }
+    let (st, _) = cloud.call(
+        "DELETE",
+        &format!("/users/{uid}/access_rules/{rid}"),
+        &tok,
+        None,
+    );
+    assert_eq!(st, 204);
+    let (st, _) = cloud.call(
+        "GET",
+        &format!("/users/{uid}/access_rules/{rid}"),
+        &tok,
+        None,
+    );
+    assert_eq!(st, 404);
+}

@@ -321,3 +321,171 @@ fn images_upload_share_isolate_and_refuse_bad_input() {
     let (st, _) = api.json("GET", &format!("/images/{id}"), &a, None);
     assert_eq!(st, 404);
 }
+
+/// Serves `body` to every HTTP GET on a loopback port (the web a
+/// `web-download` import reads from); its URL.
+fn serve_once_forever(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}/disk.raw")
+}
+
+/// Interoperable image import and the tasks API: `glance-direct` makes
+/// the staged bytes the image's, `web-download` and a `/v2/tasks` import
+/// fetch them from a URL; each leaves a task that says so; the bytes read
+/// back are those sent; a URL that is not http(s) fails its task and
+/// leaves the image queued; only admins use `/v2/tasks`.
+#[test]
+fn image_import_methods_and_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "import-pw");
+    let api = Api {
+        cloud: &cloud,
+        base: cloud.url.trim_end_matches("/v3").to_string(),
+    };
+    let admin = cloud.admin_token();
+    let (a, _) = cloud.member_of(&admin, "imp-a");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let (_, info) = api.json("GET", "/info/import", &a, None);
+    assert_eq!(
+        info["import-methods"]["value"],
+        json!(["glance-direct", "web-download"])
+    );
+    let new_image = |name: &str| {
+        let (st, img) = api.json(
+            "POST",
+            "/images",
+            &a,
+            Some(json!({"name": name, "disk_format": "raw", "container_format": "bare"})),
+        );
+        assert_eq!(st, 201, "{img}");
+        img["id"].as_str().unwrap().to_string()
+    };
+    let wait_status = |id: &str, tok: &str, want: &str| {
+        let t0 = std::time::Instant::now();
+        loop {
+            let (_, img) = api.json("GET", &format!("/images/{id}"), tok, None);
+            if img["status"] == want {
+                return img;
+            }
+            assert!(t0.elapsed().as_secs() < 60, "{id} never {want}: {img}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let bytes_of = |id: &str, tok: &str| {
+        api.req("GET", &format!("/images/{id}/file"), tok)
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap()
+            .to_vec()
+    };
+
+    // glance-direct: stage, then import.
+    let id = new_image("direct");
+    let (st, e) = api.json(
+        "POST",
+        &format!("/images/{id}/import"),
+        &a,
+        Some(json!({"method": {"name": "glance-direct"}})),
+    );
+    assert_eq!(st, 409, "nothing staged yet: {e}");
+    let r = api
+        .req("PUT", &format!("/images/{id}/stage"), &a)
+        .header("Content-Type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    wait_status(&id, &a, "uploading");
+    let (st, e) = api.json(
+        "POST",
+        &format!("/images/{id}/import"),
+        &a,
+        Some(json!({"method": {"name": "glance-direct"}})),
+    );
+    assert_eq!(st, 202, "{e}");
+    let img = wait_status(&id, &a, "active");
+    assert_eq!(img["size"], json!(data.len()));
+    assert!(bytes_of(&id, &a) == data);
+    let (_, tasks) = api.json("GET", &format!("/images/{id}/tasks"), &a, None);
+    assert_eq!(tasks["tasks"][0]["status"], "success", "{tasks}");
+    assert_eq!(tasks["tasks"][0]["result"]["image_id"], id.as_str());
+
+    // web-download from a URL, and from one that is not http(s).
+    let url = serve_once_forever(data.clone());
+    let id = new_image("web");
+    let (st, e) = api.json(
+        "POST",
+        &format!("/images/{id}/import"),
+        &a,
+        Some(json!({"method": {"name": "web-download", "uri": url}})),
+    );
+    assert_eq!(st, 202, "{e}");
+    wait_status(&id, &a, "active");
+    assert!(bytes_of(&id, &a) == data);
+    let bad = new_image("bad-url");
+    let (st, _) = api.json(
+        "POST",
+        &format!("/images/{bad}/import"),
+        &a,
+        Some(json!({"method": {"name": "web-download", "uri": "file:///etc/passwd"}})),
+    );
+    assert_eq!(st, 202);
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, t) = api.json("GET", &format!("/images/{bad}/tasks"), &a, None);
+        if t["tasks"][0]["status"] == "failure" {
+            assert!(
+                t["tasks"][0]["message"].as_str().unwrap().contains("http"),
+                "{t}"
+            );
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 30, "{t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    wait_status(&bad, &a, "queued");
+
+    // The tasks API: admins only; an import task makes a new image.
+    let body = json!({"type": "import", "input": {"import_from": url,
+        "import_from_format": "raw", "image_properties": {"name": "from-task"}}});
+    let (st, _) = api.json("POST", "/tasks", &a, Some(body.clone()));
+    assert_eq!(st, 403);
+    let (st, t) = api.json("POST", "/tasks", &admin, Some(body));
+    assert_eq!(st, 201, "{t}");
+    let tid = t["id"].as_str().unwrap().to_string();
+    let t0 = std::time::Instant::now();
+    let done = loop {
+        let (_, t) = api.json("GET", &format!("/tasks/{tid}"), &admin, None);
+        if t["status"] == "success" {
+            break t;
+        }
+        assert_ne!(t["status"], "failure", "{t}");
+        assert!(t0.elapsed().as_secs() < 60, "{t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let made = done["result"]["image_id"].as_str().unwrap().to_string();
+    let img = wait_status(&made, &admin, "active");
+    assert_eq!(img["name"], "from-task");
+    assert!(bytes_of(&made, &admin) == data);
+    let (_, list) = api.json("GET", "/tasks", &admin, None);
+    assert!(list["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == tid.as_str()));
+}

@@ -495,9 +495,13 @@ fn tempest_identity_suite_passes() {
     let Some(api) = shared_api() else { return };
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path(), "tempest-pw");
+    // Application credentials' access rules are offered: their tests run.
+    let extra = dir.path().join("identity-extra.conf");
+    std::fs::write(&extra, "[identity-feature-enabled]\naccess_rules = true\n").unwrap();
     let out = Command::new("bash")
         .arg(api.join("tempest.sh"))
         .args([&cloud.url, "admin", "tempest-pw", "tempest.api.identity"])
+        .env("TEMPEST_EXTRA_CONF", &extra)
         .env("TEMPEST_CONCURRENCY", "2")
         .output()
         .unwrap();

@@ -469,7 +469,7 @@ impl Compute {
             },
         };
         node.agent.boot(&spec).await?;
-        self.plug_volumes(id, &node).await;
+        self.plug_volumes(id, node).await;
         Ok(())
     }
 

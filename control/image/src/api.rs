@@ -41,7 +41,6 @@ pub fn routes() -> Router<AppState> {
             "/image/v2/images/{id}/members/{member}",
             get(show_member).put(set_member).delete(remove_member),
         )
-        .route("/image/v2/images/{id}/tasks", get(image_tasks))
         .route("/image/v2/images/{id}/actions/deactivate", post(deactivate))
         .route("/image/v2/images/{id}/actions/reactivate", post(reactivate))
         .route("/image/v2/schemas/image", get(schema_image))
@@ -49,18 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/image/v2/schemas/member", get(schema_member))
         .route("/image/v2/schemas/members", get(schema_members))
         .route("/image/v2/info/import", get(import_info))
-}
-
-/// The tasks that worked on an image (Glance 2.12). Ursa's image data
-/// arrives by upload or from a server's snapshot, never by a task, so the
-/// list is empty for any image the caller can see.
-async fn image_tasks(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    images(&state).visible(&auth.0, &id)?;
-    Ok(Json(json!({"tasks": []})))
+        .merge(crate::tasks::routes())
 }
 
 /// Data routes: no body limit on upload. Besides Glance's, the ticket
@@ -70,6 +58,7 @@ async fn image_tasks(
 pub fn data_routes() -> Router<AppState> {
     Router::new()
         .route("/image/v2/images/{id}/file", put(upload).get(download))
+        .merge(crate::tasks::data_routes())
         .route(
             "/image/ursa/data/{ticket}",
             get(ticket_download).put(ticket_upload),
@@ -108,7 +97,7 @@ async fn ticket_upload(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-fn images(state: &AppState) -> &Images {
+pub(crate) fn images(state: &AppState) -> &Images {
     &state.images
 }
 
@@ -1115,5 +1104,6 @@ async fn schema_members() -> Json<Value> {
 
 async fn import_info() -> Json<Value> {
     Json(json!({"import-methods": {
-        "description": "Import methods available.", "type": "array", "value": []}}))
+        "description": "Import methods available.", "type": "array",
+        "value": crate::tasks::METHODS}}))
 }

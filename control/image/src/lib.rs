@@ -16,6 +16,7 @@
 pub mod api;
 pub mod metadefs;
 pub mod store;
+pub mod tasks;
 
 pub use store::{ImageStore, Uploaded, MAX_IMAGE};
 
@@ -85,7 +86,7 @@ pub fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn s<'a>(img: &'a Map<String, Value>, k: &str) -> &'a str {
+pub(crate) fn s<'a>(img: &'a Map<String, Value>, k: &str) -> &'a str {
     img.get(k).and_then(|v| v.as_str()).unwrap_or("")
 }
 
@@ -310,6 +311,49 @@ impl Images {
             self.store.remove(id).await;
         }
         r.map(|_| ())
+    }
+
+    /// Takes `body` as image `id`'s staged data (interoperable import's
+    /// `glance-direct`): stored and hashed, the image `uploading` until
+    /// [`Images::activate_staged`].
+    pub async fn stage_data<S, E>(&self, id: &str, body: S) -> Result<()>
+    where
+        S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let u = self.store.receive(id, body).await?;
+        let r = self
+            .update(id, move |img| {
+                img.insert("status".into(), json!("uploading"));
+                img.insert(
+                    "ursa:staged".into(),
+                    json!({"size": u.size, "md5": u.md5, "sha512": u.sha512}),
+                );
+                Ok(())
+            })
+            .await;
+        if r.is_err() {
+            self.store.remove(id).await;
+        }
+        r.map(|_| ())
+    }
+
+    /// Makes an image's staged data its own: `active`, with its hashes.
+    pub async fn activate_staged(&self, id: &str) -> Result<()> {
+        self.update(id, |img| {
+            let staged = img
+                .remove("ursa:staged")
+                .ok_or_else(|| Error::Conflict("The image has no staged data.".into()))?;
+            img.insert("status".into(), json!("active"));
+            img.insert("size".into(), staged["size"].clone());
+            img.insert("virtual_size".into(), staged["size"].clone());
+            img.insert("checksum".into(), staged["md5"].clone());
+            img.insert("os_hash_algo".into(), json!("sha512"));
+            img.insert("os_hash_value".into(), staged["sha512"].clone());
+            Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Takes a file made here as image `id`'s data ([`Images::take_data`]).

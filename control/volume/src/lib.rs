@@ -331,7 +331,7 @@ impl Volumes {
                     id: id.clone(),
                     size_bytes: size,
                     pool: String::new(),
-                    qos: qos.clone(),
+                    qos,
                 })
                 .await
                 .map(|_| ())
@@ -359,7 +359,7 @@ impl Volumes {
                     .await
                     .map_err(grpc)?;
                 }
-                if let Some(q) = qos.clone() {
+                if let Some(q) = qos {
                     c.set_volume_qos(pb::SetVolumeQosRequest {
                         id: id.clone(),
                         qos: Some(q),
