@@ -796,3 +796,133 @@ fn access_rules_limit_application_credential_tokens() {
     );
     assert_eq!(st, 404);
 }
+
+/// Endpoint filtering (OS-EP-FILTER): a project associated with one
+/// endpoint, and with an endpoint group picking a service's endpoints,
+/// sees exactly those in its tokens' catalog; without associations it
+/// sees every endpoint again; the association lists name both sides.
+#[test]
+fn endpoint_filter_narrows_a_projects_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path(), "epf-pw");
+    let admin = cloud.admin_token();
+    let (_, pid) = cloud.member_of(&admin, "epf");
+    let member = || cloud.token("epf-user", "pw-pw-pw", Some("epf")).unwrap();
+    let catalog_types = |tok: &str| {
+        let (_, c) = cloud.call("GET", "/auth/catalog", tok, None);
+        let mut t: Vec<String> = c["catalog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["type"].as_str().unwrap().to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    let everything = catalog_types(&member());
+    assert!(everything.len() > 2, "{everything:?}");
+    let (_, svcs) = cloud.call("GET", "/services", &admin, None);
+    let svc_id = |ty: &str| {
+        svcs["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["type"] == ty)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (_, eps) = cloud.call(
+        "GET",
+        &format!("/endpoints?service_id={}&interface=public", svc_id("image")),
+        &admin,
+        None,
+    );
+    let image_ep = eps["endpoints"][0]["id"].as_str().unwrap().to_string();
+    let (st, _) = cloud.call(
+        "PUT",
+        &format!("/OS-EP-FILTER/projects/{pid}/endpoints/{image_ep}"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    let tok = member();
+    assert_eq!(catalog_types(&tok), vec!["image".to_string()]);
+    // The token's own catalog says the same.
+    let r = cloud
+        .http()
+        .get(format!("{}/auth/tokens", cloud.url))
+        .header("X-Auth-Token", &tok)
+        .header("X-Subject-Token", &tok)
+        .send()
+        .unwrap();
+    let t: Value = r.json().unwrap();
+    let in_token: Vec<&str> = t["token"]["catalog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(in_token, vec!["image"], "{t}");
+    // A member may not change the filter.
+    let (st, _) = cloud.call(
+        "DELETE",
+        &format!("/OS-EP-FILTER/projects/{pid}/endpoints/{image_ep}"),
+        &tok,
+        None,
+    );
+    assert_eq!(st, 403);
+
+    // An endpoint group adds the network service's endpoints.
+    let (st, g) = cloud.call(
+        "POST",
+        "/OS-EP-FILTER/endpoint_groups",
+        &admin,
+        Some(json!({"endpoint_group": {"name": "net", "filters": {"service_id": svc_id("network")}}})),
+    );
+    assert_eq!(st, 201, "{g}");
+    let gid = g["endpoint_group"]["id"].as_str().unwrap().to_string();
+    let (st, _) = cloud.call(
+        "PUT",
+        &format!("/OS-EP-FILTER/endpoint_groups/{gid}/projects/{pid}"),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
+    assert_eq!(
+        catalog_types(&member()),
+        vec!["image".to_string(), "network".to_string()]
+    );
+    let (_, ge) = cloud.call(
+        "GET",
+        &format!("/OS-EP-FILTER/endpoint_groups/{gid}/endpoints"),
+        &admin,
+        None,
+    );
+    assert!(!ge["endpoints"].as_array().unwrap().is_empty(), "{ge}");
+    let (_, gp) = cloud.call(
+        "GET",
+        &format!("/OS-EP-FILTER/endpoint_groups/{gid}/projects"),
+        &admin,
+        None,
+    );
+    assert_eq!(gp["projects"][0]["id"], pid.as_str(), "{gp}");
+    let (_, ep) = cloud.call(
+        "GET",
+        &format!("/OS-EP-FILTER/endpoints/{image_ep}/projects"),
+        &admin,
+        None,
+    );
+    assert_eq!(ep["projects"][0]["id"], pid.as_str(), "{ep}");
+
+    // No associations: every endpoint again.
+    for path in [
+        format!("/OS-EP-FILTER/projects/{pid}/endpoints/{image_ep}"),
+        format!("/OS-EP-FILTER/endpoint_groups/{gid}/projects/{pid}"),
+    ] {
+        let (st, _) = cloud.call("DELETE", &path, &admin, None);
+        assert_eq!(st, 204, "{path}");
+    }
+    assert_eq!(catalog_types(&member()), everything);
+}

@@ -320,7 +320,17 @@ fn cli_boots_from_volume(api: &std::path::Path, cloud: &Cloud, image_file: &std:
         "volumes_attached",
     ]);
     assert!(attached.contains(&root), "{attached}");
+    cli_newest_apis(&venv, cloud);
     os(&["server", "delete", "--wait", "bfv-vm"]);
+    // The data volume attached with delete_on_termination went with it.
+    let t0 = std::time::Instant::now();
+    while try_os(&["volume", "show", "bfv-data"]).status.success() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "bfv-data outlived its server though it was to go with it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     // The root volume outlives the server unless the mapping said
     // delete_on_termination: then it is available again, and can go.
     let t0 = std::time::Instant::now();
@@ -342,6 +352,191 @@ fn cli_boots_from_volume(api: &std::path::Path, cloud: &Cloud, image_file: &std:
     os(&["subnet", "delete", "bfv-sub"]);
     os(&["network", "delete", "bfv-net"]);
     os(&["image", "delete", "bfv-img"]);
+}
+
+/// The commands issue 19 names, as a client of today calls them, against
+/// the running `bfv-vm`: the newest compute microversion's server list and
+/// show, a flavor description (2.55), a data volume attached and set to go
+/// with the server (2.85), the volume summary (3.12) and attachments
+/// (3.27), a subnet pool a subnet takes its prefix from, an address
+/// scope, and unified limits written by the admin.
+fn cli_newest_apis(venv: &str, cloud: &Cloud) {
+    let os = |args: &[&str]| openstack_ok(venv, cloud, args);
+    let latest = |args: &[&str]| {
+        let mut a = vec!["--os-compute-api-version", "2.latest"];
+        a.extend_from_slice(args);
+        os(&a)
+    };
+    let list = latest(&["server", "list", "--long", "-f", "value", "-c", "Name"]);
+    assert!(list.lines().any(|l| l == "bfv-vm"), "{list}");
+    let shown = latest(&["server", "show", "bfv-vm", "-f", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["name"], "bfv-vm", "{shown}");
+    assert!(
+        shown.get("pinned_availability_zone").is_some(),
+        "2.96+ fields: {shown}"
+    );
+    os(&[
+        "--os-compute-api-version",
+        "2.55",
+        "flavor",
+        "set",
+        "--description",
+        "the tiny one",
+        "1",
+    ]);
+    let d = os(&[
+        "--os-compute-api-version",
+        "2.55",
+        "flavor",
+        "show",
+        "1",
+        "-f",
+        "value",
+        "-c",
+        "description",
+    ]);
+    assert_eq!(d, "the tiny one");
+    os(&["volume", "create", "--size", "1", "bfv-data"]);
+    let t0 = std::time::Instant::now();
+    while os(&["volume", "show", "bfv-data", "-f", "value", "-c", "status"]) != "available" {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "bfv-data never available"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    latest(&["server", "add", "volume", "bfv-vm", "bfv-data"]);
+    let t0 = std::time::Instant::now();
+    while os(&["volume", "show", "bfv-data", "-f", "value", "-c", "status"]) != "in-use" {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "bfv-data never in use"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    latest(&[
+        "server",
+        "volume",
+        "update",
+        "--delete-on-termination",
+        "bfv-vm",
+        "bfv-data",
+    ]);
+    let vols = latest(&["server", "volume", "list", "bfv-vm", "-f", "json"]);
+    let vols: serde_json::Value = serde_json::from_str(&vols).unwrap();
+    let data_id = os(&["volume", "show", "bfv-data", "-f", "value", "-c", "id"]);
+    let row = vols
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["Volume ID"] == data_id.as_str())
+        .unwrap_or_else(|| panic!("bfv-data not listed: {vols}"));
+    assert_eq!(row["Delete On Termination"], true, "{row}");
+    let atts = os(&[
+        "--os-volume-api-version",
+        "3.27",
+        "volume",
+        "attachment",
+        "list",
+        "-f",
+        "json",
+    ]);
+    assert!(
+        atts.contains(&data_id),
+        "the attachment is Cinder's too: {atts}"
+    );
+    let summary = os(&[
+        "--os-volume-api-version",
+        "3.12",
+        "volume",
+        "summary",
+        "-f",
+        "json",
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert!(
+        summary["Total Count"].as_u64().unwrap_or(0) >= 2,
+        "{summary}"
+    );
+    os(&[
+        "address",
+        "scope",
+        "create",
+        "--ip-version",
+        "4",
+        "bfv-scope",
+    ]);
+    os(&[
+        "subnet",
+        "pool",
+        "create",
+        "--pool-prefix",
+        "10.200.0.0/16",
+        "--default-prefix-length",
+        "24",
+        "--address-scope",
+        "bfv-scope",
+        "bfv-pool",
+    ]);
+    os(&[
+        "subnet",
+        "create",
+        "--subnet-pool",
+        "bfv-pool",
+        "--network",
+        "bfv-net",
+        "bfv-pool-sub",
+    ]);
+    let cidr = os(&[
+        "subnet",
+        "show",
+        "bfv-pool-sub",
+        "-f",
+        "value",
+        "-c",
+        "cidr",
+    ]);
+    assert!(
+        cidr.starts_with("10.200.") && cidr.ends_with("/24"),
+        "{cidr}"
+    );
+    os(&["subnet", "delete", "bfv-pool-sub"]);
+    os(&["subnet", "pool", "delete", "bfv-pool"]);
+    os(&["address", "scope", "delete", "bfv-scope"]);
+    let rl = os(&[
+        "registered",
+        "limit",
+        "create",
+        "--service",
+        "compute",
+        "--default-limit",
+        "20",
+        "server_metadata_items",
+        "-f",
+        "value",
+        "-c",
+        "id",
+    ]);
+    let l = os(&[
+        "limit",
+        "create",
+        "--project",
+        "admin",
+        "--service",
+        "compute",
+        "--resource-limit",
+        "10",
+        "server_metadata_items",
+        "-f",
+        "value",
+        "-c",
+        "id",
+    ]);
+    let shown = os(&["limit", "show", &l, "-f", "value", "-c", "resource_limit"]);
+    assert_eq!(shown, "10");
+    os(&["limit", "delete", &l]);
+    os(&["registered", "limit", "delete", &rl]);
 }
 
 /// Tempest's image suite, less what Ursa does not serve: tasks (the

@@ -1039,6 +1039,67 @@ fn transfers_private_types_and_groups() {
     };
     assert!(listed(&a) && !listed(&b));
 
+    // A default type for project a (3.62): its volumes made without a
+    // type get it, and /types/default shows it to a.
+    let at = |method: &str, path: &str, tok: &str, v: &str, body: Option<Value>| {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = cloud
+            .http()
+            .request(m, format!("{}{path}", api.base))
+            .header("X-Auth-Token", tok)
+            .header("OpenStack-API-Version", format!("volume {v}"));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let (st, d) = at(
+        "PUT",
+        &format!("/default-types/{pa}"),
+        &admin,
+        "3.62",
+        Some(json!({"default_type": {"volume_type": "private-gold"}})),
+    );
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["default_type"]["volume_type_id"], ptype.as_str());
+    let (st, _) = at(
+        "PUT",
+        &format!("/default-types/{pa}"),
+        &a,
+        "3.62",
+        Some(json!({"default_type": {"volume_type": "private-gold"}})),
+    );
+    assert_eq!(st, 403, "only admins set defaults");
+    let (_, t) = at("GET", "/types/default", &a, "3.62", None);
+    assert_eq!(t["volume_type"]["name"], "private-gold", "{t}");
+    let typed = volume(&a, json!({"size": 1}));
+    let (_, v) = api.call("GET", &format!("/volumes/{typed}"), &a, None);
+    assert_eq!(v["volume"]["volume_type"], "private-gold", "{v}");
+    let (st, _) = at(
+        "DELETE",
+        &format!("/default-types/{pa}"),
+        &admin,
+        "3.62",
+        None,
+    );
+    assert_eq!(st, 204);
+    let (st, _) = at("GET", &format!("/default-types/{pa}"), &admin, "3.62", None);
+    assert_eq!(st, 404);
+    let (st, f) = at("GET", "/resource_filters?resource=volume", &a, "3.33", None);
+    assert_eq!(st, 200, "{f}");
+    assert!(f["resource_filters"][0]["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x == "status"));
+    let (st, _) = api.call("DELETE", &format!("/volumes/{typed}"), &a, None);
+    assert_eq!(st, 202);
+    api.gone(&format!("/volumes/{typed}"), &a);
+
     // Groups: a group of one volume, snapshotted, and a group made from
     // that snapshot whose volume reads back the same bytes.
     let (st, gt) = api.call(

@@ -212,7 +212,18 @@ fn substitute(text: &str, project_id: &str) -> String {
 /// The catalog as a token scoped to `project` shows it: endpoint URLs
 /// that name the project get its id; without a project they are left out.
 pub fn catalog_for(m: &Model, project: Option<&str>) -> Value {
-    let v = catalog(m);
+    let mut v = catalog(m);
+    // OS-EP-FILTER: a project with associations sees those endpoints only.
+    if let Some(allowed) = project.and_then(|p| super::endpoint_filter::allowed_endpoints(m, p)) {
+        if let Some(services) = v.as_array_mut() {
+            for s in services.iter_mut() {
+                if let Some(eps) = s["endpoints"].as_array_mut() {
+                    eps.retain(|e| e["id"].as_str().is_some_and(|id| allowed.contains(id)));
+                }
+            }
+            services.retain(|s| s["endpoints"].as_array().is_some_and(|e| !e.is_empty()));
+        }
+    }
     match project {
         Some(p) => serde_json::from_str(&substitute(&v.to_string(), p)).unwrap_or(v),
         None => {
@@ -336,7 +347,20 @@ pub fn token_body(m: &Model, v: &Validated, with_catalog: bool) -> TokenBody {
             .map(|r| json!({"id": r.id, "name": r.name}))
             .collect();
         o.insert("roles".into(), Value::Array(roles));
-        if with_catalog {
+        let filtered = match &p.scope {
+            Scope::Project(pid) => super::endpoint_filter::allowed_endpoints(m, pid).is_some(),
+            _ => false,
+        };
+        if with_catalog && filtered {
+            // A project with endpoint associations: its own catalog.
+            let pid = match &p.scope {
+                Scope::Project(pid) => Some(pid.as_str()),
+                _ => None,
+            };
+            let raw = serde_json::value::to_raw_value(&catalog_for(m, pid))
+                .expect("a JSON value renders");
+            catalog = Some(Rendered(std::sync::Arc::from(raw)));
+        } else if with_catalog {
             let raw = cached_catalog(m);
             catalog = Some(if !templated(raw.get()) {
                 Rendered(raw)

@@ -9,6 +9,7 @@ mod catalog;
 mod credentials;
 mod discovery;
 mod domains;
+mod endpoint_filter;
 mod groups;
 pub mod limits;
 mod projects;
@@ -32,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .merge(roles::routes())
         .merge(assignments::routes())
         .merge(catalog::routes())
+        .merge(endpoint_filter::routes())
         .merge(credentials::routes())
         .merge(limits::routes())
 }

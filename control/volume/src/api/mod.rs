@@ -22,6 +22,7 @@ use ursa_core::http::{empty, parse_body, Auth};
 
 mod attachments;
 mod backups;
+mod defaults;
 mod group_types;
 mod groups;
 mod messages;
@@ -36,6 +37,7 @@ mod types;
 mod volumes;
 use attachments::*;
 use backups::*;
+use defaults::*;
 use group_types::*;
 use groups::*;
 use messages::*;
@@ -162,6 +164,14 @@ pub fn routes() -> Router<AppState> {
             get(show_group_snapshot).delete(delete_group_snapshot),
         )
         .route("/group_snapshots/{id}/action", post(group_snapshot_action))
+        .route("/default-types", get(list_default_types))
+        .route(
+            "/default-types/{project}",
+            get(show_default_type)
+                .put(set_default_type)
+                .delete(unset_default_type),
+        )
+        .route("/resource_filters", get(resource_filters))
         .route("/messages", get(list_messages))
         .route("/messages/{id}", get(show_message).delete(delete_message))
         .route("/backups", get(list_backups).post(create_backup))

@@ -31,13 +31,9 @@ pub(super) async fn list_types(
     ))
 }
 
-pub(super) async fn default_type(
-    State(state): State<AppState>,
-    _auth: Auth,
-) -> Result<Json<Value>> {
+pub(super) async fn default_type(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>> {
     let s = svc(&state)?;
-    let t = s
-        .doc(TYPE, DEFAULT_TYPE_ID)
+    let t = default_type_of(s, auth.0.project_id().unwrap_or_default())
         .ok_or_else(|| Error::NotFound("Default volume type can not be found.".into()))?;
     Ok(Json(json!({"volume_type": type_view(&t)})))
 }

@@ -121,8 +121,8 @@ pub(super) async fn create_volume(
         )));
     }
     let vtype = match b.get("volume_type").and_then(|v| v.as_str()) {
-        None => s
-            .doc(TYPE, DEFAULT_TYPE_ID)
+        // The project's default type (3.62), else __DEFAULT__.
+        None => default_type_of(s, &project)
             .ok_or_else(|| Error::Internal("no default volume type".into()))?,
         Some(t) => s
             .docs(TYPE)
