@@ -432,7 +432,7 @@ fn cli_newest_apis(venv: &str, cloud: &Cloud) {
         .iter()
         .find(|v| v["Volume ID"] == data_id.as_str())
         .unwrap_or_else(|| panic!("bfv-data not listed: {vols}"));
-    assert_eq!(row["Delete On Termination"], true, "{row}");
+    assert_eq!(row["Delete On Termination?"], true, "{row}");
     let atts = os(&[
         "--os-volume-api-version",
         "3.27",
@@ -708,12 +708,12 @@ fn tempest_identity_suite_passes() {
     );
 }
 
-/// Tempest's volume suite against `ursa up` and its own ursa-blockd: at
-/// least 80% of the tests that run pass (the rest are features not built
-/// yet: transfers, QoS specs, retype, type access, encryption,
-/// os-hosts, service freeze/thaw, attachments).
+/// Tempest's volume suite against `ursa up` and its own ursa-blockd, with
+/// an image for the volume-from-image tests and the backend's protocol
+/// and vendor as a deployer's tempest.conf names them: every test that
+/// runs passes.
 #[test]
-fn tempest_volume_suite_passes_four_in_five() {
+fn tempest_volume_suite_passes() {
     let Some(api) = shared_api() else { return };
     let blockd = std::path::Path::new(common::ursa_bin()).with_file_name("ursa-blockd");
     if !blockd.exists() {
@@ -745,13 +745,10 @@ fn tempest_volume_suite_passes_four_in_five() {
         .unwrap();
     let (passed, failed, text) = tempest_result("tempest volume", &out);
     assert!(
-        passed >= 100,
+        passed >= 150,
         "expected the volume suite, got {passed}:\n{text}"
     );
-    assert!(
-        passed * 5 >= (passed + failed) * 4,
-        "{passed} passed, {failed} failed: under 80%:\n{text}"
-    );
+    assert_eq!(failed, 0, "tempest volume failures:\n{text}");
 }
 
 /// Tempest's compute suite against a cloud with its own netd and compute
