@@ -557,6 +557,19 @@ fn compute_answers_each_microversion_as_nova_does() {
     let (st, _, v) = pin("2.104", Value::Null);
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["server"]["pinned_availability_zone"], Value::Null, "{v}");
+    // 2.43 retired os-hosts.
+    assert_eq!(
+        at(&cloud, Some("2.42"), "GET", "/os-hosts", &admin, None).0,
+        200
+    );
+    assert_eq!(
+        at(&cloud, Some("2.43"), "GET", "/os-hosts", &admin, None).0,
+        404
+    );
+    // 2.102: a server's GET takes no query parameters it does not define.
+    let q = format!("/servers/{id}?bogus=1");
+    assert_eq!(at(&cloud, Some("2.101"), "GET", &q, &admin, None).0, 200);
+    assert_eq!(at(&cloud, Some("2.102"), "GET", &q, &admin, None).0, 400);
 
     // Tags: add one, filter by it, take all away.
     let (st, _, _) = at(

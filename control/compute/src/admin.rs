@@ -504,11 +504,22 @@ fn host_list(s: &Compute) -> Vec<Value> {
     v
 }
 
+/// 2.43 retired `os-hosts` (its answers live in os-hypervisors and
+/// os-services): 404 from then on, as Nova answers.
+fn hosts_api(mv: Mv) -> Result<()> {
+    if mv.at(43) {
+        return Err(Error::NotFound("The resource could not be found.".into()));
+    }
+    Ok(())
+}
+
 async fn hosts(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
+    hosts_api(mv)?;
     admin_only(&auth, "os_compute_api:os-hosts:list")?;
     let s = svc(&app)?;
     let zone = query(&raw)
@@ -528,8 +539,10 @@ async fn hosts(
 async fn host_show(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
+    hosts_api(mv)?;
     admin_only(&auth, "os_compute_api:os-hosts:show")?;
     let s = svc(&app)?;
     let host = last(&p);
@@ -563,9 +576,11 @@ fn known_host(s: &Compute, host: &str) -> Result<()> {
 async fn host_update(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
     bytes: Bytes,
 ) -> Result<Json<Value>> {
+    hosts_api(mv)?;
     admin_only(&auth, "os_compute_api:os-hosts:update")?;
     let s = svc(&app)?;
     let host = last(&p);
@@ -604,12 +619,14 @@ async fn host_update(
 async fn host_power(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Json<Value>> {
     let power = param(&p, "power");
     if !matches!(power.as_str(), "reboot" | "shutdown" | "startup") {
         return Err(Error::NotFound(format!("No such host action: {power}")));
     }
+    hosts_api(mv)?;
     admin_only(&auth, &format!("os_compute_api:os-hosts:{power}"))?;
     let s = svc(&app)?;
     known_host(s, &param(&p, "host"))?;
@@ -1338,13 +1355,20 @@ fn extension_doc(alias: &str, name: &str) -> Value {
            "description": name, "links": [], "updated": "2014-12-03T00:00:00Z"})
 }
 
-async fn extensions(_auth: Auth) -> Json<Value> {
-    Json(
+async fn extensions(_auth: Auth, mv: Mv, RawQuery(raw): RawQuery) -> Result<Json<Value>> {
+    super::api::strict_query(mv, &raw)?;
+    Ok(Json(
         json!({"extensions": EXTENSIONS.iter().map(|(a, n)| extension_doc(a, n)).collect::<Vec<_>>()}),
-    )
+    ))
 }
 
-async fn extension(_auth: Auth, Path(p): Path<Vec<(String, String)>>) -> Result<Response> {
+async fn extension(
+    _auth: Auth,
+    mv: Mv,
+    Path(p): Path<Vec<(String, String)>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response> {
+    super::api::strict_query(mv, &raw)?;
     let alias = last(&p);
     let (a, n) = EXTENSIONS
         .iter()

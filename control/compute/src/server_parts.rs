@@ -240,8 +240,11 @@ async fn addresses(s: &Compute, id: &str) -> Result<Value> {
 async fn ips(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Json<Value>> {
+    super::api::strict_query(mv, &raw)?;
     let s = svc(&app)?;
     let id = last(&p);
     find_server(s, &auth, &id).await?;
@@ -251,8 +254,11 @@ async fn ips(
 async fn ips_of(
     State(app): State<AppState>,
     auth: Auth,
+    mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Json<Value>> {
+    super::api::strict_query(mv, &raw)?;
     let s = svc(&app)?;
     let (id, net) = (param(&p, "id"), param(&p, "network"));
     find_server(s, &auth, &id).await?;

@@ -12,6 +12,8 @@
 //! they fetch an image, and upload a snapshot, over HTTP through ticket
 //! URLs ([`Images::fetch_url`], [`Images::upload_url`]) that name one
 //! image and one direction, sealed with the token keys, for a limited time.
+//! Imports ([`tasks`]): `glance-direct` (staged data), `web-download` (an
+//! http(s) URL) and the tasks API, each recorded as a task.
 
 pub mod api;
 pub mod metadefs;

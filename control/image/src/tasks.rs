@@ -4,7 +4,8 @@
 //! `import`, admins only as in Glance). Each import is a task (documents
 //! of kind `image_task`) that goes `pending` → `processing` → `success`
 //! (its `result` names the image) or `failure` (its `message` says why),
-//! and is shown for 48 hours (`expires_at`), as Glance keeps them.
+//! and is kept for 48 hours (`expires_at`; the next task stored deletes
+//! the expired ones), as Glance keeps them.
 //!
 //! A download reads `http`/`https` URLs only, streams the body into the
 //! image store (hashed on the way), and makes the image `active`.
@@ -59,15 +60,23 @@ fn view(t: &Map<String, Value>, with_image: bool) -> Value {
     v
 }
 
+/// Stores a task; tasks past their `expires_at` go in the same write
+/// (Glance's task time to live), so they never pile up.
 async fn put_task(imgs: &Images, t: Map<String, Value>) -> Result<()> {
     let id = s(&t, "id").to_string();
     let owner = s(&t, "owner").to_string();
+    let now = now();
     imgs.identity
-        .change(move |_| {
-            Ok((
-                vec![Op::put(TASK, &id, &owner, &id, Value::Object(t.clone()))],
-                (),
-            ))
+        .change(move |m| {
+            let mut ops: Vec<Op> = m
+                .docs_of(TASK)
+                .filter(|x| x["expires_at"].as_str().is_some_and(|e| e < now.as_str()))
+                .filter_map(|x| x["id"].as_str())
+                .filter(|x| *x != id)
+                .map(|x| Op::delete(TASK, x))
+                .collect();
+            ops.push(Op::put(TASK, &id, &owner, &id, Value::Object(t.clone())));
+            Ok((ops, ()))
         })
         .await
 }

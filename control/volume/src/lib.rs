@@ -3,15 +3,19 @@
 //!
 //! A change is stored first (status `creating`, `extending`, `deleting`),
 //! then carried out on the volume's blockd node by a background task that
-//! records the outcome (`available`, or `error` with the reason). Records
-//! are documents (kinds `volume`, `volume_snapshot`, `volume_type`) written
-//! through the control plane's single writer. The scheduler puts a new
-//! volume on the node with the most free pool space (a volume from a
-//! snapshot or another volume goes where its source is: clones share
-//! chunks). A volume from an image is filled the way Cinder does it:
-//! `qemu-img convert` of the image (raw or qcow2) onto the volume's NBD
-//! export. Backups ([`backup`]) go into object storage, incremental from
-//! blockd's thin maps.
+//! records the outcome (`available`, or `error` with the reason). Volumes,
+//! snapshots, backups, transfers, groups, group snapshots and user messages
+//! are rows of `vol_records` ([`record_table`]); volume types, QoS specs,
+//! group types, default types and quotas are documents, all written through
+//! the control plane's single writer. The [`scheduler`] puts a new volume
+//! on a node whose capabilities meet its type's extra specs, the one with
+//! the most free pool space (a volume from a snapshot or another volume
+//! goes where its source is: clones share chunks). A volume from an image
+//! is filled the way Cinder does it: `qemu-img convert` of the image (raw
+//! or qcow2) onto the volume's NBD export; [`upload`] goes the other way.
+//! Attachments ([`attach`]) are Cinder's steps, which compute uses too.
+//! Backups ([`backup`]) go into object storage, incremental from blockd's
+//! thin maps.
 
 pub mod api;
 pub mod attach;

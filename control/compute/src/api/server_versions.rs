@@ -219,6 +219,26 @@ pub(crate) fn hostname_field(b: &Rec, mv: Mv) -> Result<Option<String>> {
 }
 
 /// The 400 Nova's schema check gives a field its version does not know.
+/// 2.102: GETs whose query schema was open (a server, its addresses,
+/// the extensions) refuse query parameters they do not define.
+pub(crate) fn strict_query(mv: Mv, raw: &Option<String>) -> Result<()> {
+    match raw.as_deref().filter(|q| !q.is_empty()) {
+        Some(q) if mv.at(102) => {
+            let name = q
+                .split('&')
+                .next()
+                .unwrap_or(q)
+                .split('=')
+                .next()
+                .unwrap_or(q);
+            Err(Error::BadRequest(format!(
+                "Invalid input for query parameters {name}. Value: Additional properties are not allowed ('{name}' was unexpected)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn unexpected(field: &str) -> Error {
     Error::BadRequest(format!(
         "Invalid input for field/attribute server. Value: Additional properties are not allowed ('{field}' was unexpected)"

@@ -434,7 +434,9 @@ pub(super) async fn show_server(
     auth: Auth,
     mv: Mv,
     Path(p): Path<Vec<(String, String)>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Json<Value>> {
+    super::strict_query(mv, &raw)?;
     let s = svc(&app)?;
     let r = find_server(s, &auth, &last(&p)).await?;
     Ok(Json(
