@@ -322,27 +322,6 @@ fn images_upload_share_isolate_and_refuse_bad_input() {
     assert_eq!(st, 404);
 }
 
-/// Serves `body` to every HTTP GET on a loopback port (the web a
-/// `web-download` import reads from); its URL.
-fn serve_once_forever(body: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://127.0.0.1:{port}/disk.raw")
-}
-
 /// Interoperable image import and the tasks API: `glance-direct` makes
 /// the staged bytes the image's, `web-download` and a `/v2/tasks` import
 /// fetch them from a URL; each leaves a task that says so; the bytes read
@@ -426,7 +405,7 @@ fn image_import_methods_and_tasks() {
     assert_eq!(tasks["tasks"][0]["result"]["image_id"], id.as_str());
 
     // web-download from a URL, and from one that is not http(s).
-    let url = serve_once_forever(data.clone());
+    let url = common::serve_bytes(data.clone());
     let id = new_image("web");
     let (st, e) = api.json(
         "POST",
@@ -458,7 +437,8 @@ fn image_import_methods_and_tasks() {
         assert!(t0.elapsed().as_secs() < 30, "{t}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    wait_status(&bad, &a, "queued");
+    let failed = wait_status(&bad, &a, "queued");
+    assert_eq!(failed["os_glance_failed_import"], "default", "{failed}");
 
     // The tasks API: admins only; an import task makes a new image.
     let body = json!({"type": "import", "input": {"import_from": url,

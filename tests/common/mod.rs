@@ -773,3 +773,24 @@ pub fn files_under(dir: &Path, len: Option<u64>) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// Serves `body` to every HTTP GET on a loopback port (the web a
+/// `web-download` import reads from); its URL.
+pub fn serve_bytes(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}/disk.raw")
+}

@@ -148,11 +148,15 @@ fn spawn_download(imgs: Images, task: String, id: String, url: String) {
             Ok(()) => settle(&imgs, &task, "success", json!({"image_id": id}), "").await,
             Err(e) => {
                 tracing::warn!(image = %id, error = %e, "image import failed");
+                // Back to queued, and said the way Glance says a store
+                // failed to import (what clients wait on).
                 let _ = imgs
                     .update(&id, |img| {
                         if s(img, "status") == "importing" {
                             img.insert("status".into(), json!("queued"));
                         }
+                        img.insert("os_glance_failed_import".into(), json!("default"));
+                        img.insert("os_glance_importing_to_stores".into(), json!(""));
                         Ok(())
                     })
                     .await;
@@ -394,6 +398,7 @@ async fn import(
             }
             imgs.update(&id, |i| {
                 i.insert("status".into(), json!("importing"));
+                i.remove("os_glance_failed_import");
                 Ok(())
             })
             .await?;
