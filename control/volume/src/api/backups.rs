@@ -130,16 +130,6 @@ fn bad_body(e: Error) -> Error {
     }
 }
 
-fn short(v: &Option<String>, field: &str) -> Result<Value> {
-    match v {
-        Some(s) if s.chars().count() > 255 => Err(Error::BadRequest(format!(
-            "Invalid input for field/attribute {field}: longer than 255 characters."
-        ))),
-        Some(s) => Ok(json!(s)),
-        None => Ok(Value::Null),
-    }
-}
-
 fn check_metadata(m: &HashMap<String, String>) -> Result<()> {
     match m.iter().find(|(k, v)| !metadata_item_ok(k, v)) {
         Some((k, _)) => Err(Error::BadRequest(format!("Invalid metadata: {k}"))),

@@ -7,25 +7,6 @@ use super::*;
 use crate::{GROUP, GROUP_TYPE};
 use serde::Deserialize;
 
-fn since(mv: Micro, minor: u32, what: &str) -> Result<()> {
-    if mv.0 < minor {
-        return Err(Error::NotFound(format!(
-            "{what} needs microversion 3.{minor}."
-        )));
-    }
-    Ok(())
-}
-
-fn short(v: &Option<String>, field: &str) -> Result<Value> {
-    match v {
-        Some(s) if s.chars().count() > 255 => Err(Error::BadRequest(format!(
-            "Invalid input for field/attribute {field}: longer than 255 characters."
-        ))),
-        Some(s) => Ok(json!(s)),
-        None => Ok(Value::Null),
-    }
-}
-
 // ---------------------------------------------------------------------
 // Group types.
 

@@ -14,25 +14,6 @@ use super::*;
 use crate::{GROUP, GROUP_SNAPSHOT, GROUP_TYPE};
 use serde::Deserialize;
 
-fn since(mv: Micro, minor: u32, what: &str) -> Result<()> {
-    if mv.0 < minor {
-        return Err(Error::NotFound(format!(
-            "{what} needs microversion 3.{minor}."
-        )));
-    }
-    Ok(())
-}
-
-fn short(v: &Option<String>, field: &str) -> Result<Value> {
-    match v {
-        Some(s) if s.chars().count() > 255 => Err(Error::BadRequest(format!(
-            "Invalid input for field/attribute {field}: longer than 255 characters."
-        ))),
-        Some(s) => Ok(json!(s)),
-        None => Ok(Value::Null),
-    }
-}
-
 /// The volumes of a group (among its project's).
 pub(super) async fn members(s: &Volumes, g: &Rec) -> Result<Vec<Rec>> {
     let f = crate::record_table::Filter {

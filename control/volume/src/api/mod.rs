@@ -473,6 +473,27 @@ fn opt_string(b: &Map<String, Value>, k: &str, max: usize) -> Result<Value> {
     }
 }
 
+/// A 404 for an API below the microversion that brought it.
+fn since(mv: Micro, minor: u32, what: &str) -> Result<()> {
+    if mv.0 < minor {
+        return Err(Error::NotFound(format!(
+            "{what} needs microversion 3.{minor}."
+        )));
+    }
+    Ok(())
+}
+
+/// An optional name or description: at most 255 characters.
+fn short(v: &Option<String>, field: &str) -> Result<Value> {
+    match v {
+        Some(s) if s.chars().count() > 255 => Err(Error::BadRequest(format!(
+            "Invalid input for field/attribute {field}: longer than 255 characters."
+        ))),
+        Some(s) => Ok(json!(s)),
+        None => Ok(Value::Null),
+    }
+}
+
 /// Cinder's rule for one metadata item: a key of 1 to 255 characters, a
 /// value of at most 255.
 fn metadata_item_ok(k: &str, v: &str) -> bool {

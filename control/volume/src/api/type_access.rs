@@ -131,7 +131,7 @@ struct EncryptionBody {
     encryption: EncryptionSpec,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct EncryptionSpec {
     #[serde(default)]
@@ -269,12 +269,7 @@ pub(super) async fn update_encryption(
             ))
         })?;
     let mut shown = Map::new();
-    apply(
-        &mut shown,
-        EncryptionSpec {
-            ..spec_clone(&spec)
-        },
-    )?;
+    apply(&mut shown, spec.clone())?;
     apply(&mut e, spec)?;
     let e2 = e.clone();
     s.update(TYPE, st(&t, "id"), move |r| {
@@ -283,15 +278,6 @@ pub(super) async fn update_encryption(
     })
     .await?;
     Ok(Json(json!({"encryption": shown})))
-}
-
-fn spec_clone(s: &EncryptionSpec) -> EncryptionSpec {
-    EncryptionSpec {
-        provider: s.provider.clone(),
-        cipher: s.cipher.clone(),
-        key_size: s.key_size,
-        control_location: s.control_location.clone(),
-    }
 }
 
 pub(super) async fn delete_encryption(
