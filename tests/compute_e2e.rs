@@ -47,6 +47,32 @@ impl Api<'_> {
         id
     }
 
+    /// A compute call at microversion `mv`.
+    fn call_mv(
+        &self,
+        mv: &str,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let base = self.0.url.trim_end_matches("/v3");
+        let r = self
+            .0
+            .http()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{base}{path}"),
+            )
+            .header("X-Auth-Token", token)
+            .header("OpenStack-API-Version", format!("compute {mv}"))
+            .json(&body)
+            .send()
+            .unwrap();
+        let st = r.status().as_u16();
+        (st, r.json().unwrap_or(Value::Null))
+    }
+
     fn server_status(&self, token: &str, id: &str) -> (u16, Value) {
         let (st, v) = self.call("GET", &format!("/compute/v2.1/servers/{id}"), token, None);
         (st, v["server"].clone())
@@ -386,6 +412,44 @@ fn servers_boot_real_guests_that_take_their_address_from_netd() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+
+    // Rebuilt with another image: below 2.93 refused (a volume-backed
+    // server keeps the image its root volume has); from 2.93 the root
+    // volume is re-imaged, stays attached, and the guest boots from it.
+    let tiny2 = api.upload_image(&admin, "tiny-2", "raw", &tiny_disk);
+    let rebuild = |mv: &str| {
+        api.call_mv(
+            mv,
+            "POST",
+            &format!("/compute/v2.1/servers/{id2}/action"),
+            &admin,
+            json!({"rebuild": {"imageRef": tiny2, "name": "vm2-rebuilt"}}),
+        )
+    };
+    let (st, e) = rebuild("2.92");
+    assert_eq!(st, 400, "{e}");
+    let (st, r) = rebuild("2.93");
+    assert_eq!(st, 202, "{r}");
+    assert_eq!(r["server"]["image"], "", "{r}");
+    let srv2 = api.wait_status(&admin, &id2, &["ACTIVE", "ERROR"], Duration::from_secs(180));
+    assert_eq!(srv2["status"], "ACTIVE", "{srv2}");
+    assert_eq!(srv2["name"], "vm2-rebuilt");
+    let (_, rv) = api.call(
+        "GET",
+        &format!("/volume/v3/volumes/{root_vol}"),
+        &admin,
+        None,
+    );
+    assert_eq!(rv["volume"]["status"], "in-use", "{rv}");
+    assert_eq!(
+        rv["volume"]["volume_image_metadata"]["image_id"],
+        tiny2.as_str(),
+        "{rv}"
+    );
+    assert_eq!(rv["volume"]["attachments"][0]["server_id"], id2.as_str());
+    api.wait_console(&admin, &id2, "URSA-TINY: root read ok");
+    let qemu = guests_under(&state);
+    assert_eq!(qemu.len(), 2, "vm2 runs again after its rebuild");
 
     // A guest that cannot start: ERROR with a fault, nothing left behind.
     let junk = dir.path().join("junk.qcow2");

@@ -129,6 +129,18 @@ fn compute_answers_each_microversion_as_nova_does() {
         ),
     );
     assert_eq!(st, 400, "a description below 2.55: {e}");
+    // rxtx_factor is taken until 2.101.
+    let (st, _, e) = at(
+        &cloud,
+        Some("2.102"),
+        "POST",
+        "/flavors",
+        &admin,
+        Some(
+            json!({"flavor": {"name": "mvf3", "ram": 64, "vcpus": 1, "disk": 1, "rxtx_factor": 2.0}}),
+        ),
+    );
+    assert_eq!(st, 400, "rxtx_factor from 2.102: {e}");
     let put = json!({"flavor": {"description": "second"}});
     let (st, _, _) = at(
         &cloud,
@@ -185,6 +197,62 @@ fn compute_answers_each_microversion_as_nova_does() {
     let (st, _, k) = at(&cloud, Some("2.1"), "GET", "/os-keypairs/k22", &admin, None);
     assert_eq!(st, 200);
     assert!(k["keypair"].get("type").is_none(), "{k}");
+    // Below 2.92 Nova also makes an x509 key pair: a client certificate
+    // for the user, with its private key.
+    let (st, _, k) = at(
+        &cloud,
+        Some("2.2"),
+        "POST",
+        "/os-keypairs",
+        &admin,
+        Some(json!({"keypair": {"name": "kx", "type": "x509"}})),
+    );
+    assert_eq!(st, 201, "{k}");
+    assert_eq!(k["keypair"]["type"], "x509");
+    let private = k["keypair"]["private_key"].as_str().unwrap_or("");
+    assert!(private.starts_with("-----BEGIN PRIVATE KEY-----"), "{k}");
+    let cert = k["keypair"]["public_key"].as_str().unwrap().to_string();
+    let mut openssl = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-fingerprint",
+            "-sha1",
+            "-ext",
+            "subjectAltName,extendedKeyUsage",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cert.as_bytes())
+        .unwrap();
+    let out = String::from_utf8(openssl.wait_with_output().unwrap().stdout).unwrap();
+    let (_, users) = cloud.call("GET", "/users?name=admin", &admin, None);
+    let user = users["users"][0]["id"].as_str().unwrap().to_string();
+    assert!(out.contains(&format!("CN = {user}")), "{out}");
+    assert!(out.contains("TLS Web Client Authentication"), "{out}");
+    let fp = k["keypair"]["fingerprint"].as_str().unwrap().to_uppercase();
+    assert!(
+        out.to_uppercase()
+            .contains(&format!("SHA1 FINGERPRINT={fp}")),
+        "{fp} vs {out}"
+    );
+    let (st, _, _) = at(
+        &cloud,
+        Some("2.2"),
+        "DELETE",
+        "/os-keypairs/kx",
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204);
     let (st, _, e) = at(
         &cloud,
         Some("2.92"),

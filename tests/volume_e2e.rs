@@ -18,13 +18,25 @@ struct Api<'a> {
 
 impl Api<'_> {
     fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_at("3.60", method, path, token, body)
+    }
+
+    /// A call at block storage microversion `version`.
+    fn call_at(
+        &self,
+        version: &str,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut rb = self
             .cloud
             .http()
             .request(m, format!("{}{path}", self.base))
             .header("X-Auth-Token", token)
-            .header("OpenStack-API-Version", "volume 3.60");
+            .header("OpenStack-API-Version", format!("volume {version}"));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -779,7 +791,7 @@ fn attachments_reserve_connect_complete_delete() {
 /// are the volume's; the volume is available again afterwards. Then the
 /// readonly flag shows in its metadata, and a retype changes its type.
 #[test]
-fn volume_upload_to_image_readonly_and_retype() {
+fn volume_upload_to_image_readonly_retype_and_reimage() {
     if Command::new("qemu-io").arg("--version").output().is_err() {
         eprintln!("SKIP upload e2e: qemu-io/qemu-img (qemu-utils) are not installed");
         return;
@@ -921,6 +933,57 @@ fn volume_upload_to_image_readonly_and_retype() {
         Some(json!({"os-retype": {"new_type": "no-such-type"}})),
     );
     assert_eq!(st, 404);
+
+    // Re-imaged (3.68) with another image: the volume holds its bytes and
+    // names it. Another project's private image is refused, and so is the
+    // action below 3.68.
+    let upload = |token: &str, name: &str, bytes: Vec<u8>| -> String {
+        let img: Value = cloud
+            .http()
+            .post(format!("{base}/image/v2/images"))
+            .header("X-Auth-Token", token)
+            .json(&json!({"name": name, "disk_format": "raw", "container_format": "bare"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = img["id"].as_str().unwrap().to_string();
+        let r = cloud
+            .http()
+            .put(format!("{base}/image/v2/images/{id}/file"))
+            .header("X-Auth-Token", token)
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        id
+    };
+    let data2: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + 3) as u8).collect();
+    let img2 = upload(&a, "reimage-src", data2.clone());
+    let (b, _) = cloud.member_of(&admin, "up-b");
+    let theirs = upload(&b, "not-yours", vec![1u8; 4096]);
+    let reimage = |version: &str, image: &str| {
+        api.call_at(
+            version,
+            "POST",
+            &format!("/volumes/{vol}/action"),
+            &a,
+            Some(json!({"os-reimage": {"image_id": image, "reimage_reserved": false}})),
+        )
+    };
+    assert_eq!(reimage("3.67", &img2).0, 404);
+    let (st, e) = reimage("3.68", &theirs);
+    assert_eq!(st, 400, "{e}");
+    let (st, e) = reimage("3.68", &img2);
+    assert_eq!(st, 202, "{e}");
+    let v = api.wait(&format!("/volumes/{vol}"), "volume", &a, "available");
+    assert_eq!(v["volume_image_metadata"]["image_id"], img2.as_str(), "{v}");
+    assert_eq!(v["bootable"], "true", "{v}");
+    assert!(
+        read_nbd(&api, &a, &vol, data2.len(), work.path()) == data2,
+        "the re-imaged volume lacks the new image's bytes"
+    );
 }
 
 /// Volume transfers, private volume types and generic volume groups:

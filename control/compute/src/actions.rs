@@ -102,7 +102,7 @@ pub(super) async fn server_action(
     if super::volume_backed(&r)
         && matches!(
             action.as_str(),
-            "createImage" | "createBackup" | "shelve" | "shelveOffload" | "rebuild"
+            "createImage" | "createBackup" | "shelve" | "shelveOffload"
         )
     {
         return Err(Error::BadRequest(format!(
@@ -319,6 +319,21 @@ pub(super) async fn server_action(
             let image_ref = args.get("imageRef").and_then(|v| v.as_str()).unwrap_or("");
             let image_id = image_ref.rsplit('/').next().unwrap_or("").to_string();
             super::api::bootable_image(&app, &auth, &image_id)?;
+            // A volume-backed server keeps its root volume: from 2.93 the
+            // volume is re-imaged; below, only the image it has will do
+            // (the guest is made again from the volume as it is).
+            let reimage = if super::volume_backed(&r) {
+                let now = s.root_image(&r).await.unwrap_or_default();
+                if !mv.at(93) && now != image_id {
+                    return Err(Error::BadRequest(format!(
+                        "Image {image_id} is unacceptable: Unable to rebuild with a different image for a volume-backed server."
+                    )));
+                }
+                mv.at(93).then(|| image_id.clone())
+            } else {
+                None
+            };
+            let volume_backed = super::volume_backed(&r);
             let name = match args.get("name") {
                 None => None,
                 Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => Some(n.clone()),
@@ -393,7 +408,9 @@ pub(super) async fn server_action(
             let img2 = image_id.clone();
             let r2 = s
                 .update(&id, move |r| {
-                    r.insert("ursa:image_id".into(), json!(img2));
+                    if !volume_backed {
+                        r.insert("ursa:image_id".into(), json!(img2));
+                    }
                     if let Some(n) = name.clone() {
                         r.insert("name".into(), json!(n));
                     }
@@ -428,7 +445,7 @@ pub(super) async fn server_action(
                 })
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("Instance {id} could not be found.")))?;
-            s.spawn_rebuild(r2.clone(), was_stopped);
+            s.spawn_rebuild(r2.clone(), was_stopped, reimage);
             let full = server_view(&app, s, &auth, &r2, mv).await?;
             let mut v = update_view(full.clone(), mv);
             if mv.at(54) {

@@ -311,16 +311,59 @@ impl Compute {
     }
 
     /// Rebuilds a server: its guest and disk go, and it boots again from
-    /// the image its record now names (stopped again if it was).
-    pub fn spawn_rebuild(&self, srv: Rec, stop_after: bool) {
+    /// the image its record now names (stopped again if it was); a
+    /// volume-backed one from its root volume, re-imaged with `reimage`
+    /// when given.
+    pub fn spawn_rebuild(&self, srv: Rec, stop_after: bool, reimage: Option<String>) {
         self.spawn_boot_with(
             srv,
             BootOpts {
                 destroy_first: true,
                 stop_after,
+                reimage_root: reimage,
                 ..Default::default()
             },
         );
+    }
+
+    /// The id of a volume-backed server's root volume, once it has one.
+    fn root_volume_id(srv: &Rec) -> Option<String> {
+        let bv = srv.get("ursa:boot_volume")?;
+        bv["volume_id"]
+            .as_str()
+            .or_else(|| match bv["source_type"].as_str() {
+                Some("volume") => bv["uuid"].as_str(),
+                _ => None,
+            })
+            .map(str::to_string)
+    }
+
+    /// The image a volume-backed server's root volume was made from.
+    pub async fn root_image(&self, srv: &Rec) -> Option<String> {
+        let vols = self.volumes.as_ref()?;
+        let vol = vols
+            .record(ursa_volume::VOLUME, &Self::root_volume_id(srv)?)
+            .await
+            .ok()??;
+        vol.get("volume_image_metadata")?
+            .get("image_id")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Writes `image` onto a volume-backed server's root volume (its guest
+    /// is gone; the volume stays attached, `downloading` meanwhile).
+    async fn reimage_root(&self, srv: &Rec, image: &str) -> std::result::Result<(), String> {
+        let vols = self
+            .volumes
+            .as_ref()
+            .ok_or("there is no volume service here")?;
+        let vol_id = Self::root_volume_id(srv).ok_or("the server has no root volume")?;
+        let vol = vols
+            .reimage(&vol_id, image, &["in-use"])
+            .await
+            .map_err(|e| format!("re-imaging the root volume: {e}"))?;
+        vols.finish_reimage(vol).await
     }
 
     pub fn spawn_boot_with(&self, srv: Rec, opts: BootOpts) {
@@ -332,7 +375,13 @@ impl Compute {
                     n.agent.destroy(&id).await;
                 }
             }
-            let mut r = me.boot(&srv, opts.standalone).await;
+            let mut r = match &opts.reimage_root {
+                Some(img) => me.reimage_root(&srv, img).await,
+                None => Ok(()),
+            };
+            if r.is_ok() {
+                r = me.boot(&srv, opts.standalone).await;
+            }
             if r.is_ok() && opts.stop_after {
                 if let Some(n) = me.node(st(&srv, "ursa:node")) {
                     n.agent.power_off(&id).await;
@@ -862,6 +911,9 @@ pub struct BootOpts {
     pub standalone: bool,
     /// An image to delete once booted (unshelve's snapshot).
     pub delete_image_after: Option<String>,
+    /// An image to write onto the root volume first (rebuild of a
+    /// volume-backed server from 2.93).
+    pub reimage_root: Option<String>,
 }
 
 pub fn flavor_record(id: &str, name: &str, ram: u64, vcpus: u64, disk: u64, public: bool) -> Rec {

@@ -21,6 +21,7 @@ pub mod api;
 pub mod attach;
 pub mod backup;
 pub mod record_table;
+pub mod reimage;
 pub mod scheduler;
 pub mod tasks;
 pub mod upload;
@@ -374,43 +375,7 @@ impl Volumes {
             }
         }
         if let Source::Image(image_id) = source {
-            let copy = self
-                .images
-                .store
-                .local_copy(&image_id)
-                .await
-                .map_err(|e| format!("reading image {image_id}: {e}"))?;
-            let path = copy.path.clone();
-            let fmt = self
-                .images
-                .get(&image_id)
-                .map(|i| st(&i, "disk_format").to_string())
-                .unwrap_or_else(|| "raw".into());
-            let conn = c
-                .export_volume(pb::ExportVolumeRequest {
-                    id: id.clone(),
-                    kind: 0,
-                })
-                .await
-                .map_err(grpc)?
-                .into_inner();
-            let fmt = if fmt == "qcow2" { "qcow2" } else { "raw" };
-            let out = tokio::process::Command::new("qemu-img")
-                .args(["convert", "-n", "-t", "none", "-f", fmt, "-O", "raw"])
-                .arg(&path)
-                .arg(&conn.uri)
-                .output()
-                .await
-                .map_err(|e| {
-                    format!("qemu-img (qemu-utils) is needed for volumes from images: {e}")
-                })?;
-            let _ = c.unexport_volume(pb::VolumeRef { id: id.clone() }).await;
-            if !out.status.success() {
-                return Err(format!(
-                    "copying image {image_id} onto the volume: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
+            self.write_image(&mut c, &id, &image_id).await?;
         }
         Ok(())
     }

@@ -19,7 +19,13 @@ use std::time::Duration;
 use ursa_core::duty::Duty;
 
 /// The statuses a background task carries a record out of.
-pub const IN_FLIGHT: &[&str] = &["creating", "deleting", "extending", "uploading"];
+pub const IN_FLIGHT: &[&str] = &[
+    "creating",
+    "deleting",
+    "extending",
+    "uploading",
+    crate::reimage::REIMAGING,
+];
 
 /// How often the duty's holder looks for work left by a dead controller.
 pub const SWEEP: Duration = Duration::from_secs(3);
@@ -152,6 +158,8 @@ impl Volumes {
                 }
                 self.end_upload(&id).await;
             }
+            // Copied again from the start.
+            (VOLUME, crate::reimage::REIMAGING) => self.spawn_reimage(rec),
             (SNAPSHOT, "creating") => {
                 let host = self
                     .record(VOLUME, st(&rec, "volume_id"))

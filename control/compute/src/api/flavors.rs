@@ -278,6 +278,8 @@ pub(super) async fn create_flavor(
     };
     let rxtx = match b.get("rxtx_factor") {
         None | Some(Value::Null) => 1.0,
+        // Taken until 2.101 (as the openstack client says).
+        Some(_) if mv.at(102) => return Err(super::unexpected("rxtx_factor")),
         Some(v) => v
             .as_f64()
             .or_else(|| v.as_str().and_then(|x| x.parse().ok()))

@@ -6,7 +6,6 @@ pub(crate) fn keypair_id(user: &str, name: &str) -> String {
     format!("{user}/{name}")
 }
 
-/// Nova's fingerprint: MD5 of the key blob, colon-separated.
 /// An x509 certificate's fingerprint as Nova shows it: the SHA-1 of its
 /// DER bytes, hex pairs joined by colons. The PEM must hold one
 /// certificate (a DER SEQUENCE).
@@ -33,6 +32,35 @@ fn x509_fingerprint(pem: &str) -> Result<String> {
         .join(":"))
 }
 
+/// A key pair Nova would generate for `type: x509` (below 2.92): a
+/// self-signed client certificate for WinRM, its subject the user's id, a
+/// UPN `<user>@localhost` as its alternative name, client authentication
+/// as its extended use, valid ten years. Returns (certificate PEM, private
+/// key PEM). Nova's key is RSA-2048; Ursa's is ECDSA P-256, which rcgen
+/// makes without an RSA generator.
+fn generate_x509(user: &str) -> Result<(String, String)> {
+    use chrono::Datelike as _;
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
+    let fail = |e: rcgen::Error| Error::Internal(format!("x509 key pair generation: {e}"));
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, user);
+    // 1.3.6.1.4.1.311.20.2.3: Microsoft's user principal name.
+    params.subject_alt_names = vec![SanType::OtherName((
+        vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+        format!("{user}@localhost").into(),
+    ))];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let today = chrono::Utc::now().date_naive();
+    let (m, d) = (today.month() as u8, today.day().min(28) as u8);
+    params.not_before = rcgen::date_time_ymd(today.year(), m, d);
+    params.not_after = rcgen::date_time_ymd(today.year() + 10, m, d);
+    let key = KeyPair::generate().map_err(fail)?;
+    let cert = params.self_signed(&key).map_err(fail)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Nova's fingerprint: MD5 of the key blob, colon-separated.
 pub(super) fn fingerprint(public_key: &str) -> Result<String> {
     use md5::Digest;
     ssh_key::PublicKey::from_openssh(public_key.trim())
@@ -187,11 +215,10 @@ pub(super) async fn create_keypair(
                 "Invalid input for field/attribute keypair: 'public_key' is a required property"
                     .into(),
             )),
-            // Ursa makes ssh key pairs only; an x509 one is imported.
-            None if kind == "x509" => return Err(Error::BadRequest(
-                "Keypair data is invalid: give the x509 certificate (PEM) as public_key; Ursa generates ssh key pairs only."
-                    .into(),
-            )),
+            None if kind == "x509" => {
+                let (cert, key) = generate_x509(&user)?;
+                (cert, Some(key))
+            }
             None => {
                 let k = ssh_key::PrivateKey::random(
                     &mut ssh_key::rand_core::OsRng,
@@ -347,6 +374,13 @@ VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBLO4JT/jXMFbT8EghDwzLF
 nwY=
 -----END CERTIFICATE-----
 ";
+
+    #[test]
+    fn generated_x509_is_a_certificate_with_its_key() {
+        let (cert, key) = super::generate_x509("u-1").unwrap();
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(super::x509_fingerprint(&cert).unwrap().len(), 59);
+    }
 
     #[test]
     fn x509_fingerprint_is_sha1_of_der() {

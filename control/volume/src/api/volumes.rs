@@ -700,6 +700,15 @@ struct ReadonlyArgs {
     readonly: Flag,
 }
 
+/// `os-reimage` (3.68).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReimageArgs {
+    image_id: String,
+    #[serde(default)]
+    reimage_reserved: bool,
+}
+
 #[derive(serde::Deserialize)]
 struct RetypeArgs {
     new_type: String,
@@ -1028,6 +1037,24 @@ pub(super) async fn volume_action(
                 Ok(())
             })
             .await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        "os-reimage" => {
+            super::since(mv, 68, "os-reimage")?;
+            let a: ReimageArgs = typed(args)?;
+            state.images.visible(&auth.0, &a.image_id).map_err(|_| {
+                Error::BadRequest(format!(
+                    "Invalid image identifier or unable to access requested image {}.",
+                    a.image_id
+                ))
+            })?;
+            let from: &[&str] = if a.reimage_reserved {
+                &["available", "error", "reserved"]
+            } else {
+                &["available", "error"]
+            };
+            let vol = s.reimage(&id, &a.image_id, from).await?;
+            s.spawn_reimage(vol);
             Ok(empty(StatusCode::ACCEPTED))
         }
         "os-set_bootable" => {
