@@ -438,7 +438,7 @@ fn backups_full_incremental_restore_compare_over_nbd() {
         base: format!("{base}/volume/v3"),
     };
     let admin = cloud.admin_token();
-    let (a, _) = cloud.member_of(&admin, "bk-a");
+    let (a, a_project) = cloud.member_of(&admin, "bk-a");
     let (b, _) = cloud.member_of(&admin, "bk-b");
     let new_volume = |name: &str| {
         let (st, v) = api.call(
@@ -512,6 +512,28 @@ fn backups_full_incremental_restore_compare_over_nbd() {
     assert_eq!(fb["backup"]["has_dependent_backups"], true, "{fb}");
     let (_, list) = api.call("GET", "/backups/detail", &a, None);
     assert_eq!(list["backups"].as_array().unwrap().len(), 2, "{list}");
+    // Backups count against backup_gigabytes: 2 GiB kept, a quota of 2.
+    let (st, q) = api.call(
+        "PUT",
+        &format!("/os-quota-sets/{a_project}"),
+        &admin,
+        Some(json!({"quota_set": {"backup_gigabytes": 2}})),
+    );
+    assert_eq!(st, 200, "{q}");
+    let (st, e) = api.call(
+        "POST",
+        "/backups",
+        &a,
+        Some(json!({"backup": {"volume_id": vol, "name": "over", "force": true}})),
+    );
+    assert_eq!(st, 413, "{e}");
+    let (st, _) = api.call(
+        "PUT",
+        &format!("/os-quota-sets/{a_project}"),
+        &admin,
+        Some(json!({"quota_set": {"backup_gigabytes": -1}})),
+    );
+    assert_eq!(st, 200);
 
     // The full backup onto a new volume: the first 100 MiB, zeros after.
     let (st, r) = api.call(

@@ -287,13 +287,20 @@ pub(super) async fn create_backup(
                 ..Default::default()
             },
         )
-        .await?
-        .len() as i64;
+        .await?;
     let q = limit(&quota, "backups");
-    if q >= 0 && have + 1 > q {
+    if q >= 0 && have.len() as i64 + 1 > q {
         return Err(Error::PayloadTooLarge(
             "BackupLimitExceeded: Maximum number of backups allowed exceeded.".into(),
         ));
+    }
+    let gib = |r: &Rec| r.get("size").and_then(|v| v.as_i64()).unwrap_or(0);
+    let (used, want) = (have.iter().map(gib).sum::<i64>(), gib(&vol));
+    let q = limit(&quota, "backup_gigabytes");
+    if q >= 0 && used + want > q {
+        return Err(Error::PayloadTooLarge(format!(
+            "VolumeBackupSizeExceedsAvailableQuota: Requested backup exceeds allowed Backup gigabytes quota. Requested {want}G, quota is {q}G and {used}G has been consumed."
+        )));
     }
     let now = now();
     let rec = json!({
