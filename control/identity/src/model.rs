@@ -416,6 +416,19 @@ impl Model {
         self.docs.get(kind).into_iter().flat_map(|m| m.values())
     }
 
+    /// The documents of `kind` whose ids start with `prefix`: a range of
+    /// the ordered ids, so documents keyed `<owner>:<…>` are found by
+    /// owner without a scan of the kind.
+    pub fn docs_prefixed(&self, kind: &str, prefix: &str) -> impl Iterator<Item = &Value> {
+        let prefix = prefix.to_string();
+        self.docs.get(kind).into_iter().flat_map(move |m| {
+            let p = prefix.clone();
+            m.range(prefix.clone()..)
+                .take_while(move |(k, _)| k.starts_with(&p))
+                .map(|(_, v)| v)
+        })
+    }
+
     pub fn domain(&self, id: &str) -> Option<&Project> {
         self.projects.get(id).filter(|p| p.is_domain)
     }

@@ -78,9 +78,17 @@ fn group_members<'a>(m: &'a Model, g: &'a Value) -> impl Iterator<Item = &'a Val
 
 /// The endpoints a project's catalog is limited to; `None` when it has no
 /// association (it sees every endpoint).
+/// Runs at every project-scoped token: the project's associations are read
+/// by their ids' prefix, not by a scan of every association.
 pub fn allowed_endpoints(m: &Model, project: &str) -> Option<BTreeSet<String>> {
-    let direct = doc_strs(m, BY_ENDPOINT, "project_id", project, "endpoint_id");
-    let groups = doc_strs(m, BY_GROUP, "project_id", project, "endpoint_group_id");
+    let mine = |kind: &str, want: &str| -> Vec<String> {
+        m.docs_prefixed(kind, &format!("{project}:"))
+            .filter(|d| d["project_id"] == project)
+            .filter_map(|d| d[want].as_str().map(str::to_string))
+            .collect()
+    };
+    let direct = mine(BY_ENDPOINT, "endpoint_id");
+    let groups = mine(BY_GROUP, "endpoint_group_id");
     if direct.is_empty() && groups.is_empty() {
         return None;
     }
