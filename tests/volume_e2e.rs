@@ -1267,6 +1267,13 @@ fn transfers_private_types_and_groups() {
     assert_eq!(api.call("GET", &format!("/groups/{gid}"), &b, None).0, 404);
     // A group with volumes goes only with delete-volumes, after its
     // snapshots.
+    let (st, e) = api.call(
+        "POST",
+        &format!("/groups/{gid}/action"),
+        &a,
+        Some(json!({"delete": {"delete-volumes": true}})),
+    );
+    assert_eq!(st, 400, "gs1 is still a snapshot of it: {e}");
     let (st, _) = api.call(
         "POST",
         &format!("/groups/{g2id}/action"),

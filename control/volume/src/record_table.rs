@@ -45,6 +45,8 @@ pub struct Filter {
     pub status: Vec<String>,
     /// Snapshots of this volume.
     pub volume: Option<String>,
+    /// Volumes (or group snapshots) of this generic group.
+    pub group: Option<String>,
 }
 
 /// The record `kind`/`id`.
@@ -73,6 +75,10 @@ pub async fn select(c: &mut AnyConnection, kind: &str, f: &Filter) -> Result<Vec
     if let Some(v) = &f.volume {
         let m = arg(v, &mut args);
         conds.push(format!("volume_id = {m}"));
+    }
+    if let Some(g) = &f.group {
+        let m = arg(g, &mut args);
+        conds.push(format!("group_id = {m}"));
     }
     if !f.status.is_empty() {
         let marks: Vec<String> = f.status.iter().map(|s| arg(s, &mut args)).collect();
@@ -108,14 +114,21 @@ pub async fn attached_to(c: &mut AnyConnection, servers: &[String]) -> Result<Ve
     Ok(out)
 }
 
+/// Whether records of `kind` may belong to a generic group (their
+/// `group_id` is a column).
+fn grouped(kind: &str) -> bool {
+    kind == VOLUME || kind == crate::GROUP_SNAPSHOT
+}
+
 /// Stores a record (new or changed), and a volume's attachments.
 pub async fn put(w: &mut WriteTx, kind: &str, r: &Rec) -> Result<()> {
     let id = st(r, "id").to_string();
     sqlx::query(
-        "INSERT INTO vol_records (kind, id, project_id, status, volume_id, created_at, body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO vol_records (kind, id, project_id, status, volume_id, created_at, body, group_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (kind, id) DO UPDATE SET project_id = excluded.project_id, status = excluded.status, \
-         volume_id = excluded.volume_id, created_at = excluded.created_at, body = excluded.body",
+         volume_id = excluded.volume_id, created_at = excluded.created_at, body = excluded.body, \
+         group_id = excluded.group_id",
     )
     .bind(kind)
     .bind(&id)
@@ -124,6 +137,7 @@ pub async fn put(w: &mut WriteTx, kind: &str, r: &Rec) -> Result<()> {
     .bind(st(r, "volume_id"))
     .bind(st(r, "created_at"))
     .bind(Value::Object(r.clone()).to_string())
+    .bind(if grouped(kind) { st(r, "group_id") } else { "" })
     .execute(w.conn())
     .await
     .map_err(db)?;
@@ -210,7 +224,41 @@ pub async fn prepare_store(store: &Store) -> Result<usize> {
         );
     }
     index_old_attachments(store).await?;
+    index_group_members(store).await?;
     Ok(moved)
+}
+
+/// Gives the volumes and group snapshots stored before `group_id` was a
+/// column (it is empty) and whose record names a group their column, by
+/// rewriting them. Only
+/// volumes of the one stop that had groups without the column match, so
+/// after the first start this finds nothing.
+async fn index_group_members(store: &Store) -> Result<()> {
+    let mut w = store.begin_write().await?;
+    let mut n = 0;
+    for kind in [VOLUME, crate::GROUP_SNAPSHOT] {
+        let rows = sqlx::query(
+            "SELECT body FROM vol_records WHERE kind = $1 AND group_id = '' AND body LIKE $2",
+        )
+        .bind(kind)
+        .bind("%\"group_id\":\"%")
+        .fetch_all(w.conn())
+        .await
+        .map_err(db)?;
+        for r in &bodies(rows)? {
+            put(&mut w, kind, r).await?;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    w.commit(&[]).await?;
+    tracing::info!(
+        records = n,
+        "indexed the volumes' and group snapshots' groups"
+    );
+    Ok(())
 }
 
 /// Rewrites the volumes the old `vol_attachments` table names (the layout

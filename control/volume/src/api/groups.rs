@@ -17,14 +17,10 @@ use serde::Deserialize;
 /// The volumes of a group (among its project's).
 pub(super) async fn members(s: &Volumes, g: &Rec) -> Result<Vec<Rec>> {
     let f = crate::record_table::Filter {
-        project: Some(st(g, "project_id").to_string()),
+        group: Some(st(g, "id").to_string()),
         ..Default::default()
     };
-    Ok(s.records(VOLUME, &f)
-        .await?
-        .into_iter()
-        .filter(|v| st(v, "group_id") == st(g, "id"))
-        .collect())
+    s.records(VOLUME, &f).await
 }
 
 async fn find_group(s: &Volumes, auth: &Auth, id: &str) -> Result<Rec> {
@@ -386,14 +382,10 @@ pub(super) async fn group_action(
         }
         GroupAction::Delete(a) => {
             let f = crate::record_table::Filter {
-                project: Some(st(&g, "project_id").to_string()),
+                group: Some(gid.clone()),
                 ..Default::default()
             };
-            if s.records(GROUP_SNAPSHOT, &f)
-                .await?
-                .iter()
-                .any(|x| st(x, "group_id") == gid)
-            {
+            if !s.records(GROUP_SNAPSHOT, &f).await?.is_empty() {
                 return Err(Error::BadRequest(format!(
                     "Invalid group: Group {gid} still has group snapshots."
                 )));
