@@ -37,6 +37,27 @@ fn unpack(dir: &Path) {
     std::fs::set_permissions(keys.join("1"), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// Runs one statement on the store (the cloud stopped); a SELECT's one
+/// number, or the rows changed.
+fn sql(dir: &Path, text: &str) -> i64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite:{}", dir.join("ursa.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let n = if text.starts_with("SELECT") {
+            sqlx::query_scalar(text).fetch_one(&pool).await.unwrap()
+        } else {
+            sqlx::query(text)
+                .execute(&pool)
+                .await
+                .unwrap()
+                .rows_affected() as i64
+        };
+        pool.close().await;
+        n
+    })
+}
+
 /// Kinds of the documents left in the store (after the cloud stopped).
 fn document_kinds(dir: &Path) -> Vec<(String, i64)> {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -100,6 +121,14 @@ fn names(v: &Value, coll: &str) -> Vec<String> {
 fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
     let dir = tempfile::tempdir().unwrap();
     unpack(dir.path());
+    // A key pair as the releases before key pairs were rows kept it.
+    sql(
+        dir.path(),
+        "INSERT INTO documents VALUES('keypair', '69920aeb050d47e68185ae7d80392e02/upg-key', '', \
+         '69920aeb050d47e68185ae7d80392e02/upg-key', '{\"id\":\"69920aeb050d47e68185ae7d80392e02/upg-key\",\
+         \"name\":\"upg-key\",\"user_id\":\"69920aeb050d47e68185ae7d80392e02\",\"type\":\"ssh\",\
+         \"public_key\":\"ssh-ed25519 AAAA upg\",\"fingerprint\":\"00\",\"created_at\":\"2026-12-01T00:00:00Z\"}')",
+    );
     let before = document_kinds(dir.path());
     assert!(before.contains(&("port".to_string(), 10)), "{before:?}");
 
@@ -235,6 +264,15 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
         // Ports are rows now, and only rows; everything else is as it was.
         let after = document_kinds(dir.path());
         assert!(!after.iter().any(|(k, _)| k == "port"), "{after:?}");
+        assert!(!after.iter().any(|(k, _)| k == "keypair"), "{after:?}");
+        assert_eq!(
+            sql(
+                dir.path(),
+                "SELECT COUNT(*) FROM cmp_keypairs WHERE name = 'upg-key'"
+            ),
+            1,
+            "the key pair is a row"
+        );
         assert!(
             after.contains(&("net_ports rows".to_string(), 11)),
             "{after:?}"

@@ -366,9 +366,7 @@ pub(super) async fn server_action(
                 Some(_) if !mv.at(54) => return Err(super::api::unexpected("key_name")),
                 Some(Value::Null) => Some(Value::Null),
                 Some(Value::String(k)) => {
-                    if s.doc(crate::KEYPAIR, &super::api::keypair_id(&auth.0.user_id, k))
-                        .is_none()
-                    {
+                    if s.keypair(&auth.0.user_id, k).await?.is_none() {
                         return Err(Error::BadRequest(format!("Invalid key_name provided: {k}")));
                     }
                     Some(json!(k))

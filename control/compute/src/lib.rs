@@ -29,6 +29,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod image_cache;
+pub mod keypair_table;
 pub mod metadata;
 pub mod node;
 pub mod proxy;
@@ -155,6 +156,11 @@ impl Compute {
     /// A connection for reads of the compute tables.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
         Ok(self.identity.store().conn().await?)
+    }
+
+    /// The key pair `name` of `user`.
+    pub async fn keypair(&self, user: &str, name: &str) -> Result<Option<Rec>> {
+        keypair_table::get(&mut *self.conn().await?, &keypair_table::id(user, name)).await
     }
 
     /// The server `id`'s record.

@@ -9,7 +9,7 @@
 //! vendor_data.json}` and EC2's `/latest/meta-data/...` and
 //! `/latest/user-data` (also under their dated versions).
 
-use super::{st, Compute, KEYPAIR};
+use super::{st, Compute};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -117,9 +117,9 @@ fn user_data(s: &serde_json::Map<String, Value>) -> Option<Vec<u8>> {
         })
 }
 
-fn key(c: &Compute, s: &serde_json::Map<String, Value>) -> Option<(String, String)> {
+async fn key(c: &Compute, s: &serde_json::Map<String, Value>) -> Option<(String, String)> {
     let name = s.get("key_name")?.as_str()?;
-    let k = c.doc(KEYPAIR, &format!("{}/{name}", st(s, "user_id")))?;
+    let k = c.keypair(st(s, "user_id"), name).await.ok()??;
     Some((name.to_string(), st(&k, "public_key").to_string()))
 }
 
@@ -144,7 +144,7 @@ async fn openstack(
     };
     let id = st(&s, "id").to_string();
     match file.as_str() {
-        "meta_data.json" => axum::Json(meta_data(&m.compute, &s)).into_response(),
+        "meta_data.json" => axum::Json(meta_data(&m.compute, &s).await).into_response(),
         "user_data" => match user_data(&s) {
             Some(u) => u.into_response(),
             None => (StatusCode::NOT_FOUND, "no user data\n").into_response(),
@@ -157,8 +157,8 @@ async fn openstack(
     }
 }
 
-fn meta_data(c: &Compute, s: &serde_json::Map<String, Value>) -> Value {
-    let (keys, public_keys) = match key(c, s) {
+async fn meta_data(c: &Compute, s: &serde_json::Map<String, Value>) -> Value {
+    let (keys, public_keys) = match key(c, s).await {
         Some((n, k)) => (
             json!([{"name": n, "type": "ssh", "data": k}]),
             json!({ n: k }),
@@ -198,7 +198,10 @@ pub async fn config_drive_files(
     let id = st(s, "id");
     let ps = ports(c, id).await;
     let mut docs = vec![
-        ("meta_data.json", meta_data(c, s).to_string().into_bytes()),
+        (
+            "meta_data.json",
+            meta_data(c, s).await.to_string().into_bytes(),
+        ),
         (
             "network_data.json",
             network_data(&ps).to_string().into_bytes(),
@@ -244,7 +247,7 @@ async fn ec2_values(m: &Metadata, s: &serde_json::Map<String, Value>) -> Vec<(St
         ("local-ipv4".into(), ip),
         ("placement/availability-zone".into(), "nova".into()),
     ];
-    if let Some((n, k)) = key(&m.compute, s) {
+    if let Some((n, k)) = key(&m.compute, s).await {
         v.push(("public-keys/0/openssh-key".into(), k));
         v.push(("public-keys".into(), format!("0={n}")));
     }

@@ -296,6 +296,7 @@ pub async fn deleted_actions(
 /// loaded.
 pub async fn prepare_store(store: &Store) -> Result<usize> {
     store.migrate(&MIGRATOR).await?;
+    crate::keypair_table::prepare_store(store).await?;
     let mut w = store.begin_write().await?;
     let docs = w.documents(SERVER).await?;
     if docs.is_empty() {

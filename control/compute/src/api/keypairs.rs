@@ -2,9 +2,7 @@
 
 use super::*;
 
-pub(crate) fn keypair_id(user: &str, name: &str) -> String {
-    format!("{user}/{name}")
-}
+use crate::keypair_table::id as keypair_id;
 
 /// An x509 certificate's fingerprint as Nova shows it: the SHA-1 of its
 /// DER bytes, hex pairs joined by colons. The PEM must hold one
@@ -122,33 +120,35 @@ pub(super) async fn list_keypairs(
     let q = query(&raw);
     let one = |k: &str| q.iter().rev().find(|(x, _)| x == k).map(|(_, v)| v.clone());
     let user = owner(&auth, mv, one("user_id").as_deref())?;
-    let mut keys: Vec<Rec> = s
-        .docs(KEYPAIR)
-        .into_iter()
-        .filter(|k| st(k, "user_id") == user)
-        .collect();
-    keys.sort_by(|a, b| st(a, "name").cmp(st(b, "name")));
     let mut links = None;
     // 2.35: pages by name.
+    let (mut after, mut limit) = (None, None);
     if mv.at(35) {
         if let Some(m) = one("marker") {
-            let pos = keys
-                .iter()
-                .position(|k| st(k, "name") == m)
-                .ok_or_else(|| Error::BadRequest(format!("marker [{m}] not found")))?;
-            keys = keys.split_off(pos + 1);
+            if s.keypair(&user, &m).await?.is_none() {
+                return Err(Error::BadRequest(format!("marker [{m}] not found")));
+            }
+            after = Some(m);
         }
         if let Some(l) = one("limit") {
             let l: usize = l.parse().map_err(|_| {
                 Error::BadRequest("Invalid input for query parameters limit.".into())
             })?;
-            if keys.len() > l {
-                keys.truncate(l);
-                if let Some(last) = keys.last() {
-                    links = Some(json!([{"rel": "next", "href": format!(
-                        "{}/compute/v2.1/os-keypairs?limit={l}&marker={}", app.base_url, st(last, "name"))}]));
-                }
-            }
+            limit = Some(l);
+        }
+    }
+    let mut keys = crate::keypair_table::of_user(
+        &mut *s.conn().await?,
+        &user,
+        after.as_deref(),
+        limit.map(|l| l + 1),
+    )
+    .await?;
+    if let Some(l) = limit.filter(|l| keys.len() > *l) {
+        keys.truncate(l);
+        if let Some(last) = keys.last() {
+            links = Some(json!([{"rel": "next", "href": format!(
+                "{}/compute/v2.1/os-keypairs?limit={l}&marker={}", app.base_url, st(last, "name"))}]));
         }
     }
     let v: Vec<Value> = keys
@@ -256,36 +256,26 @@ pub(super) async fn create_keypair(
         keypair_view(&k2, private.is_some(), mv)
     };
     k.remove("ursa:private_key");
-    let (id2, user2) = (id.clone(), user.clone());
-    s.identity
-        .change(move |m| {
-            if m.doc(KEYPAIR, &id2).is_some() {
-                return Err(Error::Conflict(format!(
-                    "Key pair '{}' already exists.",
-                    id2.rsplit('/').next().unwrap_or("")
-                )));
-            }
-            let n = m
-                .docs_of(KEYPAIR)
-                .filter(|x| x["user_id"] == user2.as_str())
-                .count() as i64;
-            if n >= QUOTA_KEYPAIRS {
-                return Err(Error::Forbidden(
-                    "Quota exceeded, too many key pairs.".into(),
-                ));
-            }
-            Ok((
-                vec![ursa_core::store::Op::put(
-                    KEYPAIR,
-                    &id2,
-                    "",
-                    &id2,
-                    Value::Object(k.clone()),
-                )],
-                (),
-            ))
-        })
-        .await?;
+    {
+        // Checked and stored in one write: two creates of a name, or past
+        // the quota, cannot both pass.
+        let mut w = s.identity.write().await?;
+        if crate::keypair_table::get(w.tx().conn(), &id)
+            .await?
+            .is_some()
+        {
+            return Err(Error::Conflict(format!(
+                "Key pair '{name}' already exists."
+            )));
+        }
+        if crate::keypair_table::count(w.tx().conn(), &user).await? >= QUOTA_KEYPAIRS {
+            return Err(Error::Forbidden(
+                "Quota exceeded, too many key pairs.".into(),
+            ));
+        }
+        crate::keypair_table::put(w.tx(), &k).await?;
+        w.commit(&[]).await?;
+    }
     // 2.2 fixed the status to 201.
     let status = if mv.at(2) {
         StatusCode::CREATED
@@ -313,7 +303,8 @@ pub(super) async fn show_keypair(
             .map(|(_, v)| v.as_str()),
     )?;
     let k = s
-        .doc(KEYPAIR, &keypair_id(&user, &name))
+        .keypair(&user, &name)
+        .await?
         .ok_or_else(|| Error::NotFound(format!("Keypair {name} not found for user {user}")))?;
     let mut v = keypair_view(&k, false, mv);
     v["created_at"] = k["created_at"].clone();
@@ -341,15 +332,13 @@ pub(super) async fn delete_keypair(
             .find(|(k, _)| k == "user_id")
             .map(|(_, v)| v.as_str()),
     )?;
-    let id = keypair_id(&user, &name);
-    if s.doc(KEYPAIR, &id).is_none() {
+    let mut w = s.identity.write().await?;
+    if !crate::keypair_table::delete(w.tx(), &keypair_id(&user, &name)).await? {
         return Err(Error::NotFound(format!(
             "Keypair {name} not found for user {user}"
         )));
     }
-    s.identity
-        .change(move |_| Ok((vec![ursa_core::store::Op::delete(KEYPAIR, &id)], ())))
-        .await?;
+    w.commit(&[]).await?;
     // 2.2 fixed the status to 204.
     Ok(empty(if mv.at(2) {
         StatusCode::NO_CONTENT

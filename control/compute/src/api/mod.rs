@@ -5,7 +5,7 @@
 //! microversion from 2.1 to 2.100 ([`microversion`]).
 
 use crate::AppState;
-use crate::{flavor_record, now, st, Compute, Rec, FLAVOR, KEYPAIR, QUOTA_KEYPAIRS};
+use crate::{flavor_record, now, st, Compute, Rec, FLAVOR, QUOTA_KEYPAIRS};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -27,7 +27,6 @@ mod servers;
 mod volume_attachments;
 pub(crate) use flavors::*;
 pub(crate) use hypervisors::*;
-pub(crate) use keypairs::keypair_id;
 use keypairs::*;
 pub(crate) use limits::*;
 pub use microversion::Mv;

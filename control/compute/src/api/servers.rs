@@ -675,7 +675,7 @@ pub(super) async fn parse_create(
         .and_then(|v| v.as_str())
         .map(str::to_string);
     if let Some(k) = &key_name {
-        if s.doc(KEYPAIR, &keypair_id(&auth.0.user_id, k)).is_none() {
+        if s.keypair(&auth.0.user_id, k).await?.is_none() {
             return Err(Error::BadRequest(format!("Invalid key_name provided: {k}")));
         }
     }
