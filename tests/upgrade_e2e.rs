@@ -265,6 +265,12 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
         let after = document_kinds(dir.path());
         assert!(!after.iter().any(|(k, _)| k == "port"), "{after:?}");
         assert!(!after.iter().any(|(k, _)| k == "keypair"), "{after:?}");
+        assert!(!after.iter().any(|(k, _)| k == "image"), "{after:?}");
+        assert_eq!(
+            sql(dir.path(), "SELECT COUNT(*) FROM img_images"),
+            1,
+            "the image is a row"
+        );
         assert_eq!(
             sql(
                 dir.path(),
@@ -293,7 +299,6 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
             "subnet",
             "router",
             "floatingip",
-            "image",
         ] {
             let n = |v: &Vec<(String, i64)>| v.iter().find(|(k, _)| k == kind).map(|(_, n)| *n);
             assert!(n(&after) >= n(&before), "{kind}: {before:?} → {after:?}");

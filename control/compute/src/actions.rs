@@ -318,7 +318,7 @@ pub(super) async fn server_action(
             need(&["ACTIVE", "SHUTOFF", "ERROR"], "rebuild")?;
             let image_ref = args.get("imageRef").and_then(|v| v.as_str()).unwrap_or("");
             let image_id = image_ref.rsplit('/').next().unwrap_or("").to_string();
-            super::api::bootable_image(&app, &auth, &image_id)?;
+            super::api::bootable_image(&app, &auth, &image_id).await?;
             // A volume-backed server keeps its root volume: from 2.93 the
             // volume is re-imaged; below, only the image it has will do
             // (the guest is made again from the volume as it is).

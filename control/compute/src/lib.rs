@@ -472,7 +472,12 @@ impl Compute {
                 "" => st(srv, "ursa:image_id"),
                 other => other,
             };
-            let image = self.images.get(image_id).ok_or("the image is gone")?;
+            let image = self
+                .images
+                .get(image_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the image is gone")?;
             let fmt = match image.get("disk_format").and_then(|v| v.as_str()) {
                 Some("qcow2") => "qcow2",
                 _ => "raw",
@@ -579,7 +584,12 @@ impl Compute {
             (Some("volume"), None) => bv["uuid"].as_str().unwrap_or("").to_string(),
             _ => {
                 let image_id = bv["uuid"].as_str().unwrap_or("").to_string();
-                let img = self.images.get(&image_id).ok_or("the image is gone")?;
+                let img = self
+                    .images
+                    .get(&image_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the image is gone")?;
                 let vtype = vols
                     .doc(ursa_volume::TYPE, ursa_volume::DEFAULT_TYPE_ID)
                     .ok_or("there is no default volume type")?;

@@ -106,7 +106,7 @@ pub async fn start(
     tokio::spawn(async move {
         if save(&me, &srv, &img).await.is_ok() {
             if let Some((kind, keep)) = rotate {
-                rotate_backups(&me, &id, &kind, keep).await;
+                rotate_backups(&me, st(&srv, "tenant_id"), &id, &kind, keep).await;
             }
         }
         if let Err(e) = set_task(&me, &id, None).await {
@@ -117,10 +117,15 @@ pub async fn start(
 }
 
 /// Deletes a server's oldest backups of one type beyond `keep`.
-async fn rotate_backups(s: &Compute, server: &str, kind: &str, keep: usize) {
-    let mut backups: Vec<Rec> = s
-        .images
-        .all()
+async fn rotate_backups(s: &Compute, project: &str, server: &str, kind: &str, keep: usize) {
+    let owned = match s.images.owned_by(project).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(server, error = %e, "reading the backups to rotate");
+            return;
+        }
+    };
+    let mut backups: Vec<Rec> = owned
         .into_iter()
         .filter(|i| {
             st(i, "instance_uuid") == server
@@ -181,7 +186,7 @@ pub async fn shelve(app: &AppState, s: &Compute, tok: &str, srv: &Rec) -> Result
 pub async fn unshelve(s: &Compute, srv: &Rec) -> Result<()> {
     let id = st(srv, "id").to_string();
     let image = st(srv, "ursa:shelved_image").to_string();
-    if image.is_empty() || s.images.get(&image).is_none() {
+    if image.is_empty() || s.images.get(&image).await?.is_none() {
         return Err(Error::Conflict(format!(
             "Server {id} has no shelved image to start from."
         )));

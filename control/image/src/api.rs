@@ -72,6 +72,7 @@ async fn ticket_download(
     let id = images(&state).open_ticket(crate::FETCH, &ticket)?;
     let img = images(&state)
         .get(&id)
+        .await?
         .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
     data_response(&state, &img, &id).await
 }
@@ -84,6 +85,7 @@ async fn ticket_upload(
     let id = images(&state).open_ticket(crate::UPLOAD, &ticket)?;
     let img = images(&state)
         .get(&id)
+        .await?
         .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
     if st(&img, "status") != "saving" {
         return Err(Error::Conflict(format!(
@@ -230,7 +232,7 @@ async fn create(
         Some(Value::String(s)) if uuid::Uuid::parse_str(s).is_ok() => s.clone(),
         Some(v) => return Err(Error::BadRequest(format!("Invalid id: {v}"))),
     };
-    if state.images.get(&id).is_some() {
+    if state.images.get(&id).await?.is_some() {
         return Err(Error::Conflict(format!(
             "An image with identifier {id} already exists"
         )));
@@ -264,12 +266,12 @@ async fn show(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    let (img, _) = images(&state).visible(&auth.0, &id)?;
+    let (img, _) = images(&state).visible(&auth.0, &id).await?;
     Ok(Json(view(&img)))
 }
 
-fn owned(state: &AppState, auth: &Auth, id: &str) -> Result<Img> {
-    let (img, a) = images(state).visible(&auth.0, id)?;
+async fn owned(state: &AppState, auth: &Auth, id: &str) -> Result<Img> {
+    let (img, a) = images(state).visible(&auth.0, id).await?;
     if !a.owns {
         return Err(Error::Forbidden(format!(
             "You are not permitted to modify image {id}."
@@ -283,7 +285,7 @@ async fn remove(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let img = owned(&state, &auth, &id)?;
+    let img = owned(&state, &auth, &id).await?;
     if img.get("protected") == Some(&Value::Bool(true)) {
         return Err(Error::Forbidden(format!(
             "Image {id} is protected and cannot be deleted."
@@ -446,8 +448,10 @@ async fn list(
         .collect();
     let tags: Vec<String> = tags.iter().map(|t| percent_decode(t)).collect();
     let mut out: Vec<Img> = Vec::new();
-    for img in svc.all() {
-        let a = svc.access(&auth.0, &img);
+    let mine = svc.memberships(&project).await?;
+    for img in svc.listable(&auth.0).await? {
+        let status = mine.get(st(&img, "id")).cloned();
+        let a = crate::access_given(&auth.0, &img, status);
         if !a.visible {
             continue;
         }
@@ -622,7 +626,7 @@ async fn update(
             "Unsupported Content-Type {ct:?}: use application/openstack-images-v2.1-json-patch"
         )));
     }
-    owned(&state, &auth, &id)?;
+    owned(&state, &auth, &id).await?;
     let ops: Vec<Value> = parse_body(&body)?;
     let mut checked = Vec::new();
     for op in &ops {
@@ -734,7 +738,7 @@ async fn add_tag(
     auth: Auth,
     Path((id, tag)): Path<(String, String)>,
 ) -> Result<Response> {
-    owned(&state, &auth, &id)?;
+    owned(&state, &auth, &id).await?;
     if tag.is_empty() || tag.len() > 255 {
         return Err(Error::BadRequest("Invalid tag.".into()));
     }
@@ -763,7 +767,7 @@ async fn remove_tag(
     auth: Auth,
     Path((id, tag)): Path<(String, String)>,
 ) -> Result<Response> {
-    owned(&state, &auth, &id)?;
+    owned(&state, &auth, &id).await?;
     images(&state)
         .update(&id, move |img| {
             let mut tags: Vec<Value> = img
@@ -790,7 +794,7 @@ async fn set_status(
     from: &str,
     to: &'static str,
 ) -> Result<Response> {
-    let img = owned(state, auth, id)?;
+    let img = owned(state, auth, id).await?;
     let cur = st(&img, "status");
     if cur == to {
         return Ok(empty(StatusCode::NO_CONTENT));
@@ -831,7 +835,7 @@ async fn upload(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response> {
-    let img = owned(&state, &auth, &id)?;
+    let img = owned(&state, &auth, &id).await?;
     match st(&img, "status") {
         "queued" => {}
         "saving" => return Err(Error::Conflict(format!("Image {id} is being uploaded."))),
@@ -875,7 +879,7 @@ async fn download(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let (img, a) = images(&state).visible(&auth.0, &id)?;
+    let (img, a) = images(&state).visible(&auth.0, &id).await?;
     match st(&img, "status") {
         "active" => {}
         "deactivated" if !a.owns || !auth.0.is_admin() => {
@@ -922,7 +926,7 @@ async fn list_members(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    let (img, a) = images(&state).visible(&auth.0, &id)?;
+    let (img, a) = images(&state).visible(&auth.0, &id).await?;
     if st(&img, "visibility") != "shared" {
         return Err(Error::Forbidden(format!(
             "Image {id} is not shared; it has no members."
@@ -931,6 +935,7 @@ async fn list_members(
     let me = auth.0.project_id().unwrap_or("");
     let members: Vec<Value> = images(&state)
         .members(&id)
+        .await?
         .iter()
         .filter(|m| a.owns || st(m, "member_id") == me)
         .map(member_view)
@@ -946,7 +951,7 @@ async fn add_member(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>> {
-    let img = owned(&state, &auth, &id)?;
+    let img = owned(&state, &auth, &id).await?;
     let body: Map<String, Value> = parse_body(&body)?;
     let member = body
         .get("member")
@@ -960,7 +965,7 @@ async fn add_member(
             st(&img, "visibility")
         )));
     }
-    if images(&state).member(&id, &member).is_some() {
+    if images(&state).member(&id, &member).await?.is_some() {
         return Err(Error::Conflict(format!(
             "Project {member} is already a member of image {id}."
         )));
@@ -980,10 +985,11 @@ async fn show_member(
     auth: Auth,
     Path((id, member)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    let (_, a) = images(&state).visible(&auth.0, &id)?;
+    let (_, a) = images(&state).visible(&auth.0, &id).await?;
     let me = auth.0.project_id().unwrap_or("");
     let m = images(&state)
         .member(&id, &member)
+        .await?
         .filter(|_| a.owns || member == me)
         .ok_or_else(|| Error::NotFound(format!("Member {member} of image {id} not found.")))?;
     Ok(Json(member_view(&m)))
@@ -995,7 +1001,7 @@ async fn set_member(
     Path((id, member)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>> {
-    let (_, a) = images(&state).visible(&auth.0, &id)?;
+    let (_, a) = images(&state).visible(&auth.0, &id).await?;
     let body: Map<String, Value> = parse_body(&body)?;
     let status = body
         .get("status")
@@ -1006,6 +1012,7 @@ async fn set_member(
     let me = auth.0.project_id().unwrap_or("");
     let mut m = images(&state)
         .member(&id, &member)
+        .await?
         .filter(|_| a.owns || member == me)
         .ok_or_else(|| Error::NotFound(format!("Member {member} of image {id} not found.")))?;
     if member != me {
@@ -1024,8 +1031,8 @@ async fn remove_member(
     auth: Auth,
     Path((id, member)): Path<(String, String)>,
 ) -> Result<Response> {
-    let (_, a) = images(&state).visible(&auth.0, &id)?;
-    if images(&state).member(&id, &member).is_none() {
+    let (_, a) = images(&state).visible(&auth.0, &id).await?;
+    if images(&state).member(&id, &member).await?.is_none() {
         return Err(Error::NotFound(format!(
             "Member {member} of image {id} not found."
         )));

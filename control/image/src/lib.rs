@@ -1,10 +1,9 @@
 //! The image service (Glance v2): image records, members and the image
 //! store.
 //!
-//! Records are documents in the control plane's store (kind `image`, and
-//! `image_member` with id `<image>:<project>`), changed through the same
-//! single writer as identity ([`Identity::change`]), so one revision counter
-//! orders every change. Image data lives in an [`ImageStore`] ([`store`]):
+//! Records are rows ([`image_table`]: `img_images`, `img_members`), read
+//! by indexed queries and written in the store's write transactions, so
+//! one revision counter orders every change. Image data lives in an [`ImageStore`] ([`store`]):
 //! objects in the object service (the default, so in its blob store,
 //! directory or S3) or files under the state dir, streamed in at constant
 //! memory with its MD5 (`checksum`) and SHA-512 (`os_hash_value`) computed
@@ -16,6 +15,7 @@
 //! http(s) URL) and the tasks API, each recorded as a task.
 
 pub mod api;
+pub mod image_table;
 pub mod metadefs;
 pub mod store;
 pub mod tasks;
@@ -26,7 +26,6 @@ use serde_json::{json, Map, Value};
 use std::path::Path;
 use ursa_core::error::{Error, Result};
 use ursa_core::policy::Caller;
-use ursa_core::store::Op;
 use ursa_identity::Identity;
 
 pub const KIND: &str = "image";
@@ -102,6 +101,21 @@ pub struct Access {
     pub member_status: Option<String>,
 }
 
+/// The caller's relation to `img`, given its membership status.
+pub fn access_given(c: &Caller, img: &Map<String, Value>, member_status: Option<String>) -> Access {
+    let project = c.project_id().unwrap_or("");
+    let owns = c.is_admin() || (!project.is_empty() && s(img, "owner") == project);
+    let visible = owns
+        || c.is_reader_everywhere()
+        || matches!(s(img, "visibility"), "public" | "community")
+        || (s(img, "visibility") == "shared" && member_status.is_some());
+    Access {
+        visible,
+        owns,
+        member_status,
+    }
+}
+
 impl Images {
     /// The service over a file store in `dir`.
     pub fn new(identity: Identity, dir: &Path) -> std::io::Result<Images> {
@@ -115,65 +129,81 @@ impl Images {
         Images { identity, store }
     }
 
-    pub fn get(&self, id: &str) -> Option<Map<String, Value>> {
-        self.identity
-            .model()
-            .doc(KIND, id)
-            .and_then(|v| v.as_object().cloned())
+    /// A connection for reads of the image tables.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.identity.store().conn().await?)
     }
 
-    pub fn all(&self) -> Vec<Map<String, Value>> {
-        self.identity
-            .model()
-            .docs_of(KIND)
-            .filter_map(|v| v.as_object().cloned())
-            .collect()
+    /// The image `id`, whoever may see it.
+    pub async fn get(&self, id: &str) -> Result<Option<Map<String, Value>>> {
+        image_table::get(&mut *self.conn().await?, id).await
     }
 
-    pub fn members(&self, image_id: &str) -> Vec<Map<String, Value>> {
-        self.identity
-            .model()
-            .docs_of(MEMBER)
-            .filter_map(|v| v.as_object())
-            .filter(|m| s(m, "image_id") == image_id)
-            .cloned()
-            .collect()
+    /// The images `c` may be shown (its project's, the public and
+    /// community ones, those it is a member of; all for a reader of every
+    /// project), oldest first.
+    pub async fn listable(&self, c: &Caller) -> Result<Vec<Map<String, Value>>> {
+        let project = (!c.is_reader_everywhere()).then(|| c.project_id().unwrap_or(""));
+        image_table::candidates(&mut *self.conn().await?, project).await
     }
 
-    pub fn member(&self, image_id: &str, project: &str) -> Option<Map<String, Value>> {
-        self.identity
-            .model()
-            .doc(MEMBER, &format!("{image_id}:{project}"))
-            .and_then(|v| v.as_object().cloned())
+    /// The public images.
+    pub async fn public(&self) -> Result<Vec<Map<String, Value>>> {
+        image_table::public(&mut *self.conn().await?).await
     }
 
-    pub fn access(&self, c: &Caller, img: &Map<String, Value>) -> Access {
+    /// The images project `owner` owns.
+    pub async fn owned_by(&self, owner: &str) -> Result<Vec<Map<String, Value>>> {
+        image_table::of_owner(&mut *self.conn().await?, owner).await
+    }
+
+    pub async fn members(&self, image_id: &str) -> Result<Vec<Map<String, Value>>> {
+        image_table::members(&mut *self.conn().await?, image_id).await
+    }
+
+    pub async fn member(
+        &self,
+        image_id: &str,
+        project: &str,
+    ) -> Result<Option<Map<String, Value>>> {
+        image_table::member(&mut *self.conn().await?, image_id, project).await
+    }
+
+    /// The caller's relation to an image (its membership read only for a
+    /// shared image: only those have members).
+    pub async fn access(&self, c: &Caller, img: &Map<String, Value>) -> Result<Access> {
         let project = c.project_id().unwrap_or("");
-        let owns = c.is_admin() || (!project.is_empty() && s(img, "owner") == project);
-        let member_status = if project.is_empty() {
+        let member_status = if project.is_empty() || s(img, "visibility") != "shared" {
             None
         } else {
             self.member(s(img, "id"), project)
+                .await?
                 .map(|m| s(&m, "status").to_string())
         };
-        let visible = owns
-            || c.is_reader_everywhere()
-            || matches!(s(img, "visibility"), "public" | "community")
-            || (s(img, "visibility") == "shared" && member_status.is_some());
-        Access {
-            visible,
-            owns,
-            member_status,
-        }
+        Ok(access_given(c, img, member_status))
+    }
+
+    /// The status of each membership of `project` (by image), read at once
+    /// for a list.
+    pub async fn memberships(
+        &self,
+        project: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        Ok(image_table::memberships(&mut *self.conn().await?, project)
+            .await?
+            .iter()
+            .map(|m| (s(m, "image_id").to_string(), s(m, "status").to_string()))
+            .collect())
     }
 
     /// The image if the caller may see it, else 404 (never 403: one
     /// project does not learn of another's private images).
-    pub fn visible(&self, c: &Caller, id: &str) -> Result<(Map<String, Value>, Access)> {
+    pub async fn visible(&self, c: &Caller, id: &str) -> Result<(Map<String, Value>, Access)> {
         let img = self
             .get(id)
+            .await?
             .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
-        let a = self.access(c, &img);
+        let a = self.access(c, &img).await?;
         if !a.visible {
             return Err(Error::NotFound(format!("No image found with ID {id}")));
         }
@@ -182,79 +212,47 @@ impl Images {
 
     /// Stores an image record (whole).
     pub async fn put(&self, img: Map<String, Value>) -> Result<Map<String, Value>> {
-        let id = s(&img, "id").to_string();
-        let owner = s(&img, "owner").to_string();
-        let out = img.clone();
-        self.identity
-            .change(move |_| {
-                Ok((
-                    vec![Op::put(KIND, &id, &owner, &id, Value::Object(img.clone()))],
-                    (),
-                ))
-            })
-            .await?;
-        Ok(out)
+        let mut w = self.identity.write().await?;
+        image_table::put(w.tx(), &img).await?;
+        w.commit(&[]).await?;
+        Ok(img)
     }
 
-    /// Changes a record under the writer lock: `f` sees the current one.
+    /// Changes a record inside one write: `f` sees the stored one.
     pub async fn update(
         &self,
         id: &str,
         mut f: impl FnMut(&mut Map<String, Value>) -> Result<()>,
     ) -> Result<Map<String, Value>> {
-        let id = id.to_string();
-        self.identity
-            .change(move |m| {
-                let mut img = m
-                    .doc(KIND, &id)
-                    .and_then(|v| v.as_object().cloned())
-                    .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
-                f(&mut img)?;
-                img.insert("updated_at".into(), json!(now()));
-                let owner = s(&img, "owner").to_string();
-                Ok((
-                    vec![Op::put(KIND, &id, &owner, &id, Value::Object(img.clone()))],
-                    img,
-                ))
-            })
-            .await
+        let mut w = self.identity.write().await?;
+        let mut img = image_table::get(w.tx().conn(), id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("No image found with ID {id}")))?;
+        f(&mut img)?;
+        img.insert("updated_at".into(), json!(now()));
+        image_table::put(w.tx(), &img).await?;
+        w.commit(&[]).await?;
+        Ok(img)
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {
-        let members: Vec<String> = self
-            .members(id)
-            .iter()
-            .map(|m| format!("{id}:{}", s(m, "member_id")))
-            .collect();
-        let id2 = id.to_string();
-        self.identity
-            .change(move |_| {
-                let mut ops = vec![Op::delete(KIND, &id2)];
-                ops.extend(members.iter().map(|m| Op::delete(MEMBER, m)));
-                Ok((ops, ()))
-            })
-            .await?;
+        let mut w = self.identity.write().await?;
+        image_table::delete(w.tx(), id).await?;
+        w.commit(&[]).await?;
         self.store.remove(id).await;
         Ok(())
     }
 
     pub async fn put_member(&self, m: Map<String, Value>) -> Result<()> {
-        let id = format!("{}:{}", s(&m, "image_id"), s(&m, "member_id"));
-        self.identity
-            .change(move |_| {
-                Ok((
-                    vec![Op::put(MEMBER, &id, "", &id, Value::Object(m.clone()))],
-                    (),
-                ))
-            })
-            .await
+        let mut w = self.identity.write().await?;
+        image_table::put_member(w.tx(), &m).await?;
+        w.commit(&[]).await
     }
 
     pub async fn delete_member(&self, image_id: &str, project: &str) -> Result<()> {
-        let id = format!("{image_id}:{project}");
-        self.identity
-            .change(move |_| Ok((vec![Op::delete(MEMBER, &id)], ())))
-            .await
+        let mut w = self.identity.write().await?;
+        image_table::delete_member(w.tx(), image_id, project).await?;
+        w.commit(&[]).await
     }
 }
 

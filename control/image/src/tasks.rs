@@ -279,7 +279,7 @@ async fn image_tasks(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let imgs = images(&state);
-    imgs.visible(&auth.0, &id)?;
+    imgs.visible(&auth.0, &id).await?;
     let m = imgs.identity.model();
     let mut v: Vec<Value> = m
         .docs_of(TASK)
@@ -300,7 +300,7 @@ async fn stage(
     req: Request,
 ) -> Result<Response> {
     let imgs = images(&state);
-    let (img, a) = imgs.visible(&auth.0, &id)?;
+    let (img, a) = imgs.visible(&auth.0, &id).await?;
     if !a.owns {
         return Err(Error::Forbidden(format!(
             "You are not permitted to modify image {id}."
@@ -348,7 +348,7 @@ async fn import(
     bytes: Bytes,
 ) -> Result<Response> {
     let imgs = images(&state).clone();
-    let (img, a) = imgs.visible(&auth.0, &id)?;
+    let (img, a) = imgs.visible(&auth.0, &id).await?;
     if !a.owns {
         return Err(Error::Forbidden(format!(
             "You are not permitted to modify image {id}."

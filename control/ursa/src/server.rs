@@ -187,6 +187,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     ursa_volume::record_table::prepare_store(&store)
         .await
         .context("preparing the volume service's tables")?;
+    ursa_image::image_table::prepare_store(&store)
+        .await
+        .context("preparing the image service's tables")?;
     let keys = opts.keys_dir.clone().unwrap_or_else(|| dir.join("keys"));
     let codec = TokenCodec::open(KeyRepo::new(keys))?;
     let identity = Identity::open(
@@ -377,15 +380,10 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let want_tiny = compute.is_some() && !opts.no_tiny_image && host.has("tiny image tools");
     let tiny = match &opts.tiny_image {
         Some(p) => Some(p.clone()),
-        None if compute.is_some()
-            && !opts.no_tiny_image
-            && host.has("tiny image tools")
-            && !has_image(&images, "tiny") =>
-        {
-            build_tiny(dir).await
-        }
+        None if want_tiny && !has_public_image(&images, "tiny").await? => build_tiny(dir).await,
         None => None,
     };
     if let (Some(path), Some(p)) = (&tiny, &admin_project) {
@@ -582,16 +580,13 @@ fn spawn_daemon(
         .with_context(|| format!("starting {:?}", cmd.as_std().get_program()))
 }
 
-/// The network nodes: those given as NAME=ENDPOINT, or one `ursa-netd` run
-/// here (state under `<state>/netd`, VTEP 127.0.0.1, physical network
-/// `public` on `external_interface` when given). No netd binary, or no
-/// privileges for it: the network API still works, nothing is plugged.
-/// Whether an image of that name exists.
-fn has_image(images: &ursa_image::Images, name: &str) -> bool {
-    images
-        .all()
+/// Whether a public image of that name exists.
+async fn has_public_image(images: &ursa_image::Images, name: &str) -> anyhow::Result<bool> {
+    Ok(images
+        .public()
+        .await?
         .iter()
-        .any(|i| i.get("name").and_then(|n| n.as_str()) == Some(name))
+        .any(|i| i.get("name").and_then(|n| n.as_str()) == Some(name)))
 }
 
 /// Builds the tiny test guest (`images/tiny/build.sh`, carried in the
@@ -637,14 +632,14 @@ async fn build_tiny(dir: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Registers a raw disk as the public image `tiny` (once: an image of that
-/// name already there is kept).
+/// Registers a raw disk as the public image `tiny` (once: a public image
+/// of that name already there is kept).
 async fn register_tiny(
     images: &ursa_image::Images,
     owner: &str,
     path: &Path,
 ) -> anyhow::Result<()> {
-    if has_image(images, "tiny") {
+    if has_public_image(images, "tiny").await? {
         return Ok(());
     }
     anyhow::ensure!(path.is_file(), "no such file");

@@ -32,6 +32,7 @@ fn fixture() -> &'static Fixture {
             ursa_network::prepare_store(&store).await.unwrap();
             ursa_compute::server_table::prepare_store(&store).await.unwrap();
             ursa_volume::record_table::prepare_store(&store).await.unwrap();
+            ursa_image::image_table::prepare_store(&store).await.unwrap();
             let codec = TokenCodec::open(KeyRepo::new(dir.path().join("keys"))).unwrap();
             let settings = Settings { password_cost: Cost { memory_kib: 1024, iterations: 1 }, ..Default::default() };
             let objects = ursa_object::Objects::open(store.clone(), ursa_object::blob::Blobs::open(&dir.path().join("objects")).unwrap()).await.unwrap();

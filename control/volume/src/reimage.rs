@@ -34,6 +34,8 @@ impl Volumes {
         let fmt = self
             .images
             .get(image_id)
+            .await
+            .map_err(|e| e.to_string())?
             .map(|i| st(&i, "disk_format").to_string())
             .unwrap_or_else(|| "raw".into());
         let conn = c
@@ -76,7 +78,7 @@ impl Volumes {
         image_id: &str,
         from: &[&str],
     ) -> Result<Map<String, Value>> {
-        let img = self.images.get(image_id).ok_or_else(|| {
+        let img = self.images.get(image_id).await?.ok_or_else(|| {
             Error::BadRequest(format!(
                 "Invalid image identifier or unable to access requested image: {image_id}."
             ))

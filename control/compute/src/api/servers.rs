@@ -582,7 +582,7 @@ pub(super) async fn parse_create(
         // The root disk is the volume: the image (if any) is its source.
         image_id = String::new();
         if bv["source_type"] == "image" {
-            let img = bootable_image(app, auth, bv["uuid"].as_str().unwrap_or(""))?;
+            let img = bootable_image(app, auth, bv["uuid"].as_str().unwrap_or("")).await?;
             let min_disk = img.get("min_disk").and_then(|v| v.as_u64()).unwrap_or(0);
             let bytes = img.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
             let need = bytes.div_ceil(1 << 30).max(min_disk).max(1);
@@ -593,7 +593,7 @@ pub(super) async fn parse_create(
             }
         }
     } else {
-        let img = bootable_image(app, auth, &image_id)?;
+        let img = bootable_image(app, auth, &image_id).await?;
         let min_ram = img.get("min_ram").and_then(|v| v.as_u64()).unwrap_or(0);
         if flavor["ram"].as_u64().unwrap_or(0) < min_ram {
             return Err(Error::BadRequest(

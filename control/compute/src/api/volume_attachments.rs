@@ -110,10 +110,11 @@ pub(super) async fn list_attachments(
 
 /// The image `image_id` if the caller may boot it (admin, public,
 /// community or its own) and it is active; 400 otherwise, as Nova says.
-pub(crate) fn bootable_image(app: &AppState, auth: &Auth, image_id: &str) -> Result<Rec> {
+pub(crate) async fn bootable_image(app: &AppState, auth: &Auth, image_id: &str) -> Result<Rec> {
     let img = app
         .images
         .get(image_id)
+        .await?
         .filter(|i| {
             let vis = st(i, "visibility");
             auth.0.is_admin()

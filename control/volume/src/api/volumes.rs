@@ -80,7 +80,7 @@ pub(super) async fn create_volume(
             Some(st(&src, "ursa:node").to_string()),
         )
     } else if let Some(iid) = &image {
-        let (img, _) = state.images.visible(&auth.0, iid).map_err(|_| {
+        let (img, _) = state.images.visible(&auth.0, iid).await.map_err(|_| {
             Error::BadRequest(format!(
                 "Invalid image identifier or unable to access requested image {iid}."
             ))
@@ -178,7 +178,10 @@ pub(super) async fn create_volume(
             vtype,
             snapshot_id,
             source_volid,
-            image: image.and_then(|iid| state.images.get(&iid).map(|i| (iid, i))),
+            image: match image {
+                Some(iid) => state.images.get(&iid).await?.map(|i| (iid, i)),
+                None => None,
+            },
             meta,
             host,
         },
@@ -1042,12 +1045,16 @@ pub(super) async fn volume_action(
         "os-reimage" => {
             super::since(mv, 68, "os-reimage")?;
             let a: ReimageArgs = typed(args)?;
-            state.images.visible(&auth.0, &a.image_id).map_err(|_| {
-                Error::BadRequest(format!(
-                    "Invalid image identifier or unable to access requested image {}.",
-                    a.image_id
-                ))
-            })?;
+            state
+                .images
+                .visible(&auth.0, &a.image_id)
+                .await
+                .map_err(|_| {
+                    Error::BadRequest(format!(
+                        "Invalid image identifier or unable to access requested image {}.",
+                        a.image_id
+                    ))
+                })?;
             let from: &[&str] = if a.reimage_reserved {
                 &["available", "error", "reserved"]
             } else {
