@@ -94,22 +94,11 @@ pub async fn delete(w: &mut WriteTx, id: &str) -> Result<bool> {
 /// the table, once: run at start, after the compute migrations, before
 /// the model is loaded.
 pub async fn prepare_store(store: &Store) -> Result<usize> {
-    let mut w = store.begin_write().await?;
-    let docs = w.documents(KEYPAIR).await?;
-    if docs.is_empty() {
-        return Ok(0);
+    let n = store
+        .move_documents(&[KEYPAIR], async |w, _, r| put(w, r).await)
+        .await?;
+    if n > 0 {
+        tracing::info!(key_pairs = n, "moved the key pairs into their table");
     }
-    let mut ops = Vec::new();
-    for d in &docs {
-        if let Some(r) = d.body.as_object() {
-            put(&mut w, r).await?;
-        }
-        ops.push(ursa_core::store::Op::delete(KEYPAIR, &d.id));
-    }
-    w.commit(&ops).await?;
-    tracing::info!(
-        key_pairs = docs.len(),
-        "moved the key pairs into their table"
-    );
-    Ok(docs.len())
+    Ok(n)
 }

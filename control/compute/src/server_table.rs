@@ -297,19 +297,11 @@ pub async fn deleted_actions(
 pub async fn prepare_store(store: &Store) -> Result<usize> {
     store.migrate(&MIGRATOR).await?;
     crate::keypair_table::prepare_store(store).await?;
-    let mut w = store.begin_write().await?;
-    let docs = w.documents(SERVER).await?;
-    if docs.is_empty() {
-        return Ok(0);
+    let n = store
+        .move_documents(&[SERVER], async |w, _, r| put(w, r).await)
+        .await?;
+    if n > 0 {
+        tracing::info!(servers = n, "moved the servers into their table");
     }
-    let mut ops = Vec::new();
-    for d in &docs {
-        if let Some(r) = d.body.as_object() {
-            put(&mut w, r).await?;
-        }
-        ops.push(ursa_core::store::Op::delete(SERVER, &d.id));
-    }
-    w.commit(&ops).await?;
-    tracing::info!(servers = docs.len(), "moved the servers into their table");
-    Ok(docs.len())
+    Ok(n)
 }

@@ -182,28 +182,20 @@ pub async fn delete_member(w: &mut WriteTx, id: &str, member: &str) -> Result<()
 /// model is loaded.
 pub async fn prepare_store(store: &Store) -> Result<usize> {
     store.migrate(&MIGRATOR).await?;
-    let mut w = store.begin_write().await?;
-    let mut ops = Vec::new();
-    for d in w.documents(KIND).await? {
-        if let Some(r) = d.body.as_object() {
-            put(&mut w, r).await?;
-        }
-        ops.push(ursa_core::store::Op::delete(KIND, &d.id));
+    let n = store
+        .move_documents(&[KIND, MEMBER], async |w, kind, r| {
+            if kind == KIND {
+                put(w, r).await
+            } else {
+                put_member(w, r).await
+            }
+        })
+        .await?;
+    if n > 0 {
+        tracing::info!(
+            records = n,
+            "moved the images and members into their tables"
+        );
     }
-    for d in w.documents(MEMBER).await? {
-        if let Some(m) = d.body.as_object() {
-            put_member(&mut w, m).await?;
-        }
-        ops.push(ursa_core::store::Op::delete(MEMBER, &d.id));
-    }
-    if ops.is_empty() {
-        return Ok(0);
-    }
-    let n = ops.len();
-    w.commit(&ops).await?;
-    tracing::info!(
-        records = n,
-        "moved the images and members into their tables"
-    );
     Ok(n)
 }

@@ -200,23 +200,11 @@ pub async fn delete(w: &mut WriteTx, kind: &str, id: &str) -> Result<()> {
 /// is loaded.
 pub async fn prepare_store(store: &Store) -> Result<usize> {
     store.migrate(&MIGRATOR).await?;
-    let mut moved = 0;
-    for kind in [VOLUME, SNAPSHOT] {
-        let mut w = store.begin_write().await?;
-        let docs = w.documents(kind).await?;
-        if docs.is_empty() {
-            continue;
-        }
-        let mut ops = Vec::new();
-        for d in &docs {
-            if let Some(r) = d.body.as_object() {
-                put(&mut w, kind, r).await?;
-            }
-            ops.push(ursa_core::store::Op::delete(kind, &d.id));
-        }
-        w.commit(&ops).await?;
-        moved += docs.len();
-    }
+    let moved = store
+        .move_documents(&[VOLUME, SNAPSHOT], async |w, kind, r| {
+            put(w, kind, r).await
+        })
+        .await?;
     if moved > 0 {
         tracing::info!(
             records = moved,

@@ -203,6 +203,37 @@ impl Store {
         w.commit(ops).await
     }
 
+    /// Moves the documents of `kinds` (the layout before a service kept
+    /// them as rows of its own) into that service's tables, once: `put`
+    /// stores each record in the write that deletes the documents. Returns
+    /// how many moved (none after the first start).
+    pub async fn move_documents<E: From<StoreError>>(
+        &self,
+        kinds: &[&str],
+        mut put: impl AsyncFnMut(
+            &mut WriteTx,
+            &str,
+            &serde_json::Map<String, serde_json::Value>,
+        ) -> std::result::Result<(), E>,
+    ) -> std::result::Result<usize, E> {
+        let mut w = self.begin_write().await?;
+        let mut ops = Vec::new();
+        for kind in kinds {
+            for d in w.documents(kind).await? {
+                if let Some(r) = d.body.as_object() {
+                    put(&mut w, kind, r).await?;
+                }
+                ops.push(Op::delete(kind, &d.id));
+            }
+        }
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        let n = ops.len();
+        w.commit(&ops).await?;
+        Ok(n)
+    }
+
     /// Begins a write: takes the revision row, which serialises writers
     /// (every controller's) until this one commits or is dropped, so what
     /// the write reads inside [`WriteTx::conn`] stays true until it
