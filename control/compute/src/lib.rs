@@ -5,16 +5,18 @@
 //! the networks it asked for and bound to the node the scheduler chose, so
 //! that netd makes the tap devices while the agent prepares the disk. A
 //! background task then boots the guest and records `ACTIVE`, or `ERROR`
-//! with a fault after removing what it made (guest, disk, ports). Records
-//! are documents (kinds `flavor`, `keypair`, `server`) written through the
-//! control plane's single writer.
+//! with a fault after removing what it made (guest, disk, ports). Servers
+//! and key pairs are rows ([`server_table`], [`keypair_table`]); flavors
+//! are documents; all are written through the control plane's single
+//! writer.
 //!
 //! A node's agent runs inside `ursa up` (one node, named after the local
 //! netd) or on its own as `ursa agent`, reached over gRPC ([`node`]); the
 //! scheduler filters nodes by free RAM and vCPUs and server-group policy,
 //! and spreads by free RAM.
 //!
-//! - [`actions`]: server actions.
+//! - [`actions`]: server actions (a volume-backed server's rebuild
+//!   re-images its root volume from 2.93).
 //! - [`api`]: servers, flavors, key pairs, limits, zones,
 //!   volume attachments, hypervisors, services.
 //! - [`server_parts`]: metadata, ips, interfaces, instance actions,

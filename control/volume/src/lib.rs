@@ -12,7 +12,8 @@
 //! the most free pool space (a volume from a snapshot or another volume
 //! goes where its source is: clones share chunks). A volume from an image
 //! is filled the way Cinder does it: `qemu-img convert` of the image (raw
-//! or qcow2) onto the volume's NBD export; [`upload`] goes the other way.
+//! or qcow2) onto the volume's NBD export ([`reimage`], which also writes
+//! a new image over a volume); [`upload`] goes the other way.
 //! Attachments ([`attach`]) are Cinder's steps, which compute uses too.
 //! Backups ([`backup`]) go into object storage, incremental from blockd's
 //! thin maps.
