@@ -480,6 +480,11 @@ struct Plan<'a> {
     /// node → networks it hosts
     hosted: BTreeMap<String, BTreeSet<String>>,
     subnets: HashMap<String, &'a Rec>,
+    /// A security group's rules, read once a round (not once per group
+    /// and node).
+    rules: HashMap<&'a str, Vec<&'a Rec>>,
+    /// A security group's member ports (id, address), once a round.
+    members: HashMap<String, Vec<(&'a str, String)>>,
 }
 
 impl<'a> Plan<'a> {
@@ -492,6 +497,17 @@ impl<'a> Plan<'a> {
         let subnets: HashMap<String, &Rec> = recs(m, SUBNET)
             .map(|s| (st(s, "id").to_string(), s))
             .collect();
+        let mut rules: HashMap<&str, Vec<&Rec>> = HashMap::new();
+        for r in recs(m, RULE) {
+            rules.entry(st(r, "security_group_id")).or_default().push(r);
+        }
+        let mut members: HashMap<String, Vec<(&str, String)>> = HashMap::new();
+        for p in ports {
+            for g in str_list(p.get("security_groups")) {
+                let e = members.entry(g).or_default();
+                e.extend(fixed_ips(p).into_iter().map(|(_, ip)| (st(p, "id"), ip)));
+            }
+        }
         let mut p = Plan {
             m,
             ports,
@@ -499,6 +515,8 @@ impl<'a> Plan<'a> {
             caps,
             hosted: BTreeMap::new(),
             subnets,
+            rules,
+            members,
         };
         for node in caps.keys() {
             let mut nets = BTreeSet::new();
@@ -744,8 +762,10 @@ impl<'a> Plan<'a> {
         }
         ports.sort_by(|a, b| a.id.cmp(&b.id));
         // Groups named by remote_group_id need their members too.
-        let referenced: BTreeSet<String> = recs(self.m, RULE)
-            .filter(|r| groups.contains(st(r, "security_group_id")))
+        let referenced: BTreeSet<String> = groups
+            .iter()
+            .filter_map(|g| self.rules.get(g.as_str()))
+            .flatten()
             .filter_map(|r| {
                 r.get("remote_group_id")
                     .and_then(|v| v.as_str())
@@ -757,8 +777,11 @@ impl<'a> Plan<'a> {
             .iter()
             .filter(|g| self.m.doc(SG, g).is_some())
             .map(|g| {
-                let mut rules: Vec<pb::SecurityGroupRule> = recs(self.m, RULE)
-                    .filter(|r| st(r, "security_group_id") == g)
+                let mut rules: Vec<pb::SecurityGroupRule> = self
+                    .rules
+                    .get(g.as_str())
+                    .into_iter()
+                    .flatten()
                     .map(|r| pb::SecurityGroupRule {
                         id: st(r, "id").into(),
                         direction: st(r, "direction").into(),
@@ -776,12 +799,12 @@ impl<'a> Plan<'a> {
                     .collect();
                 rules.sort_by(|a, b| a.id.cmp(&b.id));
                 let mut remote_members: Vec<String> = self
-                    .ports
-                    .iter()
-                    .filter(|p| !local_ports.contains(st(p, "id")))
-                    .filter(|p| str_list(p.get("security_groups")).contains(g))
-                    .flat_map(fixed_ips)
-                    .map(|(_, ip)| ip)
+                    .members
+                    .get(g)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(port, _)| !local_ports.contains(*port))
+                    .map(|(_, ip)| ip.clone())
                     .collect();
                 remote_members.sort();
                 remote_members.dedup();
