@@ -409,7 +409,8 @@ impl Networks {
     /// The project's default security group, made when first needed.
     pub fn default_sg_ops(m: &Model, project: &str) -> Vec<Op> {
         if project.is_empty()
-            || recs(m, SG).any(|g| st(g, "project_id") == project && st(g, "name") == "default")
+            || m.docs_where(SG, "project_id", project)
+                .any(|g| g["name"] == "default")
         {
             return Vec::new();
         }

@@ -480,9 +480,6 @@ struct Plan<'a> {
     /// node → networks it hosts
     hosted: BTreeMap<String, BTreeSet<String>>,
     subnets: HashMap<String, &'a Rec>,
-    /// A security group's rules, read once a round (not once per group
-    /// and node).
-    rules: HashMap<&'a str, Vec<&'a Rec>>,
     /// A security group's member ports (id, address), once a round.
     members: HashMap<String, Vec<(&'a str, String)>>,
 }
@@ -497,10 +494,6 @@ impl<'a> Plan<'a> {
         let subnets: HashMap<String, &Rec> = recs(m, SUBNET)
             .map(|s| (st(s, "id").to_string(), s))
             .collect();
-        let mut rules: HashMap<&str, Vec<&Rec>> = HashMap::new();
-        for r in recs(m, RULE) {
-            rules.entry(st(r, "security_group_id")).or_default().push(r);
-        }
         let mut members: HashMap<String, Vec<(&str, String)>> = HashMap::new();
         for p in ports {
             for g in str_list(p.get("security_groups")) {
@@ -515,7 +508,6 @@ impl<'a> Plan<'a> {
             caps,
             hosted: BTreeMap::new(),
             subnets,
-            rules,
             members,
         };
         for node in caps.keys() {
@@ -542,6 +534,13 @@ impl<'a> Plan<'a> {
             p.hosted.insert(node.clone(), nets);
         }
         p
+    }
+
+    /// A security group's rules (by the model's index).
+    fn rules_of(&self, group: &'a str) -> impl Iterator<Item = &'a Rec> + 'a {
+        self.m
+            .docs_where(RULE, "security_group_id", group)
+            .filter_map(|v| v.as_object())
     }
 
     fn network(&self, id: &str) -> Option<&'a Rec> {
@@ -764,8 +763,7 @@ impl<'a> Plan<'a> {
         // Groups named by remote_group_id need their members too.
         let referenced: BTreeSet<String> = groups
             .iter()
-            .filter_map(|g| self.rules.get(g.as_str()))
-            .flatten()
+            .flat_map(|g| self.rules_of(g))
             .filter_map(|r| {
                 r.get("remote_group_id")
                     .and_then(|v| v.as_str())
@@ -778,10 +776,7 @@ impl<'a> Plan<'a> {
             .filter(|g| self.m.doc(SG, g).is_some())
             .map(|g| {
                 let mut rules: Vec<pb::SecurityGroupRule> = self
-                    .rules
-                    .get(g.as_str())
-                    .into_iter()
-                    .flatten()
+                    .rules_of(g)
                     .map(|r| pb::SecurityGroupRule {
                         id: st(r, "id").into(),
                         direction: st(r, "direction").into(),

@@ -749,9 +749,16 @@ pub(super) async fn parse_create(
             let n = x.get("name").and_then(|v| v.as_str()).ok_or_else(|| {
                 Error::BadRequest("Invalid input for field/attribute security_groups.".into())
             })?;
-            let found = ursa_network::recs(&m, ursa_network::SG).find(|g| {
-                (st(g, "name") == n && st(g, "project_id") == project) || st(g, "id") == n
-            });
+            let found = m
+                .docs_where(ursa_network::SG, "project_id", project)
+                .filter_map(|g| g.as_object())
+                .find(|g| st(g, "name") == n)
+                .or_else(|| {
+                    // By id: the project's own group (any, for an admin).
+                    m.doc(ursa_network::SG, n)
+                        .and_then(|g| g.as_object())
+                        .filter(|g| st(g, "project_id") == project || auth.0.is_admin())
+                });
             match found {
                 Some(g) => security_groups.push(st(g, "id").to_string()),
                 // The default group is made on first use.

@@ -189,8 +189,9 @@ pub(super) fn check_groups(m: &Model, auth: &Auth, v: &Value) -> Result<Vec<Stri
 }
 
 pub(super) fn default_sg_id(m: &Model, project: &str) -> Option<String> {
-    recs(m, SG)
-        .find(|g| st(g, "project_id") == project && st(g, "name") == "default")
+    m.docs_where(SG, "project_id", project)
+        .filter_map(|g| g.as_object())
+        .find(|g| st(g, "name") == "default")
         .map(|g| st(g, "id").to_string())
 }
 

@@ -35,10 +35,16 @@ pub(super) async fn list_sgs(
     }
     let items: Vec<Rec> = {
         let m = app.identity.model();
-        recs(&m, SG)
-            .filter(|g| owns(&auth, g))
-            .map(|g| sg_view(&m, g))
-            .collect()
+        // An admin's list is every group; a project's, its own (by index).
+        let groups: Vec<&Rec> = if is_admin(&auth) {
+            recs(&m, SG).collect()
+        } else {
+            m.docs_where(SG, "project_id", project(&auth))
+                .filter_map(|g| g.as_object())
+                .filter(|g| owns(&auth, g))
+                .collect()
+        };
+        groups.into_iter().map(|g| sg_view(&m, g)).collect()
     };
     list_response(&app, raw, "security_groups", SG_FIELDS, items)
 }
@@ -196,10 +202,12 @@ pub(super) async fn delete_sg(
         }
         // Its rules go, and so do other groups' rules naming it as their
         // remote group (Neutron cascades them).
-        let mut ops: Vec<Op> = recs(m, RULE)
-            .filter(|r| st(r, "security_group_id") == id || st(r, "remote_group_id") == id)
-            .map(|r| Op::delete(RULE, st(r, "id")))
+        let rules: std::collections::BTreeSet<&str> = m
+            .docs_where(RULE, "security_group_id", &id)
+            .chain(m.docs_where(RULE, "remote_group_id", &id))
+            .filter_map(|r| r["id"].as_str())
             .collect();
+        let mut ops: Vec<Op> = rules.into_iter().map(|r| Op::delete(RULE, r)).collect();
         ops.push(Op::delete(SG, &id));
         Ok((ops, ()))
     })?;
@@ -448,7 +456,11 @@ pub(super) fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec
             && r.get("normalized_cidr").unwrap_or(&Value::Null) == &normalized
             && r.get("remote_group_id").and_then(|v| v.as_str()) == remote_group.as_deref()
     };
-    if let Some(dup) = recs(m, RULE).find(|r| same(r)) {
+    if let Some(dup) = m
+        .docs_where(RULE, "security_group_id", &gid)
+        .filter_map(|r| r.as_object())
+        .find(|r| same(r))
+    {
         return Err(Error::Conflict(format!(
             "Security group rule already exists. Rule id is {}.",
             st(dup, "id")

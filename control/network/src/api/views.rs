@@ -109,8 +109,8 @@ pub(super) fn fip_view(f: &Rec) -> Rec {
 pub(super) fn sg_view(m: &Model, g: &Rec) -> Rec {
     let mut v = public(g);
     let rules: Vec<Value> = crate::by_creation(
-        recs(m, RULE)
-            .filter(|r| st(r, "security_group_id") == st(g, "id"))
+        m.docs_where(RULE, "security_group_id", st(g, "id"))
+            .filter_map(|r| r.as_object())
             .collect(),
     )
     .into_iter()
