@@ -254,6 +254,10 @@ pub const INDEXED: &[(&str, &str)] = &[
     ("security_group", "project_id"),
     ("security_group_rule", "security_group_id"),
     ("security_group_rule", "remote_group_id"),
+    ("subnet", "network_id"),
+    ("floatingip", "port_id"),
+    ("floatingip", "router_id"),
+    ("floatingip", "floating_network_id"),
 ];
 
 fn field_of<'a>(v: &'a Value, field: &str) -> &'a str {
@@ -461,14 +465,17 @@ impl Model {
     /// the pair is in [`INDEXED`], else by reading the kind.
     pub fn docs_where<'a>(
         &'a self,
-        kind: &'a str,
-        field: &'a str,
-        value: &'a str,
+        kind: &str,
+        field: &str,
+        value: &str,
     ) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+        let docs = self.docs.get(kind);
         if !INDEXED.contains(&(kind, field)) {
+            let (field, value) = (field.to_string(), value.to_string());
             return Box::new(
-                self.docs_of(kind)
-                    .filter(move |d| field_of(d, field) == value),
+                docs.into_iter()
+                    .flat_map(|m| m.values())
+                    .filter(move |d| field_of(d, &field) == value),
             );
         }
         let ids = self
@@ -478,7 +485,7 @@ impl Model {
         Box::new(
             ids.into_iter()
                 .flatten()
-                .filter_map(move |id| self.doc(kind, id)),
+                .filter_map(move |id| docs.and_then(|m| m.get(id))),
         )
     }
 

@@ -199,6 +199,18 @@ pub fn recs<'a>(m: &'a Model, kind: &str) -> impl Iterator<Item = &'a Rec> + 'a 
     m.docs_of(kind).filter_map(|v| v.as_object())
 }
 
+/// The records of `kind` whose `field` is `value` (by the model's index
+/// for the pairs it keeps: [`ursa_identity::model::INDEXED`]).
+pub fn recs_where<'a>(
+    m: &'a Model,
+    kind: &str,
+    field: &str,
+    value: &str,
+) -> impl Iterator<Item = &'a Rec> + 'a {
+    m.docs_where(kind, field, value)
+        .filter_map(|v| v.as_object())
+}
+
 pub fn rec(m: &Model, kind: &str, id: &str) -> Option<Rec> {
     m.doc(kind, id).and_then(|v| v.as_object().cloned())
 }
@@ -304,11 +316,7 @@ pub fn by_creation(mut v: Vec<&Rec>) -> Vec<&Rec> {
 }
 
 pub fn subnets_of<'a>(m: &'a Model, net: &str) -> Vec<&'a Rec> {
-    by_creation(
-        recs(m, SUBNET)
-            .filter(|s| st(s, "network_id") == net)
-            .collect(),
-    )
+    by_creation(recs_where(m, SUBNET, "network_id", net).collect())
 }
 
 /// Fixed IPs of a port as (subnet id, address).

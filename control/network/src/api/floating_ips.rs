@@ -142,9 +142,8 @@ pub(super) fn associate(
             "External network {ext} is not reachable from subnet {sid}. Therefore, cannot associate Port {port_id} with a Floating IP."
         ))
     })?;
-    if let Some(other) = recs(m, FIP).find(|o| {
+    if let Some(other) = crate::recs_where(m, FIP, "port_id", port_id).find(|o| {
         st(o, "id") != st(f, "id")
-            && st(o, "port_id") == port_id
             && st(o, "fixed_ip_address") == ip
             && st(o, "floating_network_id") == ext
     }) {

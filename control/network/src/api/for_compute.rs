@@ -148,7 +148,7 @@ pub(super) fn plan_release(m: &Model, p: Rec) -> Vec<Op> {
         ops.push(put(PORT, &p));
         return ops;
     }
-    for f in recs(m, FIP).filter(|f| st(f, "port_id") == port_id) {
+    for f in crate::recs_where(m, FIP, "port_id", port_id) {
         let mut f = f.clone();
         disassociate(&mut f);
         ops.push(put(FIP, &f));
@@ -178,8 +178,8 @@ pub fn addresses(m: &Model, ports: &[Rec], device_id: &str) -> Value {
                 .expect("list")
                 .push(json!({"version": v, "addr": ip,
                 "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac}));
-            for f in recs(m, FIP)
-                .filter(|f| st(f, "port_id") == st(p, "id") && st(f, "fixed_ip_address") == ip)
+            for f in crate::recs_where(m, FIP, "port_id", st(p, "id"))
+                .filter(|f| st(f, "fixed_ip_address") == ip)
             {
                 list.as_array_mut().expect("list").push(json!({"version": 4,
                     "addr": st(f, "floating_ip_address"), "OS-EXT-IPS:type": "floating",

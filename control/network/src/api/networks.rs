@@ -380,8 +380,7 @@ pub(super) async fn delete_network(
             .collect();
         // Floating IPs of an external network go with it.
         ops.extend(
-            recs(m, FIP)
-                .filter(|f| st(f, "floating_network_id") == id)
+            crate::recs_where(m, FIP, "floating_network_id", &id)
                 .map(|f| Op::delete(FIP, st(f, "id"))),
         );
         ops.extend(

@@ -572,7 +572,7 @@ pub(super) async fn update_port(
     {
         let m = w.model();
         let now: Vec<String> = fixed_ips(&p).into_iter().map(|(_, ip)| ip).collect();
-        for f in recs(&m, FIP).filter(|f| st(f, "port_id") == id) {
+        for f in crate::recs_where(&m, FIP, "port_id", &id) {
             if !now.iter().any(|ip| ip == st(f, "fixed_ip_address")) {
                 let mut f = f.clone();
                 disassociate(&mut f);
@@ -618,7 +618,7 @@ pub(super) async fn delete_port(
             )));
         }
         let mut ops = vec![Op::delete(PORT, &id)];
-        for f in recs(&m, FIP).filter(|f| st(f, "port_id") == id) {
+        for f in crate::recs_where(&m, FIP, "port_id", &id) {
             let mut f = f.clone();
             disassociate(&mut f);
             ops.push(put(FIP, &f));

@@ -121,7 +121,10 @@ pub(super) fn plan_gateway(
         || g.as_object()
             .is_some_and(|o| o.is_empty() || o.get("network_id").is_none_or(|v| v.is_null()));
     if clear {
-        if recs(m, FIP).any(|f| st(f, "router_id") == rid) {
+        if crate::recs_where(m, FIP, "router_id", &rid)
+            .next()
+            .is_some()
+        {
             return Err(Error::Conflict(format!(
                 "Gateway cannot be updated for router {rid}, since a gateway to an external network is required by one or more floating IPs."
             )));
@@ -161,7 +164,11 @@ pub(super) fn plan_gateway(
         .is_some_and(|p| st(p, "network_id") == net_id);
     if let Some(p) = &old_port {
         if !same_net || fixed.is_some() {
-            if !same_net && recs(m, FIP).any(|f| st(f, "router_id") == rid) {
+            if !same_net
+                && crate::recs_where(m, FIP, "router_id", &rid)
+                    .next()
+                    .is_some()
+            {
                 return Err(Error::Conflict(format!(
                     "Gateway cannot be updated for router {rid}, since a gateway to an external network is required by one or more floating IPs."
                 )));
@@ -451,7 +458,7 @@ pub(super) async fn delete_router(
         {
             return Err(Error::Conflict(format!("Router {id} still has ports")));
         }
-        if recs(m, FIP).any(|f| st(f, "router_id") == id) {
+        if crate::recs_where(m, FIP, "router_id", &id).next().is_some() {
             return Err(Error::Conflict(format!(
                 "Router {id} still has floating IPs associated"
             )));
@@ -682,7 +689,7 @@ pub(super) async fn remove_interface(
             }
         };
         let on: Vec<String> = fixed_ips(&port).into_iter().map(|(s, _)| s).collect();
-        let fip_uses = recs(m, FIP).filter(|f| st(f, "router_id") == id).any(|f| {
+        let fip_uses = crate::recs_where(m, FIP, "router_id", &id).any(|f| {
             fip_targets
                 .iter()
                 .find(|p| st(p, "id") == st(f, "port_id"))
