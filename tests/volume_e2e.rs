@@ -76,6 +76,31 @@ impl Api<'_> {
     }
 }
 
+/// A new image (`meta` as created) holding `bytes`; its id.
+fn upload_image(cloud: &Cloud, token: &str, meta: Value, bytes: Vec<u8>) -> String {
+    let base = cloud.url.trim_end_matches("/v3");
+    let img: Value = cloud
+        .http()
+        .post(format!("{base}/image/v2/images"))
+        .header("X-Auth-Token", token)
+        .json(&meta)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = img["id"].as_str().unwrap().to_string();
+    let r = cloud
+        .http()
+        .put(format!("{base}/image/v2/images/{id}/file"))
+        .header("X-Auth-Token", token)
+        .header("Content-Type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    id
+}
+
 /// The first `len` bytes of a volume, read over its NBD export.
 fn read_nbd(api: &Api, token: &str, vol: &str, len: usize, dir: &std::path::Path) -> Vec<u8> {
     let (st, c) = api.call(
@@ -131,24 +156,12 @@ fn volumes_from_images_snapshots_isolation_and_restart() {
     let data: Vec<u8> = (0..2u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
         .collect();
-    let http = cloud.http();
-    let img: Value = http
-        .post(format!("{base}/image/v2/images"))
-        .header("X-Auth-Token", &a)
-        .json(&json!({"name": "src", "disk_format": "raw", "container_format": "bare", "visibility": "private"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let image = img["id"].as_str().unwrap().to_string();
-    let r = http
-        .put(format!("{base}/image/v2/images/{image}/file"))
-        .header("X-Auth-Token", &a)
-        .header("Content-Type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    let image = upload_image(
+        &cloud,
+        &a,
+        json!({"name": "src", "disk_format": "raw", "container_format": "bare", "visibility": "private"}),
+        data.clone(),
+    );
 
     // A volume from it.
     let (st, v) = api.call(
@@ -959,27 +972,9 @@ fn volume_upload_to_image_readonly_retype_and_reimage() {
     // Re-imaged (3.68) with another image: the volume holds its bytes and
     // names it. Another project's private image is refused, and so is the
     // action below 3.68.
-    let upload = |token: &str, name: &str, bytes: Vec<u8>| -> String {
-        let img: Value = cloud
-            .http()
-            .post(format!("{base}/image/v2/images"))
-            .header("X-Auth-Token", token)
-            .json(&json!({"name": name, "disk_format": "raw", "container_format": "bare"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let id = img["id"].as_str().unwrap().to_string();
-        let r = cloud
-            .http()
-            .put(format!("{base}/image/v2/images/{id}/file"))
-            .header("X-Auth-Token", token)
-            .header("Content-Type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 204);
-        id
+    let upload = |token: &str, name: &str, bytes: Vec<u8>| {
+        let meta = json!({"name": name, "disk_format": "raw", "container_format": "bare"});
+        upload_image(&cloud, token, meta, bytes)
     };
     let data2: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + 3) as u8).collect();
     let img2 = upload(&a, "reimage-src", data2.clone());

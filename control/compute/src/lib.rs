@@ -946,16 +946,18 @@ pub fn flavor_record(id: &str, name: &str, ram: u64, vcpus: u64, disk: u64, publ
 /// Whether `volume` is the server's root volume, to be deleted with it
 /// (`made`: only one compute made from the image).
 fn root_volume_goes(srv: &Option<Rec>, volume: &str, made: bool) -> bool {
-    let Some(bv) = srv.as_ref().and_then(|s| s.get("ursa:boot_volume")) else {
+    let Some((s, bv)) = srv
+        .as_ref()
+        .and_then(|s| s.get("ursa:boot_volume").map(|bv| (s, bv)))
+    else {
         return false;
     };
-    let root = bv["volume_id"]
-        .as_str()
-        .or_else(|| match bv["source_type"].as_str() {
-            Some("volume") if !made => bv["uuid"].as_str(),
-            _ => None,
-        });
-    root == Some(volume) && bv["delete_on_termination"] == true
+    let root = if made {
+        bv["volume_id"].as_str().map(str::to_string)
+    } else {
+        Compute::root_volume_id(s)
+    };
+    root.as_deref() == Some(volume) && bv["delete_on_termination"] == true
 }
 
 /// Whether a server's root disk is a volume.

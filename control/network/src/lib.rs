@@ -211,6 +211,13 @@ pub fn recs_where<'a>(
         .filter_map(|v| v.as_object())
 }
 
+/// The project's default security group, if it has been made.
+pub fn default_sg_id(m: &Model, project: &str) -> Option<String> {
+    recs_where(m, SG, "project_id", project)
+        .find(|g| st(g, "name") == "default")
+        .map(|g| st(g, "id").to_string())
+}
+
 pub fn rec(m: &Model, kind: &str, id: &str) -> Option<Rec> {
     m.doc(kind, id).and_then(|v| v.as_object().cloned())
 }
@@ -416,10 +423,7 @@ impl Networks {
 
     /// The project's default security group, made when first needed.
     pub fn default_sg_ops(m: &Model, project: &str) -> Vec<Op> {
-        if project.is_empty()
-            || m.docs_where(SG, "project_id", project)
-                .any(|g| g["name"] == "default")
-        {
+        if project.is_empty() || default_sg_id(m, project).is_some() {
             return Vec::new();
         }
         let mut g = standard(project);

@@ -6,9 +6,9 @@
 
 use crate::query::{self, ListQuery};
 use crate::{
-    bump, fixed_ips, ipam, public, put, rec, recs, st, standard, str_list, IfMatch, IpRequest,
-    Networks, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_FIP, OWNER_ROUTER_GW, OWNER_ROUTER_IF, PORT,
-    QUOTA, QUOTA_DEFAULTS, ROUTER, RULE, SG, SUBNET,
+    bump, default_sg_id, fixed_ips, ipam, public, put, rec, recs, st, standard, str_list, IfMatch,
+    IpRequest, Networks, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_FIP, OWNER_ROUTER_GW,
+    OWNER_ROUTER_IF, PORT, QUOTA, QUOTA_DEFAULTS, ROUTER, RULE, SG, SUBNET,
 };
 use crate::{port_table, AppState, NetWriter};
 use axum::body::Bytes;

@@ -188,13 +188,6 @@ pub(super) fn check_groups(m: &Model, auth: &Auth, v: &Value) -> Result<Vec<Stri
     Ok(out)
 }
 
-pub(super) fn default_sg_id(m: &Model, project: &str) -> Option<String> {
-    m.docs_where(SG, "project_id", project)
-        .filter_map(|g| g.as_object())
-        .find(|g| st(g, "name") == "default")
-        .map(|g| st(g, "id").to_string())
-}
-
 pub(super) fn check_binding_policy(auth: &Auth, b: &Rec) -> Result<()> {
     for k in ["binding:host_id", "binding:profile"] {
         if b.contains_key(k) && !is_admin(auth) {
