@@ -2,7 +2,8 @@
 //! before ports were rows (tests/fixtures/upgrade-0.1) moves the port
 //! documents into their tables once and keeps every user, project,
 //! assignment, token key, network, subnet, port (addresses and MACs still
-//! taken), router, floating IP, volume, image and server (servers moved
+//! taken), router, floating IP, security group and rule, volume, image and
+//! server (servers, key pairs, images and security groups moved
 //! into their table too).
 
 mod common;
@@ -117,6 +118,9 @@ fn names(v: &Value, coll: &str) -> Vec<String> {
         .collect()
 }
 
+/// The admin project's default security group in the fixture.
+const UPG_SG: &str = "580d4442-b52e-4a85-bb9b-2c8eb2f8feeb";
+
 #[test]
 fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,6 +135,14 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
     );
     let before = document_kinds(dir.path());
     assert!(before.contains(&("port".to_string(), 10)), "{before:?}");
+    assert!(
+        before.contains(&("security_group".to_string(), 1)),
+        "{before:?}"
+    );
+    assert!(
+        before.contains(&("security_group_rule".to_string(), 4)),
+        "{before:?}"
+    );
 
     for round in 0..2 {
         let cloud = Cloud::start(dir.path(), "upgrade-admin");
@@ -243,6 +255,21 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
                 .is_some_and(|a| a.starts_with("172.24.4.")),
             "{routers}"
         );
+        // The admin project's default security group, with its rules.
+        let (_, sgs) = cloud.service_call(
+            "GET",
+            &format!("/network/v2.0/security-groups?id={UPG_SG}"),
+            &admin,
+            None,
+        );
+        assert_eq!(sgs["security_groups"][0]["name"], "default", "{sgs}");
+        assert_eq!(
+            sgs["security_groups"][0]["security_group_rules"]
+                .as_array()
+                .map(Vec::len),
+            Some(4),
+            "{sgs}"
+        );
         let (_, fips) = cloud.service_call("GET", "/network/v2.0/floatingips", &admin, None);
         assert_eq!(fips["floatingips"][0]["floating_ip_address"], "172.24.4.4");
         let (_, vols) = cloud.service_call(
@@ -266,6 +293,18 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
         assert!(!after.iter().any(|(k, _)| k == "port"), "{after:?}");
         assert!(!after.iter().any(|(k, _)| k == "keypair"), "{after:?}");
         assert!(!after.iter().any(|(k, _)| k == "image"), "{after:?}");
+        assert!(
+            !after.iter().any(|(k, _)| k.starts_with("security_group")),
+            "{after:?}"
+        );
+        assert_eq!(
+            sql(
+                dir.path(),
+                &format!("SELECT COUNT(*) FROM net_sg_rules WHERE security_group_id = '{UPG_SG}'")
+            ),
+            4,
+            "the group's rules are rows"
+        );
         assert_eq!(
             sql(dir.path(), "SELECT COUNT(*) FROM img_images"),
             1,

@@ -251,9 +251,6 @@ pub struct Revocation {
 /// value there are found without reading every document of the kind
 /// ([`Model::docs_where`]).
 pub const INDEXED: &[(&str, &str)] = &[
-    ("security_group", "project_id"),
-    ("security_group_rule", "security_group_id"),
-    ("security_group_rule", "remote_group_id"),
     ("subnet", "network_id"),
     ("floatingip", "port_id"),
     ("floatingip", "router_id"),
@@ -743,24 +740,17 @@ mod field_index_tests {
     #[test]
     fn indexed_documents_follow_changes() {
         let mut m = Model::default();
-        let sg = |id: &str, p: &str| {
-            Op::put(
-                "security_group",
-                id,
-                "",
-                id,
-                json!({"id": id, "project_id": p}),
-            )
-        };
-        m.apply(&sg("g1", "p1"));
-        m.apply(&sg("g2", "p1"));
-        m.apply(&sg("g3", "p2"));
-        assert_eq!(ids(&m, "security_group", "project_id", "p1"), ["g1", "g2"]);
-        m.apply(&sg("g2", "p2"));
-        assert_eq!(ids(&m, "security_group", "project_id", "p1"), ["g1"]);
-        assert_eq!(ids(&m, "security_group", "project_id", "p2"), ["g2", "g3"]);
-        m.apply(&Op::delete("security_group", "g3"));
-        assert_eq!(ids(&m, "security_group", "project_id", "p2"), ["g2"]);
+        let subnet =
+            |id: &str, p: &str| Op::put("subnet", id, "", id, json!({"id": id, "network_id": p}));
+        m.apply(&subnet("g1", "p1"));
+        m.apply(&subnet("g2", "p1"));
+        m.apply(&subnet("g3", "p2"));
+        assert_eq!(ids(&m, "subnet", "network_id", "p1"), ["g1", "g2"]);
+        m.apply(&subnet("g2", "p2"));
+        assert_eq!(ids(&m, "subnet", "network_id", "p1"), ["g1"]);
+        assert_eq!(ids(&m, "subnet", "network_id", "p2"), ["g2", "g3"]);
+        m.apply(&Op::delete("subnet", "g3"));
+        assert_eq!(ids(&m, "subnet", "network_id", "p2"), ["g2"]);
         // A pair that is not indexed is answered by reading the kind.
         m.apply(&Op::put(
             "thing",

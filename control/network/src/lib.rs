@@ -33,6 +33,7 @@ pub mod port_list;
 pub mod port_table;
 pub mod push;
 pub mod query;
+pub mod sg_table;
 
 /// A write of the network service (see [`Networks::write`]): the model,
 /// the transaction for port rows, and a push once it committed anything.
@@ -62,7 +63,8 @@ impl NetWriter<'_> {
 
     /// Commits `ops` and the port rows written, then kicks the pusher. A
     /// port in `ops` (kind [`PORT`]) is written to its table, taking the
-    /// addresses its `fixed_ips` name; the rest are documents.
+    /// addresses its `fixed_ips` name; a security group or rule (kinds
+    /// [`SG`], [`RULE`]) to theirs ([`sg_table`]); the rest are documents.
     pub async fn commit(mut self, ops: &[Op]) -> Result<()> {
         let mut docs = Vec::with_capacity(ops.len());
         for op in ops {
@@ -79,6 +81,13 @@ impl NetWriter<'_> {
                 }
                 Op::Delete { kind, id } if kind == PORT => {
                     port_table::delete(self.tx(), id).await?;
+                }
+                Op::Put(d) if d.kind == SG || d.kind == RULE => {
+                    let r = d.body.as_object().cloned().unwrap_or_default();
+                    sg_table::put(self.tx(), &d.kind, &r).await?;
+                }
+                Op::Delete { kind, id } if kind == SG || kind == RULE => {
+                    sg_table::delete(self.tx(), kind, id).await?;
                 }
                 _ => docs.push(op.clone()),
             }
@@ -184,6 +193,13 @@ pub async fn prepare_store(store: &ursa_core::store::Store) -> Result<()> {
     if moved > 0 {
         tracing::info!(ports = moved, "moved the ports into their table");
     }
+    let moved = sg_table::upgrade(store).await?;
+    if moved > 0 {
+        tracing::info!(
+            records = moved,
+            "moved the security groups and rules into their tables"
+        );
+    }
     Ok(())
 }
 
@@ -209,13 +225,6 @@ pub fn recs_where<'a>(
 ) -> impl Iterator<Item = &'a Rec> + 'a {
     m.docs_where(kind, field, value)
         .filter_map(|v| v.as_object())
-}
-
-/// The project's default security group, if it has been made.
-pub fn default_sg_id(m: &Model, project: &str) -> Option<String> {
-    recs_where(m, SG, "project_id", project)
-        .find(|g| st(g, "name") == "default")
-        .map(|g| st(g, "id").to_string())
 }
 
 pub fn rec(m: &Model, kind: &str, id: &str) -> Option<Rec> {
@@ -421,11 +430,9 @@ impl Networks {
         Ok(())
     }
 
-    /// The project's default security group, made when first needed.
-    pub fn default_sg_ops(m: &Model, project: &str) -> Vec<Op> {
-        if project.is_empty() || default_sg_id(m, project).is_some() {
-            return Vec::new();
-        }
+    /// A new default security group for `project` (its id and what to
+    /// commit), for a project that has none yet.
+    pub fn default_sg_ops(project: &str) -> (String, Vec<Op>) {
         let mut g = standard(project);
         g.insert("name".into(), json!("default"));
         g.insert("description".into(), json!("Default security group"));
@@ -462,7 +469,48 @@ impl Networks {
             }
             ops.push(put(RULE, &r));
         }
-        ops
+        (gid, ops)
+    }
+
+    /// Makes `project`'s default security group exist (inside the write
+    /// `w`, so once however many ask at once); returns its id.
+    pub async fn ensure_default_sg(w: &mut NetWriter<'_>, project: &str) -> Result<Option<String>> {
+        if project.is_empty() {
+            return Ok(None);
+        }
+        if let Some(id) = sg_table::default_of(w.conn(), project).await? {
+            return Ok(Some(id));
+        }
+        let (id, ops) = Self::default_sg_ops(project);
+        for op in &ops {
+            if let Op::Put(d) = op {
+                let r = d.body.as_object().cloned().unwrap_or_default();
+                sg_table::put(w.tx(), &d.kind, &r).await?;
+            }
+        }
+        Ok(Some(id))
+    }
+
+    /// 409 when `project` would go over its limit of security groups
+    /// (`SG`) or rules (`RULE`) by adding `n` (counted inside the write).
+    pub async fn check_sg_quota(
+        w: &mut NetWriter<'_>,
+        project: &str,
+        kind: &str,
+        n: i64,
+    ) -> Result<()> {
+        let what = if kind == SG {
+            "security_group"
+        } else {
+            "security_group_rule"
+        };
+        let limit = Self::quota(&w.model(), project, what);
+        if limit >= 0 && sg_table::count(w.conn(), kind, project).await? + n > limit {
+            return Err(Error::Conflict(format!(
+                "Quota exceeded for resources: ['{what}']."
+            )));
+        }
+        Ok(())
     }
 
     /// The project's limit for a resource.
@@ -485,8 +533,6 @@ impl Networks {
             "subnet" => SUBNET,
             "router" => ROUTER,
             "floatingip" => FIP,
-            "security_group" => SG,
-            "security_group_rule" => RULE,
             _ => return 0,
         };
         recs(m, kind)

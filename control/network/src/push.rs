@@ -12,7 +12,7 @@
 
 use super::{
     fixed_ips, recs, st, str_list, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_ROUTER_GW, OWNER_ROUTER_IF,
-    ROUTER, RULE, SG, SUBNET,
+    ROUTER, SUBNET,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -338,7 +338,7 @@ impl Pusher {
         if caps.is_empty() {
             return;
         }
-        let ports = match read_ports(identity).await {
+        let (ports, groups) = match read_ports(identity).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the ports to push; trying again");
@@ -347,7 +347,8 @@ impl Pusher {
         };
         let (states, dhcp_networks) = {
             let m = identity.model();
-            let plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
+            let mut plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
+            plan.groups = groups;
             let states: Vec<(usize, pb::NodeState)> = self
                 .0
                 .nodes
@@ -444,10 +445,46 @@ impl Pusher {
     }
 }
 
-/// The ports a round needs (see [`crate::port_table::for_push`]).
-async fn read_ports(identity: &Identity) -> ursa_core::error::Result<Vec<Rec>> {
+/// The ports a round needs (see [`crate::port_table::for_push`]) and
+/// the security groups they are in or their rules name.
+async fn read_ports(identity: &Identity) -> ursa_core::error::Result<(Vec<Rec>, Groups)> {
+    use crate::sg_table;
     let mut c = identity.store().conn().await?;
-    crate::port_table::for_push(&mut c).await
+    let ports = crate::port_table::for_push(&mut c).await?;
+    let mut ids: BTreeSet<String> = ports
+        .iter()
+        .flat_map(|p| str_list(p.get("security_groups")))
+        .collect();
+    let mut rules = sg_table::rules_of(&mut c, &ids.iter().cloned().collect::<Vec<_>>()).await?;
+    let remote: Vec<String> = rules
+        .iter()
+        .map(|r| st(r, "remote_group_id").to_string())
+        .filter(|g| !g.is_empty() && !ids.contains(g))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    rules.extend(sg_table::rules_of(&mut c, &remote).await?);
+    ids.extend(remote);
+    let exist = sg_table::groups(&mut c, &ids.into_iter().collect::<Vec<_>>()).await?;
+    let mut g = Groups {
+        exist: exist.into_keys().collect(),
+        rules: HashMap::new(),
+    };
+    for r in rules {
+        g.rules
+            .entry(st(&r, "security_group_id").to_string())
+            .or_default()
+            .push(r);
+    }
+    Ok((ports, g))
+}
+
+/// The security groups a round needs, read from their tables.
+#[derive(Default)]
+struct Groups {
+    exist: BTreeSet<String>,
+    /// group id → its rules
+    rules: HashMap<String, Vec<Rec>>,
 }
 
 /// A node state's digest: SHA-256 of its encoding (its lists are sorted,
@@ -482,6 +519,7 @@ struct Plan<'a> {
     subnets: HashMap<String, &'a Rec>,
     /// A security group's member ports (id, address), once a round.
     members: HashMap<String, Vec<(&'a str, String)>>,
+    groups: Groups,
 }
 
 impl<'a> Plan<'a> {
@@ -509,6 +547,7 @@ impl<'a> Plan<'a> {
             hosted: BTreeMap::new(),
             subnets,
             members,
+            groups: Groups::default(),
         };
         for node in caps.keys() {
             let mut nets = BTreeSet::new();
@@ -536,11 +575,9 @@ impl<'a> Plan<'a> {
         p
     }
 
-    /// A security group's rules (by the model's index).
-    fn rules_of(&self, group: &'a str) -> impl Iterator<Item = &'a Rec> + 'a {
-        self.m
-            .docs_where(RULE, "security_group_id", group)
-            .filter_map(|v| v.as_object())
+    /// A security group's rules.
+    fn rules_of(&self, group: &str) -> impl Iterator<Item = &Rec> + '_ {
+        self.groups.rules.get(group).into_iter().flatten()
     }
 
     fn network(&self, id: &str) -> Option<&'a Rec> {
@@ -773,7 +810,7 @@ impl<'a> Plan<'a> {
         groups.extend(referenced);
         let security_groups = groups
             .iter()
-            .filter(|g| self.m.doc(SG, g).is_some())
+            .filter(|g| self.groups.exist.contains(*g))
             .map(|g| {
                 let mut rules: Vec<pb::SecurityGroupRule> = self
                     .rules_of(g)

@@ -28,26 +28,22 @@ impl Related {
             ports: ursa_network::api::device_ports(&s.networks, servers).await?,
             ..Related::default()
         };
-        {
-            let m = s.identity.model();
-            for p in &out.ports {
-                let dev = st(p, "device_id").to_string();
-                out.with_ports.insert(dev.clone());
-                let names = out.groups.entry(dev).or_default();
-                for g in p
-                    .get("security_groups")
-                    .and_then(|v| v.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    let name = g
-                        .as_str()
-                        .and_then(|g| ursa_network::rec(&m, ursa_network::SG, g))
-                        .map(|g| st(&g, "name").to_string());
-                    if let Some(n) = name {
-                        if !names.contains(&n) {
-                            names.push(n);
-                        }
+        let ids: Vec<String> = out
+            .ports
+            .iter()
+            .flat_map(|p| ursa_network::str_list(p.get("security_groups")))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let names = ursa_network::api::security_group_names(&s.networks, &ids).await?;
+        for p in &out.ports {
+            let dev = st(p, "device_id").to_string();
+            out.with_ports.insert(dev.clone());
+            let mine = out.groups.entry(dev).or_default();
+            for g in ursa_network::str_list(p.get("security_groups")) {
+                if let Some(n) = names.get(&g) {
+                    if !mine.contains(n) {
+                        mine.push(n.clone());
                     }
                 }
             }
@@ -743,24 +739,16 @@ pub(super) async fn parse_create(
         let list = g.as_array().ok_or_else(|| {
             Error::BadRequest("Invalid input for field/attribute security_groups.".into())
         })?;
-        let m = s.identity.model();
         let project = auth.0.project_id().unwrap_or("");
         for x in list {
             let n = x.get("name").and_then(|v| v.as_str()).ok_or_else(|| {
                 Error::BadRequest("Invalid input for field/attribute security_groups.".into())
             })?;
-            let found = m
-                .docs_where(ursa_network::SG, "project_id", project)
-                .filter_map(|g| g.as_object())
-                .find(|g| st(g, "name") == n)
-                .or_else(|| {
-                    // By id: the project's own group (any, for an admin).
-                    m.doc(ursa_network::SG, n)
-                        .and_then(|g| g.as_object())
-                        .filter(|g| st(g, "project_id") == project || auth.0.is_admin())
-                });
+            let found =
+                ursa_network::api::security_group_for(&s.networks, project, auth.0.is_admin(), n)
+                    .await?;
             match found {
-                Some(g) => security_groups.push(st(g, "id").to_string()),
+                Some(g) => security_groups.push(g),
                 // The default group is made on first use.
                 None if n == "default" => {}
                 None => {

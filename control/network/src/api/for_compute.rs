@@ -63,9 +63,40 @@ pub async fn create_server_port(
     let body = body.as_object().cloned().unwrap_or_default();
     let svc_auth = service_caller(&owner);
     let mut w = s.write().await?;
-    let (ops, p) = insert_port(&mut w, &svc_auth, &body).await?;
-    w.commit(&ops).await?;
+    let p = insert_port(&mut w, &svc_auth, &body).await?;
+    w.commit(&[]).await?;
     Ok(p)
+}
+
+/// The names of the security groups `ids` (those that exist), by id.
+pub async fn security_group_names(
+    s: &Networks,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
+    let groups = sg_table::groups(&mut *s.conn().await?, ids).await?;
+    Ok(groups
+        .into_iter()
+        .map(|(id, g)| (id, st(&g, "name").to_string()))
+        .collect())
+}
+
+/// The id of the security group a server asks for by `name` (or id): the
+/// project's own group of that name, else its group with that id (any
+/// project's, for an admin).
+pub async fn security_group_for(
+    s: &Networks,
+    project: &str,
+    admin: bool,
+    name: &str,
+) -> Result<Option<String>> {
+    let mut c = s.conn().await?;
+    if let Some(g) = sg_table::named(&mut c, project, name).await? {
+        return Ok(Some(st(&g, "id").to_string()));
+    }
+    Ok(sg_table::group(&mut c, name)
+        .await?
+        .filter(|g| st(g, "project_id") == project || admin)
+        .map(|g| st(&g, "id").to_string()))
 }
 
 /// The ports of these devices (servers), from their table.

@@ -6,11 +6,11 @@
 
 use crate::query::{self, ListQuery};
 use crate::{
-    bump, default_sg_id, fixed_ips, ipam, public, put, rec, recs, st, standard, str_list, IfMatch,
-    IpRequest, Networks, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_FIP, OWNER_ROUTER_GW,
-    OWNER_ROUTER_IF, PORT, QUOTA, QUOTA_DEFAULTS, ROUTER, RULE, SG, SUBNET,
+    bump, fixed_ips, ipam, public, put, rec, recs, st, standard, str_list, IfMatch, IpRequest,
+    Networks, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_FIP, OWNER_ROUTER_GW, OWNER_ROUTER_IF, PORT,
+    QUOTA, QUOTA_DEFAULTS, ROUTER, RULE, SG, SUBNET,
 };
-use crate::{port_table, AppState, NetWriter};
+use crate::{port_table, sg_table, AppState, NetWriter};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;

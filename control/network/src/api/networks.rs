@@ -238,9 +238,7 @@ pub(super) fn plan_network(
         json!(opt_str(b, "dns_domain")?.unwrap_or_default()),
     );
     n.insert("l2_adjacency".into(), json!(true));
-    let mut ops = Networks::default_sg_ops(m, &owner);
-    ops.push(put(NETWORK, &n));
-    Ok((ops, n))
+    Ok((vec![put(NETWORK, &n)], n))
 }
 
 pub(super) async fn create_networks(
@@ -254,7 +252,12 @@ pub(super) async fn create_networks(
     let mut out = Vec::new();
     for b in items {
         let a = &auth;
-        let n = s.change(|m| plan_network(s, m, a, &b)).await?;
+        let mut w = s.write().await?;
+        let (ops, n) = w.plan(|m| plan_network(s, m, a, &b))?;
+        // Neutron makes the project's default security group with its
+        // first network.
+        Networks::ensure_default_sg(&mut w, st(&n, "project_id")).await?;
+        w.commit(&ops).await?;
         let m = app.identity.model();
         out.push(Value::Object(network_view(&m, &auth, &n)));
     }

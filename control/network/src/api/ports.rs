@@ -163,19 +163,28 @@ pub(super) fn parse_pairs(v: &Value) -> Result<Value> {
 }
 
 /// Security groups named for a port: each must be one the caller may use.
-pub(super) fn check_groups(m: &Model, auth: &Auth, v: &Value) -> Result<Vec<String>> {
+pub(super) async fn check_groups(
+    c: &mut sqlx::AnyConnection,
+    auth: &Auth,
+    v: &Value,
+) -> Result<Vec<String>> {
     let a = v.as_array().ok_or_else(|| {
         Error::BadRequest("Invalid input for security_groups: a list is expected.".into())
     })?;
-    let mut out = Vec::new();
+    let mut ids = Vec::new();
     for x in a {
         let id = x.as_str().ok_or_else(|| {
             Error::BadRequest("Invalid input for security_groups: ids expected.".into())
         })?;
-        match rec(m, SG, id) {
-            Some(g) if owns(auth, &g) => {
-                if !out.contains(&id.to_string()) {
-                    out.push(id.to_string());
+        ids.push(id.to_string());
+    }
+    let found = sg_table::groups(c, &ids).await?;
+    let mut out = Vec::new();
+    for id in &ids {
+        match found.get(id) {
+            Some(g) if owns(auth, g) => {
+                if !out.contains(id) {
+                    out.push(id.clone());
                 }
             }
             _ => {
@@ -226,13 +235,9 @@ pub(super) fn check_binding_policy(auth: &Auth, b: &Rec) -> Result<()> {
 }
 
 /// Creates a port inside the write `w`: checked against the model, its
-/// MAC, addresses and quota decided on the stored rows. Returns the
-/// documents to commit with it (a default security group made for it).
-pub(super) async fn insert_port(
-    w: &mut NetWriter<'_>,
-    auth: &Auth,
-    b: &Rec,
-) -> Result<(Vec<Op>, Rec)> {
+/// MAC, addresses and quota decided on the stored rows (and its project's
+/// default security group made, when it is to be in it).
+pub(super) async fn insert_port(w: &mut NetWriter<'_>, auth: &Auth, b: &Rec) -> Result<Rec> {
     check_keys(b, PORT_CREATE)?;
     let net_id = opt_str(b, "network_id")?
         .ok_or_else(|| Error::BadRequest("Invalid input: 'network_id' is required.".into()))?;
@@ -240,16 +245,27 @@ pub(super) async fn insert_port(
         Some(v) if !v.is_null() => Some(parse_fixed_ips(v)?),
         _ => None,
     };
-    let (mut p, ops, subnets) = {
+    let groups = match b.get("security_groups") {
+        Some(v) if !v.is_null() => Some(check_groups(w.conn(), auth, v).await?),
+        _ => None,
+    };
+    let (mut p, needs_default, subnets) = {
         let m = w.model();
-        let (p, ops) = draft_port(&m, auth, b, &net_id)?;
+        let (p, needs_default) = draft_port(&m, auth, b, &net_id, groups)?;
         (
             p,
-            ops,
+            needs_default,
             port_table::Subnets::of(&m, &net_id, reqs.as_deref()),
         )
     };
     let owner = st(&p, "project_id").to_string();
+    if needs_default {
+        let g = Networks::ensure_default_sg(w, &owner).await?;
+        p.insert(
+            "security_groups".into(),
+            json!(g.into_iter().collect::<Vec<_>>()),
+        );
+    }
     Networks::check_port_quota(w, &owner, 1).await?;
     let mac = match opt_str(b, "mac_address")? {
         Some(mac) => {
@@ -268,12 +284,20 @@ pub(super) async fn insert_port(
     p.insert("mac_address".into(), json!(mac));
     p.insert("fixed_ips".into(), Value::Array(ips));
     port_table::put(w.tx(), &p).await?;
-    Ok((ops, p))
+    Ok(p)
 }
 
 /// A new port's record from the request, checked against the model (its
-/// MAC and addresses are decided by [`insert_port`]).
-fn draft_port(m: &Model, auth: &Auth, b: &Rec, net_id: &str) -> Result<(Rec, Vec<Op>)> {
+/// MAC and addresses are decided by [`insert_port`]), with `groups` the
+/// security groups it asked for (checked). True when it is to be in its
+/// project's default group, which [`insert_port`] finds or makes.
+fn draft_port(
+    m: &Model,
+    auth: &Auth,
+    b: &Rec,
+    net_id: &str,
+    groups: Option<Vec<String>>,
+) -> Result<(Rec, bool)> {
     let net_id = net_id.to_string();
     let n = find_network(m, auth, &net_id)?;
     let owner = owner_for(auth, b)?;
@@ -296,26 +320,8 @@ fn draft_port(m: &Model, auth: &Auth, b: &Rec, net_id: &str) -> Result<(Rec, Vec
     }
     let security =
         opt_bool(b, "port_security_enabled")?.unwrap_or(n["port_security_enabled"] != false);
-    let mut ops = Vec::new();
-    let groups = match b.get("security_groups") {
-        Some(v) if !v.is_null() => check_groups(m, auth, v)?,
-        _ if device_owner.starts_with("network:") || !security => Vec::new(),
-        _ => match default_sg_id(m, &owner) {
-            Some(g) => vec![g],
-            None => {
-                let new = Networks::default_sg_ops(m, &owner);
-                let gid = new
-                    .iter()
-                    .find_map(|o| match o {
-                        Op::Put(d) if d.kind == SG => Some(d.id.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                ops.extend(new);
-                vec![gid]
-            }
-        },
-    };
+    let needs_default = groups.is_none() && !device_owner.starts_with("network:") && security;
+    let groups = groups.unwrap_or_default();
     let pairs = match b.get("allowed_address_pairs") {
         Some(v) if !v.is_null() => parse_pairs(v)?,
         _ => json!([]),
@@ -380,7 +386,7 @@ fn draft_port(m: &Model, auth: &Auth, b: &Rec, net_id: &str) -> Result<(Rec, Vec
         "dns_name".into(),
         json!(opt_str(b, "dns_name")?.unwrap_or_default()),
     );
-    Ok((p, ops))
+    Ok((p, needs_default))
 }
 
 pub(super) async fn create_ports(
@@ -394,8 +400,8 @@ pub(super) async fn create_ports(
     let mut out = Vec::new();
     for b in items {
         let mut w = s.write().await?;
-        let (ops, p) = insert_port(&mut w, &auth, &b).await?;
-        w.commit(&ops).await?;
+        let p = insert_port(&mut w, &auth, &b).await?;
+        w.commit(&[]).await?;
         out.push(Value::Object(port_view(s, &auth, &p)));
     }
     Ok(if bulk {
@@ -466,6 +472,10 @@ pub(super) async fn update_port(
         Some(v) => Some(parse_fixed_ips(v)?),
         None => None,
     };
+    let groups = match b.get("security_groups") {
+        Some(v) if !v.is_null() => check_groups(w.conn(), a, v).await?,
+        _ => Vec::new(),
+    };
     let (mut p, subnets) = {
         let m = w.model();
         let mut p = find_port(&m, a, &id, got)?;
@@ -509,13 +519,8 @@ pub(super) async fn update_port(
         if let Some(v) = opt_bool(&b, "port_security_enabled")? {
             p.insert("port_security_enabled".into(), json!(v));
         }
-        if let Some(v) = b.get("security_groups") {
-            let g = if v.is_null() {
-                Vec::new()
-            } else {
-                check_groups(&m, a, v)?
-            };
-            p.insert("security_groups".into(), json!(g));
+        if b.contains_key("security_groups") {
+            p.insert("security_groups".into(), json!(groups));
         }
         if let Some(v) = b.get("allowed_address_pairs") {
             p.insert(

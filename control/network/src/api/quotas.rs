@@ -72,13 +72,18 @@ pub(super) async fn quota_details(
     Path(p): Path<String>,
 ) -> Result<Json<Value>> {
     may_read_quota(&auth, &p)?;
-    let ports = port_table::count_of_project(&mut *svc(&app).conn().await?, &p).await?;
+    let mut c = svc(&app).conn().await?;
+    let ports = port_table::count_of_project(&mut c, &p).await?;
+    let groups = sg_table::count(&mut c, SG, &p).await?;
+    let rules = sg_table::count(&mut c, RULE, &p).await?;
     let m = app.identity.model();
     let d: Map<String, Value> = QUOTA_DEFAULTS
         .iter()
         .map(|(k, _)| {
             let used = match *k {
                 "port" => ports,
+                "security_group" => groups,
+                "security_group_rule" => rules,
                 _ => Networks::used(&m, &p, k),
             };
             (

@@ -2,27 +2,35 @@
 
 use super::*;
 
-pub(super) fn find_sg(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
-    rec(m, SG, id)
+pub(super) async fn find_sg(c: &mut sqlx::AnyConnection, auth: &Auth, id: &str) -> Result<Rec> {
+    sg_table::group(c, id)
+        .await?
         .filter(|g| owns(auth, g))
         .ok_or_else(|| Error::NotFound(format!("Security group {id} does not exist")))
 }
 
 /// Makes the caller's default group exist before it is looked for.
-pub(super) async fn ensure_default_sg(s: &Networks, auth: &Auth) -> Result<()> {
+pub(super) async fn ensure_callers_sg(s: &Networks, auth: &Auth) -> Result<()> {
     let p = project(auth).to_string();
-    if p.is_empty() {
+    if p.is_empty()
+        || sg_table::default_of(&mut *s.conn().await?, &p)
+            .await?
+            .is_some()
+    {
         return Ok(());
     }
-    let missing = {
-        let m = s.identity.model();
-        default_sg_id(&m, &p).is_none()
-    };
-    if missing {
-        s.change(|m| Ok((Networks::default_sg_ops(m, &p), ())))
-            .await?;
+    let mut w = s.write().await?;
+    Networks::ensure_default_sg(&mut w, &p).await?;
+    w.commit(&[]).await
+}
+
+/// The one value of a filter the query gives, if it gives exactly one.
+fn only(raw: &Option<String>, key: &str) -> Option<String> {
+    let q = ListQuery::parse(raw.as_deref());
+    match q.all(key).as_slice() {
+        [v] => Some(v.to_string()),
+        _ => None,
     }
-    Ok(())
 }
 
 pub(super) async fn list_sgs(
@@ -31,21 +39,18 @@ pub(super) async fn list_sgs(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     if auth.0.has("member") || is_admin(&auth) {
-        ensure_default_sg(svc(&app), &auth).await?;
+        ensure_callers_sg(svc(&app), &auth).await?;
     }
-    let items: Vec<Rec> = {
-        let m = app.identity.model();
-        // An admin's list is every group; a project's, its own (by index).
-        let groups: Vec<&Rec> = if is_admin(&auth) {
-            recs(&m, SG).collect()
-        } else {
-            m.docs_where(SG, "project_id", project(&auth))
-                .filter_map(|g| g.as_object())
-                .filter(|g| owns(&auth, g))
-                .collect()
-        };
-        groups.into_iter().map(|g| sg_view(&m, g)).collect()
+    // A project's list is its own groups; an admin's every group, or one
+    // project's when the query names one (read by the index either way).
+    let scope = if is_admin(&auth) {
+        only(&raw, "project_id").or_else(|| only(&raw, "tenant_id"))
+    } else {
+        Some(project(&auth).to_string())
     };
+    let mut c = svc(&app).conn().await?;
+    let groups = sg_table::listed(&mut c, scope.as_deref()).await?;
+    let items = sg_views(&mut c, groups).await?;
     list_response(&app, raw, "security_groups", SG_FIELDS, items)
 }
 
@@ -55,11 +60,10 @@ pub(super) async fn show_sg(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let m = app.identity.model();
-    let g = find_sg(&m, &auth, &id)?;
-    Ok(Json(
-        json!({"security_group": show_fields(&raw, sg_view(&m, &g))}),
-    ))
+    let mut c = svc(&app).conn().await?;
+    let g = find_sg(&mut c, &auth, &id).await?;
+    let v = sg_views(&mut c, vec![g]).await?.pop().unwrap_or_default();
+    Ok(Json(json!({"security_group": show_fields(&raw, v)})))
 }
 
 pub(super) async fn create_sg(
@@ -81,58 +85,57 @@ pub(super) async fn create_sg(
         ],
     )?;
     let s = svc(&app);
-    ensure_default_sg(s, &auth).await?;
-    let a = &auth;
-    let g = s
-        .change(|m| {
-            let owner = owner_for(a, &b)?;
-            let name = opt_str(&b, "name")?.unwrap_or_default();
-            let mut ops = Networks::default_sg_ops(m, &owner);
-            if name == "default" && (!ops.is_empty() || default_sg_id(m, &owner).is_some()) {
-                return Err(Error::Conflict(
-                    "Default security group already exists.".into(),
-                ));
-            }
-            Networks::check_quota(m, &owner, "security_group", 1)?;
-            let mut g = standard(&owner);
-            g.insert("name".into(), json!(name));
-            g.insert(
-                "description".into(),
-                json!(opt_str(&b, "description")?.unwrap_or_default()),
-            );
-            g.insert(
-                "stateful".into(),
-                json!(opt_bool(&b, "stateful")?.unwrap_or(true)),
-            );
-            g.insert("shared".into(), json!(false));
-            let gid = st(&g, "id").to_string();
-            ops.push(put(SG, &g));
-            for eth in ["IPv4", "IPv6"] {
-                let mut r = standard(&owner);
-                r.remove("tags");
-                for (k, v) in [
-                    ("security_group_id", json!(gid)),
-                    ("direction", json!("egress")),
-                    ("ethertype", json!(eth)),
-                    ("protocol", Value::Null),
-                    ("port_range_min", Value::Null),
-                    ("port_range_max", Value::Null),
-                    ("remote_ip_prefix", Value::Null),
-                    ("remote_group_id", Value::Null),
-                    ("remote_address_group_id", Value::Null),
-                    ("normalized_cidr", Value::Null),
-                    ("description", json!("")),
-                    ("belongs_to_default_sg", json!(false)),
-                ] {
-                    r.insert(k.into(), v);
-                }
-                ops.push(put(RULE, &r));
-            }
-            Ok((ops, g))
-        })
-        .await?;
-    let m = app.identity.model();
-    Ok(created("security_group", Value::Object(sg_view(&m, &g))))
+    ensure_callers_sg(s, &auth).await?;
+    let owner = owner_for(&auth, &b)?;
+    let name = opt_str(&b, "name")?.unwrap_or_default();
+    let mut w = s.write().await?;
+    if Networks::ensure_default_sg(&mut w, &owner).await?.is_some() && name == "default" {
+        return Err(Error::Conflict(
+            "Default security group already exists.".into(),
+        ));
+    }
+    Networks::check_sg_quota(&mut w, &owner, SG, 1).await?;
+    let mut g = standard(&owner);
+    g.insert("name".into(), json!(name));
+    g.insert(
+        "description".into(),
+        json!(opt_str(&b, "description")?.unwrap_or_default()),
+    );
+    g.insert(
+        "stateful".into(),
+        json!(opt_bool(&b, "stateful")?.unwrap_or(true)),
+    );
+    g.insert("shared".into(), json!(false));
+    let gid = st(&g, "id").to_string();
+    let mut ops = vec![put(SG, &g)];
+    let mut rules = Vec::new();
+    for eth in ["IPv4", "IPv6"] {
+        let mut r = standard(&owner);
+        r.remove("tags");
+        for (k, v) in [
+            ("security_group_id", json!(gid)),
+            ("direction", json!("egress")),
+            ("ethertype", json!(eth)),
+            ("protocol", Value::Null),
+            ("port_range_min", Value::Null),
+            ("port_range_max", Value::Null),
+            ("remote_ip_prefix", Value::Null),
+            ("remote_group_id", Value::Null),
+            ("remote_address_group_id", Value::Null),
+            ("normalized_cidr", Value::Null),
+            ("description", json!("")),
+            ("belongs_to_default_sg", json!(false)),
+        ] {
+            r.insert(k.into(), v);
+        }
+        ops.push(put(RULE, &r));
+        rules.push(r);
+    }
+    w.commit(&ops).await?;
+    Ok(created(
+        "security_group",
+        Value::Object(sg_view(&g, &rules)),
+    ))
 }
 
 pub(super) async fn update_sg(
@@ -146,36 +149,32 @@ pub(super) async fn update_sg(
     let b = body_obj(&body, "security_group")?;
     check_keys(&b, &["name", "description", "stateful"])?;
     let s = svc(&app);
-    let a = &auth;
-    let g = s
-        .change(|m| {
-            let mut g = find_sg(m, a, &id)?;
-            if_match.check(&g)?;
-            if let Some(n) = opt_str(&b, "name")? {
-                if st(&g, "name") == "default" && n != "default" {
-                    return Err(Error::Conflict(
-                        "Updating default security group not allowed.".into(),
-                    ));
-                }
-                if n == "default" && st(&g, "name") != "default" {
-                    return Err(Error::Conflict(
-                        "Default security group already exists.".into(),
-                    ));
-                }
-                g.insert("name".into(), json!(n));
-            }
-            if let Some(v) = opt_str(&b, "description")? {
-                g.insert("description".into(), json!(v));
-            }
-            if let Some(v) = opt_bool(&b, "stateful")? {
-                g.insert("stateful".into(), json!(v));
-            }
-            bump(&mut g);
-            Ok((vec![put(SG, &g)], g))
-        })
-        .await?;
-    let m = app.identity.model();
-    Ok(Json(json!({"security_group": sg_view(&m, &g)})))
+    let mut w = s.write().await?;
+    let mut g = find_sg(w.conn(), &auth, &id).await?;
+    if_match.check(&g)?;
+    if let Some(n) = opt_str(&b, "name")? {
+        if st(&g, "name") == "default" && n != "default" {
+            return Err(Error::Conflict(
+                "Updating default security group not allowed.".into(),
+            ));
+        }
+        if n == "default" && st(&g, "name") != "default" {
+            return Err(Error::Conflict(
+                "Default security group already exists.".into(),
+            ));
+        }
+        g.insert("name".into(), json!(n));
+    }
+    if let Some(v) = opt_str(&b, "description")? {
+        g.insert("description".into(), json!(v));
+    }
+    if let Some(v) = opt_bool(&b, "stateful")? {
+        g.insert("stateful".into(), json!(v));
+    }
+    bump(&mut g);
+    let rules = sg_table::rules_of(w.conn(), std::slice::from_ref(&id)).await?;
+    w.commit(&[put(SG, &g)]).await?;
+    Ok(Json(json!({"security_group": sg_view(&g, &rules)})))
 }
 
 pub(super) async fn delete_sg(
@@ -188,31 +187,35 @@ pub(super) async fn delete_sg(
     let s = svc(&app);
     let a = &auth;
     let mut w = s.write().await?;
-    let in_use = port_table::group_in_use(w.conn(), &id).await?;
-    let (ops, ()) = w.plan(|m| {
-        let g = find_sg(m, a, &id)?;
-        if_match.check(&g)?;
-        if st(&g, "name") == "default" && !is_admin(a) {
-            return Err(Error::Conflict(
-                "Removing default security group not allowed.".into(),
-            ));
-        }
-        if in_use {
-            return Err(Error::Conflict(format!("Security Group {id} in use.")));
-        }
-        // Its rules go, and so do other groups' rules naming it as their
-        // remote group (Neutron cascades them).
-        let rules: std::collections::BTreeSet<&str> = m
-            .docs_where(RULE, "security_group_id", &id)
-            .chain(m.docs_where(RULE, "remote_group_id", &id))
-            .filter_map(|r| r["id"].as_str())
-            .collect();
-        let mut ops: Vec<Op> = rules.into_iter().map(|r| Op::delete(RULE, r)).collect();
-        ops.push(Op::delete(SG, &id));
-        Ok((ops, ()))
-    })?;
+    let g = find_sg(w.conn(), a, &id).await?;
+    if_match.check(&g)?;
+    if st(&g, "name") == "default" && !is_admin(a) {
+        return Err(Error::Conflict(
+            "Removing default security group not allowed.".into(),
+        ));
+    }
+    if port_table::group_in_use(w.conn(), &id).await? {
+        return Err(Error::Conflict(format!("Security Group {id} in use.")));
+    }
+    // Its rules go, and so do other groups' rules naming it as their
+    // remote group (Neutron cascades them).
+    let mut ops: Vec<Op> = sg_table::rules_with(w.conn(), &id)
+        .await?
+        .iter()
+        .map(|r| Op::delete(RULE, r))
+        .collect();
+    ops.push(Op::delete(SG, &id));
     w.commit(&ops).await?;
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// Whether the caller may see a rule: its own, or one of its group's.
+async fn sees_rule(c: &mut sqlx::AnyConnection, auth: &Auth, r: &Rec) -> Result<bool> {
+    if owns(auth, r) {
+        return Ok(true);
+    }
+    let g = sg_table::group(c, st(r, "security_group_id")).await?;
+    Ok(g.is_some_and(|g| owns(auth, &g)))
 }
 
 pub(super) async fn list_rules(
@@ -220,25 +223,39 @@ pub(super) async fn list_rules(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let items: Vec<Rec> = {
-        let m = app.identity.model();
-        recs(&m, RULE)
-            .filter(|r| {
-                owns(&auth, r)
-                    || rec(&m, SG, st(r, "security_group_id")).is_some_and(|g| owns(&auth, &g))
-            })
-            .map(public)
-            .collect()
+    let mut c = svc(&app).conn().await?;
+    // One group's rules when the query names one group (the CLI's `rule
+    // list GROUP`), else every rule the caller sees; by index either way.
+    let rules = match only(&raw, "security_group_id") {
+        Some(g) => {
+            let visible = match sg_table::group(&mut c, &g).await? {
+                Some(group) => owns(&auth, &group),
+                None => false,
+            };
+            let rules = sg_table::rules_of(&mut c, &[g]).await?;
+            if visible {
+                rules
+            } else {
+                rules.into_iter().filter(|r| owns(&auth, r)).collect()
+            }
+        }
+        None => {
+            let scope = (!is_admin(&auth)).then(|| project(&auth));
+            sg_table::visible_rules(&mut c, scope).await?
+        }
     };
+    let items = rules.iter().map(public).collect();
     list_response(&app, raw, "security_group_rules", RULE_FIELDS, items)
 }
 
-pub(super) fn find_rule(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
-    rec(m, RULE, id)
-        .filter(|r| {
-            owns(auth, r) || rec(m, SG, st(r, "security_group_id")).is_some_and(|g| owns(auth, &g))
-        })
-        .ok_or_else(|| Error::NotFound(format!("Security group rule {id} does not exist")))
+pub(super) async fn find_rule(c: &mut sqlx::AnyConnection, auth: &Auth, id: &str) -> Result<Rec> {
+    let missing = || Error::NotFound(format!("Security group rule {id} does not exist"));
+    let r = sg_table::rule(c, id).await?.ok_or_else(missing)?;
+    if sees_rule(c, auth, &r).await? {
+        Ok(r)
+    } else {
+        Err(missing())
+    }
 }
 
 pub(super) async fn show_rule(
@@ -247,8 +264,7 @@ pub(super) async fn show_rule(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let m = app.identity.model();
-    let r = find_rule(&m, &auth, &id)?;
+    let r = find_rule(&mut *svc(&app).conn().await?, &auth, &id).await?;
     Ok(Json(
         json!({"security_group_rule": show_fields(&raw, public(&r))}),
     ))
@@ -305,7 +321,13 @@ pub(super) fn parse_protocol(v: Option<&Value>) -> Result<(Value, Option<u8>)> {
     }
 }
 
-pub(super) fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec)> {
+/// A new rule from the request, checked inside the write `w` (its group,
+/// its remote group, duplicates and the quota against what is stored).
+pub(super) async fn plan_rule(
+    w: &mut NetWriter<'_>,
+    auth: &Auth,
+    b: &Rec,
+) -> Result<(Vec<Op>, Rec)> {
     check_keys(
         b,
         &[
@@ -326,7 +348,7 @@ pub(super) fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec
     let gid = opt_str(b, "security_group_id")?.ok_or_else(|| {
         Error::BadRequest("Invalid input: 'security_group_id' is required.".into())
     })?;
-    let g = find_sg(m, auth, &gid)?;
+    let g = find_sg(w.conn(), auth, &gid).await?;
     let owner = owner_for(auth, b).unwrap_or_else(|_| st(&g, "project_id").to_string());
     let owner = if owner.is_empty() {
         st(&g, "project_id").to_string()
@@ -432,7 +454,8 @@ pub(super) fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec
         None => (Value::Null, Value::Null),
     };
     if let Some(rg) = &remote_group {
-        if rec(m, SG, rg).filter(|x| owns(auth, x)).is_none() {
+        let remote = sg_table::group(w.conn(), rg).await?;
+        if remote.filter(|x| owns(auth, x)).is_none() {
             return Err(Error::NotFound(format!(
                 "Security group {rg} does not exist"
             )));
@@ -456,17 +479,14 @@ pub(super) fn plan_rule(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec
             && r.get("normalized_cidr").unwrap_or(&Value::Null) == &normalized
             && r.get("remote_group_id").and_then(|v| v.as_str()) == remote_group.as_deref()
     };
-    if let Some(dup) = m
-        .docs_where(RULE, "security_group_id", &gid)
-        .filter_map(|r| r.as_object())
-        .find(|r| same(r))
-    {
+    let existing = sg_table::rules_of(w.conn(), std::slice::from_ref(&gid)).await?;
+    if let Some(dup) = existing.iter().find(|r| same(r)) {
         return Err(Error::Conflict(format!(
             "Security group rule already exists. Rule id is {}.",
             st(dup, "id")
         )));
     }
-    Networks::check_quota(m, &owner, "security_group_rule", 1)?;
+    Networks::check_sg_quota(w, &owner, RULE, 1).await?;
     let mut r = standard(&owner);
     r.remove("tags");
     for (k, v) in [
@@ -501,8 +521,9 @@ pub(super) async fn create_rule(
     let (items, bulk) = body_many(&body, "security_group_rule", "security_group_rules")?;
     let mut out = Vec::new();
     for b in items {
-        let a = &auth;
-        let r = s.change(|m| plan_rule(m, a, &b)).await?;
+        let mut w = s.write().await?;
+        let (ops, r) = plan_rule(&mut w, &auth, &b).await?;
+        w.commit(&ops).await?;
         out.push(Value::Object(public(&r)));
     }
     Ok(if bulk {
@@ -518,12 +539,8 @@ pub(super) async fn delete_rule(
     Path(id): Path<String>,
 ) -> Result<Response> {
     write_access(&auth)?;
-    let s = svc(&app);
-    let a = &auth;
-    s.change(|m| {
-        find_rule(m, a, &id)?;
-        Ok((vec![Op::delete(RULE, &id)], ()))
-    })
-    .await?;
+    let mut w = svc(&app).write().await?;
+    find_rule(w.conn(), &auth, &id).await?;
+    w.commit(&[Op::delete(RULE, &id)]).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -50,29 +50,34 @@ pub(super) fn tag_kind(coll: &str) -> Result<&'static str> {
     })
 }
 
-/// The tagged resource; a port is read from its table first (`port`).
+/// The tagged resource; a port or a security group is read from its
+/// table first (`row`, see [`tagged_row`]).
 pub(super) fn tag_target(
     m: &Model,
     auth: &Auth,
     kind: &str,
     id: &str,
-    port: Option<Rec>,
+    row: Option<Rec>,
 ) -> Result<Rec> {
     match kind {
         NETWORK => find_network(m, auth, id),
         SUBNET => find_subnet(m, auth, id),
-        PORT => find_port(m, auth, id, port),
+        PORT => find_port(m, auth, id, row),
         ROUTER => find_router(m, auth, id),
         FIP => find_fip(m, auth, id),
         SUBNETPOOL => find_pool(m, auth, id),
-        _ => find_sg(m, auth, id),
+        _ => row
+            .filter(|g| owns(auth, g))
+            .ok_or_else(|| Error::NotFound(format!("Security group {id} does not exist"))),
     }
 }
 
-/// The port to tag, read from its table (None for other kinds).
-async fn tagged_port(app: &AppState, kind: &str, id: &str) -> Result<Option<Rec>> {
+/// The port or security group to tag, read from its table (None for
+/// other kinds).
+async fn tagged_row(c: &mut sqlx::AnyConnection, kind: &str, id: &str) -> Result<Option<Rec>> {
     match kind {
-        PORT => port_table::get(&mut *svc(app).conn().await?, id).await,
+        PORT => port_table::get(c, id).await,
+        SG => sg_table::group(c, id).await,
         _ => Ok(None),
     }
 }
@@ -96,10 +101,7 @@ pub(super) async fn retag(
     write_access(auth)?;
     let kind = tag_kind(coll)?;
     let mut w = svc(app).write().await?;
-    let port = match kind {
-        PORT => port_table::get(w.conn(), id).await?,
-        _ => None,
-    };
+    let port = tagged_row(w.conn(), kind, id).await?;
     let (ops, tags) = {
         let m = w.model();
         let mut r = tag_target(&m, auth, kind, id, port)?;
@@ -127,7 +129,7 @@ pub(super) async fn get_tags(
     Path((coll, id)): TagPath,
 ) -> Result<Json<Value>> {
     let kind = tag_kind(&coll)?;
-    let port = tagged_port(&app, kind, &id).await?;
+    let port = tagged_row(&mut *svc(&app).conn().await?, kind, &id).await?;
     let m = app.identity.model();
     let r = tag_target(&m, &auth, kind, &id, port)?;
     Ok(Json(json!({"tags": str_list(r.get("tags"))})))
@@ -139,7 +141,7 @@ pub(super) async fn has_tag(
     Path((coll, id, tag)): TagItemPath,
 ) -> Result<Response> {
     let kind = tag_kind(&coll)?;
-    let port = tagged_port(&app, kind, &id).await?;
+    let port = tagged_row(&mut *svc(&app).conn().await?, kind, &id).await?;
     let m = app.identity.model();
     let r = tag_target(&m, &auth, kind, &id, port)?;
     if str_list(r.get("tags")).contains(&tag) {

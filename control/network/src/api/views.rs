@@ -106,16 +106,36 @@ pub(super) fn fip_view(f: &Rec) -> Rec {
     v
 }
 
-pub(super) fn sg_view(m: &Model, g: &Rec) -> Rec {
+/// A group as shown: its record with its rules (`rules` may hold other
+/// groups' rules too; they are left out).
+pub(super) fn sg_view(g: &Rec, rules: &[Rec]) -> Rec {
     let mut v = public(g);
-    let rules: Vec<Value> = crate::by_creation(
-        m.docs_where(RULE, "security_group_id", st(g, "id"))
-            .filter_map(|r| r.as_object())
+    let mine: Vec<Value> = crate::by_creation(
+        rules
+            .iter()
+            .filter(|r| st(r, "security_group_id") == st(g, "id"))
             .collect(),
     )
     .into_iter()
     .map(|r| Value::Object(public(r)))
     .collect();
-    v.insert("security_group_rules".into(), Value::Array(rules));
+    v.insert("security_group_rules".into(), Value::Array(mine));
     v
+}
+
+/// Groups as shown, their rules read in one query.
+pub(super) async fn sg_views(c: &mut sqlx::AnyConnection, groups: Vec<Rec>) -> Result<Vec<Rec>> {
+    let ids: Vec<String> = groups.iter().map(|g| st(g, "id").to_string()).collect();
+    let rules = crate::sg_table::rules_of(c, &ids).await?;
+    let mut by_group: std::collections::HashMap<&str, Vec<Rec>> = Default::default();
+    for r in &rules {
+        by_group
+            .entry(st(r, "security_group_id"))
+            .or_default()
+            .push(r.clone());
+    }
+    Ok(groups
+        .iter()
+        .map(|g| sg_view(g, by_group.get(st(g, "id")).map_or(&[][..], |v| v)))
+        .collect())
 }
