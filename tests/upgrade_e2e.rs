@@ -3,7 +3,7 @@
 //! documents into their tables once and keeps every user, project,
 //! assignment, token key, network, subnet, port (addresses and MACs still
 //! taken), router, floating IP, security group and rule, volume, image and
-//! server (servers, key pairs, images and security groups moved
+//! server (servers, key pairs, images, security groups and floating IPs moved
 //! into their table too).
 
 mod common;
@@ -305,6 +305,12 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
             4,
             "the group's rules are rows"
         );
+        assert!(!after.iter().any(|(k, _)| k == "floatingip"), "{after:?}");
+        assert_eq!(
+            sql(dir.path(), "SELECT COUNT(*) FROM net_floating_ips"),
+            1,
+            "the floating IP is a row"
+        );
         assert_eq!(
             sql(dir.path(), "SELECT COUNT(*) FROM img_images"),
             1,
@@ -337,7 +343,6 @@ fn ursa_up_moves_an_earlier_release_state_into_the_new_tables() {
             "network",
             "subnet",
             "router",
-            "floatingip",
         ] {
             let n = |v: &Vec<(String, i64)>| v.iter().find(|(k, _)| k == kind).map(|(_, n)| *n);
             assert!(n(&after) >= n(&before), "{kind}: {before:?} → {after:?}");

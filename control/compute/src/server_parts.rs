@@ -233,8 +233,9 @@ async fn delete_meta(
 
 async fn addresses(s: &Compute, id: &str) -> Result<Value> {
     let ports = server_ports(s, id).await?;
+    let fips = ursa_network::api::port_fips(&s.networks, &ports).await?;
     let m = s.identity.model();
-    Ok(ursa_network::api::addresses(&m, &ports, id))
+    Ok(ursa_network::api::addresses(&m, &ports, &fips, id))
 }
 
 async fn ips(

@@ -250,12 +250,7 @@ pub struct Revocation {
 /// Document fields kept indexed, as (kind, field): the documents with a
 /// value there are found without reading every document of the kind
 /// ([`Model::docs_where`]).
-pub const INDEXED: &[(&str, &str)] = &[
-    ("subnet", "network_id"),
-    ("floatingip", "port_id"),
-    ("floatingip", "router_id"),
-    ("floatingip", "floating_network_id"),
-];
+pub const INDEXED: &[(&str, &str)] = &[("subnet", "network_id")];
 
 fn field_of<'a>(v: &'a Value, field: &str) -> &'a str {
     v.get(field).and_then(|x| x.as_str()).unwrap_or("")

@@ -33,6 +33,7 @@ pub mod port_list;
 pub mod port_table;
 pub mod push;
 pub mod query;
+pub mod rows;
 pub mod sg_table;
 
 /// A write of the network service (see [`Networks::write`]): the model,
@@ -63,8 +64,9 @@ impl NetWriter<'_> {
 
     /// Commits `ops` and the port rows written, then kicks the pusher. A
     /// port in `ops` (kind [`PORT`]) is written to its table, taking the
-    /// addresses its `fixed_ips` name; a security group or rule (kinds
-    /// [`SG`], [`RULE`]) to theirs ([`sg_table`]); the rest are documents.
+    /// addresses its `fixed_ips` name; a kind kept as rows ([`rows::TABLES`]:
+    /// security groups, rules, floating IPs) to its table; the rest are
+    /// documents.
     pub async fn commit(mut self, ops: &[Op]) -> Result<()> {
         let mut docs = Vec::with_capacity(ops.len());
         for op in ops {
@@ -82,12 +84,16 @@ impl NetWriter<'_> {
                 Op::Delete { kind, id } if kind == PORT => {
                     port_table::delete(self.tx(), id).await?;
                 }
-                Op::Put(d) if d.kind == SG || d.kind == RULE => {
+                Op::Put(d) if rows::table_of(&d.kind).is_some() => {
                     let r = d.body.as_object().cloned().unwrap_or_default();
-                    sg_table::put(self.tx(), &d.kind, &r).await?;
+                    if let Some(t) = rows::table_of(&d.kind) {
+                        t.put(self.tx(), &r).await?;
+                    }
                 }
-                Op::Delete { kind, id } if kind == SG || kind == RULE => {
-                    sg_table::delete(self.tx(), kind, id).await?;
+                Op::Delete { kind, id } if rows::table_of(kind).is_some() => {
+                    if let Some(t) = rows::table_of(kind) {
+                        t.delete(self.tx(), id).await?;
+                    }
                 }
                 _ => docs.push(op.clone()),
             }
@@ -193,11 +199,11 @@ pub async fn prepare_store(store: &ursa_core::store::Store) -> Result<()> {
     if moved > 0 {
         tracing::info!(ports = moved, "moved the ports into their table");
     }
-    let moved = sg_table::upgrade(store).await?;
+    let moved = rows::upgrade(store).await?;
     if moved > 0 {
         tracing::info!(
             records = moved,
-            "moved the security groups and rules into their tables"
+            "moved the security groups, rules and floating IPs into their tables"
         );
     }
     Ok(())
@@ -485,7 +491,9 @@ impl Networks {
         for op in &ops {
             if let Op::Put(d) = op {
                 let r = d.body.as_object().cloned().unwrap_or_default();
-                sg_table::put(w.tx(), &d.kind, &r).await?;
+                if let Some(t) = rows::table_of(&d.kind) {
+                    t.put(w.tx(), &r).await?;
+                }
             }
         }
         Ok(Some(id))
@@ -532,7 +540,6 @@ impl Networks {
             "network" => NETWORK,
             "subnet" => SUBNET,
             "router" => ROUTER,
-            "floatingip" => FIP,
             _ => return 0,
         };
         recs(m, kind)

@@ -11,7 +11,7 @@
 //! separately and in proportion to the change ([`crate::dhcp_push`]).
 
 use super::{
-    fixed_ips, recs, st, str_list, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_ROUTER_GW, OWNER_ROUTER_IF,
+    fixed_ips, recs, st, str_list, Rec, NETWORK, OWNER_DHCP, OWNER_ROUTER_GW, OWNER_ROUTER_IF,
     ROUTER, SUBNET,
 };
 use serde_json::Value;
@@ -338,7 +338,7 @@ impl Pusher {
         if caps.is_empty() {
             return;
         }
-        let (ports, groups) = match read_ports(identity).await {
+        let (ports, rows) = match read_ports(identity).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the ports to push; trying again");
@@ -348,7 +348,7 @@ impl Pusher {
         let (states, dhcp_networks) = {
             let m = identity.model();
             let mut plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
-            plan.groups = groups;
+            plan.rows = rows;
             let states: Vec<(usize, pb::NodeState)> = self
                 .0
                 .nodes
@@ -445,9 +445,10 @@ impl Pusher {
     }
 }
 
-/// The ports a round needs (see [`crate::port_table::for_push`]) and
-/// the security groups they are in or their rules name.
-async fn read_ports(identity: &Identity) -> ursa_core::error::Result<(Vec<Rec>, Groups)> {
+/// The ports a round needs (see [`crate::port_table::for_push`]), the
+/// security groups they are in or their rules name, and the floating IPs
+/// routers carry.
+async fn read_ports(identity: &Identity) -> ursa_core::error::Result<(Vec<Rec>, RoundRows)> {
     use crate::sg_table;
     let mut c = identity.store().conn().await?;
     let ports = crate::port_table::for_push(&mut c).await?;
@@ -466,25 +467,40 @@ async fn read_ports(identity: &Identity) -> ursa_core::error::Result<(Vec<Rec>, 
     rules.extend(sg_table::rules_of(&mut c, &remote).await?);
     ids.extend(remote);
     let exist = sg_table::groups(&mut c, &ids.into_iter().collect::<Vec<_>>()).await?;
-    let mut g = Groups {
-        exist: exist.into_keys().collect(),
-        rules: HashMap::new(),
+    let mut out = RoundRows {
+        groups: exist.into_keys().collect(),
+        ..RoundRows::default()
     };
     for r in rules {
-        g.rules
+        out.rules
             .entry(st(&r, "security_group_id").to_string())
             .or_default()
             .push(r);
     }
-    Ok((ports, g))
+    let fips = crate::rows::select(
+        &mut c,
+        "SELECT body FROM net_floating_ips WHERE router_id > ''",
+        &[],
+    )
+    .await?;
+    for f in fips {
+        out.fips
+            .entry(st(&f, "router_id").to_string())
+            .or_default()
+            .push(f);
+    }
+    Ok((ports, out))
 }
 
-/// The security groups a round needs, read from their tables.
+/// What a round reads from the tables besides the ports.
 #[derive(Default)]
-struct Groups {
-    exist: BTreeSet<String>,
+struct RoundRows {
+    /// the security groups that exist among those needed
+    groups: BTreeSet<String>,
     /// group id → its rules
     rules: HashMap<String, Vec<Rec>>,
+    /// router id → the floating IPs through it
+    fips: HashMap<String, Vec<Rec>>,
 }
 
 /// A node state's digest: SHA-256 of its encoding (its lists are sorted,
@@ -519,7 +535,7 @@ struct Plan<'a> {
     subnets: HashMap<String, &'a Rec>,
     /// A security group's member ports (id, address), once a round.
     members: HashMap<String, Vec<(&'a str, String)>>,
-    groups: Groups,
+    rows: RoundRows,
 }
 
 impl<'a> Plan<'a> {
@@ -547,7 +563,7 @@ impl<'a> Plan<'a> {
             hosted: BTreeMap::new(),
             subnets,
             members,
-            groups: Groups::default(),
+            rows: RoundRows::default(),
         };
         for node in caps.keys() {
             let mut nets = BTreeSet::new();
@@ -577,7 +593,7 @@ impl<'a> Plan<'a> {
 
     /// A security group's rules.
     fn rules_of(&self, group: &str) -> impl Iterator<Item = &Rec> + '_ {
-        self.groups.rules.get(group).into_iter().flatten()
+        self.rows.rules.get(group).into_iter().flatten()
     }
 
     fn network(&self, id: &str) -> Option<&'a Rec> {
@@ -810,7 +826,7 @@ impl<'a> Plan<'a> {
         groups.extend(referenced);
         let security_groups = groups
             .iter()
-            .filter(|g| self.groups.exist.contains(*g))
+            .filter(|g| self.rows.groups.contains(*g))
             .map(|g| {
                 let mut rules: Vec<pb::SecurityGroupRule> = self
                     .rules_of(g)
@@ -922,8 +938,12 @@ impl<'a> Plan<'a> {
                 })
                 .unwrap_or_default();
             let mut floating_ips: Vec<pb::FloatingIp> = if gateway.is_some() {
-                recs(self.m, FIP)
-                    .filter(|f| st(f, "router_id") == rid && !st(f, "fixed_ip_address").is_empty())
+                self.rows
+                    .fips
+                    .get(rid)
+                    .into_iter()
+                    .flatten()
+                    .filter(|f| !st(f, "fixed_ip_address").is_empty())
                     .map(|f| pb::FloatingIp {
                         floating_ip: st(f, "floating_ip_address").into(),
                         fixed_ip: st(f, "fixed_ip_address").into(),

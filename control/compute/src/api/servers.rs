@@ -16,6 +16,8 @@ pub(super) struct Related {
     with_ports: std::collections::HashSet<String>,
     /// The listed servers' ports.
     ports: Vec<Rec>,
+    /// Their floating IPs.
+    fips: Vec<Rec>,
     volumes: std::collections::HashMap<String, Vec<Attached>>,
     /// Security group names of each server's ports.
     groups: std::collections::HashMap<String, Vec<String>>,
@@ -36,6 +38,7 @@ impl Related {
             .into_iter()
             .collect();
         let names = ursa_network::api::security_group_names(&s.networks, &ids).await?;
+        out.fips = ursa_network::api::port_fips(&s.networks, &out.ports).await?;
         for p in &out.ports {
             let dev = st(p, "device_id").to_string();
             out.with_ports.insert(dev.clone());
@@ -93,7 +96,7 @@ pub(super) fn server_view_with(
     };
     let addresses = if rel.with_ports.contains(id) {
         let m = s.identity.model();
-        ursa_network::api::addresses(&m, &rel.ports, id)
+        ursa_network::api::addresses(&m, &rel.ports, &rel.fips, id)
     } else {
         json!({})
     };

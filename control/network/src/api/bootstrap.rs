@@ -81,7 +81,7 @@ pub async fn bootstrap(s: &Networks, admin_project: &str) -> Result<()> {
         ] {
             r.insert(k.into(), v);
         }
-        let plan = plan_gateway(&m, a, &mut r, &gw, &[])?;
+        let plan = plan_gateway(&m, a, &mut r, &gw, &[], false)?;
         (r, Vec::new(), plan)
     };
     apply_gateway(&mut w, gw_plan).await?;

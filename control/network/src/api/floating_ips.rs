@@ -30,8 +30,10 @@ async fn with_port_details(app: &AppState, auth: &Auth, fips: Vec<Rec>) -> Resul
     Ok(out)
 }
 
-pub(super) fn find_fip(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
-    rec(m, FIP, id)
+pub(super) async fn find_fip(c: &mut sqlx::AnyConnection, auth: &Auth, id: &str) -> Result<Rec> {
+    rows::FIPS
+        .get(c, id)
+        .await?
         .filter(|f| owns(auth, f))
         .ok_or_else(|| not_found("Floating IP", id))
 }
@@ -41,9 +43,16 @@ pub(super) async fn list_fips(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let items: Vec<Rec> = {
-        let m = app.identity.model();
-        recs(&m, FIP).filter(|f| owns(&auth, f)).cloned().collect()
+    // A project's own (by index); an admin's every one.
+    let items = {
+        let mut c = svc(&app).conn().await?;
+        if is_admin(&auth) {
+            rows::FIPS.all(&mut c).await?
+        } else {
+            rows::FIPS
+                .where_eq(&mut c, "project_id", project(&auth))
+                .await?
+        }
     };
     let items = with_port_details(&app, &auth, items).await?;
     list_response(&app, raw, "floatingips", FIP_FIELDS, items)
@@ -55,19 +64,17 @@ pub(super) async fn show_fip(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let f = {
-        let m = app.identity.model();
-        find_fip(&m, &auth, &id)?
-    };
+    let f = find_fip(&mut *svc(&app).conn().await?, &auth, &id).await?;
     let v = with_port_details(&app, &auth, vec![f]).await?.remove(0);
     Ok(Json(json!({"floatingip": show_fields(&raw, v)})))
 }
 
-/// What associating needs from the port table: the port, and the router
-/// interfaces on its subnets.
+/// What associating needs from the tables: the port, the router
+/// interfaces on its subnets, and the port's floating IPs.
 pub(super) struct AssocPorts {
     port: Option<Rec>,
     router_ifaces: Vec<Rec>,
+    fips: Vec<Rec>,
 }
 
 pub(super) async fn assoc_ports(c: &mut sqlx::AnyConnection, port_id: &str) -> Result<AssocPorts> {
@@ -86,6 +93,7 @@ pub(super) async fn assoc_ports(c: &mut sqlx::AnyConnection, port_id: &str) -> R
     Ok(AssocPorts {
         port,
         router_ifaces,
+        fips: rows::FIPS.where_eq(c, "port_id", port_id).await?,
     })
 }
 
@@ -142,7 +150,7 @@ pub(super) fn associate(
             "External network {ext} is not reachable from subnet {sid}. Therefore, cannot associate Port {port_id} with a Floating IP."
         ))
     })?;
-    if let Some(other) = crate::recs_where(m, FIP, "port_id", port_id).find(|o| {
+    if let Some(other) = pre.fips.iter().find(|o| {
         st(o, "id") != st(f, "id")
             && st(o, "fixed_ip_address") == ip
             && st(o, "floating_network_id") == ext
@@ -196,6 +204,7 @@ pub(super) async fn create_fip(
         Some(pid) => Some(assoc_ports(w.conn(), pid).await?),
         None => None,
     };
+    let used = rows::FIPS.count(w.conn(), "project_id", &owner).await?;
     let (mut f, subnets) = {
         let m = w.model();
         let m = &*m;
@@ -207,7 +216,12 @@ pub(super) async fn create_fip(
                 "Bad floatingip request: Network {net_id} is not a valid external network."
             )));
         }
-        Networks::check_quota(m, &owner, "floatingip", 1)?;
+        let limit = Networks::quota(m, &owner, "floatingip");
+        if limit >= 0 && used + 1 > limit {
+            return Err(Error::Conflict(
+                "Quota exceeded for resources: ['floatingip'].".into(),
+            ));
+        }
         if let Some(sid) = &sub {
             let s2 = rec(m, SUBNET, sid).ok_or_else(|| not_found("Subnet", sid))?;
             if st(&s2, "network_id") != net_id {
@@ -299,8 +313,8 @@ pub(super) async fn update_fip(
         Some(Value::String(pid)) => Some(assoc_ports(w.conn(), pid).await?),
         _ => None,
     };
+    let mut f = find_fip(w.conn(), a, &id).await?;
     let (ops, f) = w.plan(|m| {
-        let mut f = find_fip(m, a, &id)?;
         if_match.check(&f)?;
         if let Some(v) = opt_str(&b, "description")? {
             f.insert("description".into(), json!(v));
@@ -335,18 +349,14 @@ pub(super) async fn delete_fip(
     let a = &auth;
     let mut w = s.write().await?;
     let ports = port_table::of_device(w.conn(), &id).await?;
-    let ops = {
-        let m = w.model();
-        let cur = find_fip(&m, a, &id)?;
-        if_match.check(&cur)?;
-        let mut ops: Vec<Op> = ports
-            .iter()
-            .filter(|p| st(p, "device_owner") == OWNER_FIP)
-            .map(|p| Op::delete(PORT, st(p, "id")))
-            .collect();
-        ops.push(Op::delete(FIP, &id));
-        ops
-    };
+    let cur = find_fip(w.conn(), a, &id).await?;
+    if_match.check(&cur)?;
+    let mut ops: Vec<Op> = ports
+        .iter()
+        .filter(|p| st(p, "device_owner") == OWNER_FIP)
+        .map(|p| Op::delete(PORT, st(p, "id")))
+        .collect();
+    ops.push(Op::delete(FIP, &id));
     w.commit(&ops).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

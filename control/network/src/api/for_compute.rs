@@ -145,13 +145,11 @@ pub async fn bind_server_port(
 pub async fn delete_device_ports(s: &Networks, device_id: &str) -> Result<()> {
     let mut w = s.write().await?;
     let ports = port_table::of_device(w.conn(), device_id).await?;
-    let ops: Vec<Op> = {
-        let m = w.model();
-        ports
-            .into_iter()
-            .flat_map(|p| plan_release(&m, p))
-            .collect()
-    };
+    let fips = fips_of(w.conn(), &ports).await?;
+    let ops: Vec<Op> = ports
+        .into_iter()
+        .flat_map(|p| plan_release(p, &fips))
+        .collect();
     w.commit(&ops).await
 }
 
@@ -161,11 +159,25 @@ pub async fn release_port(s: &Networks, port_id: &str) -> Result<()> {
     let Some(p) = port_table::get(w.conn(), port_id).await? else {
         return Ok(());
     };
-    let ops = plan_release(&w.model(), p);
+    let fips = fips_of(w.conn(), std::slice::from_ref(&p)).await?;
+    let ops = plan_release(p, &fips);
     w.commit(&ops).await
 }
 
-pub(super) fn plan_release(m: &Model, p: Rec) -> Vec<Op> {
+/// The floating IPs of these ports.
+pub(super) async fn fips_of(c: &mut sqlx::AnyConnection, ports: &[Rec]) -> Result<Vec<Rec>> {
+    let ids: Vec<String> = ports.iter().map(|p| st(p, "id").to_string()).collect();
+    rows::FIPS.where_in(c, "port_id", &ids).await
+}
+
+/// The floating IPs of these ports (a server's addresses show them).
+pub async fn port_fips(s: &Networks, ports: &[Rec]) -> Result<Vec<Rec>> {
+    fips_of(&mut *s.conn().await?, ports).await
+}
+
+/// What a port's release commits; `fips` holds (at least) its floating
+/// IPs, which are let go.
+pub(super) fn plan_release(p: Rec, fips: &[Rec]) -> Vec<Op> {
     let port_id = st(&p, "id").to_string();
     let port_id = port_id.as_str();
     let mut ops = Vec::new();
@@ -179,7 +191,7 @@ pub(super) fn plan_release(m: &Model, p: Rec) -> Vec<Op> {
         ops.push(put(PORT, &p));
         return ops;
     }
-    for f in crate::recs_where(m, FIP, "port_id", port_id) {
+    for f in fips.iter().filter(|f| st(f, "port_id") == port_id) {
         let mut f = f.clone();
         disassociate(&mut f);
         ops.push(put(FIP, &f));
@@ -189,8 +201,9 @@ pub(super) fn plan_release(m: &Model, p: Rec) -> Vec<Op> {
 }
 
 /// A server's addresses as Nova shows them, by network name; `ports`
-/// holds (at least) the server's ports.
-pub fn addresses(m: &Model, ports: &[Rec], device_id: &str) -> Value {
+/// holds (at least) the server's ports and `fips` their floating IPs
+/// ([`port_fips`]).
+pub fn addresses(m: &Model, ports: &[Rec], fips: &[Rec], device_id: &str) -> Value {
     let mut out = Map::new();
     let mut ports: Vec<&Rec> = ports
         .iter()
@@ -209,8 +222,9 @@ pub fn addresses(m: &Model, ports: &[Rec], device_id: &str) -> Value {
                 .expect("list")
                 .push(json!({"version": v, "addr": ip,
                 "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac}));
-            for f in crate::recs_where(m, FIP, "port_id", st(p, "id"))
-                .filter(|f| st(f, "fixed_ip_address") == ip)
+            for f in fips
+                .iter()
+                .filter(|f| st(f, "port_id") == st(p, "id") && st(f, "fixed_ip_address") == ip)
             {
                 list.as_array_mut().expect("list").push(json!({"version": 4,
                     "addr": st(f, "floating_ip_address"), "OS-EXT-IPS:type": "floating",

@@ -10,7 +10,7 @@ use crate::{
     Networks, Rec, FIP, NETWORK, OWNER_DHCP, OWNER_FIP, OWNER_ROUTER_GW, OWNER_ROUTER_IF, PORT,
     QUOTA, QUOTA_DEFAULTS, ROUTER, RULE, SG, SUBNET,
 };
-use crate::{port_table, sg_table, AppState, NetWriter};
+use crate::{port_table, rows, sg_table, AppState, NetWriter};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;

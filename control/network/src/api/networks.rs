@@ -362,6 +362,9 @@ pub(super) async fn delete_network(
     let mut w = s.write().await?;
     let in_use = port_table::network_has_other(w.conn(), &id, &[OWNER_DHCP, OWNER_FIP]).await?;
     let ports = port_table::of_network_owned(w.conn(), &id, &[OWNER_DHCP, OWNER_FIP]).await?;
+    let fips = rows::FIPS
+        .where_eq(w.conn(), "floating_network_id", &id)
+        .await?;
     let ops = {
         let m = w.model();
         let m = &*m;
@@ -382,10 +385,7 @@ pub(super) async fn delete_network(
             .map(|p| Op::delete(PORT, st(p, "id")))
             .collect();
         // Floating IPs of an external network go with it.
-        ops.extend(
-            crate::recs_where(m, FIP, "floating_network_id", &id)
-                .map(|f| Op::delete(FIP, st(f, "id"))),
-        );
+        ops.extend(fips.iter().map(|f| Op::delete(FIP, st(f, "id"))));
         ops.extend(
             crate::subnets_of(m, &id)
                 .iter()

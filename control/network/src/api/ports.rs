@@ -567,15 +567,11 @@ pub(super) async fn update_port(
     port_table::put(w.tx(), &p).await?;
     // A floating IP follows its fixed address: drop it when the address goes.
     let mut ops = Vec::new();
-    {
-        let m = w.model();
-        let now: Vec<String> = fixed_ips(&p).into_iter().map(|(_, ip)| ip).collect();
-        for f in crate::recs_where(&m, FIP, "port_id", &id) {
-            if !now.iter().any(|ip| ip == st(f, "fixed_ip_address")) {
-                let mut f = f.clone();
-                disassociate(&mut f);
-                ops.push(put(FIP, &f));
-            }
+    let now: Vec<String> = fixed_ips(&p).into_iter().map(|(_, ip)| ip).collect();
+    for mut f in rows::FIPS.where_eq(w.conn(), "port_id", &id).await? {
+        if !now.iter().any(|ip| ip == st(&f, "fixed_ip_address")) {
+            disassociate(&mut f);
+            ops.push(put(FIP, &f));
         }
     }
     w.commit(&ops).await?;
@@ -600,6 +596,7 @@ pub(super) async fn delete_port(
     let a = &auth;
     let mut w = s.write().await?;
     let got = port_table::get(w.conn(), &id).await?;
+    let fips = rows::FIPS.where_eq(w.conn(), "port_id", &id).await?;
     let ops = {
         let m = w.model();
         let p = find_port(&m, a, &id, got)?;
@@ -616,8 +613,7 @@ pub(super) async fn delete_port(
             )));
         }
         let mut ops = vec![Op::delete(PORT, &id)];
-        for f in crate::recs_where(&m, FIP, "port_id", &id) {
-            let mut f = f.clone();
+        for mut f in fips {
             disassociate(&mut f);
             ops.push(put(FIP, &f));
         }

@@ -76,6 +76,7 @@ pub(super) async fn quota_details(
     let ports = port_table::count_of_project(&mut c, &p).await?;
     let groups = sg_table::count(&mut c, SG, &p).await?;
     let rules = sg_table::count(&mut c, RULE, &p).await?;
+    let fips = rows::FIPS.count(&mut c, "project_id", &p).await?;
     let m = app.identity.model();
     let d: Map<String, Value> = QUOTA_DEFAULTS
         .iter()
@@ -84,6 +85,7 @@ pub(super) async fn quota_details(
                 "port" => ports,
                 "security_group" => groups,
                 "security_group_rule" => rules,
+                "floatingip" => fips,
                 _ => Networks::used(&m, &p, k),
             };
             (

@@ -100,13 +100,15 @@ pub(super) struct GatewayPlan {
 }
 
 /// Sets, replaces or clears a router's external gateway in `r`; `ports`
-/// are the router's own ports.
+/// are the router's own ports, `has_fips` whether floating IPs go through
+/// it.
 pub(super) fn plan_gateway(
     m: &Model,
     auth: &Auth,
     r: &mut Rec,
     g: &Value,
     ports: &[Rec],
+    has_fips: bool,
 ) -> Result<GatewayPlan> {
     let rid = st(r, "id").to_string();
     let mut plan = GatewayPlan {
@@ -121,10 +123,7 @@ pub(super) fn plan_gateway(
         || g.as_object()
             .is_some_and(|o| o.is_empty() || o.get("network_id").is_none_or(|v| v.is_null()));
     if clear {
-        if crate::recs_where(m, FIP, "router_id", &rid)
-            .next()
-            .is_some()
-        {
+        if has_fips {
             return Err(Error::Conflict(format!(
                 "Gateway cannot be updated for router {rid}, since a gateway to an external network is required by one or more floating IPs."
             )));
@@ -164,11 +163,7 @@ pub(super) fn plan_gateway(
         .is_some_and(|p| st(p, "network_id") == net_id);
     if let Some(p) = &old_port {
         if !same_net || fixed.is_some() {
-            if !same_net
-                && crate::recs_where(m, FIP, "router_id", &rid)
-                    .next()
-                    .is_some()
-            {
+            if !same_net && has_fips {
                 return Err(Error::Conflict(format!(
                     "Gateway cannot be updated for router {rid}, since a gateway to an external network is required by one or more floating IPs."
                 )));
@@ -302,7 +297,7 @@ pub(super) async fn create_router(
         r.insert("availability_zones".into(), json!(["nova"]));
         r.insert("flavor_id".into(), Value::Null);
         let plan = match b.get("external_gateway_info") {
-            Some(g) => plan_gateway(m, a, &mut r, g, &[])?,
+            Some(g) => plan_gateway(m, a, &mut r, g, &[], false)?,
             None => GatewayPlan::default(),
         };
         (r, Vec::new(), plan)
@@ -387,6 +382,7 @@ pub(super) async fn update_router(
     let a = &auth;
     let mut w = s.write().await?;
     let ports = router_ports(w.conn(), &id).await?;
+    let has_fips = rows::FIPS.count(w.conn(), "router_id", &id).await? > 0;
     let (r, plan) = {
         let m = w.model();
         let m = &*m;
@@ -413,7 +409,7 @@ pub(super) async fn update_router(
             r.insert("admin_state_up".into(), json!(v));
         }
         let plan = match b.get("external_gateway_info") {
-            Some(g) => plan_gateway(m, a, &mut r, g, &ports)?,
+            Some(g) => plan_gateway(m, a, &mut r, g, &ports, has_fips)?,
             None => GatewayPlan::default(),
         };
         if let Some(v) = b.get("routes") {
@@ -447,6 +443,7 @@ pub(super) async fn delete_router(
     let a = &auth;
     let mut w = s.write().await?;
     let ports = router_ports(w.conn(), &id).await?;
+    let has_fips = rows::FIPS.count(w.conn(), "router_id", &id).await? > 0;
     let ops = {
         let m = w.model();
         let m = &*m;
@@ -458,7 +455,7 @@ pub(super) async fn delete_router(
         {
             return Err(Error::Conflict(format!("Router {id} still has ports")));
         }
-        if crate::recs_where(m, FIP, "router_id", &id).next().is_some() {
+        if has_fips {
             return Err(Error::Conflict(format!(
                 "Router {id} still has floating IPs associated"
             )));
@@ -639,11 +636,9 @@ pub(super) async fn remove_interface(
     let a = &auth;
     let mut w = s.write().await?;
     let ports = router_ports(w.conn(), &id).await?;
-    // The ports floating IPs through this router point at.
-    let fip_ports: Vec<String> = recs(&w.model(), FIP)
-        .filter(|f| st(f, "router_id") == id)
-        .map(|f| st(f, "port_id").to_string())
-        .collect();
+    // The floating IPs through this router, and the ports they point at.
+    let fips = rows::FIPS.where_eq(w.conn(), "router_id", &id).await?;
+    let fip_ports: Vec<String> = fips.iter().map(|f| st(f, "port_id").to_string()).collect();
     let mut fip_targets = Vec::new();
     for pid in &fip_ports {
         fip_targets.extend(port_table::get(w.conn(), pid).await?);
@@ -689,7 +684,7 @@ pub(super) async fn remove_interface(
             }
         };
         let on: Vec<String> = fixed_ips(&port).into_iter().map(|(s, _)| s).collect();
-        let fip_uses = crate::recs_where(m, FIP, "router_id", &id).any(|f| {
+        let fip_uses = fips.iter().any(|f| {
             fip_targets
                 .iter()
                 .find(|p| st(p, "id") == st(f, "port_id"))

@@ -50,8 +50,8 @@ pub(super) fn tag_kind(coll: &str) -> Result<&'static str> {
     })
 }
 
-/// The tagged resource; a port or a security group is read from its
-/// table first (`row`, see [`tagged_row`]).
+/// The tagged resource; one kept as a row is read from its table first
+/// (`row`, see [`tagged_row`]).
 pub(super) fn tag_target(
     m: &Model,
     auth: &Auth,
@@ -64,7 +64,9 @@ pub(super) fn tag_target(
         SUBNET => find_subnet(m, auth, id),
         PORT => find_port(m, auth, id, row),
         ROUTER => find_router(m, auth, id),
-        FIP => find_fip(m, auth, id),
+        FIP => row
+            .filter(|f| owns(auth, f))
+            .ok_or_else(|| not_found("Floating IP", id)),
         SUBNETPOOL => find_pool(m, auth, id),
         _ => row
             .filter(|g| owns(auth, g))
@@ -72,13 +74,15 @@ pub(super) fn tag_target(
     }
 }
 
-/// The port or security group to tag, read from its table (None for
-/// other kinds).
+/// The port, security group or floating IP to tag, read from its table
+/// (None for kinds still kept as documents).
 async fn tagged_row(c: &mut sqlx::AnyConnection, kind: &str, id: &str) -> Result<Option<Rec>> {
     match kind {
         PORT => port_table::get(c, id).await,
-        SG => sg_table::group(c, id).await,
-        _ => Ok(None),
+        _ => match rows::table_of(kind) {
+            Some(t) => t.get(c, id).await,
+            None => Ok(None),
+        },
     }
 }
 
