@@ -499,21 +499,21 @@ impl Networks {
         Ok(Some(id))
     }
 
-    /// 409 when `project` would go over its limit of security groups
-    /// (`SG`) or rules (`RULE`) by adding `n` (counted inside the write).
-    pub async fn check_sg_quota(
+    /// 409 when `project` would go over its limit of `what` (a quota
+    /// resource of a kind kept as rows: "security_group",
+    /// "security_group_rule", "floatingip", "router") by adding `n`,
+    /// counted inside the write.
+    pub async fn check_row_quota(
         w: &mut NetWriter<'_>,
         project: &str,
-        kind: &str,
+        what: &str,
         n: i64,
     ) -> Result<()> {
-        let what = if kind == SG {
-            "security_group"
-        } else {
-            "security_group_rule"
+        let Some(t) = rows::TABLES.iter().find(|t| t.quota == what) else {
+            return Err(Error::Internal(format!("no table counts {what}")));
         };
         let limit = Self::quota(&w.model(), project, what);
-        if limit >= 0 && sg_table::count(w.conn(), kind, project).await? + n > limit {
+        if limit >= 0 && t.count(w.conn(), "project_id", project).await? + n > limit {
             return Err(Error::Conflict(format!(
                 "Quota exceeded for resources: ['{what}']."
             )));
@@ -539,7 +539,6 @@ impl Networks {
         let kind = match what {
             "network" => NETWORK,
             "subnet" => SUBNET,
-            "router" => ROUTER,
             _ => return 0,
         };
         recs(m, kind)

@@ -12,7 +12,7 @@
 
 use super::{
     fixed_ips, recs, st, str_list, Rec, NETWORK, OWNER_DHCP, OWNER_ROUTER_GW, OWNER_ROUTER_IF,
-    ROUTER, SUBNET,
+    SUBNET,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -483,6 +483,7 @@ async fn read_ports(identity: &Identity) -> ursa_core::error::Result<(Vec<Rec>, 
         &[],
     )
     .await?;
+    out.routers = crate::rows::ROUTERS.all(&mut c).await?;
     for f in fips {
         out.fips
             .entry(st(&f, "router_id").to_string())
@@ -501,6 +502,8 @@ struct RoundRows {
     rules: HashMap<String, Vec<Rec>>,
     /// router id → the floating IPs through it
     fips: HashMap<String, Vec<Rec>>,
+    /// every router (the network node hosts them all)
+    routers: Vec<Rec>,
 }
 
 /// A node state's digest: SHA-256 of its encoding (its lists are sorted,
@@ -880,7 +883,7 @@ impl<'a> Plan<'a> {
 
     fn routers(&self, hosted: &BTreeSet<String>) -> Vec<pb::Router> {
         let mut out = Vec::new();
-        for r in recs(self.m, ROUTER) {
+        for r in &self.rows.routers {
             let rid = st(r, "id");
             let mut interfaces = Vec::new();
             let mut gateway = None;

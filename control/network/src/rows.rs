@@ -7,7 +7,7 @@
 //! transaction; reads are indexed queries (`SELECT … WHERE column = $1`),
 //! so nothing holds these records in memory.
 
-use crate::{st, Rec, FIP, RULE, SG};
+use crate::{st, Rec, FIP, ROUTER, RULE, SG};
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
@@ -21,10 +21,13 @@ pub struct Table {
     pub columns: &'static [(&'static str, &'static str)],
     /// What a unique-constraint violation means to the caller.
     pub conflict: &'static str,
+    /// The quota resource its records count against.
+    pub quota: &'static str,
 }
 
 pub const GROUPS: Table = Table {
     kind: SG,
+    quota: "security_group",
     name: "net_security_groups",
     columns: &[("project_id", "project_id"), ("name", "name")],
     conflict: "Default security group already exists.",
@@ -32,6 +35,7 @@ pub const GROUPS: Table = Table {
 
 pub const RULES: Table = Table {
     kind: RULE,
+    quota: "security_group_rule",
     name: "net_sg_rules",
     columns: &[
         ("security_group_id", "security_group_id"),
@@ -43,6 +47,7 @@ pub const RULES: Table = Table {
 
 pub const FIPS: Table = Table {
     kind: FIP,
+    quota: "floatingip",
     name: "net_floating_ips",
     columns: &[
         ("project_id", "project_id"),
@@ -53,8 +58,16 @@ pub const FIPS: Table = Table {
     conflict: "Floating IP already exists.",
 };
 
+pub const ROUTERS: Table = Table {
+    kind: ROUTER,
+    quota: "router",
+    name: "net_routers",
+    columns: &[("project_id", "project_id"), ("name", "name")],
+    conflict: "Router already exists.",
+};
+
 /// The kinds kept as rows here.
-pub const TABLES: &[&Table] = &[&GROUPS, &RULES, &FIPS];
+pub const TABLES: &[&Table] = &[&GROUPS, &RULES, &FIPS, &ROUTERS];
 
 /// The table of `kind`, if it is kept as rows here.
 pub fn table_of(kind: &str) -> Option<&'static Table> {

@@ -70,10 +70,12 @@ pub(super) async fn show_fip(
 }
 
 /// What associating needs from the tables: the port, the router
-/// interfaces on its subnets, and the port's floating IPs.
+/// interfaces on its subnets and their routers, and the port's floating
+/// IPs.
 pub(super) struct AssocPorts {
     port: Option<Rec>,
     router_ifaces: Vec<Rec>,
+    routers: Vec<Rec>,
     fips: Vec<Rec>,
 }
 
@@ -90,9 +92,15 @@ pub(super) async fn assoc_ports(c: &mut sqlx::AnyConnection, port_id: &str) -> R
             );
         }
     }
+    let ids: Vec<String> = router_ifaces
+        .iter()
+        .map(|q| st(q, "device_id").to_string())
+        .collect();
+    let routers = rows::ROUTERS.where_in(c, "id", &ids).await?;
     Ok(AssocPorts {
         port,
         router_ifaces,
+        routers,
         fips: rows::FIPS.where_eq(c, "port_id", port_id).await?,
     })
 }
@@ -134,7 +142,7 @@ pub(super) fn associate(
         })?,
     };
     let ext = st(f, "floating_network_id").to_string();
-    let router = recs(m, ROUTER).find(|r| {
+    let router = pre.routers.iter().find(|r| {
         r.get("external_gateway_info")
             .and_then(|g| g.get("network_id"))
             .and_then(|v| v.as_str())
@@ -204,7 +212,7 @@ pub(super) async fn create_fip(
         Some(pid) => Some(assoc_ports(w.conn(), pid).await?),
         None => None,
     };
-    let used = rows::FIPS.count(w.conn(), "project_id", &owner).await?;
+    Networks::check_row_quota(&mut w, &owner, "floatingip", 1).await?;
     let (mut f, subnets) = {
         let m = w.model();
         let m = &*m;
@@ -215,12 +223,6 @@ pub(super) async fn create_fip(
             return Err(Error::BadRequest(format!(
                 "Bad floatingip request: Network {net_id} is not a valid external network."
             )));
-        }
-        let limit = Networks::quota(m, &owner, "floatingip");
-        if limit >= 0 && used + 1 > limit {
-            return Err(Error::Conflict(
-                "Quota exceeded for resources: ['floatingip'].".into(),
-            ));
         }
         if let Some(sid) = &sub {
             let s2 = rec(m, SUBNET, sid).ok_or_else(|| not_found("Subnet", sid))?;

@@ -73,21 +73,20 @@ pub(super) async fn quota_details(
 ) -> Result<Json<Value>> {
     may_read_quota(&auth, &p)?;
     let mut c = svc(&app).conn().await?;
-    let ports = port_table::count_of_project(&mut c, &p).await?;
-    let groups = sg_table::count(&mut c, SG, &p).await?;
-    let rules = sg_table::count(&mut c, RULE, &p).await?;
-    let fips = rows::FIPS.count(&mut c, "project_id", &p).await?;
+    let mut used: std::collections::HashMap<&str, i64> = Default::default();
+    used.insert("port", port_table::count_of_project(&mut c, &p).await?);
+    for t in rows::TABLES {
+        used.insert(t.quota, t.count(&mut c, "project_id", &p).await?);
+    }
+    drop(c);
     let m = app.identity.model();
     let d: Map<String, Value> = QUOTA_DEFAULTS
         .iter()
         .map(|(k, _)| {
-            let used = match *k {
-                "port" => ports,
-                "security_group" => groups,
-                "security_group_rule" => rules,
-                "floatingip" => fips,
-                _ => Networks::used(&m, &p, k),
-            };
+            let used = used
+                .get(k)
+                .copied()
+                .unwrap_or_else(|| Networks::used(&m, &p, k));
             (
                 k.to_string(),
                 json!({"limit": Networks::quota(&m, &p, k), "used": used, "reserved": 0}),

@@ -2,8 +2,10 @@
 
 use super::*;
 
-pub(super) fn find_router(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
-    rec(m, ROUTER, id)
+pub(super) async fn find_router(c: &mut sqlx::AnyConnection, auth: &Auth, id: &str) -> Result<Rec> {
+    rows::ROUTERS
+        .get(c, id)
+        .await?
         .filter(|r| owns(auth, r))
         .ok_or_else(|| not_found("Router", id))
 }
@@ -13,12 +15,18 @@ pub(super) async fn list_routers(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let routers: Vec<Rec> = recs(&app.identity.model(), ROUTER)
-        .filter(|r| owns(&auth, r))
-        .cloned()
-        .collect();
+    // A project's own (by index); an admin's every one.
+    let mut c = svc(&app).conn().await?;
+    let routers = if is_admin(&auth) {
+        rows::ROUTERS.all(&mut c).await?
+    } else {
+        rows::ROUTERS
+            .where_eq(&mut c, "project_id", project(&auth))
+            .await?
+    };
     let ids: Vec<String> = routers.iter().map(|r| st(r, "id").to_string()).collect();
-    let ports = port_table::of_devices(&mut *svc(&app).conn().await?, &ids).await?;
+    let ports = port_table::of_devices(&mut c, &ids).await?;
+    drop(c);
     let items: Vec<Rec> = {
         let m = app.identity.model();
         routers
@@ -35,9 +43,11 @@ pub(super) async fn show_router(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let ports = router_ports(&mut *svc(&app).conn().await?, &id).await?;
+    let mut c = svc(&app).conn().await?;
+    let ports = router_ports(&mut c, &id).await?;
+    let r = find_router(&mut c, &auth, &id).await?;
+    drop(c);
     let m = app.identity.model();
-    let r = find_router(&m, &auth, &id)?;
     Ok(Json(
         json!({"router": show_fields(&raw, router_view(svc(&app), &m, &auth, &r, &ports))}),
     ))
@@ -265,11 +275,11 @@ pub(super) async fn create_router(
     let s = svc(&app);
     let a = &auth;
     let mut w = s.write().await?;
+    let owner = owner_for(a, &b)?;
+    Networks::check_row_quota(&mut w, &owner, "router", 1).await?;
     let (r, mut ops, plan) = {
         let m = w.model();
         let m = &*m;
-        let owner = owner_for(a, &b)?;
-        Networks::check_quota(m, &owner, "router", 1)?;
         let mut r = standard(&owner);
         r.insert(
             "name".into(),
@@ -383,10 +393,10 @@ pub(super) async fn update_router(
     let mut w = s.write().await?;
     let ports = router_ports(w.conn(), &id).await?;
     let has_fips = rows::FIPS.count(w.conn(), "router_id", &id).await? > 0;
+    let mut r = find_router(w.conn(), a, &id).await?;
     let (r, plan) = {
         let m = w.model();
         let m = &*m;
-        let mut r = find_router(m, a, &id)?;
         if_match.check(&r)?;
         for k in ["distributed", "ha"] {
             if b.contains_key(k) && !is_admin(a) {
@@ -444,10 +454,8 @@ pub(super) async fn delete_router(
     let mut w = s.write().await?;
     let ports = router_ports(w.conn(), &id).await?;
     let has_fips = rows::FIPS.count(w.conn(), "router_id", &id).await? > 0;
+    let cur = find_router(w.conn(), a, &id).await?;
     let ops = {
-        let m = w.model();
-        let m = &*m;
-        let cur = find_router(m, a, &id)?;
         if_match.check(&cur)?;
         if ports
             .iter()
@@ -511,10 +519,10 @@ pub(super) async fn add_interface(
         Some(pid) => port_table::get(w.conn(), pid).await?,
         None => None,
     };
+    let r = find_router(w.conn(), a, &id).await?;
     let planned = {
         let m = w.model();
         let m = &*m;
-        let r = find_router(m, a, &id)?;
         let attached = router_subnets(m, &ports);
         let overlaps = |cidr: &str| -> Option<String> {
             let n: ipnet::IpNet = cidr.parse().ok()?;
@@ -643,10 +651,10 @@ pub(super) async fn remove_interface(
     for pid in &fip_ports {
         fip_targets.extend(port_table::get(w.conn(), pid).await?);
     }
+    let r = find_router(w.conn(), a, &id).await?;
     let planned = {
         let m = w.model();
         let m = &*m;
-        let r = find_router(m, a, &id)?;
         let ifaces: Vec<&Rec> = ports
             .iter()
             .filter(|p| st(p, "device_owner") == OWNER_ROUTER_IF)
@@ -720,8 +728,8 @@ pub(super) async fn change_extraroutes(
     let s = svc(app);
     let mut w = s.write().await?;
     let ports = router_ports(w.conn(), id).await?;
+    let mut r = find_router(w.conn(), auth, id).await?;
     let (ops, r) = w.plan(|m| {
-        let mut r = find_router(m, auth, id)?;
         let given =
             parse_extra_routes(m, &ports, b.get("routes").unwrap_or(&json!([]))).or_else(|e| {
                 if add {

@@ -94,7 +94,7 @@ pub(super) async fn create_sg(
             "Default security group already exists.".into(),
         ));
     }
-    Networks::check_sg_quota(&mut w, &owner, SG, 1).await?;
+    Networks::check_row_quota(&mut w, &owner, "security_group", 1).await?;
     let mut g = standard(&owner);
     g.insert("name".into(), json!(name));
     g.insert(
@@ -486,7 +486,7 @@ pub(super) async fn plan_rule(
             st(dup, "id")
         )));
     }
-    Networks::check_sg_quota(w, &owner, RULE, 1).await?;
+    Networks::check_row_quota(w, &owner, "security_group_rule", 1).await?;
     let mut r = standard(&owner);
     r.remove("tags");
     for (k, v) in [

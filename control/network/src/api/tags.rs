@@ -63,7 +63,9 @@ pub(super) fn tag_target(
         NETWORK => find_network(m, auth, id),
         SUBNET => find_subnet(m, auth, id),
         PORT => find_port(m, auth, id, row),
-        ROUTER => find_router(m, auth, id),
+        ROUTER => row
+            .filter(|r| owns(auth, r))
+            .ok_or_else(|| not_found("Router", id)),
         FIP => row
             .filter(|f| owns(auth, f))
             .ok_or_else(|| not_found("Floating IP", id)),
@@ -74,7 +76,7 @@ pub(super) fn tag_target(
     }
 }
 
-/// The port, security group or floating IP to tag, read from its table
+/// The port, security group, floating IP or router to tag, read from its table
 /// (None for kinds still kept as documents).
 async fn tagged_row(c: &mut sqlx::AnyConnection, kind: &str, id: &str) -> Result<Option<Rec>> {
     match kind {
