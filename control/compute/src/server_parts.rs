@@ -233,9 +233,8 @@ async fn delete_meta(
 
 async fn addresses(s: &Compute, id: &str) -> Result<Value> {
     let ports = server_ports(s, id).await?;
-    let fips = ursa_network::api::port_fips(&s.networks, &ports).await?;
-    let m = s.identity.model();
-    Ok(ursa_network::api::addresses(&m, &ports, &fips, id))
+    let book = ursa_network::api::address_book(&s.networks, &ports).await?;
+    Ok(ursa_network::api::addresses(&book, &ports, id))
 }
 
 async fn ips(
@@ -518,7 +517,7 @@ async fn attach_interface(
             let net = match net {
                 Some(n) => n.to_string(),
                 None => {
-                    let nets = ursa_network::api::usable_networks(&s.networks, &auth);
+                    let nets = ursa_network::api::usable_networks(&s.networks, &auth).await?;
                     match nets.as_slice() {
                         [one] => one.clone(),
                         _ => return Err(Error::BadRequest("Give a net_id or a port_id.".into())),

@@ -73,10 +73,7 @@ impl NetWriter<'_> {
             match op {
                 Op::Put(d) if d.kind == PORT => {
                     let p = d.body.as_object().cloned().unwrap_or_default();
-                    let subnets: Vec<Rec> = subnets_of(&self.model(), st(&p, "network_id"))
-                        .into_iter()
-                        .cloned()
-                        .collect();
+                    let subnets = subnets_of(self.conn(), st(&p, "network_id")).await?;
                     port_table::release(self.tx(), &d.id).await?;
                     port_table::claim(self.tx(), &subnets, &p).await?;
                     port_table::put(self.tx(), &p).await?;
@@ -221,18 +218,6 @@ pub fn recs<'a>(m: &'a Model, kind: &str) -> impl Iterator<Item = &'a Rec> + 'a 
     m.docs_of(kind).filter_map(|v| v.as_object())
 }
 
-/// The records of `kind` whose `field` is `value` (by the model's index
-/// for the pairs it keeps: [`ursa_identity::model::INDEXED`]).
-pub fn recs_where<'a>(
-    m: &'a Model,
-    kind: &str,
-    field: &str,
-    value: &str,
-) -> impl Iterator<Item = &'a Rec> + 'a {
-    m.docs_where(kind, field, value)
-        .filter_map(|v| v.as_object())
-}
-
 pub fn rec(m: &Model, kind: &str, id: &str) -> Option<Rec> {
     m.doc(kind, id).and_then(|v| v.as_object().cloned())
 }
@@ -337,8 +322,9 @@ pub fn by_creation(mut v: Vec<&Rec>) -> Vec<&Rec> {
     v
 }
 
-pub fn subnets_of<'a>(m: &'a Model, net: &str) -> Vec<&'a Rec> {
-    by_creation(recs_where(m, SUBNET, "network_id", net).collect())
+/// A network's subnets, by creation.
+pub async fn subnets_of(c: &mut sqlx::AnyConnection, net: &str) -> Result<Vec<Rec>> {
+    rows::SUBNETS.where_eq(c, "network_id", net).await
 }
 
 /// Fixed IPs of a port as (subnet id, address).
@@ -535,35 +521,60 @@ impl Networks {
             })
     }
 
-    pub fn used(m: &Model, project: &str, what: &str) -> i64 {
-        let kind = match what {
-            "network" => NETWORK,
-            "subnet" => SUBNET,
-            _ => return 0,
-        };
-        recs(m, kind)
-            .filter(|r| st(r, "project_id") == project)
-            .count() as i64
+    /// Whether a network has this segment (type, physical network, id;
+    /// "" where it has none).
+    pub async fn segment_in_use(
+        c: &mut sqlx::AnyConnection,
+        ty: &str,
+        physnet: &str,
+        id: &str,
+    ) -> Result<bool> {
+        use sqlx::Row;
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM net_networks WHERE network_type = $1 \
+             AND physical_network = $2 AND segmentation_id = $3",
+        )
+        .bind(ty)
+        .bind(physnet)
+        .bind(id)
+        .fetch_one(c)
+        .await
+        .map_err(rows::db)?
+        .try_get(0)
+        .map_err(rows::db)?;
+        Ok(n > 0)
     }
 
-    /// 409 when `project` would go over its limit by adding `n`.
-    pub fn check_quota(m: &Model, project: &str, what: &str, n: i64) -> Result<()> {
-        let limit = Self::quota(m, project, what);
-        if limit >= 0 && Self::used(m, project, what) + n > limit {
-            return Err(Error::Conflict(format!(
-                "Quota exceeded for resources: ['{what}']."
-            )));
+    /// Takes the lowest free segmentation id of a type (reading the ids
+    /// taken on that type and physical network).
+    pub async fn allocate_segment(
+        &self,
+        c: &mut sqlx::AnyConnection,
+        ty: &str,
+        physnet: Option<&str>,
+    ) -> Result<u32> {
+        use sqlx::Row;
+        let rows = match physnet {
+            Some(p) => sqlx::query(
+                "SELECT segmentation_id FROM net_networks WHERE network_type = $1 AND physical_network = $2",
+            )
+            .bind(ty)
+            .bind(p)
+            .fetch_all(&mut *c)
+            .await,
+            None => sqlx::query("SELECT segmentation_id FROM net_networks WHERE network_type = $1")
+                .bind(ty)
+                .fetch_all(&mut *c)
+                .await,
         }
-        Ok(())
-    }
-
-    /// Takes the lowest free segmentation id of a type.
-    pub fn allocate_segment(&self, m: &Model, ty: &str, physnet: Option<&str>) -> Result<u32> {
-        let taken: BTreeSet<u64> = recs(m, NETWORK)
-            .filter(|n| st(n, "provider:network_type") == ty)
-            .filter(|n| physnet.is_none_or(|p| st(n, "provider:physical_network") == p))
-            .filter_map(|n| n.get("provider:segmentation_id").and_then(|v| v.as_u64()))
-            .collect();
+        .map_err(rows::db)?;
+        let mut taken = BTreeSet::new();
+        for r in &rows {
+            let v: String = r.try_get(0).map_err(rows::db)?;
+            if let Ok(n) = v.parse::<u64>() {
+                taken.insert(n);
+            }
+        }
         let ranges: Vec<(u32, u32)> = match ty {
             "vxlan" => self.cfg.vni_ranges.clone(),
             _ => self

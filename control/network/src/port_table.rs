@@ -15,7 +15,6 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use ursa_core::error::{Error, Result};
 use ursa_core::store::{Store, WriteTx};
-use ursa_identity::model::Model;
 
 /// The network service's migrations (versions 1000 and up).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -372,7 +371,7 @@ async fn pick(c: &mut AnyConnection, s: &Rec, mac: &str) -> Result<Option<IpAddr
     Ok(None)
 }
 
-/// What an allocation on a network needs to know from the model: the
+/// What an allocation on a network needs to know of its subnets: the
 /// network's subnets (by creation) and which other requested subnet ids
 /// exist elsewhere (a 400 rather than a 404).
 pub struct Subnets {
@@ -382,19 +381,29 @@ pub struct Subnets {
 }
 
 impl Subnets {
-    pub fn of(m: &Model, net: &str, want: Option<&[IpRequest]>) -> Subnets {
-        let list: Vec<Rec> = crate::subnets_of(m, net).into_iter().cloned().collect();
-        let elsewhere = want
+    /// Reads them for an allocation of `want` on `net`.
+    pub async fn load(
+        c: &mut AnyConnection,
+        net: &str,
+        want: Option<&[IpRequest]>,
+    ) -> Result<Subnets> {
+        let list = crate::subnets_of(c, net).await?;
+        let asked: Vec<String> = want
             .unwrap_or_default()
             .iter()
             .filter_map(|r| r.subnet_id.clone())
-            .filter(|sid| !list.iter().any(|s| st(s, "id") == sid) && m.doc(SUBNET, sid).is_some())
+            .filter(|sid| !list.iter().any(|s| st(s, "id") == sid))
             .collect();
-        Subnets {
+        let elsewhere = crate::rows::SUBNETS
+            .by_ids(c, &asked)
+            .await?
+            .into_keys()
+            .collect();
+        Ok(Subnets {
             net: net.to_string(),
             list,
             elsewhere,
-        }
+        })
     }
 }
 

@@ -10,17 +10,14 @@
 //! reservations of every port, most of what the network node is told, go
 //! separately and in proportion to the change ([`crate::dhcp_push`]).
 
-use super::{
-    fixed_ips, recs, st, str_list, Rec, NETWORK, OWNER_DHCP, OWNER_ROUTER_GW, OWNER_ROUTER_IF,
-    SUBNET,
-};
+use super::{fixed_ips, st, str_list, Rec, OWNER_DHCP, OWNER_ROUTER_GW, OWNER_ROUTER_IF};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tonic::transport::Channel;
-use ursa_identity::model::Model;
+
 use ursa_identity::Identity;
 use ursa_proto::netd::v1 as pb;
 use ursa_proto::netd::v1::netd_client::NetdClient;
@@ -346,9 +343,7 @@ impl Pusher {
             }
         };
         let (states, dhcp_networks) = {
-            let m = identity.model();
-            let mut plan = Plan::new(&m, &ports, self.network_node().unwrap_or(""), &caps);
-            plan.rows = rows;
+            let plan = Plan::new(&rows, &ports, self.network_node().unwrap_or(""), &caps);
             let states: Vec<(usize, pb::NodeState)> = self
                 .0
                 .nodes
@@ -484,6 +479,13 @@ async fn read_ports(identity: &Identity) -> ursa_core::error::Result<(Vec<Rec>, 
     )
     .await?;
     out.routers = crate::rows::ROUTERS.all(&mut c).await?;
+    out.networks = crate::rows::NETWORKS
+        .all(&mut c)
+        .await?
+        .into_iter()
+        .map(|n| (st(&n, "id").to_string(), n))
+        .collect();
+    out.subnets = crate::rows::SUBNETS.all(&mut c).await?;
     for f in fips {
         out.fips
             .entry(st(&f, "router_id").to_string())
@@ -504,6 +506,9 @@ struct RoundRows {
     fips: HashMap<String, Vec<Rec>>,
     /// every router (the network node hosts them all)
     routers: Vec<Rec>,
+    /// every network, by id, and every subnet (by creation)
+    networks: HashMap<String, Rec>,
+    subnets: Vec<Rec>,
 }
 
 /// A node state's digest: SHA-256 of its encoding (its lists are sorted,
@@ -529,7 +534,6 @@ fn v4(ip: &str) -> bool {
 
 /// Every node's desired state, computed from one view of the records.
 struct Plan<'a> {
-    m: &'a Model,
     ports: &'a [Rec],
     network_node: &'a str,
     caps: &'a BTreeMap<String, Caps>,
@@ -538,17 +542,19 @@ struct Plan<'a> {
     subnets: HashMap<String, &'a Rec>,
     /// A security group's member ports (id, address), once a round.
     members: HashMap<String, Vec<(&'a str, String)>>,
-    rows: RoundRows,
+    rows: &'a RoundRows,
 }
 
 impl<'a> Plan<'a> {
     fn new(
-        m: &'a Model,
+        rows: &'a RoundRows,
         ports: &'a [Rec],
         network_node: &'a str,
         caps: &'a BTreeMap<String, Caps>,
     ) -> Plan<'a> {
-        let subnets: HashMap<String, &Rec> = recs(m, SUBNET)
+        let subnets: HashMap<String, &Rec> = rows
+            .subnets
+            .iter()
             .map(|s| (st(s, "id").to_string(), s))
             .collect();
         let mut members: HashMap<String, Vec<(&str, String)>> = HashMap::new();
@@ -559,14 +565,13 @@ impl<'a> Plan<'a> {
             }
         }
         let mut p = Plan {
-            m,
             ports,
             network_node,
             caps,
             hosted: BTreeMap::new(),
             subnets,
             members,
-            rows: RoundRows::default(),
+            rows,
         };
         for node in caps.keys() {
             let mut nets = BTreeSet::new();
@@ -576,7 +581,7 @@ impl<'a> Plan<'a> {
                 }
             }
             if node == network_node {
-                for s in recs(m, SUBNET) {
+                for s in &rows.subnets {
                     if s["ip_version"] == 4 && s["enable_dhcp"] == true {
                         nets.insert(st(s, "network_id").to_string());
                     }
@@ -600,7 +605,7 @@ impl<'a> Plan<'a> {
     }
 
     fn network(&self, id: &str) -> Option<&'a Rec> {
-        self.m.doc(NETWORK, id).and_then(|v| v.as_object())
+        self.rows.networks.get(id)
     }
 
     fn can_host(&self, node: &str, net: &str) -> bool {
@@ -629,7 +634,9 @@ impl<'a> Plan<'a> {
     /// The networks whose reservations the network node holds: those it
     /// hosts with an IPv4 subnet that has DHCP on.
     fn dhcp_networks(&self) -> BTreeSet<String> {
-        recs(self.m, SUBNET)
+        self.rows
+            .subnets
+            .iter()
             .filter(|s| s["ip_version"] == 4 && s["enable_dhcp"] == true)
             .map(|s| st(s, "network_id").to_string())
             .filter(|n| self.hosts(self.network_node, n))
@@ -676,9 +683,11 @@ impl<'a> Plan<'a> {
                     physical_network: st(n, "provider:physical_network").into(),
                 }),
             };
-            let subnets = super::subnets_of(self.m, net)
-                .into_iter()
-                .filter(|s| s["ip_version"] == 4)
+            let subnets = self
+                .rows
+                .subnets
+                .iter()
+                .filter(|s| st(s, "network_id") == net && s["ip_version"] == 4)
                 .map(|s| pb::Subnet {
                     cidr: st(s, "cidr").into(),
                     gateway_ip: st(s, "gateway_ip").into(),

@@ -7,7 +7,7 @@
 //! transaction; reads are indexed queries (`SELECT … WHERE column = $1`),
 //! so nothing holds these records in memory.
 
-use crate::{st, Rec, FIP, ROUTER, RULE, SG};
+use crate::{st, Rec, FIP, NETWORK, ROUTER, RULE, SG, SUBNET};
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
@@ -66,8 +66,48 @@ pub const ROUTERS: Table = Table {
     conflict: "Router already exists.",
 };
 
+pub const NETWORKS: Table = Table {
+    kind: NETWORK,
+    quota: "network",
+    name: "net_networks",
+    columns: &[
+        ("project_id", "project_id"),
+        ("name", "name"),
+        ("shared", "shared"),
+        ("external", "router:external"),
+        ("network_type", "provider:network_type"),
+        ("physical_network", "provider:physical_network"),
+        ("segmentation_id", "provider:segmentation_id"),
+    ],
+    conflict: "Network already exists.",
+};
+
+pub const SUBNETS: Table = Table {
+    kind: SUBNET,
+    quota: "subnet",
+    name: "net_subnets",
+    columns: &[
+        ("project_id", "project_id"),
+        ("network_id", "network_id"),
+        ("name", "name"),
+        ("subnetpool_id", "subnetpool_id"),
+    ],
+    conflict: "Subnet already exists.",
+};
+
 /// The kinds kept as rows here.
-pub const TABLES: &[&Table] = &[&GROUPS, &RULES, &FIPS, &ROUTERS];
+pub const TABLES: &[&Table] = &[&GROUPS, &RULES, &FIPS, &ROUTERS, &NETWORKS, &SUBNETS];
+
+/// An attribute as its column holds it: text as it is, true/false,
+/// numbers in decimal, "" for anything else (null, absent).
+fn text_of(r: &Rec, field: &str) -> String {
+    match r.get(field) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
 
 /// The table of `kind`, if it is kept as rows here.
 pub fn table_of(kind: &str) -> Option<&'static Table> {
@@ -177,7 +217,7 @@ impl Table {
         );
         let mut q = sqlx::query(&sql).bind(st(r, "id"));
         for (_, field) in self.columns {
-            q = q.bind(st(r, field));
+            q = q.bind(text_of(r, field));
         }
         let res = q
             .bind(st(r, "created_at"))

@@ -16,8 +16,8 @@ pub(super) struct Related {
     with_ports: std::collections::HashSet<String>,
     /// The listed servers' ports.
     ports: Vec<Rec>,
-    /// Their floating IPs.
-    fips: Vec<Rec>,
+    /// Their floating IPs and networks' names.
+    book: ursa_network::api::AddressBook,
     volumes: std::collections::HashMap<String, Vec<Attached>>,
     /// Security group names of each server's ports.
     groups: std::collections::HashMap<String, Vec<String>>,
@@ -38,7 +38,7 @@ impl Related {
             .into_iter()
             .collect();
         let names = ursa_network::api::security_group_names(&s.networks, &ids).await?;
-        out.fips = ursa_network::api::port_fips(&s.networks, &out.ports).await?;
+        out.book = ursa_network::api::address_book(&s.networks, &out.ports).await?;
         for p in &out.ports {
             let dev = st(p, "device_id").to_string();
             out.with_ports.insert(dev.clone());
@@ -95,8 +95,7 @@ pub(super) fn server_view_with(
         return json!({"id": id, "name": r["name"], "links": server_links(app, id)});
     };
     let addresses = if rel.with_ports.contains(id) {
-        let m = s.identity.model();
-        ursa_network::api::addresses(&m, &rel.ports, &rel.fips, id)
+        ursa_network::api::addresses(&rel.book, &rel.ports, id)
     } else {
         json!({})
     };
@@ -612,7 +611,7 @@ pub(super) async fn parse_create(
             match auto {
                 Some("none") => Vec::new(),
                 _ => {
-                    let nets = ursa_network::api::usable_networks(&s.networks, auth);
+                    let nets = ursa_network::api::usable_networks(&s.networks, auth).await?;
                     if nets.len() > 1 {
                         return Err(Error::Conflict("Multiple possible networks found, use a Network ID to be more specific.".into()));
                     }
@@ -647,6 +646,7 @@ pub(super) async fn parse_create(
                     )
                 })?;
                 ursa_network::api::check_network(&s.networks, auth, id)
+                    .await
                     .map_err(|_| Error::BadRequest(format!("Network {id} could not be found.")))?;
                 let fixed_ip = match n.get("fixed_ip") {
                     None | Some(Value::Null) => None,

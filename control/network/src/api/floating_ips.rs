@@ -108,17 +108,16 @@ pub(super) async fn assoc_ports(c: &mut sqlx::AnyConnection, port_id: &str) -> R
 /// Points a floating IP at a port (and one of its addresses), through the
 /// router that joins the port's subnet to the floating IP's network.
 pub(super) fn associate(
-    m: &Model,
     auth: &Auth,
     f: &mut Rec,
     port_id: &str,
     fixed: Option<String>,
     pre: AssocPorts,
 ) -> Result<()> {
-    let p = find_port(m, auth, port_id, pre.port)?;
-    if !owns(auth, &p) {
-        return Err(not_found("Port", port_id));
-    }
+    let p = pre
+        .port
+        .filter(|p| owns(auth, p))
+        .ok_or_else(|| not_found("Port", port_id))?;
     let v4: Vec<(String, String)> = fixed_ips(&p)
         .into_iter()
         .filter(|(_, ip)| ip.parse::<std::net::Ipv4Addr>().is_ok())
@@ -213,25 +212,34 @@ pub(super) async fn create_fip(
         None => None,
     };
     Networks::check_row_quota(&mut w, &owner, "floatingip", 1).await?;
-    let (mut f, subnets) = {
-        let m = w.model();
-        let m = &*m;
-        let n = rec(m, NETWORK, &net_id)
-            .filter(|n| net_visible(a, n))
-            .ok_or_else(|| not_found("Network", &net_id))?;
-        if n["router:external"] != true {
+    let n = rows::NETWORKS
+        .get(w.conn(), &net_id)
+        .await?
+        .filter(|n| net_visible(a, n))
+        .ok_or_else(|| not_found("Network", &net_id))?;
+    if n["router:external"] != true {
+        return Err(Error::BadRequest(format!(
+            "Bad floatingip request: Network {net_id} is not a valid external network."
+        )));
+    }
+    if let Some(sid) = &sub {
+        let s2 = rows::SUBNETS
+            .get(w.conn(), sid)
+            .await?
+            .ok_or_else(|| not_found("Subnet", sid))?;
+        if st(&s2, "network_id") != net_id {
             return Err(Error::BadRequest(format!(
-                "Bad floatingip request: Network {net_id} is not a valid external network."
+                "Bad floatingip request: Subnet {sid} is not on network {net_id}."
             )));
         }
-        if let Some(sid) = &sub {
-            let s2 = rec(m, SUBNET, sid).ok_or_else(|| not_found("Subnet", sid))?;
-            if st(&s2, "network_id") != net_id {
-                return Err(Error::BadRequest(format!(
-                    "Bad floatingip request: Subnet {sid} is not on network {net_id}."
-                )));
-            }
-        }
+    }
+    let req = IpRequest {
+        subnet_id: sub.clone(),
+        ip_address: want.clone(),
+    };
+    let subnets =
+        port_table::Subnets::load(w.conn(), &net_id, Some(std::slice::from_ref(&req))).await?;
+    let mut f = {
         let mut f = standard(&owner);
         f.insert(
             "description".into(),
@@ -246,16 +254,9 @@ pub(super) async fn create_fip(
         f.insert("port_forwardings".into(), json!([]));
         f.insert("qos_policy_id".into(), Value::Null);
         if let (Some(pid), Some(pre)) = (&target, pre) {
-            associate(m, a, &mut f, pid, opt_str(&b, "fixed_ip_address")?, pre)?;
+            associate(a, &mut f, pid, opt_str(&b, "fixed_ip_address")?, pre)?;
         }
-        let req = IpRequest {
-            subnet_id: sub.clone(),
-            ip_address: want.clone(),
-        };
-        (
-            f,
-            port_table::Subnets::of(m, &net_id, Some(std::slice::from_ref(&req))),
-        )
+        f
     };
     let port = service_port("", &net_id, OWNER_FIP, st(&f, "id"), String::new(), vec![]);
     let made = if want.is_some() || sub.is_some() {
@@ -316,7 +317,7 @@ pub(super) async fn update_fip(
         _ => None,
     };
     let mut f = find_fip(w.conn(), a, &id).await?;
-    let (ops, f) = w.plan(|m| {
+    let (ops, f) = w.plan(|_| {
         if_match.check(&f)?;
         if let Some(v) = opt_str(&b, "description")? {
             f.insert("description".into(), json!(v));
@@ -327,7 +328,7 @@ pub(super) async fn update_fip(
                 let pre = pre
                     .take()
                     .ok_or_else(|| Error::Internal("port not read".into()))?;
-                associate(m, a, &mut f, pid, opt_str(&b, "fixed_ip_address")?, pre)?
+                associate(a, &mut f, pid, opt_str(&b, "fixed_ip_address")?, pre)?
             }
             Some(_) => return Err(Error::BadRequest("Invalid input for port_id.".into())),
             None => {}

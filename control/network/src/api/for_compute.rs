@@ -22,18 +22,24 @@ pub fn service_caller(project: &str) -> Auth {
 
 /// The networks a project may plug a server into without naming one: its
 /// own and the shared ones (never external ones).
-pub fn usable_networks(s: &Networks, auth: &Auth) -> Vec<String> {
-    let m = s.identity.model();
-    recs(&m, NETWORK)
-        .filter(|n| n["router:external"] != true && (owns(auth, n) || n["shared"] == true))
-        .map(|n| st(n, "id").to_string())
-        .collect()
+pub async fn usable_networks(s: &Networks, auth: &Auth) -> Result<Vec<String>> {
+    let nets = rows::select(
+        &mut *s.conn().await?,
+        "SELECT body FROM net_networks WHERE project_id = $1 AND external <> 'true' \
+         UNION SELECT body FROM net_networks WHERE shared = 'true' AND external <> 'true'",
+        &[project(auth)],
+    )
+    .await?;
+    let mut nets: Vec<&Rec> = nets.iter().collect();
+    nets.sort_by(|a, b| {
+        (st(a, "created_at"), st(a, "id")).cmp(&(st(b, "created_at"), st(b, "id")))
+    });
+    Ok(nets.iter().map(|n| st(n, "id").to_string()).collect())
 }
 
 /// Whether `auth` may plug into this network (404 otherwise).
-pub fn check_network(s: &Networks, auth: &Auth, net_id: &str) -> Result<()> {
-    let m = s.identity.model();
-    let n = find_network(&m, auth, net_id)?;
+pub async fn check_network(s: &Networks, auth: &Auth, net_id: &str) -> Result<()> {
+    let n = find_network(&mut *s.conn().await?, auth, net_id).await?;
     if n["shared"] != true && !owns(auth, &n) {
         return Err(not_found("Network", net_id));
     }
@@ -50,7 +56,7 @@ pub async fn create_server_port(
     server_id: &str,
     host: &str,
 ) -> Result<Rec> {
-    check_network(s, auth, net_id)?;
+    check_network(s, auth, net_id).await?;
     let owner = project(auth).to_string();
     let mut body = json!({"network_id": net_id, "device_id": server_id, "device_owner": "compute:nova",
                           "binding:host_id": host, "project_id": owner});
@@ -126,7 +132,7 @@ pub async fn bind_server_port(
 ) -> Result<Rec> {
     let mut w = s.write().await?;
     let got = port_table::get(w.conn(), port_id).await?;
-    let mut p = find_port(&w.model(), auth, port_id, got)?;
+    let mut p = find_port(w.conn(), auth, port_id, got).await?;
     if !st(&p, "device_id").is_empty() {
         return Err(Error::Conflict(format!("Port {port_id} is still in use.")));
     }
@@ -170,9 +176,34 @@ pub(super) async fn fips_of(c: &mut sqlx::AnyConnection, ports: &[Rec]) -> Resul
     rows::FIPS.where_in(c, "port_id", &ids).await
 }
 
-/// The floating IPs of these ports (a server's addresses show them).
-pub async fn port_fips(s: &Networks, ports: &[Rec]) -> Result<Vec<Rec>> {
-    fips_of(&mut *s.conn().await?, ports).await
+/// What a server's addresses show besides its ports: their floating IPs
+/// and their networks' names.
+#[derive(Debug, Default, Clone)]
+pub struct AddressBook {
+    pub fips: Vec<Rec>,
+    /// network id → name
+    pub names: std::collections::HashMap<String, String>,
+}
+
+/// The [`AddressBook`] of these ports.
+pub async fn address_book(s: &Networks, ports: &[Rec]) -> Result<AddressBook> {
+    let mut c = s.conn().await?;
+    let ids: Vec<String> = ports
+        .iter()
+        .map(|p| st(p, "network_id").to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let names = rows::NETWORKS
+        .by_ids(&mut c, &ids)
+        .await?
+        .into_iter()
+        .map(|(id, n)| (id, st(&n, "name").to_string()))
+        .collect();
+    Ok(AddressBook {
+        fips: fips_of(&mut c, ports).await?,
+        names,
+    })
 }
 
 /// What a port's release commits; `fips` holds (at least) its floating
@@ -201,9 +232,9 @@ pub(super) fn plan_release(p: Rec, fips: &[Rec]) -> Vec<Op> {
 }
 
 /// A server's addresses as Nova shows them, by network name; `ports`
-/// holds (at least) the server's ports and `fips` their floating IPs
-/// ([`port_fips`]).
-pub fn addresses(m: &Model, ports: &[Rec], fips: &[Rec], device_id: &str) -> Value {
+/// holds (at least) the server's ports and `book` their
+/// [`address_book`].
+pub fn addresses(book: &AddressBook, ports: &[Rec], device_id: &str) -> Value {
     let mut out = Map::new();
     let mut ports: Vec<&Rec> = ports
         .iter()
@@ -211,8 +242,10 @@ pub fn addresses(m: &Model, ports: &[Rec], fips: &[Rec], device_id: &str) -> Val
         .collect();
     ports.sort_by_key(|p| st(p, "created_at").to_string());
     for p in ports {
-        let name = rec(m, NETWORK, st(p, "network_id"))
-            .map(|n| st(&n, "name").to_string())
+        let name = book
+            .names
+            .get(st(p, "network_id"))
+            .cloned()
             .unwrap_or_default();
         let mac = st(p, "mac_address").to_string();
         let list = out.entry(name).or_insert_with(|| json!([]));
@@ -222,7 +255,8 @@ pub fn addresses(m: &Model, ports: &[Rec], fips: &[Rec], device_id: &str) -> Val
                 .expect("list")
                 .push(json!({"version": v, "addr": ip,
                 "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac}));
-            for f in fips
+            for f in book
+                .fips
                 .iter()
                 .filter(|f| st(f, "port_id") == st(p, "id") && st(f, "fixed_ip_address") == ip)
             {

@@ -24,18 +24,34 @@ pub(super) async fn list_networks(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let items: Vec<Rec> = {
-        let m = app.identity.model();
-        recs(&m, NETWORK)
-            .filter(|n| net_visible(&auth, n))
-            .map(|n| network_view(&m, &auth, n))
-            .collect()
+    // A project's own, the shared and the external ones (by index); an
+    // admin's every one.
+    let mut c = svc(&app).conn().await?;
+    let nets = if is_admin(&auth) {
+        rows::NETWORKS.all(&mut c).await?
+    } else {
+        rows::select(
+            &mut c,
+            "SELECT body FROM net_networks WHERE project_id = $1 \
+             UNION SELECT body FROM net_networks WHERE shared = 'true' \
+             UNION SELECT body FROM net_networks WHERE external = 'true'",
+            &[project(&auth)],
+        )
+        .await?
     };
+    let items = network_views(&mut c, &auth, nets).await?;
+    drop(c);
     list_response(&app, raw, "networks", NETWORK_FIELDS, items)
 }
 
-pub(super) fn find_network(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
-    rec(m, NETWORK, id)
+pub(super) async fn find_network(
+    c: &mut sqlx::AnyConnection,
+    auth: &Auth,
+    id: &str,
+) -> Result<Rec> {
+    rows::NETWORKS
+        .get(c, id)
+        .await?
         .filter(|n| net_visible(auth, n))
         .ok_or_else(|| not_found("Network", id))
 }
@@ -46,11 +62,10 @@ pub(super) async fn show_network(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let m = app.identity.model();
-    let n = find_network(&m, &auth, &id)?;
-    Ok(Json(
-        json!({"network": show_fields(&raw, network_view(&m, &auth, &n))}),
-    ))
+    let mut c = svc(&app).conn().await?;
+    let n = find_network(&mut c, &auth, &id).await?;
+    let v = network_views(&mut c, &auth, vec![n]).await?.remove(0);
+    Ok(Json(json!({"network": show_fields(&raw, v)})))
 }
 
 pub(super) fn validate_mtu(ty: &str, mtu: i64) -> Result<()> {
@@ -63,9 +78,11 @@ pub(super) fn validate_mtu(ty: &str, mtu: i64) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn plan_network(
+/// A new network from the request, checked inside the write `w` (its
+/// quota and segment against what is stored).
+pub(super) async fn plan_network(
     s: &Networks,
-    m: &Model,
+    w: &mut NetWriter<'_>,
     auth: &Auth,
     b: &Rec,
 ) -> Result<(Vec<Op>, Rec)> {
@@ -84,7 +101,7 @@ pub(super) fn plan_network(
             )));
         }
     }
-    Networks::check_quota(m, &owner, "network", 1)?;
+    Networks::check_row_quota(w, &owner, "network", 1).await?;
     let physnet = opt_str(b, "provider:physical_network")?;
     let seg = opt_int(b, "provider:segmentation_id")?;
     let ty = opt_str(b, "provider:network_type")?.unwrap_or_else(|| "vxlan".into());
@@ -97,7 +114,7 @@ pub(super) fn plan_network(
             }
             let id = match seg {
                 Some(v) if (1..=16_777_215).contains(&v) => {
-                    if recs(m, NETWORK).any(|n| st(n, "provider:network_type") == "vxlan" && n["provider:segmentation_id"] == v) {
+                    if Networks::segment_in_use(w.conn(), "vxlan", "", &v.to_string()).await? {
                         return Err(Error::Conflict(format!(
                             "Unable to create the network. The tunnel ID {v} is in use."
                         )));
@@ -109,7 +126,7 @@ pub(super) fn plan_network(
                         "Invalid input for operation: VXLAN segmentation_id {v} is outside 1 to 16777215."
                     )))
                 }
-                None => s.allocate_segment(m, "vxlan", None)? as i64,
+                None => s.allocate_segment(w.conn(), "vxlan", None).await? as i64,
             };
             (None, Some(id))
         }
@@ -127,9 +144,7 @@ pub(super) fn plan_network(
                     "Invalid input for operation: physical_network '{p}' unknown for flat provider network."
                 )));
             }
-            if recs(m, NETWORK).any(|n| {
-                st(n, "provider:network_type") == "flat" && st(n, "provider:physical_network") == p
-            }) {
+            if Networks::segment_in_use(w.conn(), "flat", &p, "").await? {
                 return Err(Error::Conflict(format!(
                     "Unable to create the flat network. Physical network {p} is in use."
                 )));
@@ -148,11 +163,11 @@ pub(super) fn plan_network(
                         .ok_or_else(|| {
                             Error::ServiceUnavailable("No VLAN ranges are configured.".into())
                         })?;
-                    let v = s.allocate_segment(m, "vlan", Some(&p))? as i64;
+                    let v = s.allocate_segment(w.conn(), "vlan", Some(&p)).await? as i64;
                     (p, v)
                 }
                 (Some(p), None) => {
-                    let v = s.allocate_segment(m, "vlan", Some(&p))? as i64;
+                    let v = s.allocate_segment(w.conn(), "vlan", Some(&p)).await? as i64;
                     (p, v)
                 }
                 (None, Some(_)) => {
@@ -169,11 +184,7 @@ pub(super) fn plan_network(
             if !s.cfg.physnets.contains(&p) {
                 return Err(Error::BadRequest(format!("Invalid input for operation: physical_network '{p}' unknown for VLAN provider network.")));
             }
-            if recs(m, NETWORK).any(|n| {
-                st(n, "provider:network_type") == "vlan"
-                    && st(n, "provider:physical_network") == p
-                    && n["provider:segmentation_id"] == v
-            }) {
+            if Networks::segment_in_use(w.conn(), "vlan", &p, &v.to_string()).await? {
                 return Err(Error::Conflict(format!(
                     "Unable to create the network. The VLAN {v} on physical network {p} is in use."
                 )));
@@ -253,13 +264,12 @@ pub(super) async fn create_networks(
     for b in items {
         let a = &auth;
         let mut w = s.write().await?;
-        let (ops, n) = w.plan(|m| plan_network(s, m, a, &b))?;
+        let (ops, n) = plan_network(s, &mut w, a, &b).await?;
         // Neutron makes the project's default security group with its
         // first network.
         Networks::ensure_default_sg(&mut w, st(&n, "project_id")).await?;
         w.commit(&ops).await?;
-        let m = app.identity.model();
-        out.push(Value::Object(network_view(&m, &auth, &n)));
+        out.push(Value::Object(network_view(&auth, &n, &[])));
     }
     Ok(if bulk {
         created("networks", Value::Array(out))
@@ -307,9 +317,9 @@ pub(super) async fn update_network(
     } else {
         Vec::new()
     };
+    let mut n = find_network(w.conn(), a, &id).await?;
     let (ops, n) = w
-        .plan(|m| {
-            let mut n = find_network(m, a, &id)?;
+        .plan(|_| {
             if_match.check(&n)?;
             if !owns(a, &n) {
                 return Err(Error::Forbidden(format!("Network {id}: changing it is disallowed by policy")));
@@ -346,8 +356,10 @@ pub(super) async fn update_network(
         })
         ?;
     w.commit(&ops).await?;
-    let m = app.identity.model();
-    Ok(Json(json!({"network": network_view(&m, &auth, &n)})))
+    let v = network_views(&mut *s.conn().await?, &auth, vec![n])
+        .await?
+        .remove(0);
+    Ok(Json(json!({ "network": v })))
 }
 
 pub(super) async fn delete_network(
@@ -365,10 +377,9 @@ pub(super) async fn delete_network(
     let fips = rows::FIPS
         .where_eq(w.conn(), "floating_network_id", &id)
         .await?;
+    let n = find_network(w.conn(), a, &id).await?;
+    let subnets = crate::subnets_of(w.conn(), &id).await?;
     let ops = {
-        let m = w.model();
-        let m = &*m;
-        let n = find_network(m, a, &id)?;
         if_match.check(&n)?;
         if !owns(a, &n) {
             return Err(Error::Forbidden(format!(
@@ -386,11 +397,7 @@ pub(super) async fn delete_network(
             .collect();
         // Floating IPs of an external network go with it.
         ops.extend(fips.iter().map(|f| Op::delete(FIP, st(f, "id"))));
-        ops.extend(
-            crate::subnets_of(m, &id)
-                .iter()
-                .map(|x| Op::delete(SUBNET, st(x, "id"))),
-        );
+        ops.extend(subnets.iter().map(|x| Op::delete(SUBNET, st(x, "id"))));
         ops.push(Op::delete(NETWORK, &id));
         ops
     };

@@ -24,31 +24,54 @@ pub(super) const PORT_CREATE: &[&str] = &[
     "propagate_uplink_status",
 ];
 
-pub(super) fn port_visible(m: &Model, auth: &Auth, p: &Rec) -> bool {
-    owns(auth, p) || rec(m, NETWORK, st(p, "network_id")).is_some_and(|n| owns(auth, &n))
+/// Whether the caller sees (and may change) a port: its own, or one on
+/// its network.
+pub(super) async fn port_visible(
+    c: &mut sqlx::AnyConnection,
+    auth: &Auth,
+    p: &Rec,
+) -> Result<bool> {
+    if owns(auth, p) {
+        return Ok(true);
+    }
+    let n = rows::NETWORKS.get(c, st(p, "network_id")).await?;
+    Ok(n.is_some_and(|n| owns(auth, &n)))
 }
 
 /// The port as the caller may see it (`p` read from its table), or 404.
-pub(super) fn find_port(m: &Model, auth: &Auth, id: &str, p: Option<Rec>) -> Result<Rec> {
-    p.filter(|p| port_visible(m, auth, p))
-        .ok_or_else(|| not_found("Port", id))
+pub(super) async fn find_port(
+    c: &mut sqlx::AnyConnection,
+    auth: &Auth,
+    id: &str,
+    p: Option<Rec>,
+) -> Result<Rec> {
+    match p {
+        Some(p) if port_visible(c, auth, &p).await? => Ok(p),
+        _ => Err(not_found("Port", id)),
+    }
 }
 
 /// Which ports the caller sees, for a query.
-pub(super) fn port_visibility(m: &Model, auth: &Auth) -> crate::port_list::Visible {
+pub(super) async fn port_visibility(
+    c: &mut sqlx::AnyConnection,
+    auth: &Auth,
+) -> Result<crate::port_list::Visible> {
     let project = project(auth).to_string();
-    crate::port_list::Visible {
+    let networks = if is_admin(auth) || project.is_empty() {
+        Vec::new()
+    } else {
+        rows::NETWORKS
+            .where_eq(c, "project_id", &project)
+            .await?
+            .iter()
+            .map(|n| st(n, "id").to_string())
+            .collect()
+    };
+    Ok(crate::port_list::Visible {
         all: is_admin(auth),
-        networks: if is_admin(auth) || project.is_empty() {
-            Vec::new()
-        } else {
-            recs(m, NETWORK)
-                .filter(|n| st(n, "project_id") == project)
-                .map(|n| st(n, "id").to_string())
-                .collect()
-        },
+        networks,
         project,
-    }
+    })
 }
 
 pub(super) async fn list_ports(
@@ -58,8 +81,8 @@ pub(super) async fn list_ports(
 ) -> Result<Json<Value>> {
     let s = svc(&app);
     let q = ListQuery::parse(raw.as_deref());
-    let vis = port_visibility(&app.identity.model(), &auth);
     let mut c = s.conn().await?;
+    let vis = port_visibility(&mut c, &auth).await?;
     let backend = app.identity.store().backend();
     match crate::port_list::page(&mut c, backend, &q, &vis, PORT_FIELDS).await? {
         Some((rows, more)) => {
@@ -88,8 +111,10 @@ pub(super) async fn show_port(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let s = svc(&app);
-    let got = port_table::get(&mut *s.conn().await?, &id).await?;
-    let p = find_port(&app.identity.model(), &auth, &id, got)?;
+    let mut c = s.conn().await?;
+    let got = port_table::get(&mut c, &id).await?;
+    let p = find_port(&mut c, &auth, &id, got).await?;
+    drop(c);
     Ok(Json(
         json!({"port": show_fields(&raw, port_view(s, &auth, &p))}),
     ))
@@ -249,15 +274,9 @@ pub(super) async fn insert_port(w: &mut NetWriter<'_>, auth: &Auth, b: &Rec) -> 
         Some(v) if !v.is_null() => Some(check_groups(w.conn(), auth, v).await?),
         _ => None,
     };
-    let (mut p, needs_default, subnets) = {
-        let m = w.model();
-        let (p, needs_default) = draft_port(&m, auth, b, &net_id, groups)?;
-        (
-            p,
-            needs_default,
-            port_table::Subnets::of(&m, &net_id, reqs.as_deref()),
-        )
-    };
+    let n = find_network(w.conn(), auth, &net_id).await?;
+    let (mut p, needs_default) = draft_port(auth, b, n, groups)?;
+    let subnets = port_table::Subnets::load(w.conn(), &net_id, reqs.as_deref()).await?;
     let owner = st(&p, "project_id").to_string();
     if needs_default {
         let g = Networks::ensure_default_sg(w, &owner).await?;
@@ -291,15 +310,8 @@ pub(super) async fn insert_port(w: &mut NetWriter<'_>, auth: &Auth, b: &Rec) -> 
 /// MAC and addresses are decided by [`insert_port`]), with `groups` the
 /// security groups it asked for (checked). True when it is to be in its
 /// project's default group, which [`insert_port`] finds or makes.
-fn draft_port(
-    m: &Model,
-    auth: &Auth,
-    b: &Rec,
-    net_id: &str,
-    groups: Option<Vec<String>>,
-) -> Result<(Rec, bool)> {
-    let net_id = net_id.to_string();
-    let n = find_network(m, auth, &net_id)?;
+fn draft_port(auth: &Auth, b: &Rec, n: Rec, groups: Option<Vec<String>>) -> Result<(Rec, bool)> {
+    let net_id = st(&n, "id").to_string();
     let owner = owner_for(auth, b)?;
     check_binding_policy(auth, b)?;
     let device_owner = opt_str(b, "device_owner")?.unwrap_or_default();
@@ -476,15 +488,11 @@ pub(super) async fn update_port(
         Some(v) if !v.is_null() => check_groups(w.conn(), a, v).await?,
         _ => Vec::new(),
     };
-    let (mut p, subnets) = {
-        let m = w.model();
-        let mut p = find_port(&m, a, &id, got)?;
+    let mut p = find_port(w.conn(), a, &id, got).await?;
+    let p_net = st(&p, "network_id").to_string();
+    let subnets = port_table::Subnets::load(w.conn(), &p_net, reqs.as_deref()).await?;
+    let mut p = {
         if_match.check(&p)?;
-        if !owns(a, &p) && !rec(&m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
-            return Err(Error::Forbidden(format!(
-                "Port {id}: changing it is disallowed by policy"
-            )));
-        }
         for k in [
             "name",
             "description",
@@ -544,9 +552,7 @@ pub(super) async fn update_port(
                 "Port security must be enabled and port must have an IP address in order to use security groups or allowed address pairs.".into(),
             ));
         }
-        let net_id = st(&p, "network_id").to_string();
-        let subnets = port_table::Subnets::of(&m, &net_id, reqs.as_deref());
-        (p, subnets)
+        p
     };
     let net_id = st(&p, "network_id").to_string();
     if let Some(mac) = new_mac {
@@ -597,15 +603,9 @@ pub(super) async fn delete_port(
     let mut w = s.write().await?;
     let got = port_table::get(w.conn(), &id).await?;
     let fips = rows::FIPS.where_eq(w.conn(), "port_id", &id).await?;
+    let p = find_port(w.conn(), a, &id, got).await?;
     let ops = {
-        let m = w.model();
-        let p = find_port(&m, a, &id, got)?;
         if_match.check(&p)?;
-        if !owns(a, &p) && !rec(&m, NETWORK, st(&p, "network_id")).is_some_and(|n| owns(a, &n)) {
-            return Err(Error::Forbidden(format!(
-                "Port {id}: deleting it is disallowed by policy"
-            )));
-        }
         let owner = st(&p, "device_owner");
         if owner == OWNER_ROUTER_IF || owner == OWNER_ROUTER_GW || owner == OWNER_FIP {
             return Err(Error::Conflict(format!(

@@ -83,10 +83,8 @@ pub(super) async fn quota_details(
     let d: Map<String, Value> = QUOTA_DEFAULTS
         .iter()
         .map(|(k, _)| {
-            let used = used
-                .get(k)
-                .copied()
-                .unwrap_or_else(|| Networks::used(&m, &p, k));
+            // (subnet pools and RBAC policies are not counted)
+            let used = used.get(k).copied().unwrap_or(0);
             (
                 k.to_string(),
                 json!({"limit": Networks::quota(&m, &p, k), "used": used, "reserved": 0}),

@@ -112,8 +112,8 @@ pub(super) struct GatewayPlan {
 /// Sets, replaces or clears a router's external gateway in `r`; `ports`
 /// are the router's own ports, `has_fips` whether floating IPs go through
 /// it.
-pub(super) fn plan_gateway(
-    m: &Model,
+pub(super) async fn plan_gateway(
+    c: &mut sqlx::AnyConnection,
     auth: &Auth,
     r: &mut Rec,
     g: &Value,
@@ -147,7 +147,10 @@ pub(super) fn plan_gateway(
     })?;
     check_keys(o, &["network_id", "enable_snat", "external_fixed_ips"])?;
     let net_id = opt_str(o, "network_id")?.unwrap_or_default();
-    let n = rec(m, NETWORK, &net_id).ok_or_else(|| not_found("Network", &net_id))?;
+    let n = rows::NETWORKS
+        .get(c, &net_id)
+        .await?
+        .ok_or_else(|| not_found("Network", &net_id))?;
     if n["router:external"] != true {
         return Err(Error::BadRequest(format!(
             "Bad router request: Network {net_id} is not an external network."
@@ -182,7 +185,7 @@ pub(super) fn plan_gateway(
         }
     }
     if !same_net || fixed.is_some() {
-        let subnets = port_table::Subnets::of(m, &net_id, fixed.as_deref());
+        let subnets = port_table::Subnets::load(c, &net_id, fixed.as_deref()).await?;
         plan.make = Some((net_id.clone(), fixed, subnets));
     }
     let prev_snat = r
@@ -278,8 +281,6 @@ pub(super) async fn create_router(
     let owner = owner_for(a, &b)?;
     Networks::check_row_quota(&mut w, &owner, "router", 1).await?;
     let (r, mut ops, plan) = {
-        let m = w.model();
-        let m = &*m;
         let mut r = standard(&owner);
         r.insert(
             "name".into(),
@@ -307,7 +308,7 @@ pub(super) async fn create_router(
         r.insert("availability_zones".into(), json!(["nova"]));
         r.insert("flavor_id".into(), Value::Null);
         let plan = match b.get("external_gateway_info") {
-            Some(g) => plan_gateway(m, a, &mut r, g, &[], false)?,
+            Some(g) => plan_gateway(w.conn(), a, &mut r, g, &[], false).await?,
             None => GatewayPlan::default(),
         };
         (r, Vec::new(), plan)
@@ -324,16 +325,18 @@ pub(super) async fn create_router(
 }
 
 /// Subnets a router is attached to (interfaces and gateway).
-pub(super) fn router_subnets(m: &Model, ports: &[Rec]) -> Vec<Rec> {
+pub(super) async fn router_subnets(c: &mut sqlx::AnyConnection, ports: &[Rec]) -> Result<Vec<Rec>> {
     let ids: Vec<String> = ports.iter().flat_map(fixed_ips).map(|(s, _)| s).collect();
-    ids.iter().filter_map(|i| rec(m, SUBNET, i)).collect()
+    Ok(rows::SUBNETS.by_ids(c, &ids).await?.into_values().collect())
 }
 
-pub(super) fn parse_extra_routes(m: &Model, ports: &[Rec], v: &Value) -> Result<Vec<Value>> {
+/// The routes asked for, each through one of `attached` (the router's
+/// subnets, [`router_subnets`]).
+pub(super) fn parse_extra_routes(attached: &[Rec], v: &Value) -> Result<Vec<Value>> {
     let a = v
         .as_array()
         .ok_or_else(|| Error::BadRequest("Invalid input for routes: a list is expected.".into()))?;
-    let nets: Vec<ipnet::IpNet> = router_subnets(m, ports)
+    let nets: Vec<ipnet::IpNet> = attached
         .iter()
         .filter_map(|s| st(s, "cidr").parse().ok())
         .collect();
@@ -394,9 +397,8 @@ pub(super) async fn update_router(
     let ports = router_ports(w.conn(), &id).await?;
     let has_fips = rows::FIPS.count(w.conn(), "router_id", &id).await? > 0;
     let mut r = find_router(w.conn(), a, &id).await?;
+    let attached = router_subnets(w.conn(), &ports).await?;
     let (r, plan) = {
-        let m = w.model();
-        let m = &*m;
         if_match.check(&r)?;
         for k in ["distributed", "ha"] {
             if b.contains_key(k) && !is_admin(a) {
@@ -419,14 +421,14 @@ pub(super) async fn update_router(
             r.insert("admin_state_up".into(), json!(v));
         }
         let plan = match b.get("external_gateway_info") {
-            Some(g) => plan_gateway(m, a, &mut r, g, &ports, has_fips)?,
+            Some(g) => plan_gateway(w.conn(), a, &mut r, g, &ports, has_fips).await?,
             None => GatewayPlan::default(),
         };
         if let Some(v) = b.get("routes") {
             let routes = if v.is_null() {
                 Vec::new()
             } else {
-                parse_extra_routes(m, &ports, v)?
+                parse_extra_routes(&attached, v)?
             };
             r.insert("routes".into(), Value::Array(routes));
         }
@@ -521,9 +523,7 @@ pub(super) async fn add_interface(
     };
     let r = find_router(w.conn(), a, &id).await?;
     let planned = {
-        let m = w.model();
-        let m = &*m;
-        let attached = router_subnets(m, &ports);
+        let attached = router_subnets(w.conn(), &ports).await?;
         let overlaps = |cidr: &str| -> Option<String> {
             let n: ipnet::IpNet = cidr.parse().ok()?;
             attached
@@ -543,8 +543,10 @@ pub(super) async fn add_interface(
                 "Bad router request: Either subnet_id or port_id must be specified".into(),
             )),
             (Some(sid), None) => {
-                let sub = find_subnet(m, a, &sid)?;
-                let net = rec(m, NETWORK, st(&sub, "network_id"))
+                let sub = find_subnet(w.conn(), a, &sid).await?;
+                let net = rows::NETWORKS
+                    .get(w.conn(), st(&sub, "network_id"))
+                    .await?
                     .ok_or_else(|| not_found("Network", st(&sub, "network_id")))?;
                 if net["router:external"] == true && !is_admin(a) {
                     return Err(Error::BadRequest(format!("Bad router request: Router {id} cannot be connected to external network subnet {sid}.")));
@@ -574,7 +576,9 @@ pub(super) async fn add_interface(
                     subnet_id: Some(sid.clone()),
                     ip_address: Some(gw),
                 };
-                let subnets = port_table::Subnets::of(m, &net_id, Some(std::slice::from_ref(&req)));
+                let subnets =
+                    port_table::Subnets::load(w.conn(), &net_id, Some(std::slice::from_ref(&req)))
+                        .await?;
                 let p = service_port(
                     st(&r, "project_id"),
                     &net_id,
@@ -586,7 +590,7 @@ pub(super) async fn add_interface(
                 Ok((r, p, Some((subnets, req))))
             }
             (None, Some(pid)) => {
-                let mut p = find_port(m, a, &pid, given)?;
+                let mut p = find_port(w.conn(), a, &pid, given).await?;
                 if !st(&p, "device_id").is_empty() || !st(&p, "device_owner").is_empty() {
                     return Err(Error::Conflict(format!(
                             "Unable to complete operation on port {pid} for network {}. Port already has an attached device {}.",
@@ -600,12 +604,14 @@ pub(super) async fn add_interface(
                         "Bad router request: Router port {pid} must have at least one fixed IP."
                     )));
                 }
+                let ids: Vec<String> = ips.iter().map(|(s2, _)| s2.clone()).collect();
+                let subs = rows::SUBNETS.by_ids(w.conn(), &ids).await?;
                 for (s2, _) in &ips {
-                    if let Some(sub) = rec(m, SUBNET, s2) {
-                        if let Some(c) = overlaps(st(&sub, "cidr")) {
+                    if let Some(sub) = subs.get(s2) {
+                        if let Some(c) = overlaps(st(sub, "cidr")) {
                             return Err(Error::BadRequest(format!(
                                     "Bad router request: Cidr {} of subnet {s2} overlaps with cidr {c} of another subnet of the router.",
-                                    st(&sub, "cidr")
+                                    st(sub, "cidr")
                                 )));
                         }
                     }
@@ -652,9 +658,10 @@ pub(super) async fn remove_interface(
         fip_targets.extend(port_table::get(w.conn(), pid).await?);
     }
     let r = find_router(w.conn(), a, &id).await?;
+    if let (Some(sid), None) = (&sid, &pid) {
+        find_subnet(w.conn(), a, sid).await?;
+    }
     let planned = {
-        let m = w.model();
-        let m = &*m;
         let ifaces: Vec<&Rec> = ports
             .iter()
             .filter(|p| st(p, "device_owner") == OWNER_ROUTER_IF)
@@ -680,16 +687,13 @@ pub(super) async fn remove_interface(
                 }
                 (*p).clone()
             }
-            (Some(sid), None) => {
-                find_subnet(m, a, sid)?;
-                ifaces
-                    .iter()
-                    .find(|p| fixed_ips(p).iter().any(|(s2, _)| s2 == sid))
-                    .map(|p| (*p).clone())
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("Router {id} has no interface on subnet {sid}"))
-                    })?
-            }
+            (Some(sid), None) => ifaces
+                .iter()
+                .find(|p| fixed_ips(p).iter().any(|(s2, _)| s2 == sid))
+                .map(|p| (*p).clone())
+                .ok_or_else(|| {
+                    Error::NotFound(format!("Router {id} has no interface on subnet {sid}"))
+                })?,
         };
         let on: Vec<String> = fixed_ips(&port).into_iter().map(|(s, _)| s).collect();
         let fip_uses = fips.iter().any(|f| {
@@ -729,9 +733,10 @@ pub(super) async fn change_extraroutes(
     let mut w = s.write().await?;
     let ports = router_ports(w.conn(), id).await?;
     let mut r = find_router(w.conn(), auth, id).await?;
-    let (ops, r) = w.plan(|m| {
+    let attached = router_subnets(w.conn(), &ports).await?;
+    let (ops, r) = w.plan(|_| {
         let given =
-            parse_extra_routes(m, &ports, b.get("routes").unwrap_or(&json!([]))).or_else(|e| {
+            parse_extra_routes(&attached, b.get("routes").unwrap_or(&json!([]))).or_else(|e| {
                 if add {
                     Err(e)
                 } else {

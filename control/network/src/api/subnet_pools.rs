@@ -162,11 +162,13 @@ fn prefixes_of(p: &Rec) -> Vec<IpNet> {
 }
 
 /// The subnets a pool has handed out.
-fn used_by(m: &Model, pool: &str) -> Vec<IpNet> {
-    recs(m, SUBNET)
-        .filter(|s| st(s, "subnetpool_id") == pool)
+async fn used_by(c: &mut sqlx::AnyConnection, pool: &str) -> Result<Vec<IpNet>> {
+    Ok(rows::SUBNETS
+        .where_eq(c, "subnetpool_id", pool)
+        .await?
+        .iter()
         .filter_map(|s| st(s, "cidr").parse().ok())
-        .collect()
+        .collect())
 }
 
 /// The first block of length `len` inside the pool's prefixes that no
@@ -217,26 +219,33 @@ fn first_free(prefixes: &[IpNet], used: &[IpNet], len: u8) -> Option<IpNet> {
 /// `use_default_subnetpool`): the CIDR it gets (the one asked for, if it
 /// lies in the pool and is free; else the first free block of
 /// `prefixlen`) and the pool's id. `None` when no pool is named.
-pub(super) fn cidr_from_pool(m: &Model, auth: &Auth, b: &Rec) -> Result<Option<(IpNet, String)>> {
+pub(super) async fn cidr_from_pool(
+    w: &mut NetWriter<'_>,
+    auth: &Auth,
+    b: &Rec,
+) -> Result<Option<(IpNet, String)>> {
     let asked_version = opt_int(b, "ip_version")?.unwrap_or(4);
-    let pool = match (
-        b.get("subnetpool_id"),
-        opt_bool(b, "use_default_subnetpool")?,
-    ) {
-        (Some(Value::String(id)), _) => find_pool(m, auth, id)?,
-        (_, Some(true)) => recs(m, SUBNETPOOL)
-            .find(|p| p["is_default"] == true && p["ip_version"] == asked_version)
-            .cloned()
-            .ok_or_else(|| {
-                bad(format!(
-                    "No default subnetpool found for IPv{asked_version}."
-                ))
-            })?,
-        _ => return Ok(None),
+    let pool = {
+        let m = w.model();
+        match (
+            b.get("subnetpool_id"),
+            opt_bool(b, "use_default_subnetpool")?,
+        ) {
+            (Some(Value::String(id)), _) => find_pool(&m, auth, id)?,
+            (_, Some(true)) => recs(&m, SUBNETPOOL)
+                .find(|p| p["is_default"] == true && p["ip_version"] == asked_version)
+                .cloned()
+                .ok_or_else(|| {
+                    bad(format!(
+                        "No default subnetpool found for IPv{asked_version}."
+                    ))
+                })?,
+            _ => return Ok(None),
+        }
     };
     let pid = st(&pool, "id").to_string();
     let prefixes = prefixes_of(&pool);
-    let used = used_by(m, &pid);
+    let used = used_by(w.conn(), &pid).await?;
     let (min, max) = (
         pool["min_prefixlen"].as_i64().unwrap_or(0),
         pool["max_prefixlen"].as_i64().unwrap_or(128),
@@ -450,18 +459,19 @@ pub(super) async fn delete_pool(
 ) -> Result<Response> {
     write_access(&auth)?;
     let a = &auth;
-    svc(&app)
-        .change(|m| {
+    let mut w = svc(&app).write().await?;
+    let in_use = !used_by(w.conn(), &id).await?.is_empty();
+    let (ops, ()) = w.plan(|m| {
             let p = owned(find_pool(m, a, &id), a, "Subnet pool", &id)?;
             if_match.check(&p)?;
-            if !used_by(m, &id).is_empty() {
+            if in_use {
                 return Err(Error::Conflict(format!(
                     "Unable to complete operation on subnetpool {id}. The subnetpool is in use by subnets."
                 )));
             }
             Ok((vec![Op::delete(SUBNETPOOL, &id)], ()))
-        })
-        .await?;
+        })?;
+    w.commit(&ops).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

@@ -27,14 +27,23 @@ pub(super) const SUBNET_CREATE: &[&str] = &[
 
 /// Subnets of shared networks are everyone's to see; those of an external
 /// network only its owner's (Neutron without subnet-external-network).
-pub(super) fn subnet_visible(m: &Model, auth: &Auth, s: &Rec) -> bool {
-    owns(auth, s) || rec(m, NETWORK, st(s, "network_id")).is_some_and(|n| n["shared"] == true)
+pub(super) async fn subnet_visible(
+    c: &mut sqlx::AnyConnection,
+    auth: &Auth,
+    s: &Rec,
+) -> Result<bool> {
+    if owns(auth, s) {
+        return Ok(true);
+    }
+    let n = rows::NETWORKS.get(c, st(s, "network_id")).await?;
+    Ok(n.is_some_and(|n| n["shared"] == true))
 }
 
-pub(super) fn find_subnet(m: &Model, auth: &Auth, id: &str) -> Result<Rec> {
-    rec(m, SUBNET, id)
-        .filter(|s| subnet_visible(m, auth, s))
-        .ok_or_else(|| not_found("Subnet", id))
+pub(super) async fn find_subnet(c: &mut sqlx::AnyConnection, auth: &Auth, id: &str) -> Result<Rec> {
+    match rows::SUBNETS.get(c, id).await? {
+        Some(s) if subnet_visible(c, auth, &s).await? => Ok(s),
+        _ => Err(not_found("Subnet", id)),
+    }
 }
 
 pub(super) async fn list_subnets(
@@ -42,13 +51,23 @@ pub(super) async fn list_subnets(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let items: Vec<Rec> = {
-        let m = app.identity.model();
-        recs(&m, SUBNET)
-            .filter(|s| subnet_visible(&m, &auth, s))
-            .map(public)
-            .collect()
+    // A project's own and those of shared networks (by index); an admin's
+    // every one.
+    let mut c = svc(&app).conn().await?;
+    let subnets = if is_admin(&auth) {
+        rows::SUBNETS.all(&mut c).await?
+    } else {
+        rows::select(
+            &mut c,
+            "SELECT body FROM net_subnets WHERE project_id = $1 \
+             UNION SELECT s.body FROM net_subnets s JOIN net_networks n \
+             ON n.id = s.network_id WHERE n.shared = 'true'",
+            &[project(&auth)],
+        )
+        .await?
     };
+    drop(c);
+    let items = subnets.iter().map(public).collect();
     list_response(&app, raw, "subnets", SUBNET_FIELDS, items)
 }
 
@@ -58,8 +77,7 @@ pub(super) async fn show_subnet(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    let m = app.identity.model();
-    let s = find_subnet(&m, &auth, &id)?;
+    let s = find_subnet(&mut *svc(&app).conn().await?, &auth, &id).await?;
     Ok(Json(json!({"subnet": show_fields(&raw, public(&s))})))
 }
 
@@ -209,11 +227,17 @@ pub(super) fn check_v6_modes(b: &Rec, version: u8) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn plan_subnet(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, Rec)> {
+/// A new subnet from the request, checked inside the write `w` (overlaps,
+/// its pool's prefixes and the quota against what is stored).
+pub(super) async fn plan_subnet(
+    w: &mut NetWriter<'_>,
+    auth: &Auth,
+    b: &Rec,
+) -> Result<(Vec<Op>, Rec)> {
     check_keys(b, SUBNET_CREATE)?;
     let net_id = opt_str(b, "network_id")?
         .ok_or_else(|| Error::BadRequest("Invalid input: 'network_id' is required.".into()))?;
-    let n = find_network(m, auth, &net_id)?;
+    let n = find_network(w.conn(), auth, &net_id).await?;
     let owner = owner_for(auth, b)?;
     if !owns(auth, &n) {
         return Err(Error::Forbidden(format!(
@@ -221,7 +245,7 @@ pub(super) fn plan_subnet(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, R
         )));
     }
     // From a subnet pool (a prefix it hands out), or as given.
-    let from_pool = super::subnet_pools::cidr_from_pool(m, auth, b)?;
+    let from_pool = super::subnet_pools::cidr_from_pool(w, auth, b).await?;
     let net = match &from_pool {
         Some((net, _)) => *net,
         None => {
@@ -246,8 +270,8 @@ pub(super) fn plan_subnet(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, R
             "Invalid input for operation: the cidr's IP version does not match ip_version.".into(),
         ));
     }
-    for other in crate::subnets_of(m, &net_id) {
-        if let Ok(o) = st(other, "cidr").parse::<ipnet::IpNet>() {
+    for other in crate::subnets_of(w.conn(), &net_id).await? {
+        if let Ok(o) = st(&other, "cidr").parse::<ipnet::IpNet>() {
             if o.contains(&net.network()) || net.contains(&o.network()) {
                 return Err(Error::BadRequest(format!(
                     "Invalid input for operation: Requested subnet with cidr: {net} for network: {net_id} overlaps with another subnet."
@@ -256,7 +280,7 @@ pub(super) fn plan_subnet(m: &Model, auth: &Auth, b: &Rec) -> Result<(Vec<Op>, R
         }
     }
     check_v6_modes(b, version)?;
-    Networks::check_quota(m, &owner, "subnet", 1)?;
+    Networks::check_row_quota(w, &owner, "subnet", 1).await?;
     let gateway = match b.get("gateway_ip") {
         None => Some(ipam::from_u128(ipam::host_range(&net).0, version)),
         Some(v) => gateway_of(v, &net)?,
@@ -331,14 +355,14 @@ async fn try_sync_dhcp_port(s: &Networks, net_id: &str) -> Result<()> {
         .await?
         .into_iter()
         .next();
-    let (p, keep, missing, subnets) = {
-        let m = w.model();
-        let m = &*m;
-        let Some(n) = rec(m, NETWORK, net_id) else {
-            return Ok(());
-        };
-        let want: Vec<&Rec> = crate::subnets_of(m, net_id)
-            .into_iter()
+    let Some(n) = rows::NETWORKS.get(w.conn(), net_id).await? else {
+        return Ok(());
+    };
+    let subnets = port_table::Subnets::load(w.conn(), net_id, None).await?;
+    let (p, keep, missing) = {
+        let want: Vec<&Rec> = subnets
+            .list
+            .iter()
             .filter(|x| x["ip_version"] == 4 && x["enable_dhcp"] == true)
             .collect();
         let have: Vec<(String, String)> = port.as_ref().map(fixed_ips).unwrap_or_default();
@@ -369,7 +393,7 @@ async fn try_sync_dhcp_port(s: &Networks, net_id: &str) -> Result<()> {
                 Vec::new(),
             ),
         };
-        (p, keep, missing, port_table::Subnets::of(m, net_id, None))
+        (p, keep, missing)
     };
     let id = st(&p, "id").to_string();
     if keep.is_empty() && missing.is_empty() {
@@ -408,8 +432,9 @@ pub(super) async fn create_subnets(
     let (items, bulk) = body_many(&body, "subnet", "subnets")?;
     let mut out = Vec::new();
     for b in items {
-        let a = &auth;
-        let sub = s.change(|m| plan_subnet(m, a, &b)).await?;
+        let mut w = s.write().await?;
+        let (ops, sub) = plan_subnet(&mut w, &auth, &b).await?;
+        w.commit(&ops).await?;
         sync_dhcp_port(s, crate::st(&sub, "network_id")).await;
         out.push(Value::Object(public(&sub)));
     }
@@ -471,8 +496,8 @@ pub(super) async fn update_subnet(
         },
         None => Vec::new(),
     };
-    let (ops, sub) = w.plan(|m| {
-        let mut sub = find_subnet(m, a, &id)?;
+    let mut sub = find_subnet(w.conn(), a, &id).await?;
+    let (ops, sub) = w.plan(|_| {
         if_match.check(&sub)?;
         if !owns(a, &sub) {
             return Err(Error::Forbidden(format!(
@@ -559,9 +584,9 @@ pub(super) async fn delete_subnet(
     let a = &auth;
     let mut w = s.write().await?;
     let on = port_table::on_subnet(w.conn(), &id).await?;
+    let sub = find_subnet(w.conn(), a, &id).await?;
     let (ops, net) = w
-        .plan(|m| {
-            let sub = find_subnet(m, a, &id)?;
+        .plan(|_| {
             if_match.check(&sub)?;
             if !owns(a, &sub) {
                 return Err(Error::Forbidden(format!("Subnet {id}: deleting it is disallowed by policy")));

@@ -50,26 +50,27 @@ pub(super) fn tag_kind(coll: &str) -> Result<&'static str> {
     })
 }
 
-/// The tagged resource; one kept as a row is read from its table first
-/// (`row`, see [`tagged_row`]).
-pub(super) fn tag_target(
-    m: &Model,
+/// The tagged resource, as the caller may see it; one kept as a row is
+/// read from its table (`row`, see [`tagged_row`]).
+pub(super) async fn tag_target(
+    c: &mut sqlx::AnyConnection,
+    pool: Option<Result<Rec>>,
     auth: &Auth,
     kind: &str,
     id: &str,
     row: Option<Rec>,
 ) -> Result<Rec> {
+    let mine = |r: Option<Rec>, what: &str| {
+        r.filter(|r| owns(auth, r))
+            .ok_or_else(|| not_found(what, id))
+    };
     match kind {
-        NETWORK => find_network(m, auth, id),
-        SUBNET => find_subnet(m, auth, id),
-        PORT => find_port(m, auth, id, row),
-        ROUTER => row
-            .filter(|r| owns(auth, r))
-            .ok_or_else(|| not_found("Router", id)),
-        FIP => row
-            .filter(|f| owns(auth, f))
-            .ok_or_else(|| not_found("Floating IP", id)),
-        SUBNETPOOL => find_pool(m, auth, id),
+        NETWORK => find_network(c, auth, id).await,
+        SUBNET => find_subnet(c, auth, id).await,
+        PORT => find_port(c, auth, id, row).await,
+        ROUTER => mine(row, "Router"),
+        FIP => mine(row, "Floating IP"),
+        SUBNETPOOL => pool.unwrap_or_else(|| Err(not_found("Subnetpool", id))),
         _ => row
             .filter(|g| owns(auth, g))
             .ok_or_else(|| Error::NotFound(format!("Security group {id} does not exist"))),
@@ -107,10 +108,10 @@ pub(super) async fn retag(
     write_access(auth)?;
     let kind = tag_kind(coll)?;
     let mut w = svc(app).write().await?;
-    let port = tagged_row(w.conn(), kind, id).await?;
+    let row = tagged_row(w.conn(), kind, id).await?;
+    let pool = (kind == SUBNETPOOL).then(|| find_pool(&w.model(), auth, id));
+    let mut r = tag_target(w.conn(), pool, auth, kind, id, row).await?;
     let (ops, tags) = {
-        let m = w.model();
-        let mut r = tag_target(&m, auth, kind, id, port)?;
         if !owns(auth, &r) {
             return Err(Error::Forbidden(
                 "Changing tags of this resource is disallowed by policy".into(),
@@ -126,6 +127,14 @@ pub(super) async fn retag(
     Ok(tags)
 }
 
+/// The tagged resource as the caller sees it, outside a write.
+async fn tagged(app: &AppState, auth: &Auth, kind: &str, id: &str) -> Result<Rec> {
+    let mut c = svc(app).conn().await?;
+    let row = tagged_row(&mut c, kind, id).await?;
+    let pool = (kind == SUBNETPOOL).then(|| find_pool(&app.identity.model(), auth, id));
+    tag_target(&mut c, pool, auth, kind, id, row).await
+}
+
 pub(super) type TagPath = Path<(String, String)>;
 pub(super) type TagItemPath = Path<(String, String, String)>;
 
@@ -135,9 +144,7 @@ pub(super) async fn get_tags(
     Path((coll, id)): TagPath,
 ) -> Result<Json<Value>> {
     let kind = tag_kind(&coll)?;
-    let port = tagged_row(&mut *svc(&app).conn().await?, kind, &id).await?;
-    let m = app.identity.model();
-    let r = tag_target(&m, &auth, kind, &id, port)?;
+    let r = tagged(&app, &auth, kind, &id).await?;
     Ok(Json(json!({"tags": str_list(r.get("tags"))})))
 }
 
@@ -147,9 +154,7 @@ pub(super) async fn has_tag(
     Path((coll, id, tag)): TagItemPath,
 ) -> Result<Response> {
     let kind = tag_kind(&coll)?;
-    let port = tagged_row(&mut *svc(&app).conn().await?, kind, &id).await?;
-    let m = app.identity.model();
-    let r = tag_target(&m, &auth, kind, &id, port)?;
+    let r = tagged(&app, &auth, kind, &id).await?;
     if str_list(r.get("tags")).contains(&tag) {
         Ok(empty(StatusCode::NO_CONTENT))
     } else {

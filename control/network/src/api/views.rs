@@ -2,17 +2,33 @@
 
 use super::*;
 
-pub(super) fn network_view(m: &Model, auth: &Auth, n: &Rec) -> Rec {
+/// A network as shown; `subnets` holds (at least) its subnets.
+pub(super) fn network_view(auth: &Auth, n: &Rec, subnets: &[Rec]) -> Rec {
     let mut v = public(n);
-    let subnets: Vec<Value> = crate::subnets_of(m, st(n, "id"))
+    let mine: Vec<Value> = subnets
         .iter()
+        .filter(|s| st(s, "network_id") == st(n, "id"))
         .map(|s| json!(st(s, "id")))
         .collect();
-    v.insert("subnets".into(), Value::Array(subnets));
+    v.insert("subnets".into(), Value::Array(mine));
     if !is_admin(auth) {
         v.retain(|k, _| !k.starts_with("provider:"));
     }
     v
+}
+
+/// Networks as shown, their subnets read in one query.
+pub(super) async fn network_views(
+    c: &mut sqlx::AnyConnection,
+    auth: &Auth,
+    nets: Vec<Rec>,
+) -> Result<Vec<Rec>> {
+    let ids: Vec<String> = nets.iter().map(|n| st(n, "id").to_string()).collect();
+    let subnets = rows::SUBNETS.where_in(c, "network_id", &ids).await?;
+    Ok(nets
+        .iter()
+        .map(|n| network_view(auth, n, &subnets))
+        .collect())
 }
 
 pub(super) fn port_view(s: &Networks, auth: &Auth, p: &Rec) -> Rec {
