@@ -247,15 +247,6 @@ pub struct Revocation {
     pub expires_at: i64,
 }
 
-/// Document fields kept indexed, as (kind, field): the documents with a
-/// value there are found without reading every document of the kind
-/// ([`Model::docs_where`]).
-pub const INDEXED: &[(&str, &str)] = &[("subnet", "network_id")];
-
-fn field_of<'a>(v: &'a Value, field: &str) -> &'a str {
-    v.get(field).and_then(|x| x.as_str()).unwrap_or("")
-}
-
 /// The whole identity state.
 #[derive(Debug, Default, Clone)]
 pub struct Model {
@@ -276,9 +267,6 @@ pub struct Model {
     /// Everything else (services, endpoints, regions, policies, credentials,
     /// …): schemaless documents by kind, then id.
     pub docs: HashMap<String, BTreeMap<String, Value>>,
-    /// For the (kind, field) pairs of [`INDEXED`]: value → the ids of the
-    /// documents with it, kept with `docs`.
-    by_field: HashMap<(String, String), HashMap<String, BTreeSet<String>>>,
     /// The service catalog as every token shows it, rendered once (by the
     /// API, on first use) and forgotten when a service or endpoint changes.
     pub catalog_cache: std::sync::OnceLock<std::sync::Arc<serde_json::value::RawValue>>,
@@ -371,15 +359,6 @@ impl Model {
                 }
             }
             other => {
-                self.unindex(other, &d.id);
-                for (k, f) in INDEXED.iter().filter(|(k, _)| *k == other) {
-                    self.by_field
-                        .entry((k.to_string(), f.to_string()))
-                        .or_default()
-                        .entry(field_of(&d.body, f).to_string())
-                        .or_default()
-                        .insert(d.id.clone());
-                }
                 self.docs
                     .entry(other.to_string())
                     .or_default()
@@ -422,7 +401,6 @@ impl Model {
                 self.revocations.remove(id);
             }
             other => {
-                self.unindex(other, id);
                 if let Some(m) = self.docs.get_mut(other) {
                     m.remove(id);
                 }
@@ -432,53 +410,6 @@ impl Model {
 
     pub fn doc(&self, kind: &str, id: &str) -> Option<&Value> {
         self.docs.get(kind).and_then(|m| m.get(id))
-    }
-
-    /// Takes the stored document `kind`/`id` out of the field indexes.
-    fn unindex(&mut self, kind: &str, id: &str) {
-        let Some(old) = self.docs.get(kind).and_then(|m| m.get(id)) else {
-            return;
-        };
-        for (k, f) in INDEXED.iter().filter(|(k, _)| *k == kind) {
-            let key = (k.to_string(), f.to_string());
-            let value = field_of(old, f);
-            if let Some(ids) = self.by_field.get_mut(&key).and_then(|m| m.get_mut(value)) {
-                ids.remove(id);
-                if ids.is_empty() {
-                    if let Some(m) = self.by_field.get_mut(&key) {
-                        m.remove(value);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The documents of `kind` whose `field` is `value`: by the index when
-    /// the pair is in [`INDEXED`], else by reading the kind.
-    pub fn docs_where<'a>(
-        &'a self,
-        kind: &str,
-        field: &str,
-        value: &str,
-    ) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
-        let docs = self.docs.get(kind);
-        if !INDEXED.contains(&(kind, field)) {
-            let (field, value) = (field.to_string(), value.to_string());
-            return Box::new(
-                docs.into_iter()
-                    .flat_map(|m| m.values())
-                    .filter(move |d| field_of(d, &field) == value),
-            );
-        }
-        let ids = self
-            .by_field
-            .get(&(kind.to_string(), field.to_string()))
-            .and_then(|m| m.get(value));
-        Box::new(
-            ids.into_iter()
-                .flatten()
-                .filter_map(move |id| docs.and_then(|m| m.get(id))),
-        )
     }
 
     pub fn docs_of(&self, kind: &str) -> impl Iterator<Item = &Value> {
@@ -713,47 +644,5 @@ impl Model {
             }
         }
         false
-    }
-}
-
-#[cfg(test)]
-mod field_index_tests {
-    use super::Model;
-    use serde_json::json;
-    use ursa_core::store::Op;
-
-    fn ids(m: &Model, kind: &str, field: &str, value: &str) -> Vec<String> {
-        let mut v: Vec<String> = m
-            .docs_where(kind, field, value)
-            .map(|d| d["id"].as_str().unwrap().to_string())
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// The index follows puts that change the field, and deletes.
-    #[test]
-    fn indexed_documents_follow_changes() {
-        let mut m = Model::default();
-        let subnet =
-            |id: &str, p: &str| Op::put("subnet", id, "", id, json!({"id": id, "network_id": p}));
-        m.apply(&subnet("g1", "p1"));
-        m.apply(&subnet("g2", "p1"));
-        m.apply(&subnet("g3", "p2"));
-        assert_eq!(ids(&m, "subnet", "network_id", "p1"), ["g1", "g2"]);
-        m.apply(&subnet("g2", "p2"));
-        assert_eq!(ids(&m, "subnet", "network_id", "p1"), ["g1"]);
-        assert_eq!(ids(&m, "subnet", "network_id", "p2"), ["g2", "g3"]);
-        m.apply(&Op::delete("subnet", "g3"));
-        assert_eq!(ids(&m, "subnet", "network_id", "p2"), ["g2"]);
-        // A pair that is not indexed is answered by reading the kind.
-        m.apply(&Op::put(
-            "thing",
-            "t1",
-            "",
-            "t1",
-            json!({"id": "t1", "owner": "x"}),
-        ));
-        assert_eq!(ids(&m, "thing", "owner", "x"), ["t1"]);
     }
 }
