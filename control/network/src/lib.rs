@@ -6,10 +6,14 @@
 //! Ports, the records there are most of, are rows of the service's own
 //! tables ([`port_table`]: `net_ports` and `net_ip_allocations`, migrated
 //! by this crate's `migrations/`), read by indexed queries and listed page
-//! by page in SQL ([`port_list`]); nothing holds them in memory. The other
-//! records (kinds `network`, `subnet`, `router`, `floatingip`,
-//! `security_group`, `security_group_rule`, `network_quota`) are still
-//! documents in the control plane's store, cached in identity's model.
+//! by page in SQL ([`port_list`]). Networks, subnets, routers, floating
+//! IPs, security groups and their rules are rows too ([`rows`]: one table
+//! per kind with the columns its queries select on, and the record as
+//! JSON), written from the same `Op`s a handler plans for any record and
+//! read by indexed queries; nothing holds them in memory. Network quotas,
+//! subnet pools and address scopes (what admins set, not what the cloud
+//! grows by) are still documents in the control plane's store, cached in
+//! identity's model.
 //! Every change is one write ([`Networks::write`]): it holds the store's
 //! revision row from its first read to its commit, so an address is
 //! allocated, a MAC or segment id taken or a quota counted against what
@@ -195,6 +199,10 @@ pub async fn prepare_store(store: &ursa_core::store::Store) -> Result<()> {
     let moved = port_table::upgrade(store).await?;
     if moved > 0 {
         tracing::info!(ports = moved, "moved the ports into their table");
+    }
+    let filled = port_table::fill_groups(store).await?;
+    if filled > 0 {
+        tracing::info!(ports = filled, "indexed the ports' security groups");
     }
     let moved = rows::upgrade(store).await?;
     if moved > 0 {
@@ -408,18 +416,6 @@ impl Networks {
     /// A connection for reads of the network tables outside a write.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
         Ok(self.identity.store().conn().await?)
-    }
-
-    /// 409 when `project` would go over its port limit by adding `n`
-    /// (counted inside the write, so against what is stored).
-    pub async fn check_port_quota(w: &mut NetWriter<'_>, project: &str, n: i64) -> Result<()> {
-        let limit = Self::quota(&w.model(), project, "port");
-        if limit >= 0 && port_table::count_of_project(w.conn(), project).await? + n > limit {
-            return Err(Error::Conflict(
-                "Quota exceeded for resources: ['port'].".into(),
-            ));
-        }
-        Ok(())
     }
 
     /// A new default security group for `project` (its id and what to

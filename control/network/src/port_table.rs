@@ -225,18 +225,82 @@ pub async fn put(w: &mut WriteTx, p: &Rec) -> Result<()> {
         }
         return Err(db(e));
     }
+    set_groups(w.conn(), p).await?;
     w.touch(KIND, &v[0]);
     Ok(())
+}
+
+/// Makes the port's rows in `net_port_groups` its `security_groups`.
+async fn set_groups(c: &mut AnyConnection, p: &Rec) -> Result<()> {
+    let id = st(p, "id");
+    sqlx::query("DELETE FROM net_port_groups WHERE port_id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    for g in crate::str_list(p.get("security_groups")) {
+        sqlx::query(
+            "INSERT INTO net_port_groups (port_id, group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(g)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Gives the ports stored before `net_port_groups` existed their rows
+/// there, once (while migration 1006's 'port_groups' is pending).
+pub async fn fill_groups(store: &Store) -> Result<usize> {
+    let mut w = store.begin_write().await?;
+    let pending = sqlx::query("SELECT 1 FROM net_pending WHERE name = 'port_groups'")
+        .fetch_optional(w.conn())
+        .await
+        .map_err(db)?
+        .is_some();
+    if !pending {
+        return Ok(0);
+    }
+    let mut n = 0;
+    let mut after = String::new();
+    loop {
+        let page = select_by(
+            w.conn(),
+            "SELECT body FROM net_ports WHERE id > $1 ORDER BY id LIMIT 1000",
+            &after,
+        )
+        .await?;
+        let Some(last) = page.last() else { break };
+        after = st(last, "id").to_string();
+        for p in &page {
+            set_groups(w.conn(), p).await?;
+        }
+        n += page.len();
+    }
+    sqlx::query("DELETE FROM net_pending WHERE name = 'port_groups'")
+        .execute(w.conn())
+        .await
+        .map_err(db)?;
+    w.touch("net_pending", "port_groups");
+    w.commit(&[]).await?;
+    Ok(n)
 }
 
 /// Removes a port and frees its addresses.
 pub async fn delete(w: &mut WriteTx, id: &str) -> Result<()> {
     release(w, id).await?;
-    sqlx::query("DELETE FROM net_ports WHERE id = $1")
-        .bind(id)
-        .execute(w.conn())
-        .await
-        .map_err(db)?;
+    for sql in [
+        "DELETE FROM net_ports WHERE id = $1",
+        "DELETE FROM net_port_groups WHERE port_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(id)
+            .execute(w.conn())
+            .await
+            .map_err(db)?;
+    }
     w.touch(KIND, id);
     Ok(())
 }
@@ -593,13 +657,11 @@ pub async fn create(
     Ok(p)
 }
 
-/// Whether any port names the security group `sg` (a scan of the port
-/// bodies: only deleting a group asks).
+/// Whether any port is in the security group `sg` (by `net_port_groups`).
 pub async fn group_in_use(c: &mut AnyConnection, sg: &str) -> Result<bool> {
-    let pattern = format!("%\"{}\"%", sg.replace(['%', '_', '"'], ""));
     Ok(
-        sqlx::query("SELECT 1 FROM net_ports WHERE body LIKE $1 LIMIT 1")
-            .bind(pattern)
+        sqlx::query("SELECT 1 FROM net_port_groups WHERE group_id = $1 LIMIT 1")
+            .bind(sg)
             .fetch_optional(c)
             .await
             .map_err(db)?

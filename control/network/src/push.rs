@@ -28,6 +28,10 @@ const HEALTH: &str = "netd-health";
 /// How often every node gets its whole state again.
 const RESYNC: Duration = Duration::from_secs(20);
 
+/// How long a round waits after the change that woke it, so that the
+/// changes that come with it are pushed together.
+const GATHER: Duration = Duration::from_millis(25);
+
 /// Connects to netd at `unix:/path` or `http://host:port`.
 pub async fn connect(endpoint: &str) -> std::result::Result<NetdClient<Channel>, String> {
     ursa_core::rpc::lazy(endpoint).map(NetdClient::new)
@@ -225,7 +229,14 @@ impl Pusher {
                 me.round(&identity).await;
                 me.publish(&identity).await;
                 me.0.rounds.send_modify(|r| *r += 1);
-                let _ = tokio::time::timeout(Duration::from_secs(5), me.0.kick.notified()).await;
+                if tokio::time::timeout(Duration::from_secs(5), me.0.kick.notified())
+                    .await
+                    .is_ok()
+                {
+                    // A burst of changes (many creates at once) is one
+                    // round, not one per change.
+                    tokio::time::sleep(GATHER).await;
+                }
             }
         })
     }

@@ -285,7 +285,12 @@ pub(super) async fn insert_port(w: &mut NetWriter<'_>, auth: &Auth, b: &Rec) -> 
             json!(g.into_iter().collect::<Vec<_>>()),
         );
     }
-    Networks::check_port_quota(w, &owner, 1).await?;
+    let limit = Networks::quota(&w.model(), &owner, "port");
+    if limit >= 0 && port_table::count_of_project(w.conn(), &owner).await? + 1 > limit {
+        return Err(Error::Conflict(
+            "Quota exceeded for resources: ['port'].".into(),
+        ));
+    }
     let mac = match opt_str(b, "mac_address")? {
         Some(mac) => {
             let mac = mac.to_lowercase();
