@@ -238,6 +238,43 @@ fn network_api_isolation_bad_input_and_restart() {
         assert!(!net.ids(coll, &a).contains(&id(obj)), "A lists B's {coll}");
         assert!(net.ids(coll, &b).contains(&id(obj)), "B lists its {coll}");
     }
+    // A group a port is in cannot go (409) until the port leaves it.
+    let gb2 = net.create(
+        "security-groups",
+        "security_group",
+        &b,
+        json!({"name": "b-sg2"}),
+    );
+    let member = net.create(
+        "ports",
+        "port",
+        &b,
+        json!({"network_id": id(&nb), "security_groups": [id(&gb2)]}),
+    );
+    let (st, v) = net.call(
+        "DELETE",
+        &format!("/security-groups/{}", id(&gb2)),
+        &b,
+        None,
+    );
+    assert_eq!(st, 409, "a group in use goes: {v}");
+    let (st, v) = net.call(
+        "PUT",
+        &format!("/ports/{}", id(&member)),
+        &b,
+        Some(json!({"port": {"security_groups": [id(&gb)]}})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = net.call(
+        "DELETE",
+        &format!("/security-groups/{}", id(&gb2)),
+        &b,
+        None,
+    );
+    assert_eq!(st, 204, "a group no port is in goes: {v}");
+    let (st, _) = net.call("DELETE", &format!("/ports/{}", id(&member)), &b, None);
+    assert_eq!(st, 204);
+
     // A may not plug into B's network either.
     let (st, _) = net.call(
         "POST",

@@ -195,6 +195,16 @@ fn row_values(p: &Rec) -> [String; 9] {
 /// Stores a port (new or changed). Its addresses must already be in
 /// `net_ip_allocations` (see [`allocate`] and [`claim`]).
 pub async fn put(w: &mut WriteTx, p: &Rec) -> Result<()> {
+    store(w, p, false).await
+}
+
+/// Stores a port that is not stored yet (one statement fewer than
+/// [`put`]: it has no security group rows to replace).
+pub async fn put_new(w: &mut WriteTx, p: &Rec) -> Result<()> {
+    store(w, p, true).await
+}
+
+async fn store(w: &mut WriteTx, p: &Rec, fresh: bool) -> Result<()> {
     let v = row_values(p);
     let body = Value::Object(p.clone()).to_string();
     let r = sqlx::query(
@@ -225,19 +235,22 @@ pub async fn put(w: &mut WriteTx, p: &Rec) -> Result<()> {
         }
         return Err(db(e));
     }
-    set_groups(w.conn(), p).await?;
+    if !fresh {
+        sqlx::query("DELETE FROM net_port_groups WHERE port_id = $1")
+            .bind(&v[0])
+            .execute(w.conn())
+            .await
+            .map_err(db)?;
+    }
+    add_groups(w.conn(), p).await?;
     w.touch(KIND, &v[0]);
     Ok(())
 }
 
-/// Makes the port's rows in `net_port_groups` its `security_groups`.
-async fn set_groups(c: &mut AnyConnection, p: &Rec) -> Result<()> {
+/// Gives the port its rows in `net_port_groups` (one per group of its
+/// `security_groups`; those it has stay).
+async fn add_groups(c: &mut AnyConnection, p: &Rec) -> Result<()> {
     let id = st(p, "id");
-    sqlx::query("DELETE FROM net_port_groups WHERE port_id = $1")
-        .bind(id)
-        .execute(&mut *c)
-        .await
-        .map_err(db)?;
     for g in crate::str_list(p.get("security_groups")) {
         sqlx::query(
             "INSERT INTO net_port_groups (port_id, group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -275,7 +288,7 @@ pub async fn fill_groups(store: &Store) -> Result<usize> {
         let Some(last) = page.last() else { break };
         after = st(last, "id").to_string();
         for p in &page {
-            set_groups(w.conn(), p).await?;
+            add_groups(w.conn(), p).await?;
         }
         n += page.len();
     }
@@ -435,6 +448,49 @@ async fn pick(c: &mut AnyConnection, s: &Rec, mac: &str) -> Result<Option<IpAddr
     Ok(None)
 }
 
+/// What a port create reads before it decides (see [`context`]).
+#[derive(Debug, Default)]
+pub struct PortContext {
+    pub network: Option<Rec>,
+    /// The network's subnets, by creation.
+    pub subnets: Vec<Rec>,
+    /// The project's default security group, if it has one.
+    pub default_sg: Option<String>,
+}
+
+/// The network `net`, its subnets and `project`'s default security group,
+/// in one statement (a create runs it while the other writes wait, so
+/// round trips count).
+pub async fn context(c: &mut AnyConnection, net: &str, project: &str) -> Result<PortContext> {
+    let rows = sqlx::query(
+        "SELECT 'n', body FROM net_networks WHERE id = $1 \
+         UNION ALL SELECT 's', body FROM net_subnets WHERE network_id = $1 \
+         UNION ALL SELECT 'g', id FROM net_security_groups WHERE project_id = $2 AND name = 'default'",
+    )
+    .bind(net)
+    .bind(project)
+    .fetch_all(c)
+    .await
+    .map_err(db)?;
+    let mut ctx = PortContext::default();
+    let parse = |v: &str| -> Result<Rec> {
+        serde_json::from_str(v).map_err(|e| Error::Internal(format!("stored record: {e}")))
+    };
+    for r in &rows {
+        let tag: String = r.try_get(0).map_err(db)?;
+        let v: String = r.try_get(1).map_err(db)?;
+        match tag.as_str() {
+            "n" => ctx.network = Some(parse(&v)?),
+            "s" => ctx.subnets.push(parse(&v)?),
+            _ => ctx.default_sg = ctx.default_sg.or(Some(v)),
+        }
+    }
+    ctx.subnets.sort_by(|a, b| {
+        (st(a, "created_at"), st(a, "id")).cmp(&(st(b, "created_at"), st(b, "id")))
+    });
+    Ok(ctx)
+}
+
 /// What an allocation on a network needs to know of its subnets: the
 /// network's subnets (by creation) and which other requested subnet ids
 /// exist elsewhere (a 400 rather than a 404).
@@ -452,6 +508,16 @@ impl Subnets {
         want: Option<&[IpRequest]>,
     ) -> Result<Subnets> {
         let list = crate::subnets_of(c, net).await?;
+        Self::from_list(c, net, list, want).await
+    }
+
+    /// From the network's subnets (`list`, by creation) already read.
+    pub async fn from_list(
+        c: &mut AnyConnection,
+        net: &str,
+        list: Vec<Rec>,
+        want: Option<&[IpRequest]>,
+    ) -> Result<Subnets> {
         let asked: Vec<String> = want
             .unwrap_or_default()
             .iter()
@@ -653,7 +719,7 @@ pub async fn create(
     let ips = allocate(w, subnets, &id, &mac, reqs).await?;
     p.insert("mac_address".into(), json!(mac));
     p.insert("fixed_ips".into(), Value::Array(ips));
-    put(w, &p).await?;
+    put_new(w, &p).await?;
     Ok(p)
 }
 

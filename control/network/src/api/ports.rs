@@ -274,12 +274,22 @@ pub(super) async fn insert_port(w: &mut NetWriter<'_>, auth: &Auth, b: &Rec) -> 
         Some(v) if !v.is_null() => Some(check_groups(w.conn(), auth, v).await?),
         _ => None,
     };
-    let n = find_network(w.conn(), auth, &net_id).await?;
+    // What the create reads of the tables, in one statement (it runs
+    // while every other write waits, so round trips count).
+    let owner = owner_for(auth, b)?;
+    let ctx = port_table::context(w.conn(), &net_id, &owner).await?;
+    let n = ctx
+        .network
+        .filter(|n| net_visible(auth, n))
+        .ok_or_else(|| not_found("Network", &net_id))?;
     let (mut p, needs_default) = draft_port(auth, b, n, groups)?;
-    let subnets = port_table::Subnets::load(w.conn(), &net_id, reqs.as_deref()).await?;
-    let owner = st(&p, "project_id").to_string();
+    let subnets =
+        port_table::Subnets::from_list(w.conn(), &net_id, ctx.subnets, reqs.as_deref()).await?;
     if needs_default {
-        let g = Networks::ensure_default_sg(w, &owner).await?;
+        let g = match ctx.default_sg {
+            Some(g) => Some(g),
+            None => Networks::ensure_default_sg(w, &owner).await?,
+        };
         p.insert(
             "security_groups".into(),
             json!(g.into_iter().collect::<Vec<_>>()),
@@ -307,7 +317,7 @@ pub(super) async fn insert_port(w: &mut NetWriter<'_>, auth: &Auth, b: &Rec) -> 
     let ips = port_table::allocate(w.tx(), &subnets, &id, &mac, reqs.as_deref()).await?;
     p.insert("mac_address".into(), json!(mac));
     p.insert("fixed_ips".into(), Value::Array(ips));
-    port_table::put(w.tx(), &p).await?;
+    port_table::put_new(w.tx(), &p).await?;
     Ok(p)
 }
 
