@@ -85,18 +85,11 @@ impl NetWriter<'_> {
                 Op::Delete { kind, id } if kind == PORT => {
                     port_table::delete(self.tx(), id).await?;
                 }
-                Op::Put(d) if rows::table_of(&d.kind).is_some() => {
-                    let r = d.body.as_object().cloned().unwrap_or_default();
-                    if let Some(t) = rows::table_of(&d.kind) {
-                        t.put(self.tx(), &r).await?;
+                _ => {
+                    if !rows::apply(self.tx(), op).await? {
+                        docs.push(op.clone());
                     }
                 }
-                Op::Delete { kind, id } if rows::table_of(kind).is_some() => {
-                    if let Some(t) = rows::table_of(kind) {
-                        t.delete(self.tx(), id).await?;
-                    }
-                }
-                _ => docs.push(op.clone()),
             }
         }
         let dirty = !docs.is_empty() || self.w.tx().is_touched();
@@ -471,12 +464,7 @@ impl Networks {
         }
         let (id, ops) = Self::default_sg_ops(project);
         for op in &ops {
-            if let Op::Put(d) = op {
-                let r = d.body.as_object().cloned().unwrap_or_default();
-                if let Some(t) = rows::table_of(&d.kind) {
-                    t.put(w.tx(), &r).await?;
-                }
-            }
+            rows::apply(w.tx(), op).await?;
         }
         Ok(Some(id))
     }

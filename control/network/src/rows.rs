@@ -114,6 +114,29 @@ pub fn table_of(kind: &str) -> Option<&'static Table> {
     TABLES.iter().copied().find(|t| t.kind == kind)
 }
 
+/// Stores `op` in its kind's table when the kind is kept as rows here;
+/// false (nothing done) for any other kind.
+pub async fn apply(w: &mut WriteTx, op: &ursa_core::store::Op) -> Result<bool> {
+    use ursa_core::store::Op;
+    match op {
+        Op::Put(d) => match table_of(&d.kind) {
+            Some(t) => {
+                t.put(w, &d.body.as_object().cloned().unwrap_or_default())
+                    .await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        Op::Delete { kind, id } => match table_of(kind) {
+            Some(t) => {
+                t.delete(w, id).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+    }
+}
+
 pub(crate) fn db(e: sqlx::Error) -> Error {
     Error::Internal(format!("database error: {e}"))
 }

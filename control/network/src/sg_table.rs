@@ -7,7 +7,7 @@
 //! memory for them.
 
 use crate::rows::{self, select, GROUPS, RULES};
-use crate::{st, Rec, SG};
+use crate::{st, Rec};
 use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 use ursa_core::error::Result;
@@ -91,10 +91,4 @@ pub async fn visible_rules(c: &mut AnyConnection, project: Option<&str>) -> Resu
         }
         None => RULES.all(c).await,
     }
-}
-
-/// How many groups (`SG`) or rules (`RULE`) a project has.
-pub async fn count(c: &mut AnyConnection, kind: &str, project: &str) -> Result<i64> {
-    let t = if kind == SG { &GROUPS } else { &RULES };
-    t.count(c, "project_id", project).await
 }

@@ -212,11 +212,7 @@ pub(super) async fn create_fip(
         None => None,
     };
     Networks::check_row_quota(&mut w, &owner, "floatingip", 1).await?;
-    let n = rows::NETWORKS
-        .get(w.conn(), &net_id)
-        .await?
-        .filter(|n| net_visible(a, n))
-        .ok_or_else(|| not_found("Network", &net_id))?;
+    let n = find_network(w.conn(), a, &net_id).await?;
     if n["router:external"] != true {
         return Err(Error::BadRequest(format!(
             "Bad floatingip request: Network {net_id} is not a valid external network."

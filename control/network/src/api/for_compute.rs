@@ -30,10 +30,7 @@ pub async fn usable_networks(s: &Networks, auth: &Auth) -> Result<Vec<String>> {
         &[project(auth)],
     )
     .await?;
-    let mut nets: Vec<&Rec> = nets.iter().collect();
-    nets.sort_by(|a, b| {
-        (st(a, "created_at"), st(a, "id")).cmp(&(st(b, "created_at"), st(b, "id")))
-    });
+    let nets = crate::by_creation(nets.iter().collect());
     Ok(nets.iter().map(|n| st(n, "id").to_string()).collect())
 }
 
