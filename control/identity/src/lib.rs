@@ -22,6 +22,9 @@ pub mod bootstrap;
 pub mod model;
 pub mod password;
 pub mod token;
+mod write;
+
+pub use write::Writer;
 
 use model::{AppCred, Model, Revocation, RevokeBy, Target};
 use std::collections::BTreeSet;
@@ -91,7 +94,9 @@ pub struct Identity {
 struct Inner {
     store: Store,
     model: RwLock<Model>,
-    writer: tokio::sync::Mutex<i64>,
+    writer: Arc<tokio::sync::Mutex<write::Slot>>,
+    /// Writes waiting for `writer` (see [`write`]).
+    waiting: std::sync::atomic::AtomicUsize,
     codec: TokenCodec,
     hasher: password::Hasher,
     settings: Settings,
@@ -154,42 +159,6 @@ fn unauthorized() -> Error {
     Error::Unauthorized("The request you have made requires authentication.".into())
 }
 
-/// A write in progress (see [`Identity::write`]).
-pub struct Writer<'a> {
-    identity: &'a Identity,
-    rev: tokio::sync::MutexGuard<'a, i64>,
-    tx: ursa_core::store::WriteTx,
-}
-
-impl Writer<'_> {
-    /// The model as this write sees it (do not hold it across an await).
-    pub fn model(&self) -> RwLockReadGuard<'_, Model> {
-        self.identity.model()
-    }
-
-    /// The store transaction, for a service's reads and writes of its own
-    /// tables.
-    pub fn tx(&mut self) -> &mut ursa_core::store::WriteTx {
-        &mut self.tx
-    }
-
-    /// Makes `ops` (and the rows written through [`Writer::tx`]) durable,
-    /// then applies `ops` to the model.
-    pub async fn commit(self, ops: &[Op]) -> Result<()> {
-        let Writer {
-            identity,
-            mut rev,
-            tx,
-        } = self;
-        *rev = tx.commit(ops).await?;
-        let mut m = identity.inner.model.write().expect("model lock");
-        for op in ops {
-            m.apply(op);
-        }
-        Ok(())
-    }
-}
-
 impl Identity {
     /// Loads the identity state from the store.
     pub async fn open(store: Store, codec: TokenCodec, settings: Settings) -> Result<Identity> {
@@ -203,7 +172,8 @@ impl Identity {
             inner: Arc::new(Inner {
                 store,
                 model: RwLock::new(model),
-                writer: tokio::sync::Mutex::new(rev),
+                writer: Arc::new(tokio::sync::Mutex::new(write::Slot::new(rev))),
+                waiting: Default::default(),
                 codec,
                 hasher,
                 settings,
@@ -248,24 +218,6 @@ impl Identity {
         Ok(out)
     }
 
-    /// Begins a write: this controller's writer lock, then the store's
-    /// revision row (which other controllers' writes wait for), then the
-    /// model brought up to what they committed before. The [`Writer`] reads
-    /// the model and the service tables as they are until it commits or is
-    /// dropped (which writes nothing).
-    pub async fn write(&self) -> Result<Writer<'_>> {
-        let mut rev = self.inner.writer.lock().await;
-        let tx = self.inner.store.begin_write().await?;
-        if tx.rev() != *rev {
-            *rev = self.catch_up(*rev).await?;
-        }
-        Ok(Writer {
-            identity: self,
-            rev,
-            tx,
-        })
-    }
-
     /// Replaces the model with the store's content; returns its revision.
     async fn reload(&self) -> Result<i64> {
         let (rev, docs) = self.inner.store.load_all().await?;
@@ -301,12 +253,12 @@ impl Identity {
     /// Applies what other controllers changed in the store since this one
     /// last looked (deltas from the change feed).
     pub async fn sync_from_store(&self) -> Result<bool> {
-        let mut rev = self.inner.writer.lock().await;
+        let mut slot = self.settled().await;
         let current = self.inner.store.revision().await?;
-        if current == *rev {
+        if current == slot.rev {
             return Ok(false);
         }
-        *rev = self.catch_up(*rev).await?;
+        slot.rev = self.catch_up(slot.rev).await?;
         Ok(true)
     }
 

@@ -240,15 +240,17 @@ impl Store {
     /// commits. A dropped [`WriteTx`] rolls back.
     pub async fn begin_write(&self) -> Result<WriteTx> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE revision SET value = value WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        let rev = revision_in(&mut tx).await?;
+        let rev: i64 =
+            sqlx::query("UPDATE revision SET value = value WHERE id = 1 RETURNING value")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
         Ok(WriteTx {
             tx,
             rev,
             backend: self.backend,
             touched: Vec::new(),
+            marks: Vec::new(),
         })
     }
 
@@ -615,6 +617,8 @@ pub struct WriteTx {
     rev: i64,
     backend: Backend,
     touched: Vec<(String, String)>,
+    /// How many touched entries there were at each open savepoint.
+    marks: Vec<usize>,
 }
 
 impl WriteTx {
@@ -655,36 +659,34 @@ impl WriteTx {
     /// Stores `ops` and commits; returns the new revision (the old one
     /// when nothing at all was written).
     pub async fn commit(mut self, ops: &[Op]) -> Result<i64> {
-        if ops.is_empty() && self.touched.is_empty() {
-            self.tx.rollback().await?;
-            return Ok(self.rev);
-        }
-        let tx = &mut self.tx;
-        sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1")
-            .execute(&mut **tx)
+        self.stage(ops).await?;
+        self.finish().await
+    }
+
+    /// Opens a savepoint: a later [`WriteTx::rollback_to_savepoint`] undoes
+    /// what was written after it and keeps what was written before (the
+    /// earlier writes of a group commit).
+    pub async fn savepoint(&mut self) -> Result<()> {
+        sqlx::query("SAVEPOINT w").execute(&mut *self.tx).await?;
+        self.marks.push(self.touched.len());
+        Ok(())
+    }
+
+    /// Undoes everything since the last [`WriteTx::savepoint`].
+    pub async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        sqlx::query("ROLLBACK TO SAVEPOINT w")
+            .execute(&mut *self.tx)
             .await?;
-        let rev = self.rev + 1;
-        let mut changed: Vec<(&str, &str)> = self
-            .touched
-            .iter()
-            .map(|(k, i)| (k.as_str(), i.as_str()))
-            .collect();
-        for op in ops {
-            changed.push(match op {
-                Op::Put(d) => (&d.kind, &d.id),
-                Op::Delete { kind, id } => (kind, id),
-            });
+        if let Some(n) = self.marks.pop() {
+            self.touched.truncate(n);
         }
-        for (kind, id) in changed {
-            sqlx::query(
-                "INSERT INTO changes (rev, kind, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(rev)
-            .bind(kind)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        }
+        Ok(())
+    }
+
+    /// Stores `ops` in the transaction without committing (a unique-name
+    /// violation is [`StoreError::Conflict`]); [`WriteTx::finish`] commits
+    /// them with everything else the transaction wrote.
+    pub async fn stage(&mut self, ops: &[Op]) -> Result<()> {
         for op in ops {
             match op {
                 Op::Put(d) => {
@@ -698,7 +700,7 @@ impl WriteTx {
                     .bind(&d.scope)
                     .bind(&d.name)
                     .bind(body)
-                    .execute(&mut **tx)
+                    .execute(&mut *self.tx)
                     .await;
                     if let Err(e) = r {
                         if is_unique_violation(&e) {
@@ -709,15 +711,51 @@ impl WriteTx {
                         }
                         return Err(e.into());
                     }
+                    self.touched.push((d.kind.clone(), d.id.clone()));
                 }
                 Op::Delete { kind, id } => {
                     sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
                         .bind(kind)
                         .bind(id)
-                        .execute(&mut **tx)
+                        .execute(&mut *self.tx)
                         .await?;
+                    self.touched.push((kind.clone(), id.clone()));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Commits what the transaction wrote: bumps the revision once and
+    /// records every touched row and document under it in the change feed
+    /// (a few rows per statement). Returns the new revision, or the old one
+    /// when nothing was written (the transaction is then rolled back).
+    pub async fn finish(mut self) -> Result<i64> {
+        if self.touched.is_empty() {
+            self.tx.rollback().await?;
+            return Ok(self.rev);
+        }
+        let tx = &mut self.tx;
+        sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1")
+            .execute(&mut **tx)
+            .await?;
+        let rev = self.rev + 1;
+        let mut changed: Vec<&(String, String)> = self.touched.iter().collect();
+        changed.sort();
+        changed.dedup();
+        for chunk in changed.chunks(100) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+                .collect();
+            let sql = format!(
+                "INSERT INTO changes (rev, kind, id) VALUES {} ON CONFLICT DO NOTHING",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql).persistent(chunk.len() == 1).bind(rev);
+            for (kind, id) in chunk {
+                q = q.bind(kind.as_str()).bind(id.as_str());
+            }
+            q.execute(&mut **tx).await?;
         }
         if self.backend == Backend::Postgres {
             // Delivered at commit, to every controller listening.
