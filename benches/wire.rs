@@ -112,7 +112,7 @@ fn main() {
     let (wire_s, noop_ms, resync_ms, errors, rec_us) = rt.block_on(async {
         let netd = Netd::open(cfg()).await.expect("netd opens");
         let t0 = Instant::now();
-        let r = netd.sync(want, false).await.expect("sync");
+        let r = netd.sync(want, false, Vec::new()).await.expect("sync");
         let wire_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let noop = netd.reconcile(false).await.expect("reconcile");

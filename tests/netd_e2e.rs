@@ -445,7 +445,11 @@ fn taps_flat_networks_port_events_and_plan() {
         mtu: 0,
         ..Default::default()
     };
-    let r = lab.rt.block_on(c.ensure_network(net)).unwrap().into_inner();
+    let r = lab
+        .rt
+        .block_on(c.ensure_network(net.clone()))
+        .unwrap()
+        .into_inner();
     let bridge = r.devices[0].clone();
     let phys = ok(&["ip", "-n", &hv, "-o", "link", "show", "phys0"]);
     assert!(
@@ -471,7 +475,7 @@ fn taps_flat_networks_port_events_and_plan() {
     };
     let dev = lab
         .rt
-        .block_on(c.ensure_port(tap))
+        .block_on(c.ensure_port(tap.clone()))
         .unwrap()
         .into_inner()
         .devices[0]
@@ -542,6 +546,46 @@ fn taps_flat_networks_port_events_and_plan() {
         .status
         .success());
 
+    // A Sync leaves the digest of the state it gave (what the controller's
+    // periodic resync compares before sending a node everything again);
+    // another call that changes the state forgets it, as does a restart.
+    let state = pb::NodeState {
+        networks: vec![net.clone()],
+        ..Default::default()
+    };
+    lab.rt.block_on(c.sync(state.clone())).unwrap();
+    let held = |rt: &tokio::runtime::Runtime, c: &mut pb::netd_client::NetdClient<_>| {
+        rt.block_on(c.get_state_digest(pb::StateDigestRequest {}))
+            .unwrap()
+            .into_inner()
+            .digest
+    };
+    let want = {
+        use prost::Message;
+        use sha2::Digest;
+        sha2::Sha256::digest(state.encode_to_vec()).to_vec()
+    };
+    assert_eq!(
+        held(&lab.rt, &mut c),
+        want,
+        "the digest of the state synced"
+    );
+    lab.rt.block_on(c.sync(state.clone())).unwrap();
+    assert_eq!(held(&lab.rt, &mut c), want, "the same state again");
+    lab.rt
+        .block_on(c.ensure_port(pb::Port {
+            id: "7a900000-0000-4000-8000-000000000002".into(),
+            mac: "02:7a:00:00:00:02".into(),
+            ..tap.clone()
+        }))
+        .unwrap();
+    assert!(
+        held(&lab.rt, &mut c).is_empty(),
+        "a port added since: no digest"
+    );
+    lab.rt.block_on(c.sync(state.clone())).unwrap();
+    assert_eq!(held(&lab.rt, &mut c), want, "synced again");
+
     // `ursa-netd --plan` on the stored state of a stopped daemon: nothing to
     // do. (The watch stream stays open: SIGTERM must not wait for it.)
     lab.stop_netd(1, libc::SIGTERM);
@@ -564,6 +608,10 @@ fn taps_flat_networks_port_events_and_plan() {
     );
     lab.start_netd_with(1, &["--physical-interface", "physnet1:phys0"]);
     let mut c = lab.client(1);
+    assert!(
+        held(&lab.rt, &mut c).is_empty(),
+        "a restarted netd holds no digest"
+    );
     lab.rt
         .block_on(c.delete_network(pb::DeleteRequest { id: flat.into() }))
         .unwrap();

@@ -482,8 +482,24 @@ impl pb::netd_server::Netd for Service {
     ) -> std::result::Result<Response<pb::SyncReport>, Status> {
         let s = req.into_inner();
         let dry = s.dry_run;
+        let digest = if dry {
+            Vec::new()
+        } else {
+            use prost::Message;
+            use sha2::Digest;
+            sha2::Sha256::digest(s.encode_to_vec()).to_vec()
+        };
         let d = state_from(s)?;
-        Ok(Response::new(report(self.0.sync(d, dry).await?)))
+        Ok(Response::new(report(self.0.sync(d, dry, digest).await?)))
+    }
+
+    async fn get_state_digest(
+        &self,
+        _: Request<pb::StateDigestRequest>,
+    ) -> std::result::Result<Response<pb::StateDigest>, Status> {
+        Ok(Response::new(pb::StateDigest {
+            digest: self.0.state_digest(),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(ports = req.get_ref().ports.len(), replace = req.get_ref().replace))]

@@ -73,6 +73,9 @@ struct Inner {
     /// The errors of the last pass, so that a lasting failure is logged
     /// once (when it starts) and once more when it clears.
     reported: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The digest of the state the last `Sync` gave, while nothing else
+    /// changed the desired state (empty otherwise).
+    synced: std::sync::Mutex<Vec<u8>>,
 }
 
 impl Netd {
@@ -115,6 +118,7 @@ impl Netd {
                 owned_ns: std::sync::Mutex::new(owned_ns),
                 owned_ns_file,
                 reported: Default::default(),
+                synced: Default::default(),
             }),
         })
     }
@@ -150,14 +154,36 @@ impl Netd {
 
     /// Applies a validated change: persist, then reconcile.
     async fn change(&self, f: impl FnOnce(&mut Desired) -> Result<()>) -> Result<Report> {
+        self.change_to(f, Vec::new()).await
+    }
+
+    /// [`Netd::change`], recording `digest` (when not empty) as the digest
+    /// of the state it gives; a change without one forgets it.
+    async fn change_to(
+        &self,
+        f: impl FnOnce(&mut Desired) -> Result<()>,
+        digest: Vec<u8>,
+    ) -> Result<Report> {
         let mut d = self.inner.desired.lock().await;
         let mut next = d.clone();
         f(&mut next)?;
         if next != *d {
             next.save(&self.inner.state_file)?;
             *d = next;
+            if digest.is_empty() {
+                self.inner.synced.lock().expect("synced").clear();
+            }
+        }
+        if !digest.is_empty() {
+            *self.inner.synced.lock().expect("synced") = digest;
         }
         self.reconcile_locked(&d, false).await
+    }
+
+    /// The digest the last `Sync` gave, empty when the desired state
+    /// changed since by another call (or netd restarted).
+    pub fn state_digest(&self) -> Vec<u8> {
+        self.inner.synced.lock().expect("synced").clone()
     }
 
     pub async fn ensure_network(&self, n: Network) -> Result<Report> {
@@ -258,7 +284,6 @@ impl Netd {
         .await
     }
 
-    /// Replaces the whole desired state (or, with `dry_run`, plans it).
     /// Changes the held DHCP reservations (see [`crate::dhcp_hosts`]).
     pub fn update_dhcp_hosts(
         &self,
@@ -267,15 +292,20 @@ impl Netd {
         self.inner.dhcp.held.update(u)
     }
 
-    pub async fn sync(&self, want: Desired, dry_run: bool) -> Result<Report> {
+    /// Replaces the whole desired state (or, with `dry_run`, plans it);
+    /// `digest` is the state's (see [`Netd::state_digest`]).
+    pub async fn sync(&self, want: Desired, dry_run: bool, digest: Vec<u8>) -> Result<Report> {
         want.check_all(&self.inner.node)?;
         if dry_run {
             return self.reconcile_locked(&want, true).await;
         }
-        self.change(|d| {
-            *d = want;
-            Ok(())
-        })
+        self.change_to(
+            |d| {
+                *d = want;
+                Ok(())
+            },
+            digest,
+        )
         .await
     }
 

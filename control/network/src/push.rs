@@ -6,7 +6,10 @@
 //! groups; unbound ports cost nothing) and sends it with netd's `Sync`
 //! call, which changes only what differs: traffic that already flows is
 //! not disturbed. A node whose state's digest did not change since its
-//! last successful sync is left alone until the periodic resync. The DHCP
+//! last successful sync is left alone; at the periodic resync it is asked
+//! for the digest of the state it holds (`GetStateDigest`) and sent the
+//! whole state only when that differs (it restarted, or another call
+//! changed its state). The DHCP
 //! reservations of every port, most of what the network node is told, go
 //! separately and in proportion to the change ([`crate::dhcp_push`]).
 
@@ -367,14 +370,24 @@ impl Pusher {
         };
         for (i, state) in states {
             let n = &self.0.nodes[i];
-            let fresh = {
+            let want = digest(&state);
+            let (same, due) = {
                 let h = self.0.health.lock().expect("health");
-                h.get(&n.name).is_some_and(|x| {
-                    x.ok && x.last == Some(digest(&state))
-                        && x.at.is_some_and(|t| t.elapsed() < RESYNC)
+                h.get(&n.name).map_or((false, true), |x| {
+                    (
+                        x.ok && x.last == Some(want),
+                        x.at.is_none_or(|t| t.elapsed() >= RESYNC),
+                    )
                 })
             };
-            if fresh {
+            if same && !due {
+                continue;
+            }
+            if same && self.holds(n, &want).await {
+                // The periodic resync: the node still holds this state
+                // (netd repairs the kernel against it by itself).
+                let mut h = self.0.health.lock().expect("health");
+                h.entry(n.name.clone()).or_default().at = Some(Instant::now());
                 continue;
             }
             let r = n.client.clone().sync(state.clone()).await;
@@ -402,7 +415,7 @@ impl Pusher {
                     if rep.errors.is_empty() && rep.added + rep.changed + rep.removed > 0 {
                         tracing::info!(node = %n.name, added = rep.added, changed = rep.changed, removed = rep.removed, "netd synced");
                     }
-                    e.last = Some(digest(&state));
+                    e.last = Some(want);
                 }
                 Err(s) => {
                     let failures = Failures {
@@ -424,6 +437,16 @@ impl Pusher {
         if let Some(node) = self.network_node().filter(|n| caps.contains_key(*n)) {
             self.push_dhcp(identity, node, &dhcp_networks).await;
         }
+    }
+
+    /// Whether the node says the state it holds is the one with `digest`
+    /// (given by our last `Sync`, and nothing changed it since).
+    async fn holds(&self, n: &NetNode, digest: &[u8; 32]) -> bool {
+        n.client
+            .clone()
+            .get_state_digest(pb::StateDigestRequest {})
+            .await
+            .is_ok_and(|r| r.into_inner().digest == digest)
     }
 
     /// Brings the network node's DHCP reservations up to the rows.
