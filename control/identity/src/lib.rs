@@ -15,7 +15,9 @@
 //!
 //! Reads never touch the database: the model is loaded at start and every
 //! change is written to the store first and then applied to memory. Writers
-//! are serialised, so a change is computed against the state it replaces.
+//! are serialised, so a change is computed against the state it replaces;
+//! writes that wait for each other share one commit ([`Writer`], see the
+//! `write` module).
 
 pub mod api;
 pub mod bootstrap;
