@@ -36,6 +36,7 @@ pub mod ipam;
 pub mod port_list;
 pub mod port_table;
 pub mod push;
+pub mod push_scope;
 pub mod query;
 pub mod rows;
 pub mod sg_table;

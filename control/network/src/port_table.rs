@@ -92,20 +92,6 @@ pub async fn with_address(c: &mut AnyConnection, address: &str) -> Result<Vec<Re
     .await
 }
 
-/// The ports a node's desired state names whole: bound ones and the
-/// service's own (routers, DHCP, floating IPs). Unbound ports cost the
-/// pusher nothing; DHCP reads only addresses ([`crate::dhcp_push`]).
-pub async fn for_push(c: &mut AnyConnection) -> Result<Vec<Rec>> {
-    let rows = sqlx::query(
-        "SELECT id, body FROM net_ports WHERE host > '' \
-         UNION SELECT id, body FROM net_ports WHERE device_owner >= 'network:' AND device_owner < 'network;'",
-    )
-    .fetch_all(c)
-    .await
-    .map_err(db)?;
-    Ok(ursa_core::store::json_records(&rows, 1)?)
-}
-
 /// How many ports a project has (its quota use).
 pub async fn count_of_project(c: &mut AnyConnection, project: &str) -> Result<i64> {
     sqlx::query("SELECT COUNT(*) FROM net_ports WHERE project_id = $1")
@@ -204,8 +190,67 @@ pub async fn put_new(w: &mut WriteTx, p: &Rec) -> Result<()> {
     store(w, p, true).await
 }
 
+/// The kind of the marks a port write leaves in the change feed for the
+/// pusher ([`crate::push`]), naming what the port was and is to the nodes:
+/// `host:H` (a port bound to node H), `net:N` and `group:G` (its network
+/// and security groups, which other nodes' states name), `*` (a service
+/// port, e.g. a router's or DHCP's: any node). An unbound port leaves none:
+/// no node's state names it.
+pub const PUSH_MARK: &str = "net_push";
+
+fn mark(w: &mut WriteTx, host: &str, owner: &str, network: &str, groups: &[String]) {
+    if owner.starts_with("network:") {
+        w.touch(PUSH_MARK, "*");
+        return;
+    }
+    if host.is_empty() {
+        return;
+    }
+    w.touch(PUSH_MARK, &format!("host:{host}"));
+    w.touch(PUSH_MARK, &format!("net:{network}"));
+    for g in groups {
+        w.touch(PUSH_MARK, &format!("group:{g}"));
+    }
+}
+
+/// Marks what the stored port `id` is to the nodes (before it changes).
+async fn mark_stored(w: &mut WriteTx, id: &str) -> Result<()> {
+    let rows = sqlx::query(
+        "SELECT p.host, p.device_owner, p.network_id, g.group_id FROM net_ports p \
+         LEFT JOIN net_port_groups g ON g.port_id = p.id WHERE p.id = $1",
+    )
+    .bind(id)
+    .fetch_all(w.conn())
+    .await
+    .map_err(db)?;
+    let Some(r) = rows.first() else {
+        return Ok(());
+    };
+    let (host, owner, network): (String, String, String) = (
+        r.try_get(0).map_err(db)?,
+        r.try_get(1).map_err(db)?,
+        r.try_get(2).map_err(db)?,
+    );
+    let groups: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<Option<String>, _>(3).ok().flatten())
+        .collect();
+    mark(w, &host, &owner, &network, &groups);
+    Ok(())
+}
+
 async fn store(w: &mut WriteTx, p: &Rec, fresh: bool) -> Result<()> {
     let v = row_values(p);
+    if !fresh {
+        mark_stored(w, &v[0]).await?;
+    }
+    mark(
+        w,
+        &v[7],
+        &v[5],
+        &v[2],
+        &crate::str_list(p.get("security_groups")),
+    );
     let body = Value::Object(p.clone()).to_string();
     let r = sqlx::query(
         "INSERT INTO net_ports (id, project_id, network_id, mac_address, device_id, device_owner, name, host, created_at, body) \
@@ -303,6 +348,7 @@ pub async fn fill_groups(store: &Store) -> Result<usize> {
 
 /// Removes a port and frees its addresses.
 pub async fn delete(w: &mut WriteTx, id: &str) -> Result<()> {
+    mark_stored(w, id).await?;
     release(w, id).await?;
     for sql in [
         "DELETE FROM net_ports WHERE id = $1",

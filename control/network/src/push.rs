@@ -66,6 +66,10 @@ struct NodeHealth {
     failures: Failures,
     /// The DHCP reservations it holds (None: unknown, send them all).
     dhcp: Option<crate::dhcp_push::Pushed>,
+    /// The networks and security groups its last computed state carries
+    /// (which changes it is recomputed for, see [`crate::push_scope`]).
+    hosted: BTreeSet<String>,
+    groups: BTreeSet<String>,
 }
 
 /// A node's sync errors sorted by what they are about, so that the API can
@@ -126,6 +130,8 @@ struct Inner {
     nodes: Vec<NetNode>,
     kick: Notify,
     health: Mutex<HashMap<String, NodeHealth>>,
+    /// The store revision the last round's states were computed at.
+    seen: Mutex<Option<i64>>,
     /// Bumped after each round; tests and callers may wait on it.
     rounds: tokio::sync::watch::Sender<u64>,
 }
@@ -140,6 +146,7 @@ impl Pusher {
             nodes,
             kick: Notify::new(),
             health: Mutex::new(HashMap::new()),
+            seen: Mutex::new(None),
             rounds: tokio::sync::watch::channel(0).0,
         }))
     }
@@ -281,6 +288,7 @@ impl Pusher {
     /// forgets what this one last sent (stale once it takes over).
     fn adopt_published(&self, identity: &Identity) {
         let m = identity.model();
+        *self.0.seen.lock().expect("seen") = None;
         let mut h = self.0.health.lock().expect("health");
         for n in &self.0.nodes {
             let e = h.entry(n.name.clone()).or_default();
@@ -300,6 +308,7 @@ impl Pusher {
     }
 
     async fn round(&self, identity: &Identity) {
+        let mut caps_changed = false;
         for n in &self.0.nodes {
             let known = self
                 .0
@@ -319,6 +328,7 @@ impl Pusher {
                 match r {
                     Ok(c) => {
                         let c = c.into_inner();
+                        caps_changed = true;
                         e.caps = Some(Caps {
                             vtep: c.vtep_address,
                             physnets: c.physical_networks,
@@ -349,25 +359,14 @@ impl Pusher {
         if caps.is_empty() {
             return;
         }
-        let (ports, rows) = match read_ports(identity).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the ports to push; trying again");
-                return;
-            }
-        };
-        let (states, dhcp_networks) = {
-            let plan = Plan::new(&rows, &ports, self.network_node().unwrap_or(""), &caps);
-            let states: Vec<(usize, pb::NodeState)> = self
-                .0
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| caps.contains_key(&n.name))
-                .map(|(i, n)| (i, plan.node_state(&n.name)))
-                .collect();
-            (states, plan.dhcp_networks())
-        };
+        let (states, dhcp_networks, rev) =
+            match self.plan_round(identity, &caps, caps_changed).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the state to push; trying again");
+                    return;
+                }
+            };
         for (i, state) in states {
             let n = &self.0.nodes[i];
             let want = digest(&state);
@@ -434,9 +433,63 @@ impl Pusher {
                 }
             }
         }
+        *self.0.seen.lock().expect("seen") = Some(rev);
         if let Some(node) = self.network_node().filter(|n| caps.contains_key(*n)) {
             self.push_dhcp(identity, node, &dhcp_networks).await;
         }
+    }
+
+    /// The states of the nodes this round recomputes (see
+    /// [`crate::push_scope`]; every node with `all`), the networks whose
+    /// DHCP reservations the network node holds, and the revision they
+    /// were read at.
+    async fn plan_round(
+        &self,
+        identity: &Identity,
+        caps: &BTreeMap<String, Caps>,
+        all: bool,
+    ) -> ursa_core::error::Result<(Vec<(usize, pb::NodeState)>, BTreeSet<String>, i64)> {
+        use crate::push_scope::{marks_since, ports_for};
+        let mut snap = identity.store().snapshot().await?;
+        let since = if all {
+            None
+        } else {
+            *self.0.seen.lock().expect("seen")
+        };
+        let marks = marks_since(&mut snap, since).await?;
+        let mut rows = read_common(snap.conn()).await?;
+        let network_node = self.network_node().unwrap_or("");
+        let dhcp_networks = Plan::new(&rows, &[], network_node, caps).dhcp_networks();
+        let mut states = Vec::new();
+        for (i, n) in self.0.nodes.iter().enumerate() {
+            if !caps.contains_key(&n.name) {
+                continue;
+            }
+            let needed = {
+                let h = self.0.health.lock().expect("health");
+                h.get(&n.name).is_none_or(|x| {
+                    !x.ok
+                        || x.last.is_none()
+                        || x.at.is_none_or(|t| t.elapsed() >= RESYNC)
+                        || marks.touch(&n.name, &x.hosted, &x.groups)
+                })
+            };
+            if !needed {
+                continue;
+            }
+            let ports =
+                ports_for(snap.conn(), &n.name, n.name == network_node, &rows.subnets).await?;
+            read_groups(snap.conn(), &ports, &mut rows).await?;
+            let state = Plan::new(&rows, &ports, network_node, caps).node_state(&n.name);
+            {
+                let mut h = self.0.health.lock().expect("health");
+                let e = h.entry(n.name.clone()).or_default();
+                e.hosted = state.networks.iter().map(|x| x.id.clone()).collect();
+                e.groups = state.security_groups.iter().map(|x| x.id.clone()).collect();
+            }
+            states.push((i, state));
+        }
+        Ok((states, dhcp_networks, snap.rev()))
     }
 
     /// Whether the node says the state it holds is the one with `digest`
@@ -474,18 +527,47 @@ impl Pusher {
     }
 }
 
-/// The ports a round needs (see [`crate::port_table::for_push`]), the
-/// security groups they are in or their rules name, and the floating IPs
-/// routers carry.
-async fn read_ports(identity: &Identity) -> ursa_core::error::Result<(Vec<Rec>, RoundRows)> {
+/// What every node's state is computed with: the floating IPs routers
+/// carry, every router, network and subnet (groups and rules come per
+/// node, [`read_groups`]).
+async fn read_common(c: &mut sqlx::AnyConnection) -> ursa_core::error::Result<RoundRows> {
+    let mut out = RoundRows::default();
+    let fips = crate::rows::select(
+        c,
+        "SELECT body FROM net_floating_ips WHERE router_id > ''",
+        &[],
+    )
+    .await?;
+    out.routers = crate::rows::ROUTERS.all(c).await?;
+    out.networks = crate::rows::NETWORKS
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|n| (st(&n, "id").to_string(), n))
+        .collect();
+    out.subnets = crate::rows::SUBNETS.all(c).await?;
+    for f in fips {
+        out.fips
+            .entry(st(&f, "router_id").to_string())
+            .or_default()
+            .push(f);
+    }
+    Ok(out)
+}
+
+/// The security groups `ports` are in or their rules name, and their
+/// rules, into `rows` (replacing the previous node's).
+async fn read_groups(
+    c: &mut sqlx::AnyConnection,
+    ports: &[Rec],
+    rows: &mut RoundRows,
+) -> ursa_core::error::Result<()> {
     use crate::sg_table;
-    let mut c = identity.store().conn().await?;
-    let ports = crate::port_table::for_push(&mut c).await?;
     let mut ids: BTreeSet<String> = ports
         .iter()
         .flat_map(|p| str_list(p.get("security_groups")))
         .collect();
-    let mut rules = sg_table::rules_of(&mut c, &ids.iter().cloned().collect::<Vec<_>>()).await?;
+    let mut rules = sg_table::rules_of(c, &ids.iter().cloned().collect::<Vec<_>>()).await?;
     let remote: Vec<String> = rules
         .iter()
         .map(|r| st(r, "remote_group_id").to_string())
@@ -493,40 +575,18 @@ async fn read_ports(identity: &Identity) -> ursa_core::error::Result<(Vec<Rec>, 
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    rules.extend(sg_table::rules_of(&mut c, &remote).await?);
+    rules.extend(sg_table::rules_of(c, &remote).await?);
     ids.extend(remote);
-    let exist = sg_table::groups(&mut c, &ids.into_iter().collect::<Vec<_>>()).await?;
-    let mut out = RoundRows {
-        groups: exist.into_keys().collect(),
-        ..RoundRows::default()
-    };
+    let exist = sg_table::groups(c, &ids.into_iter().collect::<Vec<_>>()).await?;
+    rows.groups = exist.into_keys().collect();
+    rows.rules.clear();
     for r in rules {
-        out.rules
+        rows.rules
             .entry(st(&r, "security_group_id").to_string())
             .or_default()
             .push(r);
     }
-    let fips = crate::rows::select(
-        &mut c,
-        "SELECT body FROM net_floating_ips WHERE router_id > ''",
-        &[],
-    )
-    .await?;
-    out.routers = crate::rows::ROUTERS.all(&mut c).await?;
-    out.networks = crate::rows::NETWORKS
-        .all(&mut c)
-        .await?
-        .into_iter()
-        .map(|n| (st(&n, "id").to_string(), n))
-        .collect();
-    out.subnets = crate::rows::SUBNETS.all(&mut c).await?;
-    for f in fips {
-        out.fips
-            .entry(st(&f, "router_id").to_string())
-            .or_default()
-            .push(f);
-    }
-    Ok((ports, out))
+    Ok(())
 }
 
 /// What a round reads from the tables besides the ports.

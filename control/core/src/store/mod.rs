@@ -580,6 +580,19 @@ impl Snapshot {
     /// reaches back to `since` (pruned): the caller starts over from the
     /// rows. Costs in proportion to the revisions read, not to the store.
     pub async fn touched_since(&mut self, kind: &str, since: i64) -> Result<Option<Vec<String>>> {
+        Ok(self
+            .kinds_touched_since(&[kind], since)
+            .await?
+            .map(|v| v.into_iter().map(|(_, id)| id).collect()))
+    }
+
+    /// Like [`Snapshot::touched_since`], for several kinds at once: each
+    /// (kind, id) once.
+    pub async fn kinds_touched_since(
+        &mut self,
+        kinds: &[&str],
+        since: i64,
+    ) -> Result<Option<Vec<(String, String)>>> {
         if since >= self.rev {
             return Ok((since == self.rev).then(Vec::new));
         }
@@ -591,19 +604,21 @@ impl Snapshot {
         if first != Some(since + 1) {
             return Ok(None);
         }
-        let rows = sqlx::query(
-            "SELECT DISTINCT id FROM changes WHERE rev > $1 AND rev <= $2 AND kind = $3",
-        )
-        .bind(since)
-        .bind(self.rev)
-        .bind(kind)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        Ok(Some(
-            rows.iter()
-                .map(|r| r.try_get(0))
-                .collect::<std::result::Result<_, _>>()?,
-        ))
+        let marks: Vec<String> = (3..kinds.len() + 3).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT DISTINCT kind, id FROM changes WHERE rev > $1 AND rev <= $2 AND kind IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(since).bind(self.rev);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        let rows = q.fetch_all(&mut *self.tx).await?;
+        let touched = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_>>()?;
+        Ok(Some(touched))
     }
 }
 
