@@ -450,6 +450,7 @@ impl Pusher {
         all: bool,
     ) -> ursa_core::error::Result<(Vec<(usize, pb::NodeState)>, BTreeSet<String>, i64)> {
         use crate::push_scope::{marks_since, ports_for};
+        let started = Instant::now();
         let mut snap = identity.store().snapshot().await?;
         let since = if all {
             None
@@ -489,6 +490,13 @@ impl Pusher {
             }
             states.push((i, state));
         }
+        tracing::debug!(
+            rev = snap.rev(),
+            every_node = marks.all,
+            recomputed = states.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "push round planned"
+        );
         Ok((states, dhcp_networks, snap.rev()))
     }
 
