@@ -1,7 +1,8 @@
 //! The network service (Neutron v2.0): networks with provider segments,
 //! subnets and their addresses, ports, routers, floating IPs, security
 //! groups, quotas and tags; every change is stored first, then pushed to
-//! the netd of each node as that node's whole desired state ([`push`]).
+//! the netd of each node it reaches as that node's whole desired state
+//! ([`push`], [`push_scope`]).
 //!
 //! Ports, the records there are most of, are rows of the service's own
 //! tables ([`port_table`]: `net_ports` and `net_ip_allocations`, migrated

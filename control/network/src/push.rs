@@ -1,9 +1,11 @@
 //! Carrying the stored network state to the netd nodes.
 //!
 //! After every stored change (and every 20 s, so that a node that was
-//! down or restarted empty is brought back) the pusher computes each
-//! node's desired state (its networks, bound ports, routers and security
-//! groups; unbound ports cost nothing) and sends it with netd's `Sync`
+//! down or restarted empty is brought back) the pusher computes the
+//! desired state (its networks, bound ports, routers and security groups;
+//! unbound ports cost nothing) of each node the change reaches
+//! ([`crate::push_scope`]: the marks port writes leave in the change feed
+//! name them) and sends it with netd's `Sync`
 //! call, which changes only what differs: traffic that already flows is
 //! not disturbed. A node whose state's digest did not change since its
 //! last successful sync is left alone; at the periodic resync it is asked
