@@ -75,10 +75,18 @@ impl Cloud {
         extra: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Cloud {
+        let database = if extra.iter().any(|a| a.starts_with("--database-url")) {
+            None
+        } else {
+            std::env::var("URSA_TEST_DATABASE_URL")
+                .ok()
+                .map(|u| database_of(&u, state_dir))
+        };
         let mut child = Command::new(ursa_bin())
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .args(["up", "--state-dir"])
             .arg(state_dir)
+            .args(database.iter().flat_map(|u| ["--database-url", u.as_str()]))
             .args(["--admin-password", password])
             .args(if extra.iter().any(|a| a.starts_with("--bind")) {
                 &[][..]
@@ -647,6 +655,49 @@ impl Drop for FreshDb {
                     .execute(&mut c)
                     .await
             });
+    }
+}
+
+/// The PostgreSQL database of the cloud in `state_dir` when the tests run
+/// every cloud on PostgreSQL (`URSA_TEST_DATABASE_URL`, a URL of a
+/// database whose user may create others; the Unix socket form,
+/// `postgres://ursa:ursa@localhost/ursa_test?host=/var/run/postgresql`,
+/// reaches it also from a test's own network namespace): one per state directory,
+/// created on its first start and kept across restarts of that cloud
+/// (named `ursa_t_<hash of the directory>`; drop them after the run).
+fn database_of(url: &str, state_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::path::absolute(state_dir)
+        .unwrap_or_else(|_| state_dir.to_path_buf())
+        .hash(&mut h);
+    let name = format!("ursa_t_{:016x}", h.finish());
+    let admin = url.to_string();
+    let n = name.clone();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            use sqlx::{Connection, Row};
+            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+            let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&n)
+                .fetch_optional(&mut c)
+                .await
+                .unwrap()
+                .map(|r| r.get::<i32, _>(0));
+            if exists.is_none() {
+                sqlx::query(&format!("CREATE DATABASE {n}"))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        });
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = base.rsplit_once('/').unwrap().0;
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
     }
 }
 

@@ -28,15 +28,25 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    pub fn parse(raw: Option<&str>) -> ListQuery {
-        let pairs = raw
+    /// The query's pairs; a NUL character in one is bad input (no stored
+    /// value holds one, and PostgreSQL refuses it in a parameter).
+    pub fn parse(raw: Option<&str>) -> ursa_core::error::Result<ListQuery> {
+        let pairs: Vec<(String, String)> = raw
             .map(|q| {
                 form_urlencoded::parse(q.as_bytes())
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect()
             })
             .unwrap_or_default();
-        ListQuery { pairs }
+        if pairs
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ursa_core::error::Error::BadRequest(
+                "Invalid input: the query holds a NUL character.".into(),
+            ));
+        }
+        Ok(ListQuery { pairs })
     }
 
     pub fn all(&self, key: &str) -> Vec<&str> {
@@ -379,7 +389,8 @@ mod tests {
     fn filters_sort_and_pages() {
         let q = ListQuery::parse(Some(
             "admin_state_up=True&sort_key=name&sort_dir=asc&limit=2",
-        ));
+        ))
+        .unwrap();
         let v = answer(&q, items(), KNOWN, "ports", "u").unwrap();
         let names: Vec<&str> = v["ports"]
             .as_array()
@@ -389,21 +400,28 @@ mod tests {
             .collect();
         assert_eq!(names, ["n0", "n2"]);
         assert_eq!(v["ports_links"][0]["rel"], "next");
-        let q = ListQuery::parse(Some("fixed_ips=ip_address%3D10.0.0.3&fields=id"));
+        let q = ListQuery::parse(Some("fixed_ips=ip_address%3D10.0.0.3&fields=id")).unwrap();
         let v = answer(&q, items(), KNOWN, "ports", "u").unwrap();
         assert_eq!(v["ports"], json!([{"id": "id3"}]));
         assert!(answer(
-            &ListQuery::parse(Some("bogus=1")),
+            &ListQuery::parse(Some("bogus=1")).unwrap(),
             items(),
             KNOWN,
             "ports",
             "u"
         )
         .is_err());
-        let q = ListQuery::parse(Some("not-tags=a"));
+        let q = ListQuery::parse(Some("not-tags=a")).unwrap();
         assert_eq!(
             answer(&q, items(), KNOWN, "ports", "u").unwrap()["ports"],
             json!([])
         );
+    }
+
+    #[test]
+    fn a_nul_in_the_query_is_bad_input() {
+        assert!(ListQuery::parse(Some("name=a%00b")).is_err());
+        assert!(ListQuery::parse(Some("na%00me=a")).is_err());
+        assert!(ListQuery::parse(Some("name=ab")).is_ok());
     }
 }

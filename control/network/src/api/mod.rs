@@ -560,7 +560,7 @@ fn list_response(
     known: &[&str],
     items: Vec<Rec>,
 ) -> Result<Json<Value>> {
-    let q = ListQuery::parse(raw.as_deref());
+    let q = ListQuery::parse(raw.as_deref())?;
     Ok(Json(query::answer(
         &q,
         items,
@@ -571,7 +571,7 @@ fn list_response(
 }
 
 fn show_fields(raw: &Option<String>, v: Rec) -> Rec {
-    let q = ListQuery::parse(raw.as_deref());
+    let q = ListQuery::parse(raw.as_deref()).unwrap_or_default();
     query::select(v, &q.all("fields"))
 }
 

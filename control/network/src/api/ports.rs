@@ -80,7 +80,7 @@ pub(super) async fn list_ports(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let s = svc(&app);
-    let q = ListQuery::parse(raw.as_deref());
+    let q = ListQuery::parse(raw.as_deref())?;
     let mut c = s.conn().await?;
     let vis = port_visibility(&mut c, &auth).await?;
     let backend = app.identity.store().backend();

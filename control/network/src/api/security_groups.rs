@@ -26,7 +26,7 @@ pub(super) async fn ensure_callers_sg(s: &Networks, auth: &Auth) -> Result<()> {
 
 /// The one value of a filter the query gives, if it gives exactly one.
 fn only(raw: &Option<String>, key: &str) -> Option<String> {
-    let q = ListQuery::parse(raw.as_deref());
+    let q = ListQuery::parse(raw.as_deref()).ok()?;
     match q.all(key).as_slice() {
         [v] => Some(v.to_string()),
         _ => None,
