@@ -15,6 +15,7 @@
 //! index ([`ports_for`]), not from every bound port of the cloud.
 
 use crate::port_table::PUSH_MARK;
+use crate::rows::select_in;
 use crate::{st, str_list, Rec, FIP, NETWORK, ROUTER, RULE, SG, SUBNET};
 use crate::{OWNER_ROUTER_GW, OWNER_ROUTER_IF};
 use sqlx::AnyConnection;
@@ -119,9 +120,9 @@ pub(crate) async fn ports_for(
         ports.extend(service.into_iter().map(|p| (st(&p, "id").to_string(), p)));
     }
     let nets: Vec<String> = nets.into_iter().collect();
-    let neighbours = in_chunks(
+    let neighbours = select_in(
         c,
-        &format!("SELECT body FROM net_ports WHERE (host > '' OR {SERVICE}) AND network_id IN"),
+        &format!("SELECT body FROM net_ports WHERE (host > '' OR {SERVICE}) AND network_id IN (…)"),
         &nets,
     )
     .await?;
@@ -137,11 +138,11 @@ pub(crate) async fn ports_for(
             groups.insert(g.to_string());
         }
     }
-    let members = in_chunks(
+    let members = select_in(
         c,
         "SELECT p.body FROM net_port_groups g JOIN net_ports p ON p.id = g.port_id \
          WHERE (p.host > '' OR (p.device_owner >= 'network:' AND p.device_owner < 'network;')) \
-         AND g.group_id IN",
+         AND g.group_id IN (…)",
         &groups.into_iter().collect::<Vec<_>>(),
     )
     .await?;
@@ -150,18 +151,6 @@ pub(crate) async fn ports_for(
     }
     let mut out: Vec<Rec> = ports.into_values().collect();
     out.sort_by(|a, b| st(a, "id").cmp(st(b, "id")));
-    Ok(out)
-}
-
-/// `sql` (ending in `… IN`) for `values`, a few hundred at a time.
-async fn in_chunks(c: &mut AnyConnection, sql: &str, values: &[String]) -> Result<Vec<Rec>> {
-    let mut out = Vec::new();
-    for chunk in values.chunks(200) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let q = format!("{sql} ({})", marks.join(", "));
-        let args: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        out.extend(crate::rows::select(c, &q, &args).await?);
-    }
     Ok(out)
 }
 

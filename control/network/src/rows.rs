@@ -151,6 +151,23 @@ pub(crate) async fn select(c: &mut AnyConnection, sql: &str, args: &[&str]) -> R
     Ok(ursa_core::store::json_records(&rows, 0)?)
 }
 
+/// The records `sql` selects for `values`, a few hundred at a time: `sql`
+/// names them as `IN (…)`, which becomes each chunk's parameter list.
+pub(crate) async fn select_in(
+    c: &mut AnyConnection,
+    sql: &str,
+    values: &[String],
+) -> Result<Vec<Rec>> {
+    let mut out = Vec::new();
+    for chunk in values.chunks(200) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let q = sql.replace("IN (…)", &format!("IN ({})", marks.join(", ")));
+        let args: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        out.extend(select(c, &q, &args).await?);
+    }
+    Ok(out)
+}
+
 impl Table {
     /// The record `id`.
     pub async fn get(&self, c: &mut AnyConnection, id: &str) -> Result<Option<Rec>> {
@@ -166,18 +183,11 @@ impl Table {
         column: &str,
         values: &[String],
     ) -> Result<Vec<Rec>> {
-        let mut out = Vec::new();
-        for chunk in values.chunks(200) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT body FROM {} WHERE {column} IN ({}) ORDER BY {column}, created_at, id",
-                self.name,
-                marks.join(", ")
-            );
-            let args: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            out.extend(select(c, &sql, &args).await?);
-        }
-        Ok(out)
+        let sql = format!(
+            "SELECT body FROM {} WHERE {column} IN (…) ORDER BY {column}, created_at, id",
+            self.name
+        );
+        select_in(c, &sql, values).await
     }
 
     /// The records among `ids` that exist, by id.
